@@ -1,0 +1,46 @@
+/* broadcast.h - BroadcastChannel: every open channel of one name in the
+ * process gets a copy of each message posted on any other. */
+#ifndef WEFT_BROADCAST_H
+#define WEFT_BROADCAST_H
+
+#include "weft/common.h"
+
+/* Runs on: the loop the channel was opened on. `msg` is valid for the call
+ * (weft_msg_keep() to keep it). */
+typedef void (*weft_broadcast_cb)(weft_broadcast_t* bc, weft_msg_t* msg);
+
+/* new BroadcastChannel(name) on `loop`. `name` is copied.
+ * Ownership: the caller frees it with weft_broadcast_free().
+ * Thread: owner loop only. */
+WEFT_EXTERN int weft_broadcast_new(weft_loop_t* loop,
+                                   const char* name,
+                                   weft_broadcast_t** out);
+
+/* Set the handler (NULL stops delivery; messages then queue up). A channel
+ * with a handler keeps its loop alive until closed or unref'd. */
+WEFT_EXTERN int weft_broadcast_on_message(weft_broadcast_t* bc,
+                                          weft_broadcast_cb cb);
+
+/* Post one pre-packed msgpack value to every other open channel of the same
+ * name (not to `bc` itself). The bytes are copied once and shared read-only
+ * by all receivers. Returns 0, WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_EINVAL.
+ * Thread: the channel's loop. */
+WEFT_EXTERN int weft_broadcast_post(weft_broadcast_t* bc,
+                                    const void* bytes,
+                                    size_t len);
+
+/* Whether an open channel with a handler keeps the loop alive. */
+WEFT_EXTERN int weft_broadcast_ref(weft_broadcast_t* bc);
+WEFT_EXTERN int weft_broadcast_unref(weft_broadcast_t* bc);
+
+/* close(): leave the name; queued messages are dropped. Twice is fine. */
+WEFT_EXTERN int weft_broadcast_close(weft_broadcast_t* bc);
+
+/* Close if open and release. Accepts NULL. */
+WEFT_EXTERN void weft_broadcast_free(weft_broadcast_t* bc);
+
+/* User data. */
+WEFT_EXTERN void weft_broadcast_set_data(weft_broadcast_t* bc, void* data);
+WEFT_EXTERN void* weft_broadcast_get_data(const weft_broadcast_t* bc);
+
+#endif /* WEFT_BROADCAST_H */

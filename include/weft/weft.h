@@ -1,0 +1,25 @@
+/* weft.h - the umbrella header: isolated workers with their own loop and
+ * heap, message ports, shared buffers and Node's event-loop semantics. */
+#ifndef WEFT_WEFT_H
+#define WEFT_WEFT_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "weft/common.h"
+#include "weft/errno.h"
+#include "weft/heap.h"
+#include "weft/loop.h"
+#include "weft/msg.h"
+#include "weft/buffer.h"
+#include "weft/port.h"
+#include "weft/broadcast.h"
+#include "weft/shared.h"
+#include "weft/worker.h"
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WEFT_WEFT_H */

@@ -1,0 +1,154 @@
+/* worker.h - workers: OS threads with their own loop and heap, spawned from
+ * a C entry function (Node's worker_threads.Worker).
+ *
+ * C code cannot be pre-empted. weft_worker_terminate() takes effect when the
+ * worker next returns to its loop, or when its code calls
+ * weft_should_stop(), which long CPU loops should call now and then. */
+#ifndef WEFT_WORKER_H
+#define WEFT_WORKER_H
+
+#include <stdbool.h>
+#include <msgpack.h>
+
+#include "weft/common.h"
+
+/* The worker's entry: the "script". `loop` is the worker's own loop; `arg`
+ * is opts.arg. After it returns the loop runs until nothing keeps it alive,
+ * weft_worker_exit() is called, or the worker is terminated.
+ * Runs on: the worker's thread. */
+typedef void (*weft_worker_entry_cb)(weft_loop_t* loop, void* arg);
+
+/* Events on the owner's loop. Each may be NULL. `exit` is always last.
+ * Runs on: the loop that spawned the worker; ticks/microtasks drained after. */
+typedef struct weft_worker_events_s {
+  /* The worker's thread started and is about to run its entry. */
+  void (*online)(weft_worker_t* w);
+  /* A message the worker posted on its parent port; valid for the call
+   * (weft_msg_keep() to keep it). */
+  void (*message)(weft_worker_t* w, weft_msg_t* msg);
+  /* A message from the worker did not decode (`err` is WEFT_EDECODE). */
+  void (*messageerror)(weft_worker_t* w, int err);
+  /* The worker ended with an error: WEFT_EUNCAUGHT (weft_report_error()),
+   * WEFT_EHEAPLIMIT (heap limit breached), WEFT_ENOMEM. `text` is valid for
+   * the call. */
+  void (*error)(weft_worker_t* w, int err, const char* text);
+  /* The thread is gone; `exit_code` is the code passed to weft_worker_exit(),
+   * 0 after a normal end, 1 after terminate or an error. */
+  void (*exit)(weft_worker_t* w, int exit_code);
+} weft_worker_events_t;
+
+/* Worker options; zero means default for every field. */
+typedef struct weft_worker_opts_s {
+  const char* name;            /* Thread name (15 bytes shown); "weft-worker". */
+  const void* data;            /* workerData: one packed msgpack value, */
+  size_t data_len;             /* copied in; NULL/0 means nil. */
+  void* arg;                   /* Passed to the entry as is, never copied. */
+  size_t max_heap_bytes;       /* Heap limit; 0 means none. */
+  size_t stack_size;           /* Thread stack bytes; 0: platform default. */
+  size_t max_message_bytes;    /* Per-message limit both ways; 0: default. */
+  weft_worker_events_t events; /* Callbacks on the owner's loop. */
+  void* user_data;             /* weft_worker_get_data(). */
+} weft_worker_opts_t;
+
+/* Start a worker running `entry` on its own thread, loop and heap.
+ * `opts` may be NULL; it and everything it points to may be freed when the
+ * call returns (data and name are copied). The environment data of the
+ * calling thread (weft_set_environment_data()) is snapshot into the worker.
+ * Returns 0, WEFT_EINVAL, WEFT_EDECODE (data is not one msgpack value),
+ * WEFT_ENOMEM, WEFT_ESPAWN. On error `*out` is NULL and no event will run.
+ * Ownership: the caller frees the handle with weft_worker_free().
+ * Thread: owner loop only (the thread of `owner`). */
+WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
+                                  weft_loop_t* owner,
+                                  weft_worker_entry_cb entry,
+                                  const weft_worker_opts_t* opts);
+
+/* worker.postMessage(): copy one pre-packed msgpack value to the worker's
+ * parent port. Returns 0, WEFT_ECLOSED (the worker exited or is exiting),
+ * WEFT_EMSGSIZE, WEFT_EINVAL, WEFT_ENOMEM. Thread: owner loop only. */
+WEFT_EXTERN int weft_worker_post(weft_worker_t* w,
+                                 const void* bytes,
+                                 size_t len);
+/* Pack straight into the message; see weft_port_post_fn(). */
+WEFT_EXTERN int weft_worker_post_fn(weft_worker_t* w,
+                                    int (*pack)(msgpack_packer* pk, void* arg),
+                                    void* arg);
+/* Post a built message with its transfer list; see weft_port_post_msg(). */
+WEFT_EXTERN int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg);
+
+/* worker.terminate(): ask the worker to stop. It stops at its next return
+ * to its loop or weft_should_stop() check; its exit code is then 1.
+ * `cb` (may be NULL) runs on the owner's loop once the thread has exited,
+ * right after the `exit` event, with the exit code. Terminating an exited
+ * worker calls `cb` with its code on the next loop iteration. Returns 0,
+ * WEFT_EINVAL. Thread: owner loop only. */
+WEFT_EXTERN int weft_worker_terminate(weft_worker_t* w,
+                                      void (*cb)(weft_worker_t* w,
+                                                 int exit_code));
+
+/* ref()/unref(): whether the running worker keeps the owner's loop alive
+ * (default: yes). Thread: owner loop only. */
+WEFT_EXTERN int weft_worker_ref(weft_worker_t* w);
+WEFT_EXTERN int weft_worker_unref(weft_worker_t* w);
+
+/* The worker's threadId (> 0; the main thread is 0). Thread: any. */
+WEFT_EXTERN uint64_t weft_worker_thread_id(const weft_worker_t* w);
+
+/* Whether the worker's exit event has run. Thread: owner loop only. */
+WEFT_EXTERN bool weft_worker_exited(const weft_worker_t* w);
+
+WEFT_EXTERN void weft_worker_set_data(weft_worker_t* w, void* data);
+WEFT_EXTERN void* weft_worker_get_data(const weft_worker_t* w);
+
+/* Release the handle. A worker still running is terminated first and its
+ * memory released once it has exited (no more events are delivered). Do not
+ * use `w` afterwards. Accepts NULL. Thread: owner loop only. */
+WEFT_EXTERN void weft_worker_free(weft_worker_t* w);
+
+/* --- Inside any thread: the worker's context -------------------------- */
+
+/* isMainThread: false on a worker thread. Thread: any. */
+WEFT_EXTERN bool weft_is_main_thread(void);
+
+/* threadId: the calling worker's id, 0 outside workers. Thread: any. */
+WEFT_EXTERN uint64_t weft_thread_id(void);
+
+/* parentPort: the calling worker's port to its owner, NULL outside
+ * workers. Owned by weft: do not free it. Thread: any. */
+WEFT_EXTERN weft_port_t* weft_parent_port(void);
+
+/* workerData: the decoded value given at spawn (nil if none), NULL outside
+ * workers. Valid for the worker's life. Thread: any. */
+WEFT_EXTERN const msgpack_object* weft_worker_data(void);
+
+/* process.exit() inside a worker: stop the worker's loop at the end of the
+ * current callback; `code` becomes the exit code. Returns WEFT_EINVAL
+ * outside a worker. Thread: worker only. */
+WEFT_EXTERN int weft_worker_exit(int code);
+
+/* An uncaught error: the worker ends (exit code 1) and its owner gets the
+ * `error` event with WEFT_EUNCAUGHT and `text` (copied). Thread: worker. */
+WEFT_EXTERN int weft_report_error(const char* text);
+
+/* True once the calling worker was asked to stop (terminate, exit, or an
+ * error). Long CPU loops call this and return when it is true. Cheap: one
+ * relaxed atomic load. False outside workers. Thread: any. */
+WEFT_EXTERN bool weft_should_stop(void);
+
+/* --- Environment data (setEnvironmentData / getEnvironmentData) ------- */
+
+/* Set `key` (copied) to one packed msgpack value (copied) for the calling
+ * thread; len 0 / NULL bytes removes it. Workers spawned later by this
+ * thread get a snapshot. Thread: any (applies to the calling thread). */
+WEFT_EXTERN int weft_set_environment_data(const char* key,
+                                          const void* bytes,
+                                          size_t len);
+
+/* Look `key` up for the calling thread. Sets `*bytes`/`*len` to a view
+ * valid until the key is set again or the thread ends. Returns
+ * WEFT_EAGAIN if the key is not set. Thread: any. */
+WEFT_EXTERN int weft_get_environment_data(const char* key,
+                                          const void** bytes,
+                                          size_t* len);
+
+#endif /* WEFT_WORKER_H */
