@@ -1,0 +1,254 @@
+'use strict';
+// weft bench, Node.js side: the same workloads as bench/weft_bench.c, with
+// Node built-ins only (worker_threads, perf_hooks, Atomics).
+//
+//   node bench/node/bench.js <workload> [N]
+//
+// Each workload prints one or more machine-readable lines
+//   RESULT <metric> <value> <unit>
+// which bench/run.sh collects. Units ending in "/s" are higher-is-better,
+// all others lower-is-better.
+const {
+  Worker, isMainThread, parentPort, workerData,
+} = require('worker_threads');
+const { performance } = require('perf_hooks');
+
+const MiB = 1 << 20;
+
+function result(metric, value, unit) {
+  // Fixed-point with enough digits for both tiny (us) and big (msgs/s) values.
+  const v = Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(4);
+  process.stdout.write(`RESULT ${metric} ${v} ${unit}\n`);
+}
+
+function spawn(role, extra) {
+  return new Worker(__filename, { workerData: Object.assign({ role }, extra || {}) });
+}
+
+// ---------------------------------------------------------------- workers
+
+function workerMain() {
+  const role = workerData.role;
+  if (role === 'echo') {
+    // pingpong: echo every message back.
+    parentPort.on('message', (m) => {
+      if (m === 'stop') { parentPort.close(); return; }
+      parentPort.postMessage(m);
+    });
+  } else if (role === 'count') {
+    // throughput: count N messages, then reply once.
+    const n = workerData.n;
+    let seen = 0;
+    parentPort.on('message', () => {
+      if (++seen === n) { parentPort.postMessage(seen); parentPort.close(); }
+    });
+  } else if (role === 'sink') {
+    // copy1m: ack every payload with its length (a small int).
+    parentPort.on('message', (m) => {
+      if (m === 'stop') { parentPort.close(); return; }
+      parentPort.postMessage(m.length);
+    });
+  } else if (role === 'bounce') {
+    // transfer: send the ArrayBuffer straight back, transferred.
+    parentPort.on('message', (m) => {
+      if (m === 'stop') { parentPort.close(); return; }
+      parentPort.postMessage(m, [m]);
+    });
+  } else if (role === 'atomics') {
+    // atomics: slot 0 = ping sequence (main writes), slot 1 = pong (we write).
+    const i32 = new Int32Array(workerData.sab);
+    const n = workerData.n;
+    parentPort.postMessage('ready');
+    for (let i = 1; i <= n; i++) {
+      while (Atomics.load(i32, 0) !== i) Atomics.wait(i32, 0, i - 1);
+      Atomics.store(i32, 1, i);
+      Atomics.notify(i32, 1);
+    }
+    parentPort.close();
+  } else if (role === 'idle') {
+    // idle: keep a port with a handler open, do nothing.
+    parentPort.on('message', () => {});
+  } else {
+    throw new Error('unknown role ' + role);
+  }
+}
+
+// ---------------------------------------------------------------- main side
+
+function pingpong(n) {
+  return new Promise((resolve) => {
+    const warm = Math.min(1000, n);
+    const w = spawn('echo');
+    const msg = [1, 'ping'];
+    let got = 0;
+    let t0 = 0;
+    w.on('message', () => {
+      got++;
+      if (got === warm) t0 = performance.now();
+      if (got < warm + n) { w.postMessage(msg); return; }
+      const dt = (performance.now() - t0) / 1e3;
+      result('pingpong.rtt', dt / n * 1e6, 'us');
+      result('pingpong.rate', n / dt, 'rt/s');
+      w.postMessage('stop');
+    });
+    w.on('exit', resolve);
+    w.postMessage(msg);
+  });
+}
+
+function throughput(n) {
+  return new Promise((resolve) => {
+    const w = spawn('count', { n });
+    w.on('online', () => {
+      const t0 = performance.now();
+      w.on('message', (seen) => {
+        const dt = (performance.now() - t0) / 1e3;
+        if (seen !== n) throw new Error('count mismatch');
+        result('throughput', n / dt, 'msgs/s');
+      });
+      for (let i = 0; i < n; i++) w.postMessage(i);
+    });
+    w.on('exit', resolve);
+  });
+}
+
+function copy1m(n) {
+  // A window of W payloads in flight; each ack lets one more go.
+  return new Promise((resolve) => {
+    const W = 8;
+    const warm = 16;
+    const payload = new Uint8Array(MiB);
+    for (let i = 0; i < MiB; i += 4096) payload[i] = i & 255;
+    const w = spawn('sink');
+    let sent = 0;
+    let acked = 0;
+    let t0 = 0;
+    const total = warm + n;
+    w.on('message', (len) => {
+      if (len !== MiB) throw new Error('bad ack');
+      acked++;
+      if (acked === warm) t0 = performance.now();
+      if (sent < total) { w.postMessage(payload); sent++; }
+      if (acked === total) {
+        const dt = (performance.now() - t0) / 1e3;
+        result('copy1m', n * MiB / dt / 1e9, 'GB/s');
+        w.postMessage('stop');
+      }
+    });
+    w.on('exit', resolve);
+    for (; sent < W && sent < total; sent++) w.postMessage(payload);
+  });
+}
+
+function transferOne(size, n) {
+  return new Promise((resolve) => {
+    const warm = Math.min(10, n);
+    const w = spawn('bounce');
+    let buf = new ArrayBuffer(size);
+    let got = 0;
+    let t0 = 0;
+    w.on('message', (m) => {
+      if (m.byteLength !== size) throw new Error('bad size');
+      got++;
+      if (got === warm) t0 = performance.now();
+      if (got < warm + n) { w.postMessage(m, [m]); return; }
+      const dt = (performance.now() - t0) / 1e3;
+      // Two transfers per round trip.
+      result(`transfer.${label(size)}`, dt / (2 * n) * 1e6, 'us');
+      w.postMessage('stop');
+    });
+    w.on('exit', resolve);
+    w.postMessage(buf, [buf]);
+    buf = null;
+  });
+}
+
+function label(size) {
+  if (size >= MiB) return (size / MiB) + 'm';
+  return (size / 1024) + 'k';
+}
+
+async function transfer(n) {
+  for (const size of [1024, MiB, 64 * MiB]) await transferOne(size, n);
+}
+
+function atomics(n) {
+  return new Promise((resolve) => {
+    const warm = 1000;
+    const sab = new SharedArrayBuffer(64);
+    const i32 = new Int32Array(sab);
+    const w = spawn('atomics', { sab, n: warm + n });
+    w.on('message', (m) => {
+      if (m !== 'ready') return;
+      let t0 = 0;
+      for (let i = 1; i <= warm + n; i++) {
+        if (i === warm + 1) t0 = performance.now();
+        Atomics.store(i32, 0, i);
+        Atomics.notify(i32, 0);
+        while (Atomics.load(i32, 1) !== i) Atomics.wait(i32, 1, i - 1);
+      }
+      const dt = (performance.now() - t0) / 1e3;
+      result('atomics.rtt', dt / n * 1e6, 'us');
+    });
+    w.on('exit', resolve);
+  });
+}
+
+async function spawnBench(n) {
+  const once = () => new Promise((resolve) => {
+    const w = new Worker('', { eval: true });
+    w.on('exit', resolve);
+  });
+  await once(); // warm-up
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await once();
+  const dt = (performance.now() - t0) / 1e3;
+  result('spawn.each', dt / n * 1e6, 'us');
+  result('spawn.rate', n / dt, 'workers/s');
+}
+
+function idle(nworkers) {
+  return new Promise((resolve) => {
+    const ws = [];
+    for (let i = 0; i < nworkers; i++) ws.push(spawn('idle'));
+    setTimeout(() => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      setTimeout(() => {
+        const c = process.cpuUsage(c0);
+        const wall = (performance.now() - t0) * 1e3; // us
+        result('idle8.cpu', (c.user + c.system) / wall * 100, '%core');
+        let left = ws.length;
+        for (const w of ws) w.terminate().then(() => { if (--left === 0) resolve(); });
+      }, 2000);
+    }, 1000);
+  });
+}
+
+const DEFAULT_N = {
+  pingpong: 50000,
+  throughput: 1000000,
+  copy1m: 2000,
+  transfer: 2000,
+  atomics: 50000,
+  spawn: 50,
+  idle: 8,
+};
+
+const FUNCS = { pingpong, throughput, copy1m, transfer, atomics, spawn: spawnBench, idle };
+
+async function main() {
+  const wl = process.argv[2];
+  if (!FUNCS[wl]) {
+    process.stderr.write(`usage: node bench.js <${Object.keys(FUNCS).join('|')}> [N]\n`);
+    process.exit(2);
+  }
+  const n = process.argv[3] ? Number(process.argv[3]) : DEFAULT_N[wl];
+  await FUNCS[wl](n);
+}
+
+if (isMainThread) {
+  main().catch((e) => { console.error(e); process.exit(1); });
+} else {
+  workerMain();
+}

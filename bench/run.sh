@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# bench/run.sh - run every workload in weft and in Node.js worker_threads,
+# R rounds each, alternating the two, and print a table of medians.
+#
+#   bench/run.sh [path/to/weft_bench]
+#
+# Environment:
+#   BENCH_ROUNDS     rounds per workload (default 5)
+#   BENCH_WORKLOADS  space-separated subset (default: all, in table order)
+#   WEFT_BENCH       weft binary (default build-bench/bench/weft_bench);
+#                    the first argument wins over it
+#   NODE             node binary (default: node on PATH)
+#   BENCH_TIMEOUT    seconds allowed for one run of one workload (default 180)
+#   BENCH_OUT        where the table is written (default bench/results.md;
+#                    "-" writes nothing)
+#
+# Both programs print lines "RESULT <metric> <value> <unit>"; a unit ending
+# in "/s" is higher-is-better, any other unit lower-is-better.
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root" || exit 1
+
+ROUNDS=${BENCH_ROUNDS:-5}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong throughput copy1m transfer atomics spawn idle"}
+WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
+NODE=${NODE:-node}
+TIMEOUT=${BENCH_TIMEOUT:-180}
+OUT=${BENCH_OUT:-bench/results.md}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/weft-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+have_weft=1
+if [ ! -x "$WEFT_BIN" ]; then
+  echo "run.sh: no weft binary at $WEFT_BIN: the weft column will say 'pending'" >&2
+  have_weft=0
+fi
+if ! command -v "$NODE" >/dev/null 2>&1; then
+  echo "run.sh: node not found ($NODE)" >&2
+  exit 1
+fi
+
+# run_one SIDE WORKLOAD ROUND: append "<metric> <value> <unit>" lines to
+# $tmp/SIDE.results; a failed run is reported and contributes nothing.
+run_one() {
+  local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc
+  if [ "$side" = weft ]; then
+    timeout "$TIMEOUT" "$WEFT_BIN" "$wl" >"$log" 2>&1
+  else
+    timeout "$TIMEOUT" "$NODE" "$here/node/bench.js" "$wl" >"$log" 2>&1
+  fi
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "  $side $wl round $r: FAILED (exit $rc$([ $rc -eq 124 ] && echo ', timeout')); last lines:" >&2
+    tail -n 5 "$log" | sed 's/^/    /' >&2
+    echo "$wl" >>"$tmp/$side.failed"
+  fi
+  grep '^RESULT ' "$log" | awk '{print $2, $3, $4}' >>"$tmp/$side.results"
+  grep '^RESULT ' "$log" | awk -v s="$side" -v r="$r" '{printf "  %-5s r%d  %-15s %s %s\n", s, r, $2, $3, $4}' >&2
+}
+
+touch "$tmp/weft.results" "$tmp/node.results"
+started=$(date -u '+%Y-%m-%d %H:%M UTC')
+for wl in $WORKLOADS; do
+  echo "== $wl ($ROUNDS rounds)" >&2
+  for r in $(seq 1 "$ROUNDS"); do
+    # Alternate who goes first so neither side always runs on a warmer machine.
+    if [ $((r % 2)) -eq 1 ]; then order="weft node"; else order="node weft"; fi
+    for side in $order; do
+      [ "$side" = weft ] && [ $have_weft -eq 0 ] && continue
+      run_one "$side" "$wl" "$r"
+    done
+  done
+done
+
+# Metrics in table order, with the issue's aim for each:
+#   metric | aim kind (le / ge / flat / -) | aim value | aim text
+aims() {
+  cat <<'AIMS'
+pingpong.rtt le 1 <= 1 us
+pingpong.rate - - -
+throughput ge 15000000 >= 15 M msgs/s
+copy1m ge 12 >= 12 GB/s
+transfer.1k flat - flat in size
+transfer.1m flat - flat in size
+transfer.64m flat - flat in size
+atomics.rtt le 1 <= 1 us
+spawn.each le 50 <= 50 us
+spawn.rate - - -
+idle8.cpu lt 1 < 1 %core
+AIMS
+}
+
+median() { # median of the values of metric $1 in file $2
+  awk -v m="$1" '$1 == m {print $2}' "$2" | sort -g |
+    awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit}
+         if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
+}
+unit_of() { awk -v m="$1" '$1 == m {print $3; exit}' "$tmp/weft.results" "$tmp/node.results"; }
+fmt() {
+  awk -v v="$1" 'BEGIN {
+    if (v == "-" || v == "") { print "-"; exit }
+    a = v < 0 ? -v : v
+    if (a >= 1000) { s = sprintf("%.0f", v); n = length(s); o = "";
+      for (i = n; i > 0; i -= 3) { st = i - 2; if (st < 1) st = 1;
+        o = substr(s, st, i - st + 1) (o == "" ? "" : "," o) } print o }
+    else if (a >= 100) printf "%.0f\n", v
+    else if (a >= 10) printf "%.1f\n", v
+    else if (a >= 1) printf "%.2f\n", v
+    else if (a >= 0.01) printf "%.3f\n", v
+    else printf "%.2g\n", v }'
+}
+
+t1k=$(median transfer.1k "$tmp/weft.results")
+t64m=$(median transfer.64m "$tmp/weft.results")
+
+{
+  echo "| workload | weft median | Node median | unit | weft better by | aim | aim met |"
+  echo "| --- | ---: | ---: | --- | ---: | --- | --- |"
+  aims | while read -r metric kind aimv aimtext; do
+    wv=$(median "$metric" "$tmp/weft.results")
+    nv=$(median "$metric" "$tmp/node.results")
+    [ "$wv" = - ] && [ "$nv" = - ] && continue
+    unit=$(unit_of "$metric")
+    if [ "$wv" = - ]; then
+      ratio=pending
+    else
+      ratio=$(awk -v w="$wv" -v n="$nv" -v u="$unit" 'BEGIN {
+        if (n == "-" || w + 0 <= 0 || n + 0 <= 0) { print "n/a"; exit }
+        r = (u ~ /\/s$/) ? w / n : n / w
+        if (r >= 100) printf "%.0fx\n", r; else printf "%.1fx\n", r }')
+    fi
+    if [ "$kind" = - ]; then
+      met=""
+    elif [ "$wv" = - ]; then
+      met=pending
+    else
+      case $kind in
+        le) met=$(awk -v w="$wv" -v a="$aimv" 'BEGIN {print (w <= a) ? "yes" : "no"}') ;;
+        lt) met=$(awk -v w="$wv" -v a="$aimv" 'BEGIN {print (w < a) ? "yes" : "no"}') ;;
+        ge) met=$(awk -v w="$wv" -v a="$aimv" 'BEGIN {print (w >= a) ? "yes" : "no"}') ;;
+        flat)
+          # Flat: the 64 MiB transfer costs at most 2x the 1 KiB one.
+          if [ "$t1k" = - ] || [ "$t64m" = - ]; then met=pending
+          else met=$(awk -v a="$t1k" -v b="$t64m" 'BEGIN {
+            printf "%s (64m/1k = %.2f)\n", (b <= 2 * a) ? "yes" : "no", b / a }'); fi ;;
+        *) met="" ;;
+      esac
+    fi
+    [ "$aimtext" = - ] && aimtext=""
+    echo "| $metric | $([ "$wv" = - ] && echo pending || fmt "$wv") | $(fmt "$nv") | $unit | $ratio | $aimtext | $met |"
+  done
+} >"$tmp/table.md"
+
+machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr), Node $("$NODE" --version)"
+{
+  echo "Measured $started with \`bench/run.sh\` (BENCH_ROUNDS=$ROUNDS), medians of $ROUNDS rounds."
+  echo "Machine: $machine."
+  [ $have_weft -eq 0 ] && echo "weft binary not found at $WEFT_BIN: weft column pending."
+  [ -s "$tmp/weft.failed" ] && echo "weft runs that failed: $(sort "$tmp/weft.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
+  [ -s "$tmp/node.failed" ] && echo "Node runs that failed: $(sort "$tmp/node.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
+  echo
+  cat "$tmp/table.md"
+  echo
+  echo "Raw values (every round):"
+  echo
+  echo '```'
+  for side in weft node; do
+    awk -v s="$side" '{v[$1] = v[$1] " " $2; u[$1] = $3; if (!($1 in seen)) {seen[$1]=1; order[++n]=$1}}
+      END {for (i = 1; i <= n; i++) printf "%-5s %-14s %-9s%s\n", s, order[i], u[order[i]], v[order[i]]}' \
+      "$tmp/$side.results"
+  done
+  echo '```'
+} >"$tmp/report.md"
+
+echo
+cat "$tmp/report.md"
+if [ "$OUT" != - ]; then
+  cp "$tmp/report.md" "$OUT" && echo && echo "(written to $OUT)"
+fi
