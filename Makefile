@@ -1,0 +1,45 @@
+# Thin driver over CMake. `make demo` and `make test` install what is
+# missing (scripts/deps.sh), build, and run. Compilers: gcc for every build
+# unless CC=... (or TSAN_CC=... for build-tsan) is given on first configure.
+JOBS ?= 2
+PREFIX ?= /usr/local
+export JOBS
+
+.PHONY: all deps build demo test bench install clean
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	CC=$${CC:-gcc} cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build -j $(JOBS)
+
+demo: build
+	@test -x build/samples/worker_sum || \
+	  { echo "make demo: build/samples/worker_sum is missing" \
+	         "(samples/worker_sum.c is not written yet)" >&2; exit 1; }
+	build/samples/worker_sum
+
+# Builds build/, build-asan/ and build-tsan/, runs ctest in each, then the
+# install test; ends with "make test: N passed, M failed".
+test: deps
+	@scripts/test.sh
+
+bench:
+	@scripts/deps.sh --bench
+	CC=$${CC:-gcc} cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release \
+	  -DWEFT_BUILD_BENCH=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_SAMPLES=OFF
+	cmake --build build-bench -j $(JOBS)
+	@if [ -f bench/run.sh ]; then bash bench/run.sh; \
+	 else echo "make bench: bench/run.sh is missing" >&2; exit 1; fi
+
+# An optimized build of its own (build/ is Debug, for the tests).
+install: deps
+	CC=$${CC:-gcc} cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release \
+	  -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_SAMPLES=OFF
+	cmake --build build-release -j $(JOBS)
+	cmake --install build-release --prefix $(PREFIX)
+
+clean:
+	rm -rf build build-asan build-tsan build-bench build-release

@@ -1,0 +1,46 @@
+#!/bin/sh
+# deps.sh [--bench] - install the Debian packages weft needs, only if missing.
+#
+# Build: build-essential cmake pkg-config libuv1-dev libmsgpack-dev
+# libmimalloc-dev; tests: libcriterion-dev and gcc's sanitizer runtimes
+# (libasan8 libtsan2 libubsan1, which libgcc-12-dev normally pulls in).
+# With --bench, also nodejs (only when no `node` is on PATH).
+set -eu
+
+pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
+      libmimalloc-dev libcriterion-dev libasan8 libtsan2 libubsan1"
+if [ "${1:-}" = "--bench" ] && ! command -v node >/dev/null 2>&1; then
+  pkgs="$pkgs nodejs"
+fi
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  # shellcheck disable=SC2086 # $pkgs is a list of words.
+  echo "deps.sh: not a Debian system; make sure these are installed:" $pkgs >&2
+  exit 0
+fi
+
+missing=""
+for p in $pkgs; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+  echo "deps.sh: all packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=""
+elif command -v sudo >/dev/null 2>&1; then
+  sudo="sudo"
+else
+  echo "deps.sh: missing:$missing; run as root or install sudo" >&2
+  exit 1
+fi
+
+echo "deps.sh: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update
+# shellcheck disable=SC2086 # $missing is a list of words.
+$sudo env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y --no-install-recommends $missing

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# test.sh - what `make test` runs after `make deps`: three builds, each with
+# -Werror and its own ctest run, then the install test (test/install).
+#
+#   build       gcc, Debug                                  all tests + samples
+#   build-asan  gcc, Debug, -fsanitize=address,undefined    all tests + samples
+#   build-tsan  gcc, Debug, -fsanitize=thread               scenario_*.c only
+#                (Criterion 2.4.1 aborts at start-up under TSan)
+#
+# Environment: JOBS (default 2), CC (default gcc), TSAN_CC (default $CC;
+# clang works too). Prints "make test: N passed, M failed" and exits non-zero
+# if anything failed or did not build.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+JOBS=${JOBS:-2}
+CC=${CC:-gcc}
+TSAN_CC=${TSAN_CC:-$CC}
+
+# Any sanitizer report must fail the test that produced it.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+passed=0
+failed=0
+problems=()
+
+# run_build DIR COMPILER [CMAKE_ARGS...]: configure, build, ctest.
+run_build() {
+  local dir=$1 cc=$2
+  shift 2
+  echo "=== $dir: $cc $*"
+  # CC only matters the first time a build folder is configured.
+  if ! CC=$cc cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug \
+         -DWEFT_WERROR=ON "$@" ||
+     ! cmake --build "$dir" -j "$JOBS"; then
+    failed=$((failed + 1))
+    problems+=("$dir: configure or build failed")
+    return
+  fi
+
+  local wrap=()
+  # gcc 12's TSan cannot map its shadow memory when the kernel uses more
+  # than 28 bits of mmap randomness; run without ASLR there.
+  if [[ $dir == *tsan* ]] && command -v setarch >/dev/null &&
+     [ "$(cat /proc/sys/vm/mmap_rnd_bits 2>/dev/null || echo 28)" -gt 28 ] &&
+     setarch "$(uname -m)" -R true 2>/dev/null; then
+    wrap=(setarch "$(uname -m)" -R)
+  fi
+
+  local log=$dir/ctest.log
+  # ${wrap[@]+...}: an empty array is "unbound" under set -u before bash 4.4.
+  (cd "$dir" && ${wrap[@]+"${wrap[@]}"} ctest --output-on-failure -j "$JOBS") 2>&1 |
+    tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line total bad
+  line=$(grep -E '[0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
+  if [ -n "$line" ]; then
+    bad=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    total=$(sed -E 's/.* tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+  else
+    bad=0 total=0
+  fi
+  passed=$((passed + total - bad))
+  failed=$((failed + bad))
+  if [ "$bad" -ne 0 ]; then
+    problems+=("$dir: $bad of $total tests failed")
+  elif [ "$rc" -ne 0 ]; then
+    failed=$((failed + 1))
+    problems+=("$dir: ctest exited with $rc")
+  fi
+}
+
+run_build build "$CC"
+run_build build-asan "$CC" -DWEFT_SANITIZE=address,undefined
+run_build build-tsan "$TSAN_CC" -DWEFT_SANITIZE=thread \
+  -DWEFT_BUILD_CRITERION_TESTS=OFF
+
+echo "=== install test"
+if [ -f build/CMakeCache.txt ] && CC=$CC test/install/run.sh build; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+  problems+=("install test failed")
+fi
+
+for p in "${problems[@]+"${problems[@]}"}"; do
+  echo "FAILED: $p"
+done
+echo "make test: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
