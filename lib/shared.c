@@ -578,6 +578,7 @@ static void async_task(weft_loop_t* loop, void* arg) {
 
 static void async_timeout(uv_timer_t* t) {
   async_waiter_t* aw = t->data;
+  weft_loop_t* loop = aw->loop;
   bucket_t* b = bucket_of(aw->w.addr);
   uint32_t state = W_WAITING;
   bool won;
@@ -594,7 +595,8 @@ static void async_timeout(uv_timer_t* t) {
   if (!won)
     return; /* A notify dequeued it and posted async_task. */
   async_finish(aw);
-  weft__loop_after_callback(aw->loop);
+  /* Our own libuv handle: drain ticks and microtasks as weft's do. */
+  weft__loop_after_callback(loop);
 }
 
 /* The loop is torn down (its worker ends) with the wait pending: dequeue
