@@ -113,6 +113,8 @@ WEFT_EXTERN int weft_atomic_wait64(weft_shared_t* sh, size_t index,
 
 /* Atomics.notify: wake up to `count` waiters (negative: all) of the slot,
  * sync and async, oldest first. `*woken` (may be NULL) gets how many.
+ * Waiters are keyed by byte address, as in JavaScript: notify32 on slot 2
+ * and notify64 on slot 1 reach the same waiters.
  * Only makes a system call when a waiter is sleeping. Thread: any. */
 WEFT_EXTERN int weft_atomic_notify32(weft_shared_t* sh, size_t index,
                                      int count, int* woken);
@@ -122,7 +124,10 @@ WEFT_EXTERN int weft_atomic_notify64(weft_shared_t* sh, size_t index,
 /* Atomics.waitAsync: the result is delivered as `cb` on `loop`, which a
  * pending wait keeps alive. If the slot does not hold `expected`, `cb` runs
  * with WEFT_WAIT_NOT_EQUAL on the next loop turn (never synchronously).
- * The waiter holds a reference to `sh` until `cb` has run.
+ * The waiter holds a reference to `sh` until `cb` has run. Returns 0,
+ * WEFT_EINVAL (NULL loop, buffer or cb), WEFT_ERANGE, WEFT_EWRONGTHREAD,
+ * WEFT_ENOMEM; on error `cb` never runs. If the loop is torn down first
+ * (its worker ends), the wait is dropped without calling `cb`.
  * Runs on: `loop`'s thread; ticks/microtasks drained after.
  * Thread: `loop`'s owner only. */
 typedef void (*weft_wait_cb)(weft_loop_t* loop,
