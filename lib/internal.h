@@ -6,6 +6,8 @@
 #include <stdbool.h>
 
 #include "weft/weft.h"
+#include "mpsc.h"
+#include "waker.h"
 
 /* --- loop.c ----------------------------------------------------------- */
 
@@ -32,5 +34,211 @@ bool weft__loop_on_thread(const weft_loop_t* loop);
 /* Drain next-ticks then microtasks until both are empty (after every
  * macrotask callback weft runs). Thread: owner loop only. */
 void weft__loop_after_callback(weft_loop_t* loop);
+
+/* A unit of work pushed onto a loop's ready queue from any thread. */
+typedef struct weft__ready_s weft__ready_t;
+struct weft__ready_s {
+  weft__mpsc_node_t node;
+  /* Runs on the loop's thread when popped. */
+  void (*run)(weft_loop_t* loop, weft__ready_t* r);
+};
+
+/* Push `r` on `loop`'s ready queue and wake the loop if it is parked.
+ * The loop must stay open until `r` ran. Thread: any. */
+void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r);
+
+/* Objects that must be closed when a worker's loop is torn down (ports,
+ * broadcast channels, async waits, child workers). */
+typedef struct weft__tracked_s weft__tracked_t;
+struct weft__tracked_s {
+  weft__tracked_t* next; /* Owner loop only. */
+  weft__tracked_t* prev;
+  /* Close the object for good; it must untrack itself. */
+  void (*teardown)(weft__tracked_t* t);
+};
+void weft__loop_track(weft_loop_t* loop, weft__tracked_t* t);
+void weft__loop_untrack(weft__tracked_t* t);
+
+/* Whether the loop is being torn down (callbacks into user code are
+ * skipped, work completions report WEFT_ECANCELED). */
+bool weft__loop_closing(const weft_loop_t* loop);
+
+/* The reusable msgpack zone a loop decodes delivered messages into, and
+ * a fresh replacement (when a kept message takes the old one).
+ * Thread: owner loop only. */
+msgpack_zone* weft__loop_zone(weft_loop_t* loop);
+msgpack_zone* weft__loop_take_zone(weft_loop_t* loop);
+
+/* Ask a loop (any thread) to stop: weft_loop_run() returns at the end of
+ * the current callback. Used by terminate. */
+void weft__loop_request_stop(weft_loop_t* loop);
+
+/* Worker loops: make a loop for the calling worker thread; tear it down
+ * completely (closing every tracked object, waiting for queued work).
+ * Thread: the worker. */
+int weft__loop_new_worker(weft_loop_t** out);
+void weft__loop_teardown(weft_loop_t* loop);
+
+/* --- heap.c ----------------------------------------------------------
+ * A worker's heap: a mimalloc heap for memory that never leaves the worker
+ * (destroyed as a whole at the end), a byte count against the limit that
+ * also covers cross-thread objects the worker owns, and a list of those
+ * objects so they are released when the worker ends. */
+typedef struct weft__owned_s weft__owned_t;
+typedef struct weft__heap_s weft__heap_t;
+
+struct weft__owned_s {
+  weft__owned_t* next; /* Owner thread only. */
+  weft__owned_t* prev;
+  weft__heap_t* heap;  /* NULL when not owned by a worker heap. */
+  size_t charge;       /* Bytes counted against heap. */
+  void (*release)(weft__owned_t* o); /* Frees the object at worker end. */
+};
+
+/* Make the calling thread's heap (a worker's). Thread: the worker. */
+weft__heap_t* weft__heap_new(size_t limit);
+/* Release every owned object, then the mimalloc heap. Thread: the worker. */
+void weft__heap_destroy(weft__heap_t* h);
+/* The calling thread's heap, NULL outside workers. */
+weft__heap_t* weft__heap_current(void);
+void weft__heap_set_current(weft__heap_t* h);
+/* Whether the limit was breached (the worker must stop). */
+bool weft__heap_breached(const weft__heap_t* h);
+
+/* Loop-local memory (never crosses threads): the worker heap on a worker,
+ * mimalloc's default heap elsewhere. Counted against the limit; NULL when
+ * over it (which marks the heap breached). */
+void* weft__local_alloc(size_t size);
+void* weft__local_calloc(size_t size);
+void weft__local_free(void* p);
+
+/* Memory of objects that cross threads (messages, ports, buffers):
+ * mimalloc's thread-safe default heap, freed from any thread. */
+void* weft__xalloc(size_t size);
+void* weft__xrealloc(void* p, size_t size);
+void weft__xfree(void* p);
+
+/* Charge `o` (of `bytes`) to the calling thread's heap and put it on its
+ * owned list; WEFT_EHEAPLIMIT if that would pass the limit (nothing
+ * changes then). Outside workers: records nothing, returns 0. */
+int weft__heap_adopt(weft__owned_t* o, size_t bytes);
+/* Take `o` off its heap's list and uncharge it. Thread: the heap's owner
+ * (the thread that adopted it). */
+void weft__heap_disown(weft__owned_t* o);
+
+/* Called by the worker when the heap was breached (worker.c). */
+void weft__worker_heap_breached(void);
+
+/* --- msg.c ----------------------------------------------------------- */
+
+enum {
+  WEFT__MSG_DATA,   /* A user message. */
+  WEFT__MSG_CLOSE,  /* The sending port closed. */
+  WEFT__MSG_ONLINE, /* Worker control messages, owner side only. */
+  WEFT__MSG_ERROR,
+  WEFT__MSG_EXIT
+};
+
+enum {
+  WEFT__MSG_BUILDING,   /* Sender owns it; transfers not yet committed. */
+  WEFT__MSG_QUEUED,     /* In a mailbox; transfers committed. */
+  WEFT__MSG_DELIVERING, /* Inside a message callback. */
+  WEFT__MSG_KEPT,       /* The receiver took ownership in the callback. */
+  WEFT__MSG_OWNED       /* Returned by weft_port_receive(). */
+};
+
+typedef struct {
+  int kind;  /* WEFT_EXT_BUFFER, WEFT_EXT_PORT or WEFT_EXT_SHARED. */
+  void* obj; /* weft_buffer_t*, weft_port_t*, weft_shared_t*. */
+  void* spare; /* Buffers: the handle the bytes move into at commit. */
+  bool taken;
+} weft__xfer_t;
+
+#define WEFT__MSG_INLINE 96
+
+struct weft_msg_s {
+  weft__mpsc_node_t node; /* Mailbox link. */
+  uint8_t kind;
+  uint8_t state;
+  int code;               /* ERROR / EXIT: the code. */
+  char* data;             /* Payload (inline_buf or heap). */
+  size_t len;
+  size_t cap;
+  weft__xfer_t* xfers;
+  uint32_t nxfer;
+  uint32_t capxfer;
+  msgpack_packer pk;
+  msgpack_zone* zone;     /* Owned zone for kept or received messages. */
+  msgpack_object obj;
+  bool decoded;
+  weft__owned_t owned;    /* Kept messages on a worker heap. */
+  char inline_buf[WEFT__MSG_INLINE];
+};
+
+/* A message of `kind` with room for `len` bytes (not filled). */
+weft_msg_t* weft__msg_alloc(int kind, size_t len);
+/* Check the transfer list can be posted through `via` (and its peer);
+ * then commit it: detach buffers, detach ports from their loop. */
+int weft__msg_check_transfers(weft_msg_t* msg);
+void weft__msg_commit_transfers(weft_msg_t* msg);
+/* Decode the payload into `zone`: 0 or WEFT_EDECODE. */
+int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone);
+/* Validate that `bytes` is exactly one msgpack value (no allocation
+ * beyond a scratch zone). */
+int weft__msgpack_validate(const void* bytes, size_t len);
+
+/* --- buffer.c -------------------------------------------------------- */
+
+/* An empty handle for weft__buffer_move() (allocated early so that the
+ * move itself cannot fail). Free an unused one with weft_buffer_free(). */
+weft_buffer_t* weft__buffer_shell(void);
+/* Move `buf`'s bytes into `shell` (then owned by no heap) and detach
+ * `buf`. Returns `shell`. Thread: the buffer's owner. */
+weft_buffer_t* weft__buffer_move(weft_buffer_t* buf, weft_buffer_t* shell);
+/* Charge a moved buffer to the calling thread's heap. */
+int weft__buffer_adopt(weft_buffer_t* buf);
+bool weft__buffer_untransferable(const weft_buffer_t* buf);
+
+/* --- port.c ---------------------------------------------------------- */
+
+/* Hooks for ports that belong to weft itself (a worker's owner side). */
+typedef struct {
+  void (*message)(weft_port_t* p, weft_msg_t* msg);
+  void (*messageerror)(weft_port_t* p, int err);
+  void (*control)(weft_port_t* p, weft_msg_t* msg); /* Takes msg. */
+} weft__port_hooks_t;
+
+/* A channel whose second end (`remote`, a port core) is "in transit": no
+ * loop, no handle yet; a worker adopts it. Thread: owner of `loop`. */
+int weft__channel_new_detached(weft_loop_t* loop,
+                               weft_port_t** local,
+                               void** remote);
+/* Make `h` weft's own: hooks instead of user callbacks, always started,
+ * never keeps its loop alive, refused by weft_port_free(). */
+void weft__port_set_hooks(weft_port_t* h, const weft__port_hooks_t* hooks,
+                          void* owner);
+void* weft__port_owner(const weft_port_t* h);
+void weft__port_set_internal(weft_port_t* h, bool internal);
+/* Take `h` off its loop's teardown list (its owner object frees it). */
+void weft__loop_untrack_port(weft_port_t* h);
+/* Whether the calling thread may transfer `h`: 0 or an error code. */
+int weft__port_transferable(const weft_port_t* h);
+/* Sender side of a transfer: detach the core from `h` (a husk from now
+ * on) and from its loop; returns the core, which the message owns. */
+void* weft__port_detach(weft_port_t* h);
+/* Receiver side: attach a travelling core to `loop` under a new handle. */
+int weft__port_adopt(void* core, weft_loop_t* loop, weft_port_t** out);
+/* A travelling core whose message was freed untaken: close and release. */
+void weft__port_drop_in_transit(void* core);
+/* Push a message straight into `h`'s mailbox (worker control messages,
+ * broadcast). Thread: any. */
+void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg);
+/* Post with the checks of weft_port_post_msg(). Thread: any. */
+int weft__port_post_msg(weft_port_t* h, weft_msg_t** msg);
+
+/* --- worker.c -------------------------------------------------------- */
+
+/* The calling thread's per-message limit (worker option), or the default. */
+size_t weft__thread_message_limit(void);
 
 #endif /* WEFT_LIB_INTERNAL_H */

@@ -16,14 +16,17 @@ WEFT_EXTERN int weft_broadcast_new(weft_loop_t* loop,
                                    const char* name,
                                    weft_broadcast_t** out);
 
-/* Set the handler (NULL stops delivery; messages then queue up). A channel
- * with a handler keeps its loop alive until closed or unref'd. */
+/* Set the handler. Without one, messages that arrive are dropped (as an
+ * EventTarget with no listener). A channel with a handler keeps its loop
+ * alive until closed or unref'd. Thread: the channel's loop. */
 WEFT_EXTERN int weft_broadcast_on_message(weft_broadcast_t* bc,
                                           weft_broadcast_cb cb);
 
 /* Post one pre-packed msgpack value to every other open channel of the same
- * name (not to `bc` itself). The bytes are copied once and shared read-only
- * by all receivers. Returns 0, WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_EINVAL.
+ * name (not to `bc` itself), in any thread; each gets its own copy. The
+ * value is checked here: WEFT_EDECODE if it is not exactly one msgpack
+ * value. Returns 0, WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_EDECODE, WEFT_EINVAL,
+ * WEFT_ENOMEM.
  * Thread: the channel's loop. */
 WEFT_EXTERN int weft_broadcast_post(weft_broadcast_t* bc,
                                     const void* bytes,

@@ -79,9 +79,9 @@ WEFT_EXTERN int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg);
 /* worker.terminate(): ask the worker to stop. It stops at its next return
  * to its loop or weft_should_stop() check; its exit code is then 1.
  * `cb` (may be NULL) runs on the owner's loop once the thread has exited,
- * right after the `exit` event, with the exit code. Terminating an exited
- * worker calls `cb` with its code on the next loop iteration. Returns 0,
- * WEFT_EINVAL. Thread: owner loop only. */
+ * right after the `exit` event, with the exit code. Terminating a worker
+ * whose exit event already ran calls `cb` at once with its exit code.
+ * Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD. Thread: owner loop only. */
 WEFT_EXTERN int weft_worker_terminate(weft_worker_t* w,
                                       void (*cb)(weft_worker_t* w,
                                                  int exit_code));

@@ -1,0 +1,198 @@
+/* broadcast.c - BroadcastChannel: a process-wide registry of named
+ * channels; a post copies the value into every other member's mailbox. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct weft_broadcast_s {
+  weft_broadcast_t* next; /* Registry list; guarded by registry_lock. */
+  char* name;             /* Fixed at creation. */
+  weft_port_t* inbox;     /* Receives posts; weft's own (hooks). */
+  weft_port_t* anchor;    /* Its entangled peer, only keeps it open. */
+  weft_loop_t* loop;
+  weft__tracked_t tracked;
+  weft_broadcast_cb cb;   /* Owner loop only. */
+  void* data;
+  bool ref;
+  bool closed;
+  bool holds_keepalive;
+};
+
+static uv_once_t registry_once = UV_ONCE_INIT;
+static uv_mutex_t registry_lock;
+static weft_broadcast_t* registry; /* Guarded by registry_lock. */
+
+static void registry_init(void) {
+  if (uv_mutex_init(&registry_lock) != 0)
+    abort(); /* Only fails without resources at start-up. */
+}
+
+static void update_keepalive(weft_broadcast_t* bc) {
+  bool want = !bc->closed && bc->cb != NULL && bc->ref;
+  if (want == bc->holds_keepalive)
+    return;
+  bc->holds_keepalive = want;
+  weft__loop_keepalive(bc->loop, want ? 1 : -1);
+}
+
+static void on_inbox(weft_port_t* port, weft_msg_t* msg) {
+  weft_broadcast_t* bc = weft__port_owner(port);
+  if (bc->cb != NULL && !bc->closed)
+    bc->cb(bc, msg);
+}
+
+static const weft__port_hooks_t inbox_hooks = {on_inbox, NULL, NULL};
+
+static void bc_teardown(weft__tracked_t* t) {
+  weft_broadcast_t* bc = weft__container_of(t, weft_broadcast_t, tracked);
+  weft_broadcast_free(bc);
+}
+
+int weft_broadcast_new(weft_loop_t* loop,
+                       const char* name,
+                       weft_broadcast_t** out) {
+  weft_broadcast_t* bc;
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  if (loop == NULL || name == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(loop))
+    return WEFT_EWRONGTHREAD;
+  uv_once(&registry_once, registry_init);
+  bc = calloc(1, sizeof(*bc));
+  if (bc == NULL)
+    return WEFT_ENOMEM;
+  bc->name = strdup(name);
+  if (bc->name == NULL) {
+    free(bc);
+    return WEFT_ENOMEM;
+  }
+  err = weft_channel_new(loop, &bc->inbox, &bc->anchor);
+  if (err != 0) {
+    free(bc->name);
+    free(bc);
+    return err;
+  }
+  bc->loop = loop;
+  bc->ref = true;
+  weft__port_set_hooks(bc->inbox, &inbox_hooks, bc);
+  weft__port_set_internal(bc->anchor, true);
+  /* The anchor is weft's too: the channel's teardown frees both. */
+  weft__loop_untrack_port(bc->anchor);
+  bc->tracked.teardown = bc_teardown;
+  weft__loop_track(loop, &bc->tracked);
+  uv_mutex_lock(&registry_lock);
+  bc->next = registry;
+  registry = bc;
+  uv_mutex_unlock(&registry_lock);
+  *out = bc;
+  return 0;
+}
+
+#define CHECK_BC(bc)                          \
+  do {                                        \
+    if ((bc) == NULL)                         \
+      return WEFT_EINVAL;                     \
+    if (!weft__loop_on_thread((bc)->loop))    \
+      return WEFT_EWRONGTHREAD;               \
+  } while (0)
+
+int weft_broadcast_on_message(weft_broadcast_t* bc, weft_broadcast_cb cb) {
+  CHECK_BC(bc);
+  if (bc->closed)
+    return WEFT_ECLOSED;
+  bc->cb = cb;
+  update_keepalive(bc);
+  return 0;
+}
+
+int weft_broadcast_post(weft_broadcast_t* bc, const void* bytes, size_t len) {
+  weft_broadcast_t* it;
+  int err = 0;
+  CHECK_BC(bc);
+  if (bytes == NULL || len == 0)
+    return WEFT_EINVAL;
+  if (bc->closed)
+    return WEFT_ECLOSED;
+  if (len > weft__thread_message_limit())
+    return WEFT_EMSGSIZE;
+  err = weft__msgpack_validate(bytes, len);
+  if (err != 0)
+    return err;
+  /* Under the lock no member can leave, so its inbox stays alive while we
+   * push; pushes never block. */
+  uv_mutex_lock(&registry_lock);
+  for (it = registry; it != NULL; it = it->next) {
+    weft_msg_t* m;
+    if (it == bc || strcmp(it->name, bc->name) != 0)
+      continue;
+    m = weft__msg_alloc(WEFT__MSG_DATA, len);
+    if (m == NULL) {
+      err = WEFT_ENOMEM;
+      break;
+    }
+    memcpy(m->data, bytes, len);
+    m->len = len;
+    weft__port_enqueue(it->inbox, m);
+  }
+  uv_mutex_unlock(&registry_lock);
+  return err;
+}
+
+int weft_broadcast_ref(weft_broadcast_t* bc) {
+  CHECK_BC(bc);
+  bc->ref = true;
+  update_keepalive(bc);
+  return 0;
+}
+
+int weft_broadcast_unref(weft_broadcast_t* bc) {
+  CHECK_BC(bc);
+  bc->ref = false;
+  update_keepalive(bc);
+  return 0;
+}
+
+int weft_broadcast_close(weft_broadcast_t* bc) {
+  weft_broadcast_t** pp;
+  CHECK_BC(bc);
+  if (bc->closed)
+    return 0;
+  uv_mutex_lock(&registry_lock);
+  for (pp = &registry; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == bc) {
+      *pp = bc->next;
+      break;
+    }
+  }
+  uv_mutex_unlock(&registry_lock);
+  bc->closed = true;
+  update_keepalive(bc);
+  weft__port_set_internal(bc->inbox, false);
+  weft__port_set_internal(bc->anchor, false);
+  weft_port_free(bc->inbox);
+  weft_port_free(bc->anchor);
+  bc->inbox = bc->anchor = NULL;
+  return 0;
+}
+
+void weft_broadcast_free(weft_broadcast_t* bc) {
+  if (bc == NULL || !weft__loop_on_thread(bc->loop))
+    return;
+  weft_broadcast_close(bc);
+  weft__loop_untrack(&bc->tracked);
+  free(bc->name);
+  free(bc);
+}
+
+void weft_broadcast_set_data(weft_broadcast_t* bc, void* data) {
+  if (bc != NULL)
+    bc->data = data;
+}
+
+void* weft_broadcast_get_data(const weft_broadcast_t* bc) {
+  return bc == NULL ? NULL : bc->data;
+}

@@ -1,0 +1,880 @@
+/* loop.c - a thread's event loop with Node's semantics on top of libuv:
+ * next-tick and microtask queues drained after every macrotask, timers,
+ * immediates in the check phase, threadpool work, cross-thread delivery
+ * with spin-then-park, and event-loop utilization. */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* How a loop waits for cross-thread messages once it has nothing to do:
+ * first it spins on its ready queue (an answer within ~0.2 us costs no
+ * system call), then yields the core a few times, then parks in the
+ * poll. Waking a parked thread costs 50-70 us on the machines we measure
+ * (design.md), so the spin window covers a typical request/response gap;
+ * it is bounded so an idle loop goes to sleep within ~100 us. */
+#define SPIN_PAUSES 4000
+#define SPIN_YIELDS 20
+/* After this many messages delivered without a real poll, poll anyway so
+ * sockets and timers are not starved by a message flood. */
+#define FAST_PATH_MAX 64
+/* Messages handed out per ready-queue drain before timers get a turn. */
+#define READY_BATCH 1024
+
+typedef struct {
+  weft_task_cb cb;
+  void* arg;
+} task_t;
+
+/* A growable ring of tasks: no allocation per task in steady state. */
+typedef struct {
+  task_t* items;
+  size_t cap;  /* Power of two, or 0. */
+  size_t head; /* Index of the oldest task. */
+  size_t len;
+} task_ring_t;
+
+enum { TIMER_TIMEOUT, TIMER_INTERVAL, TIMER_IMMEDIATE };
+
+typedef struct weft__timer_s {
+  uv_timer_t handle;
+  weft_loop_t* loop;
+  weft_task_cb cb;
+  void* arg;
+  weft_timer_id id;
+  int kind;
+  bool ref;
+  uint64_t epoch;                  /* Immediates: the check turn they join. */
+  struct weft__timer_s* imm_next;  /* Immediates: FIFO links. */
+  struct weft__timer_s* imm_prev;
+} weft__timer_t;
+
+typedef struct {
+  uint32_t gen;
+  uint32_t next_free; /* Index + 1 of the next free slot, 0 for none. */
+  weft__timer_t* timer;
+} timer_slot_t;
+
+typedef struct {
+  uv_work_t req;
+  weft_loop_t* loop;
+  weft_work_cb work;
+  weft_after_work_cb after;
+  void* arg;
+} work_t;
+
+typedef struct {
+  weft__ready_t ready;
+  weft_task_cb cb;
+  void* arg;
+} posted_task_t;
+
+struct weft_loop_s {
+  /* Cross-thread part: producers push here and read the waker's flag. */
+  weft__mpsc_t ready;
+  weft__waker_t waker;
+  atomic_int stop_requested; /* Any thread: weft__loop_request_stop(). */
+
+  /* Everything below: owner loop only. */
+  uv_loop_t* uv;
+  uv_loop_t own_uv;
+  bool owns_uv;
+  uv_thread_t thread;
+  uv_check_t check;
+  uv_idle_t idle; /* Active while immediates are pending. */
+  task_ring_t ticks;
+  task_ring_t micro;
+  bool draining;
+  bool stop;
+  bool closing;
+  bool running;
+  int keepalive;
+  int handles;
+  timer_slot_t* slots;
+  uint32_t nslots;
+  uint32_t free_slot; /* Index + 1, 0 for none. */
+  weft__timer_t* imm_head;
+  weft__timer_t* imm_tail;
+  uint64_t imm_epoch;
+  weft__tracked_t tracked; /* Sentinel. */
+  msgpack_zone* zone;
+  uint64_t spin_ns; /* Time spent spinning for messages (counts as idle). */
+  uint64_t start_ns;
+};
+
+static _Thread_local weft_loop_t* current_loop;
+
+static void after_all(weft_loop_t* loop);
+
+/* ---- task rings --------------------------------------------------------- */
+
+static int ring_push(task_ring_t* r, weft_task_cb cb, void* arg) {
+  if (r->len == r->cap) {
+    size_t ncap = r->cap ? r->cap * 2 : 64;
+    task_t* n = weft__local_alloc(ncap * sizeof(*n));
+    size_t i;
+    if (n == NULL)
+      return WEFT_ENOMEM;
+    for (i = 0; i < r->len; i++)
+      n[i] = r->items[(r->head + i) & (r->cap - 1)];
+    weft__local_free(r->items);
+    r->items = n;
+    r->cap = ncap;
+    r->head = 0;
+  }
+  r->items[(r->head + r->len) & (r->cap - 1)] = (task_t){cb, arg};
+  r->len++;
+  return 0;
+}
+
+static bool ring_pop(task_ring_t* r, task_t* out) {
+  if (r->len == 0)
+    return false;
+  *out = r->items[r->head];
+  r->head = (r->head + 1) & (r->cap - 1);
+  r->len--;
+  return true;
+}
+
+/* ---- thread checks ------------------------------------------------------ */
+
+bool weft__loop_on_thread(const weft_loop_t* loop) {
+  return loop != NULL && current_loop == loop;
+}
+
+#define CHECK_OWNER(loop)          \
+  do {                             \
+    if ((loop) == NULL)            \
+      return WEFT_EINVAL;          \
+    if (current_loop != (loop))    \
+      return WEFT_EWRONGTHREAD;    \
+  } while (0)
+
+weft_loop_t* weft_loop_current(void) {
+  return current_loop;
+}
+
+/* ---- creation ----------------------------------------------------------- */
+
+static void ready_async_cb(uv_async_t* h);
+static void check_cb(uv_check_t* h);
+static void idle_cb(uv_idle_t* h) {
+  (void)h; /* Only there to keep the poll from blocking. */
+}
+
+static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
+  weft_loop_t* loop;
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  if (current_loop != NULL)
+    return WEFT_EBUSY;
+  loop = weft__local_calloc(sizeof(*loop));
+  if (loop == NULL)
+    return WEFT_ENOMEM;
+  weft__mpsc_init(&loop->ready);
+  atomic_init(&loop->stop_requested, 0);
+  if (uv == NULL) {
+    err = uv_loop_init(&loop->own_uv);
+    if (err != 0) {
+      weft__local_free(loop);
+      return err;
+    }
+    loop->uv = &loop->own_uv;
+    loop->owns_uv = true;
+  } else {
+    loop->uv = uv;
+  }
+  /* Needed for weft_loop_utilization(); must precede the first run. */
+  uv_loop_configure(loop->uv, UV_METRICS_IDLE_TIME);
+  loop->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+  if (loop->zone == NULL)
+    goto fail;
+  err = weft__waker_init(&loop->waker, loop->uv, ready_async_cb);
+  if (err != 0)
+    goto fail;
+  loop->waker.async.data = loop;
+  uv_unref((uv_handle_t*)&loop->waker.async);
+  uv_check_init(loop->uv, &loop->check);
+  loop->check.data = loop;
+  uv_check_start(&loop->check, check_cb);
+  uv_unref((uv_handle_t*)&loop->check);
+  uv_idle_init(loop->uv, &loop->idle);
+  loop->idle.data = loop;
+  loop->thread = uv_thread_self();
+  loop->tracked.next = loop->tracked.prev = &loop->tracked;
+  loop->start_ns = uv_hrtime();
+  current_loop = loop;
+  *out = loop;
+  return 0;
+
+fail:
+  if (loop->zone != NULL)
+    msgpack_zone_free(loop->zone);
+  if (loop->owns_uv)
+    uv_loop_close(loop->uv);
+  weft__local_free(loop);
+  return WEFT_ENOMEM;
+}
+
+int weft_loop_new(weft_loop_t** out) {
+  return loop_setup(out, NULL);
+}
+
+int weft_loop_wrap(weft_loop_t** out, uv_loop_t* uv) {
+  if (uv == NULL)
+    return WEFT_EINVAL;
+  return loop_setup(out, uv);
+}
+
+int weft__loop_new_worker(weft_loop_t** out) {
+  return loop_setup(out, NULL);
+}
+
+uv_loop_t* weft_loop_uv(weft_loop_t* loop) {
+  if (loop == NULL || current_loop != loop)
+    return NULL;
+  return loop->uv;
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+static void noop_close(uv_handle_t* h) {
+  (void)h;
+}
+
+static void free_timer_close(uv_handle_t* h) {
+  weft__local_free(h->data);
+}
+
+static void release_slot(weft_loop_t* loop, weft_timer_id id) {
+  uint32_t idx = (uint32_t)(id & 0xffffffffu) - 1;
+  timer_slot_t* s = &loop->slots[idx];
+  s->timer = NULL;
+  s->gen++;
+  if (s->gen == 0)
+    s->gen = 1;
+  s->next_free = loop->free_slot;
+  loop->free_slot = idx + 1;
+}
+
+static void close_internal(weft_loop_t* loop) {
+  uint32_t i;
+  /* Timers and immediates still pending are dropped. */
+  for (i = 0; i < loop->nslots; i++) {
+    weft__timer_t* t = loop->slots[i].timer;
+    if (t == NULL)
+      continue;
+    loop->slots[i].timer = NULL;
+    if (t->kind == TIMER_IMMEDIATE)
+      weft__local_free(t);
+    else
+      uv_close((uv_handle_t*)&t->handle, free_timer_close);
+  }
+  loop->imm_head = loop->imm_tail = NULL;
+  uv_close((uv_handle_t*)&loop->waker.async, noop_close);
+  uv_close((uv_handle_t*)&loop->check, noop_close);
+  uv_close((uv_handle_t*)&loop->idle, noop_close);
+}
+
+static void release_memory(weft_loop_t* loop) {
+  weft__mpsc_node_t* n;
+  /* Tasks posted from other threads after the last drain: release them
+   * without running user code (the loop is gone). */
+  while ((n = weft__mpsc_pop(&loop->ready)) != NULL) {
+    weft__ready_t* r = weft__container_of(n, weft__ready_t, node);
+    r->run(loop, r);
+  }
+  msgpack_zone_free(loop->zone);
+  weft__local_free(loop->ticks.items);
+  weft__local_free(loop->micro.items);
+  weft__local_free(loop->slots);
+  if (current_loop == loop)
+    current_loop = NULL;
+  weft__local_free(loop);
+}
+
+int weft_loop_free(weft_loop_t* loop) {
+  int err;
+  if (loop == NULL)
+    return 0;
+  CHECK_OWNER(loop);
+  if (loop->handles > 0 || loop->keepalive > 0 || loop->running)
+    return WEFT_EBUSY;
+  if (loop->owns_uv && uv_loop_alive(loop->uv))
+    return WEFT_EBUSY;
+  loop->closing = true;
+  close_internal(loop);
+  uv_run(loop->uv, UV_RUN_NOWAIT);
+  if (loop->owns_uv) {
+    err = uv_loop_close(loop->uv);
+    if (err != 0)
+      return err; /* Should not happen: handles were checked above. */
+  }
+  release_memory(loop);
+  return 0;
+}
+
+static void close_foreign(uv_handle_t* h, void* arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+void weft__loop_teardown(weft_loop_t* loop) {
+  loop->closing = true;
+  loop->stop = false;
+  /* Close every tracked object; each may post more work to itself, so
+   * drain the ready queue between rounds without running user code. */
+  while (loop->tracked.next != &loop->tracked) {
+    weft__tracked_t* t = loop->tracked.next;
+    t->teardown(t);
+    if (loop->tracked.next == t)
+      weft__loop_untrack(t); /* A teardown that forgot to untrack. */
+  }
+  close_internal(loop);
+  /* Close the caller's own handles too, then wait for queued work. */
+  uv_walk(loop->uv, close_foreign, NULL);
+  for (;;) {
+    weft__mpsc_node_t* n;
+    uv_run(loop->uv, UV_RUN_DEFAULT);
+    while ((n = weft__mpsc_pop(&loop->ready)) != NULL) {
+      weft__ready_t* r = weft__container_of(n, weft__ready_t, node);
+      r->run(loop, r);
+    }
+    if (uv_loop_close(loop->uv) == 0)
+      break;
+  }
+  release_memory(loop);
+}
+
+/* ---- tracking ----------------------------------------------------------- */
+
+void weft__loop_track(weft_loop_t* loop, weft__tracked_t* t) {
+  t->next = loop->tracked.next;
+  t->prev = &loop->tracked;
+  loop->tracked.next->prev = t;
+  loop->tracked.next = t;
+}
+
+void weft__loop_untrack(weft__tracked_t* t) {
+  if (t->next == NULL || t->next == t)
+    return;
+  t->prev->next = t->next;
+  t->next->prev = t->prev;
+  t->next = t->prev = t;
+}
+
+bool weft__loop_closing(const weft_loop_t* loop) {
+  return loop->closing;
+}
+
+void weft__loop_keepalive(weft_loop_t* loop, int delta) {
+  int before = loop->keepalive;
+  loop->keepalive += delta;
+  if (before <= 0 && loop->keepalive > 0)
+    uv_ref((uv_handle_t*)&loop->waker.async);
+  else if (before > 0 && loop->keepalive <= 0)
+    uv_unref((uv_handle_t*)&loop->waker.async);
+}
+
+void weft__loop_handles(weft_loop_t* loop, int delta) {
+  loop->handles += delta;
+}
+
+msgpack_zone* weft__loop_zone(weft_loop_t* loop) {
+  return loop->zone;
+}
+
+msgpack_zone* weft__loop_take_zone(weft_loop_t* loop) {
+  msgpack_zone* z = loop->zone;
+  msgpack_zone* fresh = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+  if (fresh == NULL)
+    return NULL;
+  loop->zone = fresh;
+  return z;
+}
+
+/* ---- ticks and microtasks ----------------------------------------------- */
+
+int weft_next_tick(weft_loop_t* loop, weft_task_cb cb, void* arg) {
+  if (cb == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  return ring_push(&loop->ticks, cb, arg);
+}
+
+int weft_queue_microtask(weft_loop_t* loop, weft_task_cb cb, void* arg) {
+  if (cb == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  return ring_push(&loop->micro, cb, arg);
+}
+
+void weft__loop_after_callback(weft_loop_t* loop) {
+  task_t t;
+  if (loop->draining)
+    return; /* A task called weft_loop_drain(): the outer drain goes on. */
+  loop->draining = true;
+  /* Node: all next-ticks, then all microtasks (those queued by microtasks
+   * included), and again while a microtask queued a next-tick. */
+  while (loop->ticks.len > 0 || loop->micro.len > 0) {
+    while (ring_pop(&loop->ticks, &t))
+      t.cb(loop, t.arg);
+    while (ring_pop(&loop->micro, &t))
+      t.cb(loop, t.arg);
+  }
+  loop->draining = false;
+}
+
+int weft_loop_drain(weft_loop_t* loop) {
+  CHECK_OWNER(loop);
+  weft__loop_after_callback(loop);
+  return 0;
+}
+
+static void after_all(weft_loop_t* loop) {
+  weft__loop_after_callback(loop);
+}
+
+/* ---- timers and immediates ---------------------------------------------- */
+
+static weft__timer_t* timer_lookup(weft_loop_t* loop, weft_timer_id id) {
+  uint32_t idx = (uint32_t)(id & 0xffffffffu);
+  uint32_t gen = (uint32_t)(id >> 32);
+  if (idx == 0 || idx > loop->nslots)
+    return NULL;
+  if (loop->slots[idx - 1].gen != gen)
+    return NULL;
+  return loop->slots[idx - 1].timer;
+}
+
+static int timer_alloc(weft_loop_t* loop, weft__timer_t** out) {
+  weft__timer_t* t;
+  uint32_t idx;
+  if (loop->free_slot == 0) {
+    uint32_t n = loop->nslots ? loop->nslots * 2 : 16;
+    uint32_t i;
+    timer_slot_t* s = weft__local_alloc(n * sizeof(*s));
+    if (s == NULL)
+      return WEFT_ENOMEM;
+    if (loop->nslots)
+      memcpy(s, loop->slots, loop->nslots * sizeof(*s));
+    for (i = loop->nslots; i < n; i++) {
+      s[i].gen = 1;
+      s[i].timer = NULL;
+      s[i].next_free = i + 1 < n ? i + 2 : 0;
+    }
+    weft__local_free(loop->slots);
+    loop->slots = s;
+    loop->free_slot = loop->nslots + 1;
+    loop->nslots = n;
+  }
+  t = weft__local_calloc(sizeof(*t));
+  if (t == NULL)
+    return WEFT_ENOMEM;
+  idx = loop->free_slot - 1;
+  loop->free_slot = loop->slots[idx].next_free;
+  loop->slots[idx].timer = t;
+  t->id = ((uint64_t)loop->slots[idx].gen << 32) | (idx + 1);
+  t->loop = loop;
+  t->ref = true;
+  *out = t;
+  return 0;
+}
+
+static void timer_cb(uv_timer_t* h) {
+  weft__timer_t* t = h->data;
+  weft_loop_t* loop = t->loop;
+  weft_task_cb cb = t->cb;
+  void* arg = t->arg;
+  if (t->kind == TIMER_TIMEOUT) {
+    /* A timeout is gone before its callback runs: clearing it inside is a
+     * no-op, as in Node. */
+    release_slot(loop, t->id);
+    uv_close((uv_handle_t*)&t->handle, free_timer_close);
+  }
+  if (loop->closing)
+    return;
+  cb(loop, arg);
+  after_all(loop);
+}
+
+static int start_timer(weft_loop_t* loop,
+                       uint64_t ms,
+                       weft_task_cb cb,
+                       void* arg,
+                       weft_timer_id* out,
+                       int kind) {
+  weft__timer_t* t;
+  int err;
+  if (out != NULL)
+    *out = 0;
+  if (cb == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  err = timer_alloc(loop, &t);
+  if (err != 0)
+    return err;
+  t->cb = cb;
+  t->arg = arg;
+  t->kind = kind;
+  uv_timer_init(loop->uv, &t->handle);
+  t->handle.data = t;
+  if (kind == TIMER_INTERVAL && ms == 0)
+    ms = 1; /* Node clamps intervals to at least 1 ms. */
+  uv_timer_start(&t->handle, timer_cb, ms, kind == TIMER_INTERVAL ? ms : 0);
+  if (out != NULL)
+    *out = t->id;
+  return 0;
+}
+
+int weft_set_timeout(weft_loop_t* loop,
+                     uint64_t ms,
+                     weft_task_cb cb,
+                     void* arg,
+                     weft_timer_id* out) {
+  return start_timer(loop, ms, cb, arg, out, TIMER_TIMEOUT);
+}
+
+int weft_set_interval(weft_loop_t* loop,
+                      uint64_t ms,
+                      weft_task_cb cb,
+                      void* arg,
+                      weft_timer_id* out) {
+  return start_timer(loop, ms, cb, arg, out, TIMER_INTERVAL);
+}
+
+static void imm_unlink(weft_loop_t* loop, weft__timer_t* t) {
+  if (t->imm_prev)
+    t->imm_prev->imm_next = t->imm_next;
+  else
+    loop->imm_head = t->imm_next;
+  if (t->imm_next)
+    t->imm_next->imm_prev = t->imm_prev;
+  else
+    loop->imm_tail = t->imm_prev;
+  if (loop->imm_head == NULL)
+    uv_idle_stop(&loop->idle);
+}
+
+int weft_set_immediate(weft_loop_t* loop,
+                       weft_task_cb cb,
+                       void* arg,
+                       weft_timer_id* out) {
+  weft__timer_t* t;
+  int err;
+  if (out != NULL)
+    *out = 0;
+  if (cb == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  err = timer_alloc(loop, &t);
+  if (err != 0)
+    return err;
+  t->cb = cb;
+  t->arg = arg;
+  t->kind = TIMER_IMMEDIATE;
+  t->epoch = loop->imm_epoch;
+  t->imm_prev = loop->imm_tail;
+  if (loop->imm_tail)
+    loop->imm_tail->imm_next = t;
+  else
+    loop->imm_head = t;
+  loop->imm_tail = t;
+  /* An active idle handle makes the poll return at once, so the check
+   * phase comes round without waiting for I/O. */
+  uv_idle_start(&loop->idle, idle_cb);
+  if (out != NULL)
+    *out = t->id;
+  return 0;
+}
+
+int weft_clear_timer(weft_loop_t* loop, weft_timer_id id) {
+  weft__timer_t* t;
+  CHECK_OWNER(loop);
+  t = timer_lookup(loop, id);
+  if (t == NULL)
+    return 0;
+  release_slot(loop, id);
+  if (t->kind == TIMER_IMMEDIATE) {
+    imm_unlink(loop, t);
+    weft__local_free(t);
+  } else {
+    uv_timer_stop(&t->handle);
+    uv_close((uv_handle_t*)&t->handle, free_timer_close);
+  }
+  return 0;
+}
+
+int weft_timer_set_ref(weft_loop_t* loop, weft_timer_id id, bool ref) {
+  weft__timer_t* t;
+  CHECK_OWNER(loop);
+  t = timer_lookup(loop, id);
+  if (t == NULL || t->kind == TIMER_IMMEDIATE)
+    return WEFT_EINVAL;
+  t->ref = ref;
+  if (ref)
+    uv_ref((uv_handle_t*)&t->handle);
+  else
+    uv_unref((uv_handle_t*)&t->handle);
+  return 0;
+}
+
+/* The check phase: Node's immediates queued before this turn, in order. */
+static void run_immediates(weft_loop_t* loop) {
+  uint64_t epoch;
+  if (loop->imm_head == NULL)
+    return;
+  epoch = loop->imm_epoch++;
+  while (loop->imm_head != NULL && loop->imm_head->epoch <= epoch &&
+         !loop->stop) {
+    weft__timer_t* t = loop->imm_head;
+    weft_task_cb cb = t->cb;
+    void* arg = t->arg;
+    imm_unlink(loop, t);
+    release_slot(loop, t->id);
+    weft__local_free(t);
+    cb(loop, arg);
+    after_all(loop);
+  }
+}
+
+/* ---- threadpool work ---------------------------------------------------- */
+
+static void work_run(uv_work_t* req) {
+  work_t* w = req->data;
+  w->work(w->arg);
+}
+
+static void work_after(uv_work_t* req, int status) {
+  work_t* w = req->data;
+  weft_loop_t* loop = w->loop;
+  weft_after_work_cb after = w->after;
+  void* arg = w->arg;
+  weft__local_free(w);
+  if (after == NULL)
+    return;
+  if (loop->closing && status == 0)
+    status = WEFT_ECANCELED;
+  after(loop, arg, status == UV_ECANCELED ? WEFT_ECANCELED : status);
+  if (!loop->closing)
+    after_all(loop);
+}
+
+int weft_queue_work(weft_loop_t* loop,
+                    weft_work_cb work,
+                    weft_after_work_cb after,
+                    void* arg) {
+  work_t* w;
+  int err;
+  if (work == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  w = weft__local_alloc(sizeof(*w));
+  if (w == NULL)
+    return WEFT_ENOMEM;
+  w->loop = loop;
+  w->work = work;
+  w->after = after;
+  w->arg = arg;
+  w->req.data = w;
+  err = uv_queue_work(loop->uv, &w->req, work_run, work_after);
+  if (err != 0)
+    weft__local_free(w);
+  return err;
+}
+
+/* ---- cross-thread delivery ---------------------------------------------- */
+
+void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
+  weft__mpsc_push(&loop->ready, &r->node);
+  weft__waker_wake(&loop->waker);
+}
+
+static void posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
+  posted_task_t* p = weft__container_of(r, posted_task_t, ready);
+  weft_task_cb cb = p->cb;
+  void* arg = p->arg;
+  weft__xfree(p);
+  /* During teardown the task still runs: posted tasks are weft's own
+   * completions (async waits, exits) that must release what they hold. */
+  cb(loop, arg);
+  if (!loop->closing)
+    after_all(loop);
+}
+
+int weft__loop_post_task(weft_loop_t* loop, weft_task_cb cb, void* arg) {
+  posted_task_t* p = weft__xalloc(sizeof(*p));
+  if (p == NULL)
+    return WEFT_ENOMEM;
+  p->ready.run = posted_task_run;
+  p->cb = cb;
+  p->arg = arg;
+  weft__loop_schedule(loop, &p->ready);
+  return 0;
+}
+
+void weft__loop_request_stop(weft_loop_t* loop) {
+  atomic_store_explicit(&loop->stop_requested, 1, memory_order_release);
+  weft__waker_force(&loop->waker);
+}
+
+static bool stop_now(weft_loop_t* loop) {
+  if (loop->stop)
+    return true;
+  if (atomic_load_explicit(&loop->stop_requested, memory_order_acquire)) {
+    loop->stop = true;
+    return true;
+  }
+  return false;
+}
+
+/* Hand out what other threads pushed: the "poll phase" of weft messages. */
+static void process_ready(weft_loop_t* loop) {
+  int n = 0;
+  while (n++ < READY_BATCH && !stop_now(loop)) {
+    weft__mpsc_node_t* node = weft__mpsc_pop(&loop->ready);
+    weft__ready_t* r;
+    if (node == NULL)
+      break;
+    r = weft__container_of(node, weft__ready_t, node);
+    r->run(loop, r);
+  }
+  if (loop->stop)
+    uv_stop(loop->uv);
+}
+
+static void ready_async_cb(uv_async_t* h) {
+  weft_loop_t* loop = h->data;
+  process_ready(loop);
+}
+
+static void check_cb(uv_check_t* h) {
+  weft_loop_t* loop = h->data;
+  process_ready(loop);
+  run_immediates(loop);
+  if (loop->stop)
+    uv_stop(loop->uv);
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+/* Spin until the ready queue has something or the window closes.
+ * True when something arrived. */
+static bool spin_for_work(weft_loop_t* loop) {
+  uint64_t t0 = uv_hrtime();
+  bool found = false;
+  int i;
+  for (i = 0; i < SPIN_PAUSES; i++) {
+    if (!weft__mpsc_empty(&loop->ready) ||
+        atomic_load_explicit(&loop->stop_requested, memory_order_relaxed)) {
+      found = true;
+      break;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  for (i = 0; !found && i < SPIN_YIELDS; i++) {
+    sched_yield();
+    if (!weft__mpsc_empty(&loop->ready))
+      found = true;
+  }
+  loop->spin_ns += uv_hrtime() - t0;
+  return found;
+}
+
+static bool loop_alive(weft_loop_t* loop) {
+  return uv_loop_alive(loop->uv) || loop->ticks.len > 0 ||
+         loop->micro.len > 0 || loop->imm_head != NULL;
+}
+
+int weft_loop_run(weft_loop_t* loop) {
+  int fast = 0;
+  CHECK_OWNER(loop);
+  if (loop->running)
+    return WEFT_EBUSY;
+  loop->running = true;
+  loop->stop = false;
+  /* The code before the run is Node's main script: its ticks come first. */
+  after_all(loop);
+  weft__waker_park_end(&loop->waker);
+  while (!stop_now(loop)) {
+    if (!weft__mpsc_empty(&loop->ready) && fast < FAST_PATH_MAX) {
+      /* Fast path: messages are waiting and, if no timer is due and no
+       * immediate or pending callback is queued, the next uv_run would
+       * only poll for I/O and then reach the check phase. Deliver straight
+       * away as that poll phase would, then run the check phase. */
+      uv_update_time(loop->uv);
+      if (uv_backend_timeout(loop->uv) != 0) {
+        fast++;
+        process_ready(loop);
+        if (loop->stop)
+          break;
+        run_immediates(loop);
+        continue;
+      }
+    }
+    fast = 0;
+    uv_run(loop->uv, UV_RUN_NOWAIT);
+    if (stop_now(loop))
+      break;
+    if (!weft__mpsc_empty(&loop->ready))
+      continue;
+    if (!loop_alive(loop))
+      break;
+    if (uv_backend_timeout(loop->uv) == 0)
+      continue; /* Something is due at once. */
+    if (spin_for_work(loop))
+      continue;
+    weft__waker_park_begin(&loop->waker);
+    if (weft__mpsc_empty(&loop->ready) &&
+        !atomic_load_explicit(&loop->stop_requested, memory_order_acquire))
+      uv_run(loop->uv, UV_RUN_ONCE);
+    weft__waker_park_end(&loop->waker);
+  }
+  /* Back to "parked" so producers wake a loop that nobody drives. */
+  weft__waker_park_begin(&loop->waker);
+  loop->running = false;
+  if (atomic_load_explicit(&loop->stop_requested, memory_order_acquire))
+    return WEFT_ETERMINATED;
+  return 0;
+}
+
+int weft_loop_stop(weft_loop_t* loop) {
+  CHECK_OWNER(loop);
+  loop->stop = true;
+  uv_stop(loop->uv);
+  return 0;
+}
+
+/* ---- utilization -------------------------------------------------------- */
+
+int weft_loop_utilization(weft_loop_t* loop,
+                          const weft_elu_t* since,
+                          weft_elu_t* out) {
+  double total, idle;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  total = (double)(uv_hrtime() - loop->start_ns) / 1e6;
+  idle = (double)(uv_metrics_idle_time(loop->uv) + loop->spin_ns) / 1e6;
+  if (idle > total)
+    idle = total;
+  out->idle = idle;
+  out->active = total - idle;
+  if (since != NULL) {
+    out->idle -= since->idle;
+    out->active -= since->active;
+    if (out->idle < 0)
+      out->idle = 0;
+    if (out->active < 0)
+      out->active = 0;
+  }
+  total = out->idle + out->active;
+  out->utilization = total > 0 ? out->active / total : 0;
+  return 0;
+}

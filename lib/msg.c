@@ -1,0 +1,395 @@
+/* msg.c - messages: one msgpack value packed once into the message's own
+ * buffer, a transfer list, and the decoded view on the receiving side. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int msg_write(void* data, const char* buf, size_t len);
+
+weft_msg_t* weft__msg_alloc(int kind, size_t len) {
+  weft_msg_t* m = weft__xalloc(sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  m->kind = (uint8_t)kind;
+  m->state = WEFT__MSG_BUILDING;
+  m->code = 0;
+  m->len = 0;
+  m->xfers = NULL;
+  m->nxfer = 0;
+  m->capxfer = 0;
+  m->zone = NULL;
+  m->decoded = false;
+  m->owned.heap = NULL;
+  m->owned.next = m->owned.prev = &m->owned;
+  if (len <= WEFT__MSG_INLINE) {
+    m->data = m->inline_buf;
+    m->cap = WEFT__MSG_INLINE;
+  } else {
+    m->data = weft__xalloc(len);
+    if (m->data == NULL) {
+      weft__xfree(m);
+      return NULL;
+    }
+    m->cap = len;
+  }
+  msgpack_packer_init(&m->pk, m, msg_write);
+  return m;
+}
+
+static int reserve(weft_msg_t* m, size_t extra) {
+  size_t need, ncap;
+  char* n;
+  if (extra > SIZE_MAX - m->len)
+    return WEFT_ENOMEM;
+  need = m->len + extra;
+  if (need <= m->cap)
+    return 0;
+  ncap = m->cap * 2;
+  if (ncap < need)
+    ncap = need;
+  if (m->data == m->inline_buf) {
+    n = weft__xalloc(ncap);
+    if (n != NULL)
+      memcpy(n, m->data, m->len);
+  } else {
+    n = weft__xrealloc(m->data, ncap);
+  }
+  if (n == NULL)
+    return WEFT_ENOMEM;
+  m->data = n;
+  m->cap = ncap;
+  return 0;
+}
+
+/* msgpack's writer: returns 0 or -1 as msgpack expects. */
+static int msg_write(void* data, const char* buf, size_t len) {
+  weft_msg_t* m = data;
+  if (reserve(m, len) != 0)
+    return -1;
+  memcpy(m->data + m->len, buf, len);
+  m->len += len;
+  return 0;
+}
+
+int weft_msg_new(weft_msg_t** out) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = weft__msg_alloc(WEFT__MSG_DATA, 0);
+  return *out == NULL ? WEFT_ENOMEM : 0;
+}
+
+msgpack_packer* weft_msg_packer(weft_msg_t* msg) {
+  if (msg == NULL || msg->state != WEFT__MSG_BUILDING)
+    return NULL;
+  return &msg->pk;
+}
+
+int weft_msg_append(weft_msg_t* msg, const void* bytes, size_t len) {
+  if (msg == NULL || (bytes == NULL && len > 0) ||
+      msg->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  if (len == 0)
+    return 0;
+  return msg_write(msg, bytes, len) == 0 ? 0 : WEFT_ENOMEM;
+}
+
+static int add_xfer(weft_msg_t* m, int kind, void* obj) {
+  char idx[4];
+  uint32_t i = m->nxfer;
+  for (i = 0; i < m->nxfer; i++) {
+    if (m->xfers[i].obj == obj)
+      return WEFT_EDATACLONE; /* Listed twice (Node: DataCloneError). */
+  }
+  if (m->nxfer == m->capxfer) {
+    uint32_t ncap = m->capxfer ? m->capxfer * 2 : 4;
+    weft__xfer_t* n = weft__xrealloc(m->xfers, ncap * sizeof(*n));
+    if (n == NULL)
+      return WEFT_ENOMEM;
+    m->xfers = n;
+    m->capxfer = ncap;
+  }
+  i = m->nxfer;
+  m->xfers[i].spare = NULL;
+  if (kind == WEFT_EXT_BUFFER) {
+    m->xfers[i].spare = weft__buffer_shell();
+    if (m->xfers[i].spare == NULL)
+      return WEFT_ENOMEM;
+  }
+  idx[0] = (char)(i >> 24);
+  idx[1] = (char)(i >> 16);
+  idx[2] = (char)(i >> 8);
+  idx[3] = (char)i;
+  if (msgpack_pack_ext(&m->pk, 4, (int8_t)kind) != 0 ||
+      msgpack_pack_ext_body(&m->pk, idx, 4) != 0) {
+    weft_buffer_free(m->xfers[i].spare);
+    return WEFT_ENOMEM;
+  }
+  m->xfers[i].kind = kind;
+  m->xfers[i].obj = obj;
+  m->xfers[i].taken = false;
+  m->nxfer++;
+  return 0;
+}
+
+int weft_msg_add_buffer(weft_msg_t* msg, weft_buffer_t* buf) {
+  if (msg == NULL || buf == NULL || msg->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  if (weft_buffer_detached(buf))
+    return WEFT_EDETACHED;
+  if (weft__buffer_untransferable(buf))
+    return WEFT_EUNTRANSFERABLE;
+  return add_xfer(msg, WEFT_EXT_BUFFER, buf);
+}
+
+int weft_msg_add_port(weft_msg_t* msg, weft_port_t* port) {
+  int err;
+  if (msg == NULL || port == NULL || msg->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  err = weft__port_transferable(port);
+  if (err != 0)
+    return err;
+  return add_xfer(msg, WEFT_EXT_PORT, port);
+}
+
+int weft_msg_add_shared(weft_msg_t* msg, weft_shared_t* shared) {
+  int err;
+  if (msg == NULL || shared == NULL || msg->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  /* The message holds its own reference from now on, posted or not. */
+  err = add_xfer(msg, WEFT_EXT_SHARED, weft_shared_ref(shared));
+  if (err != 0)
+    weft_shared_unref(shared);
+  return err;
+}
+
+int weft__msg_check_transfers(weft_msg_t* msg) {
+  uint32_t i;
+  for (i = 0; i < msg->nxfer; i++) {
+    weft__xfer_t* x = &msg->xfers[i];
+    if (x->kind == WEFT_EXT_BUFFER) {
+      if (weft_buffer_detached(x->obj))
+        return WEFT_EDETACHED;
+      if (weft__buffer_untransferable(x->obj))
+        return WEFT_EUNTRANSFERABLE;
+    } else if (x->kind == WEFT_EXT_PORT) {
+      int err = weft__port_transferable(x->obj);
+      if (err != 0)
+        return err;
+    }
+  }
+  return 0;
+}
+
+void weft__msg_commit_transfers(weft_msg_t* msg) {
+  uint32_t i;
+  for (i = 0; i < msg->nxfer; i++) {
+    weft__xfer_t* x = &msg->xfers[i];
+    if (x->kind == WEFT_EXT_BUFFER) {
+      /* The message now holds the bytes in a handle of its own; the
+       * sender's handle is detached. */
+      x->obj = weft__buffer_move(x->obj, x->spare);
+      x->spare = NULL;
+    } else if (x->kind == WEFT_EXT_PORT) {
+      x->obj = weft__port_detach(x->obj);
+    }
+  }
+  msg->state = WEFT__MSG_QUEUED;
+}
+
+int weft__msgpack_validate(const void* bytes, size_t len) {
+  /* A scratch zone on the stack's first chunk keeps small checks free of
+   * allocation beyond msgpack's own chunk. */
+  msgpack_zone zone;
+  msgpack_object obj;
+  size_t off = 0;
+  int r;
+  if (!msgpack_zone_init(&zone, 256))
+    return WEFT_ENOMEM;
+  r = msgpack_unpack(bytes, len, &off, &zone, &obj);
+  msgpack_zone_destroy(&zone);
+  if (r == MSGPACK_UNPACK_NOMEM_ERROR)
+    return WEFT_ENOMEM;
+  return (r == MSGPACK_UNPACK_SUCCESS && off == len) ? 0 : WEFT_EDECODE;
+}
+
+int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
+  size_t off = 0;
+  int r = msgpack_unpack(msg->data, msg->len, &off, zone, &msg->obj);
+  /* msgpack's unpack answers with positive success codes; weft turns
+   * anything but "exactly one value" into WEFT_EDECODE. */
+  if (r == MSGPACK_UNPACK_NOMEM_ERROR)
+    return WEFT_ENOMEM;
+  if (r != MSGPACK_UNPACK_SUCCESS || off != msg->len)
+    return WEFT_EDECODE;
+  msg->decoded = true;
+  return 0;
+}
+
+static void msg_release_owned(weft__owned_t* o) {
+  weft_msg_t* m = weft__container_of(o, weft_msg_t, owned);
+  weft_msg_free(m);
+}
+
+void weft_msg_free(weft_msg_t* msg) {
+  uint32_t i;
+  if (msg == NULL)
+    return;
+  weft__heap_disown(&msg->owned);
+  for (i = 0; i < msg->nxfer; i++) {
+    weft__xfer_t* x = &msg->xfers[i];
+    if (x->kind == WEFT_EXT_SHARED) {
+      weft_shared_unref(x->obj); /* The message's own reference. */
+      continue;
+    }
+    if (x->spare != NULL)
+      weft_buffer_free(x->spare);
+    if (x->taken || msg->state == WEFT__MSG_BUILDING)
+      continue; /* Not committed: the objects are still the sender's. */
+    if (x->kind == WEFT_EXT_BUFFER)
+      weft_buffer_free(x->obj);
+    else if (x->kind == WEFT_EXT_PORT)
+      weft__port_drop_in_transit(x->obj);
+  }
+  weft__xfree(msg->xfers);
+  if (msg->zone != NULL)
+    msgpack_zone_free(msg->zone);
+  if (msg->data != msg->inline_buf)
+    weft__xfree(msg->data);
+  weft__xfree(msg);
+}
+
+const msgpack_object* weft_msg_object(weft_msg_t* msg) {
+  if (msg == NULL || msg->state == WEFT__MSG_BUILDING ||
+      msg->state == WEFT__MSG_QUEUED)
+    return NULL;
+  if (!msg->decoded) {
+    /* A kept or received message decodes into a zone of its own. */
+    if (msg->zone == NULL)
+      msg->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (msg->zone == NULL || weft__msg_decode(msg, msg->zone) != 0)
+      return NULL;
+  }
+  return &msg->obj;
+}
+
+const char* weft_msg_data(const weft_msg_t* msg, size_t* len) {
+  if (msg == NULL) {
+    if (len != NULL)
+      *len = 0;
+    return NULL;
+  }
+  if (len != NULL)
+    *len = msg->len;
+  return msg->data;
+}
+
+int weft_msg_keep(weft_msg_t* msg) {
+  weft_loop_t* loop = weft_loop_current();
+  int err;
+  if (msg == NULL || msg->state != WEFT__MSG_DELIVERING || loop == NULL)
+    return WEFT_EINVAL;
+  err = weft__heap_adopt(&msg->owned, msg->cap + sizeof(*msg));
+  if (err != 0)
+    return err;
+  msg->owned.release = msg_release_owned;
+  /* The decoded view lives in the loop's zone: the message takes that
+   * zone with it and the loop starts a fresh one. */
+  if (msg->decoded) {
+    msgpack_zone* z = weft__loop_take_zone(loop);
+    if (z == NULL) {
+      weft__heap_disown(&msg->owned);
+      return WEFT_ENOMEM;
+    }
+    msg->zone = z;
+  }
+  msg->state = WEFT__MSG_KEPT;
+  return 0;
+}
+
+int weft_msg_ext_kind(const msgpack_object* obj) {
+  if (obj == NULL || obj->type != MSGPACK_OBJECT_EXT ||
+      obj->via.ext.size != 4)
+    return 0;
+  switch (obj->via.ext.type) {
+    case WEFT_EXT_BUFFER:
+    case WEFT_EXT_PORT:
+    case WEFT_EXT_SHARED:
+      return obj->via.ext.type;
+    default:
+      return 0;
+  }
+}
+
+static weft__xfer_t* lookup(weft_msg_t* msg, const msgpack_object* obj,
+                            int kind) {
+  const unsigned char* p;
+  uint32_t i;
+  if (msg == NULL || weft_msg_ext_kind(obj) != kind ||
+      msg->state == WEFT__MSG_BUILDING || msg->state == WEFT__MSG_QUEUED)
+    return NULL;
+  p = (const unsigned char*)obj->via.ext.ptr;
+  i = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+      ((uint32_t)p[2] << 8) | p[3];
+  if (i >= msg->nxfer || msg->xfers[i].kind != kind)
+    return NULL;
+  return &msg->xfers[i];
+}
+
+int weft_msg_take_buffer(weft_msg_t* msg,
+                         const msgpack_object* obj,
+                         weft_buffer_t** out) {
+  weft__xfer_t* x;
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  x = lookup(msg, obj, WEFT_EXT_BUFFER);
+  if (x == NULL)
+    return WEFT_EINVAL;
+  if (x->taken || x->obj == NULL)
+    return WEFT_EDETACHED;
+  err = weft__buffer_adopt(x->obj);
+  if (err != 0)
+    return err;
+  x->taken = true;
+  *out = x->obj;
+  return 0;
+}
+
+int weft_msg_take_port(weft_msg_t* msg,
+                       const msgpack_object* obj,
+                       weft_port_t** out) {
+  weft__xfer_t* x;
+  weft_loop_t* loop = weft_loop_current();
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  x = lookup(msg, obj, WEFT_EXT_PORT);
+  if (x == NULL)
+    return WEFT_EINVAL;
+  if (x->taken)
+    return WEFT_EDETACHED;
+  if (loop == NULL)
+    return WEFT_ENOLOOP;
+  err = weft__port_adopt(x->obj, loop, out);
+  if (err != 0)
+    return err;
+  x->taken = true;
+  return 0;
+}
+
+int weft_msg_take_shared(weft_msg_t* msg,
+                         const msgpack_object* obj,
+                         weft_shared_t** out) {
+  weft__xfer_t* x;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  x = lookup(msg, obj, WEFT_EXT_SHARED);
+  if (x == NULL)
+    return WEFT_EINVAL;
+  *out = weft_shared_ref(x->obj);
+  return 0;
+}

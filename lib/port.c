@@ -1,0 +1,755 @@
+/* port.c - message ports: an MPSC mailbox per port, scheduled on its
+ * loop's ready queue on the empty-to-non-empty edge, entangled in pairs,
+ * transferable between loops.
+ *
+ * Scheduling. A producer pushes onto the port's mailbox and then sets
+ * `scheduled`; only the producer that flips it from 0 to 1 pushes the port
+ * on its loop's ready queue (and wakes the loop if parked). The loop clears
+ * `scheduled` before it drains the mailbox, so a message pushed during the
+ * drain either is seen by it or schedules the port again.
+ *
+ * Moving. `loop` says which loop consumes the mailbox. It is NULL while
+ * the port travels in a message; `lock` makes "read loop, push on its ready
+ * queue" atomic against a change of loop and against a loop going away.
+ * A loop that pops a port no longer its own only passes it on.
+ *
+ * Lifetime. `refs` counts the user's handle, the peer's link (each port of
+ * a pair keeps the other alive until it is freed itself, so a post racing
+ * with a close never touches freed memory), and each presence on a ready
+ * queue. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define PORT_BATCH 256
+
+typedef struct pcore_s pcore_t;
+
+struct pcore_s {
+  weft__ready_t ready; /* Link in a loop's ready queue. */
+  weft__mpsc_t mb;     /* Incoming messages; consumer: the owning loop. */
+  /* Any thread. */
+  alignas(64) atomic_int scheduled;
+  atomic_int refs;
+  atomic_int closed;          /* This end will take no more messages. */
+  _Atomic(weft_loop_t*) loop; /* Written under `lock`. */
+  uv_mutex_t lock;
+  pcore_t* peer;              /* Fixed at creation; see "Lifetime". */
+  weft_port_t* handle;        /* The handle the owner loop uses; NULL
+                               * while in transit. */
+  size_t max_msg;
+
+  /* Owner loop only. */
+  weft__tracked_t tracked;
+  weft_port_message_cb on_message;
+  weft_port_error_cb on_error;
+  weft_port_close_cb on_close;
+  const weft__port_hooks_t* hooks;
+  void* hook_owner;
+  void* data;
+  bool started;
+  bool ref;
+  bool holds_keepalive; /* Counted in the loop's keep-alive. */
+  bool close_emitted;
+  bool close_pending;   /* A close event is posted to the loop. */
+  bool internal;        /* weft's own (a worker's port). */
+  bool handle_freed;    /* The user released the handle. */
+  bool in_transit;      /* Travelling in a message. */
+};
+
+/* The user's handle. After a transfer the sender's handle is a husk with
+ * no core: every call on it answers WEFT_ECLOSED until it is freed. */
+struct weft_port_s {
+  pcore_t* core;
+};
+
+static void port_run(weft_loop_t* loop, weft__ready_t* r);
+static void port_teardown(weft__tracked_t* t);
+
+static void core_ref(pcore_t* p) {
+  atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+}
+
+static void drop_mailbox(pcore_t* p) {
+  weft__mpsc_node_t* n;
+  while ((n = weft__mpsc_pop(&p->mb)) != NULL)
+    weft_msg_free(weft__container_of(n, weft_msg_t, node));
+}
+
+static void core_unref(pcore_t* p) {
+  /* acq_rel: the last holder sees every other holder's writes. */
+  if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  /* Nobody can push now: producers reach a core through its peer, which
+   * held a reference until it was released itself. */
+  drop_mailbox(p);
+  uv_mutex_destroy(&p->lock);
+  weft__xfree(p);
+}
+
+static pcore_t* core_alloc(void) {
+  pcore_t* p = weft__xalloc(sizeof(*p));
+  if (p == NULL)
+    return NULL;
+  memset(p, 0, sizeof(*p));
+  if (uv_mutex_init(&p->lock) != 0) {
+    weft__xfree(p);
+    return NULL;
+  }
+  weft__mpsc_init(&p->mb);
+  atomic_init(&p->scheduled, 0);
+  atomic_init(&p->refs, 1); /* The handle's (or the travelling message's). */
+  atomic_init(&p->closed, 0);
+  atomic_init(&p->loop, NULL);
+  p->ready.run = port_run;
+  p->tracked.next = p->tracked.prev = &p->tracked;
+  p->tracked.teardown = port_teardown;
+  p->ref = true;
+  p->max_msg = WEFT_MSG_DEFAULT_LIMIT;
+  return p;
+}
+
+static weft_port_t* handle_new(pcore_t* p) {
+  weft_port_t* h = weft__xalloc(sizeof(*h));
+  if (h == NULL)
+    return NULL;
+  h->core = p;
+  p->handle = h;
+  return h;
+}
+
+static weft_loop_t* core_loop(const pcore_t* p) {
+  return atomic_load_explicit(&((pcore_t*)p)->loop, memory_order_acquire);
+}
+
+static bool is_closed(const pcore_t* p) {
+  return atomic_load_explicit(&((pcore_t*)p)->closed, memory_order_acquire);
+}
+
+/* Keep the loop alive while a handler waits for messages. */
+static void update_keepalive(pcore_t* p) {
+  weft_loop_t* loop = core_loop(p);
+  bool want = loop != NULL && p->hooks == NULL && p->started &&
+              p->on_message != NULL && p->ref && !is_closed(p) &&
+              !p->close_emitted;
+  if (want == p->holds_keepalive)
+    return;
+  p->holds_keepalive = want;
+  weft__loop_keepalive(loop, want ? 1 : -1);
+}
+
+static void attach(pcore_t* p, weft_loop_t* loop) {
+  uv_mutex_lock(&p->lock);
+  atomic_store_explicit(&p->loop, loop, memory_order_release);
+  uv_mutex_unlock(&p->lock);
+  p->in_transit = false;
+  weft__loop_track(loop, &p->tracked);
+  weft__loop_handles(loop, 1);
+}
+
+static void detach(pcore_t* p) {
+  weft_loop_t* loop = core_loop(p);
+  if (loop == NULL)
+    return;
+  if (p->holds_keepalive) {
+    p->holds_keepalive = false;
+    weft__loop_keepalive(loop, -1);
+  }
+  weft__loop_untrack(&p->tracked);
+  weft__loop_handles(loop, -1);
+  uv_mutex_lock(&p->lock);
+  atomic_store_explicit(&p->loop, NULL, memory_order_release);
+  uv_mutex_unlock(&p->lock);
+}
+
+/* Put `p` on its loop's ready queue unless it is there already. */
+static void schedule(pcore_t* p) {
+  weft_loop_t* loop;
+  /* Test first: in a stream of messages the flag is mostly 1 already and a
+   * plain load keeps the cache line shared. */
+  if (atomic_load_explicit(&p->scheduled, memory_order_relaxed))
+    return;
+  /* seq_cst: orders this exchange after the mailbox push, against the
+   * consumer's clear-then-drain (see the file comment). */
+  if (atomic_exchange_explicit(&p->scheduled, 1, memory_order_seq_cst))
+    return;
+  uv_mutex_lock(&p->lock);
+  loop = atomic_load_explicit(&p->loop, memory_order_relaxed);
+  if (loop != NULL) {
+    core_ref(p); /* Held by the ready queue. */
+    weft__loop_schedule(loop, &p->ready);
+  } else {
+    /* In transit or gone: whoever attaches the port schedules it. */
+    atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
+  }
+  uv_mutex_unlock(&p->lock);
+}
+
+static void enqueue(pcore_t* p, weft_msg_t* msg) {
+  if (msg->state == WEFT__MSG_BUILDING)
+    msg->state = WEFT__MSG_QUEUED;
+  weft__mpsc_push(&p->mb, &msg->node);
+  schedule(p);
+}
+
+void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg) {
+  enqueue(h->core, msg);
+}
+
+static void send_close(pcore_t* to) {
+  if (!is_closed(to)) {
+    weft_msg_t* m = weft__msg_alloc(WEFT__MSG_CLOSE, 0);
+    if (m != NULL)
+      enqueue(to, m);
+  }
+}
+
+/* Close this end: the peer learns after everything posted before. */
+static void close_core(pcore_t* p) {
+  if (atomic_exchange_explicit(&p->closed, 1, memory_order_acq_rel) == 0)
+    send_close(p->peer);
+  update_keepalive(p);
+}
+
+/* The end of a core's life as somebody's port: closed, off its loop, its
+ * link to the peer and its handle reference dropped. */
+static void finish_core(pcore_t* p) {
+  pcore_t* peer = p->peer;
+  close_core(p);
+  detach(p);
+  p->handle = NULL;
+  p->on_message = NULL;
+  p->on_close = NULL;
+  p->on_error = NULL;
+  core_unref(peer); /* Our link to the peer. */
+  core_unref(p);    /* The handle's reference. */
+}
+
+/* ---- creating ----------------------------------------------------------- */
+
+static int pair(pcore_t** a, pcore_t** b) {
+  *a = core_alloc();
+  *b = core_alloc();
+  if (*a == NULL || *b == NULL) {
+    if (*a)
+      core_unref(*a);
+    if (*b)
+      core_unref(*b);
+    return WEFT_ENOMEM;
+  }
+  (*a)->peer = *b;
+  (*b)->peer = *a;
+  core_ref(*a); /* Held by b's link. */
+  core_ref(*b); /* Held by a's link. */
+  return 0;
+}
+
+static void unpair(pcore_t* a, pcore_t* b) {
+  core_unref(a);
+  core_unref(b);
+  core_unref(a);
+  core_unref(b);
+}
+
+int weft_channel_new(weft_loop_t* loop,
+                     weft_port_t** port1,
+                     weft_port_t** port2) {
+  pcore_t *a, *b;
+  weft_port_t *ha, *hb;
+  if (port1 != NULL)
+    *port1 = NULL;
+  if (port2 != NULL)
+    *port2 = NULL;
+  if (loop == NULL || port1 == NULL || port2 == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(loop))
+    return WEFT_EWRONGTHREAD;
+  if (pair(&a, &b) != 0)
+    return WEFT_ENOMEM;
+  ha = handle_new(a);
+  hb = handle_new(b);
+  if (ha == NULL || hb == NULL) {
+    weft__xfree(ha);
+    weft__xfree(hb);
+    unpair(a, b);
+    return WEFT_ENOMEM;
+  }
+  attach(a, loop);
+  attach(b, loop);
+  *port1 = ha;
+  *port2 = hb;
+  return 0;
+}
+
+int weft__channel_new_detached(weft_loop_t* loop,
+                               weft_port_t** local,
+                               void** remote) {
+  pcore_t *a, *b;
+  if (pair(&a, &b) != 0)
+    return WEFT_ENOMEM;
+  *local = handle_new(a);
+  if (*local == NULL) {
+    unpair(a, b);
+    return WEFT_ENOMEM;
+  }
+  attach(a, loop);
+  b->in_transit = true;
+  *remote = b;
+  return 0;
+}
+
+void weft__port_set_hooks(weft_port_t* h,
+                          const weft__port_hooks_t* hooks,
+                          void* owner) {
+  pcore_t* p = h->core;
+  p->hooks = hooks;
+  p->hook_owner = owner;
+  p->internal = true;
+  p->started = true;
+  /* The hook owner closes this port itself, after the loop's teardown
+   * of ports would be too early (a worker's exit comes after its close). */
+  weft__loop_untrack(&p->tracked);
+  schedule(p);
+}
+
+void* weft__port_owner(const weft_port_t* h) {
+  return h->core->hook_owner;
+}
+
+void weft__loop_untrack_port(weft_port_t* h) {
+  weft__loop_untrack(&h->core->tracked);
+}
+
+void weft__port_set_internal(weft_port_t* h, bool internal) {
+  h->core->internal = internal;
+}
+
+/* ---- moving ------------------------------------------------------------- */
+
+int weft__port_transferable(const weft_port_t* h) {
+  const pcore_t* p = h->core;
+  if (p == NULL)
+    return WEFT_ECLOSED;
+  if (p->internal)
+    return WEFT_EINVAL;
+  if (is_closed(p))
+    return WEFT_ECLOSED;
+  if (!weft__loop_on_thread(core_loop(p)))
+    return WEFT_EWRONGTHREAD;
+  return 0;
+}
+
+void* weft__port_detach(weft_port_t* h) {
+  pcore_t* p = h->core;
+  detach(p);
+  p->in_transit = true;
+  p->handle = NULL;
+  p->started = false;
+  p->on_message = NULL;
+  p->on_error = NULL;
+  p->on_close = NULL;
+  p->data = NULL;
+  p->ref = true;
+  /* The handle's reference now belongs to the message. */
+  h->core = NULL;
+  return p;
+}
+
+int weft__port_adopt(void* core, weft_loop_t* loop, weft_port_t** out) {
+  pcore_t* p = core;
+  weft_port_t* h = handle_new(p);
+  if (h == NULL)
+    return WEFT_ENOMEM;
+  attach(p, loop);
+  /* Messages that arrived while the port travelled wait for a handler;
+   * weft_port_on_message() or weft_port_start() schedules the port. */
+  *out = h;
+  return 0;
+}
+
+void weft__port_drop_in_transit(void* core) {
+  /* The message that carried it was freed untaken: close it for good. */
+  finish_core(core);
+}
+
+/* ---- delivering --------------------------------------------------------- */
+
+static void emit_close(pcore_t* p) {
+  weft_loop_t* loop = core_loop(p);
+  if (p->close_emitted)
+    return;
+  p->close_emitted = true;
+  p->close_pending = false;
+  update_keepalive(p);
+  if (p->on_close != NULL && p->handle != NULL && loop != NULL &&
+      !weft__loop_closing(loop)) {
+    p->on_close(p->handle);
+    weft__loop_after_callback(loop);
+  }
+}
+
+static void message_error(weft_loop_t* loop, pcore_t* p, int err) {
+  if (p->hooks != NULL && p->hooks->messageerror != NULL)
+    p->hooks->messageerror(p->handle, err);
+  else if (p->on_error != NULL)
+    p->on_error(p->handle, err);
+  weft__loop_after_callback(loop);
+}
+
+/* Hand one message to the user (or to weft's hooks). */
+static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
+  msgpack_zone* zone;
+  int err;
+  if (m->kind == WEFT__MSG_CLOSE) {
+    weft_msg_free(m);
+    atomic_store_explicit(&p->closed, 1, memory_order_release);
+    emit_close(p);
+    return;
+  }
+  if (m->kind != WEFT__MSG_DATA) {
+    if (p->hooks != NULL && p->hooks->control != NULL)
+      p->hooks->control(p->handle, m);
+    else
+      weft_msg_free(m);
+    return;
+  }
+  if (is_closed(p)) {
+    weft_msg_free(m); /* Closed on this side: late messages are dropped. */
+    return;
+  }
+  zone = weft__loop_zone(loop);
+  err = weft__msg_decode(m, zone);
+  if (err != 0) {
+    weft_msg_free(m);
+    msgpack_zone_clear(zone);
+    message_error(loop, p, err);
+    return;
+  }
+  m->state = WEFT__MSG_DELIVERING;
+  if (p->hooks != NULL && p->hooks->message != NULL)
+    p->hooks->message(p->handle, m);
+  else
+    p->on_message(p->handle, m);
+  if (m->state != WEFT__MSG_KEPT) {
+    weft_msg_free(m);
+    msgpack_zone_clear(weft__loop_zone(loop));
+  }
+  weft__loop_after_callback(loop);
+}
+
+static bool deliverable(const pcore_t* p) {
+  return p->started && (p->on_message != NULL || p->hooks != NULL);
+}
+
+static void port_run(weft_loop_t* loop, weft__ready_t* r) {
+  pcore_t* p = weft__container_of(r, pcore_t, ready);
+  int n = 0;
+  /* seq_cst: cleared before the drain, against producers' exchange. */
+  atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
+  if (core_loop(p) != loop) {
+    /* Moved on while queued here: pass it on (or drop the schedule when it
+     * is in transit; the adopter schedules it). */
+    schedule(p);
+    core_unref(p);
+    return;
+  }
+  if (weft__loop_closing(loop)) {
+    core_unref(p);
+    return;
+  }
+  /* Hooked ports go on after 'close': a worker's exit follows it. */
+  while (n < PORT_BATCH && deliverable(p) && core_loop(p) == loop &&
+         (!p->close_emitted || p->hooks != NULL) &&
+         !weft__loop_closing(loop)) {
+    weft__mpsc_node_t* node = weft__mpsc_pop(&p->mb);
+    if (node == NULL)
+      break;
+    n++;
+    dispatch(loop, p, weft__container_of(node, weft_msg_t, node));
+  }
+  if (core_loop(p) == loop && (!p->close_emitted || p->hooks != NULL)) {
+    if (p->close_pending && !p->close_emitted &&
+        (!deliverable(p) || weft__mpsc_empty(&p->mb)))
+      emit_close(p);
+    else if (deliverable(p) && !weft__mpsc_empty(&p->mb))
+      schedule(p); /* Batch full, or a push half done: go round again. */
+  }
+  core_unref(p);
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+/* Resolve a handle for a call from the port's loop. */
+#define CORE_OR_RETURN(p, h)                       \
+  do {                                             \
+    if ((h) == NULL)                               \
+      return WEFT_EINVAL;                          \
+    (p) = (h)->core;                               \
+    if ((p) == NULL)                               \
+      return WEFT_ECLOSED;                         \
+    if (!weft__loop_on_thread(core_loop(p)))       \
+      return WEFT_EWRONGTHREAD;                    \
+  } while (0)
+
+int weft_port_on_message(weft_port_t* port, weft_port_message_cb cb) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->on_message = cb;
+  p->started = cb != NULL;
+  update_keepalive(p);
+  if (p->started)
+    schedule(p);
+  return 0;
+}
+
+int weft_port_on_messageerror(weft_port_t* port, weft_port_error_cb cb) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->on_error = cb;
+  return 0;
+}
+
+int weft_port_on_close(weft_port_t* port, weft_port_close_cb cb) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->on_close = cb;
+  return 0;
+}
+
+int weft_port_start(weft_port_t* port) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->started = true;
+  update_keepalive(p);
+  schedule(p);
+  return 0;
+}
+
+/* Transfers must not include the channel's own ports. */
+static int check_channel_ports(const weft_msg_t* msg, const pcore_t* p) {
+  uint32_t i;
+  for (i = 0; i < msg->nxfer; i++) {
+    const weft__xfer_t* x = &msg->xfers[i];
+    const weft_port_t* h = x->obj;
+    if (x->kind != WEFT_EXT_PORT)
+      continue;
+    if (h->core == p || h->core == p->peer)
+      return WEFT_EDATACLONE;
+  }
+  return 0;
+}
+
+int weft__port_post_msg(weft_port_t* port, weft_msg_t** msg) {
+  pcore_t* p;
+  int err;
+  if (port == NULL || msg == NULL || *msg == NULL ||
+      (*msg)->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  p = port->core;
+  if (p == NULL || is_closed(p) || is_closed(p->peer))
+    return WEFT_ECLOSED;
+  if ((*msg)->len == 0)
+    return WEFT_EDECODE; /* Nothing was packed: not one value. */
+  if ((*msg)->len > p->max_msg)
+    return WEFT_EMSGSIZE;
+  if ((*msg)->nxfer > 0) {
+    err = check_channel_ports(*msg, p);
+    if (err == 0)
+      err = weft__msg_check_transfers(*msg);
+    if (err != 0)
+      return err;
+  }
+  weft__msg_commit_transfers(*msg);
+  enqueue(p->peer, *msg);
+  *msg = NULL;
+  return 0;
+}
+
+int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg) {
+  return weft__port_post_msg(port, msg);
+}
+
+int weft_port_post(weft_port_t* port, const void* bytes, size_t len) {
+  weft_msg_t* m;
+  int err;
+  if (port == NULL || bytes == NULL || len == 0)
+    return WEFT_EINVAL;
+  if (port->core == NULL)
+    return WEFT_ECLOSED;
+  if (len > port->core->max_msg)
+    return WEFT_EMSGSIZE;
+  m = weft__msg_alloc(WEFT__MSG_DATA, len);
+  if (m == NULL)
+    return WEFT_ENOMEM;
+  memcpy(m->data, bytes, len);
+  m->len = len;
+  err = weft__port_post_msg(port, &m);
+  if (err != 0)
+    weft_msg_free(m);
+  return err;
+}
+
+int weft_port_post_fn(weft_port_t* port, weft_pack_cb pack, void* arg) {
+  weft_msg_t* m;
+  int err;
+  if (port == NULL || pack == NULL)
+    return WEFT_EINVAL;
+  m = weft__msg_alloc(WEFT__MSG_DATA, 0);
+  if (m == NULL)
+    return WEFT_ENOMEM;
+  err = pack(&m->pk, arg);
+  if (err > 0)
+    err = WEFT_EPACK;
+  if (err == 0)
+    err = weft__port_post_msg(port, &m);
+  if (err != 0)
+    weft_msg_free(m);
+  return err;
+}
+
+int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
+  pcore_t* p;
+  weft__mpsc_node_t* node;
+  weft_msg_t* m;
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  CORE_OR_RETURN(p, port);
+  for (;;) {
+    if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb)))
+      return WEFT_ECLOSED;
+    node = weft__mpsc_pop(&p->mb);
+    if (node == NULL)
+      return WEFT_EAGAIN;
+    m = weft__container_of(node, weft_msg_t, node);
+    if (m->kind == WEFT__MSG_CLOSE) {
+      weft_msg_free(m);
+      atomic_store_explicit(&p->closed, 1, memory_order_release);
+      /* The close event still runs, from the loop. */
+      p->close_pending = true;
+      update_keepalive(p);
+      core_ref(p);
+      if (!atomic_exchange_explicit(&p->scheduled, 1, memory_order_seq_cst))
+        weft__loop_schedule(core_loop(p), &p->ready);
+      else
+        core_unref(p);
+      return WEFT_ECLOSED;
+    }
+    if (m->kind != WEFT__MSG_DATA) {
+      if (p->hooks != NULL && p->hooks->control != NULL)
+        p->hooks->control(port, m);
+      else
+        weft_msg_free(m);
+      continue;
+    }
+    if (is_closed(p)) {
+      weft_msg_free(m);
+      continue;
+    }
+    m->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (m->zone == NULL) {
+      weft_msg_free(m);
+      return WEFT_ENOMEM;
+    }
+    err = weft__msg_decode(m, m->zone);
+    if (err != 0) {
+      weft_msg_free(m);
+      return err;
+    }
+    m->state = WEFT__MSG_OWNED;
+    *out = m;
+    return 0;
+  }
+}
+
+/* Make sure the loop visits the port soon (to emit 'close'). */
+static void poke(pcore_t* p) {
+  if (!atomic_exchange_explicit(&p->scheduled, 1, memory_order_seq_cst)) {
+    core_ref(p);
+    weft__loop_schedule(core_loop(p), &p->ready);
+  }
+}
+
+int weft_port_close(weft_port_t* port) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  if (p->close_emitted || p->close_pending)
+    return 0;
+  close_core(p);
+  drop_mailbox(p); /* Messages not yet delivered here are dropped. */
+  /* Node emits 'close' asynchronously on both ends. */
+  p->close_pending = true;
+  poke(p);
+  return 0;
+}
+
+int weft_port_ref(weft_port_t* port) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->ref = true;
+  update_keepalive(p);
+  return 0;
+}
+
+int weft_port_unref(weft_port_t* port) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->ref = false;
+  update_keepalive(p);
+  return 0;
+}
+
+bool weft_port_closed(const weft_port_t* port) {
+  return port == NULL || port->core == NULL || is_closed(port->core) ||
+         is_closed(port->core->peer);
+}
+
+int weft_port_set_max_message(weft_port_t* port, size_t bytes) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  if (bytes == 0)
+    return WEFT_EINVAL;
+  p->max_msg = bytes;
+  return 0;
+}
+
+void weft_port_set_data(weft_port_t* port, void* data) {
+  if (port != NULL && port->core != NULL)
+    port->core->data = data;
+}
+
+void* weft_port_get_data(const weft_port_t* port) {
+  return port == NULL || port->core == NULL ? NULL : port->core->data;
+}
+
+int weft_port_free(weft_port_t* port) {
+  pcore_t* p;
+  if (port == NULL)
+    return 0;
+  p = port->core;
+  if (p == NULL) {
+    weft__xfree(port); /* A husk left by a transfer. */
+    return 0;
+  }
+  if (p->internal)
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(core_loop(p)))
+    return WEFT_EWRONGTHREAD;
+  drop_mailbox(p);
+  finish_core(p);
+  weft__xfree(port);
+  return 0;
+}
+
+static void port_teardown(weft__tracked_t* t) {
+  pcore_t* p = weft__container_of(t, pcore_t, tracked);
+  weft_port_t* h = p->handle;
+  /* The loop ends: the port closes (its peer sees 'close') and weft
+   * releases it, whoever's it was. User handles to it dangle from here on,
+   * like all of the worker's memory. */
+  drop_mailbox(p);
+  finish_core(p);
+  weft__xfree(h);
+}
