@@ -63,6 +63,7 @@ run_one() {
 
 touch "$tmp/weft.results" "$tmp/node.results"
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
+load0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 for wl in $WORKLOADS; do
   echo "== $wl ($ROUNDS rounds)" >&2
   for r in $(seq 1 "$ROUNDS"); do
@@ -154,10 +155,12 @@ t64m=$(median transfer.64m "$tmp/weft.results")
   done
 } >"$tmp/table.md"
 
+load1=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr), Node $("$NODE" --version)"
 {
   echo "Measured $started with \`bench/run.sh\` (BENCH_ROUNDS=$ROUNDS), medians of $ROUNDS rounds."
   echo "Machine: $machine."
+  echo "Load average (1/5/15 min) at start: $load0; at end: $load1 (anything else running on the machine skews the numbers, the spinning ones most)."
   [ $have_weft -eq 0 ] && echo "weft binary not found at $WEFT_BIN: weft column pending."
   [ -s "$tmp/weft.failed" ] && echo "weft runs that failed: $(sort "$tmp/weft.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   [ -s "$tmp/node.failed" ] && echo "Node runs that failed: $(sort "$tmp/node.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
