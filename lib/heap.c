@@ -106,16 +106,39 @@ void weft__local_free(void* p) {
   mi_free(p);
 }
 
+/* Sanitizers see malloc/free but not mimalloc's own arenas: in an ASan or
+ * TSan build the cross-thread objects come from libc, so that use after
+ * free, overflows and the hand-over between threads stay visible. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WEFT_X_LIBC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define WEFT_X_LIBC 1
+#endif
+#endif
+
 void* weft__xalloc(size_t size) {
+#ifdef WEFT_X_LIBC
+  return malloc(size);
+#else
   return mi_malloc(size);
+#endif
 }
 
 void* weft__xrealloc(void* p, size_t size) {
+#ifdef WEFT_X_LIBC
+  return realloc(p, size);
+#else
   return mi_realloc(p, size);
+#endif
 }
 
 void weft__xfree(void* p) {
+#ifdef WEFT_X_LIBC
+  free(p);
+#else
   mi_free(p);
+#endif
 }
 
 int weft__heap_adopt(weft__owned_t* o, size_t bytes) {
