@@ -502,6 +502,28 @@ static void timer_cb(uv_timer_t* h) {
   after_all(loop);
 }
 
+/* Checks shared by timers and immediates, then a slot for a new one. */
+static int new_timer(weft_loop_t* loop,
+                     weft_task_cb cb,
+                     void* arg,
+                     weft_timer_id* out,
+                     int kind,
+                     weft__timer_t** t) {
+  int err;
+  if (out != NULL)
+    *out = 0;
+  if (cb == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  err = timer_alloc(loop, t);
+  if (err != 0)
+    return err;
+  (*t)->cb = cb;
+  (*t)->arg = arg;
+  (*t)->kind = kind;
+  return 0;
+}
+
 static int start_timer(weft_loop_t* loop,
                        uint64_t ms,
                        weft_task_cb cb,
@@ -509,18 +531,9 @@ static int start_timer(weft_loop_t* loop,
                        weft_timer_id* out,
                        int kind) {
   weft__timer_t* t;
-  int err;
-  if (out != NULL)
-    *out = 0;
-  if (cb == NULL)
-    return WEFT_EINVAL;
-  CHECK_OWNER(loop);
-  err = timer_alloc(loop, &t);
+  int err = new_timer(loop, cb, arg, out, kind, &t);
   if (err != 0)
     return err;
-  t->cb = cb;
-  t->arg = arg;
-  t->kind = kind;
   uv_timer_init(loop->uv, &t->handle);
   t->handle.data = t;
   if (kind == TIMER_INTERVAL && ms == 0)
@@ -565,18 +578,9 @@ int weft_set_immediate(weft_loop_t* loop,
                        void* arg,
                        weft_timer_id* out) {
   weft__timer_t* t;
-  int err;
-  if (out != NULL)
-    *out = 0;
-  if (cb == NULL)
-    return WEFT_EINVAL;
-  CHECK_OWNER(loop);
-  err = timer_alloc(loop, &t);
+  int err = new_timer(loop, cb, arg, out, TIMER_IMMEDIATE, &t);
   if (err != 0)
     return err;
-  t->cb = cb;
-  t->arg = arg;
-  t->kind = TIMER_IMMEDIATE;
   t->epoch = loop->imm_epoch;
   t->imm_prev = loop->imm_tail;
   if (loop->imm_tail)

@@ -434,12 +434,7 @@ static void worker_teardown(weft__tracked_t* t) {
   weft__port_set_internal(w->port, false);
   weft_port_free(w->port);
   w->port = NULL;
-  weft__loop_handles(w->owner, -1);
-  free(w->data);
-  free(w->error_text);
-  env_free(w->env);
-  uv_mutex_destroy(&w->lock);
-  weft__xfree(w);
+  worker_release(w);
 }
 
 int weft_worker_spawn(weft_worker_t** out,
