@@ -9,6 +9,17 @@
 
 #include <weft/weft.h>
 
+#if defined(__SANITIZE_THREAD__)
+#define SCENARIO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SCENARIO_TSAN 1
+#endif
+#endif
+#ifndef SCENARIO_TSAN
+#define SCENARIO_TSAN 0
+#endif
+
 /* lib/shared.c: waiters queued on a slot. */
 size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
 
@@ -305,6 +316,70 @@ static void wait_async(void) {
   weft_shared_unref(sh);
 }
 
+#if !SCENARIO_TSAN
+/* --- 7. waitAsync on workers: resolved from main, and dropped at exit ---- */
+
+#define WAIT_WORKERS 3
+
+static void worker_wait_done(weft_loop_t* loop,
+                             void* arg,
+                             weft_wait_result_t r) {
+  (void)loop;
+  CHECK(r == WEFT_WAIT_OK, "worker wait result %d", r);
+  weft_atomic_add32(arg, 2, 1, NULL);
+  weft_worker_exit(0);
+}
+
+/* Workers with an odd index end with their wait pending. */
+static void wait_worker(weft_loop_t* loop, void* arg) {
+  weft_shared_t* sh = arg;
+  int32_t index;
+  weft_atomic_add32(sh, 1, 1, &index);
+  CHECK(weft_atomic_wait_async32(loop, sh, index % 2 ? 4 : 0, 0, -1,
+                                 worker_wait_done, sh) == 0,
+        "worker wait_async");
+  weft_atomic_add32(sh, 3, 1, NULL);
+  weft_atomic_notify32(sh, 3, -1, NULL);
+  if (index % 2)
+    weft_worker_exit(0);
+}
+
+static void workers_wait_async(void) {
+  weft_shared_t* sh = make(64);
+  weft_loop_t* loop = NULL;
+  weft_worker_t* w[WAIT_WORKERS];
+  weft_worker_opts_t opts = {0};
+  int32_t v;
+  int woken, total = 0;
+  opts.arg = sh; /* Ours until the end. */
+  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  for (int i = 0; i < WAIT_WORKERS; i++)
+    CHECK(weft_worker_spawn(&w[i], loop, wait_worker, &opts) == 0, "spawn");
+  /* Slot 3 counts workers whose wait is queued. */
+  for (;;) {
+    weft_wait_result_t r;
+    weft_atomic_load32(sh, 3, &v);
+    if (v == WAIT_WORKERS)
+      break;
+    weft_atomic_wait32(sh, 3, v, -1, &r);
+  }
+  while (total < (WAIT_WORKERS + 1) / 2) {
+    CHECK(weft_atomic_notify32(sh, 0, -1, &woken) == 0, "notify");
+    total += woken;
+  }
+  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  weft_atomic_load32(sh, 2, &v);
+  CHECK(v == (WAIT_WORKERS + 1) / 2, "%d worker callbacks", (int)v);
+  CHECK(weft__shared_waiters(sh, 4, 4) == 0, "dropped waits left behind");
+  CHECK(weft_atomic_notify32(sh, 4, -1, &woken) == 0 && woken == 0,
+        "notify reached a dropped wait");
+  for (int i = 0; i < WAIT_WORKERS; i++)
+    weft_worker_free(w[i]);
+  CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+  weft_shared_unref(sh);
+}
+#endif /* !SCENARIO_TSAN */
+
 int main(void) {
   atomic_adds();
   ping_pong();
@@ -312,6 +387,14 @@ int main(void) {
   timeouts_race_notifies();
   refs_across_threads();
   wait_async();
+#if SCENARIO_TSAN
+  /* Worker threads' mimalloc heaps are reused by later workers inside
+   * mimalloc, which TSan does not see (reports in lib/heap.c and mimalloc,
+   * not here); the plain and ASan builds run this part. */
+  printf("workers_wait_async: skipped under TSan\n");
+#else
+  workers_wait_async();
+#endif
   printf("scenario_shared: ok\n");
   return 0;
 }

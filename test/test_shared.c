@@ -722,3 +722,96 @@ Test(shared, wait_async_from_another_thread_is_rejected) {
   cr_assert_eq(weft_loop_free(w.loop), 0);
   weft_shared_unref(w.sh);
 }
+
+/* --- waitAsync on a worker's loop ------------------------------------------
+ */
+
+/* Slots used below: 0 the waited slot, 1 "queued" flag, 2 the callback's
+ * result + 1 (0: the callback did not run). */
+
+static void record_result(weft_loop_t* loop, void* arg, weft_wait_result_t r) {
+  (void)loop;
+  weft_atomic_store32(arg, 2, (int32_t)r + 1);
+  weft_worker_exit(0);
+}
+
+static void queue_then_signal(weft_loop_t* loop, weft_shared_t* sh) {
+  cr_assert_eq(weft_atomic_wait_async32(loop, sh, 0, 0, -1, record_result, sh),
+               0);
+  weft_atomic_store32(sh, 1, 1);
+  weft_atomic_notify32(sh, 1, -1, NULL);
+}
+
+static void entry_wait_then_exit(weft_loop_t* loop, void* arg) {
+  queue_then_signal(loop, arg);
+  /* Ends the worker with the wait still pending. */
+  weft_worker_exit(0);
+}
+
+static void entry_wait(weft_loop_t* loop, void* arg) {
+  queue_then_signal(loop, arg);
+}
+
+static int exit_code_seen = -1;
+
+static void on_worker_exit(weft_worker_t* w, int code) {
+  (void)w;
+  exit_code_seen = code;
+}
+
+static void run_worker(weft_shared_t* sh,
+                       weft_worker_entry_cb entry,
+                       bool notify_it) {
+  weft_loop_t* loop = NULL;
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  weft_wait_result_t r;
+  int32_t queued;
+  int woken = -1;
+
+  opts.arg = sh; /* The test holds its reference until the end. */
+  opts.events.exit = on_worker_exit;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  cr_assert_eq(weft_worker_spawn(&w, loop, entry, &opts), 0);
+  if (notify_it) {
+    /* Wait for the worker to queue its wait, then resolve it from here. */
+    for (;;) {
+      weft_atomic_load32(sh, 1, &queued);
+      if (queued)
+        break;
+      weft_atomic_wait32(sh, 1, 0, -1, &r);
+    }
+    await_waiters(sh, 0, 4, 1);
+    cr_assert_eq(weft_atomic_notify32(sh, 0, 1, &woken), 0);
+    cr_assert_eq(woken, 1);
+  }
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(exit_code_seen, 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(shared, wait_async_on_a_worker_resolved_from_main) {
+  weft_shared_t* sh = make(16);
+  int32_t result;
+  run_worker(sh, entry_wait, true);
+  weft_atomic_load32(sh, 2, &result);
+  cr_assert_eq(result, WEFT_WAIT_OK + 1);
+  weft_shared_unref(sh);
+}
+
+Test(shared, wait_async_pending_when_worker_ends_is_dropped) {
+  weft_shared_t* sh = make(16);
+  int32_t queued, result;
+  int woken = -1;
+  run_worker(sh, entry_wait_then_exit, false);
+  weft_atomic_load32(sh, 1, &queued);
+  cr_assert_eq(queued, 1);
+  /* The wait left the list with its loop, without calling back. */
+  cr_assert_eq(weft__shared_waiters(sh, 0, 4), 0);
+  cr_assert_eq(weft_atomic_notify32(sh, 0, -1, &woken), 0);
+  cr_assert_eq(woken, 0);
+  weft_atomic_load32(sh, 2, &result);
+  cr_assert_eq(result, 0);
+  weft_shared_unref(sh);
+}
