@@ -5,8 +5,36 @@
 
 #include "internal.h"
 
+/* Sanitizers see malloc/free but not mimalloc's own arenas: in an ASan or
+ * TSan build weft's memory comes from libc, so that use after free,
+ * overflows and the hand-over between threads stay visible (mimalloc
+ * reuses a finished worker's pages through atomics TSan cannot see). A
+ * worker heap is then a list of blocks freed together at the end. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WEFT_X_LIBC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define WEFT_X_LIBC 1
+#endif
+#endif
+
+#ifdef WEFT_X_LIBC
+typedef struct block_s {
+  struct block_s* next; /* Owner thread only. */
+  struct block_s* prev;
+  weft__heap_t* heap;   /* NULL outside workers. */
+  size_t size;
+  max_align_t align[];  /* The user's bytes follow, suitably aligned. */
+} block_t;
+#define BLOCK(p) ((block_t*)((char*)(p)-offsetof(block_t, align)))
+#endif
+
 struct weft__heap_s {
+#ifdef WEFT_X_LIBC
+  block_t blocks;       /* Sentinel of the block list. */
+#else
   mi_heap_t* mi;        /* Owner thread only: allocations from it. */
+#endif
   size_t used;          /* Owner thread only: bytes charged. */
   size_t limit;         /* 0: none. */
   bool breached;        /* Owner thread only. */
@@ -15,13 +43,91 @@ struct weft__heap_s {
 
 static _Thread_local weft__heap_t* current_heap;
 
+/* ---- the allocator under a heap ------------------------------------------ */
+
+#ifdef WEFT_X_LIBC
+static void* raw_alloc(weft__heap_t* h, size_t size) {
+  block_t* b = malloc(sizeof(*b) + size);
+  if (b == NULL)
+    return NULL;
+  b->heap = h;
+  b->size = size;
+  if (h != NULL) {
+    b->next = h->blocks.next;
+    b->prev = &h->blocks;
+    h->blocks.next->prev = b;
+    h->blocks.next = b;
+  } else {
+    b->next = b->prev = b;
+  }
+  return b->align;
+}
+
+static size_t raw_size(void* p) {
+  return BLOCK(p)->size;
+}
+
+static void raw_free(void* p) {
+  block_t* b = BLOCK(p);
+  b->prev->next = b->next;
+  b->next->prev = b->prev;
+  free(b);
+}
+
+static void* raw_realloc(weft__heap_t* h, void* p, size_t size) {
+  void* n = raw_alloc(h, size);
+  if (n == NULL)
+    return NULL;
+  memcpy(n, p, raw_size(p) < size ? raw_size(p) : size);
+  raw_free(p);
+  return n;
+}
+
+static bool raw_heap_init(weft__heap_t* h) {
+  h->blocks.next = h->blocks.prev = &h->blocks;
+  return true;
+}
+
+static void raw_heap_destroy(weft__heap_t* h) {
+  while (h->blocks.next != &h->blocks)
+    raw_free(h->blocks.next->align);
+}
+#else
+static void* raw_alloc(weft__heap_t* h, size_t size) {
+  return h != NULL ? mi_heap_malloc(h->mi, size) : mi_malloc(size);
+}
+
+static size_t raw_size(void* p) {
+  return mi_usable_size(p);
+}
+
+static void raw_free(void* p) {
+  mi_free(p);
+}
+
+static void* raw_realloc(weft__heap_t* h, void* p, size_t size) {
+  return h != NULL ? mi_heap_realloc(h->mi, p, size) : mi_realloc(p, size);
+}
+
+static bool raw_heap_init(weft__heap_t* h) {
+  h->mi = mi_heap_new();
+  return h->mi != NULL;
+}
+
+static void raw_heap_destroy(weft__heap_t* h) {
+  /* Frees every block still allocated from the worker's heap at once. */
+  mi_heap_destroy(h->mi);
+}
+#endif
+
+/* ---- heaps ---------------------------------------------------------------- */
+
 weft__heap_t* weft__heap_new(size_t limit) {
-  weft__heap_t* h = mi_malloc(sizeof(*h));
+  weft__heap_t* h = weft__xalloc(sizeof(*h));
   if (h == NULL)
     return NULL;
-  h->mi = mi_heap_new();
-  if (h->mi == NULL) {
-    mi_free(h);
+  if (!raw_heap_init(h)) {
+    weft__xfree(h);
     return NULL;
   }
   h->used = 0;
@@ -42,9 +148,8 @@ void weft__heap_destroy(weft__heap_t* h) {
   }
   if (current_heap == h)
     current_heap = NULL;
-  /* Frees every block still allocated from the worker's heap at once. */
-  mi_heap_destroy(h->mi);
-  mi_free(h);
+  raw_heap_destroy(h);
+  weft__xfree(h);
 }
 
 weft__heap_t* weft__heap_current(void) {
@@ -71,20 +176,24 @@ static bool charge(weft__heap_t* h, size_t bytes) {
   return true;
 }
 
+static void uncharge(weft__heap_t* h, size_t bytes) {
+  h->used = bytes > h->used ? 0 : h->used - bytes;
+}
+
 void* weft__local_alloc(size_t size) {
   weft__heap_t* h = current_heap;
   void* p;
   if (h == NULL)
-    return mi_malloc(size);
+    return raw_alloc(NULL, size);
   if (!charge(h, size))
     return NULL;
-  p = mi_heap_malloc(h->mi, size);
+  p = raw_alloc(h, size);
   if (p == NULL) {
-    h->used -= size;
+    uncharge(h, size);
     return NULL;
   }
-  /* Charge what mimalloc really handed out so frees balance exactly. */
-  h->used += mi_usable_size(p) - size;
+  /* Charge what the allocator really handed out so frees balance. */
+  h->used += raw_size(p) - size;
   return p;
 }
 
@@ -99,23 +208,10 @@ void weft__local_free(void* p) {
   weft__heap_t* h = current_heap;
   if (p == NULL)
     return;
-  if (h != NULL) {
-    size_t n = mi_usable_size(p);
-    h->used = n > h->used ? 0 : h->used - n;
-  }
-  mi_free(p);
+  if (h != NULL)
+    uncharge(h, raw_size(p));
+  raw_free(p);
 }
-
-/* Sanitizers see malloc/free but not mimalloc's own arenas: in an ASan or
- * TSan build the cross-thread objects come from libc, so that use after
- * free, overflows and the hand-over between threads stay visible. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define WEFT_X_LIBC 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define WEFT_X_LIBC 1
-#endif
-#endif
 
 void* weft__xalloc(size_t size) {
 #ifdef WEFT_X_LIBC
@@ -123,6 +219,19 @@ void* weft__xalloc(size_t size) {
 #else
   return mi_malloc(size);
 #endif
+}
+
+void* weft__xalloc64(size_t size) {
+  size_t n = (size + 63) & ~(size_t)63;
+  void* p;
+#ifdef WEFT_X_LIBC
+  p = aligned_alloc(64, n);
+#else
+  p = mi_malloc_aligned(n, 64);
+#endif
+  if (p != NULL)
+    memset(p, 0, n);
+  return p;
 }
 
 void* weft__xrealloc(void* p, size_t size) {
@@ -191,21 +300,25 @@ void* weft_realloc(void* ptr, size_t size) {
   void* p;
   if (ptr == NULL)
     return weft_malloc(size);
-  if (h == NULL)
-    return mi_realloc(ptr, size);
-  old = mi_usable_size(ptr);
-  if (size > old && !charge(h, size - old))
+  if (size == 0)
+    size = 1;
+  old = raw_size(ptr);
+  if (h != NULL && size > old && !charge(h, size - old))
     return NULL;
-  p = mi_heap_realloc(h->mi, ptr, size);
+  p = raw_realloc(h, ptr, size);
+  if (h == NULL)
+    return p;
   if (p == NULL) {
     if (size > old)
-      h->used -= size - old;
+      uncharge(h, size - old);
     return NULL;
   }
-  /* Rebalance to the real block sizes. */
-  h->used -= size > old ? size - old : 0;
-  h->used = h->used > old ? h->used - old : 0;
-  h->used += mi_usable_size(p);
+  /* Rebalance to the real block sizes: the old block's charge goes, the
+   * new block's comes. */
+  if (size > old)
+    uncharge(h, size - old);
+  uncharge(h, old);
+  h->used += raw_size(p);
   return p;
 }
 

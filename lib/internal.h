@@ -115,6 +115,9 @@ void weft__local_free(void* p);
 /* Memory of objects that cross threads (messages, ports, buffers):
  * mimalloc's thread-safe default heap, freed from any thread. */
 void* weft__xalloc(size_t size);
+/* Zeroed and 64-byte aligned (for structs with cache-line aligned fields);
+ * freed with weft__xfree(). */
+void* weft__xalloc64(size_t size);
 void* weft__xrealloc(void* p, size_t size);
 void weft__xfree(void* p);
 

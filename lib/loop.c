@@ -171,7 +171,9 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   *out = NULL;
   if (current_loop != NULL)
     return WEFT_EBUSY;
-  loop = weft__local_calloc(sizeof(*loop));
+  /* Other threads push onto the loop's ready queue: it lives in the
+   * cross-thread heap, cache-line aligned. */
+  loop = weft__xalloc64(sizeof(*loop));
   if (loop == NULL)
     return WEFT_ENOMEM;
   weft__mpsc_init(&loop->ready);
@@ -179,7 +181,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
     if (err != 0) {
-      weft__local_free(loop);
+      weft__xfree(loop);
       return err;
     }
     loop->uv = &loop->own_uv;
@@ -215,7 +217,7 @@ fail:
     msgpack_zone_free(loop->zone);
   if (loop->owns_uv)
     uv_loop_close(loop->uv);
-  weft__local_free(loop);
+  weft__xfree(loop);
   return WEFT_ENOMEM;
 }
 
@@ -293,7 +295,7 @@ static void release_memory(weft_loop_t* loop) {
   weft__local_free(loop->slots);
   if (current_loop == loop)
     current_loop = NULL;
-  weft__local_free(loop);
+  weft__xfree(loop);
 }
 
 int weft_loop_free(weft_loop_t* loop) {

@@ -89,10 +89,9 @@ static void core_unref(pcore_t* p) {
 }
 
 static pcore_t* core_alloc(void) {
-  pcore_t* p = weft__xalloc(sizeof(*p));
+  pcore_t* p = weft__xalloc64(sizeof(*p));
   if (p == NULL)
     return NULL;
-  memset(p, 0, sizeof(*p));
   if (uv_mutex_init(&p->lock) != 0) {
     weft__xfree(p);
     return NULL;
