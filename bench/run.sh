@@ -11,6 +11,9 @@
 #                    the first argument wins over it
 #   NODE             node binary (default: node on PATH)
 #   BENCH_TIMEOUT    seconds allowed for one run of one workload (default 180)
+#   BENCH_QUIET_WAIT before each run, wait up to this many seconds for the
+#                    machine to be quiet (other processes < 15% of the CPUs);
+#                    default 0: do not wait
 #   BENCH_OUT        where the table is written (default bench/results.md;
 #                    "-" writes nothing)
 #
@@ -28,6 +31,7 @@ WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
 OUT=${BENCH_OUT:-bench/results.md}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/weft-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -42,10 +46,34 @@ if ! command -v "$NODE" >/dev/null 2>&1; then
   exit 1
 fi
 
+# Busy share of all CPUs over 0.5 s, in percent (from /proc/stat).
+cpu_busy() {
+  local a b
+  a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  sleep 0.5
+  b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  echo "$a $b" | awk '{d = $4 - $2; print (d > 0) ? int(100 * ($3 - $1) / d) : 0}'
+}
+
+# Wait (at most QUIET_WAIT s) until other processes leave the CPUs alone.
+wait_quiet() {
+  [ "$QUIET_WAIT" -gt 0 ] 2>/dev/null || return 0
+  local start=$SECONDS busy
+  while busy=$(cpu_busy); [ "$busy" -ge 15 ]; do
+    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
+      echo "  machine still ${busy}% busy after ${QUIET_WAIT}s: running anyway" >&2
+      echo x >>"$tmp/noisy"
+      return 0
+    fi
+    sleep 1
+  done
+}
+
 # run_one SIDE WORKLOAD ROUND: append "<metric> <value> <unit>" lines to
 # $tmp/SIDE.results; a failed run is reported and contributes nothing.
 run_one() {
   local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc
+  wait_quiet
   if [ "$side" = weft ]; then
     timeout "$TIMEOUT" "$WEFT_BIN" "$wl" >"$log" 2>&1
   else
@@ -162,6 +190,7 @@ machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuin
   echo "Machine: $machine."
   echo "Load average (1/5/15 min) at start: $load0; at end: $load1 (anything else running on the machine skews the numbers, the spinning ones most)."
   [ $have_weft -eq 0 ] && echo "weft binary not found at $WEFT_BIN: weft column pending."
+  [ "$QUIET_WAIT" -gt 0 ] 2>/dev/null && echo "Each run waited up to ${QUIET_WAIT}s for the machine to be quiet (< 15% busy); $( [ -s "$tmp/noisy" ] && wc -l <"$tmp/noisy" || echo 0) runs started on a busy machine anyway."
   [ -s "$tmp/weft.failed" ] && echo "weft runs that failed: $(sort "$tmp/weft.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   [ -s "$tmp/node.failed" ] && echo "Node runs that failed: $(sort "$tmp/node.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   echo

@@ -386,7 +386,7 @@ static void bench_transfer_one(size_t size, const char* metric, uint64_t n) {
   tr.size = size;
   tr.metric = metric;
   tr.n = n;
-  tr.warm = n < 10 ? n : 10;
+  tr.warm = n < 100 ? n : 100;
   tr.got = 0;
   weft_loop_t* loop;
   CHECK(weft_loop_new(&loop));
@@ -580,11 +580,11 @@ static const struct {
   void (*fn)(uint64_t n);
   uint64_t n;
 } WORKLOADS[] = {
-    {"pingpong", bench_pingpong, 200000},
+    {"pingpong", bench_pingpong, 500000},
     {"throughput", bench_throughput, 5000000},
-    {"copy1m", bench_copy1m, 4000},
+    {"copy1m", bench_copy1m, 10000},
     {"transfer", bench_transfer, 20000},
-    {"atomics", bench_atomics, 200000},
+    {"atomics", bench_atomics, 500000},
     {"spawn", bench_spawn, 2000},
     {"idle", bench_idle, 8},
 };

@@ -142,7 +142,7 @@ function copy1m(n) {
 
 function transferOne(size, n) {
   return new Promise((resolve) => {
-    const warm = Math.min(10, n);
+    const warm = Math.min(100, n);
     const w = spawn('bounce');
     let buf = new ArrayBuffer(size);
     let got = 0;
