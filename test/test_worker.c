@@ -1,0 +1,1161 @@
+/* test_worker.c - Criterion suite for workers: lifecycle events, the
+ * worker's context (isMainThread, threadId, parentPort, workerData, thread
+ * name), messages both ways, exit codes, errors, terminate, ref/unref,
+ * environment data, the heap limit and nested workers.
+ *
+ * Worker threads never call cr_assert (Criterion's asserts belong to the
+ * test's thread): they record what they saw in globals, which the main
+ * thread checks after the worker's `exit` event (the exit message orders
+ * the worker's writes before it). */
+/* pthread_getname_np() */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#include <weft/weft.h>
+
+TestSuite(worker, .timeout = 30);
+
+/* --- Helpers ------------------------------------------------------------- */
+
+static weft_loop_t* new_loop(void) {
+  weft_loop_t* loop = NULL;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  cr_assert_not_null(loop);
+  return loop;
+}
+
+typedef struct {
+  char b[256];
+  size_t n;
+} packed_t;
+
+static packed_t packed_from(msgpack_sbuffer* sb) {
+  packed_t p;
+  cr_assert_leq(sb->size, sizeof(p.b));
+  memcpy(p.b, sb->data, sb->size);
+  p.n = sb->size;
+  msgpack_sbuffer_destroy(sb);
+  return p;
+}
+
+static packed_t pack_int(int64_t v) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_int64(&pk, v);
+  return packed_from(&sb);
+}
+
+static int pack_int_cb(msgpack_packer* pk, void* arg) {
+  return msgpack_pack_int64(pk, *(const int64_t*)arg);
+}
+
+/* The integer a message carries, or INT64_MIN if it is not one. */
+static int64_t msg_int(weft_msg_t* msg) {
+  const msgpack_object* o = weft_msg_object(msg);
+  if (o == NULL)
+    return INT64_MIN;
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+    return (int64_t)o->via.u64;
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    return o->via.i64;
+  return INT64_MIN;
+}
+
+/* Events seen on the main loop, in order: o online, m message,
+ * E messageerror, e error, x exit, t terminate callback. */
+static char ev[4096];
+static int nev;
+static int exit_code = -100;
+static int term_code = -100;
+static int error_err;
+static char error_text[64];
+static int msgerr_err;
+static int64_t received[2048];
+static int nreceived;
+static bool bad_message; /* A message that is not an int arrived. */
+
+static void log_ev(char c) {
+  if (nev < (int)sizeof(ev) - 1)
+    ev[nev++] = c;
+  ev[nev] = '\0';
+}
+
+static void on_online(weft_worker_t* w) {
+  (void)w;
+  log_ev('o');
+}
+
+static void on_message(weft_worker_t* w, weft_msg_t* msg) {
+  int64_t v = msg_int(msg);
+  (void)w;
+  log_ev('m');
+  if (v == INT64_MIN)
+    bad_message = true;
+  else if (nreceived < (int)(sizeof(received) / sizeof(received[0])))
+    received[nreceived++] = v;
+}
+
+static void on_messageerror(weft_worker_t* w, int err) {
+  (void)w;
+  log_ev('E');
+  msgerr_err = err;
+}
+
+static void on_error(weft_worker_t* w, int err, const char* text) {
+  (void)w;
+  log_ev('e');
+  error_err = err;
+  snprintf(error_text, sizeof(error_text), "%s", text);
+}
+
+static void on_exit_ev(weft_worker_t* w, int code) {
+  (void)w;
+  log_ev('x');
+  exit_code = code;
+}
+
+static void on_terminated(weft_worker_t* w, int code) {
+  (void)w;
+  log_ev('t');
+  term_code = code;
+}
+
+static weft_worker_opts_t logging_opts(void) {
+  weft_worker_opts_t o;
+  memset(&o, 0, sizeof(o));
+  o.events.online = on_online;
+  o.events.message = on_message;
+  o.events.messageerror = on_messageerror;
+  o.events.error = on_error;
+  o.events.exit = on_exit_ev;
+  return o;
+}
+
+static weft_worker_t* spawn(weft_loop_t* loop,
+                            weft_worker_entry_cb entry,
+                            const weft_worker_opts_t* opts) {
+  weft_worker_t* w = NULL;
+  int err = weft_worker_spawn(&w, loop, entry, opts);
+  cr_assert_eq(err, 0, "spawn: %s", weft_strerror(err));
+  cr_assert_not_null(w);
+  return w;
+}
+
+/* A string of `n` copies of `c`, for event-log checks. */
+static const char* repeat(char c, int n) {
+  static char s[4096];
+  cr_assert_lt(n, (int)sizeof(s));
+  memset(s, c, (size_t)n);
+  s[n] = '\0';
+  return s;
+}
+
+/* --- Spawn, online, exit and the worker's context ------------------------ */
+
+static struct {
+  bool ran;
+  pthread_t self;
+  bool is_main;
+  uint64_t tid;
+  bool has_parent_port;
+  bool loop_is_current;
+  weft_loop_t* loop;
+  char name[32];
+  int name_err;
+  bool data_is_nil;
+  bool should_stop;
+  int free_parent_port;
+} ctx;
+
+static void entry_context(weft_loop_t* loop, void* arg) {
+  const msgpack_object* data = weft_worker_data();
+  (void)arg;
+  ctx.ran = true;
+  ctx.self = pthread_self();
+  ctx.is_main = weft_is_main_thread();
+  ctx.tid = weft_thread_id();
+  ctx.has_parent_port = weft_parent_port() != NULL;
+  ctx.loop = loop;
+  ctx.loop_is_current = weft_loop_current() == loop;
+  ctx.name_err = pthread_getname_np(pthread_self(), ctx.name,
+                                    sizeof(ctx.name));
+  ctx.data_is_nil = data != NULL && data->type == MSGPACK_OBJECT_NIL;
+  ctx.should_stop = weft_should_stop();
+  ctx.free_parent_port = weft_port_free(weft_parent_port());
+}
+
+Test(worker, spawn_online_then_exit_and_context) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  int user;
+
+  opts.name = "a-rather-long-worker-name";
+  opts.user_data = &user;
+  w = spawn(loop, entry_context, &opts);
+  cr_assert_eq(weft_worker_get_data(w), &user);
+  cr_assert_gt(weft_worker_thread_id(w), 0);
+  cr_assert_not(weft_worker_exited(w));
+  cr_assert_eq(weft_loop_run(loop), 0);
+
+  cr_assert_str_eq(ev, "ox", "event order: %s", ev);
+  cr_assert_eq(exit_code, 0);
+  cr_assert(weft_worker_exited(w));
+  cr_assert(ctx.ran);
+  cr_assert_not(pthread_equal(ctx.self, pthread_self()),
+                "the entry ran on the main thread");
+  cr_assert_not(ctx.is_main);
+  cr_assert_eq(ctx.tid, weft_worker_thread_id(w));
+  cr_assert(ctx.has_parent_port);
+  cr_assert_neq(ctx.loop, loop);
+  cr_assert(ctx.loop_is_current);
+  cr_assert_eq(ctx.name_err, 0);
+  cr_assert_str_eq(ctx.name, "a-rather-long-w"); /* 15 bytes shown. */
+  cr_assert(ctx.data_is_nil);
+  cr_assert_not(ctx.should_stop);
+  cr_assert_eq(ctx.free_parent_port, WEFT_EINVAL);
+
+  /* The main thread's own context. */
+  cr_assert(weft_is_main_thread());
+  cr_assert_eq(weft_thread_id(), 0);
+  cr_assert_null(weft_parent_port());
+  cr_assert_null(weft_worker_data());
+  cr_assert_not(weft_should_stop());
+
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static atomic_int default_runs;
+static char default_name[32];
+
+static void entry_default_name(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  pthread_getname_np(pthread_self(), default_name, sizeof(default_name));
+  atomic_fetch_add(&default_runs, 1);
+}
+
+Test(worker, null_opts_default_name_and_distinct_ids) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* a = spawn(loop, entry_default_name, NULL);
+  weft_worker_t* b;
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(a));
+  cr_assert_str_eq(default_name, "weft-worker");
+  b = spawn(loop, entry_default_name, NULL);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(b));
+  cr_assert_eq(atomic_load(&default_runs), 2);
+  cr_assert_gt(weft_worker_thread_id(a), 0);
+  cr_assert_gt(weft_worker_thread_id(b), 0);
+  cr_assert_neq(weft_worker_thread_id(a), weft_worker_thread_id(b));
+  weft_worker_free(a);
+  weft_worker_free(b);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- workerData ----------------------------------------------------------- */
+
+static struct {
+  bool is_map;
+  uint32_t size;
+  int64_t n;
+  char s[16];
+  uint32_t arr_size;
+  int64_t arr_sum;
+} wdata;
+
+static void entry_read_data(weft_loop_t* loop, void* arg) {
+  const msgpack_object* o = weft_worker_data();
+  (void)loop;
+  (void)arg;
+  if (o == NULL || o->type != MSGPACK_OBJECT_MAP)
+    return;
+  wdata.is_map = true;
+  wdata.size = o->via.map.size;
+  for (uint32_t i = 0; i < o->via.map.size; i++) {
+    const msgpack_object_kv* kv = &o->via.map.ptr[i];
+    const msgpack_object_str* k = &kv->key.via.str;
+    if (kv->key.type != MSGPACK_OBJECT_STR)
+      continue;
+    if (k->size == 1 && k->ptr[0] == 'n' &&
+        kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      wdata.n = (int64_t)kv->val.via.u64;
+    if (k->size == 1 && k->ptr[0] == 's' &&
+        kv->val.type == MSGPACK_OBJECT_STR &&
+        kv->val.via.str.size < sizeof(wdata.s))
+      memcpy(wdata.s, kv->val.via.str.ptr, kv->val.via.str.size);
+    if (k->size == 3 && memcmp(k->ptr, "arr", 3) == 0 &&
+        kv->val.type == MSGPACK_OBJECT_ARRAY) {
+      wdata.arr_size = kv->val.via.array.size;
+      for (uint32_t j = 0; j < kv->val.via.array.size; j++)
+        wdata.arr_sum += (int64_t)kv->val.via.array.ptr[j].via.u64;
+    }
+  }
+}
+
+Test(worker, worker_data_map_is_readable_inside) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  weft_worker_t* w;
+  packed_t data;
+
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 3);
+  msgpack_pack_str_with_body(&pk, "n", 1);
+  msgpack_pack_int(&pk, 42);
+  msgpack_pack_str_with_body(&pk, "s", 1);
+  msgpack_pack_str_with_body(&pk, "hello", 5);
+  msgpack_pack_str_with_body(&pk, "arr", 3);
+  msgpack_pack_array(&pk, 3);
+  msgpack_pack_int(&pk, 1);
+  msgpack_pack_int(&pk, 2);
+  msgpack_pack_int(&pk, 300);
+  data = packed_from(&sb);
+
+  opts.data = data.b;
+  opts.data_len = data.n;
+  w = spawn(loop, entry_read_data, &opts);
+  memset(data.b, 0xc1, sizeof(data.b)); /* The data was copied at spawn. */
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox");
+  cr_assert_eq(exit_code, 0);
+  cr_assert(wdata.is_map);
+  cr_assert_eq(wdata.size, 3);
+  cr_assert_eq(wdata.n, 42);
+  cr_assert_str_eq(wdata.s, "hello");
+  cr_assert_eq(wdata.arr_size, 3);
+  cr_assert_eq(wdata.arr_sum, 303);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static atomic_int invalid_entry_runs;
+
+static void entry_count(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  atomic_fetch_add(&invalid_entry_runs, 1);
+}
+
+Test(worker, invalid_worker_data_is_refused) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  static const unsigned char never_used[] = {0xc1};
+  static const unsigned char truncated[] = {0x92, 0x01};
+  static const unsigned char two_values[] = {0x01, 0x02};
+  static const unsigned char short_str[] = {0xa5, 'a', 'b'};
+  const struct {
+    const void* p;
+    size_t n;
+  } bad[] = {{never_used, sizeof(never_used)},
+             {truncated, sizeof(truncated)},
+             {two_values, sizeof(two_values)},
+             {short_str, sizeof(short_str)}};
+
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    weft_worker_t* w = (weft_worker_t*)&opts; /* Must be reset to NULL. */
+    opts.data = bad[i].p;
+    opts.data_len = bad[i].n;
+    cr_assert_eq(weft_worker_spawn(&w, loop, entry_count, &opts),
+                 WEFT_EDECODE, "case %zu", i);
+    cr_assert_null(w, "case %zu", i);
+  }
+  /* Length without bytes. */
+  {
+    weft_worker_t* w = (weft_worker_t*)&opts;
+    opts.data = NULL;
+    opts.data_len = 3;
+    cr_assert_eq(weft_worker_spawn(&w, loop, entry_count, &opts),
+                 WEFT_EINVAL);
+    cr_assert_null(w);
+  }
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "", "events after a failed spawn: %s", ev);
+  cr_assert_eq(atomic_load(&invalid_entry_runs), 0);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- Messages both ways ---------------------------------------------------- */
+
+#define ECHO_N 200
+
+/* Worker: echo every message on the parent port; after the value `last`
+ * close the port, which lets the worker's loop end. */
+static atomic_int echo_last;
+
+static void echo_handler(weft_port_t* port, weft_msg_t* msg) {
+  size_t len;
+  const char* data = weft_msg_data(msg, &len);
+  weft_port_post(port, data, len);
+  if (msg_int(msg) == atomic_load(&echo_last))
+    weft_port_close(port);
+}
+
+static void entry_echo(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), echo_handler);
+}
+
+static int post_errors;
+
+/* Post `v` alternately as pre-packed bytes and through a packer. */
+static void post_int(weft_worker_t* w, int64_t v) {
+  int err;
+  if (v % 2 == 0) {
+    packed_t p = pack_int(v);
+    err = weft_worker_post(w, p.b, p.n);
+  } else {
+    err = weft_worker_post_fn(w, pack_int_cb, &v);
+  }
+  if (err != 0)
+    post_errors++;
+}
+
+/* Main: ping-pong; the next message goes out only when the previous echo is
+ * back, so the worker idles in its loop between messages. */
+static void on_echo_pingpong(weft_worker_t* w, weft_msg_t* msg) {
+  on_message(w, msg);
+  if (nreceived < ECHO_N)
+    post_int(w, nreceived);
+}
+
+Test(worker, messages_ping_pong_keep_worker_alive_until_port_closed) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+
+  atomic_store(&echo_last, ECHO_N - 1);
+  opts.events.message = on_echo_pingpong;
+  w = spawn(loop, entry_echo, &opts);
+  post_int(w, 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(post_errors, 0);
+  cr_assert_eq(nreceived, ECHO_N);
+  for (int i = 0; i < ECHO_N; i++)
+    cr_assert_eq(received[i], i, "message %d is %lld", i,
+                 (long long)received[i]);
+  cr_assert_not(bad_message);
+  cr_assert_eq(nev, ECHO_N + 2);
+  cr_assert_eq(ev[0], 'o');
+  cr_assert_eq(strncmp(ev + 1, repeat('m', ECHO_N), ECHO_N), 0);
+  cr_assert_eq(ev[ECHO_N + 1], 'x');
+  cr_assert_eq(exit_code, 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(worker, messages_burst_arrive_in_order) {
+  enum { N = 1000 };
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+
+  atomic_store(&echo_last, N - 1);
+  w = spawn(loop, entry_echo, &opts);
+  for (int i = 0; i < N; i++)
+    post_int(w, i);
+  cr_assert_eq(post_errors, 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(nreceived, N);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(received[i], i);
+  cr_assert_eq(ev[0], 'o');
+  cr_assert_eq(ev[nev - 1], 'x');
+  cr_assert_eq(nev, N + 2);
+  cr_assert_eq(exit_code, 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+#define LAST_WORDS 100
+
+static void entry_post_then_return(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  for (int64_t i = 0; i < LAST_WORDS; i++)
+    weft_port_post_fn(weft_parent_port(), pack_int_cb, &i);
+}
+
+Test(worker, messages_posted_before_return_arrive_before_exit) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_post_then_return, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(nreceived, LAST_WORDS);
+  for (int i = 0; i < LAST_WORDS; i++)
+    cr_assert_eq(received[i], i);
+  cr_assert_eq(nev, LAST_WORDS + 2);
+  cr_assert_eq(ev[0], 'o');
+  cr_assert_eq(strncmp(ev + 1, repeat('m', LAST_WORDS), LAST_WORDS), 0);
+  cr_assert_eq(ev[LAST_WORDS + 1], 'x', "events: %s", ev);
+  cr_assert_eq(exit_code, 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- Exit codes, errors, messageerror -------------------------------------- */
+
+static atomic_bool stop_after_exit;
+
+static void entry_exit7(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_worker_exit(7);
+  atomic_store(&stop_after_exit, weft_should_stop());
+  /* A later call does not change the code. */
+  weft_worker_exit(9);
+}
+
+Test(worker, worker_exit_sets_exit_code) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_exit7, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox");
+  cr_assert_eq(exit_code, 7);
+  cr_assert(atomic_load(&stop_after_exit));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static void exit3_handler(weft_port_t* port, weft_msg_t* msg) {
+  (void)port;
+  (void)msg;
+  weft_worker_exit(3);
+}
+
+static void entry_exit_in_callback(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), exit3_handler);
+}
+
+Test(worker, worker_exit_inside_callback_ends_a_live_loop) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_exit_in_callback, &opts);
+  post_int(w, 1);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox");
+  cr_assert_eq(exit_code, 3);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static void entry_boom(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  char text[8] = "boom";
+  weft_report_error(text);
+  memset(text, 'X', sizeof(text) - 1); /* The text was copied. */
+}
+
+Test(worker, report_error_gives_error_then_exit_1) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_boom, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "oex", "events: %s", ev);
+  cr_assert_eq(error_err, WEFT_EUNCAUGHT);
+  cr_assert_str_eq(error_text, "boom");
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static void entry_bad_message(weft_loop_t* loop, void* arg) {
+  static const unsigned char bad[] = {0xc1};
+  int64_t five = 5;
+  (void)loop;
+  (void)arg;
+  weft_port_post(weft_parent_port(), bad, sizeof(bad));
+  weft_port_post_fn(weft_parent_port(), pack_int_cb, &five);
+}
+
+Test(worker, malformed_message_from_worker_is_messageerror) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_bad_message, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "oEmx", "events: %s", ev);
+  cr_assert_eq(msgerr_err, WEFT_EDECODE);
+  cr_assert_eq(nreceived, 1);
+  cr_assert_eq(received[0], 5);
+  cr_assert_eq(exit_code, 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- terminate -------------------------------------------------------------- */
+
+static atomic_bool spin_saw_stop;
+
+static void entry_spin(weft_loop_t* loop, void* arg) {
+  int64_t one = 1;
+  volatile uint64_t x = 0;
+  (void)loop;
+  (void)arg;
+  weft_port_post_fn(weft_parent_port(), pack_int_cb, &one);
+  while (!weft_should_stop())
+    x++;
+  atomic_store(&spin_saw_stop, true);
+}
+
+static void terminate_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  on_message(w, msg);
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+}
+
+Test(worker, terminate_stops_a_cpu_loop_that_polls) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  opts.events.message = terminate_on_message;
+  w = spawn(loop, entry_spin, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "omxt", "events: %s", ev);
+  cr_assert_eq(exit_code, 1);
+  cr_assert_eq(term_code, 1);
+  cr_assert(atomic_load(&spin_saw_stop));
+  cr_assert(weft_worker_exited(w));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static void noop_handler(weft_port_t* port, weft_msg_t* msg) {
+  (void)port;
+  (void)msg;
+}
+
+static void entry_parked(weft_loop_t* loop, void* arg) {
+  int64_t one = 1;
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), noop_handler);
+  weft_port_post_fn(weft_parent_port(), pack_int_cb, &one);
+}
+
+Test(worker, terminate_stops_a_parked_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  opts.events.message = terminate_on_message;
+  w = spawn(loop, entry_parked, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "omxt", "events: %s", ev);
+  cr_assert_eq(exit_code, 1);
+  cr_assert_eq(term_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static void flood_then_terminate(weft_worker_t* w) {
+  on_online(w);
+  for (int i = 0; i < 1000; i++)
+    post_int(w, i);
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+}
+
+Test(worker, terminate_with_messages_in_flight) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  atomic_store(&echo_last, -1); /* Never closes by itself. */
+  opts.events.online = flood_then_terminate;
+  w = spawn(loop, entry_echo, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(post_errors, 0);
+  cr_assert_eq(exit_code, 1);
+  cr_assert_eq(term_code, 1);
+  cr_assert_geq(nev, 3);
+  cr_assert_eq(ev[0], 'o');
+  cr_assert_eq(ev[nev - 2], 'x', "events: %s", ev);
+  cr_assert_eq(ev[nev - 1], 't');
+  cr_assert_leq(nreceived, 1000);
+  for (int i = 0; i < nreceived; i++)
+    cr_assert_eq(received[i], i); /* Whatever got back came in order. */
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(worker, terminate_an_exited_worker_calls_back_at_once) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_exit7, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox");
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+  cr_assert_str_eq(ev, "oxt"); /* Synchronously. */
+  cr_assert_eq(term_code, 7);
+  cr_assert_eq(weft_worker_terminate(w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "oxt");
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(worker, post_after_exit_is_eclosed) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = spawn(loop, entry_count, NULL);
+  packed_t p = pack_int(1);
+  int64_t v = 2;
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_eq(weft_worker_post(w, p.b, p.n), WEFT_ECLOSED);
+  cr_assert_eq(weft_worker_post_fn(w, pack_int_cb, &v), WEFT_ECLOSED);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(msgpack_pack_int(weft_msg_packer(m), 3), 0);
+  cr_assert_eq(weft_worker_post_msg(w, &m), WEFT_ECLOSED);
+  cr_assert_not_null(m); /* Still the caller's. */
+  weft_msg_free(m);
+  /* ref/unref of an exited worker change nothing. */
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- ref / unref --------------------------------------------------------------- */
+
+/* The worker stays alive (a handler on its parent port, nothing posted). */
+static void entry_parked_quiet(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), noop_handler);
+}
+
+static void unref_on_online(weft_worker_t* w) {
+  on_online(w);
+  cr_assert_eq(weft_worker_unref(w), 0);
+}
+
+Test(worker, unref_worker_does_not_keep_loop_alive) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  opts.events.online = unref_on_online;
+  w = spawn(loop, entry_parked_quiet, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  /* The worker is alive (its parent port has a handler) but the loop
+   * returned anyway. */
+  cr_assert_str_eq(ev, "o");
+  cr_assert_not(weft_worker_exited(w));
+  /* ref() again: the loop now waits for the exit. */
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_str_eq(ev, "oxt", "events: %s", ev);
+  cr_assert_eq(exit_code, 1);
+  cr_assert_eq(term_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- Environment data --------------------------------------------------------- */
+
+static packed_t env_k, env_k_worker;
+static struct {
+  int get_k;
+  bool k_same;
+  int get_removed;
+  int get_bad;
+  int set_own;
+  int get_late;
+  bool done;
+} envr;
+
+static void env_late_handler(weft_port_t* port, weft_msg_t* msg) {
+  const void* b;
+  size_t n;
+  (void)msg;
+  envr.get_late = weft_get_environment_data("late", &b, &n);
+  envr.done = true;
+  weft_port_close(port);
+}
+
+static void entry_env(weft_loop_t* loop, void* arg) {
+  const void* b = NULL;
+  size_t n = 0;
+  (void)loop;
+  (void)arg;
+  envr.get_k = weft_get_environment_data("k", &b, &n);
+  envr.k_same = envr.get_k == 0 && n == env_k.n && memcmp(b, env_k.b, n) == 0;
+  envr.get_removed = weft_get_environment_data("removed", &b, &n);
+  envr.get_bad = weft_get_environment_data("bad", &b, &n);
+  /* The worker's own change stays in the worker. */
+  envr.set_own = weft_set_environment_data("k", env_k_worker.b,
+                                           env_k_worker.n);
+  weft_port_on_message(weft_parent_port(), env_late_handler);
+}
+
+Test(worker, environment_data_is_snapshot_at_spawn) {
+  static const unsigned char bad[] = {0x93, 0x01};
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  packed_t other = pack_int(-17);
+  packed_t late = pack_int(2);
+  const void* b;
+  size_t n;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_str_with_body(&pk, "a", 1);
+  msgpack_pack_int(&pk, 1);
+  env_k = packed_from(&sb);
+  env_k_worker = pack_int(99);
+
+  /* Overwrite: the last value wins. */
+  cr_assert_eq(weft_set_environment_data("k", other.b, other.n), 0);
+  cr_assert_eq(weft_set_environment_data("k", env_k.b, env_k.n), 0);
+  cr_assert_eq(weft_get_environment_data("k", &b, &n), 0);
+  cr_assert_eq(n, env_k.n);
+  cr_assert_eq(memcmp(b, env_k.b, n), 0);
+  /* Removing with len 0. */
+  cr_assert_eq(weft_set_environment_data("removed", other.b, other.n), 0);
+  cr_assert_eq(weft_set_environment_data("removed", NULL, 0), 0);
+  cr_assert_eq(weft_get_environment_data("removed", &b, &n), WEFT_EAGAIN);
+  cr_assert_eq(weft_set_environment_data("removed", NULL, 0), 0);
+  /* Malformed. */
+  cr_assert_eq(weft_set_environment_data("bad", bad, sizeof(bad)),
+               WEFT_EDECODE);
+  cr_assert_eq(weft_get_environment_data("bad", &b, &n), WEFT_EAGAIN);
+
+  w = spawn(loop, entry_env, &opts);
+  /* Set after the spawn: not in the worker's snapshot. */
+  cr_assert_eq(weft_set_environment_data("late", late.b, late.n), 0);
+  post_int(w, 1);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox", "events: %s", ev);
+  cr_assert_eq(exit_code, 0);
+  cr_assert(envr.done);
+  cr_assert_eq(envr.get_k, 0);
+  cr_assert(envr.k_same);
+  cr_assert_eq(envr.get_removed, WEFT_EAGAIN);
+  cr_assert_eq(envr.get_bad, WEFT_EAGAIN);
+  cr_assert_eq(envr.set_own, 0);
+  cr_assert_eq(envr.get_late, WEFT_EAGAIN);
+  /* Main's value is untouched by the worker's set. */
+  cr_assert_eq(weft_get_environment_data("k", &b, &n), 0);
+  cr_assert_eq(n, env_k.n);
+  cr_assert_eq(memcmp(b, env_k.b, n), 0);
+
+  cr_assert_eq(weft_set_environment_data("k", NULL, 0), 0);
+  cr_assert_eq(weft_set_environment_data("late", NULL, 0), 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(worker, environment_data_bad_arguments) {
+  const void* b = (const void*)1;
+  size_t n = 7;
+  packed_t one = pack_int(1);
+  cr_assert_eq(weft_set_environment_data(NULL, one.b, one.n), WEFT_EINVAL);
+  cr_assert_eq(weft_set_environment_data("k", NULL, 3), WEFT_EINVAL);
+  cr_assert_eq(weft_get_environment_data(NULL, &b, &n), WEFT_EINVAL);
+  cr_assert_eq(weft_get_environment_data("k", NULL, &n), WEFT_EINVAL);
+  cr_assert_eq(weft_get_environment_data("k", &b, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_get_environment_data("missing", &b, &n), WEFT_EAGAIN);
+  cr_assert_null(b);
+  cr_assert_eq(n, 0);
+}
+
+/* --- Heap limit ------------------------------------------------------------------ */
+
+#define HEAP_LIMIT ((size_t)1 << 20)
+#define HEAP_CHUNK 4096
+
+static struct {
+  long allocs;
+  size_t limit_seen;
+  bool got_null;
+} heapr;
+
+static void entry_eat_heap(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_heap_usage(NULL, &heapr.limit_seen);
+  /* Bounded so a missing limit fails the test instead of eating RAM. */
+  for (long i = 0; i < 4 * (long)(HEAP_LIMIT / HEAP_CHUNK); i++) {
+    void* p = weft_malloc(HEAP_CHUNK);
+    if (p == NULL) {
+      heapr.got_null = true;
+      break;
+    }
+    memset(p, 1, HEAP_CHUNK);
+    heapr.allocs++;
+  }
+}
+
+static weft_worker_t* second;
+static int second_exit = -100;
+
+static void on_second_exit(weft_worker_t* w, int code) {
+  (void)w;
+  second_exit = code;
+}
+
+static void on_heap_exit(weft_worker_t* w, int code) {
+  weft_worker_opts_t o;
+  on_exit_ev(w, code);
+  /* The host carries on: spawn another worker from the exit event. */
+  memset(&o, 0, sizeof(o));
+  o.events.exit = on_second_exit;
+  cr_assert_eq(weft_worker_spawn(&second, weft_loop_current(), entry_count,
+                                 &o), 0);
+}
+
+Test(worker, heap_limit_breach_is_error_and_host_survives) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  void* p;
+  opts.max_heap_bytes = HEAP_LIMIT;
+  opts.events.exit = on_heap_exit;
+  w = spawn(loop, entry_eat_heap, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "oex", "events: %s", ev);
+  cr_assert_eq(error_err, WEFT_EHEAPLIMIT);
+  cr_assert_eq(exit_code, 1);
+  cr_assert_eq(heapr.limit_seen, HEAP_LIMIT);
+  cr_assert(heapr.got_null);
+  cr_assert_gt(heapr.allocs, 0);
+  cr_assert_leq((size_t)heapr.allocs * HEAP_CHUNK, HEAP_LIMIT);
+  cr_assert_not_null(second);
+  cr_assert_eq(second_exit, 0);
+  cr_assert_eq(atomic_load(&invalid_entry_runs), 1);
+  /* Main's own allocations are not limited. */
+  p = weft_malloc(2 * HEAP_LIMIT);
+  cr_assert_not_null(p);
+  weft_free(p);
+  weft_worker_free(w);
+  weft_worker_free(second);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- Errors ------------------------------------------------------------------------ */
+
+static void entry_nop(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+}
+
+Test(worker, null_arguments_are_einval) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = (weft_worker_t*)&loop;
+  packed_t p = pack_int(1);
+  int64_t v = 1;
+  weft_msg_t* m = NULL;
+
+  cr_assert_eq(weft_worker_spawn(NULL, loop, entry_nop, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_spawn(&w, NULL, entry_nop, NULL), WEFT_EINVAL);
+  cr_assert_null(w);
+  w = (weft_worker_t*)&loop;
+  cr_assert_eq(weft_worker_spawn(&w, loop, NULL, NULL), WEFT_EINVAL);
+  cr_assert_null(w);
+
+  cr_assert_eq(weft_worker_post(NULL, p.b, p.n), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post_fn(NULL, pack_int_cb, &v), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post_msg(NULL, &m), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_terminate(NULL, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_ref(NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_unref(NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_thread_id(NULL), 0);
+  cr_assert_not(weft_worker_exited(NULL));
+  cr_assert_null(weft_worker_get_data(NULL));
+  weft_worker_set_data(NULL, &v); /* No crash. */
+  weft_worker_free(NULL);
+
+  /* On a live worker: NULL bytes, NULL packer, NULL message. */
+  w = spawn(loop, entry_parked, NULL);
+  cr_assert_eq(weft_worker_post(w, NULL, 3), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post(w, p.b, 0), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post_fn(w, NULL, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post_msg(w, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post_msg(w, &m), WEFT_EINVAL); /* *msg NULL */
+  weft_worker_set_data(w, &v);
+  cr_assert_eq(weft_worker_get_data(w), &v);
+  cr_assert_eq(weft_worker_terminate(w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(w));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static struct {
+  weft_loop_t* loop;
+  weft_worker_t* w;
+  int spawn;
+  bool spawn_out_null;
+  int post;
+  int post_fn;
+  int terminate;
+  int ref;
+  int unref;
+  bool is_main;
+  bool should_stop;
+} other;
+
+static void other_thread(void* arg) {
+  weft_worker_t* w = (weft_worker_t*)&other;
+  packed_t p = pack_int(1);
+  int64_t v = 1;
+  (void)arg;
+  other.spawn = weft_worker_spawn(&w, other.loop, entry_nop, NULL);
+  other.spawn_out_null = w == NULL;
+  other.post = weft_worker_post(other.w, p.b, p.n);
+  other.post_fn = weft_worker_post_fn(other.w, pack_int_cb, &v);
+  other.terminate = weft_worker_terminate(other.w, NULL);
+  other.ref = weft_worker_ref(other.w);
+  other.unref = weft_worker_unref(other.w);
+  other.is_main = weft_is_main_thread();
+  other.should_stop = weft_should_stop();
+}
+
+Test(worker, calls_from_a_thread_not_owning_the_loop_are_refused) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  uv_thread_t t;
+  other.loop = loop;
+  other.w = spawn(loop, entry_parked, &opts);
+  cr_assert_eq(uv_thread_create(&t, other_thread, NULL), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(other.spawn, WEFT_EWRONGTHREAD);
+  cr_assert(other.spawn_out_null);
+  cr_assert_eq(other.post, WEFT_EWRONGTHREAD);
+  cr_assert_eq(other.post_fn, WEFT_EWRONGTHREAD);
+  cr_assert_eq(other.terminate, WEFT_EWRONGTHREAD);
+  cr_assert_eq(other.ref, WEFT_EWRONGTHREAD);
+  cr_assert_eq(other.unref, WEFT_EWRONGTHREAD);
+  /* A thread that is not a worker counts as "main" for isMainThread. */
+  cr_assert(other.is_main);
+  cr_assert_not(other.should_stop);
+  /* The refused calls changed nothing: the worker is alive and ref'd. */
+  cr_assert_not(weft_worker_exited(other.w));
+  cr_assert_eq(weft_worker_terminate(other.w, on_terminated), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(other.w));
+  cr_assert_eq(term_code, 1);
+  weft_worker_free(other.w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(worker, worker_only_calls_on_main_are_einval) {
+  cr_assert_eq(weft_worker_exit(0), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_exit(7), WEFT_EINVAL);
+  cr_assert_eq(weft_report_error("boom"), WEFT_EINVAL);
+  cr_assert_not(weft_should_stop());
+  cr_assert(weft_is_main_thread());
+}
+
+/* --- Nested workers ---------------------------------------------------------------- */
+
+static struct {
+  uint64_t outer_tid;
+  uint64_t inner_tid_seen_inside;
+  uint64_t exit_cb_tid;        /* weft_thread_id() inside inner's exit. */
+  bool exit_cb_on_outer_loop;
+  bool inner_online;
+  int inner_code;
+  weft_loop_t* outer_loop;
+  weft_worker_t* inner;
+} nest;
+
+static void entry_inner(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  nest.inner_tid_seen_inside = weft_thread_id();
+  weft_worker_exit(5);
+}
+
+static void free_inner(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  weft_worker_free(arg);
+}
+
+static int pack_nest_report(msgpack_packer* pk, void* arg) {
+  (void)arg;
+  msgpack_pack_array(pk, 2);
+  msgpack_pack_int(pk, nest.inner_code);
+  return msgpack_pack_uint64(pk, weft_worker_thread_id(nest.inner));
+}
+
+static void on_inner_online(weft_worker_t* w) {
+  (void)w;
+  nest.inner_online = true;
+}
+
+static void on_inner_exit(weft_worker_t* w, int code) {
+  nest.inner_code = code;
+  nest.exit_cb_tid = weft_thread_id();
+  nest.exit_cb_on_outer_loop = weft_loop_current() == nest.outer_loop;
+  weft_port_post_fn(weft_parent_port(), pack_nest_report, NULL);
+  weft_set_immediate(weft_loop_current(), free_inner, w, NULL);
+}
+
+static void entry_outer(weft_loop_t* loop, void* arg) {
+  weft_worker_opts_t o;
+  (void)arg;
+  nest.outer_tid = weft_thread_id();
+  nest.outer_loop = loop;
+  memset(&o, 0, sizeof(o));
+  o.name = "inner";
+  o.events.online = on_inner_online;
+  o.events.exit = on_inner_exit;
+  if (weft_worker_spawn(&nest.inner, loop, entry_inner, &o) != 0)
+    weft_report_error("nested spawn failed");
+}
+
+static int64_t nest_msg_code = -1;
+static uint64_t nest_msg_tid;
+
+static void on_nest_message(weft_worker_t* w, weft_msg_t* msg) {
+  const msgpack_object* o = weft_msg_object(msg);
+  log_ev('m');
+  (void)w;
+  if (o != NULL && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 2) {
+    nest_msg_code = o->via.array.ptr[0].via.i64;
+    nest_msg_tid = o->via.array.ptr[1].via.u64;
+  }
+}
+
+Test(worker, nested_worker_exit_arrives_at_outer_loop) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  opts.events.message = on_nest_message;
+  w = spawn(loop, entry_outer, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "omx", "events: %s", ev);
+  cr_assert_eq(exit_code, 0);
+  cr_assert(nest.inner_online);
+  cr_assert_eq(nest.inner_code, 5);
+  cr_assert_eq(nest_msg_code, 5);
+  cr_assert_eq(nest.outer_tid, weft_worker_thread_id(w));
+  cr_assert_gt(nest_msg_tid, 0);
+  cr_assert_neq(nest_msg_tid, nest.outer_tid);
+  cr_assert_eq(nest.inner_tid_seen_inside, nest_msg_tid);
+  cr_assert_eq(nest.exit_cb_tid, nest.outer_tid);
+  cr_assert(nest.exit_cb_on_outer_loop);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
