@@ -75,6 +75,10 @@ struct weft_loop_s {
   weft__mpsc_t ready;
   weft__waker_t waker;
   atomic_int stop_requested; /* Any thread: weft__loop_request_stop(). */
+  /* Producers inside weft__loop_schedule(): the loop's memory is freed
+   * only once none is left, since a push can be consumed (and the loop
+   * torn down) before its producer has finished the wake-up. */
+  atomic_int producers;
 
   /* Everything below: owner loop only. */
   uv_loop_t* uv;
@@ -178,6 +182,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
     return WEFT_ENOMEM;
   weft__mpsc_init(&loop->ready);
   atomic_init(&loop->stop_requested, 0);
+  atomic_init(&loop->producers, 0);
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
     if (err != 0) {
@@ -283,6 +288,9 @@ static void close_internal(weft_loop_t* loop) {
 
 static void release_memory(weft_loop_t* loop) {
   weft__mpsc_node_t* n;
+  /* acquire: pairs with the producers' release (weft__loop_schedule). */
+  while (atomic_load_explicit(&loop->producers, memory_order_acquire) != 0)
+    sched_yield();
   /* Tasks posted from other threads after the last drain: release them
    * without running user code (the loop is gone). */
   while ((n = weft__mpsc_pop(&loop->ready)) != NULL) {
@@ -696,8 +704,14 @@ int weft_queue_work(weft_loop_t* loop,
 /* ---- cross-thread delivery ---------------------------------------------- */
 
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
+  /* relaxed: the push below orders itself after this increment for the
+   * consumer (seq_cst exchange), and release_memory() waits for the
+   * decrement's release. */
+  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_relaxed);
   weft__mpsc_push(&loop->ready, &r->node);
   weft__waker_wake(&loop->waker);
+  /* release: our last touch of the loop happens before its free. */
+  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
 }
 
 static void posted_task_run(weft_loop_t* loop, weft__ready_t* r) {

@@ -20,7 +20,7 @@ TSAN_CC=${TSAN_CC:-$CC}
 # Any sanitizer report must fail the test that produced it.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/test/tsan.supp"
 
 passed=0
 failed=0

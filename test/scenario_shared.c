@@ -9,16 +9,6 @@
 
 #include <weft/weft.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define SCENARIO_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define SCENARIO_TSAN 1
-#endif
-#endif
-#ifndef SCENARIO_TSAN
-#define SCENARIO_TSAN 0
-#endif
 
 /* lib/shared.c: waiters queued on a slot. */
 size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
@@ -316,7 +306,6 @@ static void wait_async(void) {
   weft_shared_unref(sh);
 }
 
-#if !SCENARIO_TSAN
 /* --- 7. waitAsync on workers: resolved from main, and dropped at exit ---- */
 
 #define WAIT_WORKERS 3
@@ -378,7 +367,6 @@ static void workers_wait_async(void) {
   CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
   weft_shared_unref(sh);
 }
-#endif /* !SCENARIO_TSAN */
 
 int main(void) {
   atomic_adds();
@@ -387,14 +375,7 @@ int main(void) {
   timeouts_race_notifies();
   refs_across_threads();
   wait_async();
-#if SCENARIO_TSAN
-  /* Worker threads' mimalloc heaps are reused by later workers inside
-   * mimalloc, which TSan does not see (reports in lib/heap.c and mimalloc,
-   * not here); the plain and ASan builds run this part. */
-  printf("workers_wait_async: skipped under TSan\n");
-#else
   workers_wait_async();
-#endif
   printf("scenario_shared: ok\n");
   return 0;
 }
