@@ -1,0 +1,494 @@
+/* test_msg.c - Criterion suite for messages: building (packer, append),
+ * reading (object, data), keeping past the callback, ext placeholders and
+ * take_* checks, and shared buffers posted by reference. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include <weft/weft.h>
+
+TestSuite(msg, .timeout = 20);
+
+/* --- helpers ------------------------------------------------------------- */
+
+static weft_loop_t* new_loop(void) {
+  weft_loop_t* loop = NULL;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  return loop;
+}
+
+static void new_channel(weft_loop_t* loop, weft_port_t** a, weft_port_t** b) {
+  cr_assert_eq(weft_channel_new(loop, a, b), 0);
+}
+
+static bool obj_str_eq(const msgpack_object* o, const char* s) {
+  return o != NULL && o->type == MSGPACK_OBJECT_STR &&
+         o->via.str.size == strlen(s) &&
+         memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+static void pack_str(msgpack_packer* pk, const char* s) {
+  msgpack_pack_str(pk, strlen(s));
+  msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
+  cr_assert_eq(weft_port_free(a), 0);
+  cr_assert_eq(weft_port_free(b), 0);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* Post `m` on a and take it back out of b with receiveMessageOnPort. */
+static weft_msg_t* round_trip(weft_port_t* a, weft_port_t* b, weft_msg_t* m) {
+  weft_msg_t* got = NULL;
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_null(m);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  cr_assert_not_null(got);
+  cr_assert_not_null(weft_msg_object(got));
+  return got;
+}
+
+/* --- building ------------------------------------------------------------ */
+
+Test(msg, new_message_is_empty_and_unreadable_until_posted) {
+  weft_msg_t* m = NULL;
+  size_t len = 99;
+  cr_assert_eq(weft_msg_new(NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_not_null(m);
+  cr_assert_not_null(weft_msg_packer(m));
+  cr_assert_null(weft_msg_object(m));
+  weft_msg_data(m, &len);
+  cr_assert_eq(len, 0);
+  msgpack_pack_int(weft_msg_packer(m), 7);
+  cr_assert_eq(*weft_msg_data(m, &len), 7);
+  cr_assert_eq(len, 1);
+  cr_assert_null(weft_msg_object(m)); /* not posted */
+  weft_msg_free(m);
+  weft_msg_free(NULL);
+  cr_assert_null(weft_msg_packer(NULL));
+  cr_assert_null(weft_msg_object(NULL));
+  cr_assert_null(weft_msg_data(NULL, &len));
+  cr_assert_eq(len, 0);
+}
+
+Test(msg, packer_builds_large_values_without_limit_surprises) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got;
+  const msgpack_object* o;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_packer* pk = weft_msg_packer(m);
+  msgpack_pack_array(pk, 5000);
+  for (int i = 0; i < 5000; i++)
+    msgpack_pack_int(pk, i * 7);
+  got = round_trip(a, b, m);
+  o = weft_msg_object(got);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 5000);
+  for (int i = 0; i < 5000; i++)
+    cr_assert_eq(o->via.array.ptr[i].via.u64, (uint64_t)i * 7);
+  weft_msg_free(got);
+  finish(loop, a, b);
+}
+
+Test(msg, append_copies_pre_packed_bytes_and_mixes_with_the_packer) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got;
+  const msgpack_object* o;
+  msgpack_sbuffer sb;
+  msgpack_packer spk;
+  new_channel(loop, &a, &b);
+
+  /* ["one", 2, {"k": "v"}]: header from the packer, elements appended. */
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&spk, &sb, msgpack_sbuffer_write);
+  pack_str(&spk, "one");
+  msgpack_pack_int(&spk, 2);
+  msgpack_pack_map(&spk, 1);
+  pack_str(&spk, "k");
+  pack_str(&spk, "v");
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 3);
+  /* In two pieces, split inside a value. */
+  cr_assert_eq(weft_msg_append(m, sb.data, 3), 0);
+  cr_assert_eq(weft_msg_append(m, sb.data + 3, sb.size - 3), 0);
+  cr_assert_eq(weft_msg_append(m, NULL, 0), 0);
+  memset(sb.data, 0xc1, sb.size); /* copied: the source may change */
+  msgpack_sbuffer_destroy(&sb);
+  got = round_trip(a, b, m);
+  o = weft_msg_object(got);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 3);
+  cr_assert(obj_str_eq(&o->via.array.ptr[0], "one"));
+  cr_assert_eq(o->via.array.ptr[1].via.u64, 2);
+  cr_assert_eq(o->via.array.ptr[2].type, MSGPACK_OBJECT_MAP);
+  cr_assert(obj_str_eq(&o->via.array.ptr[2].via.map.ptr[0].key, "k"));
+  cr_assert(obj_str_eq(&o->via.array.ptr[2].via.map.ptr[0].val, "v"));
+
+  /* A received message is read-only. */
+  cr_assert_null(weft_msg_packer(got));
+  cr_assert_eq(weft_msg_append(got, "\x01", 1), WEFT_EINVAL);
+  weft_msg_free(got);
+
+  cr_assert_eq(weft_msg_append(NULL, "\x01", 1), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_append(m, NULL, 1), WEFT_EINVAL);
+  weft_msg_free(m);
+  finish(loop, a, b);
+}
+
+Test(msg, a_message_with_nothing_packed_is_not_posted) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got = NULL;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_lt(weft_port_post_msg(a, &m), 0);
+  cr_assert_not_null(m);
+  weft_msg_free(m);
+  cr_assert_eq(weft_port_receive(b, &got), WEFT_EAGAIN);
+  finish(loop, a, b);
+}
+
+Test(msg, data_gives_the_raw_bytes_of_a_received_message) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got;
+  const char* d;
+  size_t len = 0;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  pack_str(weft_msg_packer(m), "abc");
+  got = round_trip(a, b, m);
+  d = weft_msg_data(got, &len);
+  cr_assert_eq(len, 4);
+  cr_assert_arr_eq(d, "\xa3" "abc", 4);
+  cr_assert_eq(weft_msg_data(got, NULL), d);
+  weft_msg_free(got);
+  finish(loop, a, b);
+}
+
+/* --- keep ---------------------------------------------------------------- */
+
+#define KEEP_N 40
+
+static struct {
+  weft_msg_t* kept[KEEP_N];
+  int n;
+  int keep_again;
+  int checked;
+} kp;
+
+static void check_kept_task(weft_loop_t* loop, void* arg);
+
+static void on_keep(weft_port_t* p, weft_msg_t* m) {
+  const msgpack_object* o = weft_msg_object(m);
+  cr_assert_not_null(o);
+  if (kp.n % 2 == 0) {
+    cr_assert_eq(weft_msg_keep(m), 0);
+    kp.keep_again = weft_msg_keep(m);
+    cr_assert_eq(kp.keep_again, WEFT_EINVAL);
+    kp.kept[kp.n / 2] = m;
+  }
+  kp.n++;
+  if (kp.n == KEEP_N) {
+    /* Read the kept ones once every callback has returned and other
+     * messages were decoded in between. */
+    cr_assert_eq(weft_set_immediate(weft_loop_current(), check_kept_task,
+                                    NULL, NULL), 0);
+    cr_assert_eq(weft_port_close(p), 0);
+  }
+}
+
+/* ["msg", i, {"text": "number i"}] */
+static void pack_numbered(msgpack_packer* pk, int i) {
+  char text[32];
+  snprintf(text, sizeof(text), "number %d", i);
+  msgpack_pack_array(pk, 3);
+  pack_str(pk, "msg");
+  msgpack_pack_int(pk, i);
+  msgpack_pack_map(pk, 1);
+  pack_str(pk, "text");
+  pack_str(pk, text);
+}
+
+static void check_numbered(const msgpack_object* o, int i) {
+  char text[32];
+  snprintf(text, sizeof(text), "number %d", i);
+  cr_assert_not_null(o);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 3);
+  cr_assert(obj_str_eq(&o->via.array.ptr[0], "msg"));
+  cr_assert_eq(o->via.array.ptr[1].via.u64, (uint64_t)i);
+  cr_assert_eq(o->via.array.ptr[2].type, MSGPACK_OBJECT_MAP);
+  cr_assert(obj_str_eq(&o->via.array.ptr[2].via.map.ptr[0].val, text));
+}
+
+static void check_kept_task(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  /* Free in an order unlike arrival, reading each first. */
+  for (int j = KEEP_N / 2 - 1; j >= 0; j--) {
+    check_numbered(weft_msg_object(kp.kept[j]), 2 * j);
+    weft_msg_free(kp.kept[j]);
+    kp.checked++;
+  }
+}
+
+Test(msg, kept_messages_outlive_their_callback_and_later_deliveries) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(b, on_keep), 0);
+  for (int i = 0; i < KEEP_N; i++) {
+    weft_msg_t* m = NULL;
+    cr_assert_eq(weft_msg_new(&m), 0);
+    pack_numbered(weft_msg_packer(m), i);
+    cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  }
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(kp.n, KEEP_N);
+  cr_assert_eq(kp.checked, KEEP_N / 2);
+  finish(loop, a, b);
+}
+
+Test(msg, keep_outside_a_callback_is_einval) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_msg_keep(NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_nil(weft_msg_packer(m));
+  cr_assert_eq(weft_msg_keep(m), WEFT_EINVAL); /* being built */
+  got = round_trip(a, b, m);
+  cr_assert_eq(weft_msg_keep(got), WEFT_EINVAL); /* received: owned already */
+  weft_msg_free(got);
+  finish(loop, a, b);
+}
+
+/* --- ext placeholders and take_* ----------------------------------------- */
+
+static void pack_ext(msgpack_packer* pk, int8_t type, const char* body,
+                     size_t n) {
+  msgpack_pack_ext(pk, n, type);
+  msgpack_pack_ext_body(pk, body, n);
+}
+
+Test(msg, ext_kind_knows_only_weft_placeholders) {
+  msgpack_object o;
+  memset(&o, 0, sizeof(o));
+  cr_assert_eq(weft_msg_ext_kind(NULL), 0);
+  o.type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+  cr_assert_eq(weft_msg_ext_kind(&o), 0);
+  o.type = MSGPACK_OBJECT_EXT;
+  o.via.ext.ptr = "\0\0\0\0";
+  o.via.ext.size = 4;
+  o.via.ext.type = WEFT_EXT_BUFFER;
+  cr_assert_eq(weft_msg_ext_kind(&o), WEFT_EXT_BUFFER);
+  o.via.ext.type = WEFT_EXT_PORT;
+  cr_assert_eq(weft_msg_ext_kind(&o), WEFT_EXT_PORT);
+  o.via.ext.type = WEFT_EXT_SHARED;
+  cr_assert_eq(weft_msg_ext_kind(&o), WEFT_EXT_SHARED);
+  o.via.ext.type = 5; /* an application's own ext */
+  cr_assert_eq(weft_msg_ext_kind(&o), 0);
+  o.via.ext.type = 83;
+  cr_assert_eq(weft_msg_ext_kind(&o), 0);
+  o.via.ext.type = WEFT_EXT_BUFFER;
+  o.via.ext.size = 3;
+  cr_assert_eq(weft_msg_ext_kind(&o), 0);
+}
+
+Test(msg, take_with_anything_but_this_messages_placeholder_is_einval) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got, *other;
+  const msgpack_object* o;
+  weft_buffer_t* buf = (weft_buffer_t*)&buf;
+  weft_port_t* port = (weft_port_t*)&port;
+  weft_shared_t* sh = (weft_shared_t*)&sh;
+  new_channel(loop, &a, &b);
+  /* [1, "s", ext5, forged ext80 #0, forged ext81 #0, forged ext82 #7] */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_packer* pk = weft_msg_packer(m);
+  msgpack_pack_array(pk, 6);
+  msgpack_pack_int(pk, 1);
+  pack_str(pk, "s");
+  pack_ext(pk, 5, "\0\0\0\0", 4);
+  pack_ext(pk, WEFT_EXT_BUFFER, "\0\0\0\0", 4);
+  pack_ext(pk, WEFT_EXT_PORT, "\0\0\0\0", 4);
+  pack_ext(pk, WEFT_EXT_SHARED, "\0\0\0\7", 4);
+  got = round_trip(a, b, m);
+  o = weft_msg_object(got);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  for (uint32_t i = 0; i < o->via.array.size; i++) {
+    const msgpack_object* e = &o->via.array.ptr[i];
+    cr_assert_eq(weft_msg_take_buffer(got, e, &buf), WEFT_EINVAL, "#%u", i);
+    cr_assert_null(buf);
+    cr_assert_eq(weft_msg_take_port(got, e, &port), WEFT_EINVAL, "#%u", i);
+    cr_assert_null(port);
+    cr_assert_eq(weft_msg_take_shared(got, e, &sh), WEFT_EINVAL, "#%u", i);
+    cr_assert_null(sh);
+  }
+  /* The placeholders decode as weft's kinds, but this message transfers
+   * nothing: forged indexes are refused above. */
+  cr_assert_eq(weft_msg_ext_kind(&o->via.array.ptr[3]), WEFT_EXT_BUFFER);
+  cr_assert_eq(weft_msg_take_buffer(got, o, &buf), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_take_buffer(NULL, o, &buf), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_take_buffer(got, NULL, &buf), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_take_buffer(got, o, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_take_port(got, o, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_take_shared(got, o, NULL), WEFT_EINVAL);
+
+  /* A placeholder of another message does not index into this one. */
+  weft_buffer_t* real = NULL;
+  cr_assert_eq(weft_buffer_from(&real, "xyz", 3), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, real), 0);
+  other = round_trip(a, b, m);
+  cr_assert_eq(weft_msg_take_buffer(got, weft_msg_object(other), &buf),
+               WEFT_EINVAL);
+  cr_assert_eq(weft_msg_take_buffer(other, weft_msg_object(other), &buf), 0);
+  weft_buffer_free(buf);
+  weft_buffer_free(real);
+  weft_msg_free(other);
+  weft_msg_free(got);
+
+  /* Nothing can be taken from a message being built. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_buffer_new(&real, 1), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, real), 0);
+  cr_assert_eq(weft_msg_take_buffer(m, weft_msg_object(m), &buf),
+               WEFT_EINVAL);
+  weft_msg_free(m);
+  cr_assert(!weft_buffer_detached(real));
+  weft_buffer_free(real);
+  finish(loop, a, b);
+}
+
+Test(msg, add_to_a_received_message_or_with_null_is_einval) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b, *c1, *c2;
+  weft_msg_t *m = NULL, *got;
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = NULL;
+  new_channel(loop, &a, &b);
+  new_channel(loop, &c1, &c2);
+  cr_assert_eq(weft_buffer_new(&buf, 4), 0);
+  cr_assert_eq(weft_shared_new(&sh, 64), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_nil(weft_msg_packer(m));
+  got = round_trip(a, b, m);
+  cr_assert_eq(weft_msg_add_buffer(got, buf), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_add_port(got, c2), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_add_shared(got, sh), WEFT_EINVAL);
+  weft_msg_free(got);
+  cr_assert_eq(weft_msg_add_buffer(NULL, buf), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_add_shared(NULL, sh), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_add_shared(m, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_msg_add_port(m, NULL), WEFT_EINVAL);
+  weft_msg_free(m);
+  /* Nothing was taken from the objects. */
+  cr_assert(!weft_buffer_detached(buf));
+  cr_assert(!weft_port_closed(c2));
+  weft_buffer_free(buf);
+  weft_shared_unref(sh);
+  cr_assert_eq(weft_port_free(c1), 0);
+  cr_assert_eq(weft_port_free(c2), 0);
+  finish(loop, a, b);
+}
+
+/* --- shared buffers by reference ----------------------------------------- */
+
+static struct {
+  weft_shared_t* got;
+  weft_shared_t* got2;
+  void* data;
+  int n;
+} shr;
+
+static void on_shared(weft_port_t* p, weft_msg_t* m) {
+  const msgpack_object* o = weft_msg_object(m);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_MAP);
+  cr_assert(obj_str_eq(&o->via.map.ptr[0].key, "sab"));
+  cr_assert_eq(weft_msg_ext_kind(&o->via.map.ptr[0].val), WEFT_EXT_SHARED);
+  cr_assert_eq(weft_msg_take_shared(m, &o->via.map.ptr[0].val, &shr.got), 0);
+  /* Any number of times: each take is a reference of its own. */
+  cr_assert_eq(weft_msg_take_shared(m, &o->via.map.ptr[0].val, &shr.got2), 0);
+  shr.data = weft_shared_data(shr.got);
+  shr.n++;
+  /* Write through the receiver's reference. */
+  cr_assert_eq(weft_atomic_store32(shr.got, 1, 1234), 0);
+  cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(msg, shared_buffer_is_posted_by_reference) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  weft_shared_t* sh = NULL;
+  int32_t v = 0;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_shared_new(&sh, 256), 0);
+  cr_assert_eq(weft_atomic_store32(sh, 0, 42), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_map(weft_msg_packer(m), 1);
+  pack_str(weft_msg_packer(m), "sab");
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  /* The sender's handle stays usable. */
+  cr_assert_eq(weft_atomic_load32(sh, 0, &v), 0);
+  cr_assert_eq(v, 42);
+  cr_assert_eq(weft_port_on_message(b, on_shared), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(shr.n, 1);
+  cr_assert_eq(shr.data, weft_shared_data(sh)); /* the same memory */
+  cr_assert_eq(shr.got2, shr.got);
+  cr_assert_eq(weft_shared_size(shr.got), 256);
+  cr_assert_eq(weft_atomic_load32(sh, 1, &v), 0);
+  cr_assert_eq(v, 1234);
+  /* Three references now: the sender's and two taken. Dropping the
+   * receiver's leaves the memory to the sender. */
+  weft_shared_unref(shr.got);
+  weft_shared_unref(shr.got2);
+  cr_assert_eq(weft_atomic_load32(sh, 0, &v), 0);
+  cr_assert_eq(v, 42);
+  weft_shared_unref(sh);
+  finish(loop, a, b);
+}
+
+Test(msg, shared_references_in_unposted_or_untaken_messages_are_released) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got = NULL;
+  weft_shared_t* sh = NULL;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_shared_new(&sh, 64), 0);
+  /* Built and freed unposted. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  weft_msg_free(m);
+  /* Posted, received, freed without taking. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  weft_msg_free(got);
+  /* Posted and dropped: still pending when the port is freed. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  /* A failed post keeps the message (and its reference) with the caller. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_port_set_max_message(a, 2), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), WEFT_EMSGSIZE); /* 6 bytes */
+  weft_msg_free(m);
+  weft_shared_unref(sh);
+  finish(loop, a, b);
+}
