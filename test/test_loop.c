@@ -466,13 +466,13 @@ Test(loop, immediate_queued_by_immediate_runs_after_queued_ones) {
 static void immediate_then_timer_turn(weft_loop_t* loop, void* arg) {
   (void)arg;
   logs("i1");
+  weft_set_timeout(loop, 1, log_task, "timer", NULL);
   weft_set_immediate(loop, log_task, "i2", NULL);
-  uv_sleep(2); /* Make the 1 ms timer due before the next turn. */
+  uv_sleep(3); /* The 1 ms timer is due when the next turn starts. */
 }
 
 Test(loop, immediate_queued_by_immediate_waits_for_next_turn) {
   weft_loop_t* loop = new_loop();
-  weft_set_timeout(loop, 1, log_task, "timer", NULL);
   weft_set_immediate(loop, immediate_then_timer_turn, NULL, NULL);
   run_and_free(loop);
   cr_assert_str_eq(order, "i1 timer i2");
@@ -910,6 +910,15 @@ Test(loop, loop_current_is_per_thread) {
 
 /* ---- wrap ---------------------------------------------------------------- */
 
+/* A timer callback that queues a tick, a microtask and an immediate (which
+ * queues a microtask of its own). Queuing the immediate from a callback
+ * fixes its place: Node leaves the order of a main-script setTimeout(0)
+ * and setImmediate open. */
+static void timer_queues_all(weft_loop_t* loop, void* arg) {
+  timer_queues_tick_and_micro(loop, arg);
+  weft_set_immediate(loop, immediate_queues_micro, "imm", NULL);
+}
+
 Test(loop, wrap_timers_fire_under_weft_loop_run) {
   uv_loop_t uv;
   weft_loop_t* loop = NULL;
@@ -919,11 +928,10 @@ Test(loop, wrap_timers_fire_under_weft_loop_run) {
   cr_assert_eq(weft_loop_current(), loop);
   cr_assert_eq(weft_loop_uv(loop), &uv);
   weft_set_timeout(loop, 5, log_task, "t5", NULL);
-  weft_set_timeout(loop, 0, timer_queues_tick_and_micro, "t0", NULL);
-  weft_set_immediate(loop, log_task, "imm", NULL);
+  weft_set_timeout(loop, 0, timer_queues_all, "t0", NULL);
   weft_next_tick(loop, log_task, "main-tick");
   cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_str_eq(order, "main-tick t0 tick micro imm t5");
+  cr_assert_str_eq(order, "main-tick t0 tick micro imm micro t5");
   cr_assert_eq(weft_loop_free(loop), 0);
   cr_assert_null(weft_loop_current());
   cr_assert_eq(uv_loop_close(&uv), 0, "weft left handles on the uv loop");
@@ -995,8 +1003,7 @@ Test(loop, wrap_timers_and_immediates_under_plain_uv_run) {
   order[0] = '\0';
   cr_assert_eq(uv_loop_init(&uv), 0);
   cr_assert_eq(weft_loop_wrap(&loop, &uv), 0);
-  weft_set_timeout(loop, 0, timer_queues_tick_and_micro, "t0", NULL);
-  weft_set_immediate(loop, immediate_queues_micro, "imm", NULL);
+  weft_set_timeout(loop, 0, timer_queues_all, "t0", NULL);
   uv_run(&uv, UV_RUN_DEFAULT);
   cr_assert_str_eq(order, "t0 tick micro imm micro");
   cr_assert_eq(weft_loop_free(loop), 0);
