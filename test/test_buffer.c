@@ -1,0 +1,520 @@
+/* test_buffer.c - Criterion suite for buffers (ArrayBuffer): allocation,
+ * accessors, transfer in messages (zero copy, detach, take once, freed with
+ * an untaken message), markAsUntransferable, invalid transfer lists, failed
+ * posts, and a round trip through a worker. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include <weft/weft.h>
+
+TestSuite(buffer, .timeout = 20);
+
+/* --- helpers ------------------------------------------------------------- */
+
+static weft_loop_t* new_loop(void) {
+  weft_loop_t* loop = NULL;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  return loop;
+}
+
+static void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
+  cr_assert_eq(weft_port_free(a), 0);
+  cr_assert_eq(weft_port_free(b), 0);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static weft_buffer_t* filled(size_t size, unsigned seed) {
+  weft_buffer_t* buf = NULL;
+  unsigned char* d = NULL;
+  cr_assert_eq(weft_buffer_new(&buf, size), 0);
+  cr_assert_eq(weft_buffer_data(buf, (void**)&d, NULL), 0);
+  for (size_t i = 0; i < size; i++)
+    d[i] = (unsigned char)(i * 31 + seed);
+  return buf;
+}
+
+static void check_filled(weft_buffer_t* buf, size_t size, unsigned seed) {
+  unsigned char* d = NULL;
+  size_t n = 0;
+  cr_assert_eq(weft_buffer_data(buf, (void**)&d, &n), 0);
+  cr_assert_eq(n, size);
+  for (size_t i = 0; i < size; i++)
+    cr_assert_eq(d[i], (unsigned char)(i * 31 + seed), "byte %zu", i);
+}
+
+/* A message whose value is {"buf": <placeholder>}. */
+static weft_msg_t* msg_with(weft_buffer_t* buf, int* err) {
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_packer* pk = weft_msg_packer(m);
+  msgpack_pack_map(pk, 1);
+  msgpack_pack_str(pk, 3);
+  msgpack_pack_str_body(pk, "buf", 3);
+  *err = weft_msg_add_buffer(m, buf);
+  return m;
+}
+
+static const msgpack_object* placeholder(weft_msg_t* m) {
+  const msgpack_object* o = weft_msg_object(m);
+  cr_assert_not_null(o);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_MAP);
+  cr_assert_eq(o->via.map.size, 1);
+  return &o->via.map.ptr[0].val;
+}
+
+/* --- plain buffers ------------------------------------------------------- */
+
+Test(buffer, new_is_zeroed_and_from_copies) {
+  weft_buffer_t *z = NULL, *c = NULL, *e = NULL;
+  unsigned char* d = NULL;
+  size_t n = 0;
+  char src[100];
+  cr_assert_eq(weft_buffer_new(&z, 1000), 0);
+  cr_assert_eq(weft_buffer_size(z), 1000);
+  cr_assert_eq(weft_buffer_data(z, (void**)&d, &n), 0);
+  cr_assert_not_null(d);
+  cr_assert_eq(n, 1000);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(d[i], 0);
+  cr_assert(!weft_buffer_detached(z));
+  memset(src, 'q', sizeof(src));
+  cr_assert_eq(weft_buffer_from(&c, src, sizeof(src)), 0);
+  memset(src, 0, sizeof(src)); /* a copy: independent of src */
+  cr_assert_eq(weft_buffer_data(c, (void**)&d, NULL), 0);
+  cr_assert_neq((void*)d, (void*)src);
+  for (size_t i = 0; i < 100; i++)
+    cr_assert_eq(d[i], 'q');
+  cr_assert_eq(weft_buffer_size(c), 100);
+  cr_assert_eq(weft_buffer_data(c, NULL, &n), 0);
+  cr_assert_eq(n, 100);
+  cr_assert_eq(weft_buffer_new(&e, 0), 0);
+  cr_assert_eq(weft_buffer_size(e), 0);
+  weft_buffer_free(z);
+  weft_buffer_free(c);
+  weft_buffer_free(e);
+}
+
+Test(buffer, null_arguments) {
+  weft_buffer_t* b = (weft_buffer_t*)&b;
+  void* d = &d;
+  size_t n = 5;
+  cr_assert_eq(weft_buffer_new(NULL, 4), WEFT_EINVAL);
+  cr_assert_eq(weft_buffer_from(NULL, "x", 1), WEFT_EINVAL);
+  cr_assert_eq(weft_buffer_from(&b, NULL, 3), WEFT_EINVAL);
+  cr_assert_eq(weft_buffer_data(NULL, &d, &n), WEFT_EINVAL);
+  cr_assert_null(d);
+  cr_assert_eq(n, 0);
+  cr_assert_eq(weft_buffer_size(NULL), 0);
+  cr_assert(!weft_buffer_detached(NULL));
+  cr_assert_eq(weft_buffer_mark_untransferable(NULL), WEFT_EINVAL);
+  weft_buffer_free(NULL);
+  /* An empty copy of nothing is fine. */
+  b = NULL;
+  cr_assert_eq(weft_buffer_from(&b, NULL, 0), 0);
+  cr_assert_eq(weft_buffer_size(b), 0);
+  weft_buffer_free(b);
+}
+
+/* --- transfer ------------------------------------------------------------ */
+
+static struct {
+  weft_buffer_t* got;
+  void* got_data;
+  int take_again;
+  int n;
+} tr;
+
+static void on_buffer(weft_port_t* p, weft_msg_t* m) {
+  const msgpack_object* ph = placeholder(m);
+  weft_buffer_t* again = (weft_buffer_t*)&again;
+  cr_assert_eq(weft_msg_ext_kind(ph), WEFT_EXT_BUFFER);
+  cr_assert_eq(weft_msg_take_buffer(m, ph, &tr.got), 0);
+  cr_assert_not_null(tr.got);
+  tr.take_again = weft_msg_take_buffer(m, ph, &again);
+  cr_assert_null(again);
+  cr_assert_eq(weft_buffer_data(tr.got, &tr.got_data, NULL), 0);
+  tr.n++;
+  cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(buffer, transfer_moves_the_bytes_without_a_copy_and_detaches_the_sender) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* buf = filled(64 * 1024, 7);
+  void *data = NULL, *d2 = &d2;
+  size_t n = 1;
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_buffer_data(buf, &data, NULL), 0);
+  weft_msg_t* m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  /* Listed, not yet posted: still the sender's. */
+  cr_assert(!weft_buffer_detached(buf));
+  cr_assert_eq(weft_buffer_size(buf), 64 * 1024);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_null(m);
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(weft_buffer_size(buf), 0);
+  cr_assert_eq(weft_buffer_data(buf, &d2, &n), WEFT_EDETACHED);
+  cr_assert_null(d2);
+  cr_assert_eq(n, 0);
+  /* A detached buffer cannot be listed again. */
+  m = msg_with(buf, &err);
+  cr_assert_eq(err, WEFT_EDETACHED);
+  weft_msg_free(m);
+
+  cr_assert_eq(weft_port_on_message(b, on_buffer), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(tr.n, 1);
+  cr_assert_eq(tr.take_again, WEFT_EDETACHED);
+  cr_assert_eq(tr.got_data, data, "the bytes were copied");
+  check_filled(tr.got, 64 * 1024, 7);
+  cr_assert(!weft_buffer_detached(tr.got));
+  weft_buffer_free(tr.got);
+  weft_buffer_free(buf); /* the husk */
+  finish(loop, a, b);
+}
+
+Test(buffer, untaken_transferred_buffers_are_freed_with_their_message) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b, *c, *d;
+  weft_msg_t *m, *got = NULL;
+  weft_buffer_t *b1 = filled(1000, 1), *b2 = filled(2000, 2),
+                *b3 = filled(3000, 3);
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_channel_new(loop, &c, &d), 0);
+  /* Received and freed without a take. */
+  m = msg_with(b1, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  weft_msg_free(got);
+  /* Dropped on the receiver's side by close. */
+  m = msg_with(b2, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_close(b), 0);
+  /* Still pending when the receiving port is freed. */
+  m = msg_with(b3, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(c, &m), 0);
+  cr_assert(weft_buffer_detached(b1));
+  cr_assert(weft_buffer_detached(b2));
+  cr_assert(weft_buffer_detached(b3));
+  weft_buffer_free(b1);
+  weft_buffer_free(b2);
+  weft_buffer_free(b3);
+  cr_assert_eq(weft_port_free(d), 0);
+  cr_assert_eq(weft_port_free(c), 0);
+  finish(loop, a, b);
+}
+
+static void on_ignore(weft_port_t* p, weft_msg_t* m) {
+  (void)m;
+  weft_port_close(p);
+}
+
+Test(buffer, untaken_buffer_in_a_delivered_message_is_freed_after_the_callback) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* buf = filled(4096, 9);
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  weft_msg_t* m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_on_message(b, on_ignore), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  weft_buffer_free(buf);
+  finish(loop, a, b); /* LeakSanitizer checks the 4096 bytes went */
+}
+
+Test(buffer, untransferable_buffers_are_refused_but_can_be_copied) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* buf = filled(32, 5);
+  weft_msg_t *m, *got = NULL;
+  void* data;
+  size_t n;
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_buffer_mark_untransferable(buf), 0);
+  m = msg_with(buf, &err);
+  cr_assert_eq(err, WEFT_EUNTRANSFERABLE);
+  weft_msg_free(m);
+  cr_assert(!weft_buffer_detached(buf));
+  /* Copying its bytes into a message is fine. */
+  cr_assert_eq(weft_buffer_data(buf, &data, &n), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_bin(weft_msg_packer(m), n);
+  msgpack_pack_bin_body(weft_msg_packer(m), data, n);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  cr_assert_eq(weft_msg_object(got)->type, MSGPACK_OBJECT_BIN);
+  cr_assert_eq(weft_msg_object(got)->via.bin.size, 32);
+  cr_assert_arr_eq(weft_msg_object(got)->via.bin.ptr, data, 32);
+  weft_msg_free(got);
+  check_filled(buf, 32, 5);
+  weft_buffer_free(buf);
+  finish(loop, a, b);
+}
+
+Test(buffer, marking_after_listing_fails_the_post_and_moves_nothing) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* buf = filled(32, 6);
+  weft_msg_t *m, *got = NULL;
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_buffer_mark_untransferable(buf), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), WEFT_EUNTRANSFERABLE);
+  cr_assert_not_null(m);
+  weft_msg_free(m);
+  cr_assert(!weft_buffer_detached(buf));
+  check_filled(buf, 32, 6);
+  cr_assert_eq(weft_port_receive(b, &got), WEFT_EAGAIN);
+  weft_buffer_free(buf);
+  finish(loop, a, b);
+}
+
+Test(buffer, listing_one_buffer_twice_is_edataclone) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* buf = filled(8, 1);
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 2);
+  cr_assert_eq(weft_msg_add_buffer(m, buf), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, buf), WEFT_EDATACLONE);
+  weft_msg_free(m);
+  cr_assert(!weft_buffer_detached(buf));
+  check_filled(buf, 8, 1);
+  weft_buffer_free(buf);
+  finish(loop, a, b);
+}
+
+Test(buffer, a_buffer_moved_by_one_message_fails_the_other) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t *buf = filled(8, 1), *got_buf = NULL;
+  weft_msg_t *m1, *m2, *got = NULL;
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  m1 = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  m2 = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m1), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m2), WEFT_EDETACHED);
+  cr_assert_not_null(m2);
+  weft_msg_free(m2);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  cr_assert_eq(weft_msg_take_buffer(got, placeholder(got), &got_buf), 0);
+  check_filled(got_buf, 8, 1);
+  weft_msg_free(got);
+  cr_assert_eq(weft_port_receive(b, &got), WEFT_EAGAIN);
+  weft_buffer_free(got_buf);
+  weft_buffer_free(buf);
+  finish(loop, a, b);
+}
+
+Test(buffer, failed_post_leaves_the_buffer_attached_and_usable) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* buf = filled(100, 4);
+  void *before = NULL, *after = NULL;
+  weft_msg_t* m;
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_buffer_data(buf, &before, NULL), 0);
+  m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_set_max_message(a, 4), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), WEFT_EMSGSIZE);
+  cr_assert_eq(weft_port_set_max_message(a, 1 << 20), 0);
+  cr_assert_eq(weft_port_close(b), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), WEFT_ECLOSED);
+  weft_msg_free(m);
+  cr_assert(!weft_buffer_detached(buf));
+  cr_assert_eq(weft_buffer_size(buf), 100);
+  cr_assert_eq(weft_buffer_data(buf, &after, NULL), 0);
+  cr_assert_eq(after, before);
+  check_filled(buf, 100, 4);
+  weft_buffer_free(buf);
+  finish(loop, a, b);
+}
+
+Test(buffer, several_buffers_in_one_message_are_taken_in_any_order) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t* bufs[3] = {filled(10, 1), filled(0, 0), filled(30, 3)};
+  void* datas[3];
+  weft_msg_t *m = NULL, *got = NULL;
+  const msgpack_object* o;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  /* [buf0, "mid", [buf1, buf2]] */
+  msgpack_packer* pk = weft_msg_packer(m);
+  msgpack_pack_array(pk, 3);
+  cr_assert_eq(weft_msg_add_buffer(m, bufs[0]), 0);
+  msgpack_pack_str(pk, 3);
+  msgpack_pack_str_body(pk, "mid", 3);
+  msgpack_pack_array(pk, 2);
+  cr_assert_eq(weft_msg_add_buffer(m, bufs[1]), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, bufs[2]), 0);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(weft_buffer_data(bufs[i], &datas[i], NULL), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  for (int i = 0; i < 3; i++)
+    cr_assert(weft_buffer_detached(bufs[i]));
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  o = weft_msg_object(got);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 3);
+  const msgpack_object* inner = &o->via.array.ptr[2];
+  weft_buffer_t *t2 = NULL, *t0 = NULL, *t1 = NULL;
+  void* d = NULL;
+  cr_assert_eq(weft_msg_take_buffer(got, &inner->via.array.ptr[1], &t2), 0);
+  cr_assert_eq(weft_msg_take_buffer(got, &o->via.array.ptr[0], &t0), 0);
+  cr_assert_eq(weft_msg_take_buffer(got, &inner->via.array.ptr[0], &t1), 0);
+  weft_msg_free(got); /* taken buffers are ours now */
+  check_filled(t0, 10, 1);
+  cr_assert_eq(weft_buffer_size(t1), 0);
+  check_filled(t2, 30, 3);
+  cr_assert_eq(weft_buffer_data(t0, &d, NULL), 0);
+  cr_assert_eq(d, datas[0]);
+  cr_assert_eq(weft_buffer_data(t2, &d, NULL), 0);
+  cr_assert_eq(d, datas[2]);
+  weft_buffer_free(t0);
+  weft_buffer_free(t1);
+  weft_buffer_free(t2);
+  for (int i = 0; i < 3; i++)
+    weft_buffer_free(bufs[i]);
+  finish(loop, a, b);
+}
+
+/* Keep the message, take the buffer later from a timer. */
+static weft_msg_t* kept;
+
+static void take_later(weft_loop_t* loop, void* arg) {
+  weft_buffer_t* got = NULL;
+  (void)loop;
+  cr_assert_eq(weft_msg_take_buffer(kept, placeholder(kept), &got), 0);
+  weft_msg_free(kept);
+  check_filled(got, 500, 8);
+  *(weft_buffer_t**)arg = got;
+}
+
+static void on_keep(weft_port_t* p, weft_msg_t* m) {
+  cr_assert_eq(weft_msg_keep(m), 0);
+  kept = m;
+  cr_assert_eq(weft_set_immediate(weft_loop_current(), take_later,
+                                  weft_port_get_data(p), NULL), 0);
+  cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(buffer, a_kept_message_gives_its_buffer_after_the_callback) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_buffer_t *buf = filled(500, 8), *got = NULL;
+  int err;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  weft_msg_t* m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  weft_port_set_data(b, &got);
+  cr_assert_eq(weft_port_on_message(b, on_keep), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_not_null(got);
+  weft_buffer_free(got);
+  weft_buffer_free(buf);
+  finish(loop, a, b);
+}
+
+/* --- through a worker and back ------------------------------------------- */
+
+/* The worker takes the buffer, adds 1 to every byte, and transfers it back
+ * over its parent port. */
+static void wk_on_msg(weft_port_t* parent, weft_msg_t* m) {
+  weft_buffer_t* buf = NULL;
+  unsigned char* d;
+  size_t n;
+  int err;
+  if (weft_msg_take_buffer(m, placeholder(m), &buf) != 0) {
+    weft_report_error("no buffer");
+    return;
+  }
+  weft_buffer_data(buf, (void**)&d, &n);
+  for (size_t i = 0; i < n; i++)
+    d[i]++;
+  weft_msg_t* back = msg_with(buf, &err);
+  if (err != 0 || weft_port_post_msg(parent, &back) != 0) {
+    weft_msg_free(back);
+    weft_report_error("post back failed");
+  }
+  weft_buffer_free(buf); /* the detached handle */
+  weft_port_on_message(parent, NULL);
+}
+
+static void wk_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), wk_on_msg);
+}
+
+static struct {
+  weft_buffer_t* back;
+  int errors;
+  int exit_code;
+} wk;
+
+static void wk_on_message(weft_worker_t* w, weft_msg_t* m) {
+  (void)w;
+  cr_assert_eq(weft_msg_take_buffer(m, placeholder(m), &wk.back), 0);
+}
+
+static void wk_on_error(weft_worker_t* w, int err, const char* text) {
+  (void)w;
+  (void)err;
+  (void)text;
+  wk.errors++;
+}
+
+static void wk_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  wk.exit_code = code;
+}
+
+Test(buffer, transfer_to_a_worker_and_back_keeps_the_same_memory) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  weft_buffer_t* buf = filled(1 << 16, 11);
+  void *sent = NULL, *back = NULL;
+  int err;
+  wk.exit_code = -1;
+  opts.events.message = wk_on_message;
+  opts.events.error = wk_on_error;
+  opts.events.exit = wk_on_exit;
+  cr_assert_eq(weft_buffer_data(buf, &sent, NULL), 0);
+  cr_assert_eq(weft_worker_spawn(&w, loop, wk_entry, &opts), 0);
+  weft_msg_t* m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_worker_post_msg(w, &m), 0);
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(wk.errors, 0);
+  cr_assert_eq(wk.exit_code, 0);
+  cr_assert_not_null(wk.back);
+  check_filled(wk.back, 1 << 16, 12);
+  cr_assert_eq(weft_buffer_data(wk.back, &back, NULL), 0);
+  cr_assert_eq(back, sent, "the bytes were copied on the way");
+  weft_buffer_free(wk.back);
+  weft_buffer_free(buf);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
