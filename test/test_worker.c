@@ -1159,3 +1159,77 @@ Test(worker, nested_worker_exit_arrives_at_outer_loop) {
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* --- weft_worker_free on a running worker ------------------------------------------ */
+
+/* Inside a worker (so the outer worker's teardown waits for the inner one):
+ * freeing a running inner worker stops it, and none of its events run
+ * afterwards. */
+static struct {
+  atomic_int inner_events_after_free;
+  atomic_bool inner_stopped;
+  bool freed;
+} frr;
+
+static void fr_inner_handler(weft_port_t* port, weft_msg_t* msg) {
+  (void)port;
+  (void)msg;
+}
+
+static void fr_inner_entry(weft_loop_t* loop, void* arg) {
+  int64_t one = 1;
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), fr_inner_handler);
+  /* More messages after the one that makes the owner free us. */
+  for (int i = 0; i < 50; i++)
+    weft_port_post_fn(weft_parent_port(), pack_int_cb, &one);
+}
+
+static void fr_inner_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)msg;
+  if (frr.freed) {
+    atomic_fetch_add(&frr.inner_events_after_free, 1);
+    return;
+  }
+  frr.freed = true;
+  weft_worker_free(w);
+}
+
+static void fr_inner_exit(weft_worker_t* w, int code) {
+  (void)w;
+  (void)code;
+  atomic_fetch_add(&frr.inner_events_after_free, 1);
+}
+
+static void fr_inner_error(weft_worker_t* w, int err, const char* text) {
+  (void)w;
+  (void)err;
+  (void)text;
+  atomic_fetch_add(&frr.inner_events_after_free, 1);
+}
+
+static void fr_outer_entry(weft_loop_t* loop, void* arg) {
+  weft_worker_opts_t o;
+  weft_worker_t* inner;
+  (void)arg;
+  memset(&o, 0, sizeof(o));
+  o.events.message = fr_inner_message;
+  o.events.exit = fr_inner_exit;
+  o.events.error = fr_inner_error;
+  if (weft_worker_spawn(&inner, loop, fr_inner_entry, &o) != 0)
+    weft_report_error("nested spawn failed");
+}
+
+Test(worker, free_running_worker_inside_a_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, fr_outer_entry, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox", "events: %s", ev);
+  cr_assert_eq(exit_code, 0);
+  cr_assert(frr.freed);
+  cr_assert_eq(atomic_load(&frr.inner_events_after_free), 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
