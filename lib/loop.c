@@ -93,6 +93,8 @@ struct weft_loop_s {
   bool stop;
   bool closing;
   bool running;
+  int depth;        /* weft callbacks on the stack (plain uv_run too). */
+  int pending_work; /* weft_queue_work() requests not yet completed. */
   int keepalive;
   int handles;
   timer_slot_t* slots;
@@ -306,14 +308,43 @@ static void release_memory(weft_loop_t* loop) {
   weft__xfree(loop);
 }
 
+static void count_busy(uv_handle_t* h, void* arg) {
+  if (!uv_is_closing(h) && uv_is_active(h) && uv_has_ref(h))
+    ++*(int*)arg;
+}
+
+/* uv_loop_alive() without the handles that are only closing (a cleared
+ * timer): weft_loop_free() finishes those closes itself. */
+static bool uv_busy(uv_loop_t* uv) {
+  int n = 0;
+  if (uv->active_reqs.count > 0)
+    return true;
+  uv_walk(uv, count_busy, &n);
+  return n > 0;
+}
+
+/* A ref'd timer or any immediate of weft's is still pending. */
+static bool timers_pending(const weft_loop_t* loop) {
+  uint32_t i;
+  if (loop->imm_head != NULL)
+    return true;
+  for (i = 0; i < loop->nslots; i++) {
+    const weft__timer_t* t = loop->slots[i].timer;
+    if (t != NULL && t->kind != TIMER_IMMEDIATE && t->ref)
+      return true;
+  }
+  return false;
+}
+
 int weft_loop_free(weft_loop_t* loop) {
   int err;
   if (loop == NULL)
     return 0;
   CHECK_OWNER(loop);
-  if (loop->handles > 0 || loop->keepalive > 0 || loop->running)
+  if (loop->handles > 0 || loop->keepalive > 0 || loop->running ||
+      loop->depth > 0 || loop->pending_work > 0 || timers_pending(loop))
     return WEFT_EBUSY;
-  if (loop->owns_uv && uv_loop_alive(loop->uv))
+  if (loop->owns_uv && uv_busy(loop->uv))
     return WEFT_EBUSY;
   loop->closing = true;
   close_internal(loop);
@@ -500,6 +531,12 @@ static void timer_cb(uv_timer_t* h) {
   weft_loop_t* loop = t->loop;
   weft_task_cb cb = t->cb;
   void* arg = t->arg;
+  if (loop->stop && !loop->closing) {
+    /* weft_loop_stop() ran earlier in this turn: wait for the next run.
+     * (A 0 ms re-arm would fire again within the same timers phase.) */
+    uv_timer_start(h, timer_cb, 1, uv_timer_get_repeat(h));
+    return;
+  }
   if (t->kind == TIMER_TIMEOUT) {
     /* A timeout is gone before its callback runs: clearing it inside is a
      * no-op, as in Node. */
@@ -508,8 +545,10 @@ static void timer_cb(uv_timer_t* h) {
   }
   if (loop->closing)
     return;
+  loop->depth++;
   cb(loop, arg);
   after_all(loop);
+  loop->depth--;
 }
 
 /* Checks shared by timers and immediates, then a slot for a new one. */
@@ -546,8 +585,9 @@ static int start_timer(weft_loop_t* loop,
     return err;
   uv_timer_init(loop->uv, &t->handle);
   t->handle.data = t;
-  if (kind == TIMER_INTERVAL && ms == 0)
-    ms = 1; /* Node clamps intervals to at least 1 ms. */
+  if (ms == 0)
+    ms = 1; /* As Node: 0 means 1 ms, so a timeout set in a timer callback
+             * waits for the next turn (after immediates and I/O). */
   uv_timer_start(&t->handle, timer_cb, ms, kind == TIMER_INTERVAL ? ms : 0);
   if (out != NULL)
     *out = t->id;
@@ -669,13 +709,16 @@ static void work_after(uv_work_t* req, int status) {
   weft_after_work_cb after = w->after;
   void* arg = w->arg;
   weft__local_free(w);
+  loop->pending_work--;
   if (after == NULL)
     return;
   if (loop->closing && status == 0)
     status = WEFT_ECANCELED;
+  loop->depth++;
   after(loop, arg, status == UV_ECANCELED ? WEFT_ECANCELED : status);
   if (!loop->closing)
     after_all(loop);
+  loop->depth--;
 }
 
 int weft_queue_work(weft_loop_t* loop,
@@ -698,6 +741,8 @@ int weft_queue_work(weft_loop_t* loop,
   err = uv_queue_work(loop->uv, &w->req, work_run, work_after);
   if (err != 0)
     weft__local_free(w);
+  else
+    loop->pending_work++;
   return err;
 }
 
@@ -769,13 +814,17 @@ static void process_ready(weft_loop_t* loop) {
 
 static void ready_async_cb(uv_async_t* h) {
   weft_loop_t* loop = h->data;
+  loop->depth++;
   process_ready(loop);
+  loop->depth--;
 }
 
 static void check_cb(uv_check_t* h) {
   weft_loop_t* loop = h->data;
+  loop->depth++;
   process_ready(loop);
   run_immediates(loop);
+  loop->depth--;
   if (loop->stop)
     uv_stop(loop->uv);
 }
@@ -866,7 +915,10 @@ int weft_loop_run(weft_loop_t* loop) {
 
 int weft_loop_stop(weft_loop_t* loop) {
   CHECK_OWNER(loop);
-  loop->stop = true;
+  /* Under a plain uv_run() (a wrapped loop) only libuv's stop applies: a
+   * sticky flag would keep the next uv_run() from delivering anything. */
+  if (loop->running)
+    loop->stop = true;
   uv_stop(loop->uv);
   return 0;
 }

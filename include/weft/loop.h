@@ -29,7 +29,9 @@ WEFT_EXTERN int weft_loop_new(weft_loop_t** out);
 
 /* Like weft_loop_new() but runs on an existing libuv loop `uv` that the
  * caller owns and drives (with uv_run() or weft_loop_run()). Messages and
- * weft's tasks are then delivered from handles weft adds to `uv`.
+ * weft's tasks are then delivered from handles weft adds to `uv`. Under a
+ * plain uv_run(), call weft_loop_drain() first so the next-ticks and
+ * microtasks of the code before it run (weft_loop_run() does that itself).
  * Ownership: `uv` stays the caller's; it must outlive the weft loop.
  * Thread: the thread that runs `uv`. */
 WEFT_EXTERN int weft_loop_wrap(weft_loop_t** out, uv_loop_t* uv);
@@ -113,7 +115,9 @@ WEFT_EXTERN int weft_set_immediate(weft_loop_t* loop,
 WEFT_EXTERN int weft_clear_timer(weft_loop_t* loop, weft_timer_id id);
 
 /* timeout.ref() / unref(): whether a live timer keeps the loop alive.
- * Returns WEFT_EINVAL for an id that is not live. Thread: owner loop only. */
+ * Returns WEFT_EINVAL for an id that is not live (a timeout inside its own
+ * callback is no longer live) and for immediates, which always keep the
+ * loop alive. Thread: owner loop only. */
 WEFT_EXTERN int weft_timer_set_ref(weft_loop_t* loop,
                                    weft_timer_id id,
                                    bool ref);
@@ -125,8 +129,8 @@ typedef void (*weft_work_cb)(void* arg);
  * WEFT_ECANCELED. Next-ticks and microtasks are drained after it. */
 typedef void (*weft_after_work_cb)(weft_loop_t* loop, void* arg, int status);
 
-/* Queue `work` on the threadpool and `after` back on the loop. The pending
- * work keeps the loop alive. Thread: owner loop only. */
+/* Queue `work` on the threadpool and `after` (may be NULL) back on the
+ * loop. The pending work keeps the loop alive. Thread: owner loop only. */
 WEFT_EXTERN int weft_queue_work(weft_loop_t* loop,
                                 weft_work_cb work,
                                 weft_after_work_cb after,
@@ -136,8 +140,9 @@ WEFT_EXTERN int weft_queue_work(weft_loop_t* loop,
  * are milliseconds since the loop was made; `utilization` is
  * active / (idle + active). */
 typedef struct weft_elu_s {
-  double idle;        /* Time spent waiting for events (parked). */
-  double active;      /* Time spent running callbacks or spinning. */
+  double idle;        /* Time spent waiting for events: parked in the
+                       * poll, or spinning briefly for messages. */
+  double active;      /* Time spent running callbacks and weft itself. */
   double utilization; /* active / (idle + active), 0 when both are 0. */
 } weft_elu_t;
 
