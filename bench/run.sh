@@ -188,6 +188,10 @@ machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuin
 {
   echo "Measured $started with \`bench/run.sh\` (BENCH_ROUNDS=$ROUNDS), medians of $ROUNDS rounds."
   echo "Machine: $machine."
+  if rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null); then
+    dirty=$(git -C "$root" status --porcelain -- lib transport include 2>/dev/null | wc -l)
+    echo "weft at commit $rev$([ "$dirty" -gt 0 ] && echo " with $dirty uncommitted change(s) in lib/, transport/ or include/")."
+  fi
   echo "Load average (1/5/15 min) at start: $load0; at end: $load1 (anything else running on the machine skews the numbers, the spinning ones most)."
   [ $have_weft -eq 0 ] && echo "weft binary not found at $WEFT_BIN: weft column pending."
   [ "$QUIET_WAIT" -gt 0 ] 2>/dev/null && echo "Each run waited up to ${QUIET_WAIT}s for the machine to be quiet (< 15% busy); $( [ -s "$tmp/noisy" ] && wc -l <"$tmp/noisy" || echo 0) runs started on a busy machine anyway."
