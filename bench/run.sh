@@ -14,6 +14,8 @@
 #   BENCH_QUIET_WAIT before each run, wait up to this many seconds for the
 #                    machine to be quiet (other processes < 15% of the CPUs);
 #                    default 0: do not wait
+#   BENCH_REV        what to call the weft version in the report (default:
+#                    the git commit of this tree)
 #   BENCH_OUT        where the table is written (default bench/results.md;
 #                    "-" writes nothing)
 #
@@ -188,7 +190,9 @@ machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuin
 {
   echo "Measured $started with \`bench/run.sh\` (BENCH_ROUNDS=$ROUNDS), medians of $ROUNDS rounds."
   echo "Machine: $machine."
-  if rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null); then
+  if [ -n "${BENCH_REV:-}" ]; then
+    echo "weft at commit $BENCH_REV."
+  elif rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null); then
     dirty=$(git -C "$root" status --porcelain -- lib transport include 2>/dev/null | wc -l)
     echo "weft at commit $rev$([ "$dirty" -gt 0 ] && echo " with $dirty uncommitted change(s) in lib/, transport/ or include/")."
   fi
