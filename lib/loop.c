@@ -891,10 +891,12 @@ int weft_loop_run(weft_loop_t* loop) {
     uv_run(loop->uv, UV_RUN_NOWAIT);
     if (stop_now(loop))
       break;
-    if (!weft__mpsc_empty(&loop->ready))
-      continue;
+    /* Nothing keeps the loop alive: what is still queued belongs to
+     * unref'd objects and waits for a later run (as in Node). */
     if (!loop_alive(loop))
       break;
+    if (!weft__mpsc_empty(&loop->ready))
+      continue;
     if (uv_backend_timeout(loop->uv) == 0)
       continue; /* Something is due at once. */
     if (spin_for_work(loop))

@@ -52,6 +52,7 @@ struct weft_worker_s {
   void (*terminate_cb)(weft_worker_t* w, int exit_code);
   bool exited;
   bool freed;
+  bool in_exit_event; /* Inside the exit event or terminate callback. */
   bool ref;
   bool holds_keepalive;
   int final_code;
@@ -229,7 +230,9 @@ void weft__worker_heap_breached(void) {
 /* ---- owner side ----------------------------------------------------------- */
 
 static void update_keepalive(weft_worker_t* w) {
-  bool want = w->ref && !w->exited && !w->freed;
+  /* A freed worker still running is being stopped: the loop waits for its
+   * exit, which releases it (weft_loop_free() would answer EBUSY). */
+  bool want = !w->exited && (w->ref || w->freed);
   if (want == w->holds_keepalive)
     return;
   w->holds_keepalive = want;
@@ -279,10 +282,14 @@ static void on_owner_control(weft_port_t* port, weft_msg_t* msg) {
       update_keepalive(w);
       weft_msg_free(msg);
       msg = NULL;
+      /* The user may free `w` in these callbacks: weft_worker_free() then
+       * only marks it, and it is released below. */
+      w->in_exit_event = true;
       if (user && w->events.exit != NULL)
         w->events.exit(w, w->final_code);
-      if (user && w->terminate_cb != NULL)
+      if (user && !w->freed && w->terminate_cb != NULL)
         w->terminate_cb(w, w->final_code);
+      w->in_exit_event = false;
       /* The owner side of the channel ends with the worker. */
       weft__port_set_internal(w->port, false);
       weft_port_free(w->port);
@@ -614,6 +621,10 @@ void weft_worker_free(weft_worker_t* w) {
     return;
   if (!weft__loop_on_thread(w->owner))
     return;
+  if (w->in_exit_event) {
+    w->freed = true; /* Released when the exit event returns. */
+    return;
+  }
   if (w->exited) {
     worker_release(w);
     return;

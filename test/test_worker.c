@@ -1233,3 +1233,52 @@ Test(worker, free_running_worker_inside_a_worker) {
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* ---- Freeing and unref around the exit event ---- */
+
+Test(worker, pending_unref_unref_right_after_spawn) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_eq(weft_loop_run(loop), 0); /* Spins forever without the fix. */
+  cr_assert_not(weft_worker_exited(w));
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_eq(term_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+static void free_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  on_message(w, msg);
+  weft_worker_free(w);
+}
+
+Test(worker, pending_free_running_worker_on_main) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  opts.events.message = free_on_message;
+  spawn(loop, entry_parked, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "om", "events after free: %s", ev);
+  cr_assert_eq(weft_loop_free(loop), 0); /* EBUSY without the fix. */
+}
+
+static void free_on_exit(weft_worker_t* w, int code) {
+  on_exit_ev(w, code);
+  weft_worker_free(w);
+}
+
+Test(worker, pending_free_inside_exit_event) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  opts.events.exit = free_on_exit;
+  spawn(loop, entry_exit7, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0); /* Use after free without the fix. */
+  cr_assert_str_eq(ev, "ox");
+  cr_assert_eq(exit_code, 7);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
