@@ -97,9 +97,11 @@ int weft_msg_append(weft_msg_t* msg, const void* bytes, size_t len) {
 static int add_xfer(weft_msg_t* m, int kind, void* obj) {
   char idx[4];
   uint32_t i = m->nxfer;
-  for (i = 0; i < m->nxfer; i++) {
+  /* A buffer or port can move only once (Node: DataCloneError); a shared
+   * buffer may appear any number of times, as a SharedArrayBuffer may. */
+  for (i = 0; kind != WEFT_EXT_SHARED && i < m->nxfer; i++) {
     if (m->xfers[i].obj == obj)
-      return WEFT_EDATACLONE; /* Listed twice (Node: DataCloneError). */
+      return WEFT_EDATACLONE;
   }
   if (m->nxfer == m->capxfer) {
     uint32_t ncap = m->capxfer ? m->capxfer * 2 : 4;

@@ -129,9 +129,12 @@ static bool is_closed(const pcore_t* p) {
 /* Keep the loop alive while a handler waits for messages. */
 static void update_keepalive(pcore_t* p) {
   weft_loop_t* loop = core_loop(p);
-  bool want = loop != NULL && p->hooks == NULL && p->started &&
-              p->on_message != NULL && p->ref && !is_closed(p) &&
-              !p->close_emitted;
+  /* A handler waiting for messages keeps the loop alive, and so does a
+   * close whose event has not run yet. */
+  bool want = loop != NULL && p->hooks == NULL && !p->close_emitted &&
+              ((p->started && p->on_message != NULL && p->ref &&
+                !is_closed(p)) ||
+               p->close_pending);
   if (want == p->holds_keepalive)
     return;
   p->holds_keepalive = want;
@@ -458,7 +461,9 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
     return;
   }
   /* Hooked ports go on after 'close': a worker's exit follows it. */
-  while (n < PORT_BATCH && deliverable(p) && core_loop(p) == loop &&
+  /* core_loop() first: once the port moved (a handler may transfer it),
+   * its other fields belong to the adopting loop's thread. */
+  while (n < PORT_BATCH && core_loop(p) == loop && deliverable(p) &&
          (!p->close_emitted || p->hooks != NULL) &&
          !weft__loop_closing(loop)) {
     weft__mpsc_node_t* node = weft__mpsc_pop(&p->mb);
@@ -466,6 +471,18 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
       break;
     n++;
     dispatch(loop, p, weft__container_of(node, weft_msg_t, node));
+  }
+  if (core_loop(p) == loop && !deliverable(p) && !p->close_emitted &&
+      !weft__loop_closing(loop)) {
+    /* Not started: data waits for a handler, but a close at the head of
+     * the queue is handled now, as Node does, so both ends see 'close'. */
+    weft__mpsc_node_t* head = weft__mpsc_peek(&p->mb);
+    if (head != NULL &&
+        weft__container_of(head, weft_msg_t, node)->kind == WEFT__MSG_CLOSE) {
+      head = weft__mpsc_pop(&p->mb);
+      if (head != NULL)
+        dispatch(loop, p, weft__container_of(head, weft_msg_t, node));
+    }
   }
   if (core_loop(p) == loop && (!p->close_emitted || p->hooks != NULL)) {
     if (p->close_pending && !p->close_emitted &&
@@ -680,6 +697,7 @@ int weft_port_close(weft_port_t* port) {
   drop_mailbox(p); /* Messages not yet delivered here are dropped. */
   /* Node emits 'close' asynchronously on both ends. */
   p->close_pending = true;
+  update_keepalive(p);
   poke(p);
   return 0;
 }

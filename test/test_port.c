@@ -1250,3 +1250,72 @@ Test(port, user_data_round_trips) {
   cr_assert_eq(weft_port_free(b), 0);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* Close events reach ports that never had a message handler (Node handles a
+ * close at the head of a port's queue even when it is not receiving), and
+ * a pending close event keeps the loop alive until it ran. */
+static int close_a_seen, close_b_seen;
+static void count_close_a(weft_port_t* p) {
+  (void)p;
+  close_a_seen++;
+}
+static void count_close_b(weft_port_t* p) {
+  (void)p;
+  close_b_seen++;
+}
+
+Test(port, close_reaches_ports_without_handler) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  close_a_seen = close_b_seen = 0;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_port_on_close(a, count_close_a), 0);
+  cr_assert_eq(weft_port_on_close(b, count_close_b), 0);
+  cr_assert_eq(weft_port_close(a), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(close_a_seen, 1);
+  cr_assert_eq(close_b_seen, 1);
+  cr_assert_eq(weft_port_post(b, "\xc0", 1), WEFT_ECLOSED);
+  cr_assert_eq(weft_port_free(a), 0);
+  cr_assert_eq(weft_port_free(b), 0);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* One shared buffer may appear several times in one value, as a
+ * SharedArrayBuffer may; each placeholder yields the same memory. */
+static void* shared_twice_data[2];
+static void take_shared_twice(weft_port_t* port, weft_msg_t* msg) {
+  const msgpack_object* o = weft_msg_object(msg);
+  uint32_t i;
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 2);
+  for (i = 0; i < 2; i++) {
+    weft_shared_t* sh = NULL;
+    cr_assert_eq(weft_msg_take_shared(msg, &o->via.array.ptr[i], &sh), 0);
+    shared_twice_data[i] = weft_shared_data(sh);
+    weft_shared_unref(sh);
+  }
+  weft_port_close(port);
+}
+
+Test(port, shared_buffer_twice_in_one_message) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_shared_t* sh;
+  weft_msg_t* m;
+  cr_assert_eq(weft_shared_new(&sh, 64), 0);
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_port_on_message(b, take_shared_twice), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 2);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(shared_twice_data[0], weft_shared_data(sh));
+  cr_assert_eq(shared_twice_data[1], weft_shared_data(sh));
+  weft_shared_unref(sh);
+  cr_assert_eq(weft_port_free(a), 0);
+  cr_assert_eq(weft_port_free(b), 0);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}

@@ -84,6 +84,15 @@ static inline weft__mpsc_node_t* weft__mpsc_pop(weft__mpsc_t* q) {
   return NULL;
 }
 
+/* The oldest node not yet popped, left in the queue, or NULL. A later pop
+ * may still return NULL while that node's push is half done.
+ * Thread: consumer only. */
+static inline weft__mpsc_node_t* weft__mpsc_peek(weft__mpsc_t* q) {
+  if (q->tail != &q->stub)
+    return q->tail;
+  return atomic_load_explicit(&q->stub.next, memory_order_acquire);
+}
+
 /* True when nothing was pushed that has not been popped, counting pushes
  * that are half done as present. Thread: consumer only. */
 static inline bool weft__mpsc_empty(weft__mpsc_t* q) {
