@@ -9,13 +9,23 @@
 #include "internal.h"
 
 /* How a loop waits for cross-thread messages once it has nothing to do:
- * first it spins on its ready queue (an answer within ~0.2 us costs no
- * system call), then yields the core a few times, then parks in the
- * poll. Waking a parked thread costs 50-70 us on the machines we measure
- * (design.md), so the spin window covers a typical request/response gap;
- * it is bounded so an idle loop goes to sleep within ~100 us. */
-#define SPIN_PAUSES 4000
-#define SPIN_YIELDS 20
+ * first it spins on its ready queue with a pause instruction (an answer
+ * within ~0.2 us costs no system call), then it keeps checking between
+ * sched_yield() calls, which leave the core to any other runnable thread,
+ * until SPIN_NS have passed; then it parks in the poll. Waking a parked
+ * thread costs 50-70 us on the machines we measure (design.md), so the
+ * window covers a typical request/response gap and a worker's start-up;
+ * it is bounded, so an idle loop sleeps after at most SPIN_NS of CPU.
+ * Measured with bench/weft_bench (see bench/README.md): pausing for longer
+ * slowed the other thread of a pair (4000 pauses: spawn-to-exit 185 us;
+ * 200 pauses then yields: 100 us), and parking right away made each round
+ * trip of a ping-pong a wake-up (54 us instead of 0.7 us). */
+#ifndef SPIN_PAUSES
+#define SPIN_PAUSES 200
+#endif
+#ifndef SPIN_NS
+#define SPIN_NS 100000
+#endif
 /* After this many messages delivered without a real poll, poll anyway so
  * sockets and timers are not starved by a message flood. */
 #define FAST_PATH_MAX 64
@@ -835,6 +845,7 @@ static void check_cb(uv_check_t* h) {
  * True when something arrived. */
 static bool spin_for_work(weft_loop_t* loop) {
   uint64_t t0 = uv_hrtime();
+  uint64_t now = t0;
   bool found = false;
   int i;
   for (i = 0; i < SPIN_PAUSES; i++) {
@@ -847,10 +858,11 @@ static bool spin_for_work(weft_loop_t* loop) {
     __builtin_ia32_pause();
 #endif
   }
-  for (i = 0; !found && i < SPIN_YIELDS; i++) {
+  while (!found && now - t0 < SPIN_NS) {
     sched_yield();
-    if (!weft__mpsc_empty(&loop->ready))
-      found = true;
+    found = !weft__mpsc_empty(&loop->ready) ||
+            atomic_load_explicit(&loop->stop_requested, memory_order_relaxed);
+    now = uv_hrtime();
   }
   loop->spin_ns += uv_hrtime() - t0;
   return found;
