@@ -69,6 +69,7 @@ WEFT_EXTERN int weft_atomic_cas32(weft_shared_t* sh, size_t index,
                                   int32_t expected, int32_t desired,
                                   int32_t* old);
 
+/* The same on 64-bit slots (a BigInt64Array over the buffer). */
 WEFT_EXTERN int weft_atomic_load64(weft_shared_t* sh, size_t index,
                                    int64_t* out);
 WEFT_EXTERN int weft_atomic_store64(weft_shared_t* sh, size_t index,

@@ -97,6 +97,8 @@ WEFT_EXTERN uint64_t weft_worker_thread_id(const weft_worker_t* w);
 /* Whether the worker's exit event has run. Thread: owner loop only. */
 WEFT_EXTERN bool weft_worker_exited(const weft_worker_t* w);
 
+/* User data for the handle (also set by opts.user_data). Never touched by
+ * weft. Thread: owner loop only. */
 WEFT_EXTERN void weft_worker_set_data(weft_worker_t* w, void* data);
 WEFT_EXTERN void* weft_worker_get_data(const weft_worker_t* w);
 
