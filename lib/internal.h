@@ -47,6 +47,10 @@ struct weft__ready_s {
  * The loop must stay open until `r` ran. Thread: any. */
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r);
 
+/* Whether the loop's ready queue has something (a hint for spinning).
+ * Thread: owner loop only. */
+bool weft__loop_has_ready(weft_loop_t* loop);
+
 /* Objects that must be closed when a worker's loop is torn down (ports,
  * broadcast channels, async waits, child workers). */
 typedef struct weft__tracked_s weft__tracked_t;

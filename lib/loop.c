@@ -758,6 +758,10 @@ int weft_queue_work(weft_loop_t* loop,
 
 /* ---- cross-thread delivery ---------------------------------------------- */
 
+bool weft__loop_has_ready(weft_loop_t* loop) {
+  return !weft__mpsc_empty(&loop->ready);
+}
+
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
   /* relaxed: the push below orders itself after this increment for the
    * consumer (seq_cst exchange), and release_memory() waits for the

@@ -23,6 +23,8 @@
 #include "internal.h"
 
 #define PORT_BATCH 256
+/* Pause iterations a drained port waits for its sender (wait_for_more). */
+#define PORT_LINGER 64
 
 typedef struct pcore_s pcore_t;
 
@@ -56,6 +58,8 @@ struct pcore_s {
   bool internal;        /* weft's own (a worker's port). */
   bool handle_freed;    /* The user released the handle. */
   bool in_transit;      /* Travelling in a message. */
+  bool in_run;          /* Being drained by port_run (off the ready queue,
+                         * `scheduled` still 1). */
 };
 
 /* The user's handle. After a transfer the sender's handle is a husk with
@@ -154,6 +158,12 @@ static void detach(pcore_t* p) {
   weft_loop_t* loop = core_loop(p);
   if (loop == NULL)
     return;
+  if (p->in_run) {
+    /* Moved away from inside its own drain: it is on no ready queue, so
+     * release `scheduled` for the new owner (seq_cst as in port_run). */
+    p->in_run = false;
+    atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
+  }
   if (p->holds_keepalive) {
     p->holds_keepalive = false;
     weft__loop_keepalive(loop, -1);
@@ -444,34 +454,69 @@ static bool deliverable(const pcore_t* p) {
   return p->started && (p->on_message != NULL || p->hooks != NULL);
 }
 
+/* The mailbox looked empty: while nothing else waits on the loop, give a
+ * sender that is mid-stream a moment, so a busy port stays scheduled and
+ * its producers never pay for rescheduling it. True when more arrived. */
+static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
+  int i;
+  for (i = 0; i < PORT_LINGER; i++) {
+    if (!weft__mpsc_empty(&p->mb))
+      return true;
+    if (weft__loop_has_ready(loop))
+      return false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  return !weft__mpsc_empty(&p->mb);
+}
+
 static void port_run(weft_loop_t* loop, weft__ready_t* r) {
   pcore_t* p = weft__container_of(r, pcore_t, ready);
   int n = 0;
-  /* seq_cst: cleared before the drain, against producers' exchange. */
-  atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
-  if (core_loop(p) != loop) {
+  if (core_loop(p) != loop || weft__loop_closing(loop)) {
+    /* seq_cst: see below. */
+    atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
     /* Moved on while queued here: pass it on (or drop the schedule when it
      * is in transit; the adopter schedules it). */
-    schedule(p);
+    if (core_loop(p) != loop)
+      schedule(p);
     core_unref(p);
     return;
   }
-  if (weft__loop_closing(loop)) {
-    core_unref(p);
-    return;
-  }
-  /* Hooked ports go on after 'close': a worker's exit follows it. */
-  /* core_loop() first: once the port moved (a handler may transfer it),
-   * its other fields belong to the adopting loop's thread. */
+  p->in_run = true;
+  /* `scheduled` stays 1 while we drain, so producers only push. Hooked
+   * ports go on after 'close': a worker's exit follows it. core_loop()
+   * first: once the port moved (a handler may transfer it), its other
+   * fields belong to the adopting loop's thread. */
   while (n < PORT_BATCH && core_loop(p) == loop && deliverable(p) &&
          (!p->close_emitted || p->hooks != NULL) &&
          !weft__loop_closing(loop)) {
     weft__mpsc_node_t* node = weft__mpsc_pop(&p->mb);
-    if (node == NULL)
+    if (node == NULL) {
+      if (wait_for_more(loop, p))
+        continue;
       break;
+    }
     n++;
     dispatch(loop, p, weft__container_of(node, weft_msg_t, node));
   }
+  if (core_loop(p) != loop) {
+    /* Moved away inside the drain; detach() released `scheduled`. */
+    core_unref(p);
+    return;
+  }
+  p->in_run = false;
+  if (n == PORT_BATCH && deliverable(p) && !p->close_emitted &&
+      !weft__loop_closing(loop)) {
+    /* Batch full: to the back of the ready queue, still scheduled, with
+     * the reference the queue already holds. */
+    weft__loop_schedule(loop, &p->ready);
+    return;
+  }
+  /* seq_cst: cleared before the emptiness checks below, against the
+   * producers' push-then-read of `scheduled` (see the file comment). */
+  atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
   if (core_loop(p) == loop && !deliverable(p) && !p->close_emitted &&
       !weft__loop_closing(loop)) {
     /* Not started: data waits for a handler, but a close at the head of
@@ -489,7 +534,7 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
         (!deliverable(p) || weft__mpsc_empty(&p->mb)))
       emit_close(p);
     else if (deliverable(p) && !weft__mpsc_empty(&p->mb))
-      schedule(p); /* Batch full, or a push half done: go round again. */
+      schedule(p); /* A push landed after the drain: go round again. */
   }
   core_unref(p);
 }
