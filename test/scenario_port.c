@@ -6,6 +6,7 @@
  * channel that main handed them, and a port moved to a worker mid-stream
  * while another thread posts to it. */
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -572,6 +573,7 @@ static struct {
   weft_port_t* c1;
   weft_worker_t* w;
   uint32_t main_next;
+  bool direct; /* Hand over from inside the port's own handler. */
 } mv;
 
 static uint32_t mv_worker_next; /* worker thread only */
@@ -626,6 +628,11 @@ static void mv_on_message(weft_port_t* p, weft_msg_t* m) {
   CHECK(seq == mv.main_next, "main: %u, want %u", seq, mv.main_next);
   if (++mv.main_next < MOVE_AT)
     return;
+  if (mv.direct) {
+    /* The port leaves this loop in the middle of its own drain. */
+    mv_hand_over(NULL, p);
+    return;
+  }
   CHECK(weft_port_on_message(p, NULL) == 0, "pause");
   CHECK(weft_set_immediate(weft_loop_current(), mv_hand_over, p, NULL) == 0,
         "immediate");
@@ -638,7 +645,7 @@ static void mv_on_report(weft_worker_t* w, weft_msg_t* m) {
   CHECK(read_uint(m, &mv_report), "bad report");
 }
 
-static void move_while_posting(void) {
+static void move_while_posting(bool direct) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = {0};
   weft_port_t* c2;
@@ -648,6 +655,7 @@ static void move_while_posting(void) {
   opts.events.exit = on_worker_exit;
   exits_seen = 0;
   mv.main_next = 0;
+  mv.direct = direct;
   mv_report = 0;
   CHECK(weft_channel_new(loop, &mv.c1, &c2) == 0, "channel");
   CHECK(weft_worker_spawn(&mv.w, loop, mvw_entry, &opts) == 0, "spawn");
@@ -675,7 +683,9 @@ int main(void) {
   }
   broadcast_storm();
   worker_to_worker();
-  for (int round = 0; round < 3; round++)
-    move_while_posting();
+  for (int round = 0; round < 3; round++) {
+    move_while_posting(false);
+    move_while_posting(true);
+  }
   return 0;
 }
