@@ -163,27 +163,36 @@ typedef struct {
 
 #define WEFT__MSG_INLINE 96
 
+/* The first 64 bytes are what both threads touch for every message; a
+ * small payload follows in the next line. Fields only some messages use
+ * (the decoded view, the packer, the heap record of a kept message) come
+ * last and are set up when first used, so that a post writes two cache
+ * lines and the receiver's cache does not have to give up the rest. */
 struct weft_msg_s {
   weft__mpsc_node_t node; /* Mailbox link. */
   uint8_t kind;
   uint8_t state;
-  int code;               /* ERROR / EXIT: the code. */
-  char* data;             /* Payload (inline_buf or heap). */
+  bool decoded;           /* `obj` is valid. */
+  bool has_owned;         /* `owned` is on a heap's list (kept). */
+  uint32_t nxfer;
+  int32_t code;           /* ERROR / EXIT: the code. */
+  uint32_t capxfer;
   size_t len;
   size_t cap;
+  char* data;             /* Payload (inline_buf or heap). */
   weft__xfer_t* xfers;
-  uint32_t nxfer;
-  uint32_t capxfer;
-  msgpack_packer pk;
   msgpack_zone* zone;     /* Owned zone for kept or received messages. */
-  msgpack_object obj;
-  bool decoded;
-  weft__owned_t owned;    /* Kept messages on a worker heap. */
   char inline_buf[WEFT__MSG_INLINE];
+  /* Cold: set up on first use. */
+  msgpack_object obj;     /* Valid when `decoded`. */
+  msgpack_packer pk;      /* Messages from weft_msg_new() and post_fn. */
+  weft__owned_t owned;    /* Valid when `has_owned`. */
 };
 
 /* A message of `kind` with room for `len` bytes (not filled). */
 weft_msg_t* weft__msg_alloc(int kind, size_t len);
+/* Set up the message's packer (before packing into it). */
+void weft__msg_start_packer(weft_msg_t* msg);
 /* Check the transfer list can be posted through `via` (and its peer);
  * then commit it: detach buffers, detach ports from their loop. */
 int weft__msg_check_transfers(weft_msg_t* msg);

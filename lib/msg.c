@@ -13,15 +13,14 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
     return NULL;
   m->kind = (uint8_t)kind;
   m->state = WEFT__MSG_BUILDING;
+  m->decoded = false;
+  m->has_owned = false;
+  m->nxfer = 0;
   m->code = 0;
+  m->capxfer = 0;
   m->len = 0;
   m->xfers = NULL;
-  m->nxfer = 0;
-  m->capxfer = 0;
   m->zone = NULL;
-  m->decoded = false;
-  m->owned.heap = NULL;
-  m->owned.next = m->owned.prev = &m->owned;
   if (len <= WEFT__MSG_INLINE) {
     m->data = m->inline_buf;
     m->cap = WEFT__MSG_INLINE;
@@ -33,8 +32,11 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
     }
     m->cap = len;
   }
-  msgpack_packer_init(&m->pk, m, msg_write);
   return m;
+}
+
+void weft__msg_start_packer(weft_msg_t* msg) {
+  msgpack_packer_init(&msg->pk, msg, msg_write);
 }
 
 static int reserve(weft_msg_t* m, size_t extra) {
@@ -76,7 +78,10 @@ int weft_msg_new(weft_msg_t** out) {
   if (out == NULL)
     return WEFT_EINVAL;
   *out = weft__msg_alloc(WEFT__MSG_DATA, 0);
-  return *out == NULL ? WEFT_ENOMEM : 0;
+  if (*out == NULL)
+    return WEFT_ENOMEM;
+  weft__msg_start_packer(*out);
+  return 0;
 }
 
 msgpack_packer* weft_msg_packer(weft_msg_t* msg) {
@@ -237,7 +242,8 @@ void weft_msg_free(weft_msg_t* msg) {
   uint32_t i;
   if (msg == NULL)
     return;
-  weft__heap_disown(&msg->owned);
+  if (msg->has_owned)
+    weft__heap_disown(&msg->owned);
   for (i = 0; i < msg->nxfer; i++) {
     weft__xfer_t* x = &msg->xfers[i];
     if (x->kind == WEFT_EXT_SHARED) {
@@ -295,12 +301,14 @@ int weft_msg_keep(weft_msg_t* msg) {
   if (err != 0)
     return err;
   msg->owned.release = msg_release_owned;
+  msg->has_owned = msg->owned.heap != NULL;
   /* The decoded view lives in the loop's zone: the message takes that
    * zone with it and the loop starts a fresh one. */
   if (msg->decoded) {
     msgpack_zone* z = weft__loop_take_zone(loop);
     if (z == NULL) {
       weft__heap_disown(&msg->owned);
+      msg->has_owned = false;
       return WEFT_ENOMEM;
     }
     msg->zone = z;

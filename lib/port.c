@@ -659,6 +659,7 @@ int weft_port_post_fn(weft_port_t* port, weft_pack_cb pack, void* arg) {
   m = weft__msg_alloc(WEFT__MSG_DATA, 0);
   if (m == NULL)
     return WEFT_ENOMEM;
+  weft__msg_start_packer(m);
   err = pack(&m->pk, arg);
   if (err > 0)
     err = WEFT_EPACK;
