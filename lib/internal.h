@@ -47,6 +47,10 @@ struct weft__ready_s {
  * The loop must stay open until `r` ran. Thread: any. */
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r);
 
+/* Whether weft_loop_run() is to return at the end of the current callback
+ * (weft_loop_stop, terminate, weft_worker_exit). Thread: owner loop only. */
+bool weft__loop_stopping(weft_loop_t* loop);
+
 /* Whether the loop's ready queue has something (a hint for spinning).
  * Thread: owner loop only. */
 bool weft__loop_has_ready(weft_loop_t* loop);
@@ -251,6 +255,21 @@ void weft__port_drop_in_transit(void* core);
 void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg);
 /* Post with the checks of weft_port_post_msg(). Thread: any. */
 int weft__port_post_msg(weft_port_t* h, weft_msg_t** msg);
+
+/* Keep a port core alive across a push from a thread that does not own
+ * the handle (a worker's exit message). Thread: any. */
+void* weft__port_hold(weft_port_t* h);
+void weft__port_unhold(void* core);
+
+/* --- worker_thread.c ------------------------------------------------- */
+
+/* Run `fn(arg)` on a worker thread: a cached idle thread with the same
+ * stack size, or (always when `fresh`) a new detached one. Returns 0,
+ * WEFT_ENOMEM or WEFT_ESPAWN. Thread: any. */
+int weft__thread_run(size_t stack_size,
+                     bool fresh,
+                     void (*fn)(void* arg),
+                     void* arg);
 
 /* --- worker.c -------------------------------------------------------- */
 

@@ -122,6 +122,7 @@ struct weft_loop_s {
 static _Thread_local weft_loop_t* current_loop;
 
 static void after_all(weft_loop_t* loop);
+static bool stop_now(weft_loop_t* loop);
 
 /* ---- task rings --------------------------------------------------------- */
 
@@ -757,6 +758,10 @@ int weft_queue_work(weft_loop_t* loop,
 }
 
 /* ---- cross-thread delivery ---------------------------------------------- */
+
+bool weft__loop_stopping(weft_loop_t* loop) {
+  return stop_now(loop);
+}
 
 bool weft__loop_has_ready(weft_loop_t* loop) {
   return !weft__mpsc_empty(&loop->ready);

@@ -205,6 +205,15 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
   schedule(p);
 }
 
+void* weft__port_hold(weft_port_t* h) {
+  core_ref(h->core);
+  return h->core;
+}
+
+void weft__port_unhold(void* core) {
+  core_unref(core);
+}
+
 void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg) {
   enqueue(h->core, msg);
 }
@@ -491,7 +500,7 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
    * fields belong to the adopting loop's thread. */
   while (n < PORT_BATCH && core_loop(p) == loop && deliverable(p) &&
          (!p->close_emitted || p->hooks != NULL) &&
-         !weft__loop_closing(loop)) {
+         !weft__loop_closing(loop) && !weft__loop_stopping(loop)) {
     weft__mpsc_node_t* node = weft__mpsc_pop(&p->mb);
     if (node == NULL) {
       if (wait_for_more(loop, p))
@@ -507,8 +516,8 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
     return;
   }
   p->in_run = false;
-  if (n == PORT_BATCH && deliverable(p) && !p->close_emitted &&
-      !weft__loop_closing(loop)) {
+  if ((n == PORT_BATCH || weft__loop_stopping(loop)) && deliverable(p) &&
+      !p->close_emitted && !weft__loop_closing(loop)) {
     /* Batch full: to the back of the ready queue, still scheduled, with
      * the reference the queue already holds. */
     weft__loop_schedule(loop, &p->ready);

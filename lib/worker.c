@@ -2,6 +2,7 @@
  * port pair to its owner, lifecycle events on the owner's loop, terminate,
  * exit, errors, worker data and environment data. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,12 @@ struct weft_worker_s {
   size_t max_msg;
   uint64_t thread_id;
   env_entry_t* env;   /* Snapshot; the worker thread takes it. */
-  uv_thread_t thread;
+  bool fresh_thread;  /* WEFT_WORKER_FRESH_THREAD. */
 
   /* Any thread. */
   atomic_int stop;    /* Terminate asked, exit called, or an error. */
+  atomic_int gone;    /* The thread touches `w` no more (set right before
+                       * it posts the exit message). */
   uv_mutex_t lock;    /* Guards `loop` against the worker tearing down. */
   weft_loop_t* loop;  /* The worker's loop while it runs. */
 
@@ -275,8 +278,7 @@ static void on_owner_control(weft_port_t* port, weft_msg_t* msg) {
         w->events.error(w, msg->code, msg->len > 0 ? msg->data : "");
       break;
     case WEFT__MSG_EXIT:
-      /* The thread posted this as its very last act. */
-      uv_thread_join(&w->thread);
+      /* The thread posted this as its very last act on `w`. */
       w->exited = true;
       w->final_code = msg->code;
       update_keepalive(w);
@@ -415,10 +417,18 @@ done:
   thread_env = NULL;
   current_worker = NULL;
   if (exit_msg != NULL) {
+    weft_port_t* port = w->port;
+    void* core = weft__port_hold(port);
     exit_msg->code = code;
-    /* Last touch of `w` by this thread: the owner may free it as soon as
-     * this message is seen. */
-    weft__port_enqueue(w->port, exit_msg);
+    /* release: everything this thread wrote to `w` is visible to an owner
+     * that sees `gone`. From here on only the port core (held) and the
+     * owner's loop (which waits for producers) are touched: the owner may
+     * free `w` and its port as soon as it sees the exit message. */
+    atomic_store_explicit(&w->gone, 1, memory_order_release);
+    weft__port_enqueue(port, exit_msg);
+    weft__port_unhold(core);
+  } else {
+    atomic_store_explicit(&w->gone, 1, memory_order_release);
   }
 }
 
@@ -431,11 +441,14 @@ static void worker_teardown(weft__tracked_t* t) {
     return;
   }
   /* The owning loop ends (it is itself a worker being torn down): stop the
-   * child and wait for it, so no thread outlives its owner. */
+   * child and wait until it is done with `w`, so no worker outlives its
+   * owner. */
   weft__loop_untrack(t);
   w->freed = true;
   weft_worker_terminate(w, NULL);
-  uv_thread_join(&w->thread);
+  /* acquire: pairs with the thread's release of `gone`. */
+  while (!atomic_load_explicit(&w->gone, memory_order_acquire))
+    sched_yield();
   w->exited = true;
   update_keepalive(w);
   weft__port_set_internal(w->port, false);
@@ -450,7 +463,6 @@ int weft_worker_spawn(weft_worker_t** out,
                       const weft_worker_opts_t* opts) {
   static const weft_worker_opts_t defaults;
   weft_worker_t* w;
-  uv_thread_options_t topts;
   int err;
   if (out == NULL)
     return WEFT_EINVAL;
@@ -488,6 +500,8 @@ int weft_worker_spawn(weft_worker_t** out,
   w->user_data = opts->user_data;
   w->ref = true;
   atomic_init(&w->stop, 0);
+  atomic_init(&w->gone, 0);
+  w->fresh_thread = (opts->flags & WEFT_WORKER_FRESH_THREAD) != 0;
   w->thread_id = atomic_fetch_add(&next_thread_id, 1);
   w->tracked.teardown = worker_teardown;
   if (opts->data_len > 0) {
@@ -506,9 +520,7 @@ int weft_worker_spawn(weft_worker_t** out,
   weft_port_set_max_message(w->port, w->max_msg);
   weft__port_set_hooks(w->port, &owner_hooks, w);
 
-  topts.flags = opts->stack_size ? UV_THREAD_HAS_STACK_SIZE : 0;
-  topts.stack_size = opts->stack_size;
-  err = uv_thread_create_ex(&w->thread, &topts, worker_main, w);
+  err = weft__thread_run(opts->stack_size, w->fresh_thread, worker_main, w);
   if (err != 0) {
     weft__port_drop_in_transit(w->child_core);
     weft__port_set_internal(w->port, false);

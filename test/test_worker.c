@@ -1282,3 +1282,131 @@ Test(worker, pending_free_inside_exit_event) {
   cr_assert_eq(exit_code, 7);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* ---- Threads: fresh on request, reused otherwise ---- */
+
+static _Thread_local int tls_counter;
+static atomic_int tls_seen[8];
+static atomic_int tls_next;
+
+static void tls_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  atomic_store(&tls_seen[atomic_fetch_add(&tls_next, 1)], ++tls_counter);
+}
+
+static int tls_exits;
+static void tls_on_exit(weft_worker_t* w, int code);
+
+static weft_worker_opts_t tls_opts;
+
+static void tls_spawn_next(weft_loop_t* loop) {
+  weft_worker_t* w = NULL;
+  cr_assert_eq(weft_worker_spawn(&w, loop, tls_entry, &tls_opts), 0);
+}
+
+static void tls_on_exit(weft_worker_t* w, int code) {
+  cr_assert_eq(code, 0);
+  weft_worker_free(w); /* Deferred until the exit event returns. */
+  if (++tls_exits < 8)
+    tls_spawn_next(weft_loop_current());
+}
+
+/* Eight workers one after another, each on a thread made for it alone:
+ * every one sees its thread-local variables fresh. */
+Test(worker, fresh_thread_flag_gives_fresh_thread_locals) {
+  weft_loop_t* loop = new_loop();
+  int i;
+  memset(&tls_opts, 0, sizeof(tls_opts));
+  tls_opts.flags = WEFT_WORKER_FRESH_THREAD;
+  tls_opts.events.exit = tls_on_exit;
+  tls_exits = 0;
+  atomic_store(&tls_next, 0);
+  tls_spawn_next(loop);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(tls_exits, 8);
+  for (i = 0; i < 8; i++)
+    cr_assert_eq(atomic_load(&tls_seen[i]), 1, "worker %d saw %d", i,
+                 atomic_load(&tls_seen[i]));
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* Without the flag a finished worker's thread may take the next worker:
+ * each still gets its own thread id, loop and parent port, and all eight
+ * run to a normal exit. */
+static weft_loop_t* reuse_loops[8];
+static uint64_t reuse_ids[8];
+static atomic_int reuse_next;
+
+static void reuse_entry(weft_loop_t* loop, void* arg) {
+  int i = atomic_fetch_add(&reuse_next, 1);
+  (void)arg;
+  reuse_loops[i] = loop;
+  reuse_ids[i] = weft_thread_id();
+  cr_assert_eq(weft_loop_current(), loop);
+  cr_assert_not_null(weft_parent_port());
+}
+
+Test(worker, reused_threads_still_give_each_worker_its_own_context) {
+  weft_loop_t* loop = new_loop();
+  int i, j;
+  memset(&tls_opts, 0, sizeof(tls_opts));
+  tls_opts.events.exit = tls_on_exit;
+  tls_exits = 0;
+  atomic_store(&reuse_next, 0);
+  for (i = 0; i < 8; i++) {
+    weft_worker_t* w = NULL;
+    weft_worker_opts_t o = {0};
+    cr_assert_eq(weft_worker_spawn(&w, loop, reuse_entry, &o), 0);
+    cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert(weft_worker_exited(w));
+    weft_worker_free(w);
+  }
+  cr_assert_eq(atomic_load(&reuse_next), 8);
+  for (i = 0; i < 8; i++)
+    for (j = i + 1; j < 8; j++)
+      cr_assert_neq(reuse_ids[i], reuse_ids[j]);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* weft_worker_exit() inside a message handler: no further message of the
+ * same batch is delivered (Node's process.exit ends the worker at once). */
+static atomic_int exit_batch_seen;
+
+static void exit_batch_handler(weft_port_t* port, weft_msg_t* msg) {
+  (void)port;
+  (void)msg;
+  atomic_fetch_add(&exit_batch_seen, 1);
+  weft_worker_exit(3);
+}
+
+static void exit_batch_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), exit_batch_handler);
+}
+
+static int exit_batch_code;
+static void exit_batch_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  exit_batch_code = code;
+}
+
+Test(worker, exit_in_handler_stops_the_batch) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  int i;
+  atomic_store(&exit_batch_seen, 0);
+  exit_batch_code = -1;
+  opts.events.exit = exit_batch_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, exit_batch_entry, &opts), 0);
+  /* Queued before the worker has a handler: they arrive as one batch. */
+  for (i = 0; i < 100; i++)
+    cr_assert_eq(weft_worker_post(w, "\x01", 1), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(exit_batch_code, 3);
+  cr_assert_eq(atomic_load(&exit_batch_seen), 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}

@@ -37,6 +37,14 @@ typedef struct weft_worker_events_s {
   void (*exit)(weft_worker_t* w, int exit_code);
 } weft_worker_events_t;
 
+/* opts.flags: run on a thread made for this worker alone. By default a
+ * worker may run on a thread that ran an earlier, finished worker (weft
+ * keeps a few such threads for a second, which makes a spawn several times
+ * cheaper); every worker still gets its own loop, heap and name, but the
+ * thread-local variables of your own code keep their values from the last
+ * worker on that thread. */
+#define WEFT_WORKER_FRESH_THREAD 1u
+
 /* Worker options; zero means default for every field. */
 typedef struct weft_worker_opts_s {
   const char* name;            /* Thread name (15 bytes shown); "weft-worker". */
@@ -48,6 +56,7 @@ typedef struct weft_worker_opts_s {
   size_t max_message_bytes;    /* Per-message limit both ways; 0: default. */
   weft_worker_events_t events; /* Callbacks on the owner's loop. */
   void* user_data;             /* weft_worker_get_data(). */
+  unsigned flags;              /* WEFT_WORKER_FRESH_THREAD. */
 } weft_worker_opts_t;
 
 /* Start a worker running `entry` on its own thread, loop and heap.
