@@ -119,6 +119,7 @@ transfer.1m flat - flat in size
 transfer.64m flat - flat in size
 atomics.rtt le 1 <= 1 us
 spawn.each le 50 <= 50 us
+spawn.fresh - - -
 spawn.rate - - -
 idle8.cpu lt 1 < 1 %core
 AIMS

@@ -204,6 +204,8 @@ async function spawnBench(n) {
   for (let i = 0; i < n; i++) await once();
   const dt = (performance.now() - t0) / 1e3;
   result('spawn.each', dt / n * 1e6, 'us');
+  // Node always starts a fresh thread and isolate: the same number.
+  result('spawn.fresh', dt / n * 1e6, 'us');
   result('spawn.rate', n / dt, 'workers/s');
 }
 
