@@ -4,9 +4,11 @@
  *
  * Scheduling. A producer pushes onto the port's mailbox and then sets
  * `scheduled`; only the producer that flips it from 0 to 1 pushes the port
- * on its loop's ready queue (and wakes the loop if parked). The loop clears
- * `scheduled` before it drains the mailbox, so a message pushed during the
- * drain either is seen by it or schedules the port again.
+ * on its loop's ready queue (and wakes the loop if parked). While the loop
+ * drains the port, `scheduled` stays 1 and producers only push; when the
+ * mailbox runs dry (after a short wait for more), the loop clears it and
+ * then looks once more, so a message pushed meanwhile is either seen or
+ * schedules the port again (both sides are sequentially consistent).
  *
  * Moving. `loop` says which loop consumes the mailbox. It is NULL while
  * the port travels in a message; `lock` makes "read loop, push on its ready
@@ -38,6 +40,8 @@ struct pcore_s {
   _Atomic(weft_loop_t*) loop; /* Written under `lock`. */
   uv_mutex_t lock;
   pcore_t* peer;              /* Fixed at creation; see "Lifetime". */
+  weft_msg_t* close_msg;      /* Made with the core, so a close always
+                               * reaches the peer; sent once (`closed`). */
   weft_port_t* handle;        /* The handle the owner loop uses; NULL
                                * while in transit. */
   size_t max_msg;
@@ -56,7 +60,6 @@ struct pcore_s {
   bool close_emitted;
   bool close_pending;   /* A close event is posted to the loop. */
   bool internal;        /* weft's own (a worker's port). */
-  bool handle_freed;    /* The user released the handle. */
   bool in_transit;      /* Travelling in a message. */
   bool in_run;          /* Being drained by port_run (off the ready queue,
                          * `scheduled` still 1). */
@@ -88,6 +91,7 @@ static void core_unref(pcore_t* p) {
   /* Nobody can push now: producers reach a core through its peer, which
    * held a reference until it was released itself. */
   drop_mailbox(p);
+  weft_msg_free(p->close_msg);
   uv_mutex_destroy(&p->lock);
   weft__xfree(p);
 }
@@ -96,7 +100,13 @@ static pcore_t* core_alloc(void) {
   pcore_t* p = weft__xalloc64(sizeof(*p));
   if (p == NULL)
     return NULL;
+  p->close_msg = weft__msg_alloc(WEFT__MSG_CLOSE, 0);
+  if (p->close_msg == NULL) {
+    weft__xfree(p);
+    return NULL;
+  }
   if (uv_mutex_init(&p->lock) != 0) {
+    weft_msg_free(p->close_msg);
     weft__xfree(p);
     return NULL;
   }
@@ -218,18 +228,16 @@ void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg) {
   enqueue(h->core, msg);
 }
 
-static void send_close(pcore_t* to) {
-  if (!is_closed(to)) {
-    weft_msg_t* m = weft__msg_alloc(WEFT__MSG_CLOSE, 0);
-    if (m != NULL)
-      enqueue(to, m);
-  }
-}
-
 /* Close this end: the peer learns after everything posted before. */
 static void close_core(pcore_t* p) {
-  if (atomic_exchange_explicit(&p->closed, 1, memory_order_acq_rel) == 0)
-    send_close(p->peer);
+  if (atomic_exchange_explicit(&p->closed, 1, memory_order_acq_rel) == 0) {
+    weft_msg_t* m = p->close_msg;
+    p->close_msg = NULL;
+    if (!is_closed(p->peer))
+      enqueue(p->peer, m);
+    else
+      weft_msg_free(m);
+  }
   update_keepalive(p);
 }
 
@@ -328,8 +336,8 @@ void weft__port_set_hooks(weft_port_t* h,
   p->hook_owner = owner;
   p->internal = true;
   p->started = true;
-  /* The hook owner closes this port itself, after the loop's teardown
-   * of ports would be too early (a worker's exit comes after its close). */
+  /* The hook owner closes this port itself: the loop's teardown of ports
+   * would come too early (a worker's exit follows its port's close). */
   weft__loop_untrack(&p->tracked);
   schedule(p);
 }
@@ -383,8 +391,11 @@ int weft__port_adopt(void* core, weft_loop_t* loop, weft_port_t** out) {
   if (h == NULL)
     return WEFT_ENOMEM;
   attach(p, loop);
-  /* Messages that arrived while the port travelled wait for a handler;
-   * weft_port_on_message() or weft_port_start() schedules the port. */
+  /* Messages that arrived while the port travelled wait for a handler
+   * (weft_port_on_message() or weft_port_start() schedule the port), but a
+   * close among them is handled now, as on any port without a handler. */
+  if (!weft__mpsc_empty(&p->mb))
+    schedule(p);
   *out = h;
   return 0;
 }

@@ -1319,3 +1319,44 @@ Test(port, shared_buffer_twice_in_one_message) {
   cr_assert_eq(weft_port_free(b), 0);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* A port whose peer closed while it travelled: the receiver that only
+ * listens for 'close' still gets it. */
+static weft_port_t* travelled;
+static int travelled_closes;
+
+static void on_travelled_close(weft_port_t* p) {
+  (void)p;
+  travelled_closes++;
+}
+
+static void take_travelled(weft_port_t* port, weft_msg_t* msg) {
+  cr_assert_eq(weft_msg_take_port(msg, weft_msg_object(msg), &travelled), 0);
+  cr_assert_eq(weft_port_on_close(travelled, on_travelled_close), 0);
+  weft_port_close(port);
+}
+
+Test(port, close_during_transit_reaches_the_new_owner) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b, *c1, *c2;
+  weft_msg_t* m;
+  travelled = NULL;
+  travelled_closes = 0;
+  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  cr_assert_eq(weft_channel_new(loop, &c1, &c2), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_port(m, c2), 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_close(c1), 0); /* While c2 is in flight. */
+  cr_assert_eq(weft_port_on_message(b, take_travelled), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_not_null(travelled);
+  cr_assert_eq(travelled_closes, 1);
+  cr_assert(weft_port_closed(travelled));
+  cr_assert_eq(weft_port_free(travelled), 0);
+  cr_assert_eq(weft_port_free(c2), 0); /* The sender's husk. */
+  cr_assert_eq(weft_port_free(c1), 0);
+  cr_assert_eq(weft_port_free(a), 0);
+  cr_assert_eq(weft_port_free(b), 0);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
