@@ -1410,3 +1410,68 @@ Test(worker, exit_in_handler_stops_the_batch) {
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* resourceLimits.stackSizeMb: the worker's thread has the stack asked for
+ * (and a worker asking for another size never lands on a cached thread of
+ * the wrong size). */
+static atomic_size_t stack_seen;
+
+static void stack_entry(weft_loop_t* loop, void* arg) {
+  pthread_attr_t attr;
+  size_t size = 0;
+  (void)loop;
+  (void)arg;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstacksize(&attr, &size);
+    pthread_attr_destroy(&attr);
+  }
+  atomic_store(&stack_seen, size);
+}
+
+Test(worker, stack_size_option_sets_the_thread_stack) {
+  static const size_t sizes[] = {(size_t)1 << 20, (size_t)4 << 20,
+                                 (size_t)1 << 20};
+  weft_loop_t* loop = new_loop();
+  size_t i;
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    weft_worker_t* w = NULL;
+    weft_worker_opts_t opts = {0};
+    opts.stack_size = sizes[i];
+    atomic_store(&stack_seen, 0);
+    cr_assert_eq(weft_worker_spawn(&w, loop, stack_entry, &opts), 0);
+    cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert_geq(atomic_load(&stack_seen), sizes[i]);
+    cr_assert_lt(atomic_load(&stack_seen), sizes[i] * 2);
+    weft_worker_free(w);
+  }
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* opts.max_message_bytes limits both directions at the sender. */
+static atomic_int big_from_worker;
+
+static void limit_entry(weft_loop_t* loop, void* arg) {
+  static const char big[] = {(char)0xa9, 'a', 'b', 'c', 'd',
+                             'e', 'f', 'g', 'h', 'i'}; /* 10 bytes */
+  (void)loop;
+  (void)arg;
+  atomic_store(&big_from_worker,
+               weft_port_post(weft_parent_port(), big, sizeof big));
+}
+
+Test(worker, message_limit_applies_both_ways) {
+  static const char big[] = {(char)0xa9, 'a', 'b', 'c', 'd',
+                             'e', 'f', 'g', 'h', 'i'};
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  opts.max_message_bytes = 8;
+  cr_assert_eq(weft_worker_spawn(&w, loop, limit_entry, &opts), 0);
+  cr_assert_eq(weft_worker_post(w, big, sizeof big), WEFT_EMSGSIZE);
+  static const char at_limit[] = {(char)0xa7, 'a', 'b', 'c', 'd', 'e', 'f', 'g'};
+  cr_assert_eq(weft_worker_post(w, at_limit, sizeof at_limit), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(atomic_load(&big_from_worker), WEFT_EMSGSIZE);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
