@@ -12,7 +12,7 @@ struct weft_broadcast_s {
   weft_port_t* anchor;    /* Its entangled peer, only keeps it open. */
   weft_loop_t* loop;
   weft__tracked_t tracked;
-  weft_broadcast_cb cb;   /* Owner loop only. */
+  weft_broadcast_cb cb; /* Owner loop only. */
   void* data;
   bool ref;
   bool closed;
@@ -92,12 +92,12 @@ int weft_broadcast_new(weft_loop_t* loop,
   return 0;
 }
 
-#define CHECK_BC(bc)                          \
-  do {                                        \
-    if ((bc) == NULL)                         \
-      return WEFT_EINVAL;                     \
-    if (!weft__loop_on_thread((bc)->loop))    \
-      return WEFT_EWRONGTHREAD;               \
+#define CHECK_BC(bc)                       \
+  do {                                     \
+    if ((bc) == NULL)                      \
+      return WEFT_EINVAL;                  \
+    if (!weft__loop_on_thread((bc)->loop)) \
+      return WEFT_EWRONGTHREAD;            \
   } while (0)
 
 int weft_broadcast_on_message(weft_broadcast_t* bc, weft_broadcast_cb cb) {

@@ -5,7 +5,7 @@
 #include "internal.h"
 
 struct weft_buffer_s {
-  void* data;        /* NULL when detached or empty. */
+  void* data; /* NULL when detached or empty. */
   size_t size;
   bool detached;
   bool untransferable;

@@ -22,23 +22,23 @@
 typedef struct block_s {
   struct block_s* next; /* Owner thread only. */
   struct block_s* prev;
-  weft__heap_t* heap;   /* NULL outside workers. */
+  weft__heap_t* heap; /* NULL outside workers. */
   size_t size;
-  max_align_t align[];  /* The user's bytes follow, suitably aligned. */
+  max_align_t align[]; /* The user's bytes follow, suitably aligned. */
 } block_t;
 #define BLOCK(p) ((block_t*)((char*)(p)-offsetof(block_t, align)))
 #endif
 
 struct weft__heap_s {
 #ifdef WEFT_X_LIBC
-  block_t blocks;       /* Sentinel of the block list. */
+  block_t blocks; /* Sentinel of the block list. */
 #else
-  mi_heap_t* mi;        /* Owner thread only: allocations from it. */
+  mi_heap_t* mi; /* Owner thread only: allocations from it. */
 #endif
-  size_t used;          /* Owner thread only: bytes charged. */
-  size_t limit;         /* 0: none. */
-  bool breached;        /* Owner thread only. */
-  weft__owned_t owned;  /* Sentinel of the owned list. */
+  size_t used;         /* Owner thread only: bytes charged. */
+  size_t limit;        /* 0: none. */
+  bool breached;       /* Owner thread only. */
+  weft__owned_t owned; /* Sentinel of the owned list. */
 };
 
 static _Thread_local weft__heap_t* current_heap;
@@ -120,7 +120,8 @@ static void raw_heap_destroy(weft__heap_t* h) {
 }
 #endif
 
-/* ---- heaps ---------------------------------------------------------------- */
+/* ---- heaps ----------------------------------------------------------------
+ */
 
 weft__heap_t* weft__heap_new(size_t limit) {
   weft__heap_t* h = weft__xalloc(sizeof(*h));

@@ -98,8 +98,8 @@ typedef struct weft__heap_s weft__heap_t;
 struct weft__owned_s {
   weft__owned_t* next; /* Owner thread only. */
   weft__owned_t* prev;
-  weft__heap_t* heap;  /* NULL when not owned by a worker heap. */
-  size_t charge;       /* Bytes counted against heap. */
+  weft__heap_t* heap;                /* NULL when not owned by a worker heap. */
+  size_t charge;                     /* Bytes counted against heap. */
   void (*release)(weft__owned_t* o); /* Frees the object at worker end. */
 };
 
@@ -159,8 +159,8 @@ enum {
 };
 
 typedef struct {
-  int kind;  /* WEFT_EXT_BUFFER, WEFT_EXT_PORT or WEFT_EXT_SHARED. */
-  void* obj; /* weft_buffer_t*, weft_port_t*, weft_shared_t*. */
+  int kind;    /* WEFT_EXT_BUFFER, WEFT_EXT_PORT or WEFT_EXT_SHARED. */
+  void* obj;   /* weft_buffer_t*, weft_port_t*, weft_shared_t*. */
   void* spare; /* Buffers: the handle the bytes move into at commit. */
   bool taken;
 } weft__xfer_t;
@@ -176,21 +176,21 @@ struct weft_msg_s {
   weft__mpsc_node_t node; /* Mailbox link. */
   uint8_t kind;
   uint8_t state;
-  bool decoded;           /* `obj` is valid. */
-  bool has_owned;         /* `owned` is on a heap's list (kept). */
+  bool decoded;   /* `obj` is valid. */
+  bool has_owned; /* `owned` is on a heap's list (kept). */
   uint32_t nxfer;
-  int32_t code;           /* ERROR / EXIT: the code. */
+  int32_t code; /* ERROR / EXIT: the code. */
   uint32_t capxfer;
   size_t len;
   size_t cap;
-  char* data;             /* Payload (inline_buf or heap). */
+  char* data; /* Payload (inline_buf or heap). */
   weft__xfer_t* xfers;
-  msgpack_zone* zone;     /* Owned zone for kept or received messages. */
+  msgpack_zone* zone; /* Owned zone for kept or received messages. */
   char inline_buf[WEFT__MSG_INLINE];
   /* Cold: set up on first use. */
-  msgpack_object obj;     /* Valid when `decoded`. */
-  msgpack_packer pk;      /* Messages from weft_msg_new() and post_fn. */
-  weft__owned_t owned;    /* Valid when `has_owned`. */
+  msgpack_object obj;  /* Valid when `decoded`. */
+  msgpack_packer pk;   /* Messages from weft_msg_new() and post_fn. */
+  weft__owned_t owned; /* Valid when `has_owned`. */
 };
 
 /* A message of `kind` with room for `len` bytes (not filled). */
@@ -235,7 +235,8 @@ int weft__channel_new_detached(weft_loop_t* loop,
                                void** remote);
 /* Make `h` weft's own: hooks instead of user callbacks, always started,
  * never keeps its loop alive, refused by weft_port_free(). */
-void weft__port_set_hooks(weft_port_t* h, const weft__port_hooks_t* hooks,
+void weft__port_set_hooks(weft_port_t* h,
+                          const weft__port_hooks_t* hooks,
                           void* owner);
 void* weft__port_owner(const weft_port_t* h);
 void weft__port_set_internal(weft_port_t* h, bool internal);

@@ -55,8 +55,8 @@ typedef struct weft__timer_s {
   weft_timer_id id;
   int kind;
   bool ref;
-  uint64_t epoch;                  /* Immediates: the check turn they join. */
-  struct weft__timer_s* imm_next;  /* Immediates: FIFO links. */
+  uint64_t epoch;                 /* Immediates: the check turn they join. */
+  struct weft__timer_s* imm_next; /* Immediates: FIFO links. */
   struct weft__timer_s* imm_prev;
 } weft__timer_t;
 
@@ -160,12 +160,12 @@ bool weft__loop_on_thread(const weft_loop_t* loop) {
   return loop != NULL && current_loop == loop;
 }
 
-#define CHECK_OWNER(loop)          \
-  do {                             \
-    if ((loop) == NULL)            \
-      return WEFT_EINVAL;          \
-    if (current_loop != (loop))    \
-      return WEFT_EWRONGTHREAD;    \
+#define CHECK_OWNER(loop)       \
+  do {                          \
+    if ((loop) == NULL)         \
+      return WEFT_EINVAL;       \
+    if (current_loop != (loop)) \
+      return WEFT_EWRONGTHREAD; \
   } while (0)
 
 weft_loop_t* weft_loop_current(void) {

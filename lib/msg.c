@@ -318,8 +318,7 @@ int weft_msg_keep(weft_msg_t* msg) {
 }
 
 int weft_msg_ext_kind(const msgpack_object* obj) {
-  if (obj == NULL || obj->type != MSGPACK_OBJECT_EXT ||
-      obj->via.ext.size != 4)
+  if (obj == NULL || obj->type != MSGPACK_OBJECT_EXT || obj->via.ext.size != 4)
     return 0;
   switch (obj->via.ext.type) {
     case WEFT_EXT_BUFFER:
@@ -331,7 +330,8 @@ int weft_msg_ext_kind(const msgpack_object* obj) {
   }
 }
 
-static weft__xfer_t* lookup(weft_msg_t* msg, const msgpack_object* obj,
+static weft__xfer_t* lookup(weft_msg_t* msg,
+                            const msgpack_object* obj,
                             int kind) {
   const unsigned char* p;
   uint32_t i;
@@ -339,8 +339,8 @@ static weft__xfer_t* lookup(weft_msg_t* msg, const msgpack_object* obj,
       msg->state == WEFT__MSG_BUILDING || msg->state == WEFT__MSG_QUEUED)
     return NULL;
   p = (const unsigned char*)obj->via.ext.ptr;
-  i = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-      ((uint32_t)p[2] << 8) | p[3];
+  i = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+      p[3];
   if (i >= msg->nxfer || msg->xfers[i].kind != kind)
     return NULL;
   return &msg->xfers[i];

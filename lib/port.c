@@ -39,11 +39,11 @@ struct pcore_s {
   atomic_int closed;          /* This end will take no more messages. */
   _Atomic(weft_loop_t*) loop; /* Written under `lock`. */
   uv_mutex_t lock;
-  pcore_t* peer;              /* Fixed at creation; see "Lifetime". */
-  weft_msg_t* close_msg;      /* Made with the core, so a close always
-                               * reaches the peer; sent once (`closed`). */
-  weft_port_t* handle;        /* The handle the owner loop uses; NULL
-                               * while in transit. */
+  pcore_t* peer;         /* Fixed at creation; see "Lifetime". */
+  weft_msg_t* close_msg; /* Made with the core, so a close always
+                          * reaches the peer; sent once (`closed`). */
+  weft_port_t* handle;   /* The handle the owner loop uses; NULL
+                          * while in transit. */
   size_t max_msg;
 
   /* Owner loop only. */
@@ -58,11 +58,11 @@ struct pcore_s {
   bool ref;
   bool holds_keepalive; /* Counted in the loop's keep-alive. */
   bool close_emitted;
-  bool close_pending;   /* A close event is posted to the loop. */
-  bool internal;        /* weft's own (a worker's port). */
-  bool in_transit;      /* Travelling in a message. */
-  bool in_run;          /* Being drained by port_run (off the ready queue,
-                         * `scheduled` still 1). */
+  bool close_pending; /* A close event is posted to the loop. */
+  bool internal;      /* weft's own (a worker's port). */
+  bool in_transit;    /* Travelling in a message. */
+  bool in_run;        /* Being drained by port_run (off the ready queue,
+                       * `scheduled` still 1). */
 };
 
 /* The user's handle. After a transfer the sender's handle is a husk with
@@ -145,10 +145,10 @@ static void update_keepalive(pcore_t* p) {
   weft_loop_t* loop = core_loop(p);
   /* A handler waiting for messages keeps the loop alive, and so does a
    * close whose event has not run yet. */
-  bool want = loop != NULL && p->hooks == NULL && !p->close_emitted &&
-              ((p->started && p->on_message != NULL && p->ref &&
-                !is_closed(p)) ||
-               p->close_pending);
+  bool want =
+      loop != NULL && p->hooks == NULL && !p->close_emitted &&
+      ((p->started && p->on_message != NULL && p->ref && !is_closed(p)) ||
+       p->close_pending);
   if (want == p->holds_keepalive)
     return;
   p->holds_keepalive = want;
@@ -510,8 +510,8 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
    * first: once the port moved (a handler may transfer it), its other
    * fields belong to the adopting loop's thread. */
   while (n < PORT_BATCH && core_loop(p) == loop && deliverable(p) &&
-         (!p->close_emitted || p->hooks != NULL) &&
-         !weft__loop_closing(loop) && !weft__loop_stopping(loop)) {
+         (!p->close_emitted || p->hooks != NULL) && !weft__loop_closing(loop) &&
+         !weft__loop_stopping(loop)) {
     weft__mpsc_node_t* node = weft__mpsc_pop(&p->mb);
     if (node == NULL) {
       if (wait_for_more(loop, p))
@@ -562,15 +562,15 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
 /* ---- public API --------------------------------------------------------- */
 
 /* Resolve a handle for a call from the port's loop. */
-#define CORE_OR_RETURN(p, h)                       \
-  do {                                             \
-    if ((h) == NULL)                               \
-      return WEFT_EINVAL;                          \
-    (p) = (h)->core;                               \
-    if ((p) == NULL)                               \
-      return WEFT_ECLOSED;                         \
-    if (!weft__loop_on_thread(core_loop(p)))       \
-      return WEFT_EWRONGTHREAD;                    \
+#define CORE_OR_RETURN(p, h)                 \
+  do {                                       \
+    if ((h) == NULL)                         \
+      return WEFT_EINVAL;                    \
+    (p) = (h)->core;                         \
+    if ((p) == NULL)                         \
+      return WEFT_ECLOSED;                   \
+    if (!weft__loop_on_thread(core_loop(p))) \
+      return WEFT_EWRONGTHREAD;              \
   } while (0)
 
 int weft_port_on_message(weft_port_t* port, weft_port_message_cb cb) {

@@ -19,31 +19,31 @@ typedef struct env_entry_s {
 struct weft_worker_s {
   /* Fixed at spawn, read by both threads. */
   weft_loop_t* owner;
-  weft_port_t* port;  /* Owner side; weft's own (hooks). */
-  void* child_core;   /* Worker side, adopted by the worker thread. */
+  weft_port_t* port; /* Owner side; weft's own (hooks). */
+  void* child_core;  /* Worker side, adopted by the worker thread. */
   weft_worker_entry_cb entry;
   void* arg;
   char name[16];
-  char* data;         /* workerData bytes (copied). */
+  char* data; /* workerData bytes (copied). */
   size_t data_len;
   size_t max_heap;
   size_t max_msg;
   uint64_t thread_id;
-  env_entry_t* env;   /* Snapshot; the worker thread takes it. */
-  bool fresh_thread;  /* WEFT_WORKER_FRESH_THREAD. */
+  env_entry_t* env;  /* Snapshot; the worker thread takes it. */
+  bool fresh_thread; /* WEFT_WORKER_FRESH_THREAD. */
 
   /* Any thread. */
-  atomic_int stop;    /* Terminate asked, exit called, or an error. */
-  atomic_int gone;    /* The thread touches `w` no more (set right before
-                       * it posts the exit message). */
-  uv_mutex_t lock;    /* Guards `loop` against the worker tearing down. */
-  weft_loop_t* loop;  /* The worker's loop while it runs. */
+  atomic_int stop;   /* Terminate asked, exit called, or an error. */
+  atomic_int gone;   /* The thread touches `w` no more (set right before
+                      * it posts the exit message). */
+  uv_mutex_t lock;   /* Guards `loop` against the worker tearing down. */
+  weft_loop_t* loop; /* The worker's loop while it runs. */
 
   /* Worker thread only (read by the owner after the exit message, which
    * orders them). */
   int exit_code;
   bool exit_called;
-  int error;          /* 0, WEFT_EUNCAUGHT, WEFT_EHEAPLIMIT, ... */
+  int error; /* 0, WEFT_EUNCAUGHT, WEFT_EHEAPLIMIT, ... */
   char* error_text;
   weft_port_t* parent_port;
   msgpack_zone data_zone;
@@ -66,7 +66,8 @@ static atomic_ulong next_thread_id = 1;
 static _Thread_local weft_worker_t* current_worker;
 static _Thread_local env_entry_t* thread_env;
 
-/* ---- environment data ----------------------------------------------------- */
+/* ---- environment data -----------------------------------------------------
+ */
 
 static void env_free(env_entry_t* e) {
   while (e != NULL) {
@@ -161,7 +162,8 @@ int weft_get_environment_data(const char* key,
   return WEFT_EAGAIN;
 }
 
-/* ---- context -------------------------------------------------------------- */
+/* ---- context --------------------------------------------------------------
+ */
 
 bool weft_is_main_thread(void) {
   return current_worker == NULL;
@@ -230,7 +232,8 @@ void weft__worker_heap_breached(void) {
   stop_self(w);
 }
 
-/* ---- owner side ----------------------------------------------------------- */
+/* ---- owner side -----------------------------------------------------------
+ */
 
 static void update_keepalive(weft_worker_t* w) {
   /* A freed worker still running is being stopped: the loop waits for its
@@ -309,9 +312,12 @@ static void on_owner_control(weft_port_t* port, weft_msg_t* msg) {
 static const weft__port_hooks_t owner_hooks = {
     on_owner_message, on_owner_messageerror, on_owner_control};
 
-/* ---- worker thread -------------------------------------------------------- */
+/* ---- worker thread --------------------------------------------------------
+ */
 
-static void send_control(weft_worker_t* w, int kind, int code,
+static void send_control(weft_worker_t* w,
+                         int kind,
+                         int code,
                          const char* text) {
   size_t len = text != NULL ? strlen(text) + 1 : 0;
   weft_msg_t* m = weft__msg_alloc(kind, len);
@@ -401,9 +407,9 @@ heap_done:
   weft__heap_set_current(NULL);
 done:
   if (w->error != 0) {
-    send_control(w, WEFT__MSG_ERROR, w->error,
-                 w->error_text != NULL ? w->error_text
-                                       : weft_strerror(w->error));
+    send_control(
+        w, WEFT__MSG_ERROR, w->error,
+        w->error_text != NULL ? w->error_text : weft_strerror(w->error));
   }
   if (w->error != 0)
     code = 1;
@@ -432,7 +438,8 @@ done:
   }
 }
 
-/* ---- spawning ------------------------------------------------------------- */
+/* ---- spawning -------------------------------------------------------------
+ */
 
 static void worker_teardown(weft__tracked_t* t) {
   weft_worker_t* w = weft__container_of(t, weft_worker_t, tracked);
@@ -545,12 +552,12 @@ nomem:
   return WEFT_ENOMEM;
 }
 
-#define CHECK_WORKER(w)                      \
-  do {                                       \
-    if ((w) == NULL || (w)->freed)           \
-      return WEFT_EINVAL;                    \
-    if (!weft__loop_on_thread((w)->owner))   \
-      return WEFT_EWRONGTHREAD;              \
+#define CHECK_WORKER(w)                    \
+  do {                                     \
+    if ((w) == NULL || (w)->freed)         \
+      return WEFT_EINVAL;                  \
+    if (!weft__loop_on_thread((w)->owner)) \
+      return WEFT_EWRONGTHREAD;            \
   } while (0)
 
 int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg) {

@@ -24,15 +24,15 @@
 /* Idle threads kept at most, how long one spins and then sleeps before it
  * exits. Sleeping threads cost no CPU. */
 #define MAX_IDLE 8
-#define SPIN_NS 50000
-#define IDLE_MS 1000
+#define SPIN_NS  50000
+#define IDLE_MS  1000
 
 enum { SLOT_RUNNING, SLOT_IDLE, SLOT_SLEEPING, SLOT_ASSIGNED };
 
 typedef struct slot_s {
-  struct slot_s* next;   /* Idle list; guarded by idle_lock. */
-  size_t stack_size;     /* Fixed at creation. */
-  bool cacheable;        /* Fixed at creation. */
+  struct slot_s* next; /* Idle list; guarded by idle_lock. */
+  size_t stack_size;   /* Fixed at creation. */
+  bool cacheable;      /* Fixed at creation. */
   /* Futex word. The thread moves IDLE -> SLEEPING; a spawner moves
    * IDLE/SLEEPING -> ASSIGNED under idle_lock. */
   atomic_int state;
@@ -78,8 +78,7 @@ static bool wait_for_work(slot_t* s) {
   t0 = now = uv_hrtime();
   /* acquire: pairs with the spawner's release, so fn/arg are visible. */
   while (now - t0 < SPIN_NS) {
-    if (atomic_load_explicit(&s->state, memory_order_acquire) ==
-        SLOT_ASSIGNED)
+    if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ASSIGNED)
       return true;
     sched_yield();
     now = uv_hrtime();
@@ -87,14 +86,12 @@ static bool wait_for_work(slot_t* s) {
   for (;;) {
     int expected = SLOT_IDLE;
     int64_t left = (int64_t)IDLE_MS * 1000000 - (int64_t)(now - t0);
-    if (atomic_load_explicit(&s->state, memory_order_acquire) ==
-        SLOT_ASSIGNED)
+    if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ASSIGNED)
       return true;
     if (left <= 0)
       break;
     /* acq_rel: a spawner that sees SLEEPING knows to wake us. */
-    atomic_compare_exchange_strong_explicit(&s->state, &expected,
-                                            SLOT_SLEEPING,
+    atomic_compare_exchange_strong_explicit(&s->state, &expected, SLOT_SLEEPING,
                                             memory_order_acq_rel,
                                             memory_order_acquire);
     if (expected == SLOT_ASSIGNED)
@@ -104,8 +101,7 @@ static bool wait_for_work(slot_t* s) {
   }
   /* Timed out: leave the list unless a spawner took us meanwhile. */
   uv_mutex_lock(&idle_lock);
-  if (atomic_load_explicit(&s->state, memory_order_acquire) !=
-      SLOT_ASSIGNED) {
+  if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_ASSIGNED) {
     slot_t** pp;
     for (pp = &idle_head; *pp != NULL; pp = &(*pp)->next) {
       if (*pp == s) {

@@ -9,34 +9,34 @@
 /* Every public call returns 0 or one of these negative codes. Codes that
  * mean the same as a libuv code reuse it; codes of weft's own sit in
  * -5000..-5099, clear of libuv's -errno, EAI (-3000...) and -4095 ranges. */
-#define WEFT_ERRNO_MAP(XX)                                                    \
-  XX(EINVAL, UV_EINVAL, "invalid argument")                                   \
-  XX(ENOMEM, UV_ENOMEM, "not enough memory")                                  \
-  XX(EAGAIN, UV_EAGAIN, "no message is pending")                              \
-  XX(EBUSY, UV_EBUSY, "resource is busy: handles are still open")             \
-  XX(ETIMEDOUT, UV_ETIMEDOUT, "timed out")                                    \
-  XX(ERANGE, UV_ERANGE, "index or size out of range")                         \
-  XX(ECANCELED, UV_ECANCELED, "operation canceled")                           \
-  XX(ECLOSED, -5000, "port, channel or worker is closed")                     \
-  XX(EDECODE, -5001, "payload is not exactly one valid msgpack value")        \
-  XX(EDETACHED, -5002, "buffer was transferred and is detached")              \
-  XX(EUNTRANSFERABLE, -5003, "buffer is marked untransferable")               \
-  XX(EMSGSIZE, -5004, "message is larger than the configured limit")          \
+#define WEFT_ERRNO_MAP(XX)                                                     \
+  XX(EINVAL, UV_EINVAL, "invalid argument")                                    \
+  XX(ENOMEM, UV_ENOMEM, "not enough memory")                                   \
+  XX(EAGAIN, UV_EAGAIN, "no message is pending")                               \
+  XX(EBUSY, UV_EBUSY, "resource is busy: handles are still open")              \
+  XX(ETIMEDOUT, UV_ETIMEDOUT, "timed out")                                     \
+  XX(ERANGE, UV_ERANGE, "index or size out of range")                          \
+  XX(ECANCELED, UV_ECANCELED, "operation canceled")                            \
+  XX(ECLOSED, -5000, "port, channel or worker is closed")                      \
+  XX(EDECODE, -5001, "payload is not exactly one valid msgpack value")         \
+  XX(EDETACHED, -5002, "buffer was transferred and is detached")               \
+  XX(EUNTRANSFERABLE, -5003, "buffer is marked untransferable")                \
+  XX(EMSGSIZE, -5004, "message is larger than the configured limit")           \
   XX(EWRONGTHREAD, -5005, "called from a thread that does not own the handle") \
-  XX(EHEAPLIMIT, -5006, "worker exceeded its heap limit")                     \
-  XX(ETERMINATED, -5007, "worker was terminated")                             \
-  XX(EUNCAUGHT, -5008, "worker reported an uncaught error")                   \
-  XX(EDATACLONE, -5009, "transfer list is invalid for this message")          \
-  XX(EPACK, -5010, "packing the message failed")                              \
-  XX(ENOLOOP, -5011, "the calling thread has no weft loop")                   \
-  XX(ENOTSTARTED, -5012, "worker has not been started or already exited")     \
+  XX(EHEAPLIMIT, -5006, "worker exceeded its heap limit")                      \
+  XX(ETERMINATED, -5007, "worker was terminated")                              \
+  XX(EUNCAUGHT, -5008, "worker reported an uncaught error")                    \
+  XX(EDATACLONE, -5009, "transfer list is invalid for this message")           \
+  XX(EPACK, -5010, "packing the message failed")                               \
+  XX(ENOLOOP, -5011, "the calling thread has no weft loop")                    \
+  XX(ENOTSTARTED, -5012, "worker has not been started or already exited")      \
   XX(ESPAWN, -5013, "the worker thread could not be started")
 
 typedef enum {
 #define WEFT__ERRNO_ENUM(name, value, _) WEFT_##name = (value),
   WEFT_ERRNO_MAP(WEFT__ERRNO_ENUM)
 #undef WEFT__ERRNO_ENUM
-  WEFT__ERRNO_END_ = -5099
+      WEFT__ERRNO_END_ = -5099
 } weft_errno_t;
 
 /* A short English sentence for `err` (a weft or libuv code). Never NULL; the

@@ -12,7 +12,7 @@
  * the value. The payload is a 4-byte big-endian index into the message's
  * transfer list. Application ext types should avoid 80..83. */
 #define WEFT_EXT_BUFFER 80 /* A transferred weft_buffer_t (ArrayBuffer). */
-#define WEFT_EXT_PORT 81   /* A transferred weft_port_t (MessagePort). */
+#define WEFT_EXT_PORT   81 /* A transferred weft_port_t (MessagePort). */
 #define WEFT_EXT_SHARED 82 /* A weft_shared_t posted by reference. */
 
 /* The default largest message, payload bytes (64 MiB). Each port and worker

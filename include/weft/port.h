@@ -54,7 +54,9 @@ WEFT_EXTERN int weft_port_start(weft_port_t* port);
  * decode raises messageerror at the receiver.
  * Thread: any thread may post on a port; messages from one thread arrive in
  * the order posted. */
-WEFT_EXTERN int weft_port_post(weft_port_t* port, const void* bytes, size_t len);
+WEFT_EXTERN int weft_port_post(weft_port_t* port,
+                               const void* bytes,
+                               size_t len);
 
 /* Pack one value with `pack` straight into the message buffer, then post. */
 WEFT_EXTERN int weft_port_post_fn(weft_port_t* port,

@@ -44,53 +44,89 @@ typedef enum {
   WEFT_ATOMIC_EXCHANGE
 } weft_atomic_op_t;
 
-WEFT_EXTERN int weft_atomic_load32(weft_shared_t* sh, size_t index,
+WEFT_EXTERN int weft_atomic_load32(weft_shared_t* sh,
+                                   size_t index,
                                    int32_t* out);
-WEFT_EXTERN int weft_atomic_store32(weft_shared_t* sh, size_t index,
+WEFT_EXTERN int weft_atomic_store32(weft_shared_t* sh,
+                                    size_t index,
                                     int32_t value);
-WEFT_EXTERN int weft_atomic_rmw32(weft_shared_t* sh, size_t index,
-                                  weft_atomic_op_t op, int32_t value,
+WEFT_EXTERN int weft_atomic_rmw32(weft_shared_t* sh,
+                                  size_t index,
+                                  weft_atomic_op_t op,
+                                  int32_t value,
                                   int32_t* old);
-WEFT_EXTERN int weft_atomic_add32(weft_shared_t* sh, size_t index,
-                                  int32_t value, int32_t* old);
-WEFT_EXTERN int weft_atomic_sub32(weft_shared_t* sh, size_t index,
-                                  int32_t value, int32_t* old);
-WEFT_EXTERN int weft_atomic_and32(weft_shared_t* sh, size_t index,
-                                  int32_t value, int32_t* old);
-WEFT_EXTERN int weft_atomic_or32(weft_shared_t* sh, size_t index,
-                                 int32_t value, int32_t* old);
-WEFT_EXTERN int weft_atomic_xor32(weft_shared_t* sh, size_t index,
-                                  int32_t value, int32_t* old);
-WEFT_EXTERN int weft_atomic_exchange32(weft_shared_t* sh, size_t index,
-                                       int32_t value, int32_t* old);
+WEFT_EXTERN int weft_atomic_add32(weft_shared_t* sh,
+                                  size_t index,
+                                  int32_t value,
+                                  int32_t* old);
+WEFT_EXTERN int weft_atomic_sub32(weft_shared_t* sh,
+                                  size_t index,
+                                  int32_t value,
+                                  int32_t* old);
+WEFT_EXTERN int weft_atomic_and32(weft_shared_t* sh,
+                                  size_t index,
+                                  int32_t value,
+                                  int32_t* old);
+WEFT_EXTERN int weft_atomic_or32(weft_shared_t* sh,
+                                 size_t index,
+                                 int32_t value,
+                                 int32_t* old);
+WEFT_EXTERN int weft_atomic_xor32(weft_shared_t* sh,
+                                  size_t index,
+                                  int32_t value,
+                                  int32_t* old);
+WEFT_EXTERN int weft_atomic_exchange32(weft_shared_t* sh,
+                                       size_t index,
+                                       int32_t value,
+                                       int32_t* old);
 /* compareExchange: store `desired` if the slot holds `expected`; `*old`
  * gets the value found either way. */
-WEFT_EXTERN int weft_atomic_cas32(weft_shared_t* sh, size_t index,
-                                  int32_t expected, int32_t desired,
+WEFT_EXTERN int weft_atomic_cas32(weft_shared_t* sh,
+                                  size_t index,
+                                  int32_t expected,
+                                  int32_t desired,
                                   int32_t* old);
 
 /* The same on 64-bit slots (a BigInt64Array over the buffer). */
-WEFT_EXTERN int weft_atomic_load64(weft_shared_t* sh, size_t index,
+WEFT_EXTERN int weft_atomic_load64(weft_shared_t* sh,
+                                   size_t index,
                                    int64_t* out);
-WEFT_EXTERN int weft_atomic_store64(weft_shared_t* sh, size_t index,
+WEFT_EXTERN int weft_atomic_store64(weft_shared_t* sh,
+                                    size_t index,
                                     int64_t value);
-WEFT_EXTERN int weft_atomic_rmw64(weft_shared_t* sh, size_t index,
-                                  weft_atomic_op_t op, int64_t value,
+WEFT_EXTERN int weft_atomic_rmw64(weft_shared_t* sh,
+                                  size_t index,
+                                  weft_atomic_op_t op,
+                                  int64_t value,
                                   int64_t* old);
-WEFT_EXTERN int weft_atomic_add64(weft_shared_t* sh, size_t index,
-                                  int64_t value, int64_t* old);
-WEFT_EXTERN int weft_atomic_sub64(weft_shared_t* sh, size_t index,
-                                  int64_t value, int64_t* old);
-WEFT_EXTERN int weft_atomic_and64(weft_shared_t* sh, size_t index,
-                                  int64_t value, int64_t* old);
-WEFT_EXTERN int weft_atomic_or64(weft_shared_t* sh, size_t index,
-                                 int64_t value, int64_t* old);
-WEFT_EXTERN int weft_atomic_xor64(weft_shared_t* sh, size_t index,
-                                  int64_t value, int64_t* old);
-WEFT_EXTERN int weft_atomic_exchange64(weft_shared_t* sh, size_t index,
-                                       int64_t value, int64_t* old);
-WEFT_EXTERN int weft_atomic_cas64(weft_shared_t* sh, size_t index,
-                                  int64_t expected, int64_t desired,
+WEFT_EXTERN int weft_atomic_add64(weft_shared_t* sh,
+                                  size_t index,
+                                  int64_t value,
+                                  int64_t* old);
+WEFT_EXTERN int weft_atomic_sub64(weft_shared_t* sh,
+                                  size_t index,
+                                  int64_t value,
+                                  int64_t* old);
+WEFT_EXTERN int weft_atomic_and64(weft_shared_t* sh,
+                                  size_t index,
+                                  int64_t value,
+                                  int64_t* old);
+WEFT_EXTERN int weft_atomic_or64(weft_shared_t* sh,
+                                 size_t index,
+                                 int64_t value,
+                                 int64_t* old);
+WEFT_EXTERN int weft_atomic_xor64(weft_shared_t* sh,
+                                  size_t index,
+                                  int64_t value,
+                                  int64_t* old);
+WEFT_EXTERN int weft_atomic_exchange64(weft_shared_t* sh,
+                                       size_t index,
+                                       int64_t value,
+                                       int64_t* old);
+WEFT_EXTERN int weft_atomic_cas64(weft_shared_t* sh,
+                                  size_t index,
+                                  int64_t expected,
+                                  int64_t desired,
                                   int64_t* old);
 
 /* What a wait ended with (Atomics.wait's "ok", "not-equal", "timed-out"). */
@@ -105,11 +141,15 @@ typedef enum {
  * briefly before it sleeps on a futex. Blocking freezes the caller's loop:
  * on a loop thread prefer the async form. Returns 0 with `*result` set,
  * WEFT_EINVAL, WEFT_ERANGE. Thread: any. */
-WEFT_EXTERN int weft_atomic_wait32(weft_shared_t* sh, size_t index,
-                                   int32_t expected, int64_t timeout_ms,
+WEFT_EXTERN int weft_atomic_wait32(weft_shared_t* sh,
+                                   size_t index,
+                                   int32_t expected,
+                                   int64_t timeout_ms,
                                    weft_wait_result_t* result);
-WEFT_EXTERN int weft_atomic_wait64(weft_shared_t* sh, size_t index,
-                                   int64_t expected, int64_t timeout_ms,
+WEFT_EXTERN int weft_atomic_wait64(weft_shared_t* sh,
+                                   size_t index,
+                                   int64_t expected,
+                                   int64_t timeout_ms,
                                    weft_wait_result_t* result);
 
 /* Atomics.notify: wake up to `count` waiters (negative: all) of the slot,
@@ -117,10 +157,14 @@ WEFT_EXTERN int weft_atomic_wait64(weft_shared_t* sh, size_t index,
  * Waiters are keyed by byte address, as in JavaScript: notify32 on slot 2
  * and notify64 on slot 1 reach the same waiters.
  * Only makes a system call when a waiter is sleeping. Thread: any. */
-WEFT_EXTERN int weft_atomic_notify32(weft_shared_t* sh, size_t index,
-                                     int count, int* woken);
-WEFT_EXTERN int weft_atomic_notify64(weft_shared_t* sh, size_t index,
-                                     int count, int* woken);
+WEFT_EXTERN int weft_atomic_notify32(weft_shared_t* sh,
+                                     size_t index,
+                                     int count,
+                                     int* woken);
+WEFT_EXTERN int weft_atomic_notify64(weft_shared_t* sh,
+                                     size_t index,
+                                     int count,
+                                     int* woken);
 
 /* Atomics.waitAsync: the result is delivered as `cb` on `loop`, which a
  * pending wait keeps alive. If the slot does not hold `expected`, `cb` runs

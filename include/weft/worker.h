@@ -47,13 +47,13 @@ typedef struct weft_worker_events_s {
 
 /* Worker options; zero means default for every field. */
 typedef struct weft_worker_opts_s {
-  const char* name;            /* Thread name (15 bytes shown); "weft-worker". */
-  const void* data;            /* workerData: one packed msgpack value, */
-  size_t data_len;             /* copied in; NULL/0 means nil. */
-  void* arg;                   /* Passed to the entry as is, never copied. */
-  size_t max_heap_bytes;       /* Heap limit; 0 means none. */
-  size_t stack_size;           /* Thread stack bytes; 0: platform default. */
-  size_t max_message_bytes;    /* Per-message limit both ways; 0: default. */
+  const char* name;         /* Thread name (15 bytes shown); "weft-worker". */
+  const void* data;         /* workerData: one packed msgpack value, */
+  size_t data_len;          /* copied in; NULL/0 means nil. */
+  void* arg;                /* Passed to the entry as is, never copied. */
+  size_t max_heap_bytes;    /* Heap limit; 0 means none. */
+  size_t stack_size;        /* Thread stack bytes; 0: platform default. */
+  size_t max_message_bytes; /* Per-message limit both ways; 0: default. */
   weft_worker_events_t events; /* Callbacks on the owner's loop. */
   void* user_data;             /* weft_worker_get_data(). */
   unsigned flags;              /* WEFT_WORKER_FRESH_THREAD. */
