@@ -1449,6 +1449,14 @@ Test(worker, stack_size_option_sets_the_thread_stack) {
 
 /* opts.max_message_bytes limits both directions at the sender. */
 static atomic_int big_from_worker;
+static atomic_size_t limit_got;
+
+static void limit_on_message(weft_port_t* port, weft_msg_t* msg) {
+  size_t len = 0;
+  weft_msg_data(msg, &len);
+  atomic_store(&limit_got, len);
+  weft_port_close(port);
+}
 
 static void limit_entry(weft_loop_t* loop, void* arg) {
   static const char big[] = {(char)0xa9, 'a', 'b', 'c', 'd',
@@ -1457,21 +1465,26 @@ static void limit_entry(weft_loop_t* loop, void* arg) {
   (void)arg;
   atomic_store(&big_from_worker,
                weft_port_post(weft_parent_port(), big, sizeof big));
+  weft_port_on_message(weft_parent_port(), limit_on_message);
 }
 
 Test(worker, message_limit_applies_both_ways) {
   static const char big[] = {(char)0xa9, 'a', 'b', 'c', 'd',
                              'e', 'f', 'g', 'h', 'i'};
+  static const char at_limit[] = {(char)0xa7, 'a', 'b', 'c',
+                                  'd',        'e', 'f', 'g'};
   weft_loop_t* loop = new_loop();
   weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
+  atomic_store(&limit_got, 0);
   opts.max_message_bytes = 8;
   cr_assert_eq(weft_worker_spawn(&w, loop, limit_entry, &opts), 0);
   cr_assert_eq(weft_worker_post(w, big, sizeof big), WEFT_EMSGSIZE);
-  static const char at_limit[] = {(char)0xa7, 'a', 'b', 'c', 'd', 'e', 'f', 'g'};
+  /* At the limit: fine. The worker stays until it got this one. */
   cr_assert_eq(weft_worker_post(w, at_limit, sizeof at_limit), 0);
   cr_assert_eq(weft_loop_run(loop), 0);
   cr_assert_eq(atomic_load(&big_from_worker), WEFT_EMSGSIZE);
+  cr_assert_eq(atomic_load(&limit_got), sizeof at_limit);
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
