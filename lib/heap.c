@@ -120,8 +120,7 @@ static void raw_heap_destroy(weft__heap_t* h) {
 }
 #endif
 
-/* ---- heaps ----------------------------------------------------------------
- */
+/* ---- heaps --------------------------------------------------------------- */
 
 weft__heap_t* weft__heap_new(size_t limit) {
   weft__heap_t* h = weft__xalloc(sizeof(*h));

@@ -261,6 +261,8 @@ int weft__port_post_msg(weft_port_t* h, weft_msg_t** msg);
  * the handle (a worker's exit message). Thread: any. */
 void* weft__port_hold(weft_port_t* h);
 void weft__port_unhold(void* core);
+/* Push onto a held core's mailbox. Thread: any. */
+void weft__port_enqueue_core(void* core, weft_msg_t* msg);
 
 /* --- worker_thread.c ------------------------------------------------- */
 

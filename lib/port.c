@@ -224,6 +224,10 @@ void weft__port_unhold(void* core) {
   core_unref(core);
 }
 
+void weft__port_enqueue_core(void* core, weft_msg_t* msg) {
+  enqueue(core, msg);
+}
+
 void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg) {
   enqueue(h->core, msg);
 }

@@ -29,8 +29,9 @@ struct weft_worker_s {
   size_t max_heap;
   size_t max_msg;
   uint64_t thread_id;
-  env_entry_t* env;  /* Snapshot; the worker thread takes it. */
-  bool fresh_thread; /* WEFT_WORKER_FRESH_THREAD. */
+  env_entry_t* env;     /* Snapshot; the worker thread takes it. */
+  bool fresh_thread;    /* WEFT_WORKER_FRESH_THREAD. */
+  weft_msg_t* exit_msg; /* Made at spawn, so the exit always gets out. */
 
   /* Any thread. */
   atomic_int stop;   /* Terminate asked, exit called, or an error. */
@@ -66,8 +67,7 @@ static atomic_ulong next_thread_id = 1;
 static _Thread_local weft_worker_t* current_worker;
 static _Thread_local env_entry_t* thread_env;
 
-/* ---- environment data -----------------------------------------------------
- */
+/* ---- environment data ---------------------------------------------------- */
 
 static void env_free(env_entry_t* e) {
   while (e != NULL) {
@@ -162,8 +162,7 @@ int weft_get_environment_data(const char* key,
   return WEFT_EAGAIN;
 }
 
-/* ---- context --------------------------------------------------------------
- */
+/* ---- context ------------------------------------------------------------- */
 
 bool weft_is_main_thread(void) {
   return current_worker == NULL;
@@ -232,8 +231,7 @@ void weft__worker_heap_breached(void) {
   stop_self(w);
 }
 
-/* ---- owner side -----------------------------------------------------------
- */
+/* ---- owner side ---------------------------------------------------------- */
 
 static void update_keepalive(weft_worker_t* w) {
   /* A freed worker still running is being stopped: the loop waits for its
@@ -312,8 +310,7 @@ static void on_owner_control(weft_port_t* port, weft_msg_t* msg) {
 static const weft__port_hooks_t owner_hooks = {
     on_owner_message, on_owner_messageerror, on_owner_control};
 
-/* ---- worker thread --------------------------------------------------------
- */
+/* ---- worker thread ------------------------------------------------------- */
 
 static void send_control(weft_worker_t* w,
                          int kind,
@@ -334,7 +331,8 @@ static void worker_main(void* arg) {
   weft_worker_t* w = arg;
   weft__heap_t* heap;
   weft_loop_t* loop = NULL;
-  weft_msg_t* exit_msg;
+  weft_msg_t* exit_msg = w->exit_msg;
+  void* owner_core;
   int code;
   int err;
 
@@ -342,9 +340,6 @@ static void worker_main(void* arg) {
   current_worker = w;
   thread_env = w->env;
   w->env = NULL;
-  /* Allocated before anything can fail, so the exit always gets out. */
-  exit_msg = weft__msg_alloc(WEFT__MSG_EXIT, 0);
-
   heap = weft__heap_new(w->max_heap);
   if (heap == NULL) {
     w->error = WEFT_ENOMEM;
@@ -422,24 +417,21 @@ done:
   env_free(thread_env);
   thread_env = NULL;
   current_worker = NULL;
-  if (exit_msg != NULL) {
-    weft_port_t* port = w->port;
-    void* core = weft__port_hold(port);
-    exit_msg->code = code;
-    /* release: everything this thread wrote to `w` is visible to an owner
-     * that sees `gone`. From here on only the port core (held) and the
-     * owner's loop (which waits for producers) are touched: the owner may
-     * free `w` and its port as soon as it sees the exit message. */
-    atomic_store_explicit(&w->gone, 1, memory_order_release);
-    weft__port_enqueue(port, exit_msg);
-    weft__port_unhold(core);
-  } else {
-    atomic_store_explicit(&w->gone, 1, memory_order_release);
-  }
+  /* Hold the owner's port core: the owner may free `w` and its port handle
+   * as soon as it sees the exit message, while this thread is still inside
+   * the push. From `gone` on only the core (held) and the owner's loop
+   * (which waits for producers before it goes) are touched. */
+  owner_core = weft__port_hold(w->port);
+  w->exit_msg = NULL;
+  exit_msg->code = code;
+  /* release: everything this thread wrote to `w` is visible to an owner
+   * that sees `gone`. */
+  atomic_store_explicit(&w->gone, 1, memory_order_release);
+  weft__port_enqueue_core(owner_core, exit_msg);
+  weft__port_unhold(owner_core);
 }
 
-/* ---- spawning -------------------------------------------------------------
- */
+/* ---- spawning ------------------------------------------------------------ */
 
 static void worker_teardown(weft__tracked_t* t) {
   weft_worker_t* w = weft__container_of(t, weft_worker_t, tracked);
@@ -521,6 +513,9 @@ int weft_worker_spawn(weft_worker_t** out,
   w->env = env_copy(thread_env, &err);
   if (err != 0)
     goto nomem;
+  w->exit_msg = weft__msg_alloc(WEFT__MSG_EXIT, 0);
+  if (w->exit_msg == NULL)
+    goto nomem;
   err = weft__channel_new_detached(owner, &w->port, &w->child_core);
   if (err != 0)
     goto nomem;
@@ -532,11 +527,12 @@ int weft_worker_spawn(weft_worker_t** out,
     weft__port_drop_in_transit(w->child_core);
     weft__port_set_internal(w->port, false);
     weft_port_free(w->port);
+    weft_msg_free(w->exit_msg);
     free(w->data);
     env_free(w->env);
     uv_mutex_destroy(&w->lock);
     weft__xfree(w);
-    return WEFT_ESPAWN;
+    return err;
   }
   weft__loop_handles(owner, 1);
   weft__loop_track(owner, &w->tracked);
@@ -545,6 +541,7 @@ int weft_worker_spawn(weft_worker_t** out,
   return 0;
 
 nomem:
+  weft_msg_free(w->exit_msg);
   free(w->data);
   env_free(w->env);
   uv_mutex_destroy(&w->lock);
