@@ -25,18 +25,18 @@ typedef struct weft__mpsc_node_s {
 typedef struct weft__mpsc_s {
   /* Producers, any thread: exchange only. */
   alignas(64) _Atomic(weft__mpsc_node_t*) head;
-  /* Consumer only: the oldest node not yet popped (or the stub). */
+  /* Consumer only: the oldest node not yet popped (or the sentinel). */
   alignas(64) weft__mpsc_node_t* tail;
-  weft__mpsc_node_t stub;
+  weft__mpsc_node_t sentinel;
 } weft__mpsc_t;
 
 #define weft__container_of(ptr, type, field) \
   ((type*)((char*)(ptr)-offsetof(type, field)))
 
 static inline void weft__mpsc_init(weft__mpsc_t* q) {
-  atomic_init(&q->stub.next, NULL);
-  atomic_init(&q->head, &q->stub);
-  q->tail = &q->stub;
+  atomic_init(&q->sentinel.next, NULL);
+  atomic_init(&q->head, &q->sentinel);
+  q->tail = &q->sentinel;
 }
 
 /* Thread: any. */
@@ -59,7 +59,7 @@ static inline weft__mpsc_node_t* weft__mpsc_pop(weft__mpsc_t* q) {
   weft__mpsc_node_t* tail = q->tail;
   weft__mpsc_node_t* next =
       atomic_load_explicit(&tail->next, memory_order_acquire);
-  if (tail == &q->stub) {
+  if (tail == &q->sentinel) {
     if (next == NULL)
       return NULL;
     q->tail = next;
@@ -74,8 +74,8 @@ static inline weft__mpsc_node_t* weft__mpsc_pop(weft__mpsc_t* q) {
    * link is on the way: report nothing for now. */
   if (tail != atomic_load_explicit(&q->head, memory_order_acquire))
     return NULL;
-  /* Put the stub back behind tail so tail can be handed out. */
-  weft__mpsc_push(q, &q->stub);
+  /* Put the sentinel back behind tail so tail can be handed out. */
+  weft__mpsc_push(q, &q->sentinel);
   next = atomic_load_explicit(&tail->next, memory_order_acquire);
   if (next != NULL) {
     q->tail = next;
@@ -88,9 +88,9 @@ static inline weft__mpsc_node_t* weft__mpsc_pop(weft__mpsc_t* q) {
  * may still return NULL while that node's push is half done.
  * Thread: consumer only. */
 static inline weft__mpsc_node_t* weft__mpsc_peek(weft__mpsc_t* q) {
-  if (q->tail != &q->stub)
+  if (q->tail != &q->sentinel)
     return q->tail;
-  return atomic_load_explicit(&q->stub.next, memory_order_acquire);
+  return atomic_load_explicit(&q->sentinel.next, memory_order_acquire);
 }
 
 /* True when nothing was pushed that has not been popped, counting pushes
@@ -98,8 +98,8 @@ static inline weft__mpsc_node_t* weft__mpsc_peek(weft__mpsc_t* q) {
 static inline bool weft__mpsc_empty(weft__mpsc_t* q) {
   /* seq_cst: pairs with the producers' seq_cst exchange for the
    * park/wake handshake (see waker.h). */
-  return q->tail == &q->stub &&
-         atomic_load_explicit(&q->head, memory_order_seq_cst) == &q->stub;
+  return q->tail == &q->sentinel &&
+         atomic_load_explicit(&q->head, memory_order_seq_cst) == &q->sentinel;
 }
 
 #endif /* WEFT_TRANSPORT_MPSC_H */
