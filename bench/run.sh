@@ -28,7 +28,7 @@ root=$(cd "$here/.." && pwd)
 cd "$root" || exit 1
 
 ROUNDS=${BENCH_ROUNDS:-5}
-WORKLOADS=${BENCH_WORKLOADS:-"pingpong throughput copy1m transfer atomics spawn idle"}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong throughput copy1m transfer atomics spawn idle tick"}
 WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
@@ -122,6 +122,7 @@ spawn.each le 50 <= 50 us
 spawn.fresh - - -
 spawn.rate - - -
 idle8.cpu lt 1 < 1 %core
+tick8.cpu - - -
 AIMS
 }
 

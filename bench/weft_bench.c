@@ -1,7 +1,7 @@
 /* weft_bench.c - weft side of the weft vs Node.js benchmark: the same
  * workloads as bench/node/bench.js, through weft's public API only.
  *
- *   weft_bench <pingpong|throughput|copy1m|transfer|atomics|spawn|idle> [N]
+ *   weft_bench <pingpong|throughput|copy1m|transfer|atomics|spawn|idle|tick> [N]
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
  * bench/run.sh collects (units ending in "/s": higher is better). Any weft
@@ -530,16 +530,23 @@ static void noop_cb(weft_port_t* port, weft_msg_t* msg) {
   (void)msg;
 }
 
-static void idle_entry(weft_loop_t* loop, void* arg) {
+static void noop_task(weft_loop_t* loop, void* arg) {
   (void)loop;
   (void)arg;
+}
+
+/* arg non-NULL: also run a 1 ms interval that does nothing ("tick"). */
+static void idle_entry(weft_loop_t* loop, void* arg) {
   CHECK(weft_port_on_message(weft_parent_port(), noop_cb));
+  if (arg != NULL)
+    CHECK(weft_set_interval(loop, 1, noop_task, NULL, NULL));
 }
 
 #define IDLE_MAX 64
 static struct {
   weft_worker_t* ws[IDLE_MAX];
   int nw;
+  bool tick;
   double wall0, cpu0;
 } id;
 
@@ -556,7 +563,8 @@ static void idle_measured(weft_loop_t* loop, void* arg) {
   double cpu = cpu_s() - id.cpu0;
   double wall = now_s() - id.wall0;
   char metric[32];
-  snprintf(metric, sizeof metric, "idle%d.cpu", id.nw);
+  snprintf(metric, sizeof metric, "%s%d.cpu", id.tick ? "tick" : "idle",
+           id.nw);
   result(metric, cpu / wall * 100.0, "%core");
   for (int i = 0; i < id.nw; i++) CHECK(weft_worker_terminate(id.ws[i], NULL));
 }
@@ -573,15 +581,17 @@ static void idle_on_exit(weft_worker_t* w, int code) {
   if (code != 1) DIE("idle: terminated worker exited with code %d", code);
 }
 
-static void bench_idle(uint64_t n) {
+static void run_idle(uint64_t n, bool tick) {
   if (n == 0 || n > IDLE_MAX) DIE("idle: 1..%d workers", IDLE_MAX);
   id.nw = (int)n;
+  id.tick = tick;
   weft_loop_t* loop;
   CHECK(weft_loop_new(&loop));
   for (int i = 0; i < id.nw; i++) {
     weft_worker_opts_t opts;
     memset(&opts, 0, sizeof opts);
     opts.name = "bench-idle";
+    opts.arg = tick ? &id : NULL;
     opts.events.error = on_worker_error;
     opts.events.exit = idle_on_exit;
     CHECK(weft_worker_spawn(&id.ws[i], loop, idle_entry, &opts));
@@ -590,6 +600,16 @@ static void bench_idle(uint64_t n) {
   CHECK(weft_loop_run(loop));
   for (int i = 0; i < id.nw; i++) weft_worker_free(id.ws[i]);
   CHECK(weft_loop_free(loop));
+}
+
+static void bench_idle(uint64_t n) {
+  run_idle(n, false);
+}
+
+/* Like idle, but every worker runs a 1 ms interval: what a loop woken by
+ * timers alone costs. */
+static void bench_tick(uint64_t n) {
+  run_idle(n, true);
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -606,6 +626,7 @@ static const struct {
     {"atomics", bench_atomics, 500000},
     {"spawn", bench_spawn, 2000},
     {"idle", bench_idle, 8},
+    {"tick", bench_tick, 8},
 };
 
 int main(int argc, char** argv) {

@@ -68,6 +68,10 @@ function workerMain() {
   } else if (role === 'idle') {
     // idle: keep a port with a handler open, do nothing.
     parentPort.on('message', () => {});
+  } else if (role === 'tick') {
+    // tick: the same, plus a 1 ms interval that does nothing.
+    parentPort.on('message', () => {});
+    setInterval(() => {}, 1);
   } else {
     throw new Error('unknown role ' + role);
   }
@@ -209,17 +213,18 @@ async function spawnBench(n) {
   result('spawn.rate', n / dt, 'workers/s');
 }
 
-function idle(nworkers) {
+function idle(nworkers, role = 'idle') {
   return new Promise((resolve) => {
     const ws = [];
-    for (let i = 0; i < nworkers; i++) ws.push(spawn('idle'));
+    for (let i = 0; i < nworkers; i++) ws.push(spawn(role));
     setTimeout(() => {
       const c0 = process.cpuUsage();
       const t0 = performance.now();
       setTimeout(() => {
         const c = process.cpuUsage(c0);
         const wall = (performance.now() - t0) * 1e3; // us
-        result('idle8.cpu', (c.user + c.system) / wall * 100, '%core');
+        result(`${role}${nworkers}.cpu`, (c.user + c.system) / wall * 100,
+               '%core');
         let left = ws.length;
         for (const w of ws) w.terminate().then(() => { if (--left === 0) resolve(); });
       }, 2000);
@@ -235,9 +240,13 @@ const DEFAULT_N = {
   atomics: 50000,
   spawn: 50,
   idle: 8,
+  tick: 8,
 };
 
-const FUNCS = { pingpong, throughput, copy1m, transfer, atomics, spawn: spawnBench, idle };
+const FUNCS = {
+  pingpong, throughput, copy1m, transfer, atomics, spawn: spawnBench, idle,
+  tick: (n) => idle(n, 'tick'),
+};
 
 async function main() {
   const wl = process.argv[2];
