@@ -167,6 +167,12 @@ typedef struct {
 
 #define WEFT__MSG_INLINE 96
 
+/* Chunk size of the zone a single message decodes into (received with
+ * weft_port_receive(), or decoded after it was kept): msgpack's default of
+ * 8 KiB would be an 8 KiB allocation per message. The zone grows as needed;
+ * the loop's shared zone keeps msgpack's default. */
+#define WEFT__MSG_ZONE_CHUNK 512
+
 /* The first 64 bytes are what both threads touch for every message; a
  * small payload follows in the next line. Fields only some messages use
  * (the decoded view, the packer, the heap record of a kept message) come

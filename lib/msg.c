@@ -274,7 +274,7 @@ const msgpack_object* weft_msg_object(weft_msg_t* msg) {
   if (!msg->decoded) {
     /* A kept or received message decodes into a zone of its own. */
     if (msg->zone == NULL)
-      msg->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+      msg->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
     if (msg->zone == NULL || weft__msg_decode(msg, msg->zone) != 0)
       return NULL;
   }

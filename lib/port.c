@@ -734,7 +734,7 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
       weft_msg_free(m);
       continue;
     }
-    m->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    m->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
     if (m->zone == NULL) {
       weft_msg_free(m);
       return WEFT_ENOMEM;
