@@ -270,6 +270,12 @@ void weft__port_unhold(void* core);
 /* Push onto a held core's mailbox. Thread: any. */
 void weft__port_enqueue_core(void* core, weft_msg_t* msg);
 
+/* --- shared.c -------------------------------------------------------- */
+
+/* Waiters (sync and async) queued on slot `index` of `width` bytes; for
+ * tests that must know a thread is really waiting. Thread: any. */
+size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
+
 /* --- worker_thread.c ------------------------------------------------- */
 
 /* Run `fn(arg)` on a worker thread: a cached idle thread with the same

@@ -689,11 +689,7 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
 
 /* --- For tests ---------------------------------------------------------- */
 
-/* How many waiters (sync and async) are queued on the slot of `width`
- * bytes at `index`, so tests can wait until threads are really asleep
- * instead of sleeping. Not public; declared by the tests. Thread: any. */
-size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
-
+/* Declared in internal.h. */
 size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width) {
   int err;
   void* addr = slot(sh, index, width, &err);

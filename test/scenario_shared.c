@@ -10,8 +10,7 @@
 #include <weft/weft.h>
 
 
-/* lib/shared.c: waiters queued on a slot. */
-size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
+#include "internal.h" /* weft__shared_waiters() */
 
 #define CHECK(cond, ...)                                               \
   do {                                                                 \

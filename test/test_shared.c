@@ -7,9 +7,9 @@
 
 #include <weft/weft.h>
 
-/* lib/shared.c: waiters queued on a slot (lets tests wait for sleepers
- * without sleeping). */
-size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
+/* weft__shared_waiters(): waiters queued on a slot, so tests wait for
+ * sleepers without sleeping. */
+#include "internal.h"
 
 TestSuite(shared, .timeout = 30);
 
