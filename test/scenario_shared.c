@@ -9,7 +9,6 @@
 
 #include <weft/weft.h>
 
-
 #include "internal.h" /* weft__shared_waiters() */
 
 #define CHECK(cond, ...)                                               \
