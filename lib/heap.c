@@ -152,16 +152,8 @@ void weft__heap_destroy(weft__heap_t* h) {
   weft__xfree(h);
 }
 
-weft__heap_t* weft__heap_current(void) {
-  return current_heap;
-}
-
 void weft__heap_set_current(weft__heap_t* h) {
   current_heap = h;
-}
-
-bool weft__heap_breached(const weft__heap_t* h) {
-  return h != NULL && h->breached;
 }
 
 static bool charge(weft__heap_t* h, size_t bytes) {

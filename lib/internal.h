@@ -81,10 +81,8 @@ msgpack_zone* weft__loop_take_zone(weft_loop_t* loop);
  * the current callback. Used by terminate. */
 void weft__loop_request_stop(weft_loop_t* loop);
 
-/* Worker loops: make a loop for the calling worker thread; tear it down
- * completely (closing every tracked object, waiting for queued work).
- * Thread: the worker. */
-int weft__loop_new_worker(weft_loop_t** out);
+/* Tear a worker's loop down completely (closing every tracked object,
+ * waiting for queued work). Thread: the worker. */
 void weft__loop_teardown(weft_loop_t* loop);
 
 /* --- heap.c ----------------------------------------------------------
@@ -107,11 +105,8 @@ struct weft__owned_s {
 weft__heap_t* weft__heap_new(size_t limit);
 /* Release every owned object, then the mimalloc heap. Thread: the worker. */
 void weft__heap_destroy(weft__heap_t* h);
-/* The calling thread's heap, NULL outside workers. */
-weft__heap_t* weft__heap_current(void);
+/* Make `h` the calling thread's heap (NULL: none, outside workers). */
 void weft__heap_set_current(weft__heap_t* h);
-/* Whether the limit was breached (the worker must stop). */
-bool weft__heap_breached(const weft__heap_t* h);
 
 /* Loop-local memory (never crosses threads): the worker heap on a worker,
  * mimalloc's default heap elsewhere. Counted against the limit; NULL when

@@ -250,10 +250,6 @@ int weft_loop_wrap(weft_loop_t** out, uv_loop_t* uv) {
   return loop_setup(out, uv);
 }
 
-int weft__loop_new_worker(weft_loop_t** out) {
-  return loop_setup(out, NULL);
-}
-
 uv_loop_t* weft_loop_uv(weft_loop_t* loop) {
   if (loop == NULL || current_loop != loop)
     return NULL;

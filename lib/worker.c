@@ -346,7 +346,7 @@ static void worker_main(void* arg) {
     goto done;
   }
   weft__heap_set_current(heap);
-  err = weft__loop_new_worker(&loop);
+  err = weft_loop_new(&loop);
   if (err != 0) {
     w->error = err;
     goto heap_done;
