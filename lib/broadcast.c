@@ -30,10 +30,7 @@ static void registry_init(void) {
 
 static void update_keepalive(weft_broadcast_t* bc) {
   bool want = !bc->closed && bc->cb != NULL && bc->ref;
-  if (want == bc->holds_keepalive)
-    return;
-  bc->holds_keepalive = want;
-  weft__loop_keepalive(bc->loop, want ? 1 : -1);
+  weft__loop_hold(bc->loop, &bc->holds_keepalive, want);
 }
 
 static void on_inbox(weft_port_t* port, weft_msg_t* msg) {
@@ -79,9 +76,8 @@ int weft_broadcast_new(weft_loop_t* loop,
   bc->loop = loop;
   bc->ref = true;
   weft__port_set_hooks(bc->inbox, &inbox_hooks, bc);
-  weft__port_set_internal(bc->anchor, true);
   /* The anchor is weft's too: the channel's teardown frees both. */
-  weft__loop_untrack_port(bc->anchor);
+  weft__port_untrack(bc->anchor);
   bc->tracked.teardown = bc_teardown;
   weft__loop_track(loop, &bc->tracked);
   uv_mutex_lock(&registry_lock);
@@ -171,10 +167,8 @@ int weft_broadcast_close(weft_broadcast_t* bc) {
   uv_mutex_unlock(&registry_lock);
   bc->closed = true;
   update_keepalive(bc);
-  weft__port_set_internal(bc->inbox, false);
-  weft__port_set_internal(bc->anchor, false);
-  weft_port_free(bc->inbox);
-  weft_port_free(bc->anchor);
+  weft__port_release(bc->inbox);
+  weft__port_release(bc->anchor);
   bc->inbox = bc->anchor = NULL;
   return 0;
 }

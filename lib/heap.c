@@ -288,29 +288,27 @@ void* weft_calloc(size_t count, size_t size) {
 
 void* weft_realloc(void* ptr, size_t size) {
   weft__heap_t* h = current_heap;
-  size_t old;
+  size_t old, grow;
   void* p;
   if (ptr == NULL)
     return weft_malloc(size);
   if (size == 0)
     size = 1;
   old = raw_size(ptr);
-  if (h != NULL && size > old && !charge(h, size - old))
+  grow = size > old ? size - old : 0;
+  /* Charge the growth first, so a breach fails before anything moves. */
+  if (h != NULL && grow > 0 && !charge(h, grow))
     return NULL;
   p = raw_realloc(h, ptr, size);
-  if (h == NULL)
-    return p;
-  if (p == NULL) {
-    if (size > old)
-      uncharge(h, size - old);
-    return NULL;
+  if (h != NULL) {
+    /* Drop the provisional charge; on success the new block's real size
+     * replaces the old block's. */
+    uncharge(h, grow);
+    if (p != NULL) {
+      uncharge(h, old);
+      h->used += raw_size(p);
+    }
   }
-  /* Rebalance to the real block sizes: the old block's charge goes, the
-   * new block's comes. */
-  if (size > old)
-    uncharge(h, size - old);
-  uncharge(h, old);
-  h->used += raw_size(p);
   return p;
 }
 

@@ -23,6 +23,11 @@ int weft__loop_post_task(weft_loop_t* loop, weft_task_cb cb, void* arg);
  * WEFT_EBUSY. Thread: owner loop only. */
 void weft__loop_keepalive(weft_loop_t* loop, int delta);
 
+/* Set whether one object keeps `loop` alive; `*held` remembers what it
+ * counts now, so repeated calls adjust the count only on a change.
+ * Thread: owner loop only. */
+void weft__loop_hold(weft_loop_t* loop, bool* held, bool want);
+
 /* Count of open weft objects on the loop (ports, broadcast channels,
  * workers, waits) whether ref'd or not; weft_loop_free() answers WEFT_EBUSY
  * while it is above 0. Thread: owner loop only. */
@@ -202,7 +207,8 @@ void weft__msg_start_packer(weft_msg_t* msg);
  * then commit it: detach buffers, detach ports from their loop. */
 int weft__msg_check_transfers(weft_msg_t* msg);
 void weft__msg_commit_transfers(weft_msg_t* msg);
-/* Decode the payload into `zone`: 0 or WEFT_EDECODE. */
+/* Decode the payload into `zone`, or with `zone` NULL into a zone of the
+ * message's own: 0, WEFT_EDECODE or WEFT_ENOMEM. */
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone);
 /* Validate that `bytes` is exactly one msgpack value (no allocation
  * beyond a scratch zone). */
@@ -235,14 +241,20 @@ int weft__channel_new_detached(weft_loop_t* loop,
                                weft_port_t** local,
                                void** remote);
 /* Make `h` weft's own: hooks instead of user callbacks, always started,
- * never keeps its loop alive, refused by weft_port_free(). */
+ * never keeps its loop alive, not torn down with its loop (the hook owner
+ * releases it with weft__port_release()). */
 void weft__port_set_hooks(weft_port_t* h,
                           const weft__port_hooks_t* hooks,
                           void* owner);
 void* weft__port_owner(const weft_port_t* h);
-void weft__port_set_internal(weft_port_t* h, bool internal);
+/* Mark a port weft hands to the user but owns (a worker's parent port):
+ * weft_port_free() refuses it with WEFT_EINVAL. */
+void weft__port_mark_internal(weft_port_t* h);
+/* Close `h` and release it; weft's own ports and teardown.
+ * Thread: the port's loop. */
+void weft__port_release(weft_port_t* h);
 /* Take `h` off its loop's teardown list (its owner object frees it). */
-void weft__loop_untrack_port(weft_port_t* h);
+void weft__port_untrack(weft_port_t* h);
 /* Whether the calling thread may transfer `h`: 0 or an error code. */
 int weft__port_transferable(const weft_port_t* h);
 /* Sender side of a transfer: detach the core from `h` (a husk from now

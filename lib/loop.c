@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "futex.h"
 #include "internal.h"
 
 /* How a loop waits for cross-thread messages once it has nothing to do:
@@ -94,7 +95,6 @@ struct weft_loop_s {
   uv_loop_t* uv;
   uv_loop_t own_uv;
   bool owns_uv;
-  uv_thread_t thread;
   uv_check_t check;
   uv_idle_t idle; /* Active while immediates are pending. */
   task_ring_t ticks;
@@ -115,14 +115,13 @@ struct weft_loop_s {
   uint64_t imm_epoch;
   weft__tracked_t tracked; /* Sentinel. */
   msgpack_zone* zone;
-  uint64_t spin_ns; /* Time spent spinning for messages (counts as idle). */
+  uint64_t spin_ns;  /* Time spent spinning for messages (counts as idle). */
   bool recent_ready; /* Ready items were handled since the last spin. */
   uint64_t start_ns;
 };
 
 static _Thread_local weft_loop_t* current_loop;
 
-static void after_all(weft_loop_t* loop);
 static bool stop_now(weft_loop_t* loop);
 
 /* ---- task rings --------------------------------------------------------- */
@@ -224,7 +223,6 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   uv_unref((uv_handle_t*)&loop->check);
   uv_idle_init(loop->uv, &loop->idle);
   loop->idle.data = loop;
-  loop->thread = uv_thread_self();
   loop->tracked.next = loop->tracked.prev = &loop->tracked;
   loop->start_ns = uv_hrtime();
   current_loop = loop;
@@ -429,6 +427,13 @@ void weft__loop_keepalive(weft_loop_t* loop, int delta) {
     uv_unref((uv_handle_t*)&loop->waker.async);
 }
 
+void weft__loop_hold(weft_loop_t* loop, bool* held, bool want) {
+  if (want == *held)
+    return;
+  *held = want;
+  weft__loop_keepalive(loop, want ? 1 : -1);
+}
+
 void weft__loop_handles(weft_loop_t* loop, int delta) {
   loop->handles += delta;
 }
@@ -482,10 +487,6 @@ int weft_loop_drain(weft_loop_t* loop) {
   CHECK_OWNER(loop);
   weft__loop_after_callback(loop);
   return 0;
-}
-
-static void after_all(weft_loop_t* loop) {
-  weft__loop_after_callback(loop);
 }
 
 /* ---- timers and immediates ---------------------------------------------- */
@@ -555,7 +556,7 @@ static void timer_cb(uv_timer_t* h) {
     return;
   loop->depth++;
   cb(loop, arg);
-  after_all(loop);
+  weft__loop_after_callback(loop);
   loop->depth--;
 }
 
@@ -700,7 +701,7 @@ static void run_immediates(weft_loop_t* loop) {
     release_slot(loop, t->id);
     weft__local_free(t);
     cb(loop, arg);
-    after_all(loop);
+    weft__loop_after_callback(loop);
   }
 }
 
@@ -725,7 +726,7 @@ static void work_after(uv_work_t* req, int status) {
   loop->depth++;
   after(loop, arg, status == UV_ECANCELED ? WEFT_ECANCELED : status);
   if (!loop->closing)
-    after_all(loop);
+    weft__loop_after_callback(loop);
   loop->depth--;
 }
 
@@ -784,7 +785,7 @@ static void posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
    * completions (async waits, exits) that must release what they hold. */
   cb(loop, arg);
   if (!loop->closing)
-    after_all(loop);
+    weft__loop_after_callback(loop);
 }
 
 int weft__loop_post_task(weft_loop_t* loop, weft_task_cb cb, void* arg) {
@@ -843,8 +844,6 @@ static void check_cb(uv_check_t* h) {
   process_ready(loop);
   run_immediates(loop);
   loop->depth--;
-  if (loop->stop)
-    uv_stop(loop->uv);
 }
 
 /* ---- running ------------------------------------------------------------ */
@@ -862,9 +861,7 @@ static bool spin_for_work(weft_loop_t* loop) {
       found = true;
       break;
     }
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    weft__cpu_relax();
   }
   while (!found && now - t0 < SPIN_NS) {
     sched_yield();
@@ -889,7 +886,7 @@ int weft_loop_run(weft_loop_t* loop) {
   loop->running = true;
   loop->stop = false;
   /* The code before the run is Node's main script: its ticks come first. */
-  after_all(loop);
+  weft__loop_after_callback(loop);
   weft__waker_park_end(&loop->waker);
   while (!stop_now(loop)) {
     if (!weft__mpsc_empty(&loop->ready) && fast < FAST_PATH_MAX) {

@@ -222,7 +222,14 @@ int weft__msgpack_validate(const void* bytes, size_t len) {
 
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
   size_t off = 0;
-  int r = msgpack_unpack(msg->data, msg->len, &off, zone, &msg->obj);
+  int r;
+  if (zone == NULL) {
+    msg->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
+    if (msg->zone == NULL)
+      return WEFT_ENOMEM;
+    zone = msg->zone;
+  }
+  r = msgpack_unpack(msg->data, msg->len, &off, zone, &msg->obj);
   /* msgpack's unpack answers with positive success codes; weft turns
    * anything but "exactly one value" into WEFT_EDECODE. */
   if (r == MSGPACK_UNPACK_NOMEM_ERROR)
@@ -268,16 +275,10 @@ void weft_msg_free(weft_msg_t* msg) {
 }
 
 const msgpack_object* weft_msg_object(weft_msg_t* msg) {
-  if (msg == NULL || msg->state == WEFT__MSG_BUILDING ||
-      msg->state == WEFT__MSG_QUEUED)
+  /* Every message a receiver sees was decoded before it was handed out
+   * (delivered, kept or received). */
+  if (msg == NULL || !msg->decoded)
     return NULL;
-  if (!msg->decoded) {
-    /* A kept or received message decodes into a zone of its own. */
-    if (msg->zone == NULL)
-      msg->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
-    if (msg->zone == NULL || weft__msg_decode(msg, msg->zone) != 0)
-      return NULL;
-  }
   return &msg->obj;
 }
 
@@ -302,16 +303,13 @@ int weft_msg_keep(weft_msg_t* msg) {
     return err;
   msg->owned.release = msg_release_owned;
   msg->has_owned = msg->owned.heap != NULL;
-  /* The decoded view lives in the loop's zone: the message takes that
-   * zone with it and the loop starts a fresh one. */
-  if (msg->decoded) {
-    msgpack_zone* z = weft__loop_take_zone(loop);
-    if (z == NULL) {
-      weft__heap_disown(&msg->owned);
-      msg->has_owned = false;
-      return WEFT_ENOMEM;
-    }
-    msg->zone = z;
+  /* A delivered message was decoded into the loop's zone: the message
+   * takes that zone with it and the loop starts a fresh one. */
+  msg->zone = weft__loop_take_zone(loop);
+  if (msg->zone == NULL) {
+    weft__heap_disown(&msg->owned);
+    msg->has_owned = false;
+    return WEFT_ENOMEM;
   }
   msg->state = WEFT__MSG_KEPT;
   return 0;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "futex.h"
 #include "internal.h"
 
 #define PORT_BATCH 256
@@ -59,8 +60,7 @@ struct pcore_s {
   bool holds_keepalive; /* Counted in the loop's keep-alive. */
   bool close_emitted;
   bool close_pending; /* A close event is posted to the loop. */
-  bool internal;      /* weft's own (a worker's port). */
-  bool in_transit;    /* Travelling in a message. */
+  bool internal;      /* A worker's parent port: weft_port_free() refuses it. */
   bool in_run;        /* Being drained by port_run (off the ready queue,
                        * `scheduled` still 1). */
 };
@@ -146,20 +146,17 @@ static void update_keepalive(pcore_t* p) {
   /* A handler waiting for messages keeps the loop alive, and so does a
    * close whose event has not run yet. */
   bool want =
-      loop != NULL && p->hooks == NULL && !p->close_emitted &&
+      p->hooks == NULL && !p->close_emitted &&
       ((p->started && p->on_message != NULL && p->ref && !is_closed(p)) ||
        p->close_pending);
-  if (want == p->holds_keepalive)
-    return;
-  p->holds_keepalive = want;
-  weft__loop_keepalive(loop, want ? 1 : -1);
+  if (loop != NULL) /* A port in transit holds nothing (see detach). */
+    weft__loop_hold(loop, &p->holds_keepalive, want);
 }
 
 static void attach(pcore_t* p, weft_loop_t* loop) {
   uv_mutex_lock(&p->lock);
   atomic_store_explicit(&p->loop, loop, memory_order_release);
   uv_mutex_unlock(&p->lock);
-  p->in_transit = false;
   weft__loop_track(loop, &p->tracked);
   weft__loop_handles(loop, 1);
 }
@@ -174,10 +171,7 @@ static void detach(pcore_t* p) {
     p->in_run = false;
     atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
   }
-  if (p->holds_keepalive) {
-    p->holds_keepalive = false;
-    weft__loop_keepalive(loop, -1);
-  }
+  weft__loop_hold(loop, &p->holds_keepalive, false);
   weft__loop_untrack(&p->tracked);
   weft__loop_handles(loop, -1);
   uv_mutex_lock(&p->lock);
@@ -327,7 +321,6 @@ int weft__channel_new_detached(weft_loop_t* loop,
     return WEFT_ENOMEM;
   }
   attach(a, loop);
-  b->in_transit = true;
   *remote = b;
   return 0;
 }
@@ -338,7 +331,6 @@ void weft__port_set_hooks(weft_port_t* h,
   pcore_t* p = h->core;
   p->hooks = hooks;
   p->hook_owner = owner;
-  p->internal = true;
   p->started = true;
   /* The hook owner closes this port itself: the loop's teardown of ports
    * would come too early (a worker's exit follows its port's close). */
@@ -350,12 +342,12 @@ void* weft__port_owner(const weft_port_t* h) {
   return h->core->hook_owner;
 }
 
-void weft__loop_untrack_port(weft_port_t* h) {
+void weft__port_untrack(weft_port_t* h) {
   weft__loop_untrack(&h->core->tracked);
 }
 
-void weft__port_set_internal(weft_port_t* h, bool internal) {
-  h->core->internal = internal;
+void weft__port_mark_internal(weft_port_t* h) {
+  h->core->internal = true;
 }
 
 /* ---- moving ------------------------------------------------------------- */
@@ -376,7 +368,6 @@ int weft__port_transferable(const weft_port_t* h) {
 void* weft__port_detach(weft_port_t* h) {
   pcore_t* p = h->core;
   detach(p);
-  p->in_transit = true;
   p->handle = NULL;
   p->started = false;
   p->on_message = NULL;
@@ -433,6 +424,23 @@ static void message_error(weft_loop_t* loop, pcore_t* p, int err) {
   weft__loop_after_callback(loop);
 }
 
+/* A worker's control message (online, error, exit) goes to weft's hooks;
+ * a port without them has no use for it. */
+static void control(pcore_t* p, weft_msg_t* m) {
+  if (p->hooks != NULL && p->hooks->control != NULL)
+    p->hooks->control(p->handle, m);
+  else
+    weft_msg_free(m);
+}
+
+/* 'close' is emitted from the loop (Node emits it asynchronously): until
+ * then the close keeps the loop alive. */
+static void close_later(pcore_t* p) {
+  p->close_pending = true;
+  update_keepalive(p);
+  schedule(p);
+}
+
 /* Hand one message to the user (or to weft's hooks). */
 static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
   msgpack_zone* zone;
@@ -444,10 +452,7 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
     return;
   }
   if (m->kind != WEFT__MSG_DATA) {
-    if (p->hooks != NULL && p->hooks->control != NULL)
-      p->hooks->control(p->handle, m);
-    else
-      weft_msg_free(m);
+    control(p, m);
     return;
   }
   if (is_closed(p)) {
@@ -488,9 +493,7 @@ static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
       return true;
     if (weft__loop_has_ready(loop))
       return false;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    weft__cpu_relax();
   }
   return !weft__mpsc_empty(&p->mb);
 }
@@ -713,33 +716,18 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
     if (m->kind == WEFT__MSG_CLOSE) {
       weft_msg_free(m);
       atomic_store_explicit(&p->closed, 1, memory_order_release);
-      /* The close event still runs, from the loop. */
-      p->close_pending = true;
-      update_keepalive(p);
-      core_ref(p);
-      if (!atomic_exchange_explicit(&p->scheduled, 1, memory_order_seq_cst))
-        weft__loop_schedule(core_loop(p), &p->ready);
-      else
-        core_unref(p);
+      close_later(p); /* The close event still runs, from the loop. */
       return WEFT_ECLOSED;
     }
     if (m->kind != WEFT__MSG_DATA) {
-      if (p->hooks != NULL && p->hooks->control != NULL)
-        p->hooks->control(port, m);
-      else
-        weft_msg_free(m);
+      control(p, m);
       continue;
     }
     if (is_closed(p)) {
       weft_msg_free(m);
       continue;
     }
-    m->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
-    if (m->zone == NULL) {
-      weft_msg_free(m);
-      return WEFT_ENOMEM;
-    }
-    err = weft__msg_decode(m, m->zone);
+    err = weft__msg_decode(m, NULL);
     if (err != 0) {
       weft_msg_free(m);
       return err;
@@ -750,14 +738,6 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
   }
 }
 
-/* Make sure the loop visits the port soon (to emit 'close'). */
-static void poke(pcore_t* p) {
-  if (!atomic_exchange_explicit(&p->scheduled, 1, memory_order_seq_cst)) {
-    core_ref(p);
-    weft__loop_schedule(core_loop(p), &p->ready);
-  }
-}
-
 int weft_port_close(weft_port_t* port) {
   pcore_t* p;
   CORE_OR_RETURN(p, port);
@@ -765,10 +745,7 @@ int weft_port_close(weft_port_t* port) {
     return 0;
   close_core(p);
   drop_mailbox(p); /* Messages not yet delivered here are dropped. */
-  /* Node emits 'close' asynchronously on both ends. */
-  p->close_pending = true;
-  update_keepalive(p);
-  poke(p);
+  close_later(p);
   return 0;
 }
 
@@ -824,19 +801,20 @@ int weft_port_free(weft_port_t* port) {
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(core_loop(p)))
     return WEFT_EWRONGTHREAD;
-  drop_mailbox(p);
-  finish_core(p);
-  weft__xfree(port);
+  weft__port_release(port);
   return 0;
 }
 
-static void port_teardown(weft__tracked_t* t) {
-  pcore_t* p = weft__container_of(t, pcore_t, tracked);
-  weft_port_t* h = p->handle;
-  /* The loop ends: the port closes (its peer sees 'close') and weft
-   * releases it, whoever's it was. User handles to it dangle from here on,
-   * like all of the worker's memory. */
+void weft__port_release(weft_port_t* h) {
+  pcore_t* p = h->core;
   drop_mailbox(p);
   finish_core(p);
   weft__xfree(h);
+}
+
+static void port_teardown(weft__tracked_t* t) {
+  /* The loop ends: the port closes (its peer sees 'close') and weft
+   * releases it, whoever's it was. User handles to it dangle from here on,
+   * like all of the worker's memory. */
+  weft__port_release(weft__container_of(t, pcore_t, tracked)->handle);
 }

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 
 #include <uv.h>
 
+#include "futex.h"
 #include "internal.h"
 
 /* Under a sanitizer the bytes come from libc, so ASan sees overruns and
@@ -355,35 +355,16 @@ static int64_t deadline_of(int64_t timeout_ms) {
   return now + timeout_ms * 1000000;
 }
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 static int futex_wait(_Atomic uint32_t* word,
                       uint32_t expected,
                       int64_t deadline) {
-  struct timespec ts;
-  struct timespec* tsp = NULL;
+  int64_t left = -1;
   if (deadline != INT64_MAX) {
-    int64_t left = deadline - now_ns();
+    left = deadline - now_ns();
     if (left <= 0)
       return ETIMEDOUT;
-    ts.tv_sec = left / 1000000000;
-    ts.tv_nsec = left % 1000000000;
-    tsp = &ts;
   }
-  if (syscall(SYS_futex, (uint32_t*)word, FUTEX_WAIT_PRIVATE, expected, tsp,
-              NULL, 0) == 0)
-    return 0;
-  return errno; /* EAGAIN, EINTR, ETIMEDOUT: the caller re-checks. */
-}
-
-static void futex_wake(_Atomic uint32_t* word) {
-  syscall(SYS_futex, (uint32_t*)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  return weft__futex_wait(word, expected, left);
 }
 
 /* How long a waiter spins before it parks. Parking and being woken costs
@@ -450,7 +431,7 @@ static int wait_sync(weft_shared_t* sh,
       *result = WEFT_WAIT_OK;
       return 0;
     }
-    cpu_relax();
+    weft__cpu_relax();
     if ((i & 31) == 0) {
       int64_t now = now_ns();
       if (!extended && !slot_equals(addr, width, expected)) {
@@ -759,7 +740,7 @@ static int notify(
        * asleep, and then the waiter waits for this lock before leaving. */
       if (atomic_exchange_explicit(&w->state, W_NOTIFIED,
                                    memory_order_acq_rel) == W_SLEEPING)
-        futex_wake(&w->state);
+        weft__futex_wake(&w->state);
     }
     n++;
   }

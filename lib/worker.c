@@ -237,20 +237,23 @@ static void update_keepalive(weft_worker_t* w) {
   /* A freed worker still running is being stopped: the loop waits for its
    * exit, which releases it (weft_loop_free() would answer EBUSY). */
   bool want = !w->exited && (w->ref || w->freed);
-  if (want == w->holds_keepalive)
-    return;
-  w->holds_keepalive = want;
-  weft__loop_keepalive(w->owner, want ? 1 : -1);
+  weft__loop_hold(w->owner, &w->holds_keepalive, want);
 }
 
-static void worker_release(weft_worker_t* w) {
-  weft__loop_untrack(&w->tracked);
-  weft__loop_handles(w->owner, -1);
+/* The memory of a worker record (also of one whose spawn failed). */
+static void worker_destroy(weft_worker_t* w) {
+  weft_msg_free(w->exit_msg);
   free(w->data);
   free(w->error_text);
   env_free(w->env);
   uv_mutex_destroy(&w->lock);
   weft__xfree(w);
+}
+
+static void worker_release(weft_worker_t* w) {
+  weft__loop_untrack(&w->tracked);
+  weft__loop_handles(w->owner, -1);
+  worker_destroy(w);
 }
 
 static void on_owner_message(weft_port_t* port, weft_msg_t* msg) {
@@ -294,8 +297,7 @@ static void on_owner_control(weft_port_t* port, weft_msg_t* msg) {
         w->terminate_cb(w, w->final_code);
       w->in_exit_event = false;
       /* The owner side of the channel ends with the worker. */
-      weft__port_set_internal(w->port, false);
-      weft_port_free(w->port);
+      weft__port_release(w->port);
       w->port = NULL;
       if (w->freed)
         worker_release(w);
@@ -358,7 +360,7 @@ static void worker_main(void* arg) {
     goto loop_done;
   }
   w->child_core = NULL;
-  weft__port_set_internal(w->parent_port, true);
+  weft__port_mark_internal(w->parent_port);
   weft_port_set_max_message(w->parent_port, w->max_msg);
 
   if (!msgpack_zone_init(&w->data_zone, 256)) {
@@ -391,10 +393,8 @@ static void worker_main(void* arg) {
   msgpack_zone_destroy(&w->data_zone);
 
 loop_done:
-  /* The parent port is weft's: the teardown closes it with every other
-   * port, so the owner sees all messages posted before, then the exit. */
-  if (w->parent_port != NULL)
-    weft__port_set_internal(w->parent_port, false);
+  /* The teardown closes the parent port with every other port, so the
+   * owner sees all messages posted before, then the exit. */
   weft__loop_teardown(loop);
   w->parent_port = NULL;
 heap_done:
@@ -450,8 +450,7 @@ static void worker_teardown(weft__tracked_t* t) {
     sched_yield();
   w->exited = true;
   update_keepalive(w);
-  weft__port_set_internal(w->port, false);
-  weft_port_free(w->port);
+  weft__port_release(w->port);
   w->port = NULL;
   worker_release(w);
 }
@@ -525,13 +524,8 @@ int weft_worker_spawn(weft_worker_t** out,
   err = weft__thread_run(opts->stack_size, w->fresh_thread, worker_main, w);
   if (err != 0) {
     weft__port_drop_in_transit(w->child_core);
-    weft__port_set_internal(w->port, false);
-    weft_port_free(w->port);
-    weft_msg_free(w->exit_msg);
-    free(w->data);
-    env_free(w->env);
-    uv_mutex_destroy(&w->lock);
-    weft__xfree(w);
+    weft__port_release(w->port);
+    worker_destroy(w);
     return err;
   }
   weft__loop_handles(owner, 1);
@@ -541,11 +535,7 @@ int weft_worker_spawn(weft_worker_t** out,
   return 0;
 
 nomem:
-  weft_msg_free(w->exit_msg);
-  free(w->data);
-  env_free(w->env);
-  uv_mutex_destroy(&w->lock);
-  weft__xfree(w);
+  worker_destroy(w);
   return WEFT_ENOMEM;
 }
 

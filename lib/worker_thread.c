@@ -11,14 +11,11 @@
  * thread keeps between workers is the caller's own thread-local storage:
  * code that relies on fresh thread-locals asks for WEFT_WORKER_FRESH_THREAD.
  */
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "futex.h"
 #include "internal.h"
 
 /* Idle threads kept at most, how long one spins and then sleeps before it
@@ -35,7 +32,7 @@ typedef struct slot_s {
   bool cacheable;      /* Fixed at creation. */
   /* Futex word. The thread moves IDLE -> SLEEPING; a spawner moves
    * IDLE/SLEEPING -> ASSIGNED under idle_lock. */
-  atomic_int state;
+  _Atomic uint32_t state;
   void (*fn)(void* arg); /* Written before ASSIGNED is published. */
   void* arg;
 } slot_t;
@@ -48,15 +45,6 @@ static int idle_count;    /* Guarded by idle_lock. */
 static void idle_init(void) {
   if (uv_mutex_init(&idle_lock) != 0)
     abort(); /* Only fails without resources at start-up. */
-}
-
-static void futex_wait(atomic_int* word, int expected, int64_t ns) {
-  struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
-  syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
-}
-
-static void futex_wake(atomic_int* word) {
-  syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* Offer the calling thread for the next worker. True when one was
@@ -84,7 +72,7 @@ static bool wait_for_work(slot_t* s) {
     now = uv_hrtime();
   }
   for (;;) {
-    int expected = SLOT_IDLE;
+    uint32_t expected = SLOT_IDLE;
     int64_t left = (int64_t)IDLE_MS * 1000000 - (int64_t)(now - t0);
     if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_ASSIGNED)
       return true;
@@ -96,7 +84,7 @@ static bool wait_for_work(slot_t* s) {
                                             memory_order_acquire);
     if (expected == SLOT_ASSIGNED)
       return true;
-    futex_wait(&s->state, SLOT_SLEEPING, left);
+    weft__futex_wait(&s->state, SLOT_SLEEPING, left);
     now = uv_hrtime();
   }
   /* Timed out: leave the list unless a spawner took us meanwhile. */
@@ -145,7 +133,7 @@ int weft__thread_run(size_t stack_size,
       }
     }
     if (s != NULL) {
-      int prev;
+      uint32_t prev;
       s->fn = fn;
       s->arg = arg;
       /* release: publishes fn/arg to the thread's acquire load. */
@@ -153,7 +141,7 @@ int weft__thread_run(size_t stack_size,
                                       memory_order_acq_rel);
       uv_mutex_unlock(&idle_lock);
       if (prev == SLOT_SLEEPING)
-        futex_wake(&s->state);
+        weft__futex_wake(&s->state);
       return 0;
     }
     uv_mutex_unlock(&idle_lock);

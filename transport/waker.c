@@ -3,7 +3,6 @@
 
 int weft__waker_init(weft__waker_t* w, uv_loop_t* loop, uv_async_cb cb) {
   atomic_init(&w->parked, 1);
-  atomic_init(&w->wakeups, 0);
   return uv_async_init(loop, &w->async, cb);
 }
 
@@ -15,7 +14,6 @@ void weft__waker_wake(weft__waker_t* w) {
 }
 
 void weft__waker_force(weft__waker_t* w) {
-  atomic_fetch_add_explicit(&w->wakeups, 1, memory_order_relaxed);
   /* uv_async_send coalesces: many sends before the callback make one. */
   uv_async_send(&w->async);
 }

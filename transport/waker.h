@@ -19,8 +19,6 @@ typedef struct weft__waker_s {
   /* Written by the consumer, read by producers on every push: its own
    * cache line so it does not share one with queue heads. */
   alignas(64) atomic_int parked;
-  /* Counts system-call wake-ups (for tests and benchmarks). */
-  atomic_ulong wakeups;
   uv_async_t async;
 } weft__waker_t;
 
