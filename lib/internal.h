@@ -283,6 +283,28 @@ void weft__port_enqueue_core(void* core, weft_msg_t* msg);
  * tests that must know a thread is really waiting. Thread: any. */
 size_t weft__shared_waiters(weft_shared_t* sh, size_t index, size_t width);
 
+/* Interrupting a worker's blocking waits (terminate interrupts
+ * Atomics.wait). A worker thread makes its record current for its whole
+ * life; from then on weft_atomic_wait32/64 on that thread returns
+ * WEFT_ETERMINATED once weft__wait_interrupt() was called on the record,
+ * whether the wait had started by then or starts later. Threads without a
+ * record wait as before. worker.c owns the record; shared.c never calls
+ * up into worker.c. */
+typedef struct weft__wait_intr_s {
+  uv_mutex_t lock;     /* Guards `waiter`, and orders `stopped`. */
+  atomic_bool stopped; /* Written under `lock`; read without it. */
+  void* waiter;        /* The sync wait in progress (on its stack). */
+} weft__wait_intr_t;
+
+/* 0 or WEFT_ENOMEM. */
+int weft__wait_intr_init(weft__wait_intr_t* in);
+void weft__wait_intr_destroy(weft__wait_intr_t* in);
+/* The calling thread's record (NULL: none). Thread: the worker. */
+void weft__wait_intr_set_current(weft__wait_intr_t* in);
+/* Mark the record stopped and wake its thread's wait, if one is in
+ * progress; later waits return at once. Thread: any. */
+void weft__wait_interrupt(weft__wait_intr_t* in);
+
 /* --- worker_thread.c ------------------------------------------------- */
 
 /* Run `fn(arg)` on a worker thread: a cached idle thread with the same

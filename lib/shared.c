@@ -385,6 +385,165 @@ static bool slot_equals(void* addr, size_t width, int64_t expected) {
          expected;
 }
 
+/* --- Interrupting a worker's waits (terminate) ------------------------- */
+
+/* The calling thread's record (a worker's), or NULL: waits as before. */
+static _Thread_local weft__wait_intr_t* current_intr;
+
+int weft__wait_intr_init(weft__wait_intr_t* in) {
+  if (uv_mutex_init(&in->lock) != 0)
+    return WEFT_ENOMEM;
+  atomic_init(&in->stopped, false);
+  in->waiter = NULL;
+  return 0;
+}
+
+void weft__wait_intr_destroy(weft__wait_intr_t* in) {
+  uv_mutex_destroy(&in->lock);
+}
+
+void weft__wait_intr_set_current(weft__wait_intr_t* in) {
+  current_intr = in;
+}
+
+/* Sync waiters end in W_NOTIFIED, W_TIMED_OUT (their timeout, decided
+ * under the bucket lock) or W_CANCELED (their worker was asked to stop).
+ * Under the bucket lock a sync waiter is queued exactly while its state is
+ * W_WAITING or W_SLEEPING: notify, the timeout and the interrupter move it
+ * out of those only under that lock, and the one change made without it
+ * (the waiter's own WAITING -> SLEEPING) keeps it queued. */
+
+/* Take a queued sync waiter off its bucket as interrupted (W_CANCELED) and
+ * wake it if it sleeps; nothing if a notify or its timeout dequeued it
+ * first. The caller makes sure `w` still exists (see weft__wait_interrupt
+ * and intr_register). */
+static void cancel_waiter(bucket_t* b, waiter_t* w) {
+  uint32_t state;
+  uv_mutex_lock(&b->lock);
+  /* relaxed: the lock orders every change but the waiter's own
+   * WAITING -> SLEEPING, which the exchange below sees either way. */
+  state = atomic_load_explicit(&w->state, memory_order_relaxed);
+  if (state == W_WAITING || state == W_SLEEPING) {
+    bucket_remove(b, w);
+    /* acq_rel: as notify's exchange (the waiter acquires it); reads
+     * whether the waiter went to sleep meanwhile. */
+    state =
+        atomic_exchange_explicit(&w->state, W_CANCELED, memory_order_acq_rel);
+    /* Under the lock, as notify does: a waiter that slept takes the lock
+     * once before it returns. */
+    if (state == W_SLEEPING)
+      weft__futex_wake(&w->state);
+  }
+  uv_mutex_unlock(&b->lock);
+}
+
+/* Declared in internal.h. */
+void weft__wait_interrupt(weft__wait_intr_t* in) {
+  uv_mutex_lock(&in->lock);
+  /* relaxed: the lock orders it against a registering waiter; the
+   * lock-free read in wait_sync is only an early exit. */
+  atomic_store_explicit(&in->stopped, true, memory_order_relaxed);
+  /* The waiter unregisters under this lock before it returns, so a
+   * registered waiter (on its own stack) is alive while we hold it. */
+  if (in->waiter != NULL) {
+    waiter_t* w = in->waiter;
+    cancel_waiter(bucket_of(w->addr), w);
+  }
+  uv_mutex_unlock(&in->lock);
+}
+
+/* Register the queued waiter `w` with the thread's record: false (and not
+ * registered) if the thread was already asked to stop. Both sides decide
+ * under `in->lock`, so either the interrupter finds `w` or we find
+ * `stopped`: no interrupt is lost. */
+static bool intr_register(weft__wait_intr_t* in, waiter_t* w) {
+  bool stopped;
+  uv_mutex_lock(&in->lock);
+  stopped = atomic_load_explicit(&in->stopped, memory_order_relaxed);
+  if (!stopped)
+    in->waiter = w;
+  uv_mutex_unlock(&in->lock);
+  return !stopped;
+}
+
+static void intr_unregister(weft__wait_intr_t* in) {
+  uv_mutex_lock(&in->lock);
+  in->waiter = NULL;
+  uv_mutex_unlock(&in->lock);
+}
+
+/* Wait on the queued waiter `w` until a notify, the interrupter or the
+ * deadline dequeues it; returns its final state (W_NOTIFIED, W_CANCELED or
+ * W_TIMED_OUT), after which nobody touches `w` any more. */
+static uint32_t wait_queued(bucket_t* b,
+                            waiter_t* w,
+                            size_t width,
+                            int64_t expected,
+                            int64_t deadline) {
+  int64_t spin_end;
+  bool extended = false;
+  uint32_t state;
+
+  /* Spin. acquire: pairs with the notifier's exchange (or the
+   * interrupter's CAS), so what it wrote before is visible once we
+   * return. A spinning waiter is never futex-woken, so it may leave at
+   * once. */
+  spin_end = now_ns() + SPIN_NS;
+  for (unsigned i = 1;; i++) {
+    state = atomic_load_explicit(&w->state, memory_order_acquire);
+    if (state != W_WAITING)
+      return state;
+    weft__cpu_relax();
+    if ((i & 31) == 0) {
+      int64_t now = now_ns();
+      if (!extended && !slot_equals(w->addr, width, expected)) {
+        extended = true;
+        spin_end = now + SPIN_EXTRA_NS;
+      }
+      if (now >= spin_end || now >= deadline)
+        break;
+    }
+  }
+
+  /* Park. acq_rel: acquire as above if the notifier won; release has
+   * nothing to publish but keeps the exchange/CAS pair symmetric. */
+  state = W_WAITING;
+  if (!atomic_compare_exchange_strong_explicit(&w->state, &state, W_SLEEPING,
+                                               memory_order_acq_rel,
+                                               memory_order_acquire))
+    return state; /* Dequeued while we were spinning: never woken. */
+  for (;;) {
+    if (futex_wait(&w->state, W_SLEEPING, deadline) == ETIMEDOUT ||
+        now_ns() >= deadline) {
+      /* Timed out unless a notify or the interrupter dequeues us first:
+       * decide under the lock, which they hold while they mark and wake
+       * us, so once we have it they are also done with `w`. */
+      uv_mutex_lock(&b->lock);
+      state = W_SLEEPING;
+      /* acquire on failure: pairs with their acq_rel change. */
+      if (atomic_compare_exchange_strong_explicit(
+              &w->state, &state, W_TIMED_OUT, memory_order_acquire,
+              memory_order_acquire)) {
+        bucket_remove(b, w);
+        state = W_TIMED_OUT;
+      }
+      uv_mutex_unlock(&b->lock);
+      return state;
+    }
+    /* acquire: pairs with the notifier's exchange. */
+    state = atomic_load_explicit(&w->state, memory_order_acquire);
+    if (state != W_SLEEPING)
+      break;
+    /* Spurious wake-up or EINTR: sleep again. */
+  }
+  /* The notifier (or interrupter) saw us asleep and calls futex_wake on
+   * `w->state` while it holds the lock; taking the lock once waits for it
+   * to be done with `w`, which lives on the caller's stack. */
+  uv_mutex_lock(&b->lock);
+  uv_mutex_unlock(&b->lock);
+  return state;
+}
+
 static int wait_sync(weft_shared_t* sh,
                      size_t index,
                      size_t width,
@@ -393,17 +552,20 @@ static int wait_sync(weft_shared_t* sh,
                      weft_wait_result_t* result) {
   int err;
   void* addr = slot(sh, index, width, &err);
+  weft__wait_intr_t* in = current_intr;
   bucket_t* b;
   waiter_t w;
   int64_t deadline;
-  int64_t spin_end;
-  bool extended = false;
   uint32_t state;
 
   if (addr == NULL)
     return err;
   if (result == NULL)
     return WEFT_EINVAL;
+  /* A worker asked to stop does not start a wait (relaxed: an early exit;
+   * intr_register below decides under the lock). */
+  if (in != NULL && atomic_load_explicit(&in->stopped, memory_order_relaxed))
+    return WEFT_ETERMINATED;
   uv_once(&buckets_once, buckets_init);
   deadline = deadline_of(timeout_ms);
   b = bucket_of(addr);
@@ -423,64 +585,23 @@ static int wait_sync(weft_shared_t* sh,
   }
   uv_mutex_unlock(&b->lock);
 
-  /* Spin. acquire: pairs with the notifier's exchange, so what it wrote
-   * before notifying is visible once we return. */
-  spin_end = now_ns() + SPIN_NS;
-  for (unsigned i = 1;; i++) {
-    if (atomic_load_explicit(&w.state, memory_order_acquire) == W_NOTIFIED) {
+  /* On a worker, let terminate reach us; if it came first, take ourselves
+   * off the queue the way it would have (a notify may still win). */
+  if (in != NULL && !intr_register(in, &w))
+    cancel_waiter(b, &w);
+  state = wait_queued(b, &w, width, expected, deadline);
+  if (in != NULL)
+    intr_unregister(in);
+  switch (state) {
+    case W_CANCELED:
+      return WEFT_ETERMINATED;
+    case W_TIMED_OUT:
+      *result = WEFT_WAIT_TIMED_OUT;
+      return 0;
+    default:
       *result = WEFT_WAIT_OK;
       return 0;
-    }
-    weft__cpu_relax();
-    if ((i & 31) == 0) {
-      int64_t now = now_ns();
-      if (!extended && !slot_equals(addr, width, expected)) {
-        extended = true;
-        spin_end = now + SPIN_EXTRA_NS;
-      }
-      if (now >= spin_end || now >= deadline)
-        break;
-    }
   }
-
-  /* Park. acq_rel: acquire as above if the notifier won; release has
-   * nothing to publish but keeps the exchange/CAS pair symmetric. */
-  state = W_WAITING;
-  if (atomic_compare_exchange_strong_explicit(&w.state, &state, W_SLEEPING,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire)) {
-    for (;;) {
-      if (futex_wait(&w.state, W_SLEEPING, deadline) == ETIMEDOUT ||
-          now_ns() >= deadline) {
-        if (atomic_load_explicit(&w.state, memory_order_acquire) == W_NOTIFIED)
-          break;
-        /* Timed out unless a notify dequeues us first: decide under the
-         * lock, which a notify holds while it marks us. */
-        uv_mutex_lock(&b->lock);
-        if (atomic_load_explicit(&w.state, memory_order_relaxed) !=
-            W_NOTIFIED) {
-          bucket_remove(b, &w);
-          uv_mutex_unlock(&b->lock);
-          *result = WEFT_WAIT_TIMED_OUT;
-          return 0;
-        }
-        uv_mutex_unlock(&b->lock);
-        *result = WEFT_WAIT_OK;
-        return 0;
-      }
-      /* acquire: pairs with the notifier's exchange. */
-      if (atomic_load_explicit(&w.state, memory_order_acquire) == W_NOTIFIED)
-        break;
-      /* Spurious wake-up or EINTR: sleep again. */
-    }
-    /* The notifier saw us asleep and calls futex_wake on `w.state` while
-     * it holds the lock; taking the lock once waits for it to be done with
-     * `w`, which lives on this stack. */
-    uv_mutex_lock(&b->lock);
-    uv_mutex_unlock(&b->lock);
-  }
-  *result = WEFT_WAIT_OK;
-  return 0;
 }
 
 int weft_atomic_wait32(weft_shared_t* sh,

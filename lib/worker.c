@@ -2,7 +2,6 @@
  * port pair to its owner, lifecycle events on the owner's loop, terminate,
  * exit, errors, worker data and environment data. */
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,11 +33,15 @@ struct weft_worker_s {
   weft_msg_t* exit_msg; /* Made at spawn, so the exit always gets out. */
 
   /* Any thread. */
-  atomic_int stop;   /* Terminate asked, exit called, or an error. */
-  atomic_int gone;   /* The thread touches `w` no more (set right before
-                      * it posts the exit message). */
-  uv_mutex_t lock;   /* Guards `loop` against the worker tearing down. */
-  weft_loop_t* loop; /* The worker's loop while it runs. */
+  atomic_int stop;     /* Terminate asked, exit called, or an error. */
+  atomic_int gone;     /* The thread touches `w` no more (set under `lock`
+                        * right before it posts the exit message). */
+  uv_mutex_t lock;     /* Guards `loop` against the worker tearing down,
+                        * and `gone` for `gone_cond`. */
+  uv_cond_t gone_cond; /* Signalled with `gone` set (worker_teardown). */
+  weft_loop_t* loop;   /* The worker's loop while it runs. */
+  /* Lets terminate wake the thread out of weft_atomic_wait32/64. */
+  weft__wait_intr_t intr;
 
   /* Worker thread only (read by the owner after the exit message, which
    * orders them). */
@@ -194,6 +197,8 @@ bool weft_should_stop(void) {
 
 static void stop_self(weft_worker_t* w) {
   atomic_store_explicit(&w->stop, 1, memory_order_relaxed);
+  /* Later waits on this thread return WEFT_ETERMINATED at once. */
+  weft__wait_interrupt(&w->intr);
   if (w->loop != NULL)
     weft__loop_request_stop(w->loop);
 }
@@ -235,8 +240,11 @@ void weft__worker_heap_breached(void) {
 
 static void update_keepalive(weft_worker_t* w) {
   /* A freed worker still running is being stopped: the loop waits for its
-   * exit, which releases it (weft_loop_free() would answer EBUSY). */
-  bool want = !w->exited && (w->ref || w->freed);
+   * exit, which releases it (weft_loop_free() would answer EBUSY). A
+   * pending terminate callback holds the loop too, unref'd or not, as
+   * Node's terminate() promise does: else the loop could return before
+   * the exit that runs the callback. */
+  bool want = !w->exited && (w->ref || w->freed || w->terminate_cb != NULL);
   weft__loop_hold(w->owner, &w->holds_keepalive, want);
 }
 
@@ -246,6 +254,8 @@ static void worker_destroy(weft_worker_t* w) {
   free(w->data);
   free(w->error_text);
   env_free(w->env);
+  weft__wait_intr_destroy(&w->intr);
+  uv_cond_destroy(&w->gone_cond);
   uv_mutex_destroy(&w->lock);
   weft__xfree(w);
 }
@@ -340,6 +350,7 @@ static void worker_main(void* arg) {
 
   pthread_setname_np(pthread_self(), w->name);
   current_worker = w;
+  weft__wait_intr_set_current(&w->intr);
   thread_env = w->env;
   w->env = NULL;
   heap = weft__heap_new(w->max_heap);
@@ -417,6 +428,7 @@ done:
   env_free(thread_env);
   thread_env = NULL;
   current_worker = NULL;
+  weft__wait_intr_set_current(NULL);
   /* Hold the owner's port core: the owner may free `w` and its port handle
    * as soon as it sees the exit message, while this thread is still inside
    * the push. From `gone` on only the core (held) and the owner's loop
@@ -425,8 +437,14 @@ done:
   w->exit_msg = NULL;
   exit_msg->code = code;
   /* release: everything this thread wrote to `w` is visible to an owner
-   * that sees `gone`. */
+   * that sees `gone`. Set under the lock so that an owner blocked in
+   * worker_teardown cannot miss the signal; from the unlock on, `w` may
+   * be freed (unlocking a mutex another thread then takes and destroys
+   * is allowed by POSIX). */
+  uv_mutex_lock(&w->lock);
   atomic_store_explicit(&w->gone, 1, memory_order_release);
+  uv_cond_signal(&w->gone_cond);
+  uv_mutex_unlock(&w->lock);
   weft__port_enqueue_core(owner_core, exit_msg);
   weft__port_unhold(owner_core);
 }
@@ -445,9 +463,13 @@ static void worker_teardown(weft__tracked_t* t) {
   weft__loop_untrack(t);
   w->freed = true;
   weft_worker_terminate(w, NULL);
-  /* acquire: pairs with the thread's release of `gone`. */
+  /* Block (no spinning: a busy child may take seconds to notice the stop)
+   * until the thread is done with `w`. acquire: pairs with the thread's
+   * release of `gone`. */
+  uv_mutex_lock(&w->lock);
   while (!atomic_load_explicit(&w->gone, memory_order_acquire))
-    sched_yield();
+    uv_cond_wait(&w->gone_cond, &w->lock);
+  uv_mutex_unlock(&w->lock);
   w->exited = true;
   update_keepalive(w);
   weft__port_release(w->port);
@@ -483,6 +505,17 @@ int weft_worker_spawn(weft_worker_t** out,
     return WEFT_ENOMEM;
   memset(w, 0, sizeof(*w));
   if (uv_mutex_init(&w->lock) != 0) {
+    weft__xfree(w);
+    return WEFT_ENOMEM;
+  }
+  if (uv_cond_init(&w->gone_cond) != 0) {
+    uv_mutex_destroy(&w->lock);
+    weft__xfree(w);
+    return WEFT_ENOMEM;
+  }
+  if (weft__wait_intr_init(&w->intr) != 0) {
+    uv_cond_destroy(&w->gone_cond);
+    uv_mutex_destroy(&w->lock);
     weft__xfree(w);
     return WEFT_ENOMEM;
   }
@@ -581,9 +614,14 @@ int weft_worker_terminate(weft_worker_t* w,
       cb(w, w->final_code);
     return 0;
   }
-  if (cb != NULL)
+  if (cb != NULL) {
     w->terminate_cb = cb;
+    update_keepalive(w);
+  }
   atomic_store_explicit(&w->stop, 1, memory_order_release);
+  /* Wake a wait in progress on the worker's thread; later ones return at
+   * once. */
+  weft__wait_interrupt(&w->intr);
   uv_mutex_lock(&w->lock);
   if (w->loop != NULL)
     weft__loop_request_stop(w->loop);

@@ -2,15 +2,27 @@
  * under ThreadSanitizer, where Criterion cannot start):
  *   1. terminate while messages flow both ways, many rounds;
  *   2. many short-lived workers, a bounded number at a time;
- *   3. a worker exits while the main thread is still posting to it.
+ *   3. a worker exits while the main thread is still posting to it;
+ *   4. terminate interrupts a worker blocked in weft_atomic_wait32/64, at
+ *      every point of the wait (before it starts, spinning, asleep, racing
+ *      a notify or a short timeout);
+ *   5. a worker whose child is busy blocks, not spins, while it ends.
  * Returns 0 on success; prints the reason and returns 1 otherwise. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_getcpuclockid() */
+#endif
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <uv.h>
 
 #include <weft/weft.h>
+
+#include "internal.h" /* weft__shared_waiters() */
 
 #define CHECK(cond, ...)                                               \
   do {                                                                 \
@@ -398,10 +410,294 @@ static void exit_while_posting(void) {
          E_ROUNDS, closed_rounds);
 }
 
+/* --- 4. terminate interrupts a blocking wait --------------------------------
+ * Node's terminate() interrupts Atomics.wait. Each round a worker blocks in
+ * a wait on a slot nobody notifies (even rounds: one wait32 without a
+ * timeout; odd rounds: wait64 with 1 ms timeouts in a loop, so terminate
+ * also races a timeout) and the owner terminates it at a different point
+ * of the wait each round. Every round must end: the wait returns
+ * WEFT_ETERMINATED (or OK where a notify raced the terminate), the worker
+ * exits with 1 and no waiter is left queued. Before the fix the wait never
+ * returned: the watchdog below fails the round instead of hanging. */
+
+#define W_ROUNDS 100
+#define W_WATCHDOG_MS 20000
+#define W_NO_RC 1 /* No wait returned (the entry never ran). */
+
+enum {
+  W_AT_SPAWN,    /* Before the thread even runs the entry. */
+  W_AT_ONLINE,   /* In the online event. */
+  W_AT_QUEUED,   /* As soon as the wait is queued (usually spinning). */
+  W_AT_ASLEEP,   /* A little later (usually asleep on the futex). */
+  W_WITH_NOTIFY, /* Right after a notify of the same slot. */
+  W_WHEN_COUNT
+};
+
+static struct {
+  weft_loop_t* loop;
+  weft_shared_t* sh;
+  weft_worker_t* w;
+  int round; /* Written before the spawn, read by the worker. */
+  weft_timer_id dog;
+  weft_timer_id poll;
+  atomic_int entered;
+  atomic_int rc;       /* The last wait's return code, or W_NO_RC. */
+  atomic_int result;   /* Its result when rc is 0. */
+  atomic_long timeouts;
+  bool exited;
+  int exit_code;
+  int term_calls;
+  int term_code;
+} wr;
+
+static void w_entry(weft_loop_t* loop, void* arg) {
+  weft_wait_result_t res = WEFT_WAIT_OK;
+  int rc;
+  (void)loop;
+  (void)arg;
+  atomic_store(&wr.entered, 1);
+  if (wr.round % 2 == 0) {
+    rc = weft_atomic_wait32(wr.sh, 0, 0, -1, &res);
+    /* A notify that won the race: the next wait returns at once. */
+    if (rc == 0 && res == WEFT_WAIT_OK)
+      rc = weft_atomic_wait32(wr.sh, 0, 0, -1, &res);
+  } else {
+    do {
+      rc = weft_atomic_wait64(wr.sh, 0, 0, 1, &res);
+      if (rc == 0 && res == WEFT_WAIT_TIMED_OUT)
+        atomic_fetch_add(&wr.timeouts, 1);
+    } while (rc == 0);
+  }
+  atomic_store(&wr.result, (int)res);
+  atomic_store(&wr.rc, rc);
+}
+
+static void w_on_term(weft_worker_t* w, int code) {
+  (void)w;
+  wr.term_calls++;
+  wr.term_code = code;
+}
+
+static void w_terminate(void) {
+  int err = weft_worker_terminate(wr.w, w_on_term);
+  CHECK(err == 0, "terminate: %s", weft_err_name(err));
+}
+
+static void w_watchdog(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  CHECK(0, "round %d: the worker's wait was not interrupted (entered %d)",
+        wr.round, atomic_load(&wr.entered));
+}
+
+static void w_poll(weft_loop_t* loop, void* arg) {
+  int when = wr.round % W_WHEN_COUNT;
+  (void)arg;
+  wr.poll = 0;
+  if (weft__shared_waiters(wr.sh, 0, 4) == 0) {
+    CHECK(weft_set_timeout(loop, 0, w_poll, NULL, &wr.poll) == 0, "poll");
+    return;
+  }
+  if (when == W_AT_ASLEEP)
+    uv_sleep(2); /* Past the 20 us spin: the waiter sleeps (or times out). */
+  if (when == W_WITH_NOTIFY)
+    CHECK(weft_atomic_notify32(wr.sh, 0, 1, NULL) == 0, "notify");
+  w_terminate();
+}
+
+static void w_online(weft_worker_t* w) {
+  int when = wr.round % W_WHEN_COUNT;
+  (void)w;
+  if (when == W_AT_ONLINE)
+    w_terminate();
+  else if (when != W_AT_SPAWN)
+    CHECK(weft_set_timeout(wr.loop, 0, w_poll, NULL, &wr.poll) == 0, "poll");
+}
+
+static void w_exit(weft_worker_t* w, int code) {
+  (void)w;
+  wr.exited = true;
+  wr.exit_code = code;
+  weft_clear_timer(wr.loop, wr.dog);
+  weft_clear_timer(wr.loop, wr.poll);
+}
+
+static void terminate_interrupts_wait(void) {
+  int interrupted = 0, notified = 0, skipped = 0;
+  long timeouts = 0;
+  for (int r = 0; r < W_ROUNDS; r++) {
+    weft_worker_opts_t opts;
+    int err, rc, when = r % W_WHEN_COUNT;
+    memset(&wr, 0, sizeof(wr));
+    wr.loop = new_loop();
+    CHECK(weft_shared_new(&wr.sh, 64) == 0, "shared");
+    wr.round = r;
+    atomic_init(&wr.rc, W_NO_RC);
+    memset(&opts, 0, sizeof(opts));
+    opts.events.online = w_online;
+    opts.events.exit = w_exit;
+    err = weft_worker_spawn(&wr.w, wr.loop, w_entry, &opts);
+    CHECK(err == 0, "spawn: %s", weft_strerror(err));
+    err = weft_set_timeout(wr.loop, W_WATCHDOG_MS, w_watchdog, NULL, &wr.dog);
+    CHECK(err == 0, "watchdog: %s", weft_err_name(err));
+    if (when == W_AT_SPAWN)
+      w_terminate();
+    CHECK(weft_loop_run(wr.loop) == 0, "run");
+    CHECK(wr.exited, "round %d: no exit", r);
+    CHECK(wr.exit_code == 1, "round %d: exit code %d", r, wr.exit_code);
+    CHECK(wr.term_calls == 1 && wr.term_code == 1,
+          "round %d: terminate callback %d times, code %d", r, wr.term_calls,
+          wr.term_code);
+    rc = atomic_load(&wr.rc);
+    if (!atomic_load(&wr.entered)) {
+      CHECK(when == W_AT_SPAWN || when == W_AT_ONLINE,
+            "round %d: the entry never ran", r);
+      skipped++;
+    } else if (rc == 0) {
+      /* Only a notify ends a wait without a timeout with 0 here, and then
+       * the second wait must have been interrupted. */
+      CHECK(0, "round %d: wait returned 0 (result %d) after terminate", r,
+            atomic_load(&wr.result));
+    } else {
+      CHECK(rc == WEFT_ETERMINATED, "round %d: wait returned %s", r,
+            weft_err_name(rc));
+      interrupted++;
+      if (when == W_WITH_NOTIFY && r % 2 == 0 &&
+          atomic_load(&wr.result) == WEFT_WAIT_OK)
+        notified++;
+    }
+    CHECK(weft__shared_waiters(wr.sh, 0, 4) == 0, "round %d: waiter left", r);
+    timeouts += atomic_load(&wr.timeouts);
+    weft_worker_free(wr.w);
+    weft_shared_unref(wr.sh);
+    free_loop(wr.loop);
+  }
+  printf("terminate interrupts wait: %d rounds, %d interrupted (%d after a "
+         "racing notify), %d ended before the entry, %ld short timeouts\n",
+         W_ROUNDS, interrupted, notified, skipped, timeouts);
+}
+
+/* --- 5. A worker whose child is busy blocks while it ends --------------------
+ * A worker (the middle one) ends while its child runs C code that does not
+ * poll weft_should_stop() for about a second. The middle thread must wait
+ * for the child before its loop goes, and it used to spin (sched_yield) all
+ * that time: 1.9 s of CPU over a 2 s wait. The check is about behaviour,
+ * not speed: a thread that blocks (futex, condition variable) uses almost
+ * no CPU while it waits, a thread that polls uses about a core, so the
+ * middle thread's CPU time over the child's busy second must stay well
+ * under that wall time (below 10%, whatever the machine's speed). The
+ * child itself samples the middle thread's CPU clock: the middle thread is
+ * certainly alive and in its teardown from the moment the child sees the
+ * stop request until the child returns. */
+
+#define B_BUSY_NS 1000000000LL
+#define B_MAX_CPU_SHARE 0.10
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t clock_ns(clockid_t c) {
+  struct timespec ts;
+  CHECK(clock_gettime(c, &ts) == 0, "clock_gettime");
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct {
+  clockid_t middle_clock; /* Written by the middle before it spawns. */
+  /* Written by the child; read by main after the middle's exit event
+   * (child gone -> middle's teardown -> middle's exit message). */
+  bool saw_stop;
+  int64_t cpu_ns;
+  int64_t wall_ns;
+  int middle_exit;
+  bool middle_exited;
+} br;
+
+static void b_child_entry(weft_loop_t* loop, void* arg) {
+  int64_t w0, w1, c0, c1, give_up;
+  volatile uint64_t x = 0;
+  (void)loop;
+  (void)arg;
+  CHECK(weft_port_post(weft_parent_port(), "\xc0", 1) == 0, "child post");
+  /* The middle ends on that message and its teardown terminates us. */
+  give_up = mono_ns() + 60 * 1000000000LL;
+  while (!weft_should_stop() && mono_ns() < give_up)
+    x++;
+  br.saw_stop = weft_should_stop();
+  c0 = clock_ns(br.middle_clock);
+  w0 = mono_ns();
+  /* Busy: C code that does not look at the stop request. */
+  do {
+    x++;
+    w1 = mono_ns();
+  } while (w1 - w0 < B_BUSY_NS);
+  c1 = clock_ns(br.middle_clock);
+  br.cpu_ns = c1 - c0;
+  br.wall_ns = w1 - w0;
+}
+
+static void b_middle_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  (void)msg;
+  weft_worker_exit(0); /* Tear down while the child is busy. */
+}
+
+static void b_middle_entry(weft_loop_t* loop, void* arg) {
+  weft_worker_opts_t opts;
+  weft_worker_t* child = NULL;
+  (void)arg;
+  CHECK(pthread_getcpuclockid(pthread_self(), &br.middle_clock) == 0,
+        "pthread_getcpuclockid");
+  memset(&opts, 0, sizeof(opts));
+  opts.name = "busy-child";
+  opts.events.message = b_middle_message;
+  CHECK(weft_worker_spawn(&child, loop, b_child_entry, &opts) == 0,
+        "spawn child");
+  /* Not freed: the middle's teardown stops it and waits for it. */
+}
+
+static void b_middle_exit(weft_worker_t* w, int code) {
+  (void)w;
+  br.middle_exited = true;
+  br.middle_exit = code;
+}
+
+static void teardown_blocks_on_busy_child(void) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts;
+  weft_worker_t* middle = NULL;
+  double share;
+  memset(&br, 0, sizeof(br));
+  memset(&opts, 0, sizeof(opts));
+  opts.name = "middle";
+  opts.events.exit = b_middle_exit;
+  CHECK(weft_worker_spawn(&middle, loop, b_middle_entry, &opts) == 0,
+        "spawn middle");
+  CHECK(weft_loop_run(loop) == 0, "run");
+  CHECK(br.middle_exited && br.middle_exit == 0, "middle exit %d",
+        br.middle_exit);
+  CHECK(br.saw_stop, "the child never saw the middle's stop request");
+  CHECK(br.wall_ns >= B_BUSY_NS, "wall %lld ns", (long long)br.wall_ns);
+  share = (double)br.cpu_ns / (double)br.wall_ns;
+  printf("teardown with a busy child: %.1f ms of CPU over %.1f ms (%.1f%%)\n",
+         br.cpu_ns / 1e6, br.wall_ns / 1e6, share * 100);
+  CHECK(share < B_MAX_CPU_SHARE,
+        "the ending worker used %.0f%% of a core while it waited for its "
+        "child (it spins instead of blocking)",
+        share * 100);
+  weft_worker_free(middle);
+  free_loop(loop);
+}
+
 int main(void) {
   terminate_in_flight();
   many_short_lived();
   exit_while_posting();
+  terminate_interrupts_wait();
+  teardown_blocks_on_busy_child();
   printf("scenario_worker: ok\n");
   return 0;
 }

@@ -19,6 +19,8 @@
 
 #include <weft/weft.h>
 
+#include "internal.h" /* weft__shared_waiters() */
+
 TestSuite(worker, .timeout = 30);
 
 /* --- Helpers ------------------------------------------------------------- */
@@ -1485,6 +1487,232 @@ Test(worker, message_limit_applies_both_ways) {
   cr_assert_eq(weft_loop_run(loop), 0);
   cr_assert_eq(atomic_load(&big_from_worker), WEFT_EMSGSIZE);
   cr_assert_eq(atomic_load(&limit_got), sizeof at_limit);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- terminate and weft_atomic_wait (Node: terminate() interrupts
+ * Atomics.wait) ------------------------------------------------------------ */
+
+static weft_shared_t* wsh;
+static atomic_int wait_rc[3];
+static atomic_int wait_res[3];
+
+/* Block in a wait nobody notifies: width 4 or 8 in `arg`. */
+static void entry_wait_forever(weft_loop_t* loop, void* arg) {
+  weft_wait_result_t res = WEFT_WAIT_OK;
+  int64_t one = 1;
+  int rc;
+  (void)loop;
+  weft_port_post_fn(weft_parent_port(), pack_int_cb, &one);
+  if ((intptr_t)arg == 4)
+    rc = weft_atomic_wait32(wsh, 0, 0, -1, &res);
+  else
+    rc = weft_atomic_wait64(wsh, 0, 0, -1, &res);
+  atomic_store(&wait_res[0], (int)res);
+  atomic_store(&wait_rc[0], rc);
+}
+
+static intptr_t wait_width;
+
+/* Terminate once the worker sleeps in its wait. */
+static void terminate_when_waiting(weft_worker_t* w, weft_msg_t* msg) {
+  on_message(w, msg);
+  while (weft__shared_waiters(wsh, 0, (size_t)wait_width) == 0)
+    uv_sleep(1);
+  uv_sleep(5); /* Past the spin: asleep on its futex. */
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+}
+
+/* Before the fix the wait never returned: the test timed out (the suite's
+ * 30 s). */
+Test(worker, terminate_wakes_a_worker_blocked_in_atomic_wait) {
+  for (intptr_t width = 4; width <= 8; width += 4) {
+    weft_loop_t* loop = new_loop();
+    weft_worker_opts_t opts = logging_opts();
+    weft_worker_t* w;
+    nev = 0;
+    ev[0] = '\0';
+    cr_assert_eq(weft_shared_new(&wsh, 64), 0);
+    atomic_store(&wait_rc[0], 1);
+    wait_width = width;
+    opts.events.message = terminate_when_waiting;
+    opts.arg = (void*)width;
+    w = spawn(loop, entry_wait_forever, &opts);
+    cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert_str_eq(ev, "omxt", "width %d: events %s", (int)width, ev);
+    cr_assert_eq(atomic_load(&wait_rc[0]), WEFT_ETERMINATED, "width %d: %s",
+                 (int)width, weft_err_name(atomic_load(&wait_rc[0])));
+    cr_assert_eq(exit_code, 1);
+    cr_assert_eq(term_code, 1);
+    cr_assert_eq(weft__shared_waiters(wsh, 0, (size_t)width), 0);
+    weft_worker_free(w);
+    weft_shared_unref(wsh);
+    cr_assert_eq(weft_loop_free(loop), 0);
+  }
+}
+
+/* A wait that starts after the stop request returns at once, whatever the
+ * slot holds (the worker is to end, as after Node's terminate()). */
+static void entry_wait_after_stop(weft_loop_t* loop, void* arg) {
+  weft_wait_result_t res = WEFT_WAIT_OK;
+  int64_t one = 1;
+  (void)loop;
+  (void)arg;
+  weft_port_post_fn(weft_parent_port(), pack_int_cb, &one);
+  while (!weft_should_stop())
+    uv_sleep(1);
+  atomic_store(&wait_rc[0], weft_atomic_wait32(wsh, 0, 0, -1, &res));
+  atomic_store(&wait_rc[1], weft_atomic_wait64(wsh, 0, 0, -1, &res));
+  atomic_store(&wait_rc[2], weft_atomic_wait32(wsh, 0, 7, -1, &res));
+}
+
+/* Before the fix the first wait never returned: the test timed out. */
+Test(worker, wait_started_after_terminate_returns_at_once) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  cr_assert_eq(weft_shared_new(&wsh, 64), 0);
+  for (int i = 0; i < 3; i++)
+    atomic_store(&wait_rc[i], 1);
+  opts.events.message = terminate_on_message;
+  w = spawn(loop, entry_wait_after_stop, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "omxt", "events: %s", ev);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(atomic_load(&wait_rc[i]), WEFT_ETERMINATED, "wait %d: %s", i,
+                 weft_err_name(atomic_load(&wait_rc[i])));
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  weft_shared_unref(wsh);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* weft_worker_exit() is a stop request too: the code stays the worker's. */
+static void entry_exit_then_wait(weft_loop_t* loop, void* arg) {
+  weft_wait_result_t res = WEFT_WAIT_OK;
+  (void)loop;
+  (void)arg;
+  weft_worker_exit(5);
+  atomic_store(&wait_rc[0], weft_atomic_wait32(wsh, 0, 0, -1, &res));
+}
+
+Test(worker, wait_after_worker_exit_returns_at_once) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  cr_assert_eq(weft_shared_new(&wsh, 64), 0);
+  atomic_store(&wait_rc[0], 1);
+  w = spawn(loop, entry_exit_then_wait, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "ox", "events: %s", ev);
+  cr_assert_eq(atomic_load(&wait_rc[0]), WEFT_ETERMINATED, "%s",
+               weft_err_name(atomic_load(&wait_rc[0])));
+  cr_assert_eq(exit_code, 5);
+  weft_worker_free(w);
+  weft_shared_unref(wsh);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* Until it is asked to stop, a worker's waits time out and wake as
+ * before; so do the main thread's after a worker was terminated. */
+static void entry_wait_normally(weft_loop_t* loop, void* arg) {
+  weft_wait_result_t res = WEFT_WAIT_OK;
+  int64_t one = 1;
+  (void)loop;
+  (void)arg;
+  atomic_store(&wait_rc[0], weft_atomic_wait32(wsh, 0, 0, 20, &res));
+  atomic_store(&wait_res[0], (int)res);
+  weft_port_post_fn(weft_parent_port(), pack_int_cb, &one);
+  atomic_store(&wait_rc[1], weft_atomic_wait64(wsh, 0, 0, -1, &res));
+  atomic_store(&wait_res[1], (int)res);
+}
+
+static void notify_when_waiting(weft_worker_t* w, weft_msg_t* msg) {
+  int woken = 0;
+  on_message(w, msg);
+  while (weft__shared_waiters(wsh, 0, 8) == 0)
+    uv_sleep(1);
+  cr_assert_eq(weft_atomic_store64(wsh, 0, 1), 0);
+  cr_assert_eq(weft_atomic_notify64(wsh, 0, 1, &woken), 0);
+  cr_assert_eq(woken, 1);
+}
+
+Test(worker, waits_on_a_worker_time_out_and_wake_as_before) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  weft_wait_result_t res = WEFT_WAIT_OK;
+  cr_assert_eq(weft_shared_new(&wsh, 64), 0);
+  opts.events.message = notify_when_waiting;
+  w = spawn(loop, entry_wait_normally, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "omx", "events: %s", ev);
+  cr_assert_eq(exit_code, 0);
+  cr_assert_eq(atomic_load(&wait_rc[0]), 0);
+  cr_assert_eq(atomic_load(&wait_res[0]), WEFT_WAIT_TIMED_OUT);
+  cr_assert_eq(atomic_load(&wait_rc[1]), 0);
+  cr_assert_eq(atomic_load(&wait_res[1]), WEFT_WAIT_OK);
+  weft_worker_free(w);
+  /* The main thread is no worker: its waits never end with ETERMINATED. */
+  cr_assert_eq(weft_atomic_wait32(wsh, 1, 0, 10, &res), 0);
+  cr_assert_eq(res, WEFT_WAIT_TIMED_OUT);
+  weft_shared_unref(wsh);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* --- terminate of an unref'd worker (Node resolves terminate() with 1) --- */
+
+static void unref_terminate_on_online(weft_worker_t* w) {
+  on_online(w);
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+}
+
+/* Before the fix weft_loop_run returned at once ("o"), and the exit event
+ * and terminate callback never ran, even on later runs. */
+Test(worker, terminate_of_unrefd_worker_completes) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  opts.events.online = unref_terminate_on_online;
+  w = spawn(loop, entry_parked_quiet, &opts);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "oxt", "events: %s", ev);
+  cr_assert_eq(exit_code, 1);
+  cr_assert_eq(term_code, 1);
+  cr_assert(weft_worker_exited(w));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(worker, terminate_of_worker_unrefd_before_the_run_completes) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_str_eq(ev, "oxt", "events: %s", ev);
+  cr_assert_eq(term_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* Without a callback an unref'd worker still does not hold the loop. */
+Test(worker, terminate_without_callback_keeps_unref_semantics) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_eq(weft_worker_terminate(w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  /* Whatever arrived by then: the loop did not wait for the exit. Ref it
+   * again and the next run does. */
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }

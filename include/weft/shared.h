@@ -140,7 +140,15 @@ typedef enum {
  * until a notify on that slot or `timeout_ms` (negative: forever). Spins
  * briefly before it sleeps on a futex. Blocking freezes the caller's loop:
  * on a loop thread prefer the async form. Returns 0 with `*result` set,
- * WEFT_EINVAL, WEFT_ERANGE. Thread: any. */
+ * WEFT_EINVAL, WEFT_ERANGE, or WEFT_ETERMINATED (`*result` not set).
+ * On a worker's thread the wait is interrupted when the worker is asked to
+ * stop (weft_worker_terminate(), weft_worker_exit(), an error: whenever
+ * weft_should_stop() turns true), as Node's terminate() interrupts
+ * Atomics.wait: a wait in progress returns WEFT_ETERMINATED, and so does
+ * every wait started after the request, at once, whatever the slot holds;
+ * return to the loop then. A notify that dequeued the waiter before the
+ * request still gives WEFT_WAIT_OK. Waits on other threads (the main
+ * thread, threads you create) are never interrupted. Thread: any. */
 WEFT_EXTERN int weft_atomic_wait32(weft_shared_t* sh,
                                    size_t index,
                                    int32_t expected,

@@ -3,7 +3,11 @@
  *
  * C code cannot be pre-empted. weft_worker_terminate() takes effect when the
  * worker next returns to its loop, or when its code calls
- * weft_should_stop(), which long CPU loops should call now and then. */
+ * weft_should_stop(), which long CPU loops should call now and then; a
+ * blocking weft_atomic_wait32/64 on the worker is woken (WEFT_ETERMINATED).
+ * A worker that ends (its loop torn down) while a child of its own still
+ * runs terminates the child and waits for it, blocked (no CPU), before it
+ * goes: no worker outlives its owner. */
 #ifndef WEFT_WORKER_H
 #define WEFT_WORKER_H
 
@@ -86,17 +90,23 @@ WEFT_EXTERN int weft_worker_post_fn(weft_worker_t* w,
 WEFT_EXTERN int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg);
 
 /* worker.terminate(): ask the worker to stop. It stops at its next return
- * to its loop or weft_should_stop() check; its exit code is then 1.
- * `cb` (may be NULL) runs on the owner's loop once the thread has exited,
- * right after the `exit` event, with the exit code. Terminating a worker
- * whose exit event already ran calls `cb` at once with its exit code.
+ * to its loop or weft_should_stop() check; a weft_atomic_wait32/64 it is
+ * blocked in (or starts later) returns WEFT_ETERMINATED at once. Its exit
+ * code is then 1. `cb` (may be NULL) runs on the owner's loop once the
+ * thread has exited, right after the `exit` event, with the exit code.
+ * While `cb` is pending it keeps the owner's loop alive, also for an
+ * unref'd worker (as Node's terminate() promise resolves with 1): the
+ * loop's run does not return before `cb` ran. Without `cb` an unref'd
+ * worker still does not hold the loop. Terminating a worker whose exit
+ * event already ran calls `cb` at once with its exit code.
  * Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD. Thread: owner loop only. */
 WEFT_EXTERN int weft_worker_terminate(weft_worker_t* w,
                                       void (*cb)(weft_worker_t* w,
                                                  int exit_code));
 
 /* ref()/unref(): whether the running worker keeps the owner's loop alive
- * (default: yes). Thread: owner loop only. */
+ * (default: yes; a pending terminate callback holds it either way).
+ * Thread: owner loop only. */
 WEFT_EXTERN int weft_worker_ref(weft_worker_t* w);
 WEFT_EXTERN int weft_worker_unref(weft_worker_t* w);
 
@@ -133,7 +143,8 @@ WEFT_EXTERN weft_port_t* weft_parent_port(void);
 WEFT_EXTERN const msgpack_object* weft_worker_data(void);
 
 /* process.exit() inside a worker: stop the worker's loop at the end of the
- * current callback; `code` becomes the exit code. Returns WEFT_EINVAL
+ * current callback; `code` becomes the exit code. Later
+ * weft_atomic_wait32/64 calls on the worker return WEFT_ETERMINATED. Returns WEFT_EINVAL
  * outside a worker. Thread: worker only. */
 WEFT_EXTERN int weft_worker_exit(int code);
 
