@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <weft/weft.h>
@@ -581,17 +583,26 @@ static void terminate_interrupts_wait(void) {
  * A worker (the middle one) ends while its child runs C code that does not
  * poll weft_should_stop() for about a second. The middle thread must wait
  * for the child before its loop goes, and it used to spin (sched_yield) all
- * that time: 1.9 s of CPU over a 2 s wait. The check is about behaviour,
- * not speed: a thread that blocks (futex, condition variable) uses almost
- * no CPU while it waits, a thread that polls uses about a core, so the
- * middle thread's CPU time over the child's busy second must stay well
- * under that wall time (below 10%, whatever the machine's speed). The
- * child itself samples the middle thread's CPU clock: the middle thread is
- * certainly alive and in its teardown from the moment the child sees the
- * stop request until the child returns. */
+ * that time: 1.9 s of CPU over a 2 s wait. The checks are about behaviour,
+ * not speed, and hold whatever the machine's speed and load:
+ *   - a thread that blocks (futex, condition variable) uses almost no CPU
+ *     while it waits, one that polls uses what the scheduler gives it (a
+ *     core on an idle machine), so the middle thread's CPU time over the
+ *     child's busy second must stay well under that wall time (< 10%);
+ *   - on a loaded machine a sched_yield poller gets little CPU and could
+ *     pass that check, but it is never asleep: its state in
+ *     /proc/self/task/TID/stat is 'R' (running or runnable) at every
+ *     sample, a blocked thread's is 'S'. So the middle thread must also be
+ *     found asleep in at least 90% of samples taken over that second
+ *     (before the fix: 0%).
+ * The child itself takes the samples: the middle thread is certainly alive
+ * and in its teardown from the moment the child sees the stop request
+ * until the child returns. */
 
 #define B_BUSY_NS 1000000000LL
+#define B_SAMPLE_NS 1000000LL
 #define B_MAX_CPU_SHARE 0.10
+#define B_MIN_ASLEEP_SHARE 0.90
 
 static int64_t mono_ns(void) {
   struct timespec ts;
@@ -605,19 +616,42 @@ static int64_t clock_ns(clockid_t c) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The scheduler state of thread `tid` of this process ('R', 'S', ...), or
+ * '?' if it cannot be read. */
+static char thread_state(long tid) {
+  char path[64], buf[512];
+  const char* p;
+  size_t n;
+  FILE* f;
+  snprintf(path, sizeof(path), "/proc/self/task/%ld/stat", tid);
+  f = fopen(path, "r");
+  if (f == NULL)
+    return '?';
+  n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  /* "tid (comm) S ...": the name may hold anything, so from the last ')'. */
+  p = strrchr(buf, ')');
+  return p != NULL && p[1] == ' ' ? p[2] : '?';
+}
+
 static struct {
   clockid_t middle_clock; /* Written by the middle before it spawns. */
+  long middle_tid;        /* Likewise. */
   /* Written by the child; read by main after the middle's exit event
    * (child gone -> middle's teardown -> middle's exit message). */
   bool saw_stop;
   int64_t cpu_ns;
   int64_t wall_ns;
+  int samples;
+  int asleep; /* Samples that found the middle thread sleeping ('S'). */
+  int unreadable;
   int middle_exit;
   bool middle_exited;
 } br;
 
 static void b_child_entry(weft_loop_t* loop, void* arg) {
-  int64_t w0, w1, c0, c1, give_up;
+  int64_t w0, w1, c0, c1, give_up, next;
   volatile uint64_t x = 0;
   (void)loop;
   (void)arg;
@@ -630,9 +664,17 @@ static void b_child_entry(weft_loop_t* loop, void* arg) {
   c0 = clock_ns(br.middle_clock);
   w0 = mono_ns();
   /* Busy: C code that does not look at the stop request. */
+  next = w0;
   do {
     x++;
     w1 = mono_ns();
+    if (w1 >= next) {
+      char st = thread_state(br.middle_tid);
+      next = w1 + B_SAMPLE_NS;
+      br.samples++;
+      br.asleep += st == 'S';
+      br.unreadable += st == '?';
+    }
   } while (w1 - w0 < B_BUSY_NS);
   c1 = clock_ns(br.middle_clock);
   br.cpu_ns = c1 - c0;
@@ -651,6 +693,7 @@ static void b_middle_entry(weft_loop_t* loop, void* arg) {
   (void)arg;
   CHECK(pthread_getcpuclockid(pthread_self(), &br.middle_clock) == 0,
         "pthread_getcpuclockid");
+  br.middle_tid = (long)syscall(SYS_gettid);
   memset(&opts, 0, sizeof(opts));
   opts.name = "busy-child";
   opts.events.message = b_middle_message;
@@ -669,7 +712,7 @@ static void teardown_blocks_on_busy_child(void) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts;
   weft_worker_t* middle = NULL;
-  double share;
+  double share, asleep;
   memset(&br, 0, sizeof(br));
   memset(&opts, 0, sizeof(opts));
   opts.name = "middle";
@@ -682,12 +725,21 @@ static void teardown_blocks_on_busy_child(void) {
   CHECK(br.saw_stop, "the child never saw the middle's stop request");
   CHECK(br.wall_ns >= B_BUSY_NS, "wall %lld ns", (long long)br.wall_ns);
   share = (double)br.cpu_ns / (double)br.wall_ns;
-  printf("teardown with a busy child: %.1f ms of CPU over %.1f ms (%.1f%%)\n",
-         br.cpu_ns / 1e6, br.wall_ns / 1e6, share * 100);
+  CHECK(br.samples > 0 && br.unreadable == 0, "%d of %d samples unreadable",
+        br.unreadable, br.samples);
+  asleep = (double)br.asleep / br.samples;
+  printf("teardown with a busy child: %.1f ms of CPU over %.1f ms (%.1f%%), "
+         "asleep in %d of %d samples\n",
+         br.cpu_ns / 1e6, br.wall_ns / 1e6, share * 100, br.asleep,
+         br.samples);
   CHECK(share < B_MAX_CPU_SHARE,
         "the ending worker used %.0f%% of a core while it waited for its "
         "child (it spins instead of blocking)",
         share * 100);
+  CHECK(asleep >= B_MIN_ASLEEP_SHARE,
+        "the ending worker was asleep in only %.0f%% of samples while it "
+        "waited for its child (it polls instead of blocking)",
+        asleep * 100);
   weft_worker_free(middle);
   free_loop(loop);
 }
