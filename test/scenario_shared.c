@@ -366,6 +366,71 @@ static void workers_wait_async(void) {
   weft_shared_unref(sh);
 }
 
+/* --- 8. A notified wait whose worker ends before the completion runs ----
+ * Issue 5, item 1: main notifies a worker's wait that has a timer (the
+ * notify queues the completion task on the worker's loop), then lets the
+ * worker end before its loop runs. Teardown and completion must close the
+ * timer once (libuv aborts on a second close). */
+
+#define NOTIFIED_ROUNDS 50
+
+static void never_called(weft_loop_t* loop, void* arg, weft_wait_result_t r) {
+  (void)loop;
+  (void)r;
+  weft_atomic_add32(arg, 2, 1, NULL);
+}
+
+/* Slots: 0 the wait, 1 "queued", 2 callbacks run, 3 "notified, go". */
+static void notified_worker(weft_loop_t* loop, void* arg) {
+  weft_shared_t* sh = arg;
+  weft_wait_result_t r;
+  CHECK(weft_atomic_wait_async32(loop, sh, 0, 0, 10000, never_called, sh) ==
+            0,
+        "wait_async");
+  weft_atomic_store32(sh, 1, 1);
+  weft_atomic_notify32(sh, 1, -1, NULL);
+  while (weft_atomic_wait32(sh, 3, 0, -1, &r) == 0 && r == WEFT_WAIT_OK) {
+    int32_t go;
+    weft_atomic_load32(sh, 3, &go);
+    if (go)
+      break;
+  }
+  weft_worker_exit(0);
+}
+
+static void notified_then_worker_ends(void) {
+  weft_shared_t* sh = make(64);
+  for (int i = 0; i < NOTIFIED_ROUNDS; i++) {
+    weft_loop_t* loop = NULL;
+    weft_worker_t* w = NULL;
+    weft_worker_opts_t opts = {0};
+    weft_wait_result_t r;
+    int32_t v;
+    int woken = 0;
+    for (int s = 0; s < 4; s++)
+      weft_atomic_store32(sh, (size_t)s, 0);
+    opts.arg = sh;
+    CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+    CHECK(weft_worker_spawn(&w, loop, notified_worker, &opts) == 0, "spawn");
+    for (;;) {
+      weft_atomic_load32(sh, 1, &v);
+      if (v)
+        break;
+      weft_atomic_wait32(sh, 1, 0, -1, &r);
+    }
+    CHECK(weft_atomic_notify32(sh, 0, 1, &woken) == 0 && woken == 1,
+          "notify woke %d", woken);
+    weft_atomic_store32(sh, 3, 1);
+    weft_atomic_notify32(sh, 3, -1, NULL);
+    CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+    weft_atomic_load32(sh, 2, &v);
+    CHECK(v == 0, "callback ran on a closing loop");
+    weft_worker_free(w);
+    CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+  }
+  weft_shared_unref(sh);
+}
+
 int main(void) {
   atomic_adds();
   ping_pong();
@@ -374,6 +439,7 @@ int main(void) {
   refs_across_threads();
   wait_async();
   workers_wait_async();
+  notified_then_worker_ends();
   printf("scenario_shared: ok\n");
   return 0;
 }

@@ -815,3 +815,33 @@ Test(shared, wait_async_pending_when_worker_ends_is_dropped) {
   cr_assert_eq(result, 0);
   weft_shared_unref(sh);
 }
+
+/* Issue 5, item 1: a wait with a timer is notified (the notify queues the
+ * completion task) and the worker ends before that task runs. The
+ * teardown and the task must close the wait's timer exactly once (libuv
+ * aborts on a second close) and free the waiter once (ASan). The worker
+ * notifies itself, so the task is queued for sure, then exits before its
+ * loop runs. */
+static void entry_notified_then_exit(weft_loop_t* loop, void* arg) {
+  weft_shared_t* sh = arg;
+  int woken = -1;
+  cr_assert_eq(
+      weft_atomic_wait_async32(loop, sh, 0, 0, 10000, record_result, sh), 0);
+  cr_assert_eq(weft_atomic_notify32(sh, 0, 1, &woken), 0);
+  cr_assert_eq(woken, 1);
+  weft_worker_exit(0);
+}
+
+Test(shared, wait_async_notified_then_worker_ends_closes_timer_once) {
+  weft_shared_t* sh = make(16);
+  int32_t result;
+  for (int i = 0; i < 20; i++) {
+    exit_code_seen = -1;
+    run_worker(sh, entry_notified_then_exit, false);
+    /* The loop was closing when the task ran: no callback. */
+    weft_atomic_load32(sh, 2, &result);
+    cr_assert_eq(result, 0);
+    cr_assert_eq(weft__shared_waiters(sh, 0, 4), 0);
+  }
+  weft_shared_unref(sh);
+}
