@@ -1059,3 +1059,119 @@ Test(loop, stop_in_immediate_defers_later_immediates) {
   run_and_free(loop);
   cr_assert_str_eq(order, "stopper micro later");
 }
+
+/* ---- terminate cuts a chain of ticks or microtasks (issue 5, item 3) ---- */
+
+/* Each kind of task queues itself again, forever; a worker running such a
+ * chain must still end when terminated, with exit code 1 (Node). */
+static atomic_int chain_runs;
+
+static void chain_micro(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_queue_microtask(loop, chain_micro, NULL);
+}
+
+static void chain_tick(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_next_tick(loop, chain_tick, NULL);
+}
+
+/* A microtask that queues a next-tick that queues a microtask... */
+static void chain_mixed_tick(weft_loop_t* loop, void* arg);
+static void chain_mixed_micro(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_next_tick(loop, chain_mixed_tick, NULL);
+}
+static void chain_mixed_tick(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_queue_microtask(loop, chain_mixed_micro, NULL);
+}
+
+static void chain_entry(weft_loop_t* loop, void* arg) {
+  weft_task_cb first = (weft_task_cb)(uintptr_t)arg;
+  /* From a timer, so the chain starts inside the running loop. */
+  weft_set_timeout(loop, 1, first, NULL, NULL);
+}
+
+static int chain_exit_code;
+static int chain_terminate_code;
+
+static void chain_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  chain_exit_code = code;
+}
+
+static void chain_on_terminated(weft_worker_t* w, int code) {
+  (void)w;
+  chain_terminate_code = code;
+}
+
+static void chain_terminate(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  cr_assert_eq(weft_worker_terminate(arg, chain_on_terminated), 0);
+}
+
+/* Terminate once the chain is running (it ran some thousand times). */
+static void chain_watch(weft_loop_t* loop, void* arg) {
+  if (atomic_load(&chain_runs) < 1000) {
+    weft_set_timeout(loop, 1, chain_watch, arg, NULL);
+    return;
+  }
+  chain_terminate(loop, arg);
+}
+
+static void run_endless_chain(weft_task_cb first) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  atomic_store(&chain_runs, 0);
+  chain_exit_code = chain_terminate_code = -1;
+  opts.arg = (void*)(uintptr_t)first;
+  opts.events.exit = chain_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry, &opts), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(chain_exit_code, 1);
+  cr_assert_eq(chain_terminate_code, 1);
+  cr_assert(weft_worker_exited(w));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(loop, terminate_cuts_endless_microtask_chain, .timeout = 20) {
+  run_endless_chain(chain_micro);
+}
+
+Test(loop, terminate_cuts_endless_next_tick_chain, .timeout = 20) {
+  run_endless_chain(chain_tick);
+}
+
+Test(loop, terminate_cuts_endless_tick_microtask_chain, .timeout = 20) {
+  run_endless_chain(chain_mixed_micro);
+}
+
+/* A chain started by the worker's entry (the "main script") is cut too. */
+static void chain_entry_direct(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  weft_queue_microtask(loop, chain_micro, NULL);
+}
+
+Test(loop, terminate_cuts_chain_from_worker_entry, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  atomic_store(&chain_runs, 0);
+  chain_exit_code = chain_terminate_code = -1;
+  opts.events.exit = chain_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry_direct, &opts), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(chain_exit_code, 1);
+  cr_assert_eq(chain_terminate_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
