@@ -607,6 +607,21 @@ static int new_timer(weft_loop_t* loop,
   return 0;
 }
 
+/* The libuv timeout that makes a timer due `ms` milliseconds from now.
+ * libuv counts from the loop's cached time, which is as old as the loop's
+ * last turn: after 300 ms of synchronous work a 50 ms timeout would fire
+ * at once. Counting from the precise clock, rounded up to the next whole
+ * millisecond, the timer is due no earlier than `ms` after this call (the
+ * loop's clock, coarse or precise, never runs ahead of uv_hrtime()). The
+ * cached time is left alone: moving it inside a timer callback could make
+ * timers already queued due again within the same timers phase. */
+static uint64_t timeout_from_now(weft_loop_t* loop, uint64_t ms) {
+  uint64_t now_ms = (uv_hrtime() + 999999) / 1000000;
+  uint64_t cached = uv_now(loop->uv);
+  uint64_t lag = now_ms > cached ? now_ms - cached : 0;
+  return ms > UINT64_MAX - lag ? UINT64_MAX : ms + lag;
+}
+
 static int start_timer(weft_loop_t* loop,
                        uint64_t ms,
                        weft_task_cb cb,
@@ -622,7 +637,8 @@ static int start_timer(weft_loop_t* loop,
   if (ms == 0)
     ms = 1; /* As Node: 0 means 1 ms, so a timeout set in a timer callback
              * waits for the next turn (after immediates and I/O). */
-  uv_timer_start(&t->handle, timer_cb, ms, kind == TIMER_INTERVAL ? ms : 0);
+  uv_timer_start(&t->handle, timer_cb, timeout_from_now(loop, ms),
+                 kind == TIMER_INTERVAL ? ms : 0);
   if (out != NULL)
     *out = t->id;
   return 0;

@@ -626,6 +626,16 @@ static void async_teardown(weft__tracked_t* t) {
   async_close_timer(aw);
 }
 
+/* The libuv timeout that makes the wait's timer due `ms` milliseconds from
+ * now, not from the loop's cached time (which is as old as the loop's last
+ * turn); rounded up so it never fires early. As in loop.c. */
+static uint64_t async_timeout_from_now(uv_loop_t* uv, uint64_t ms) {
+  uint64_t now_ms = (uv_hrtime() + 999999) / 1000000;
+  uint64_t cached = uv_now(uv);
+  uint64_t lag = now_ms > cached ? now_ms - cached : 0;
+  return ms > UINT64_MAX - lag ? UINT64_MAX : ms + lag;
+}
+
 int weft_atomic_wait_async32(weft_loop_t* loop,
                              weft_shared_t* sh,
                              size_t index,
@@ -686,7 +696,10 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
     aw->timer.data = aw;
     aw->has_timer = true;
     aw->refs++;
-    uv_timer_start(&aw->timer, async_timeout, (uint64_t)timeout_ms, 0);
+    uv_timer_start(&aw->timer, async_timeout,
+                   async_timeout_from_now(weft_loop_uv(loop),
+                                          (uint64_t)timeout_ms),
+                   0);
   }
   aw->tracked.teardown = async_teardown;
   weft__loop_track(loop, &aw->tracked);

@@ -1175,3 +1175,92 @@ Test(loop, terminate_cuts_chain_from_worker_entry, .timeout = 20) {
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* ---- timers count from when they are set (issue 5, item 8) -------------- */
+
+/* libuv counts a timer from the loop's cached time, as old as the loop's
+ * last turn; weft counts from the call. Lower bounds only. */
+
+static void busy_ms(uint64_t ms) {
+  uint64_t t0 = uv_hrtime();
+  while (uv_hrtime() - t0 < ms * 1000000u) {
+  }
+}
+
+static uint64_t set_at_ns;
+static uint64_t fired_at_ns;
+static int fired_count;
+
+static void record_fire(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  if (fired_count++ == 0)
+    fired_at_ns = uv_hrtime();
+}
+
+static void set_timers_state(void) {
+  set_at_ns = fired_at_ns = 0;
+  fired_count = 0;
+}
+
+Test(loop, timeout_after_busy_work_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  set_timers_state();
+  busy_ms(300);
+  set_at_ns = uv_hrtime();
+  cr_assert_eq(weft_set_timeout(loop, 50, record_fire, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_eq(fired_count, 1);
+  cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+Test(loop, longer_timeout_after_short_work_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  set_timers_state();
+  busy_ms(50);
+  set_at_ns = uv_hrtime();
+  cr_assert_eq(weft_set_timeout(loop, 200, record_fire, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_geq(fired_at_ns - set_at_ns, 200 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+/* Inside a callback: the loop's time is that of the turn's start. */
+static void busy_then_set(weft_loop_t* loop, void* arg) {
+  weft_timer_id* interval = arg;
+  busy_ms(300);
+  set_at_ns = uv_hrtime();
+  if (interval != NULL)
+    cr_assert_eq(weft_set_interval(loop, 50, record_fire, NULL, interval), 0);
+  else
+    cr_assert_eq(weft_set_timeout(loop, 50, record_fire, NULL, NULL), 0);
+}
+
+Test(loop, timeout_set_in_a_busy_callback_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  set_timers_state();
+  cr_assert_eq(weft_set_timeout(loop, 1, busy_then_set, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_eq(fired_count, 1);
+  cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+static void clear_interval_later(weft_loop_t* loop, void* arg) {
+  weft_clear_timer(loop, *(weft_timer_id*)arg);
+}
+
+Test(loop, interval_first_tick_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  static weft_timer_id interval;
+  set_timers_state();
+  cr_assert_eq(weft_set_immediate(loop, busy_then_set, &interval, NULL), 0);
+  cr_assert_eq(weft_set_timeout(loop, 500, clear_interval_later, &interval,
+                                NULL),
+               0);
+  run_and_free(loop);
+  cr_assert_geq(fired_count, 1);
+  cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}

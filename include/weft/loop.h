@@ -95,6 +95,10 @@ WEFT_EXTERN int weft_queue_microtask(weft_loop_t* loop,
 WEFT_EXTERN int weft_loop_drain(weft_loop_t* loop);
 
 /* setTimeout: run `cb` once after `ms` milliseconds. `out` may be NULL.
+ * The delay counts from this call, even when the loop's thread has been
+ * busy since the loop's last turn (the loop's cached clock is not used):
+ * `cb` never runs earlier than `ms` milliseconds after the call, as
+ * measured by uv_hrtime(). 0 means 1, as in Node.
  * Thread: owner loop only. */
 WEFT_EXTERN int weft_set_timeout(weft_loop_t* loop,
                                  uint64_t ms,
@@ -103,6 +107,7 @@ WEFT_EXTERN int weft_set_timeout(weft_loop_t* loop,
                                  weft_timer_id* out);
 
 /* setInterval: run `cb` every `ms` milliseconds (at least 1) until cleared.
+ * The first run counts from this call, as for weft_set_timeout().
  * Thread: owner loop only. */
 WEFT_EXTERN int weft_set_interval(weft_loop_t* loop,
                                   uint64_t ms,
