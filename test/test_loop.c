@@ -1264,3 +1264,39 @@ Test(loop, interval_first_tick_counts_from_the_call) {
   cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
                 (double)(fired_at_ns - set_at_ns) / 1e6);
 }
+
+/* Immediates queued in one turn are cut the same way: terminate does not
+ * wait for the whole batch (200,000 immediates of 10 us each: 2 s). */
+#define MANY_IMMEDIATES 200000
+
+static void slow_immediate(weft_loop_t* loop, void* arg) {
+  uint64_t t0 = uv_hrtime();
+  (void)loop;
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  while (uv_hrtime() - t0 < 10000) {
+  }
+}
+
+static void many_immediates_entry(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  for (int i = 0; i < MANY_IMMEDIATES; i++)
+    cr_assert_eq(weft_set_immediate(loop, slow_immediate, NULL, NULL), 0);
+}
+
+Test(loop, terminate_cuts_a_turn_of_immediates, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  atomic_store(&chain_runs, 0);
+  chain_exit_code = chain_terminate_code = -1;
+  opts.events.exit = chain_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, many_immediates_entry, &opts), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(chain_exit_code, 1);
+  cr_assert_lt(atomic_load(&chain_runs), MANY_IMMEDIATES,
+               "every immediate ran before the worker stopped");
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
