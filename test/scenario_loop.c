@@ -392,7 +392,9 @@ static void terminate_cuts_chain(void) {
  * owner says it is closing, and a little longer: the window made wide.
  * Sending on a closed libuv loop aborts (write to fd -1); a fixed weft
  * waits for the producer before it closes, or the producer sees the loop
- * closed and makes no call. */
+ * closed and makes no call. (The replacement relies on libuv being a
+ * shared library, as the build finds it through pkg-config: weft_static's
+ * calls bind to this definition, which forwards to libuv's.) */
 
 typedef int (*async_send_fn)(uv_async_t* h);
 static async_send_fn real_async_send;
