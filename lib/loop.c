@@ -86,9 +86,11 @@ struct weft_loop_s {
   weft__mpsc_t ready;
   weft__waker_t waker;
   atomic_int stop_requested; /* Any thread: weft__loop_request_stop(). */
-  /* Producers inside weft__loop_schedule(): the loop's memory is freed
-   * only once none is left, since a push can be consumed (and the loop
-   * torn down) before its producer has finished the wake-up. */
+  /* Producers inside weft__loop_schedule() or weft__loop_request_stop():
+   * a push can be consumed (and the loop closed) before its producer has
+   * finished the wake-up, so the async handle and the libuv loop are
+   * closed, and the loop's memory freed, only once none is left (see
+   * "Closing" in waker.h for the handshake with the waker's flag). */
   atomic_int producers;
 
   /* Everything below: owner loop only. */
@@ -275,6 +277,16 @@ static void release_slot(weft_loop_t* loop, weft_timer_id id) {
   loop->free_slot = idx + 1;
 }
 
+/* No producer touches the async handle after this returns: late ones
+ * see the waker closed and skip the wake-up (waker.h, "Closing"). */
+static void wait_for_producers(weft_loop_t* loop) {
+  weft__waker_close(&loop->waker);
+  /* seq_cst: see waker.h; reading 0 also synchronizes with the last
+   * producer's decrement, so its uv_async_send happens before the close. */
+  while (atomic_load_explicit(&loop->producers, memory_order_seq_cst) != 0)
+    sched_yield();
+}
+
 static void close_internal(weft_loop_t* loop) {
   uint32_t i;
   /* Timers and immediates still pending are dropped. */
@@ -289,6 +301,7 @@ static void close_internal(weft_loop_t* loop) {
       uv_close((uv_handle_t*)&t->handle, free_timer_close);
   }
   loop->imm_head = loop->imm_tail = NULL;
+  wait_for_producers(loop);
   uv_close((uv_handle_t*)&loop->waker.async, noop_close);
   uv_close((uv_handle_t*)&loop->check, noop_close);
   uv_close((uv_handle_t*)&loop->idle, noop_close);
@@ -296,7 +309,9 @@ static void close_internal(weft_loop_t* loop) {
 
 static void release_memory(weft_loop_t* loop) {
   weft__mpsc_node_t* n;
-  /* acquire: pairs with the producers' release (weft__loop_schedule). */
+  /* acquire: pairs with the producers' decrement (weft__loop_schedule):
+   * producers that came after close_internal() pushed but did not wake;
+   * their nodes are popped below. */
   while (atomic_load_explicit(&loop->producers, memory_order_acquire) != 0)
     sched_yield();
   /* Tasks posted from other threads after the last drain: release them
@@ -467,17 +482,27 @@ int weft_queue_microtask(weft_loop_t* loop, weft_task_cb cb, void* arg) {
   return ring_push(&loop->micro, cb, arg);
 }
 
+/* Whether terminate, weft_worker_exit() or an error asked the loop to
+ * stop. relaxed: only a poll between callbacks; weft_loop_run() reads the
+ * flag again with acquire (stop_now) before it returns. */
+static bool stop_asked(weft_loop_t* loop) {
+  return atomic_load_explicit(&loop->stop_requested, memory_order_relaxed);
+}
+
 void weft__loop_after_callback(weft_loop_t* loop) {
   task_t t;
   if (loop->draining)
     return; /* A task called weft_loop_drain(): the outer drain goes on. */
   loop->draining = true;
   /* Node: all next-ticks, then all microtasks (those queued by microtasks
-   * included), and again while a microtask queued a next-tick. */
-  while (loop->ticks.len > 0 || loop->micro.len > 0) {
-    while (ring_pop(&loop->ticks, &t))
+   * included), and again while a microtask queued a next-tick. A stop
+   * request (terminate) cuts the drain between two callbacks, as Node's
+   * terminate() cuts a chain of microtasks that never ends; what is left
+   * is dropped with the loop. */
+  while ((loop->ticks.len > 0 || loop->micro.len > 0) && !stop_asked(loop)) {
+    while (!stop_asked(loop) && ring_pop(&loop->ticks, &t))
       t.cb(loop, t.arg);
-    while (ring_pop(&loop->micro, &t))
+    while (!stop_asked(loop) && ring_pop(&loop->micro, &t))
       t.cb(loop, t.arg);
   }
   loop->draining = false;
@@ -582,6 +607,21 @@ static int new_timer(weft_loop_t* loop,
   return 0;
 }
 
+/* The libuv timeout that makes a timer due `ms` milliseconds from now.
+ * libuv counts from the loop's cached time, which is as old as the loop's
+ * last turn: after 300 ms of synchronous work a 50 ms timeout would fire
+ * at once. Counting from the precise clock, rounded up to the next whole
+ * millisecond, the timer is due no earlier than `ms` after this call (the
+ * loop's clock, coarse or precise, never runs ahead of uv_hrtime()). The
+ * cached time is left alone: moving it inside a timer callback could make
+ * timers already queued due again within the same timers phase. */
+static uint64_t timeout_from_now(weft_loop_t* loop, uint64_t ms) {
+  uint64_t now_ms = (uv_hrtime() + 999999) / 1000000;
+  uint64_t cached = uv_now(loop->uv);
+  uint64_t lag = now_ms > cached ? now_ms - cached : 0;
+  return ms > UINT64_MAX - lag ? UINT64_MAX : ms + lag;
+}
+
 static int start_timer(weft_loop_t* loop,
                        uint64_t ms,
                        weft_task_cb cb,
@@ -597,7 +637,8 @@ static int start_timer(weft_loop_t* loop,
   if (ms == 0)
     ms = 1; /* As Node: 0 means 1 ms, so a timeout set in a timer callback
              * waits for the next turn (after immediates and I/O). */
-  uv_timer_start(&t->handle, timer_cb, ms, kind == TIMER_INTERVAL ? ms : 0);
+  uv_timer_start(&t->handle, timer_cb, timeout_from_now(loop, ms),
+                 kind == TIMER_INTERVAL ? ms : 0);
   if (out != NULL)
     *out = t->id;
   return 0;
@@ -693,7 +734,7 @@ static void run_immediates(weft_loop_t* loop) {
     return;
   epoch = loop->imm_epoch++;
   while (loop->imm_head != NULL && loop->imm_head->epoch <= epoch &&
-         !loop->stop) {
+         !loop->stop && !stop_asked(loop)) {
     weft__timer_t* t = loop->imm_head;
     weft_task_cb cb = t->cb;
     void* arg = t->arg;
@@ -766,14 +807,15 @@ bool weft__loop_has_ready(weft_loop_t* loop) {
 }
 
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
-  /* relaxed: the push below orders itself after this increment for the
-   * consumer (seq_cst exchange), and release_memory() waits for the
-   * decrement's release. */
-  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_relaxed);
+  /* seq_cst: before our load of the waker's flag in the single order, so
+   * that a closing owner either waits for us or we see the waker closed
+   * (waker.h, "Closing"). A locked add on x86, as relaxed was. */
+  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
   weft__mpsc_push(&loop->ready, &r->node);
   weft__waker_wake(&loop->waker);
-  /* release: our last touch of the loop happens before its free. */
-  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_release);
+  /* seq_cst (a release): our last touch of the loop, wake-up included,
+   * happens before the owner closes the async handle and frees it. */
+  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_seq_cst);
 }
 
 static void posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
@@ -800,8 +842,11 @@ int weft__loop_post_task(weft_loop_t* loop, weft_task_cb cb, void* arg) {
 }
 
 void weft__loop_request_stop(weft_loop_t* loop) {
+  /* Counted as a producer for the same reason as weft__loop_schedule(). */
+  atomic_fetch_add_explicit(&loop->producers, 1, memory_order_seq_cst);
   atomic_store_explicit(&loop->stop_requested, 1, memory_order_release);
   weft__waker_force(&loop->waker);
+  atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_seq_cst);
 }
 
 static bool stop_now(weft_loop_t* loop) {

@@ -628,19 +628,43 @@ typedef struct async_waiter_s {
   weft_shared_t* sh;       /* A reference held until `cb` has run. */
   weft_wait_cb cb;         /* Immutable. */
   void* arg;               /* Immutable. */
-  bool has_timer;          /* Loop thread only. */
+  /* Loop thread only. Whether `timer` is open: whoever closes it first
+   * (async_close_timer: the completion, or the teardown when a notify's
+   * task is still queued) clears it, so the timer is closed exactly once. */
+  bool has_timer;
+  /* Loop thread only. What still uses the memory: 1 for the completion
+   * (async_finish), 1 while `timer` is open or closing. Freed at 0. */
+  int refs;
   uv_timer_t timer;        /* Loop thread only. */
   weft__tracked_t tracked; /* On the loop's list until finished. */
 } async_waiter_t;
 
-static void async_closed(uv_handle_t* h) {
-  async_waiter_t* aw = h->data;
+/* Drop one use of `aw`; the last frees it. Loop thread only. */
+static void async_release(async_waiter_t* aw) {
+  if (--aw->refs > 0)
+    return;
   weft__loop_handles(aw->loop, -1);
   free(aw);
 }
 
+static void async_timer_closed(uv_handle_t* h) {
+  async_release(h->data);
+}
+
+/* Stop and close the timer unless that was done already. Loop thread
+ * only. */
+static void async_close_timer(async_waiter_t* aw) {
+  if (!aw->has_timer)
+    return;
+  aw->has_timer = false;
+  uv_timer_stop(&aw->timer);
+  uv_close((uv_handle_t*)&aw->timer, async_timer_closed);
+}
+
 /* Deliver the result and release everything. Loop thread only; the waiter
- * is no longer queued. */
+ * is no longer queued. Runs exactly once per waiter: from the timer (which
+ * won the CAS), from the task a notify or wait_async posted, or from the
+ * teardown (which won the CAS). */
 static void async_finish(async_waiter_t* aw) {
   weft_wait_result_t result;
   /* acquire: pairs with the release of whoever set the final state. */
@@ -655,8 +679,7 @@ static void async_finish(async_waiter_t* aw) {
       result = WEFT_WAIT_NOT_EQUAL;
       break;
   }
-  if (aw->has_timer)
-    uv_timer_stop(&aw->timer);
+  async_close_timer(aw);
   weft__loop_untrack(&aw->tracked);
   /* A loop being torn down runs no more user code. */
   if (!weft__loop_closing(aw->loop))
@@ -664,12 +687,7 @@ static void async_finish(async_waiter_t* aw) {
   weft_shared_unref(aw->sh);
   aw->sh = NULL;
   weft__loop_keepalive(aw->loop, -1);
-  if (aw->has_timer) {
-    uv_close((uv_handle_t*)&aw->timer, async_closed);
-  } else {
-    weft__loop_handles(aw->loop, -1);
-    free(aw);
-  }
+  async_release(aw);
 }
 
 /* Posted by notify (or wait_async for not-equal / zero timeout). */
@@ -702,8 +720,11 @@ static void async_timeout(uv_timer_t* t) {
 }
 
 /* The loop is torn down (its worker ends) with the wait pending: dequeue
- * it unless a notify got there first, whose posted task then finishes it
- * (without calling `cb`, as the loop is closing). */
+ * it unless a notify got there first. If the notify won, its posted task
+ * is still on the loop's ready queue and finishes the waiter later
+ * (without calling `cb`, as the loop is closing); the teardown only closes
+ * the timer now, as the loop closes every handle, and the task finds it
+ * closed. */
 static void async_teardown(weft__tracked_t* t) {
   async_waiter_t* aw = weft__container_of(t, async_waiter_t, tracked);
   bucket_t* b = bucket_of(aw->w.addr);
@@ -718,8 +739,22 @@ static void async_teardown(weft__tracked_t* t) {
   if (won)
     bucket_remove(b, &aw->w);
   uv_mutex_unlock(&b->lock);
-  if (won)
+  if (won) {
     async_finish(aw);
+    return;
+  }
+  weft__loop_untrack(&aw->tracked);
+  async_close_timer(aw);
+}
+
+/* The libuv timeout that makes the wait's timer due `ms` milliseconds from
+ * now, not from the loop's cached time (which is as old as the loop's last
+ * turn); rounded up so it never fires early. As in loop.c. */
+static uint64_t async_timeout_from_now(uv_loop_t* uv, uint64_t ms) {
+  uint64_t now_ms = (uv_hrtime() + 999999) / 1000000;
+  uint64_t cached = uv_now(uv);
+  uint64_t lag = now_ms > cached ? now_ms - cached : 0;
+  return ms > UINT64_MAX - lag ? UINT64_MAX : ms + lag;
 }
 
 int weft_atomic_wait_async32(weft_loop_t* loop,
@@ -752,6 +787,7 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
   aw->cb = cb;
   aw->arg = arg;
   aw->sh = weft_shared_ref(sh);
+  aw->refs = 1;
   uv_once(&buckets_once, buckets_init);
   b = bucket_of(addr);
 
@@ -780,7 +816,11 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
     uv_timer_init(weft_loop_uv(loop), &aw->timer);
     aw->timer.data = aw;
     aw->has_timer = true;
-    uv_timer_start(&aw->timer, async_timeout, (uint64_t)timeout_ms, 0);
+    aw->refs++;
+    uv_timer_start(&aw->timer, async_timeout,
+                   async_timeout_from_now(weft_loop_uv(loop),
+                                          (uint64_t)timeout_ms),
+                   0);
   }
   aw->tracked.teardown = async_teardown;
   weft__loop_track(loop, &aw->tracked);

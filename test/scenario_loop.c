@@ -6,7 +6,15 @@
  *   2. producer threads post into a port whose loop alternates between
  *      spinning and parking (random small sleeps between posts, an interval
  *      running on the loop); every message arrives exactly once, in order
- *      per producer. */
+ *      per producer;
+ *   4. terminate cuts a worker's chain of microtasks that never ends;
+ *   5. a wake-up that comes late (after the loop found the task on its own
+ *      and closed) must not touch the closed loop: a worker's loop torn
+ *      down, and a main loop freed. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* RTLD_NEXT */
+#endif
+#include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +22,8 @@
 #include <uv.h>
 
 #include <weft/weft.h>
+
+#include "internal.h" /* weft__loop_has_ready(), weft__shared_waiters() */
 
 #define CHECK(cond, ...)                                              \
   do {                                                                \
@@ -313,8 +323,226 @@ static void posts_thread(void* arg) {
   posts_into_parking_loop();
 }
 
+/* --- 4. terminate cuts an endless microtask chain (issue 5, item 3) ------ */
+
+static atomic_int chain_runs;
+static atomic_int chain_done;
+
+static void chain_micro(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_queue_microtask(loop, chain_micro, NULL);
+}
+
+static void chain_entry(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  weft_queue_microtask(loop, chain_micro, NULL);
+}
+
+static int chain_code = -1;
+
+static void chain_exit(weft_worker_t* w, int code) {
+  (void)w;
+  chain_code = code;
+}
+
+static void chain_watch(weft_loop_t* loop, void* arg) {
+  if (atomic_load(&chain_runs) < 1000) {
+    weft_set_timeout(loop, 1, chain_watch, arg, NULL);
+    return;
+  }
+  CHECK(weft_worker_terminate(arg, NULL) == 0, "terminate");
+}
+
+/* The old code never ended the worker: fail instead of hanging. */
+static void watchdog(void* arg) {
+  uint64_t t0 = uv_hrtime();
+  while (!atomic_load(&chain_done) && uv_hrtime() - t0 < 30 * (uint64_t)1e9)
+    uv_sleep(1);
+  CHECK(atomic_load(&chain_done), "%s: still running after 30 s",
+        (const char*)arg);
+}
+
+static void terminate_cuts_chain(void) {
+  weft_loop_t* loop = NULL;
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  uv_thread_t dog;
+  atomic_store(&chain_done, 0);
+  CHECK(uv_thread_create(&dog, watchdog, "endless microtask chain") == 0,
+        "thread");
+  opts.events.exit = chain_exit;
+  CHECK(weft_loop_new(&loop) == 0, "loop");
+  CHECK(weft_worker_spawn(&w, loop, chain_entry, &opts) == 0, "spawn");
+  CHECK(weft_set_timeout(loop, 1, chain_watch, w, NULL) == 0, "timeout");
+  CHECK(weft_loop_run(loop) == 0, "run");
+  CHECK(chain_code == 1, "exit code %d", chain_code);
+  weft_worker_free(w);
+  CHECK(weft_loop_free(loop) == 0, "free loop");
+  atomic_store(&chain_done, 1);
+  uv_thread_join(&dog);
+}
+
+/* --- 5. Late wake-ups meet a closed loop (issue 5, item 2) ----------------
+ * weft__loop_schedule() pushes, then wakes the loop if it is parked. The
+ * loop can find the pushed task without the wake-up (a timer woke it, or
+ * it was not running), finish, and close itself while the producer has not
+ * made its wake-up call yet. This program replaces uv_async_send() with
+ * one that, on threads that ask for it, holds the call until the loop's
+ * owner says it is closing, and a little longer: the window made wide.
+ * Sending on a closed libuv loop aborts (write to fd -1); a fixed weft
+ * waits for the producer before it closes, or the producer sees the loop
+ * closed and makes no call. (The replacement relies on libuv being a
+ * shared library, as the build finds it through pkg-config: weft_static's
+ * calls bind to this definition, which forwards to libuv's.) */
+
+typedef int (*async_send_fn)(uv_async_t* h);
+static async_send_fn real_async_send;
+static _Thread_local bool hold_sends; /* This thread's sends are held. */
+static atomic_int owner_closing;      /* The loop's owner is closing it. */
+static atomic_int held_sends;         /* Sends that were held. */
+static atomic_int in_hold;            /* Held sends not yet returned. */
+
+int uv_async_send(uv_async_t* h) {
+  int r;
+  if (!hold_sends)
+    return real_async_send(h);
+  /* Bounded: a fixed weft makes the owner wait for this very call. */
+  atomic_fetch_add(&in_hold, 1);
+  atomic_fetch_add(&held_sends, 1);
+  for (int i = 0; i < 300 && !atomic_load(&owner_closing); i++)
+    uv_sleep(1);
+  if (atomic_load(&owner_closing))
+    uv_sleep(30); /* Long enough for the owner to close the loop. */
+  r = real_async_send(h);
+  atomic_fetch_sub(&in_hold, 1);
+  return r;
+}
+
+/* The end of a round: no held send may outlive it (the next round's loop
+ * could take the same memory and descriptor and hide a late send). */
+static void await_held_sends(void) {
+  while (atomic_load(&in_hold) > 0)
+    uv_sleep(1);
+}
+
+#define LATE_ROUNDS 4
+
+/* 5a. A notify resolves a worker's waitAsync; the worker's loop, woken by
+ * an interval rather than by the notify, delivers it and the worker ends
+ * and closes its loop while the notifier is still in its wake-up. */
+
+static void late_wait_done(weft_loop_t* loop, void* arg, weft_wait_result_t r) {
+  (void)loop;
+  CHECK(r == WEFT_WAIT_OK, "wait result %d", r);
+  weft_atomic_add32(arg, 2, 1, NULL);
+  atomic_store(&owner_closing, 1);
+}
+
+static void late_tick(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+}
+
+static void late_wait_entry(weft_loop_t* loop, void* arg) {
+  weft_shared_t* sh = arg;
+  weft_timer_id iv;
+  CHECK(weft_atomic_wait_async32(loop, sh, 0, 0, -1, late_wait_done, sh) == 0,
+        "wait_async");
+  /* Wakes the parked loop every millisecond; does not keep it alive. */
+  CHECK(weft_set_interval(loop, 1, late_tick, NULL, &iv) == 0, "interval");
+  CHECK(weft_timer_set_ref(loop, iv, false) == 0, "unref");
+}
+
+static void late_notifier(void* arg) {
+  weft_shared_t* sh = arg;
+  int woken = 0;
+  hold_sends = true;
+  while (weft__shared_waiters(sh, 0, 4) < 1)
+    uv_sleep(1);
+  uv_sleep(5); /* The worker's loop is parked by now. */
+  CHECK(weft_atomic_notify32(sh, 0, 1, &woken) == 0 && woken == 1,
+        "notify woke %d", woken);
+}
+
+static void late_wake_after_wait_async(void) {
+  weft_shared_t* sh = NULL;
+  int32_t done;
+  CHECK(weft_shared_new(&sh, 64) == 0, "shared");
+  for (int i = 0; i < LATE_ROUNDS; i++) {
+    weft_loop_t* loop = NULL;
+    weft_worker_t* w = NULL;
+    weft_worker_opts_t opts = {0};
+    uv_thread_t t;
+    atomic_store(&owner_closing, 0);
+    opts.arg = sh;
+    CHECK(weft_loop_new(&loop) == 0, "loop");
+    CHECK(weft_worker_spawn(&w, loop, late_wait_entry, &opts) == 0, "spawn");
+    CHECK(uv_thread_create(&t, late_notifier, sh) == 0, "thread");
+    CHECK(weft_loop_run(loop) == 0, "run");
+    uv_thread_join(&t);
+    weft_worker_free(w);
+    CHECK(weft_loop_free(loop) == 0, "free loop");
+    await_held_sends();
+  }
+  printf("late wake-ups after waitAsync: %d held\n",
+         atomic_load(&held_sends));
+  weft_atomic_load32(sh, 2, &done);
+  CHECK(done == LATE_ROUNDS, "%d of %d waits resolved", (int)done,
+        LATE_ROUNDS);
+  weft_shared_unref(sh);
+}
+
+/* 5b. The same on the main thread: its loop, woken by an interval, delivers
+ * a notify's completion, returns, and weft_loop_free() closes it while the
+ * notifier is still in its wake-up. (Ports cannot race this way: a port
+ * schedules under its lock, which the owner takes to release the port.) */
+
+static void main_wait_done(weft_loop_t* loop,
+                           void* arg,
+                           weft_wait_result_t r) {
+  (void)loop;
+  CHECK(r == WEFT_WAIT_OK, "wait result %d", r);
+  ++*(int*)arg;
+}
+
+static void late_wake_on_main_loop(void) {
+  weft_shared_t* sh = NULL;
+  int before = atomic_load(&held_sends);
+  int done = 0;
+  CHECK(weft_shared_new(&sh, 64) == 0, "shared");
+  for (int i = 0; i < LATE_ROUNDS; i++) {
+    weft_loop_t* loop = NULL;
+    weft_timer_id iv;
+    uv_thread_t t;
+    atomic_store(&owner_closing, 0);
+    CHECK(weft_loop_new(&loop) == 0, "loop");
+    CHECK(weft_atomic_wait_async32(loop, sh, 0, 0, -1, main_wait_done,
+                                   &done) == 0,
+          "wait_async");
+    CHECK(weft_set_interval(loop, 1, late_tick, NULL, &iv) == 0, "interval");
+    CHECK(weft_timer_set_ref(loop, iv, false) == 0, "unref");
+    CHECK(uv_thread_create(&t, late_notifier, sh) == 0, "thread");
+    CHECK(weft_loop_run(loop) == 0, "run");
+    atomic_store(&owner_closing, 1);
+    CHECK(weft_loop_free(loop) == 0, "free loop");
+    uv_thread_join(&t);
+    await_held_sends();
+  }
+  CHECK(done == LATE_ROUNDS, "%d of %d waits resolved", done, LATE_ROUNDS);
+  printf("late wake-ups on the main loop: %d held\n",
+         atomic_load(&held_sends) - before);
+  weft_shared_unref(sh);
+}
+
 int main(void) {
   uv_thread_t t;
+  real_async_send = (async_send_fn)(uintptr_t)dlsym(RTLD_NEXT, "uv_async_send");
+  CHECK(real_async_send != NULL, "dlsym(uv_async_send)");
+  late_wake_after_wait_async();
+  late_wake_on_main_loop();
+  terminate_cuts_chain();
+  CHECK(atomic_load(&held_sends) > 0, "no wake-up was held: test is void");
   loops_on_threads();
   posts_into_parking_loop();
   /* The parking loop on its own thread while other loops run. */

@@ -1059,3 +1059,244 @@ Test(loop, stop_in_immediate_defers_later_immediates) {
   run_and_free(loop);
   cr_assert_str_eq(order, "stopper micro later");
 }
+
+/* ---- terminate cuts a chain of ticks or microtasks (issue 5, item 3) ---- */
+
+/* Each kind of task queues itself again, forever; a worker running such a
+ * chain must still end when terminated, with exit code 1 (Node). */
+static atomic_int chain_runs;
+
+static void chain_micro(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_queue_microtask(loop, chain_micro, NULL);
+}
+
+static void chain_tick(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_next_tick(loop, chain_tick, NULL);
+}
+
+/* A microtask that queues a next-tick that queues a microtask... */
+static void chain_mixed_tick(weft_loop_t* loop, void* arg);
+static void chain_mixed_micro(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_next_tick(loop, chain_mixed_tick, NULL);
+}
+static void chain_mixed_tick(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  weft_queue_microtask(loop, chain_mixed_micro, NULL);
+}
+
+static void chain_entry(weft_loop_t* loop, void* arg) {
+  weft_task_cb first = (weft_task_cb)(uintptr_t)arg;
+  /* From a timer, so the chain starts inside the running loop. */
+  weft_set_timeout(loop, 1, first, NULL, NULL);
+}
+
+static int chain_exit_code;
+static int chain_terminate_code;
+
+static void chain_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  chain_exit_code = code;
+}
+
+static void chain_on_terminated(weft_worker_t* w, int code) {
+  (void)w;
+  chain_terminate_code = code;
+}
+
+static void chain_terminate(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  cr_assert_eq(weft_worker_terminate(arg, chain_on_terminated), 0);
+}
+
+/* Terminate once the chain is running (it ran some thousand times). */
+static void chain_watch(weft_loop_t* loop, void* arg) {
+  if (atomic_load(&chain_runs) < 1000) {
+    weft_set_timeout(loop, 1, chain_watch, arg, NULL);
+    return;
+  }
+  chain_terminate(loop, arg);
+}
+
+static void run_endless_chain(weft_task_cb first) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  atomic_store(&chain_runs, 0);
+  chain_exit_code = chain_terminate_code = -1;
+  opts.arg = (void*)(uintptr_t)first;
+  opts.events.exit = chain_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry, &opts), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(chain_exit_code, 1);
+  cr_assert_eq(chain_terminate_code, 1);
+  cr_assert(weft_worker_exited(w));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+Test(loop, terminate_cuts_endless_microtask_chain, .timeout = 20) {
+  run_endless_chain(chain_micro);
+}
+
+Test(loop, terminate_cuts_endless_next_tick_chain, .timeout = 20) {
+  run_endless_chain(chain_tick);
+}
+
+Test(loop, terminate_cuts_endless_tick_microtask_chain, .timeout = 20) {
+  run_endless_chain(chain_mixed_micro);
+}
+
+/* A chain started by the worker's entry (the "main script") is cut too. */
+static void chain_entry_direct(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  weft_queue_microtask(loop, chain_micro, NULL);
+}
+
+Test(loop, terminate_cuts_chain_from_worker_entry, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  atomic_store(&chain_runs, 0);
+  chain_exit_code = chain_terminate_code = -1;
+  opts.events.exit = chain_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry_direct, &opts), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(chain_exit_code, 1);
+  cr_assert_eq(chain_terminate_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* ---- timers count from when they are set (issue 5, item 8) -------------- */
+
+/* libuv counts a timer from the loop's cached time, as old as the loop's
+ * last turn; weft counts from the call. Lower bounds only. */
+
+static void busy_ms(uint64_t ms) {
+  uint64_t t0 = uv_hrtime();
+  while (uv_hrtime() - t0 < ms * 1000000u) {
+  }
+}
+
+static uint64_t set_at_ns;
+static uint64_t fired_at_ns;
+static int fired_count;
+
+static void record_fire(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  if (fired_count++ == 0)
+    fired_at_ns = uv_hrtime();
+}
+
+static void set_timers_state(void) {
+  set_at_ns = fired_at_ns = 0;
+  fired_count = 0;
+}
+
+Test(loop, timeout_after_busy_work_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  set_timers_state();
+  busy_ms(300);
+  set_at_ns = uv_hrtime();
+  cr_assert_eq(weft_set_timeout(loop, 50, record_fire, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_eq(fired_count, 1);
+  cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+Test(loop, longer_timeout_after_short_work_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  set_timers_state();
+  busy_ms(50);
+  set_at_ns = uv_hrtime();
+  cr_assert_eq(weft_set_timeout(loop, 200, record_fire, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_geq(fired_at_ns - set_at_ns, 200 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+/* Inside a callback: the loop's time is that of the turn's start. */
+static void busy_then_set(weft_loop_t* loop, void* arg) {
+  weft_timer_id* interval = arg;
+  busy_ms(300);
+  set_at_ns = uv_hrtime();
+  if (interval != NULL)
+    cr_assert_eq(weft_set_interval(loop, 50, record_fire, NULL, interval), 0);
+  else
+    cr_assert_eq(weft_set_timeout(loop, 50, record_fire, NULL, NULL), 0);
+}
+
+Test(loop, timeout_set_in_a_busy_callback_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  set_timers_state();
+  cr_assert_eq(weft_set_timeout(loop, 1, busy_then_set, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_eq(fired_count, 1);
+  cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+static void clear_interval_later(weft_loop_t* loop, void* arg) {
+  weft_clear_timer(loop, *(weft_timer_id*)arg);
+}
+
+Test(loop, interval_first_tick_counts_from_the_call) {
+  weft_loop_t* loop = new_loop();
+  static weft_timer_id interval;
+  set_timers_state();
+  cr_assert_eq(weft_set_immediate(loop, busy_then_set, &interval, NULL), 0);
+  cr_assert_eq(weft_set_timeout(loop, 500, clear_interval_later, &interval,
+                                NULL),
+               0);
+  run_and_free(loop);
+  cr_assert_geq(fired_count, 1);
+  cr_assert_geq(fired_at_ns - set_at_ns, 50 * 1000000u, "fired after %.1f ms",
+                (double)(fired_at_ns - set_at_ns) / 1e6);
+}
+
+/* Immediates queued in one turn are cut the same way: terminate does not
+ * wait for the whole batch (200,000 immediates of 10 us each: 2 s). */
+#define MANY_IMMEDIATES 200000
+
+static void slow_immediate(weft_loop_t* loop, void* arg) {
+  uint64_t t0 = uv_hrtime();
+  (void)loop;
+  (void)arg;
+  atomic_fetch_add(&chain_runs, 1);
+  while (uv_hrtime() - t0 < 10000) {
+  }
+}
+
+static void many_immediates_entry(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  for (int i = 0; i < MANY_IMMEDIATES; i++)
+    cr_assert_eq(weft_set_immediate(loop, slow_immediate, NULL, NULL), 0);
+}
+
+Test(loop, terminate_cuts_a_turn_of_immediates, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  atomic_store(&chain_runs, 0);
+  chain_exit_code = chain_terminate_code = -1;
+  opts.events.exit = chain_on_exit;
+  cr_assert_eq(weft_worker_spawn(&w, loop, many_immediates_entry, &opts), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(chain_exit_code, 1);
+  cr_assert_lt(atomic_load(&chain_runs), MANY_IMMEDIATES,
+               "every immediate ran before the worker stopped");
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}

@@ -815,3 +815,84 @@ Test(shared, wait_async_pending_when_worker_ends_is_dropped) {
   cr_assert_eq(result, 0);
   weft_shared_unref(sh);
 }
+
+/* Issue 5, item 1: a wait with a timer is notified (the notify queues the
+ * completion task) and the worker ends before that task runs. The
+ * teardown and the task must close the wait's timer exactly once (libuv
+ * aborts on a second close) and free the waiter once (ASan). The worker
+ * notifies itself, so the task is queued for sure, then exits before its
+ * loop runs. */
+static void entry_notified_then_exit(weft_loop_t* loop, void* arg) {
+  weft_shared_t* sh = arg;
+  int woken = -1;
+  cr_assert_eq(
+      weft_atomic_wait_async32(loop, sh, 0, 0, 10000, record_result, sh), 0);
+  cr_assert_eq(weft_atomic_notify32(sh, 0, 1, &woken), 0);
+  cr_assert_eq(woken, 1);
+  weft_worker_exit(0);
+}
+
+Test(shared, wait_async_notified_then_worker_ends_closes_timer_once) {
+  weft_shared_t* sh = make(16);
+  int32_t result;
+  for (int i = 0; i < 20; i++) {
+    exit_code_seen = -1;
+    run_worker(sh, entry_notified_then_exit, false);
+    /* The loop was closing when the task ran: no callback. */
+    weft_atomic_load32(sh, 2, &result);
+    cr_assert_eq(result, 0);
+    cr_assert_eq(weft__shared_waiters(sh, 0, 4), 0);
+  }
+  weft_shared_unref(sh);
+}
+
+/* Issue 5, item 8: a waitAsync timeout counts from the call, not from the
+ * loop's cached time (as old as its last turn). Lower bound only. */
+typedef struct timed_wait_s {
+  uint64_t set_at;
+  uint64_t done_at;
+  weft_wait_result_t result;
+  int calls;
+} timed_wait_t;
+
+static void on_timed_wait(weft_loop_t* loop, void* arg, weft_wait_result_t r) {
+  timed_wait_t* t = arg;
+  (void)loop;
+  t->done_at = uv_hrtime();
+  t->result = r;
+  t->calls++;
+}
+
+static void busy_ms(uint64_t ms) {
+  uint64_t t0 = uv_hrtime();
+  while (uv_hrtime() - t0 < ms * 1000000u) {
+  }
+}
+
+Test(shared, wait_async_timeout_counts_from_the_call) {
+  weft_loop_t* loop = NULL;
+  weft_shared_t* sh = make(16);
+  timed_wait_t a = {0, 0, WEFT_WAIT_OK, 0};
+  timed_wait_t b = {0, 0, WEFT_WAIT_OK, 0};
+
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  busy_ms(300);
+  a.set_at = uv_hrtime();
+  cr_assert_eq(
+      weft_atomic_wait_async32(loop, sh, 0, 0, 50, on_timed_wait, &a), 0);
+  busy_ms(20);
+  b.set_at = uv_hrtime();
+  cr_assert_eq(
+      weft_atomic_wait_async32(loop, sh, 1, 0, 200, on_timed_wait, &b), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(a.calls, 1);
+  cr_assert_eq(a.result, WEFT_WAIT_TIMED_OUT);
+  cr_assert_geq(a.done_at - a.set_at, 50 * 1000000u, "timed out after %.1f ms",
+                (double)(a.done_at - a.set_at) / 1e6);
+  cr_assert_eq(b.calls, 1);
+  cr_assert_eq(b.result, WEFT_WAIT_TIMED_OUT);
+  cr_assert_geq(b.done_at - b.set_at, 200 * 1000000u,
+                "timed out after %.1f ms", (double)(b.done_at - b.set_at) / 1e6);
+  cr_assert_eq(weft_loop_free(loop), 0);
+  weft_shared_unref(sh);
+}

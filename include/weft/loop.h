@@ -39,6 +39,11 @@ WEFT_EXTERN int weft_loop_wrap(weft_loop_t** out, uv_loop_t* uv);
 /* Close the loop. Returns WEFT_EBUSY (and changes nothing) while ports,
  * workers, timers or other weft handles on it are still open; run the loop
  * until weft_loop_run() returns first. Accepts NULL (returns 0).
+ * Another thread may still be inside its wake-up of this loop (a notify
+ * whose waitAsync result the loop already delivered): the close waits for
+ * it, and a later one finds the loop closed and makes no call on it, so the
+ * libuv loop is never woken after it is closed. A worker's loop ends the
+ * same way.
  * Thread: owner loop only (WEFT_EWRONGTHREAD otherwise). */
 WEFT_EXTERN int weft_loop_free(weft_loop_t* loop);
 
@@ -74,6 +79,11 @@ WEFT_EXTERN int weft_next_tick(weft_loop_t* loop, weft_task_cb cb, void* arg);
 /* Queue `cb` on the microtask queue (Node's queueMicrotask / promise
  * reactions). After every macrotask callback weft runs all next-ticks, then
  * all microtasks, and repeats until both queues are empty.
+ * On a worker asked to stop (weft_worker_terminate(), weft_worker_exit(), an
+ * error) the drain stops between two callbacks and the rest is dropped, so
+ * a chain of ticks or microtasks that never ends does not keep the worker
+ * alive; it exits with code 1 when terminated (as in Node). Immediates
+ * still queued are dropped the same way.
  * Thread: owner loop only. */
 WEFT_EXTERN int weft_queue_microtask(weft_loop_t* loop,
                                      weft_task_cb cb,
@@ -85,6 +95,10 @@ WEFT_EXTERN int weft_queue_microtask(weft_loop_t* loop,
 WEFT_EXTERN int weft_loop_drain(weft_loop_t* loop);
 
 /* setTimeout: run `cb` once after `ms` milliseconds. `out` may be NULL.
+ * The delay counts from this call, even when the loop's thread has been
+ * busy since the loop's last turn (the loop's cached clock is not used):
+ * `cb` never runs earlier than `ms` milliseconds after the call, as
+ * measured by uv_hrtime(). 0 means 1, as in Node.
  * Thread: owner loop only. */
 WEFT_EXTERN int weft_set_timeout(weft_loop_t* loop,
                                  uint64_t ms,
@@ -93,6 +107,7 @@ WEFT_EXTERN int weft_set_timeout(weft_loop_t* loop,
                                  weft_timer_id* out);
 
 /* setInterval: run `cb` every `ms` milliseconds (at least 1) until cleared.
+ * The first run counts from this call, as for weft_set_timeout().
  * Thread: owner loop only. */
 WEFT_EXTERN int weft_set_interval(weft_loop_t* loop,
                                   uint64_t ms,

@@ -180,7 +180,11 @@ WEFT_EXTERN int weft_atomic_notify64(weft_shared_t* sh,
  * The waiter holds a reference to `sh` until `cb` has run. Returns 0,
  * WEFT_EINVAL (NULL loop, buffer or cb), WEFT_ERANGE, WEFT_EWRONGTHREAD,
  * WEFT_ENOMEM; on error `cb` never runs. If the loop is torn down first
- * (its worker ends), the wait is dropped without calling `cb`.
+ * (its worker ends), the wait is dropped without calling `cb`, also when a
+ * notify already resolved it and its result had not been delivered yet;
+ * the wait's memory and timer are released either way.
+ * `timeout_ms` (negative: none) counts from the call, even when the
+ * loop's thread was busy before it.
  * Runs on: `loop`'s thread; ticks/microtasks drained after.
  * Thread: `loop`'s owner only. */
 typedef void (*weft_wait_cb)(weft_loop_t* loop,
