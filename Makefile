@@ -57,4 +57,4 @@ install: deps
 
 clean:
 	rm -rf build build-asan build-tsan build-bench build-release build-lint \
-	  build-lint.log build-clang build-clang-asan build-clang-tsan
+	  build-clang build-clang-asan build-clang-tsan

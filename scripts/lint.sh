@@ -26,10 +26,11 @@ fi
 cc=gcc
 command -v clang >/dev/null && cc=clang
 # Configure only: compile_commands.json is written at configure time.
+mkdir -p "$LINT_DIR"
 if ! CC=$cc cmake -S . -B "$LINT_DIR" -DCMAKE_BUILD_TYPE=Debug \
        -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DWEFT_BUILD_TESTS=OFF \
-       -DWEFT_BUILD_SAMPLES=OFF >"$LINT_DIR.log" 2>&1; then
-  cat "$LINT_DIR.log" >&2
+       -DWEFT_BUILD_SAMPLES=OFF >"$LINT_DIR/configure.log" 2>&1; then
+  cat "$LINT_DIR/configure.log" >&2
   echo "lint: cmake configure of $LINT_DIR failed" >&2
   exit 1
 fi
