@@ -28,10 +28,12 @@
  * RSS (/proc/self/statm) is sampled after a warm-up (a fifth of the run, at
  * most 30 s), between rounds (the highest is printed) and at the end. Runs
  * of 60 s or more fail if RSS at the end or between rounds grew by more
- * than RSS_SLACK over the sample after the warm-up (not under sanitizers, whose quarantine
- * and shadow memory grow by design); shorter runs only report it.
- * Prints one summary line; returns 0 on success, 1 (with the reason) on any
- * loss, duplicate, reorder, corruption or mismatch. */
+ * than RSS_SLACK over the sample after the warm-up (not under sanitizers,
+ * whose quarantine and shadow memory grow by design); shorter runs only
+ * report it. A round that stalls (a lost message) fails after
+ * ROUND_WATCHDOG_MS. Prints one summary line; returns 0 on success, 1
+ * (with the reason) on any loss, duplicate, reorder, corruption or
+ * mismatch. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,7 +163,7 @@ static void rx_init(rx_t* r) {
   r->hash = HASH_SEED;
 }
 
-/* Build one data message of stream `tag` (already round-mixed); `*buf` is
+/* Build one data message of stream `tag` (already round-mixed); `*bufp` is
  * the transferred buffer's handle or NULL, for the caller to free after
  * the post (a detached husk then). */
 static weft_msg_t* build_data(int kind, uint64_t tag, tx_t* t, uint64_t* rng,
