@@ -5,7 +5,7 @@ JOBS ?= 2
 PREFIX ?= /usr/local
 export JOBS
 
-.PHONY: all deps build demo test bench install clean
+.PHONY: all deps build demo test soak lint bench install clean
 all: build
 
 deps:
@@ -21,10 +21,24 @@ demo: build
 	         "(samples/worker_sum.c is not written yet)" >&2; exit 1; }
 	build/samples/worker_sum
 
-# Builds build/, build-asan/ and build-tsan/, runs ctest in each, then the
-# install test; ends with "make test: N passed, M failed".
+# Lints (scripts/lint.sh), builds build/, build-asan/ and build-tsan/, runs
+# ctest in each (scenario_soak runs ~10 s there), then the install test;
+# ends with "make test: N passed, M failed". CC=clang: build-clang*/.
 test: deps
 	@scripts/test.sh
+
+# The long soak: test/scenario_soak.c for SOAK_SECONDS (default 300) in the
+# Debug build; fails on any lost, duplicated, reordered or corrupt message
+# and, from 60 s on, if RSS grows by more than 32 MiB after the warm-up.
+# SOAK_SEED=N replays a run.
+SOAK_SECONDS ?= 300
+soak: build
+	build/test/scenario_soak $(SOAK_SECONDS)
+
+# clang-tidy (.clang-tidy) and cppcheck (.cppcheck-suppressions) on lib/
+# and transport/; any finding fails.
+lint: deps
+	@scripts/lint.sh
 
 bench:
 	@scripts/deps.sh --bench
@@ -42,4 +56,5 @@ install: deps
 	cmake --install build-release --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-tsan build-bench build-release
+	rm -rf build build-asan build-tsan build-bench build-release build-lint \
+	  build-clang build-clang-asan build-clang-tsan

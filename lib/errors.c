@@ -8,7 +8,7 @@ static const char* uv_text(int err, int want_name) {
   switch (err) {
 #define XX(code, text) \
   case UV_##code:      \
-    return want_name ? #code : text;
+    return want_name ? #code : (text);
     UV_ERRNO_MAP(XX)
 #undef XX
     default:

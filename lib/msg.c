@@ -101,7 +101,7 @@ int weft_msg_append(weft_msg_t* msg, const void* bytes, size_t len) {
 
 static int add_xfer(weft_msg_t* m, int kind, void* obj) {
   char idx[4];
-  uint32_t i = m->nxfer;
+  uint32_t i;
   /* A buffer or port can move only once (Node: DataCloneError); a shared
    * buffer may appear any number of times, as a SharedArrayBuffer may. */
   for (i = 0; kind != WEFT_EXT_SHARED && i < m->nxfer; i++) {

@@ -72,7 +72,7 @@ int weft_shared_new(weft_shared_t** out, size_t size) {
     return WEFT_EINVAL;
   *out = NULL;
   /* Round up to whole cache lines, plus one line for the header. */
-  if (size > SIZE_MAX - 2 * SHARED_ALIGN)
+  if (size > SIZE_MAX - 2 * (size_t)SHARED_ALIGN)
     return WEFT_ENOMEM;
   total =
       SHARED_ALIGN + ((size + SHARED_ALIGN - 1) & ~(size_t)(SHARED_ALIGN - 1));

@@ -120,6 +120,7 @@ int weft_set_environment_data(const char* key, const void* bytes, size_t len) {
     memcpy(v, bytes, len);
   }
   for (pp = &thread_env; *pp != NULL; pp = &(*pp)->next) {
+    /* cppcheck-suppress nullPointerRedundantCheck ; the loop tests *pp. */
     if (strcmp((*pp)->key, key) == 0)
       break;
   }
@@ -522,8 +523,8 @@ int weft_worker_spawn(weft_worker_t** out,
   w->owner = owner;
   w->entry = entry;
   w->arg = opts->arg;
-  snprintf(w->name, sizeof(w->name), "%s",
-           opts->name != NULL ? opts->name : "weft-worker");
+  (void)snprintf(w->name, sizeof(w->name), "%s",
+                 opts->name != NULL ? opts->name : "weft-worker");
   w->max_heap = opts->max_heap_bytes;
   w->max_msg = opts->max_message_bytes ? opts->max_message_bytes
                                        : WEFT_MSG_DEFAULT_LIMIT;

@@ -9,6 +9,8 @@ set -eu
 
 pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
       libmimalloc-dev libcriterion-dev libasan8 libtsan2 libubsan1"
+# scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.
+pkgs="$pkgs clang clang-tidy cppcheck"
 if [ "${1:-}" = "--bench" ] && ! command -v node >/dev/null 2>&1; then
   pkgs="$pkgs nodejs"
 fi

@@ -6,16 +6,27 @@
 #   build-asan  gcc, Debug, -fsanitize=address,undefined    all tests + samples
 #   build-tsan  gcc, Debug, -fsanitize=thread               scenario_*.c only
 #                (Criterion 2.4.1 aborts at start-up under TSan)
+# then the install test; and first, as a step of its own, scripts/lint.sh
+# (clang-tidy and cppcheck on lib/ and transport/).
 #
 # Environment: JOBS (default 2), CC (default gcc), TSAN_CC (default $CC;
-# clang works too). Prints "make test: N passed, M failed" and exits non-zero
-# if anything failed or did not build.
+# clang works too). BUILD_SUFFIX goes after "build" in every folder name
+# (default "-clang" when CC is clang, else empty), so that `CC=clang make
+# test` builds build-clang/, build-clang-asan/, build-clang-tsan/ and never
+# reuses a gcc folder. LINT=0 skips the lint step (.ci/run lints once).
+# Prints "make test: N passed, M failed" and exits non-zero if anything
+# failed or did not build.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
 JOBS=${JOBS:-2}
 CC=${CC:-gcc}
 TSAN_CC=${TSAN_CC:-$CC}
+case $(basename "$CC") in
+  clang*) BUILD_SUFFIX=${BUILD_SUFFIX--clang} ;;
+  *) BUILD_SUFFIX=${BUILD_SUFFIX-} ;;
+esac
+LINT=${LINT:-1}
 
 # Any sanitizer report must fail the test that produced it.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
@@ -26,9 +37,10 @@ passed=0
 failed=0
 problems=()
 
-# run_build DIR COMPILER [CMAKE_ARGS...]: configure, build, ctest.
+# run_build DIR COMPILER [CMAKE_ARGS...]: configure, build, ctest. DIR is
+# build, build-asan or build-tsan; BUILD_SUFFIX goes in after "build".
 run_build() {
-  local dir=$1 cc=$2
+  local dir=build$BUILD_SUFFIX${1#build} cc=$2
   shift 2
   echo "=== $dir: $cc $*"
   # CC only matters the first time a build folder is configured.
@@ -72,13 +84,24 @@ run_build() {
   fi
 }
 
+if [ "$LINT" != 0 ]; then
+  echo "=== lint: scripts/lint.sh"
+  if scripts/lint.sh; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    problems+=("lint: clang-tidy or cppcheck findings (scripts/lint.sh)")
+  fi
+fi
+
 run_build build "$CC"
 run_build build-asan "$CC" -DWEFT_SANITIZE=address,undefined
 run_build build-tsan "$TSAN_CC" -DWEFT_SANITIZE=thread \
   -DWEFT_BUILD_CRITERION_TESTS=OFF
 
 echo "=== install test"
-if [ -f build/CMakeCache.txt ] && CC=$CC test/install/run.sh build; then
+if [ -f "build$BUILD_SUFFIX/CMakeCache.txt" ] &&
+   CC=$CC test/install/run.sh "build$BUILD_SUFFIX"; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))
