@@ -211,7 +211,7 @@ int weft__msgpack_validate(const void* bytes, size_t len) {
   msgpack_object obj;
   size_t off = 0;
   int r;
-  if (!msgpack_zone_init(&zone, 256))
+  if (WEFT__ALLOC_FAILS() || !msgpack_zone_init(&zone, 256))
     return WEFT_ENOMEM;
   r = msgpack_unpack(bytes, len, &off, &zone, &obj);
   msgpack_zone_destroy(&zone);
@@ -224,7 +224,7 @@ int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
   size_t off = 0;
   int r;
   if (zone == NULL) {
-    msg->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
+    msg->zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
     if (msg->zone == NULL)
       return WEFT_ENOMEM;
     zone = msg->zone;
