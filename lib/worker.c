@@ -358,8 +358,7 @@ static void worker_main(void* arg) {
   }
   err = weft__port_adopt(w->child_core, loop, &w->parent_port);
   if (err != 0) {
-    weft__port_drop_in_transit(w->child_core);
-    w->error = err;
+    w->error = err; /* The core is dropped at `done`. */
     goto loop_done;
   }
   w->child_core = NULL;
@@ -405,6 +404,12 @@ heap_done:
   weft__heap_destroy(heap);
   weft__heap_set_current(NULL);
 done:
+  if (w->child_core != NULL) {
+    /* Out of memory before the parent port was adopted: close it, so the
+     * owner's side sees 'close' and the pair is freed. */
+    weft__port_drop_in_transit(w->child_core);
+    w->child_core = NULL;
+  }
   if (w->error != 0) {
     send_control(
         w, WEFT__MSG_ERROR, w->error,
