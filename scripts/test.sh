@@ -6,6 +6,7 @@
 #   build-asan  gcc, Debug, -fsanitize=address,undefined    all tests + samples
 #   build-tsan  gcc, Debug, -fsanitize=thread               scenario_*.c only
 #                (Criterion 2.4.1 aborts at start-up under TSan)
+#   build-fuzz  clang, -fsanitize=fuzzer,address,undefined  test/fuzz, briefly
 #
 # Environment: JOBS (default 2), CC (default gcc), TSAN_CC (default $CC;
 # clang works too). Prints "make test: N passed, M failed" and exits non-zero
@@ -25,6 +26,10 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/t
 passed=0
 failed=0
 problems=()
+
+# Allocation-failure injection (lib/failpoint.c) in every test build:
+# test/scenario_allocfail.c fails each allocation of the main scenarios.
+export WEFT_FAILPOINTS=ON
 
 # run_build DIR COMPILER [CMAKE_ARGS...]: configure, build, ctest.
 run_build() {
@@ -76,6 +81,22 @@ run_build build "$CC"
 run_build build-asan "$CC" -DWEFT_SANITIZE=address,undefined
 run_build build-tsan "$TSAN_CC" -DWEFT_SANITIZE=thread \
   -DWEFT_BUILD_CRITERION_TESTS=OFF
+
+# --- Fuzzing (test/fuzz) ----------------------------------------------------
+# clang + libFuzzer, ASan + UBSan: each target runs FUZZ_SECONDS_SHORT
+# (default 5) seconds from its seed corpus as a ctest test; `make fuzz`
+# runs them for minutes. -Wno-gnu-variable-sized-type-not-at-end: see
+# scripts/fuzz.sh.
+FUZZ_CC=${FUZZ_CC:-clang}
+if command -v "$FUZZ_CC" >/dev/null; then
+  run_build build-fuzz "$FUZZ_CC" -DWEFT_SANITIZE=address,undefined \
+    -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_SAMPLES=OFF \
+    -DWEFT_FUZZ_SECONDS="${FUZZ_SECONDS_SHORT:-5}" \
+    -DCMAKE_C_FLAGS=-Wno-gnu-variable-sized-type-not-at-end
+else
+  failed=$((failed + 1))
+  problems+=("build-fuzz: $FUZZ_CC not found (apt-get install clang libfuzzer-14-dev)")
+fi
 
 echo "=== install test"
 if [ -f build/CMakeCache.txt ] && CC=$CC test/install/run.sh build; then
