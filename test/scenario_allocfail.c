@@ -38,15 +38,15 @@
     }                                                                 \
   } while (0)
 
-static const char* current_name = "";
-static uint64_t current_k;
-
 #ifndef WEFT_FAILPOINTS
 int main(void) {
   printf("scenario_allocfail: skipped (configure with -DWEFT_FAILPOINTS=ON)\n");
   return 0;
 }
 #else
+
+static const char* current_name = "";
+static uint64_t current_k;
 
 /* The only code an allocation failure may give the caller. */
 static bool named(int err) {
@@ -157,7 +157,7 @@ static void spawn_on_exit(weft_worker_t* w, int code) {
   spawn_exit = code;
 }
 
-static int run_spawn(weft_loop_t* loop) {
+static int spawn_with(weft_loop_t* loop, unsigned flags) {
   static const unsigned char data[] = {0x93, 1, 2, 3};
   weft_worker_opts_t opts = {0};
   weft_worker_t* w = NULL;
@@ -172,6 +172,7 @@ static int run_spawn(weft_loop_t* loop) {
   opts.events.message = spawn_on_message;
   opts.events.error = spawn_on_error;
   opts.events.exit = spawn_on_exit;
+  opts.flags = flags;
   TRY(weft_worker_spawn(&w, loop, spawn_entry, &opts));
   guard_start(loop);
   CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
@@ -194,6 +195,158 @@ static int run_spawn(weft_loop_t* loop) {
 out:
   weft_worker_free(w);
   weft_set_environment_data("allocfail", NULL, 0);
+  return rc;
+}
+
+static int run_spawn(weft_loop_t* loop) {
+  return spawn_with(loop, 0);
+}
+
+/* A thread of its own: also the thread record's allocation. */
+static int run_spawn_fresh(weft_loop_t* loop) {
+  return spawn_with(loop, WEFT_WORKER_FRESH_THREAD);
+}
+
+/* ---- a buffer and a shared buffer to a worker and back -------------------- */
+
+static atomic_int wt_worker_err, wt_worker_got;
+static int wt_back, wt_owner_err, wt_error, wt_exit;
+static weft_shared_t* wt_sh;
+
+/* Worker: take both, check them, send the buffer back. */
+static void wt_on_message(weft_port_t* port, weft_msg_t* m) {
+  const msgpack_object* o = weft_msg_object(m);
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = NULL;
+  weft_msg_t* back = NULL;
+  void* bytes;
+  size_t size;
+  int err;
+  weft_port_on_message(port, NULL); /* One message: then the worker ends. */
+  atomic_store(&wt_worker_got, 1);
+  CHECK(o != NULL && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 2,
+        "worker: message");
+  err = weft_msg_take_buffer(m, &o->via.array.ptr[0], &buf);
+  if (err == 0)
+    err = weft_msg_take_shared(m, &o->via.array.ptr[1], &sh);
+  if (err == 0) {
+    CHECK(sh == wt_sh, "worker: shared buffer");
+    CHECK(weft_buffer_data(buf, &bytes, &size) == 0 && size == 64 &&
+              ((unsigned char*)bytes)[63] == 9,
+          "worker: buffer");
+    err = weft_msg_new(&back);
+  }
+  if (err == 0)
+    err = weft_msg_add_buffer(back, buf);
+  if (err == 0)
+    err = weft_port_post_msg(port, &back);
+  weft_msg_free(back);
+  weft_buffer_free(buf);
+  if (sh != NULL)
+    weft_shared_unref(sh);
+  if (err != 0) {
+    atomic_store(&wt_worker_err, err);
+    weft_worker_exit(3);
+  }
+}
+
+static void wt_entry(weft_loop_t* loop, void* arg) {
+  int err;
+  (void)loop;
+  (void)arg;
+  err = weft_port_on_message(weft_parent_port(), wt_on_message);
+  CHECK(err == 0, "worker: on_message");
+}
+
+static void wt_on_owner_message(weft_worker_t* w, weft_msg_t* m) {
+  const msgpack_object* o = weft_msg_object(m);
+  weft_buffer_t* buf = NULL;
+  int err;
+  (void)w;
+  err = weft_msg_take_buffer(m, o, &buf);
+  if (err == 0) {
+    CHECK(weft_buffer_size(buf) == 64, "buffer back");
+    wt_back++;
+  } else {
+    CHECK(named(err), "take back: %s", weft_err_name(err));
+    wt_owner_err = err;
+  }
+  weft_buffer_free(buf);
+}
+
+static void wt_on_error(weft_worker_t* w, int err, const char* text) {
+  (void)w;
+  (void)text;
+  wt_error = err;
+}
+
+static void wt_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  wt_exit = code;
+}
+
+static int run_worker_transfer(weft_loop_t* loop) {
+  weft_worker_opts_t opts = {0};
+  weft_worker_t* w = NULL;
+  weft_buffer_t* buf = NULL;
+  weft_msg_t* m = NULL;
+  void* bytes;
+  int rc = 0, err;
+  atomic_store(&wt_worker_err, 0);
+  atomic_store(&wt_worker_got, 0);
+  wt_back = wt_owner_err = wt_error = 0;
+  wt_exit = -1;
+  wt_sh = NULL;
+  opts.events.message = wt_on_owner_message;
+  opts.events.error = wt_on_error;
+  opts.events.exit = wt_on_exit;
+  TRY(weft_shared_new(&wt_sh, 16));
+  TRY(weft_buffer_new(&buf, 64));
+  CHECK(weft_buffer_data(buf, &bytes, NULL) == 0, "buffer");
+  memset(bytes, 9, 64);
+  TRY(weft_worker_spawn(&w, loop, wt_entry, &opts));
+  err = weft_msg_new(&m);
+  if (err == 0 && msgpack_pack_array(weft_msg_packer(m), 2) != 0)
+    err = WEFT_ENOMEM;
+  if (err == 0)
+    err = weft_msg_add_buffer(m, buf);
+  if (err == 0)
+    err = weft_msg_add_shared(m, wt_sh);
+  if (err == 0)
+    err = weft_worker_post_msg(w, &m);
+  CHECK(err == 0 || named(err), "post to the worker: %s", weft_err_name(err));
+  CHECK(weft_buffer_detached(buf) == (err == 0), "detached iff posted");
+  if (err != 0) {
+    rc = err;
+    weft_worker_terminate(w, NULL); /* It would wait for a message. */
+  }
+  guard_start(loop);
+  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  guard_stop();
+  CHECK(wt_exit >= 0, "no exit event");
+  if (rc != 0)
+    goto out;
+  if (wt_exit == 0) {
+    /* The worker ran: it got the message, and the owner got it back or
+     * was told why not. */
+    CHECK(atomic_load(&wt_worker_got) == 1, "accepted message lost");
+    CHECK(wt_back + (wt_owner_err != 0) == 1, "%d back, owner error %s",
+          wt_back, weft_err_name(wt_owner_err));
+    rc = wt_owner_err;
+  } else if (wt_exit == 3) {
+    rc = atomic_load(&wt_worker_err);
+    CHECK(named(rc) && wt_back == 0, "worker: %s", weft_err_name(rc));
+  } else {
+    CHECK(wt_exit == 1 && named(wt_error), "exit %d, error %s", wt_exit,
+          weft_err_name(wt_error));
+    rc = wt_error;
+  }
+out:
+  weft_msg_free(m);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  if (wt_sh != NULL)
+    weft_shared_unref(wt_sh);
   return rc;
 }
 
@@ -552,7 +705,10 @@ typedef struct {
 } scenario_t;
 
 static const scenario_t scenarios[] = {
-    {"spawn", run_spawn},         {"post", run_post},
+    {"spawn", run_spawn},
+    {"spawn_fresh", run_spawn_fresh},
+    {"worker_xfer", run_worker_transfer},
+    {"post", run_post},
     {"transfer", run_transfer},   {"wait_async", run_wait},
     {"broadcast", run_broadcast},
 };
@@ -588,7 +744,7 @@ int main(void) {
       rc = s->run(loop);
       CHECK(rc == 0, "the run after the failure fails: %s", weft_err_name(rc));
     }
-    printf("scenario_allocfail: %-10s %3llu allocations, %3llu failure points "
+    printf("scenario_allocfail: %-11s %3llu allocations, %3llu failure points "
            "hit, %3llu reported to the caller, the rest absorbed\n",
            s->name, (unsigned long long)n, (unsigned long long)hit,
            (unsigned long long)errors);
