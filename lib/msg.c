@@ -211,12 +211,34 @@ void weft__msg_commit_transfers(weft_msg_t* msg) {
  * this a 5-byte message (an array32 of 2^32 - 1) made the receiver
  * allocate 64 GiB (found by test/fuzz/fuzz_msg_decode); with it a value
  * decodes into at most one msgpack_object per payload byte. */
+/* The msgpack types from 0xc4 to 0xdf (0xc1 is never used): how many bytes
+ * of length or count follow the type byte, how many fixed bytes come next,
+ * and whether that field counts bytes (0), elements (1) or pairs (2). */
+static const struct {
+  unsigned char width, skip, per;
+} msgpack_headers[28] = {
+    {1, 0, 0}, {2, 0, 0}, {4, 0, 0},                        /* bin */
+    {1, 1, 0}, {2, 1, 0}, {4, 1, 0},                        /* ext */
+    {0, 4, 0}, {0, 8, 0},                                   /* float */
+    {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* uint */
+    {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* int */
+    {0, 2, 0}, {0, 3, 0}, {0, 5, 0}, {0, 9, 0}, {0, 17, 0}, /* fixext */
+    {1, 0, 0}, {2, 0, 0}, {4, 0, 0},                        /* str */
+    {2, 0, 1}, {4, 0, 1}, {2, 0, 2}, {4, 0, 2},             /* array, map */
+};
+
+/* Whether `bytes` can be one msgpack value: it is scanned without
+ * allocating, and every array or map must claim no more elements than
+ * there are bytes left (each takes one at least). msgpack's unpacker
+ * allocates a container's elements when it reads the header, so without
+ * this a 5-byte message (an array32 of 2^32 - 1) made the receiver
+ * allocate 64 GiB (found by test/fuzz/fuzz_msg_decode); with it a value
+ * decodes into at most one msgpack_object per payload byte. */
 static bool msgpack_plausible(const unsigned char* p, size_t len) {
   size_t pos = 0, pending = 1;
   while (pending > 0) {
-    size_t skip = 0, n = 0, width = 0, v = 0, i;
+    size_t skip = 0, n = 0, width = 0, per = 0, v = 0, i;
     unsigned b;
-    bool count = false, pairs = false;
     if (pos >= len)
       return false;
     b = p[pos++];
@@ -224,41 +246,24 @@ static bool msgpack_plausible(const unsigned char* p, size_t len) {
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
       /* fixint, nil, bool: one byte. */
     } else if (b <= 0x8f) {
-      n = 2 * (size_t)(b & 0x0f);
+      n = 2 * (size_t)(b & 0x0f); /* fixmap */
     } else if (b <= 0x9f) {
-      n = b & 0x0f;
+      n = b & 0x0f; /* fixarray */
     } else if (b <= 0xbf) {
-      skip = b & 0x1f;
+      skip = b & 0x1f; /* fixstr */
+    } else if (b == 0xc1) {
+      return false;
     } else {
-      switch (b) {
-        case 0xc4: case 0xd9: width = 1; break; /* bin8, str8 */
-        case 0xc5: case 0xda: width = 2; break;
-        case 0xc6: case 0xdb: width = 4; break;
-        case 0xc7: width = 1; skip = 1; break; /* ext8: length, type */
-        case 0xc8: width = 2; skip = 1; break;
-        case 0xc9: width = 4; skip = 1; break;
-        case 0xcc: case 0xd0: skip = 1; break;
-        case 0xcd: case 0xd1: skip = 2; break;
-        case 0xca: case 0xce: case 0xd2: skip = 4; break;
-        case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
-        case 0xd4: skip = 2; break; /* fixext: type + 1..16 */
-        case 0xd5: skip = 3; break;
-        case 0xd6: skip = 5; break;
-        case 0xd7: skip = 9; break;
-        case 0xd8: skip = 17; break;
-        case 0xdc: width = 2; count = true; break; /* array16 */
-        case 0xdd: width = 4; count = true; break;
-        case 0xde: width = 2; count = pairs = true; break; /* map16 */
-        case 0xdf: width = 4; count = pairs = true; break;
-        default: return false; /* 0xc1: never used. */
-      }
+      width = msgpack_headers[b - 0xc4].width;
+      skip = msgpack_headers[b - 0xc4].skip;
+      per = msgpack_headers[b - 0xc4].per;
     }
     if (width > len - pos)
       return false;
     for (i = 0; i < width; i++)
       v = (v << 8) | p[pos++];
-    if (count)
-      n = pairs ? 2 * v : v;
+    if (per != 0)
+      n = per * v;
     else
       skip += v;
     if (skip > len - pos)

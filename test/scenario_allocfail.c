@@ -26,16 +26,15 @@
 
 #include "internal.h"
 
-#define CHECK(cond, ...)                                              \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "scenario_allocfail: %s:%d: [%s k=%llu] ",      \
-              __FILE__, __LINE__, current_name,                       \
-              (unsigned long long)current_k);                         \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fprintf(stderr, " (%s)\n", #cond);                              \
-      exit(1);                                                        \
-    }                                                                 \
+#define CHECK(cond, ...)                                                   \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      fprintf(stderr, "scenario_allocfail: %s:%d: [%s k=%llu] ", __FILE__, \
+              __LINE__, current_name, (unsigned long long)current_k);      \
+      fprintf(stderr, __VA_ARGS__);                                        \
+      fprintf(stderr, " (%s)\n", #cond);                                   \
+      exit(1);                                                             \
+    }                                                                      \
   } while (0)
 
 #ifndef WEFT_FAILPOINTS
@@ -54,14 +53,14 @@ static bool named(int err) {
 }
 
 /* A failing call: return its code from the scenario (after `cleanup`). */
-#define TRY(expr)                                                       \
-  do {                                                                  \
-    int err_ = (expr);                                                  \
-    if (err_ != 0) {                                                    \
-      CHECK(named(err_), "%s gave %s", #expr, weft_err_name(err_));     \
-      rc = err_;                                                        \
-      goto out;                                                         \
-    }                                                                   \
+#define TRY(expr)                                                   \
+  do {                                                              \
+    int err_ = (expr);                                              \
+    if (err_ != 0) {                                                \
+      CHECK(named(err_), "%s gave %s", #expr, weft_err_name(err_)); \
+      rc = err_;                                                    \
+      goto out;                                                     \
+    }                                                               \
   } while (0)
 
 /* A guard so that a lost message fails the scenario instead of hanging
@@ -104,7 +103,8 @@ static size_t pack_seq(unsigned char* out, uint32_t seq, size_t pad) {
 
 static uint32_t read_seq(weft_msg_t* m) {
   const msgpack_object* o = weft_msg_object(m);
-  CHECK(o != NULL && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size >= 1 &&
+  CHECK(o != NULL && o->type == MSGPACK_OBJECT_ARRAY &&
+            o->via.array.size >= 1 &&
             o->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER,
         "message is not [seq, ...]");
   return (uint32_t)o->via.array.ptr[0].via.u64;
@@ -207,7 +207,8 @@ static int run_spawn_fresh(weft_loop_t* loop) {
   return spawn_with(loop, WEFT_WORKER_FRESH_THREAD);
 }
 
-/* ---- a buffer and a shared buffer to a worker and back -------------------- */
+/* ---- a buffer and a shared buffer to a worker and back --------------------
+ */
 
 static atomic_int wt_worker_err, wt_worker_got;
 static int wt_back, wt_owner_err, wt_error, wt_exit;
@@ -350,7 +351,8 @@ out:
   return rc;
 }
 
-/* ---- post and receive: every accepted message exactly once ---------------- */
+/* ---- post and receive: every accepted message exactly once ----------------
+ */
 
 #define POSTS 8
 
@@ -499,7 +501,8 @@ out:
   return rc;
 }
 
-/* ---- transfer: a buffer, a port and a shared buffer in one message --------- */
+/* ---- transfer: a buffer, a port and a shared buffer in one message ---------
+ */
 
 static int run_transfer(weft_loop_t* loop) {
   weft_port_t *a = NULL, *b = NULL, *c = NULL, *d = NULL, *moved = NULL;
@@ -576,7 +579,8 @@ out:
   return rc;
 }
 
-/* ---- waitAsync: notified, timed out, not equal ----------------------------- */
+/* ---- waitAsync: notified, timed out, not equal -----------------------------
+ */
 
 static int wait_results[3];
 static int wait_calls;
@@ -621,8 +625,7 @@ static int run_wait(weft_loop_t* loop) {
   if (queued[0]) {
     /* A notify that could not queue the completion leaves the waiter
      * waiting and does not count it: then it must time out, not vanish. */
-    CHECK(wait_results[0] ==
-              (woken == 1 ? WEFT_WAIT_OK : WEFT_WAIT_TIMED_OUT),
+    CHECK(wait_results[0] == (woken == 1 ? WEFT_WAIT_OK : WEFT_WAIT_TIMED_OUT),
           "notified wait: %d (woken %d)", wait_results[0], woken);
   }
   if (queued[1])
@@ -697,7 +700,8 @@ out:
   return rc;
 }
 
-/* ---- the driver ------------------------------------------------------------ */
+/* ---- the driver ------------------------------------------------------------
+ */
 
 typedef struct {
   const char* name;
@@ -709,7 +713,8 @@ static const scenario_t scenarios[] = {
     {"spawn_fresh", run_spawn_fresh},
     {"worker_xfer", run_worker_transfer},
     {"post", run_post},
-    {"transfer", run_transfer},   {"wait_async", run_wait},
+    {"transfer", run_transfer},
+    {"wait_async", run_wait},
     {"broadcast", run_broadcast},
 };
 
@@ -744,10 +749,11 @@ int main(void) {
       rc = s->run(loop);
       CHECK(rc == 0, "the run after the failure fails: %s", weft_err_name(rc));
     }
-    printf("scenario_allocfail: %-11s %3llu allocations, %3llu failure points "
-           "hit, %3llu reported to the caller, the rest absorbed\n",
-           s->name, (unsigned long long)n, (unsigned long long)hit,
-           (unsigned long long)errors);
+    printf(
+        "scenario_allocfail: %-11s %3llu allocations, %3llu failure points "
+        "hit, %3llu reported to the caller, the rest absorbed\n",
+        s->name, (unsigned long long)n, (unsigned long long)hit,
+        (unsigned long long)errors);
   }
   current_name = "end";
   uv_close((uv_handle_t*)&guard, NULL);

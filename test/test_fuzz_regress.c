@@ -44,8 +44,7 @@ Test(fuzz_regress, huge_container_headers_are_edecode_at_receive) {
   for (i = 0; i < NINPUTS; i++) {
     cr_assert_eq(weft_port_post(a, inputs[i].bytes, inputs[i].len), 0);
     m = NULL;
-    cr_expect_eq(weft_port_receive(b, &m), WEFT_EDECODE, "%s",
-                 inputs[i].name);
+    cr_expect_eq(weft_port_receive(b, &m), WEFT_EDECODE, "%s", inputs[i].name);
     cr_assert_null(m);
   }
   weft_port_free(a);
@@ -104,13 +103,12 @@ Test(fuzz_regress, huge_container_headers_are_refused_by_every_validator) {
     weft_worker_t* w = NULL;
     cr_expect_eq(weft_broadcast_post(s, inputs[i].bytes, inputs[i].len),
                  WEFT_EDECODE, "%s", inputs[i].name);
-    cr_expect_eq(
-        weft_set_environment_data("k", inputs[i].bytes, inputs[i].len),
-        WEFT_EDECODE, "%s", inputs[i].name);
+    cr_expect_eq(weft_set_environment_data("k", inputs[i].bytes, inputs[i].len),
+                 WEFT_EDECODE, "%s", inputs[i].name);
     opts.data = inputs[i].bytes;
     opts.data_len = inputs[i].len;
-    cr_expect_eq(weft_worker_spawn(&w, loop, never, &opts), WEFT_EDECODE,
-                 "%s", inputs[i].name);
+    cr_expect_eq(weft_worker_spawn(&w, loop, never, &opts), WEFT_EDECODE, "%s",
+                 inputs[i].name);
     cr_assert_null(w);
   }
   weft_broadcast_free(s);

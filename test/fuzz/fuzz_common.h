@@ -15,13 +15,13 @@
 
 /* A broken promise of weft's (not a sanitizer report): abort, so libFuzzer
  * saves the input as a crash. */
-#define FUZZ_CHECK(cond)                                                  \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
-      fprintf(stderr, "fuzz: %s:%d: check failed: %s\n", __FILE__,        \
-              __LINE__, #cond);                                           \
-      abort();                                                            \
-    }                                                                     \
+#define FUZZ_CHECK(cond)                                                     \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "fuzz: %s:%d: check failed: %s\n", __FILE__, __LINE__, \
+              #cond);                                                        \
+      abort();                                                               \
+    }                                                                        \
   } while (0)
 
 static inline weft_loop_t* fuzz_loop(void) {
