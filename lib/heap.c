@@ -110,7 +110,7 @@ static void* raw_realloc(weft__heap_t* h, void* p, size_t size) {
 }
 
 static bool raw_heap_init(weft__heap_t* h) {
-  h->mi = mi_heap_new();
+  h->mi = WEFT__FAILABLE(mi_heap_new());
   return h->mi != NULL;
 }
 
