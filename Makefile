@@ -48,6 +48,12 @@ bench:
 	@if [ -f bench/run.sh ]; then bash bench/run.sh; \
 	 else echo "make bench: bench/run.sh is missing" >&2; exit 1; fi
 
+# libFuzzer targets (test/fuzz), clang, FUZZ_SECONDS (default 300) per
+# target; see scripts/fuzz.sh. `make test` runs each for a few seconds.
+.PHONY: fuzz
+fuzz: deps
+	@scripts/fuzz.sh
+
 # An optimized build of its own (build/ is Debug, for the tests).
 install: deps
 	CC=$${CC:-gcc} cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release \

@@ -59,10 +59,10 @@ int weft_broadcast_new(weft_loop_t* loop,
   if (!weft__loop_on_thread(loop))
     return WEFT_EWRONGTHREAD;
   uv_once(&registry_once, registry_init);
-  bc = calloc(1, sizeof(*bc));
+  bc = WEFT__FAILABLE(calloc(1, sizeof(*bc)));
   if (bc == NULL)
     return WEFT_ENOMEM;
-  bc->name = strdup(name);
+  bc->name = WEFT__FAILABLE(strdup(name));
   if (bc->name == NULL) {
     free(bc);
     return WEFT_ENOMEM;
@@ -105,8 +105,23 @@ int weft_broadcast_on_message(weft_broadcast_t* bc, weft_broadcast_cb cb) {
   return 0;
 }
 
+/* Copies of a post wait in a chain through their mailbox links (not queued
+ * anywhere yet; relaxed: only the posting thread sees them). */
+static weft_msg_t* chain_pop(weft_msg_t** chain) {
+  weft_msg_t* m = *chain;
+  weft__mpsc_node_t* next =
+      atomic_load_explicit(&m->node.next, memory_order_relaxed);
+  *chain = next != NULL ? weft__container_of(next, weft_msg_t, node) : NULL;
+  return m;
+}
+
+static bool is_member(const weft_broadcast_t* it, const weft_broadcast_t* bc) {
+  return it != bc && strcmp(it->name, bc->name) == 0;
+}
+
 int weft_broadcast_post(weft_broadcast_t* bc, const void* bytes, size_t len) {
   weft_broadcast_t* it;
+  weft_msg_t* chain = NULL;
   int err = 0;
   CHECK_BC(bc);
   if (bytes == NULL || len == 0)
@@ -119,11 +134,12 @@ int weft_broadcast_post(weft_broadcast_t* bc, const void* bytes, size_t len) {
   if (err != 0)
     return err;
   /* Under the lock no member can leave, so its inbox stays alive while we
-   * push; pushes never block. */
+   * push; pushes never block. Every copy is made before the first push:
+   * out of memory, no member gets the message (WEFT_ENOMEM), never some. */
   uv_mutex_lock(&registry_lock);
   for (it = registry; it != NULL; it = it->next) {
     weft_msg_t* m;
-    if (it == bc || strcmp(it->name, bc->name) != 0)
+    if (!is_member(it, bc))
       continue;
     m = weft__msg_alloc(WEFT__MSG_DATA, len);
     if (m == NULL) {
@@ -132,8 +148,16 @@ int weft_broadcast_post(weft_broadcast_t* bc, const void* bytes, size_t len) {
     }
     memcpy(m->data, bytes, len);
     m->len = len;
-    weft__port_enqueue(it->inbox, m);
+    atomic_store_explicit(&m->node.next, chain != NULL ? &chain->node : NULL,
+                          memory_order_relaxed);
+    chain = m;
   }
+  for (it = registry; err == 0 && it != NULL; it = it->next) {
+    if (is_member(it, bc))
+      weft__port_enqueue(it->inbox, chain_pop(&chain));
+  }
+  while (chain != NULL)
+    weft_msg_free(chain_pop(&chain));
   uv_mutex_unlock(&registry_lock);
   return err;
 }

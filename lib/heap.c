@@ -110,7 +110,7 @@ static void* raw_realloc(weft__heap_t* h, void* p, size_t size) {
 }
 
 static bool raw_heap_init(weft__heap_t* h) {
-  h->mi = mi_heap_new();
+  h->mi = WEFT__FAILABLE(mi_heap_new());
   return h->mi != NULL;
 }
 
@@ -175,6 +175,8 @@ static void uncharge(weft__heap_t* h, size_t bytes) {
 void* weft__local_alloc(size_t size) {
   weft__heap_t* h = current_heap;
   void* p;
+  if (WEFT__ALLOC_FAILS())
+    return NULL;
   if (h == NULL)
     return raw_alloc(NULL, size);
   if (!charge(h, size))
@@ -206,6 +208,8 @@ void weft__local_free(void* p) {
 }
 
 void* weft__xalloc(size_t size) {
+  if (WEFT__ALLOC_FAILS())
+    return NULL;
 #ifdef WEFT_X_LIBC
   return malloc(size);
 #else
@@ -216,6 +220,8 @@ void* weft__xalloc(size_t size) {
 void* weft__xalloc64(size_t size) {
   size_t n = (size + 63) & ~(size_t)63;
   void* p;
+  if (WEFT__ALLOC_FAILS())
+    return NULL;
 #ifdef WEFT_X_LIBC
   p = aligned_alloc(64, n);
 #else
@@ -227,6 +233,8 @@ void* weft__xalloc64(size_t size) {
 }
 
 void* weft__xrealloc(void* p, size_t size) {
+  if (WEFT__ALLOC_FAILS())
+    return NULL;
 #ifdef WEFT_X_LIBC
   return realloc(p, size);
 #else

@@ -320,4 +320,29 @@ int weft__thread_run(size_t stack_size,
 /* The calling thread's per-message limit (worker option), or the default. */
 size_t weft__thread_message_limit(void);
 
+/* --- failpoint.c -----------------------------------------------------
+ * Allocation-failure injection for tests, compiled in with the CMake option
+ * WEFT_FAILPOINTS=ON (scripts/test.sh turns it on). Every allocation weft
+ * makes (heap.c's allocators, and each direct malloc, calloc, strdup or
+ * msgpack zone in lib/) passes WEFT__ALLOC_FAILS() first; when it answers
+ * true the allocation fails as if memory had run out. Without the option
+ * it is the constant false. */
+#ifdef WEFT_FAILPOINTS
+/* True when this allocation is to fail. Thread: any. */
+bool weft__fail_alloc(void);
+/* Reset the count; the `nth` allocation from now on fails (0: none, only
+ * count). Thread: any, before the scenario under test starts. */
+void weft__failpoint_arm(uint64_t nth);
+/* Allocations checked since the last arm, and whether the armed one
+ * failed. */
+uint64_t weft__failpoint_count(void);
+bool weft__failpoint_fired(void);
+#define WEFT__ALLOC_FAILS() weft__fail_alloc()
+#else
+#define WEFT__ALLOC_FAILS() false
+#endif
+/* `expr` (an allocation that answers NULL on failure), or NULL when the
+ * failpoint says this allocation fails. */
+#define WEFT__FAILABLE(expr) (WEFT__ALLOC_FAILS() ? NULL : (expr))
+
 #endif /* WEFT_LIB_INTERNAL_H */

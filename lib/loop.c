@@ -211,7 +211,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   }
   /* Needed for weft_loop_utilization(); must precede the first run. */
   uv_loop_configure(loop->uv, UV_METRICS_IDLE_TIME);
-  loop->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+  loop->zone = WEFT__FAILABLE(msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE));
   if (loop->zone == NULL)
     goto fail;
   err = weft__waker_init(&loop->waker, loop->uv, ready_async_cb);
@@ -459,7 +459,8 @@ msgpack_zone* weft__loop_zone(weft_loop_t* loop) {
 
 msgpack_zone* weft__loop_take_zone(weft_loop_t* loop) {
   msgpack_zone* z = loop->zone;
-  msgpack_zone* fresh = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+  msgpack_zone* fresh =
+      WEFT__FAILABLE(msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE));
   if (fresh == NULL)
     return NULL;
   loop->zone = fresh;

@@ -204,6 +204,78 @@ void weft__msg_commit_transfers(weft_msg_t* msg) {
   msg->state = WEFT__MSG_QUEUED;
 }
 
+/* Whether `bytes` can be one msgpack value: it is scanned without
+ * allocating, and every array or map must claim no more elements than
+ * there are bytes left (each takes one at least). msgpack's unpacker
+ * allocates a container's elements when it reads the header, so without
+ * this a 5-byte message (an array32 of 2^32 - 1) made the receiver
+ * allocate 64 GiB (found by test/fuzz/fuzz_msg_decode); with it a value
+ * decodes into at most one msgpack_object per payload byte. */
+/* The msgpack types from 0xc4 to 0xdf (0xc1 is never used): how many bytes
+ * of length or count follow the type byte, how many fixed bytes come next,
+ * and whether that field counts bytes (0), elements (1) or pairs (2). */
+static const struct {
+  unsigned char width, skip, per;
+} msgpack_headers[28] = {
+    {1, 0, 0}, {2, 0, 0}, {4, 0, 0},                        /* bin */
+    {1, 1, 0}, {2, 1, 0}, {4, 1, 0},                        /* ext */
+    {0, 4, 0}, {0, 8, 0},                                   /* float */
+    {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* uint */
+    {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* int */
+    {0, 2, 0}, {0, 3, 0}, {0, 5, 0}, {0, 9, 0}, {0, 17, 0}, /* fixext */
+    {1, 0, 0}, {2, 0, 0}, {4, 0, 0},                        /* str */
+    {2, 0, 1}, {4, 0, 1}, {2, 0, 2}, {4, 0, 2},             /* array, map */
+};
+
+/* Whether `bytes` can be one msgpack value: it is scanned without
+ * allocating, and every array or map must claim no more elements than
+ * there are bytes left (each takes one at least). msgpack's unpacker
+ * allocates a container's elements when it reads the header, so without
+ * this a 5-byte message (an array32 of 2^32 - 1) made the receiver
+ * allocate 64 GiB (found by test/fuzz/fuzz_msg_decode); with it a value
+ * decodes into at most one msgpack_object per payload byte. */
+static bool msgpack_plausible(const unsigned char* p, size_t len) {
+  size_t pos = 0, pending = 1;
+  while (pending > 0) {
+    size_t skip = 0, n = 0, width = 0, per = 0, v = 0, i;
+    unsigned b;
+    if (pos >= len)
+      return false;
+    b = p[pos++];
+    pending--;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+      /* fixint, nil, bool: one byte. */
+    } else if (b <= 0x8f) {
+      n = 2 * (size_t)(b & 0x0f); /* fixmap */
+    } else if (b <= 0x9f) {
+      n = b & 0x0f; /* fixarray */
+    } else if (b <= 0xbf) {
+      skip = b & 0x1f; /* fixstr */
+    } else if (b == 0xc1) {
+      return false;
+    } else {
+      width = msgpack_headers[b - 0xc4].width;
+      skip = msgpack_headers[b - 0xc4].skip;
+      per = msgpack_headers[b - 0xc4].per;
+    }
+    if (width > len - pos)
+      return false;
+    for (i = 0; i < width; i++)
+      v = (v << 8) | p[pos++];
+    if (per != 0)
+      n = per * v;
+    else
+      skip += v;
+    if (skip > len - pos)
+      return false;
+    pos += skip;
+    if (n > len - pos || pending > len - pos - n)
+      return false;
+    pending += n;
+  }
+  return true;
+}
+
 int weft__msgpack_validate(const void* bytes, size_t len) {
   /* A scratch zone on the stack's first chunk keeps small checks free of
    * allocation beyond msgpack's own chunk. */
@@ -211,7 +283,9 @@ int weft__msgpack_validate(const void* bytes, size_t len) {
   msgpack_object obj;
   size_t off = 0;
   int r;
-  if (!msgpack_zone_init(&zone, 256))
+  if (!msgpack_plausible(bytes, len))
+    return WEFT_EDECODE;
+  if (WEFT__ALLOC_FAILS() || !msgpack_zone_init(&zone, 256))
     return WEFT_ENOMEM;
   r = msgpack_unpack(bytes, len, &off, &zone, &obj);
   msgpack_zone_destroy(&zone);
@@ -223,8 +297,10 @@ int weft__msgpack_validate(const void* bytes, size_t len) {
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
   size_t off = 0;
   int r;
+  if (!msgpack_plausible((const unsigned char*)msg->data, msg->len))
+    return WEFT_EDECODE;
   if (zone == NULL) {
-    msg->zone = msgpack_zone_new(WEFT__MSG_ZONE_CHUNK);
+    msg->zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
     if (msg->zone == NULL)
       return WEFT_ENOMEM;
     zone = msg->zone;

@@ -701,23 +701,43 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
   pcore_t* p;
   weft__mpsc_node_t* node;
   weft_msg_t* m;
+  msgpack_zone* zone = NULL;
   int err;
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
   CORE_OR_RETURN(p, port);
   for (;;) {
-    if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb)))
-      return WEFT_ECLOSED;
+    if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb))) {
+      err = WEFT_ECLOSED;
+      break;
+    }
+    /* The decode zone comes before the message leaves the mailbox: out of
+     * memory, the caller gets WEFT_ENOMEM and the message stays first in
+     * line for the next call (an accepted message is never lost). */
+    node = weft__mpsc_peek(&p->mb);
+    if (node == NULL) {
+      err = WEFT_EAGAIN;
+      break;
+    }
+    if (zone == NULL &&
+        weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_DATA) {
+      zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
+      if (zone == NULL)
+        return WEFT_ENOMEM;
+    }
     node = weft__mpsc_pop(&p->mb);
-    if (node == NULL)
-      return WEFT_EAGAIN;
+    if (node == NULL) {
+      err = WEFT_EAGAIN;
+      break;
+    }
     m = weft__container_of(node, weft_msg_t, node);
     if (m->kind == WEFT__MSG_CLOSE) {
       weft_msg_free(m);
       atomic_store_explicit(&p->closed, 1, memory_order_release);
       close_later(p); /* The close event still runs, from the loop. */
-      return WEFT_ECLOSED;
+      err = WEFT_ECLOSED;
+      break;
     }
     if (m->kind != WEFT__MSG_DATA) {
       control(p, m);
@@ -727,7 +747,10 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
       weft_msg_free(m);
       continue;
     }
-    err = weft__msg_decode(m, NULL);
+    /* The node popped is the one peeked at: `zone` was made for it. */
+    m->zone = zone; /* Freed with the message from now on. */
+    zone = NULL;
+    err = weft__msg_decode(m, m->zone);
     if (err != 0) {
       weft_msg_free(m);
       return err;
@@ -736,6 +759,9 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
     *out = m;
     return 0;
   }
+  if (zone != NULL)
+    msgpack_zone_free(zone);
+  return err;
 }
 
 int weft_port_close(weft_port_t* port) {

@@ -46,12 +46,12 @@ struct weft_shared_s {
 
 static void* shared_alloc(size_t size) {
 #ifdef SHARED_LIBC_ALLOC
-  void* p = aligned_alloc(SHARED_ALIGN, size);
+  void* p = WEFT__FAILABLE(aligned_alloc(SHARED_ALIGN, size));
   if (p != NULL)
     memset(p, 0, size);
   return p;
 #else
-  return mi_zalloc_aligned(size, SHARED_ALIGN);
+  return WEFT__FAILABLE(mi_zalloc_aligned(size, SHARED_ALIGN));
 #endif
 }
 
@@ -777,7 +777,7 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
     return err;
   if (!weft__loop_on_thread(loop))
     return WEFT_EWRONGTHREAD;
-  aw = calloc(1, sizeof(*aw));
+  aw = WEFT__FAILABLE(calloc(1, sizeof(*aw)));
   if (aw == NULL)
     return WEFT_ENOMEM;
   aw->w.addr = addr;

@@ -31,6 +31,7 @@ struct weft_worker_s {
   env_entry_t* env;     /* Snapshot; the worker thread takes it. */
   bool fresh_thread;    /* WEFT_WORKER_FRESH_THREAD. */
   weft_msg_t* exit_msg; /* Made at spawn, so the exit always gets out. */
+  weft_msg_t* online_msg; /* Also made at spawn: 'online' is never lost. */
 
   /* Any thread. */
   atomic_int stop;     /* Terminate asked, exit called, or an error. */
@@ -87,9 +88,9 @@ static env_entry_t* env_copy(const env_entry_t* e, int* err) {
   env_entry_t** tail = &head;
   *err = 0;
   for (; e != NULL; e = e->next) {
-    env_entry_t* n = calloc(1, sizeof(*n));
-    if (n == NULL || (n->key = strdup(e->key)) == NULL ||
-        (n->value = malloc(e->len)) == NULL) {
+    env_entry_t* n = WEFT__FAILABLE(calloc(1, sizeof(*n)));
+    if (n == NULL || (n->key = WEFT__FAILABLE(strdup(e->key))) == NULL ||
+        (n->value = WEFT__FAILABLE(malloc(e->len))) == NULL) {
       if (n != NULL)
         free(n->key);
       free(n);
@@ -114,7 +115,7 @@ int weft_set_environment_data(const char* key, const void* bytes, size_t len) {
     int err = weft__msgpack_validate(bytes, len);
     if (err != 0)
       return err;
-    v = malloc(len);
+    v = WEFT__FAILABLE(malloc(len));
     if (v == NULL)
       return WEFT_ENOMEM;
     memcpy(v, bytes, len);
@@ -134,8 +135,8 @@ int weft_set_environment_data(const char* key, const void* bytes, size_t len) {
     return 0;
   }
   if (e == NULL) {
-    e = calloc(1, sizeof(*e));
-    if (e == NULL || (e->key = strdup(key)) == NULL) {
+    e = WEFT__FAILABLE(calloc(1, sizeof(*e)));
+    if (e == NULL || (e->key = WEFT__FAILABLE(strdup(key))) == NULL) {
       free(e);
       free(v);
       return WEFT_ENOMEM;
@@ -222,7 +223,8 @@ int weft_report_error(const char* text) {
     return WEFT_EINVAL;
   if (w->error == 0) {
     w->error = WEFT_EUNCAUGHT;
-    w->error_text = strdup(text != NULL ? text : "uncaught error");
+    w->error_text =
+        WEFT__FAILABLE(strdup(text != NULL ? text : "uncaught error"));
   }
   stop_self(w);
   return 0;
@@ -252,6 +254,7 @@ static void update_keepalive(weft_worker_t* w) {
 /* The memory of a worker record (also of one whose spawn failed). */
 static void worker_destroy(weft_worker_t* w) {
   weft_msg_free(w->exit_msg);
+  weft_msg_free(w->online_msg);
   free(w->data);
   free(w->error_text);
   env_free(w->env);
@@ -367,15 +370,14 @@ static void worker_main(void* arg) {
   }
   err = weft__port_adopt(w->child_core, loop, &w->parent_port);
   if (err != 0) {
-    weft__port_drop_in_transit(w->child_core);
-    w->error = err;
+    w->error = err; /* The core is dropped at `done`. */
     goto loop_done;
   }
   w->child_core = NULL;
   weft__port_mark_internal(w->parent_port);
   weft_port_set_max_message(w->parent_port, w->max_msg);
 
-  if (!msgpack_zone_init(&w->data_zone, 256)) {
+  if (WEFT__ALLOC_FAILS() || !msgpack_zone_init(&w->data_zone, 256)) {
     w->error = WEFT_ENOMEM;
     goto loop_done;
   }
@@ -392,7 +394,8 @@ static void worker_main(void* arg) {
   if (atomic_load_explicit(&w->stop, memory_order_acquire))
     weft__loop_request_stop(loop);
 
-  send_control(w, WEFT__MSG_ONLINE, 0, NULL);
+  weft__port_enqueue(w->port, w->online_msg);
+  w->online_msg = NULL;
   if (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
     w->entry(loop, w->arg);
     if (!atomic_load_explicit(&w->stop, memory_order_acquire))
@@ -413,6 +416,12 @@ heap_done:
   weft__heap_destroy(heap);
   weft__heap_set_current(NULL);
 done:
+  if (w->child_core != NULL) {
+    /* Out of memory before the parent port was adopted: close it, so the
+     * owner's side sees 'close' and the pair is freed. */
+    weft__port_drop_in_transit(w->child_core);
+    w->child_core = NULL;
+  }
   if (w->error != 0) {
     send_control(
         w, WEFT__MSG_ERROR, w->error,
@@ -537,7 +546,7 @@ int weft_worker_spawn(weft_worker_t** out,
   w->thread_id = atomic_fetch_add(&next_thread_id, 1);
   w->tracked.teardown = worker_teardown;
   if (opts->data_len > 0) {
-    w->data = malloc(opts->data_len);
+    w->data = WEFT__FAILABLE(malloc(opts->data_len));
     if (w->data == NULL)
       goto nomem;
     memcpy(w->data, opts->data, opts->data_len);
@@ -547,7 +556,8 @@ int weft_worker_spawn(weft_worker_t** out,
   if (err != 0)
     goto nomem;
   w->exit_msg = weft__msg_alloc(WEFT__MSG_EXIT, 0);
-  if (w->exit_msg == NULL)
+  w->online_msg = weft__msg_alloc(WEFT__MSG_ONLINE, 0);
+  if (w->exit_msg == NULL || w->online_msg == NULL)
     goto nomem;
   err = weft__channel_new_detached(owner, &w->port, &w->child_core);
   if (err != 0)

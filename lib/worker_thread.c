@@ -146,7 +146,7 @@ int weft__thread_run(size_t stack_size,
     }
     uv_mutex_unlock(&idle_lock);
   }
-  s = calloc(1, sizeof(*s));
+  s = WEFT__FAILABLE(calloc(1, sizeof(*s)));
   if (s == NULL)
     return WEFT_ENOMEM;
   s->stack_size = stack_size;

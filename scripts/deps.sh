@@ -14,6 +14,8 @@ pkgs="$pkgs clang clang-tidy cppcheck"
 if [ "${1:-}" = "--bench" ] && ! command -v node >/dev/null 2>&1; then
   pkgs="$pkgs nodejs"
 fi
+# Fuzzing (test/fuzz, `make fuzz` and a short run in `make test`).
+pkgs="$pkgs clang libfuzzer-14-dev libclang-rt-14-dev"
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   # shellcheck disable=SC2086 # $pkgs is a list of words.

@@ -6,6 +6,7 @@
 #   build-asan  gcc, Debug, -fsanitize=address,undefined    all tests + samples
 #   build-tsan  gcc, Debug, -fsanitize=thread               scenario_*.c only
 #                (Criterion 2.4.1 aborts at start-up under TSan)
+#   build-fuzz  clang, -fsanitize=fuzzer,address,undefined  test/fuzz, briefly
 # then the install test; and first, as a step of its own, scripts/lint.sh
 # (clang-tidy and cppcheck on lib/ and transport/).
 #
@@ -13,7 +14,8 @@
 # clang works too). BUILD_SUFFIX goes after "build" in every folder name
 # (default "-clang" when CC is clang, else empty), so that `CC=clang make
 # test` builds build-clang/, build-clang-asan/, build-clang-tsan/ and never
-# reuses a gcc folder. LINT=0 skips the lint step (.ci/run lints once).
+# reuses a gcc folder. LINT=0 skips the lint step and FUZZ=0 the fuzz
+# build (.ci/run does both once).
 # Prints "make test: N passed, M failed" and exits non-zero if anything
 # failed or did not build.
 set -uo pipefail
@@ -36,6 +38,10 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/t
 passed=0
 failed=0
 problems=()
+
+# Allocation-failure injection (lib/failpoint.c) in every test build:
+# test/scenario_allocfail.c fails each allocation of the main scenarios.
+export WEFT_FAILPOINTS=ON
 
 # run_build DIR COMPILER [CMAKE_ARGS...]: configure, build, ctest. DIR is
 # build, build-asan or build-tsan; BUILD_SUFFIX goes in after "build".
@@ -98,6 +104,25 @@ run_build build "$CC"
 run_build build-asan "$CC" -DWEFT_SANITIZE=address,undefined
 run_build build-tsan "$TSAN_CC" -DWEFT_SANITIZE=thread \
   -DWEFT_BUILD_CRITERION_TESTS=OFF
+
+# --- Fuzzing (test/fuzz) ----------------------------------------------------
+# clang + libFuzzer, ASan + UBSan: each target runs FUZZ_SECONDS_SHORT
+# (default 5) seconds from its seed corpus as a ctest test; `make fuzz`
+# runs them for minutes. -Wno-gnu-variable-sized-type-not-at-end: see
+# scripts/fuzz.sh.
+# FUZZ=0 skips it (.ci/run fuzzes once, in the gcc pass).
+FUZZ_CC=${FUZZ_CC:-clang}
+if [ "${FUZZ:-1}" = 0 ]; then
+  echo "=== build-fuzz: skipped (FUZZ=0)"
+elif command -v "$FUZZ_CC" >/dev/null; then
+  run_build build-fuzz "$FUZZ_CC" -DWEFT_SANITIZE=address,undefined \
+    -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_SAMPLES=OFF \
+    -DWEFT_FUZZ_SECONDS="${FUZZ_SECONDS_SHORT:-5}" \
+    -DCMAKE_C_FLAGS=-Wno-gnu-variable-sized-type-not-at-end
+else
+  failed=$((failed + 1))
+  problems+=("build-fuzz: $FUZZ_CC not found (apt-get install clang libfuzzer-14-dev)")
+fi
 
 echo "=== install test"
 if [ -f "build$BUILD_SUFFIX/CMakeCache.txt" ] &&

@@ -26,7 +26,8 @@ WEFT_EXTERN int weft_broadcast_on_message(weft_broadcast_t* bc,
  * name (not to `bc` itself), in any thread; each gets its own copy. The
  * value is checked here: WEFT_EDECODE if it is not exactly one msgpack
  * value. Returns 0, WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_EDECODE, WEFT_EINVAL,
- * WEFT_ENOMEM.
+ * WEFT_ENOMEM (then no member gets the message: all copies are made before
+ * the first is delivered).
  * Thread: the channel's loop. */
 WEFT_EXTERN int weft_broadcast_post(weft_broadcast_t* bc,
                                     const void* bytes,

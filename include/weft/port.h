@@ -71,9 +71,13 @@ WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
 
 /* receiveMessageOnPort(): take the oldest pending message without running
  * the loop. Returns 0 and sets `*out`, WEFT_EAGAIN if none is pending,
- * WEFT_ECLOSED if the port is closed and drained.
+ * WEFT_ECLOSED if the port is closed and drained, WEFT_ENOMEM if the
+ * message could not be decoded for lack of memory (it stays pending: the
+ * next call gets it).
  * Ownership: the caller owns `*out` (weft_msg_free()). A payload that does
- * not decode is returned as WEFT_EDECODE (and dropped).
+ * not decode is returned as WEFT_EDECODE (and dropped); so is one whose
+ * array or map header claims more elements than the payload has bytes,
+ * refused before anything is allocated for it.
  * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_receive(weft_port_t* port, weft_msg_t** out);
 

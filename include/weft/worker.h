@@ -33,8 +33,9 @@ typedef struct weft_worker_events_s {
   /* A message from the worker did not decode (`err` is WEFT_EDECODE). */
   void (*messageerror)(weft_worker_t* w, int err);
   /* The worker ended with an error: WEFT_EUNCAUGHT (weft_report_error()),
-   * WEFT_EHEAPLIMIT (heap limit breached), WEFT_ENOMEM. `text` is valid for
-   * the call. */
+   * WEFT_EHEAPLIMIT (heap limit breached), WEFT_ENOMEM (its heap, loop or
+   * parent port could not be made; `online` does not run then). `text` is
+   * valid for the call. */
   void (*error)(weft_worker_t* w, int err, const char* text);
   /* The thread is gone; `exit_code` is the code passed to weft_worker_exit(),
    * 0 after a normal end, 1 after terminate or an error. */
