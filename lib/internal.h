@@ -44,8 +44,10 @@ void weft__loop_after_callback(weft_loop_t* loop);
 typedef struct weft__ready_s weft__ready_t;
 struct weft__ready_s {
   weft__mpsc_node_t node;
-  /* Runs on the loop's thread when popped. */
-  void (*run)(weft_loop_t* loop, weft__ready_t* r);
+  /* Runs on the loop's thread when popped. Returns the work it did: 1,
+   * plus the messages it delivered (a port), so that one drain of the
+   * queue delivers a bounded number of messages (READY_BATCH). */
+  int (*run)(weft_loop_t* loop, weft__ready_t* r);
 };
 
 /* Push `r` on `loop`'s ready queue and wake the loop if it is parked.
@@ -276,6 +278,8 @@ void* weft__port_hold(weft_port_t* h);
 void weft__port_unhold(void* core);
 /* Push onto a held core's mailbox. Thread: any. */
 void weft__port_enqueue_core(void* core, weft_msg_t* msg);
+/* Port cores alive in the process (tests check nothing piles up). */
+long weft__port_live_cores(void);
 
 /* --- shared.c -------------------------------------------------------- */
 

@@ -27,10 +27,19 @@
 #ifndef SPIN_NS
 #define SPIN_NS 100000
 #endif
-/* After this many messages delivered without a real poll, poll anyway so
- * sockets and timers are not starved by a message flood. */
-#define FAST_PATH_MAX 64
-/* Messages handed out per ready-queue drain before timers get a turn. */
+/* After this much work (counted as for READY_BATCH: about one unit per
+ * message) delivered without a real poll, poll anyway so sockets are not
+ * starved by a message flood (timers and immediates are checked after
+ * every drain). It counted drains, each up to READY_BATCH * PORT_BATCH
+ * messages; in units a flood polls every few thousand messages, and a
+ * ping-pong (two units a drain) no more often than before. */
+#define FAST_PATH_MAX 4096
+/* Work per ready-queue drain, across all ports, before timers, immediates
+ * and I/O get a turn: each entry run counts one, each message a port
+ * delivers one more. It counts messages, not only queue entries: a port re-queued after its own batch (PORT_BATCH in
+ * port.c) goes to the back of the same queue, so a count of entries let
+ * one drain deliver READY_BATCH * PORT_BATCH = 262,144 messages of a
+ * port that feeds itself, and a timer waited for two such drains. */
 #define READY_BATCH 1024
 
 typedef struct {
@@ -819,7 +828,7 @@ void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
   atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_seq_cst);
 }
 
-static void posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
+static int posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
   posted_task_t* p = weft__container_of(r, posted_task_t, ready);
   weft_task_cb cb = p->cb;
   void* arg = p->arg;
@@ -829,6 +838,7 @@ static void posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
   cb(loop, arg);
   if (!loop->closing)
     weft__loop_after_callback(loop);
+  return 1;
 }
 
 int weft__loop_post_task(weft_loop_t* loop, weft_task_cb cb, void* arg) {
@@ -860,10 +870,11 @@ static bool stop_now(weft_loop_t* loop) {
   return false;
 }
 
-/* Hand out what other threads pushed: the "poll phase" of weft messages. */
-static void process_ready(weft_loop_t* loop) {
+/* Hand out what other threads pushed: the "poll phase" of weft messages.
+ * Returns the work done (see READY_BATCH). */
+static int process_ready(weft_loop_t* loop) {
   int n = 0;
-  while (n++ < READY_BATCH && !stop_now(loop)) {
+  while (n < READY_BATCH && !stop_now(loop)) {
     weft__mpsc_node_t* node = weft__mpsc_pop(&loop->ready);
     weft__ready_t* r;
     if (node == NULL)
@@ -871,10 +882,11 @@ static void process_ready(weft_loop_t* loop) {
     r = weft__container_of(node, weft__ready_t, node);
     /* Cross-thread traffic: an answer may follow soon (see spinning). */
     loop->recent_ready = true;
-    r->run(loop, r);
+    n += r->run(loop, r); /* 1 + messages delivered: see READY_BATCH. */
   }
   if (loop->stop)
     uv_stop(loop->uv);
+  return n;
 }
 
 static void ready_async_cb(uv_async_t* h) {
@@ -919,9 +931,37 @@ static bool spin_for_work(weft_loop_t* loop) {
   return found;
 }
 
-static bool loop_alive(weft_loop_t* loop) {
+static bool loop_busy(weft_loop_t* loop) {
   return uv_loop_alive(loop->uv) || loop->ticks.len > 0 ||
          loop->micro.len > 0 || loop->imm_head != NULL;
+}
+
+/* Whether the loop has more to do; when not, first hand weft's ready queue
+ * what needs no live turn: entries of ports freed or moved since they were
+ * queued are released now (each holds its port's memory), not at
+ * weft_loop_free(). With `stop` set a live port delivers nothing and keeps
+ * its place (an unref'd port's messages wait for a later run, as in
+ * Node), so the pass is bounded. A posted task (weft's own completion)
+ * runs as it would in a turn, and ends the pass. */
+static bool loop_alive(weft_loop_t* loop) {
+  int n;
+  if (loop_busy(loop))
+    return true;
+  for (n = 0; n < READY_BATCH; n++) {
+    weft__mpsc_node_t* node = weft__mpsc_pop(&loop->ready);
+    weft__ready_t* r;
+    if (node == NULL)
+      break;
+    r = weft__container_of(node, weft__ready_t, node);
+    if (r->run == posted_task_run) {
+      r->run(loop, r);
+      break;
+    }
+    loop->stop = true;
+    r->run(loop, r);
+    loop->stop = false;
+  }
+  return loop_busy(loop) || stop_now(loop);
 }
 
 int weft_loop_run(weft_loop_t* loop) {
@@ -942,8 +982,7 @@ int weft_loop_run(weft_loop_t* loop) {
        * away as that poll phase would, then run the check phase. */
       uv_update_time(loop->uv);
       if (uv_backend_timeout(loop->uv) != 0) {
-        fast++;
-        process_ready(loop);
+        fast += process_ready(loop);
         if (loop->stop)
           break;
         run_immediates(loop);

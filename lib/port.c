@@ -2,18 +2,49 @@
  * loop's ready queue on the empty-to-non-empty edge, entangled in pairs,
  * transferable between loops.
  *
- * Scheduling. A producer pushes onto the port's mailbox and then sets
- * `scheduled`; only the producer that flips it from 0 to 1 pushes the port
- * on its loop's ready queue (and wakes the loop if parked). While the loop
- * drains the port, `scheduled` stays 1 and producers only push; when the
- * mailbox runs dry (after a short wait for more), the loop clears it and
- * then looks once more, so a message pushed meanwhile is either seen or
- * schedules the port again (both sides are sequentially consistent).
+ * Scheduling. A producer pushes onto the port's mailbox and then reads
+ * `scheduled`; only the producer that moves it from IDLE to QUEUED pushes
+ * the port on its loop's ready queue (and wakes the loop if parked). While
+ * the loop drains the port, `scheduled` stays QUEUED and producers only
+ * push; when the mailbox runs dry (after a short wait for more), the loop
+ * clears it and then looks once more, so a message pushed meanwhile is
+ * either seen or schedules the port again. A port that cannot deliver (no
+ * handler, no close listener: a port read with weft_port_receive()) is
+ * HELD: producers leave it off the ready queue, so a loop that never runs
+ * does not collect queue entries for it; setting a handler schedules it.
+ *
+ * Why the handshake holds under the C11 model, not only on x86: the
+ * producer does (1) the mailbox push, a seq_cst exchange of the mailbox
+ * head, then (2) a seq_cst load of `scheduled`; the consumer does (3) a
+ * seq_cst store of IDLE to `scheduled` (HELD when it wants no schedule),
+ * then (4) a seq_cst load of the mailbox head (weft__mpsc_empty). The
+ * owner's moves from HELD to IDLE (settle) are a seq_cst CAS then the
+ * same load, and pair the same way. All four are seq_cst, so they sit in
+ * one total order S that agrees with each thread's program order. If (4)
+ * misses the push, (4) precedes (1) in S, so S runs 3 < 4 < 1 < 2 and the
+ * load (2) must return the IDLE of (3) or a later value: the producer (or
+ * another that set QUEUED after (3)) schedules the port. With (2) relaxed
+ * (as it was) nothing forbids (2) from returning the QUEUED of before (3):
+ * x86's locked exchange is a full barrier and hides that, but AArch64 may
+ * satisfy a later load before the exchange's store is visible, and a
+ * message would sit unscheduled. A seq_cst load costs nothing on x86 (a
+ * plain mov; the store side pays) and is an LDAR on AArch64, which the
+ * exchange's release store cannot pass: no fence per message. A "test"
+ * of this cannot fail on x86; the argument above is the check.
  *
  * Moving. `loop` says which loop consumes the mailbox. It is NULL while
  * the port travels in a message; `lock` makes "read loop, push on its ready
  * queue" atomic against a change of loop and against a loop going away.
- * A loop that pops a port no longer its own only passes it on.
+ * A port transferred while it sits on its old loop's ready queue leaves
+ * that queue entry behind as an orphan (the old loop only drops it) and
+ * takes a fresh ready node, so the new owner schedules it at once.
+ *
+ * Transit cycles. A port travelling in a message is read only by whoever
+ * takes that message. `carrier` names the port whose mailbox holds the
+ * message carrying a travelling core; a post that would put a port's
+ * carrier chain inside itself (A travels in D's mailbox and D is posted
+ * into A's) makes garbage that nobody can ever reach: such a message is
+ * freed at once, which closes and frees the ports of the cycle.
  *
  * Lifetime. `refs` counts the user's handle, the peer's link (each port of
  * a pair keeps the other alive until it is freed itself, so a post racing
@@ -25,27 +56,53 @@
 #include "futex.h"
 #include "internal.h"
 
+/* Messages one run of a port delivers before the port goes to the back of
+ * its loop's ready queue (the loop bounds a whole drain: see READY_BATCH). */
 #define PORT_BATCH 256
 /* Pause iterations a drained port waits for its sender (wait_for_more). */
 #define PORT_LINGER 64
 
+/* Values of `scheduled`. */
+enum {
+  IDLE,   /* On no ready queue; the next push schedules it. */
+  QUEUED, /* On its loop's ready queue or being drained. */
+  HELD    /* Cannot deliver: pushes leave it alone (see the file comment). */
+};
+
 typedef struct pcore_s pcore_t;
 
+/* A port's link in a ready queue. The core has one of its own; a port
+ * transferred while that one sits on its old loop's queue takes another
+ * (see detach). */
+typedef struct {
+  weft__ready_t ready;
+  pcore_t* core;
+  atomic_bool queued; /* On a ready queue: set by the pusher, cleared by
+                       * the loop that pops it. */
+  _Atomic(weft_loop_t*) on; /* The loop whose queue it was pushed on. */
+  bool orphan;        /* Left behind by a transfer: the loop that pops it
+                       * only drops it. Written and read by that loop. */
+  bool heap;          /* Allocated, not the core's own. */
+} pnode_t;
+
 struct pcore_s {
-  weft__ready_t ready; /* Link in a loop's ready queue. */
-  weft__mpsc_t mb;     /* Incoming messages; consumer: the owning loop. */
+  pnode_t home;    /* The core's own ready node. */
+  weft__mpsc_t mb; /* Incoming messages; consumer: the owning loop. */
   /* Any thread. */
-  alignas(64) atomic_int scheduled;
+  alignas(64) atomic_int scheduled; /* IDLE, QUEUED or HELD. */
   atomic_int refs;
   atomic_int closed;          /* This end will take no more messages. */
   _Atomic(weft_loop_t*) loop; /* Written under `lock`. */
   uv_mutex_t lock;
+  pnode_t* node;         /* The ready node in use; under `lock`. */
   pcore_t* peer;         /* Fixed at creation; see "Lifetime". */
   weft_msg_t* close_msg; /* Made with the core, so a close always
                           * reaches the peer; sent once (`closed`). */
   weft_port_t* handle;   /* The handle the owner loop uses; NULL
                           * while in transit. */
   size_t max_msg;
+  pcore_t* carrier; /* In transit: the port whose mailbox holds the
+                     * message carrying this one. Under transit_lock. */
 
   /* Owner loop only. */
   weft__tracked_t tracked;
@@ -62,26 +119,110 @@ struct pcore_s {
   bool close_pending; /* A close event is posted to the loop. */
   bool internal;      /* A worker's parent port: weft_port_free() refuses it. */
   bool in_run;        /* Being drained by port_run (off the ready queue,
-                       * `scheduled` still 1). */
+                       * `scheduled` still QUEUED). */
 };
 
 /* The user's handle. After a transfer the sender's handle is a husk with
- * no core: every call on it answers WEFT_ECLOSED until it is freed. */
+ * no core: every call on it answers WEFT_ECLOSED until it is freed. Other
+ * threads may post on a handle while its owner transfers it: `core` is
+ * read once per call, atomically (acquire: the core's fields), and set to
+ * NULL by the transfer (release). */
 struct weft_port_s {
-  pcore_t* core;
+  _Atomic(pcore_t*) core;
 };
 
-static void port_run(weft_loop_t* loop, weft__ready_t* r);
+static int port_run(weft_loop_t* loop, weft__ready_t* r);
 static void port_teardown(weft__tracked_t* t);
+static void drop_in_transit(pcore_t* p);
+
+/* Cores alive (tests: nothing piles up). */
+static atomic_long live_cores;
+
+/* Guards `carrier` of every core (taken only for messages that carry
+ * ports, never per plain message). */
+static uv_mutex_t transit_lock;
+static uv_once_t transit_once = UV_ONCE_INIT;
+
+static void transit_init(void) {
+  if (uv_mutex_init(&transit_lock) != 0)
+    abort(); /* Cannot happen on Linux (no resources are allocated). */
+}
+
+long weft__port_live_cores(void) {
+  return atomic_load_explicit(&live_cores, memory_order_relaxed);
+}
+
+static pcore_t* hcore(const weft_port_t* h) {
+  return atomic_load_explicit(&((weft_port_t*)h)->core, memory_order_acquire);
+}
 
 static void core_ref(pcore_t* p) {
   atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 }
 
+static bool carries_ports(const weft_msg_t* m) {
+  uint32_t i;
+  for (i = 0; i < m->nxfer; i++) {
+    if (m->xfers[i].kind == WEFT_EXT_PORT && !m->xfers[i].taken)
+      return true;
+  }
+  return false;
+}
+
+/* `m` (carrying ports) is about to go into `y`'s mailbox: record `y` as
+ * the carrier of its ports, unless that closes a cycle (`y`'s own chain of
+ * carriers leads to one of them); false then, nothing recorded. */
+static bool transit_enter(pcore_t* y, weft_msg_t* m) {
+  uint32_t i;
+  pcore_t* cur;
+  bool cycle = false;
+  uv_once(&transit_once, transit_init);
+  uv_mutex_lock(&transit_lock);
+  /* Each `carrier` names a core whose mailbox still holds the message:
+   * alive until that message leaves it, which clears the link under this
+   * lock first. No cycle exists already, so the walk ends. */
+  for (cur = y; cur != NULL && !cycle; cur = cur->carrier) {
+    for (i = 0; i < m->nxfer; i++) {
+      if (m->xfers[i].kind == WEFT_EXT_PORT && m->xfers[i].obj == cur)
+        cycle = true;
+    }
+  }
+  for (i = 0; i < m->nxfer && !cycle; i++) {
+    if (m->xfers[i].kind == WEFT_EXT_PORT)
+      ((pcore_t*)m->xfers[i].obj)->carrier = y;
+  }
+  uv_mutex_unlock(&transit_lock);
+  return !cycle;
+}
+
+/* `m` left a mailbox: its ports are carried by nobody's mailbox now. */
+static void transit_leave(weft_msg_t* m) {
+  uint32_t i;
+  uv_once(&transit_once, transit_init);
+  uv_mutex_lock(&transit_lock);
+  for (i = 0; i < m->nxfer; i++) {
+    if (m->xfers[i].kind == WEFT_EXT_PORT && !m->xfers[i].taken)
+      ((pcore_t*)m->xfers[i].obj)->carrier = NULL;
+  }
+  uv_mutex_unlock(&transit_lock);
+}
+
+/* Pop the oldest message of `p`'s mailbox (consumer only). */
+static weft_msg_t* pop_msg(pcore_t* p) {
+  weft__mpsc_node_t* n = weft__mpsc_pop(&p->mb);
+  weft_msg_t* m;
+  if (n == NULL)
+    return NULL;
+  m = weft__container_of(n, weft_msg_t, node);
+  if (m->nxfer != 0 && carries_ports(m))
+    transit_leave(m);
+  return m;
+}
+
 static void drop_mailbox(pcore_t* p) {
-  weft__mpsc_node_t* n;
-  while ((n = weft__mpsc_pop(&p->mb)) != NULL)
-    weft_msg_free(weft__container_of(n, weft_msg_t, node));
+  weft_msg_t* m;
+  while ((m = pop_msg(p)) != NULL)
+    weft_msg_free(m);
 }
 
 static void core_unref(pcore_t* p) {
@@ -93,6 +234,9 @@ static void core_unref(pcore_t* p) {
   drop_mailbox(p);
   weft_msg_free(p->close_msg);
   uv_mutex_destroy(&p->lock);
+  if (p->node->heap)
+    weft__xfree(p->node); /* Not queued: a queued node holds a reference. */
+  atomic_fetch_sub_explicit(&live_cores, 1, memory_order_relaxed);
   weft__xfree(p);
 }
 
@@ -111,15 +255,21 @@ static pcore_t* core_alloc(void) {
     return NULL;
   }
   weft__mpsc_init(&p->mb);
-  atomic_init(&p->scheduled, 0);
+  /* Not started and no close listener: nothing to schedule yet. */
+  atomic_init(&p->scheduled, HELD);
   atomic_init(&p->refs, 1); /* The handle's (or the travelling message's). */
   atomic_init(&p->closed, 0);
   atomic_init(&p->loop, NULL);
-  p->ready.run = port_run;
+  p->home.ready.run = port_run;
+  p->home.core = p;
+  atomic_init(&p->home.queued, false);
+  atomic_init(&p->home.on, NULL);
+  p->node = &p->home;
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
   p->ref = true;
   p->max_msg = WEFT_MSG_DEFAULT_LIMIT;
+  atomic_fetch_add_explicit(&live_cores, 1, memory_order_relaxed);
   return p;
 }
 
@@ -127,7 +277,7 @@ static weft_port_t* handle_new(pcore_t* p) {
   weft_port_t* h = weft__xalloc(sizeof(*h));
   if (h == NULL)
     return NULL;
-  h->core = p;
+  atomic_init(&h->core, p);
   p->handle = h;
   return h;
 }
@@ -138,6 +288,18 @@ static weft_loop_t* core_loop(const pcore_t* p) {
 
 static bool is_closed(const pcore_t* p) {
   return atomic_load_explicit(&((pcore_t*)p)->closed, memory_order_acquire);
+}
+
+static bool deliverable(const pcore_t* p) {
+  return p->started && (p->on_message != NULL || p->hooks != NULL);
+}
+
+/* What `scheduled` rests at when the port is on no ready queue. A port
+ * with a close listener is scheduled for a close even without a handler
+ * (both ends see 'close', as in Node). Thread: owner loop. */
+static int idle_state(const pcore_t* p) {
+  return deliverable(p) || p->on_close != NULL || p->close_pending ? IDLE
+                                                                   : HELD;
 }
 
 /* Keep the loop alive while a handler waits for messages. */
@@ -161,45 +323,99 @@ static void attach(pcore_t* p, weft_loop_t* loop) {
   weft__loop_handles(loop, 1);
 }
 
-static void detach(pcore_t* p) {
+/* A ready node for `p` that is on no queue: its own if free, else a new
+ * one (NULL if out of memory). */
+static pnode_t* spare_node(pcore_t* p) {
+  pnode_t* n;
+  /* acquire: pairs with the release that cleared it after its pop. */
+  if (p->node != &p->home &&
+      !atomic_load_explicit(&p->home.queued, memory_order_acquire))
+    return &p->home;
+  n = weft__xalloc(sizeof(*n));
+  if (n == NULL)
+    return NULL;
+  n->ready.run = port_run;
+  n->core = p;
+  atomic_init(&n->queued, false);
+  atomic_init(&n->on, NULL);
+  n->orphan = false;
+  n->heap = true;
+  return n;
+}
+
+/* Take `p` off its loop; `moving`: to another loop (a transfer). */
+static void detach(pcore_t* p, bool moving) {
   weft_loop_t* loop = core_loop(p);
   if (loop == NULL)
     return;
-  if (p->in_run) {
-    /* Moved away from inside its own drain: it is on no ready queue, so
-     * release `scheduled` for the new owner (seq_cst as in port_run). */
-    p->in_run = false;
-    atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
-  }
   weft__loop_hold(loop, &p->holds_keepalive, false);
   weft__loop_untrack(&p->tracked);
   weft__loop_handles(loop, -1);
   uv_mutex_lock(&p->lock);
+  if (p->in_run) {
+    /* Moved away from inside its own drain: it is on no ready queue, so
+     * release `scheduled` for the new owner. */
+    p->in_run = false;
+    atomic_store_explicit(&p->scheduled, IDLE, memory_order_seq_cst);
+  } else if (moving &&
+             atomic_load_explicit(&p->node->queued, memory_order_relaxed) &&
+             atomic_load_explicit(&p->node->on, memory_order_relaxed) ==
+                 loop) {
+    /* On this loop's ready queue (pushers set `queued` and `on` under the
+     * lock, and only this thread pops it): leave that entry behind for
+     * this loop to drop, and let the new owner schedule with another node,
+     * without waiting for this loop to run. Out of memory: the entry stays
+     * the port's, and this loop passes it on when it pops it (so does an
+     * older loop that still holds such an entry). */
+    pnode_t* n = spare_node(p);
+    if (n != NULL) {
+      p->node->orphan = true;
+      p->node = n;
+      atomic_store_explicit(&p->scheduled, IDLE, memory_order_seq_cst);
+    }
+  }
   atomic_store_explicit(&p->loop, NULL, memory_order_release);
   uv_mutex_unlock(&p->lock);
 }
 
-/* Put `p` on its loop's ready queue unless it is there already. */
+/* Push `p` on its loop's ready queue unless it is there already or HELD. */
 static void schedule(pcore_t* p) {
   weft_loop_t* loop;
-  /* Test first: in a stream of messages the flag is mostly 1 already and a
-   * plain load keeps the cache line shared. */
-  if (atomic_load_explicit(&p->scheduled, memory_order_relaxed))
+  int idle = IDLE;
+  /* Test first: in a stream of messages the flag is mostly QUEUED already
+   * and a load keeps the cache line shared. seq_cst, not relaxed: this
+   * load is (2) of the handshake in the file comment. */
+  if (atomic_load_explicit(&p->scheduled, memory_order_seq_cst) != IDLE)
     return;
-  /* seq_cst: orders this exchange after the mailbox push, against the
-   * consumer's clear-then-drain (see the file comment). */
-  if (atomic_exchange_explicit(&p->scheduled, 1, memory_order_seq_cst))
+  if (!atomic_compare_exchange_strong_explicit(&p->scheduled, &idle, QUEUED,
+                                               memory_order_seq_cst,
+                                               memory_order_seq_cst))
     return;
   uv_mutex_lock(&p->lock);
   loop = atomic_load_explicit(&p->loop, memory_order_relaxed);
   if (loop != NULL) {
     core_ref(p); /* Held by the ready queue. */
-    weft__loop_schedule(loop, &p->ready);
+    atomic_store_explicit(&p->node->queued, true, memory_order_relaxed);
+    atomic_store_explicit(&p->node->on, loop, memory_order_relaxed);
+    weft__loop_schedule(loop, &p->node->ready);
   } else {
     /* In transit or gone: whoever attaches the port schedules it. */
-    atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
+    atomic_store_explicit(&p->scheduled, IDLE, memory_order_seq_cst);
   }
   uv_mutex_unlock(&p->lock);
+}
+
+/* The owner changed what the port can deliver: move between IDLE and
+ * HELD (unless it is QUEUED: port_run settles it), and schedule it if it
+ * can act on what waits. Thread: owner loop. */
+static void settle(pcore_t* p) {
+  int want = idle_state(p);
+  int cur = want == IDLE ? HELD : IDLE;
+  atomic_compare_exchange_strong_explicit(&p->scheduled, &cur, want,
+                                          memory_order_seq_cst,
+                                          memory_order_seq_cst);
+  if (want == IDLE && !weft__mpsc_empty(&p->mb))
+    schedule(p);
 }
 
 static void enqueue(pcore_t* p, weft_msg_t* msg) {
@@ -210,8 +426,9 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
 }
 
 void* weft__port_hold(weft_port_t* h) {
-  core_ref(h->core);
-  return h->core;
+  pcore_t* p = hcore(h);
+  core_ref(p);
+  return p;
 }
 
 void weft__port_unhold(void* core) {
@@ -223,7 +440,7 @@ void weft__port_enqueue_core(void* core, weft_msg_t* msg) {
 }
 
 void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg) {
-  enqueue(h->core, msg);
+  enqueue(hcore(h), msg);
 }
 
 /* Close this end: the peer learns after everything posted before. */
@@ -244,13 +461,21 @@ static void close_core(pcore_t* p) {
 static void finish_core(pcore_t* p) {
   pcore_t* peer = p->peer;
   close_core(p);
-  detach(p);
+  detach(p, false);
   p->handle = NULL;
   p->on_message = NULL;
   p->on_close = NULL;
   p->on_error = NULL;
   core_unref(peer); /* Our link to the peer. */
   core_unref(p);    /* The handle's reference. */
+}
+
+/* A travelling core nobody will take: nobody can read its mailbox either,
+ * so what waits there goes now (ports travelling in it included), not when
+ * the peer lets go. Thread: any (a core in transit has no consumer). */
+static void drop_in_transit(pcore_t* p) {
+  drop_mailbox(p);
+  finish_core(p);
 }
 
 /* ---- creating ----------------------------------------------------------- */
@@ -328,32 +553,32 @@ int weft__channel_new_detached(weft_loop_t* loop,
 void weft__port_set_hooks(weft_port_t* h,
                           const weft__port_hooks_t* hooks,
                           void* owner) {
-  pcore_t* p = h->core;
+  pcore_t* p = hcore(h);
   p->hooks = hooks;
   p->hook_owner = owner;
   p->started = true;
   /* The hook owner closes this port itself: the loop's teardown of ports
    * would come too early (a worker's exit follows its port's close). */
   weft__loop_untrack(&p->tracked);
-  schedule(p);
+  settle(p);
 }
 
 void* weft__port_owner(const weft_port_t* h) {
-  return h->core->hook_owner;
+  return hcore(h)->hook_owner;
 }
 
 void weft__port_untrack(weft_port_t* h) {
-  weft__loop_untrack(&h->core->tracked);
+  weft__loop_untrack(&hcore(h)->tracked);
 }
 
 void weft__port_mark_internal(weft_port_t* h) {
-  h->core->internal = true;
+  hcore(h)->internal = true;
 }
 
 /* ---- moving ------------------------------------------------------------- */
 
 int weft__port_transferable(const weft_port_t* h) {
-  const pcore_t* p = h->core;
+  const pcore_t* p = hcore(h);
   if (p == NULL)
     return WEFT_ECLOSED;
   if (p->internal)
@@ -366,8 +591,8 @@ int weft__port_transferable(const weft_port_t* h) {
 }
 
 void* weft__port_detach(weft_port_t* h) {
-  pcore_t* p = h->core;
-  detach(p);
+  pcore_t* p = hcore(h);
+  detach(p, true);
   p->handle = NULL;
   p->started = false;
   p->on_message = NULL;
@@ -375,8 +600,9 @@ void* weft__port_detach(weft_port_t* h) {
   p->on_close = NULL;
   p->data = NULL;
   p->ref = true;
-  /* The handle's reference now belongs to the message. */
-  h->core = NULL;
+  /* The handle's reference now belongs to the message. release: a thread
+   * posting on the husk reads NULL and answers WEFT_ECLOSED. */
+  atomic_store_explicit(&h->core, NULL, memory_order_release);
   return p;
 }
 
@@ -387,17 +613,17 @@ int weft__port_adopt(void* core, weft_loop_t* loop, weft_port_t** out) {
     return WEFT_ENOMEM;
   attach(p, loop);
   /* Messages that arrived while the port travelled wait for a handler
-   * (weft_port_on_message() or weft_port_start() schedule the port), but a
-   * close among them is handled now, as on any port without a handler. */
-  if (!weft__mpsc_empty(&p->mb))
-    schedule(p);
+   * (weft_port_on_message() or weft_port_start() schedule the port). The
+   * new owner takes over the schedule: an entry left on the old loop's
+   * ready queue is an orphan (see detach). */
+  settle(p);
   *out = h;
   return 0;
 }
 
 void weft__port_drop_in_transit(void* core) {
   /* The message that carried it was freed untaken: close it for good. */
-  finish_core(core);
+  drop_in_transit(core);
 }
 
 /* ---- delivering --------------------------------------------------------- */
@@ -436,8 +662,13 @@ static void control(pcore_t* p, weft_msg_t* m) {
 /* 'close' is emitted from the loop (Node emits it asynchronously): until
  * then the close keeps the loop alive. */
 static void close_later(pcore_t* p) {
+  int held = HELD;
   p->close_pending = true;
   update_keepalive(p);
+  /* Scheduled even when HELD and empty: port_run emits the event. */
+  atomic_compare_exchange_strong_explicit(&p->scheduled, &held, IDLE,
+                                          memory_order_seq_cst,
+                                          memory_order_seq_cst);
   schedule(p);
 }
 
@@ -455,8 +686,9 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
     control(p, m);
     return;
   }
-  if (is_closed(p)) {
-    weft_msg_free(m); /* Closed on this side: late messages are dropped. */
+  if (p->close_emitted) {
+    /* Only a post that raced with the close lands here (see port.h). */
+    weft_msg_free(m);
     return;
   }
   zone = weft__loop_zone(loop);
@@ -479,10 +711,6 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
   weft__loop_after_callback(loop);
 }
 
-static bool deliverable(const pcore_t* p) {
-  return p->started && (p->on_message != NULL || p->hooks != NULL);
-}
-
 /* The mailbox looked empty: while nothing else waits on the loop, give a
  * sender that is mid-stream a moment, so a busy port stays scheduled and
  * its producers never pay for rescheduling it. True when more arrived. */
@@ -498,62 +726,81 @@ static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
   return !weft__mpsc_empty(&p->mb);
 }
 
-static void port_run(weft_loop_t* loop, weft__ready_t* r) {
-  pcore_t* p = weft__container_of(r, pcore_t, ready);
+/* The loop popped one of `p`'s ready nodes (the port's or an orphan):
+ * returns 1 plus the messages it delivered (process_ready's budget). */
+static int port_run(weft_loop_t* loop, weft__ready_t* r) {
+  pnode_t* node = weft__container_of(r, pnode_t, ready);
+  pcore_t* p = node->core;
   int n = 0;
+  if (node->orphan) {
+    /* Left here by a transfer; the port has another node now. Read `heap`
+     * before the release: the port's next owner may reuse the node. */
+    bool heap = node->heap;
+    node->orphan = false;
+    /* release: the reuser (spare_node) reads it with acquire. */
+    atomic_store_explicit(&node->queued, false, memory_order_release);
+    core_unref(p);
+    if (heap)
+      weft__xfree(node);
+    return 1;
+  }
+  atomic_store_explicit(&node->queued, false, memory_order_relaxed);
   if (core_loop(p) != loop || weft__loop_closing(loop)) {
     /* seq_cst: see below. */
-    atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
-    /* Moved on while queued here: pass it on (or drop the schedule when it
-     * is in transit; the adopter schedules it). */
+    atomic_store_explicit(&p->scheduled, IDLE, memory_order_seq_cst);
+    /* Moved on while queued here and no spare node could be had (see
+     * detach): pass it on (or drop the schedule when it is in transit;
+     * the adopter schedules it). */
     if (core_loop(p) != loop)
       schedule(p);
     core_unref(p);
-    return;
+    return 1;
   }
   p->in_run = true;
-  /* `scheduled` stays 1 while we drain, so producers only push. Hooked
+  /* `scheduled` stays QUEUED while we drain, so producers only push. Hooked
    * ports go on after 'close': a worker's exit follows it. core_loop()
    * first: once the port moved (a handler may transfer it), its other
    * fields belong to the adopting loop's thread. */
   while (n < PORT_BATCH && core_loop(p) == loop && deliverable(p) &&
          (!p->close_emitted || p->hooks != NULL) && !weft__loop_closing(loop) &&
          !weft__loop_stopping(loop)) {
-    weft__mpsc_node_t* node = weft__mpsc_pop(&p->mb);
-    if (node == NULL) {
+    weft_msg_t* m = pop_msg(p);
+    if (m == NULL) {
       if (wait_for_more(loop, p))
         continue;
       break;
     }
     n++;
-    dispatch(loop, p, weft__container_of(node, weft_msg_t, node));
+    dispatch(loop, p, m);
   }
   if (core_loop(p) != loop) {
     /* Moved away inside the drain; detach() released `scheduled`. */
     core_unref(p);
-    return;
+    return n + 1;
   }
   p->in_run = false;
   if ((n == PORT_BATCH || weft__loop_stopping(loop)) && deliverable(p) &&
       !p->close_emitted && !weft__loop_closing(loop)) {
     /* Batch full: to the back of the ready queue, still scheduled, with
      * the reference the queue already holds. */
-    weft__loop_schedule(loop, &p->ready);
-    return;
+    atomic_store_explicit(&p->node->queued, true, memory_order_relaxed);
+    atomic_store_explicit(&p->node->on, loop, memory_order_relaxed);
+    weft__loop_schedule(loop, &p->node->ready);
+    return n + 1;
   }
-  /* seq_cst: cleared before the emptiness checks below, against the
-   * producers' push-then-read of `scheduled` (see the file comment). */
-  atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
-  if (core_loop(p) == loop && !deliverable(p) && !p->close_emitted &&
-      !weft__loop_closing(loop)) {
+  /* seq_cst: (3) of the handshake in the file comment, before the
+   * emptiness checks below ((4)). HELD when the port cannot deliver: the
+   * next pushes leave it alone. */
+  atomic_store_explicit(&p->scheduled, idle_state(p), memory_order_seq_cst);
+  if (!deliverable(p) && !p->close_emitted && !weft__loop_closing(loop)) {
     /* Not started: data waits for a handler, but a close at the head of
      * the queue is handled now, as Node does, so both ends see 'close'. */
     weft__mpsc_node_t* head = weft__mpsc_peek(&p->mb);
     if (head != NULL &&
         weft__container_of(head, weft_msg_t, node)->kind == WEFT__MSG_CLOSE) {
-      head = weft__mpsc_pop(&p->mb);
-      if (head != NULL)
-        dispatch(loop, p, weft__container_of(head, weft_msg_t, node));
+      weft_msg_t* m = pop_msg(p);
+      if (m != NULL)
+        dispatch(loop, p, m);
     }
   }
   if (core_loop(p) == loop && (!p->close_emitted || p->hooks != NULL)) {
@@ -564,6 +811,7 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
       schedule(p); /* A push landed after the drain: go round again. */
   }
   core_unref(p);
+  return n + 1;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -573,7 +821,7 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
   do {                                       \
     if ((h) == NULL)                         \
       return WEFT_EINVAL;                    \
-    (p) = (h)->core;                         \
+    (p) = hcore(h);                          \
     if ((p) == NULL)                         \
       return WEFT_ECLOSED;                   \
     if (!weft__loop_on_thread(core_loop(p))) \
@@ -586,8 +834,7 @@ int weft_port_on_message(weft_port_t* port, weft_port_message_cb cb) {
   p->on_message = cb;
   p->started = cb != NULL;
   update_keepalive(p);
-  if (p->started)
-    schedule(p);
+  settle(p);
   return 0;
 }
 
@@ -602,6 +849,7 @@ int weft_port_on_close(weft_port_t* port, weft_port_close_cb cb) {
   pcore_t* p;
   CORE_OR_RETURN(p, port);
   p->on_close = cb;
+  settle(p); /* A close listener needs the port scheduled for 'close'. */
   return 0;
 }
 
@@ -610,7 +858,7 @@ int weft_port_start(weft_port_t* port) {
   CORE_OR_RETURN(p, port);
   p->started = true;
   update_keepalive(p);
-  schedule(p);
+  settle(p);
   return 0;
 }
 
@@ -622,19 +870,18 @@ static int check_channel_ports(const weft_msg_t* msg, const pcore_t* p) {
     const weft_port_t* h = x->obj;
     if (x->kind != WEFT_EXT_PORT)
       continue;
-    if (h->core == p || h->core == p->peer)
+    if (hcore(h) == p || hcore(h) == p->peer)
       return WEFT_EDATACLONE;
   }
   return 0;
 }
 
-int weft__port_post_msg(weft_port_t* port, weft_msg_t** msg) {
-  pcore_t* p;
+/* Post on core `p`, read once from the handle by the caller: another
+ * thread may be transferring the handle meanwhile (then the core goes on
+ * to its new owner and the message with it, as a post just before the
+ * transfer would). */
+static int post_core(pcore_t* p, weft_msg_t** msg) {
   int err;
-  if (port == NULL || msg == NULL || *msg == NULL ||
-      (*msg)->state != WEFT__MSG_BUILDING)
-    return WEFT_EINVAL;
-  p = port->core;
   if (p == NULL || is_closed(p) || is_closed(p->peer))
     return WEFT_ECLOSED;
   if ((*msg)->len == 0)
@@ -649,9 +896,25 @@ int weft__port_post_msg(weft_port_t* port, weft_msg_t** msg) {
       return err;
   }
   weft__msg_commit_transfers(*msg);
+  if ((*msg)->nxfer > 0 && carries_ports(*msg) &&
+      !transit_enter(p->peer, *msg)) {
+    /* The ports it carries would hold the peer's mailbox, which holds
+     * them: nobody could ever take them. Accepted and freed now, which
+     * closes those ports (their peers see 'close'). */
+    weft_msg_free(*msg);
+    *msg = NULL;
+    return 0;
+  }
   enqueue(p->peer, *msg);
   *msg = NULL;
   return 0;
+}
+
+int weft__port_post_msg(weft_port_t* port, weft_msg_t** msg) {
+  if (port == NULL || msg == NULL || *msg == NULL ||
+      (*msg)->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  return post_core(hcore(port), msg);
 }
 
 int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg) {
@@ -660,19 +923,21 @@ int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg) {
 
 int weft_port_post(weft_port_t* port, const void* bytes, size_t len) {
   weft_msg_t* m;
+  pcore_t* p;
   int err;
   if (port == NULL || bytes == NULL || len == 0)
     return WEFT_EINVAL;
-  if (port->core == NULL)
+  p = hcore(port); /* Once: see post_core(). */
+  if (p == NULL)
     return WEFT_ECLOSED;
-  if (len > port->core->max_msg)
+  if (len > p->max_msg)
     return WEFT_EMSGSIZE;
   m = weft__msg_alloc(WEFT__MSG_DATA, len);
   if (m == NULL)
     return WEFT_ENOMEM;
   memcpy(m->data, bytes, len);
   m->len = len;
-  err = weft__port_post_msg(port, &m);
+  err = post_core(p, &m);
   if (err != 0)
     weft_msg_free(m);
   return err;
@@ -726,12 +991,11 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
       if (zone == NULL)
         return WEFT_ENOMEM;
     }
-    node = weft__mpsc_pop(&p->mb);
-    if (node == NULL) {
+    m = pop_msg(p);
+    if (m == NULL) {
       err = WEFT_EAGAIN;
       break;
     }
-    m = weft__container_of(node, weft_msg_t, node);
     if (m->kind == WEFT__MSG_CLOSE) {
       weft_msg_free(m);
       atomic_store_explicit(&p->closed, 1, memory_order_release);
@@ -743,11 +1007,9 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
       control(p, m);
       continue;
     }
-    if (is_closed(p)) {
-      weft_msg_free(m);
-      continue;
-    }
-    /* The node popped is the one peeked at: `zone` was made for it. */
+    /* Closed on this side but 'close' not yet emitted: what the peer
+     * posted before is still handed out. The node popped is the one
+     * peeked at: `zone` was made for it. */
     m->zone = zone; /* Freed with the message from now on. */
     zone = NULL;
     err = weft__msg_decode(m, m->zone);
@@ -770,7 +1032,8 @@ int weft_port_close(weft_port_t* port) {
   if (p->close_emitted || p->close_pending)
     return 0;
   close_core(p);
-  drop_mailbox(p); /* Messages not yet delivered here are dropped. */
+  /* What the peer posted before is still delivered (as in Node), then
+   * 'close' runs; see port.h. */
   close_later(p);
   return 0;
 }
@@ -792,8 +1055,8 @@ int weft_port_unref(weft_port_t* port) {
 }
 
 bool weft_port_closed(const weft_port_t* port) {
-  return port == NULL || port->core == NULL || is_closed(port->core) ||
-         is_closed(port->core->peer);
+  pcore_t* p = port == NULL ? NULL : hcore(port);
+  return p == NULL || is_closed(p) || is_closed(p->peer);
 }
 
 int weft_port_set_max_message(weft_port_t* port, size_t bytes) {
@@ -806,19 +1069,21 @@ int weft_port_set_max_message(weft_port_t* port, size_t bytes) {
 }
 
 void weft_port_set_data(weft_port_t* port, void* data) {
-  if (port != NULL && port->core != NULL)
-    port->core->data = data;
+  pcore_t* p = port == NULL ? NULL : hcore(port);
+  if (p != NULL)
+    p->data = data;
 }
 
 void* weft_port_get_data(const weft_port_t* port) {
-  return port == NULL || port->core == NULL ? NULL : port->core->data;
+  pcore_t* p = port == NULL ? NULL : hcore(port);
+  return p == NULL ? NULL : p->data;
 }
 
 int weft_port_free(weft_port_t* port) {
   pcore_t* p;
   if (port == NULL)
     return 0;
-  p = port->core;
+  p = hcore(port);
   if (p == NULL) {
     weft__xfree(port); /* A husk left by a transfer. */
     return 0;
@@ -832,7 +1097,7 @@ int weft_port_free(weft_port_t* port) {
 }
 
 void weft__port_release(weft_port_t* h) {
-  pcore_t* p = h->core;
+  pcore_t* p = hcore(h);
   drop_mailbox(p);
   finish_core(p);
   weft__xfree(h);

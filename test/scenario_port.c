@@ -3,8 +3,10 @@
  * many threads posting into one port, buffers and a port moving to a worker
  * and back, a port closed or freed while another thread posts on it,
  * broadcasts from several workers at once, two workers talking over a
- * channel that main handed them, and a port moved to a worker mid-stream
- * while another thread posts to it. */
+ * channel that main handed them, a port moved to a worker mid-stream
+ * while another thread posts to it, a port moved while it waits on its
+ * old loop's ready queue, ports in transit inside each other's mailboxes,
+ * and a thread posting on a port while its owner transfers it. */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -673,6 +675,267 @@ static void move_while_posting(bool direct) {
   CHECK(weft_loop_free(loop) == 0, "loop free");
 }
 
+/* --- 7. A port transferred while it sits on its old loop's ready queue --
+ * (issue 5 item 9). Main posts to a started port, so the port waits on
+ * main's ready queue, and hands it to a worker without running its loop;
+ * then main blocks until the worker has the messages. The new owner must
+ * take over the schedule: before, delivery waited for main's loop to run
+ * (here: never, so the wait timed out). */
+
+#define QT_N 3
+
+static atomic_int qt_got; /* Messages the worker received, in order. */
+
+static void qt_main_handler(weft_port_t* p, weft_msg_t* m) {
+  (void)p;
+  (void)m;
+  CHECK(0, "delivered on the old loop");
+}
+
+static void qtw_on_message(weft_port_t* p, weft_msg_t* m) {
+  uint64_t v = 0;
+  CHECK(read_uint(m, &v), "bad message");
+  CHECK(v == (uint64_t)atomic_load(&qt_got), "order: %llu",
+        (unsigned long long)v);
+  if (atomic_fetch_add(&qt_got, 1) + 1 == QT_N)
+    CHECK(weft_port_free(p) == 0, "free");
+}
+
+static void qtw_on_parent(weft_port_t* parent, weft_msg_t* m) {
+  weft_port_t* p = NULL;
+  CHECK(weft_msg_take_port(m, weft_msg_object(m), &p) == 0, "take");
+  CHECK(weft_port_on_message(p, qtw_on_message) == 0, "on_message");
+  CHECK(weft_port_on_message(parent, NULL) == 0, "parent off");
+}
+
+static void qtw_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  CHECK(weft_port_on_message(weft_parent_port(), qtw_on_parent) == 0, "on");
+}
+
+static void transfer_while_queued(void) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = {0};
+  weft_worker_t* w = NULL;
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  uint64_t t0;
+  opts.events.error = on_worker_error;
+  opts.events.exit = on_worker_exit;
+  exits_seen = 0;
+  atomic_store(&qt_got, 0);
+  CHECK(weft_channel_new(loop, &a, &b) == 0, "channel");
+  CHECK(weft_port_on_message(a, qt_main_handler) == 0, "on_message");
+  for (int i = 0; i < QT_N; i++)
+    CHECK(post_uint(b, (uint64_t)i) == 0, "post");
+  /* a is on main's ready queue now. */
+  CHECK(weft_worker_spawn(&w, loop, qtw_entry, &opts) == 0, "spawn");
+  CHECK(weft_msg_new(&m) == 0, "msg");
+  CHECK(weft_msg_add_port(m, a) == 0, "add_port");
+  CHECK(weft_worker_post_msg(w, &m) == 0, "post port");
+  /* Block without running main's loop (as a thread waiting for the worker
+   * would); bounded so that a regression fails. */
+  t0 = uv_hrtime();
+  while (atomic_load(&qt_got) < QT_N && uv_hrtime() - t0 < 10000000000ull)
+    uv_sleep(1);
+  CHECK(atomic_load(&qt_got) == QT_N,
+        "the worker got %d of %d messages while main's loop did not run",
+        atomic_load(&qt_got), QT_N);
+  CHECK(weft_loop_run(loop) == 0, "run");
+  CHECK(exits_seen == 1, "exit");
+  weft_worker_free(w);
+  CHECK(weft_port_free(a) == 0, "free husk");
+  CHECK(weft_port_free(b) == 0, "free b");
+  CHECK(weft_loop_free(loop) == 0, "loop free");
+}
+
+/* --- 8. Two ports in transit inside each other's mailboxes (item 11) -----
+ * A-B and C-D; A goes through C (into D's mailbox), D through B (into
+ * A's); every handle is freed. Each core was held only by a message in the
+ * other's mailbox: LeakSanitizer (ASan build) reported them at exit. */
+
+/* A message whose value is the port itself. */
+static int add_port(weft_msg_t* m, weft_port_t* port) {
+  return weft_msg_add_port(m, port);
+}
+
+static void transit_cycle(void) {
+  weft_loop_t* loop = new_loop();
+  for (int i = 0; i < 1000; i++) {
+    weft_port_t *a, *b, *c, *d;
+    weft_msg_t* m = NULL;
+    CHECK(weft_channel_new(loop, &a, &b) == 0, "channel");
+    CHECK(weft_channel_new(loop, &c, &d) == 0, "channel");
+    CHECK(weft_msg_new(&m) == 0 && add_port(m, a) == 0, "msg a");
+    CHECK(weft_port_post_msg(c, &m) == 0, "post a through c");
+    CHECK(weft_msg_new(&m) == 0 && add_port(m, d) == 0, "msg d");
+    CHECK(weft_port_post_msg(b, &m) == 0, "post d through b");
+    CHECK(weft_port_free(a) == 0 && weft_port_free(b) == 0, "free");
+    CHECK(weft_port_free(c) == 0 && weft_port_free(d) == 0, "free");
+  }
+  CHECK(weft_loop_run(loop) == 0, "run");
+  CHECK(weft_loop_free(loop) == 0, "loop free");
+}
+
+/* --- 9. Posting on a port while its owner transfers it (item 12) ---------
+ * A thread posts on x while main moves x into another channel's mailbox.
+ * Every post either reaches x's peer y (it went before the move) or
+ * answers WEFT_ECLOSED (after it): none is lost. The handle's core pointer
+ * was read twice with plain loads (ThreadSanitizer: data race with the
+ * transfer's write; the second read could see NULL). */
+
+static struct {
+  weft_port_t* x;
+  weft_port_t* y;
+  weft_port_t* c1;
+  weft_port_t* c2;
+  weft_port_t* done_in;
+  weft_port_t* done_out;
+  atomic_int posted;
+  int received;
+  bool moved;
+} tp;
+
+static void tp_poster(void* arg) {
+  (void)arg;
+  for (uint64_t i = 0;; i++) {
+    int rc = post_uint(tp.x, i);
+    if (rc == WEFT_ECLOSED)
+      break;
+    CHECK(rc == 0, "post: %s", weft_err_name(rc));
+    atomic_fetch_add(&tp.posted, 1);
+  }
+  CHECK(post_uint(tp.done_in, (uint64_t)atomic_load(&tp.posted)) == 0,
+        "done");
+}
+
+static void tp_count(weft_msg_t* m) {
+  uint64_t v = 0;
+  CHECK(read_uint(m, &v), "bad message");
+  CHECK(v == (uint64_t)tp.received, "order: %llu, want %d",
+        (unsigned long long)v, tp.received);
+  tp.received++;
+}
+
+static void tp_on_y(weft_port_t* p, weft_msg_t* m) {
+  (void)p;
+  tp_count(m);
+  if (tp.received == 300 && !tp.moved) {
+    weft_msg_t* out = NULL;
+    tp.moved = true;
+    CHECK(weft_msg_new(&out) == 0 && add_port(out, tp.x) == 0, "msg");
+    CHECK(weft_port_post_msg(tp.c1, &out) == 0, "move x");
+  }
+}
+
+static void tp_on_done(weft_port_t* p, weft_msg_t* m) {
+  uint64_t posted = 0;
+  weft_msg_t* left = NULL;
+  CHECK(read_uint(m, &posted), "bad done");
+  /* The poster's posts all finished before this one: what y has not
+   * handled yet is in its mailbox. */
+  while (weft_port_receive(tp.y, &left) == 0) {
+    tp_count(left);
+    weft_msg_free(left);
+  }
+  CHECK((uint64_t)tp.received == posted, "received %d, posted %llu",
+        tp.received, (unsigned long long)posted);
+  CHECK(weft_port_close(p) == 0, "close done");
+  CHECK(weft_port_close(tp.y) == 0, "close y");
+}
+
+static void post_while_transferring(void) {
+  weft_loop_t* loop = new_loop();
+  uv_thread_t t;
+  memset(&tp, 0, sizeof(tp));
+  CHECK(weft_channel_new(loop, &tp.x, &tp.y) == 0, "channel");
+  CHECK(weft_channel_new(loop, &tp.c1, &tp.c2) == 0, "channel");
+  CHECK(weft_channel_new(loop, &tp.done_in, &tp.done_out) == 0, "channel");
+  CHECK(weft_port_on_message(tp.y, tp_on_y) == 0, "on y");
+  CHECK(weft_port_on_message(tp.done_out, tp_on_done) == 0, "on done");
+  CHECK(uv_thread_create(&t, tp_poster, NULL) == 0, "thread");
+  CHECK(weft_loop_run(loop) == 0, "run");
+  uv_thread_join(&t);
+  CHECK(tp.moved, "never moved");
+  weft_port_t* all[] = {tp.x, tp.y, tp.c1, tp.c2, tp.done_in, tp.done_out};
+  for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+    CHECK(weft_port_free(all[i]) == 0, "free %zu", i);
+  CHECK(weft_loop_run(loop) == 0, "run");
+  CHECK(weft_loop_free(loop) == 0, "loop free");
+}
+
+/* --- 10. Pause and resume while another thread posts --------------------
+ * A port that cannot deliver is HELD (posts leave it off the ready queue);
+ * its owner moves it between HELD and scheduled while a thread posts.
+ * Every message arrives, in order: no post is left unscheduled. */
+
+#define PR_N 20000
+
+static struct {
+  weft_port_t* a;
+  weft_port_t* b;
+  uint32_t next;
+  int pauses;
+} pr;
+
+static void pr_on_message(weft_port_t* p, weft_msg_t* m);
+
+static void pr_resume(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  CHECK(weft_port_on_message(pr.b, pr_on_message) == 0, "resume");
+}
+
+static void pr_on_message(weft_port_t* p, weft_msg_t* m) {
+  uint32_t id, seq;
+  CHECK(read_pair(m, &id, &seq), "bad message");
+  CHECK(seq == pr.next, "got %u, want %u", seq, pr.next);
+  if (++pr.next == PR_N) {
+    CHECK(weft_port_close(p) == 0, "close");
+    return;
+  }
+  if (pr.next % 97 == 0) {
+    pr.pauses++;
+    CHECK(weft_port_on_message(p, NULL) == 0, "pause");
+    CHECK(weft_set_immediate(weft_loop_current(), pr_resume, NULL, NULL) == 0,
+          "immediate");
+  }
+}
+
+static void pr_poster(void* arg) {
+  unsigned char b[11];
+  (void)arg;
+  for (uint32_t i = 0; i < PR_N; i++)
+    CHECK(weft_port_post(pr.a, b, pack_pair(b, 0, i)) == 0, "post %u", i);
+}
+
+static void pr_watchdog(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  CHECK(0, "stuck at %u of %u (a post left unscheduled)", pr.next, PR_N);
+}
+
+static void pause_resume_while_posting(void) {
+  weft_loop_t* loop = new_loop();
+  uv_thread_t t;
+  weft_timer_id dog = 0;
+  memset(&pr, 0, sizeof(pr));
+  CHECK(weft_channel_new(loop, &pr.a, &pr.b) == 0, "channel");
+  CHECK(weft_port_on_message(pr.b, pr_on_message) == 0, "on_message");
+  /* Fires only while something else keeps the loop up: a hang fails. */
+  CHECK(weft_set_timeout(loop, 60000, pr_watchdog, NULL, &dog) == 0, "dog");
+  CHECK(weft_timer_set_ref(loop, dog, false) == 0, "unref dog");
+  CHECK(uv_thread_create(&t, pr_poster, NULL) == 0, "thread");
+  CHECK(weft_loop_run(loop) == 0, "run");
+  CHECK(weft_clear_timer(loop, dog) == 0, "clear dog");
+  uv_thread_join(&t);
+  CHECK(pr.next == PR_N, "received %u of %u", pr.next, PR_N);
+  CHECK(pr.pauses > 0, "never paused");
+  CHECK(weft_port_free(pr.a) == 0 && weft_port_free(pr.b) == 0, "free");
+  CHECK(weft_loop_free(loop) == 0, "loop free");
+}
+
 int main(void) {
   many_posters();
   buffer_and_port_to_worker();
@@ -687,5 +950,12 @@ int main(void) {
     move_while_posting(false);
     move_while_posting(true);
   }
+  for (int round = 0; round < 3; round++)
+    transfer_while_queued();
+  transit_cycle();
+  for (int round = 0; round < 5; round++)
+    post_while_transferring();
+  for (int round = 0; round < 3; round++)
+    pause_resume_while_posting();
   return 0;
 }

@@ -35,8 +35,13 @@ WEFT_EXTERN int weft_channel_new(weft_loop_t* loop,
                                  weft_port_t** port2);
 
 /* Set the message handler and start delivery (Node's port.on('message')).
- * Passing NULL stops delivery; messages then queue up. Thread: the port's
- * loop (WEFT_EWRONGTHREAD). */
+ * Passing NULL stops delivery; messages then queue up. A port with neither
+ * a handler nor a close callback is never put on its loop's ready queue
+ * (a port read with weft_port_receive() costs its loop nothing, run or
+ * not). Fairness: one drain of the loop's ready queue delivers about 1024
+ * messages across all ports, then timers, immediates and I/O get their
+ * turn, also when a handler keeps posting to its own port.
+ * Thread: the port's loop (WEFT_EWRONGTHREAD). */
 WEFT_EXTERN int weft_port_on_message(weft_port_t* port,
                                      weft_port_message_cb cb);
 WEFT_EXTERN int weft_port_on_messageerror(weft_port_t* port,
@@ -49,11 +54,15 @@ WEFT_EXTERN int weft_port_start(weft_port_t* port);
 
 /* Copy `len` pre-packed bytes (one msgpack value) to the peer. The caller
  * may reuse `bytes` as soon as the call returns. Returns 0, WEFT_ECLOSED
- * (this port or the peer is closed), WEFT_EMSGSIZE, WEFT_EINVAL,
- * WEFT_ENOMEM. The value is not validated here: a payload that does not
- * decode raises messageerror at the receiver.
+ * (this port or the peer is closed, or the port was transferred),
+ * WEFT_EMSGSIZE, WEFT_EINVAL, WEFT_ENOMEM. The value is not validated
+ * here: a payload that does not decode raises messageerror at the
+ * receiver.
  * Thread: any thread may post on a port; messages from one thread arrive in
- * the order posted. */
+ * the order posted. A post racing with the owner transferring this port
+ * either returns 0 (the message was accepted and reaches the peer) or
+ * WEFT_ECLOSED (nothing was sent); the handle itself stays valid until
+ * its owner frees it. */
 WEFT_EXTERN int weft_port_post(weft_port_t* port,
                                const void* bytes,
                                size_t len);
@@ -66,14 +75,24 @@ WEFT_EXTERN int weft_port_post_fn(weft_port_t* port,
 /* Post a message built with weft_msg_new(), with its transfer list. On 0 the
  * port owns the message and `*msg` is set to NULL; transferred buffers are
  * detached and transferred ports closed for the sender. On error nothing
- * moved and the caller still owns `*msg`. */
+ * moved and the caller still owns `*msg`.
+ * A transferred port that waits with queued messages on its old loop is
+ * delivered by its new owner as soon as that one sets a handler, whether
+ * or not the old loop runs again.
+ * Ports travelling inside each other's mailboxes: if delivering the
+ * message would put a transferred port's own mailbox (directly or through
+ * ports travelling inside it) around the receiving port, which travels
+ * itself (A in D's mailbox, then D posted into A's), nobody could ever
+ * take either. The post returns 0 and the message is freed at once: the
+ * ports of that cycle close, and their peers see 'close'. */
 WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
 
 /* receiveMessageOnPort(): take the oldest pending message without running
  * the loop. Returns 0 and sets `*out`, WEFT_EAGAIN if none is pending,
- * WEFT_ECLOSED if the port is closed and drained, WEFT_ENOMEM if the
- * message could not be decoded for lack of memory (it stays pending: the
- * next call gets it).
+ * WEFT_ECLOSED if the port is closed and drained (after this side's
+ * weft_port_close(), what the peer posted before is still returned until
+ * the 'close' event has run), WEFT_ENOMEM if the message could not be
+ * decoded for lack of memory (it stays pending: the next call gets it).
  * Ownership: the caller owns `*out` (weft_msg_free()). A payload that does
  * not decode is returned as WEFT_EDECODE (and dropped); so is one whose
  * array or map header claims more elements than the payload has bytes,
@@ -81,9 +100,17 @@ WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
  * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_receive(weft_port_t* port, weft_msg_t** out);
 
-/* port.close(): disentangle. Messages already posted by the peer are
- * dropped on this side; messages this side posted before closing still reach
- * the peer, which then sees 'close'. Both ends get their close callback.
+/* port.close(): disentangle. As in Node, nothing accepted before the close
+ * is dropped: messages the peer had posted (posts that returned 0) are
+ * still delivered on this side, in order, before this side's 'close'
+ * (also when a message handler closes its own port); messages this side
+ * posted before closing still reach the peer, which then sees 'close'.
+ * Both ends get their close callback. Later posts on either end return
+ * WEFT_ECLOSED. Two exceptions: a port without a started handler keeps
+ * what waits for weft_port_receive() until its 'close' event runs (the
+ * next loop turn), then frees it; and a post from another thread that
+ * races with the close itself (it returned 0 although it ran during the
+ * close) can arrive after 'close' and is then freed undelivered.
  * Closing twice returns 0. Thread: the port's loop. */
 WEFT_EXTERN int weft_port_close(weft_port_t* port);
 
@@ -104,8 +131,11 @@ WEFT_EXTERN void weft_port_set_data(weft_port_t* port, void* data);
 WEFT_EXTERN void* weft_port_get_data(const weft_port_t* port);
 
 /* Close the port if open and release the handle. Pending messages are
- * freed. Do not use `port` afterwards. Accepts NULL. A worker's parent port
- * belongs to weft and is not freed by the caller (WEFT_EINVAL).
+ * freed, with the ports travelling in them (which close). Do not use
+ * `port` afterwards. Accepts NULL. The port's memory goes now or at the
+ * next weft_loop_run() of its loop, even one that has nothing alive (it
+ * does not wait for weft_loop_free()). A worker's parent port belongs to
+ * weft and is not freed by the caller (WEFT_EINVAL).
  * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_free(weft_port_t* port);
 
