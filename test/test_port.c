@@ -11,63 +11,11 @@
 #include <weft/weft.h>
 
 #include "internal.h" /* weft__port_live_cores() */
+#include "support.h"
 
 TestSuite(port, .timeout = 20);
 
 /* --- helpers ------------------------------------------------------------- */
-
-typedef struct {
-  char data[512];
-  size_t len;
-} packed_t;
-
-static packed_t from_sbuf(msgpack_sbuffer* sb) {
-  packed_t p;
-  cr_assert_leq(sb->size, sizeof(p.data));
-  memcpy(p.data, sb->data, sb->size);
-  p.len = sb->size;
-  msgpack_sbuffer_destroy(sb);
-  return p;
-}
-
-static packed_t pk_int(int64_t v) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_int64(&pk, v);
-  return from_sbuf(&sb);
-}
-
-static packed_t pk_str(const char* s) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  size_t n = strlen(s);
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_str(&pk, n);
-  msgpack_pack_str_body(&pk, s, n);
-  return from_sbuf(&sb);
-}
-
-static int post_int(weft_port_t* p, int64_t v) {
-  packed_t b = pk_int(v);
-  return weft_port_post(p, b.data, b.len);
-}
-
-static int64_t obj_int(const msgpack_object* o) {
-  cr_assert_not_null(o);
-  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-    return (int64_t)o->via.u64;
-  cr_assert_eq(o->type, MSGPACK_OBJECT_NEGATIVE_INTEGER, "type %d", o->type);
-  return o->via.i64;
-}
-
-static bool obj_str_eq(const msgpack_object* o, const char* s) {
-  return o != NULL && o->type == MSGPACK_OBJECT_STR &&
-         o->via.str.size == strlen(s) &&
-         memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
-}
 
 /* What a port's handlers saw; attached with weft_port_set_data(). */
 #define REC_MAX 64
@@ -126,31 +74,18 @@ static void watch(weft_port_t* p, rec_t* r, bool handler) {
     cr_assert_eq(weft_port_on_message(p, on_rec), 0);
 }
 
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  cr_assert_eq(weft_loop_new(&loop), 0);
-  cr_assert_not_null(loop);
-  return loop;
-}
-
-static void new_channel(weft_loop_t* loop, weft_port_t** a, weft_port_t** b) {
-  cr_assert_eq(weft_channel_new(loop, a, b), 0);
-  cr_assert_not_null(*a);
-  cr_assert_not_null(*b);
-}
-
 /* --- channel basics ------------------------------------------------------ */
 
 Test(port, int_value_and_raw_bytes_arrive) {
   weft_loop_t* loop = new_loop();
   weft_port_t *a, *b;
   rec_t rb = {.pause_after = 2};
-  packed_t p1 = pk_int(42), p2 = pk_int(-123456789012LL);
+  packed_t p1 = packed_int(42), p2 = packed_int(-123456789012LL);
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
   cr_assert_eq(weft_port_post(a, p1.data, p1.len), 0);
   cr_assert_eq(weft_port_post(a, p2.data, p2.len), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 2);
   cr_assert_eq(rb.ints[0], 42);
   cr_assert_eq(rb.ints[1], -123456789012LL);
@@ -159,9 +94,7 @@ Test(port, int_value_and_raw_bytes_arrive) {
   cr_assert_eq(rb.raw[1].len, p2.len);
   cr_assert_arr_eq(rb.raw[1].data, p2.data, p2.len);
   cr_assert_eq(rb.errors, 0);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* {"name": "weft", "list": [1, "two", {"x": true}, nil, 2.5]} */
@@ -259,11 +192,9 @@ Test(port, string_nested_and_bin_values_arrive_and_sender_may_reuse_buffer) {
   cr_assert_eq(weft_port_post(a, sb.data, sb.size), 0);
   msgpack_sbuffer_destroy(&sb);
 
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(values_seen, 3);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 #define FIFO_N 10000
@@ -283,12 +214,10 @@ Test(port, ten_thousand_messages_arrive_in_order) {
   new_channel(loop, &a, &b);
   cr_assert_eq(weft_port_on_message(b, on_fifo), 0);
   for (int i = 0; i < FIFO_N; i++)
-    cr_assert_eq(post_int(a, i), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert_eq(port_post_int(a, i), 0);
+  run_loop(loop);
   cr_assert_eq(fifo_next, FIFO_N);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* A timer sets the handler while the loop runs: until then the messages
@@ -307,15 +236,13 @@ Test(port, messages_before_a_handler_wait_for_on_message) {
   new_channel(loop, &a, &b);
   watch(b, &rb, false);
   for (int i = 0; i < 3; i++)
-    cr_assert_eq(post_int(a, 10 + i), 0);
+    cr_assert_eq(port_post_int(a, 10 + i), 0);
   cr_assert_eq(weft_set_timeout(loop, 5, set_handler_task, b, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 3);
   for (int i = 0; i < 3; i++)
     cr_assert_eq(rb.ints[i], 10 + i);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, start_without_handler_keeps_messages_for_a_later_handler) {
@@ -324,19 +251,17 @@ Test(port, start_without_handler_keeps_messages_for_a_later_handler) {
   rec_t rb = {.pause_after = 2};
   new_channel(loop, &a, &b);
   watch(b, &rb, false);
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_start(b), 0);
-  cr_assert_eq(post_int(a, 2), 0);
+  cr_assert_eq(port_post_int(a, 2), 0);
   /* Started without a handler: nothing to deliver to and nothing is lost
    * until the timer sets one. */
   cr_assert_eq(weft_set_timeout(loop, 5, set_handler_task, b, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 2);
   cr_assert_eq(rb.ints[0], 1);
   cr_assert_eq(rb.ints[1], 2);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, on_message_null_pauses_and_a_handler_resumes_in_order) {
@@ -346,21 +271,19 @@ Test(port, on_message_null_pauses_and_a_handler_resumes_in_order) {
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
   for (int i = 0; i < 5; i++)
-    cr_assert_eq(post_int(a, i), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert_eq(port_post_int(a, i), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 2, "paused inside the handler after 2, got %d", rb.n);
   /* Still paused: another run delivers nothing. */
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 2);
   rb.pause_after = 5;
   cr_assert_eq(weft_port_on_message(b, on_rec), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 5);
   for (int i = 0; i < 5; i++)
     cr_assert_eq(rb.ints[i], i);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* Ping-pong: each side answers n with n + 1 until 20. */
@@ -373,7 +296,7 @@ static void on_ping(weft_port_t* p, weft_msg_t* m) {
   if (n >= 20)
     cr_assert_eq(weft_port_close(p), 0);
   else
-    cr_assert_eq(post_int(p, n + 1), 0);
+    cr_assert_eq(port_post_int(p, n + 1), 0);
 }
 
 Test(port, both_directions_work) {
@@ -384,14 +307,12 @@ Test(port, both_directions_work) {
   weft_port_set_data(b, &pp_b);
   cr_assert_eq(weft_port_on_message(a, on_ping), 0);
   cr_assert_eq(weft_port_on_message(b, on_ping), 0);
-  cr_assert_eq(post_int(a, 0), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(port_post_int(a, 0), 0);
+  run_loop(loop);
   /* b sees 0, 2, ..., 20; a sees 1, 3, ..., 19. */
   cr_assert_eq(pp_b, 11);
   cr_assert_eq(pp_a, 10);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* --- post variants ------------------------------------------------------- */
@@ -433,11 +354,9 @@ Test(port, post_fn_packs_one_value_and_returns_pack_errors) {
 
   cr_assert_eq(weft_port_post_fn(a, pack_nested, NULL), 0);
   cr_assert_eq(weft_port_on_message(b, on_post_fn), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(post_fn_seen, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, post_msg_takes_the_message_on_success_only) {
@@ -480,9 +399,7 @@ Test(port, post_msg_takes_the_message_on_success_only) {
   cr_assert_not_null(m);
   weft_msg_free(m);
 
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* --- messageerror -------------------------------------------------------- */
@@ -497,21 +414,19 @@ Test(port, malformed_payloads_raise_messageerror_and_later_messages_arrive) {
   static const unsigned char truncated_str[] = {0xa5, 'a', 'b'};
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_post(a, never_used, sizeof(never_used)), 0);
   cr_assert_eq(weft_port_post(a, two_values, sizeof(two_values)), 0);
   cr_assert_eq(weft_port_post(a, truncated_array, sizeof(truncated_array)), 0);
   cr_assert_eq(weft_port_post(a, truncated_str, sizeof(truncated_str)), 0);
-  cr_assert_eq(post_int(a, 2), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(port_post_int(a, 2), 0);
+  run_loop(loop);
   cr_assert_eq(rb.errors, 4);
   cr_assert_eq(rb.last_err, WEFT_EDECODE);
   cr_assert_eq(rb.n, 2);
   cr_assert_eq(rb.ints[0], 1);
   cr_assert_eq(rb.ints[1], 2);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, malformed_payload_without_messageerror_handler_is_dropped) {
@@ -522,13 +437,11 @@ Test(port, malformed_payload_without_messageerror_handler_is_dropped) {
   weft_port_set_data(b, &rb);
   cr_assert_eq(weft_port_on_message(b, on_rec), 0);
   cr_assert_eq(weft_port_post(a, "\xc1", 1), 0);
-  cr_assert_eq(post_int(a, 9), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(port_post_int(a, 9), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 1);
   cr_assert_eq(rb.ints[0], 9);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* --- size limit ---------------------------------------------------------- */
@@ -543,8 +456,8 @@ Test(port, max_message_rejects_larger_posts_at_the_sender) {
   weft_loop_t* loop = new_loop();
   weft_port_t *a, *b;
   weft_msg_t* m = NULL;
-  packed_t p16 = pk_str("0123456789abcde");  /* 1 + 15 = 16 bytes */
-  packed_t p17 = pk_str("0123456789abcdef"); /* 1 + 16 = 17 bytes */
+  packed_t p16 = packed_str("0123456789abcde");  /* 1 + 15 = 16 bytes */
+  packed_t p17 = packed_str("0123456789abcdef"); /* 1 + 16 = 17 bytes */
   cr_assert_eq(p16.len, 16);
   cr_assert_eq(p17.len, 17);
   new_channel(loop, &a, &b);
@@ -568,9 +481,7 @@ Test(port, max_message_rejects_larger_posts_at_the_sender) {
   cr_assert_eq(weft_port_post(b, p17.data, p17.len), 0);
   cr_assert_eq(weft_port_receive(a, &m), 0);
   weft_msg_free(m);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* --- receiveMessageOnPort ------------------------------------------------ */
@@ -592,9 +503,9 @@ Test(port, receive_takes_pending_messages_in_order_without_the_loop) {
   new_channel(loop, &a, &b);
   cr_assert_eq(weft_port_receive(b, &m), WEFT_EAGAIN);
   cr_assert_null(m);
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_post(a, "\xc1", 1), 0);
-  cr_assert_eq(post_int(a, 2), 0);
+  cr_assert_eq(port_post_int(a, 2), 0);
   cr_assert_eq(weft_port_post_fn(a, pack_str_arg, "three"), 0);
 
   cr_assert_eq(weft_port_receive(b, &m), 0);
@@ -611,7 +522,7 @@ Test(port, receive_takes_pending_messages_in_order_without_the_loop) {
   weft_msg_t* three = NULL;
   cr_assert_eq(weft_port_receive(b, &three), 0);
   cr_assert_eq(weft_port_receive(b, &m), WEFT_EAGAIN);
-  cr_assert_eq(post_int(a, 4), 0);
+  cr_assert_eq(port_post_int(a, 4), 0);
   cr_assert_eq(weft_port_receive(b, &m), 0);
   cr_assert_eq(obj_int(weft_msg_object(m)), 4);
   weft_msg_free(m);
@@ -622,12 +533,10 @@ Test(port, receive_takes_pending_messages_in_order_without_the_loop) {
   rec_t rb = {0};
   watch(b, &rb, true);
   cr_assert_eq(weft_set_timeout(loop, 5, close_port_task, a, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 0);
   cr_assert_eq(rb.closes, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, receive_after_peer_closed_drains_then_reports_closed) {
@@ -638,7 +547,7 @@ Test(port, receive_after_peer_closed_drains_then_reports_closed) {
   new_channel(loop, &a, &b);
   watch(a, &ra, false);
   watch(b, &rb, false);
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_close(a), 0);
   cr_assert_eq(weft_port_receive(b, &m), 0);
   cr_assert_eq(obj_int(weft_msg_object(m)), 1);
@@ -648,12 +557,10 @@ Test(port, receive_after_peer_closed_drains_then_reports_closed) {
   /* The close events still come from the loop (kept turning by a timer:
    * neither port has a message handler). */
   cr_assert_eq(weft_set_timeout(loop, 5, noop_task, NULL, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(ra.closes, 1);
   cr_assert_eq(rb.closes, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* --- close --------------------------------------------------------------- */
@@ -667,19 +574,19 @@ Test(port, close_delivers_earlier_posts_then_close_to_both_ends) {
   watch(b, &rb, true);
   /* b -> a, still queued on a when a closes: still delivered on a's side
    * (as in Node), before a's 'close'. */
-  cr_assert_eq(post_int(b, 100), 0);
+  cr_assert_eq(port_post_int(b, 100), 0);
   for (int i = 0; i < 3; i++)
-    cr_assert_eq(post_int(a, i), 0);
+    cr_assert_eq(port_post_int(a, i), 0);
   cr_assert(!weft_port_closed(a));
   cr_assert_eq(weft_port_close(a), 0);
   cr_assert(weft_port_closed(a));
   cr_assert(weft_port_closed(b));
   cr_assert_eq(weft_port_close(a), 0); /* twice */
-  cr_assert_eq(post_int(a, 9), WEFT_ECLOSED);
-  cr_assert_eq(post_int(b, 9), WEFT_ECLOSED);
+  cr_assert_eq(port_post_int(a, 9), WEFT_ECLOSED);
+  cr_assert_eq(port_post_int(b, 9), WEFT_ECLOSED);
   cr_assert_eq(weft_port_post_fn(a, pack_nested, NULL), WEFT_ECLOSED);
   /* Closing lets the loop end although both have handlers. */
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(ra.n, 1);
   cr_assert_eq(ra.ints[0], 100);
   cr_assert_eq(ra.closes, 1);
@@ -690,12 +597,10 @@ Test(port, close_delivers_earlier_posts_then_close_to_both_ends) {
   cr_assert_eq(rb.closes, 1);
   cr_assert_eq(rb.n_at_close, 3, "close came before the messages");
   cr_assert_eq(weft_port_close(b), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(ra.closes, 1);
   cr_assert_eq(rb.closes, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* Issue 5 item 16: the handler of the 2nd message closes its own port; the
@@ -709,17 +614,15 @@ Test(port, close_from_inside_a_handler) {
   watch(a, &ra, true);
   watch(b, &rb, true);
   for (int i = 0; i < 5; i++)
-    cr_assert_eq(post_int(a, i), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert_eq(port_post_int(a, i), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 5, "accepted messages were dropped: %d of 5", rb.n);
   for (int i = 0; i < 5; i++)
     cr_assert_eq(rb.ints[i], i);
   cr_assert_eq(rb.n_at_close, 5, "close came before the messages");
   cr_assert_eq(rb.closes, 1);
   cr_assert_eq(ra.closes, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, free_closes_and_the_peer_sees_close) {
@@ -728,14 +631,14 @@ Test(port, free_closes_and_the_peer_sees_close) {
   rec_t rb = {0};
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_free(a), 0);
   cr_assert(weft_port_closed(b));
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 1);
   cr_assert_eq(rb.closes, 1);
   cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void free_in_close(weft_port_t* p) {
@@ -760,12 +663,12 @@ Test(port, free_inside_the_close_callback) {
   cr_assert_eq(weft_port_on_message(b, on_ignore), 0);
   cr_assert_eq(weft_port_on_close(a, free_in_close), 0);
   cr_assert_eq(weft_port_on_close(b, free_in_close), 0);
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_close(a), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(na, 1);
   cr_assert_eq(nb, 1);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- ref / unref / keep-alive -------------------------------------------- */
@@ -783,16 +686,14 @@ Test(port, unref_lets_the_loop_end_and_ref_restores) {
   watch(b, &rb, true);
   /* A started port with a handler: once unref'd the loop may end. */
   cr_assert_eq(weft_set_timeout(loop, 1, unref_task, b, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY); /* ports still open */
   cr_assert_eq(weft_port_ref(b), 0);
   rb.close_after = 1;
-  cr_assert_eq(post_int(a, 1), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, close_from_a_timer_lets_the_loop_end) {
@@ -802,11 +703,9 @@ Test(port, close_from_a_timer_lets_the_loop_end) {
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
   cr_assert_eq(weft_set_timeout(loop, 1, close_port_task, a, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.closes, 1);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* A thread posts after a delay; the port with a handler must keep the
@@ -814,7 +713,7 @@ Test(port, close_from_a_timer_lets_the_loop_end) {
  * received). */
 static void late_poster(void* arg) {
   uv_sleep(100);
-  packed_t p = pk_int(5);
+  packed_t p = packed_int(5);
   weft_port_post(arg, p.data, p.len);
 }
 
@@ -826,13 +725,11 @@ Test(port, a_port_with_a_handler_keeps_the_loop_alive) {
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
   cr_assert_eq(uv_thread_create(&t, late_poster, a), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   uv_thread_join(&t);
   cr_assert_eq(rb.n, 1);
   cr_assert_eq(rb.ints[0], 5);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, loop_free_is_busy_while_ports_are_open) {
@@ -843,7 +740,7 @@ Test(port, loop_free_is_busy_while_ports_are_open) {
   cr_assert_eq(weft_port_free(a), 0);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
   cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- transfer of ports --------------------------------------------------- */
@@ -877,7 +774,7 @@ static void on_port_msg(weft_port_t* p, weft_msg_t* m) {
   cr_assert(!weft_port_closed(xp.taken));
   watch(xp.taken, &xp.rec, true);
   if (xp.answer != 0)
-    cr_assert_eq(post_int(xp.taken, xp.answer), 0);
+    cr_assert_eq(port_post_int(xp.taken, xp.answer), 0);
   cr_assert_eq(weft_port_on_message(p, NULL), 0);
 }
 
@@ -896,15 +793,15 @@ Test(port, transferred_port_keeps_queued_and_in_flight_messages_in_order) {
   new_channel(loop, &a, &b);
   new_channel(loop, &c1, &c2);
   xp = (xport_t){.rec = {.close_after = 5}};
-  cr_assert_eq(post_int(c1, 0), 0); /* queued on c2 before the transfer */
-  cr_assert_eq(post_int(c1, 1), 0);
+  cr_assert_eq(port_post_int(c1, 0), 0); /* queued on c2 before the transfer */
+  cr_assert_eq(port_post_int(c1, 1), 0);
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(add_port_value(m, c2), 0);
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
   cr_assert_null(m);
   /* The sender's handle is a husk now. */
   cr_assert(weft_port_closed(c2));
-  cr_assert_eq(post_int(c2, 1), WEFT_ECLOSED);
+  cr_assert_eq(port_post_int(c2, 1), WEFT_ECLOSED);
   cr_assert_eq(weft_port_on_message(c2, on_rec), WEFT_ECLOSED);
   cr_assert_eq(weft_port_close(c2), WEFT_ECLOSED);
   cr_assert_eq(weft_port_receive(c2, &m), WEFT_ECLOSED);
@@ -914,12 +811,12 @@ Test(port, transferred_port_keeps_queued_and_in_flight_messages_in_order) {
   m = NULL;
   /* The peer stays open and keeps posting while c2 travels. */
   cr_assert(!weft_port_closed(c1));
-  cr_assert_eq(post_int(c1, 2), 0);
-  cr_assert_eq(post_int(c1, 3), 0);
+  cr_assert_eq(port_post_int(c1, 2), 0);
+  cr_assert_eq(port_post_int(c1, 3), 0);
   cr_assert_eq(weft_port_free(c2), 0);
-  cr_assert_eq(post_int(c1, 4), 0);
+  cr_assert_eq(port_post_int(c1, 4), 0);
   cr_assert_eq(weft_port_on_message(b, on_port_msg), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_not_null(xp.taken);
   cr_assert_eq(xp.take_twice, WEFT_EDETACHED);
   cr_assert_eq(xp.rec.n, 5);
@@ -928,9 +825,7 @@ Test(port, transferred_port_keeps_queued_and_in_flight_messages_in_order) {
   cr_assert_eq(xp.rec.closes, 1);
   cr_assert_eq(weft_port_free(xp.taken), 0);
   cr_assert_eq(weft_port_free(c1), 0);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, transferred_port_answers_back_to_its_peer) {
@@ -947,15 +842,13 @@ Test(port, transferred_port_answers_back_to_its_peer) {
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
   cr_assert_eq(weft_port_free(c2), 0);
   cr_assert_eq(weft_port_on_message(b, on_port_msg), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r1.n, 1);
   cr_assert_eq(r1.ints[0], 31);
   cr_assert_eq(xp.rec.closes, 1);
   cr_assert_eq(weft_port_free(xp.taken), 0);
   cr_assert_eq(weft_port_free(c1), 0);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 static void on_closed_count(weft_port_t* p) {
@@ -978,14 +871,11 @@ Test(port, port_in_an_untaken_message_is_closed_with_it) {
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
   cr_assert_eq(weft_port_receive(b, &got), 0);
   weft_msg_free(got); /* never taken */
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(c1_closes, 1);
   cr_assert(weft_port_closed(c1));
-  cr_assert_eq(weft_port_free(c2), 0);
-  cr_assert_eq(weft_port_free(c1), 0);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_channel(c2, c1);
+  finish(loop, a, b);
 }
 
 Test(port, a_port_cannot_travel_through_itself_or_its_peer) {
@@ -1012,13 +902,11 @@ Test(port, a_port_cannot_travel_through_itself_or_its_peer) {
   /* Nothing moved: both ends still work. */
   cr_assert(!weft_port_closed(a));
   cr_assert(!weft_port_closed(b));
-  cr_assert_eq(post_int(a, 1), 0);
+  cr_assert_eq(port_post_int(a, 1), 0);
   cr_assert_eq(weft_port_receive(b, &m), 0);
   cr_assert_eq(obj_int(weft_msg_object(m)), 1);
   weft_msg_free(m);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, failed_post_leaves_the_listed_port_with_the_sender) {
@@ -1033,15 +921,12 @@ Test(port, failed_post_leaves_the_listed_port_with_the_sender) {
   cr_assert_eq(weft_port_post_msg(a, &m), WEFT_ECLOSED);
   weft_msg_free(m); /* unposted: c2 is still the sender's */
   cr_assert(!weft_port_closed(c2));
-  cr_assert_eq(post_int(c1, 3), 0);
+  cr_assert_eq(port_post_int(c1, 3), 0);
   cr_assert_eq(weft_port_receive(c2, &m), 0);
   cr_assert_eq(obj_int(weft_msg_object(m)), 3);
   weft_msg_free(m);
-  cr_assert_eq(weft_port_free(c1), 0);
-  cr_assert_eq(weft_port_free(c2), 0);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_channel(c1, c2);
+  finish(loop, a, b);
 }
 
 /* --- a port sent to a worker: main and worker talk directly -------------- */
@@ -1055,7 +940,7 @@ static void wx_on_direct(weft_port_t* p, weft_msg_t* m) {
     weft_report_error("bad direct message");
     return;
   }
-  packed_t r = pk_int((int64_t)o->via.u64 + 1000);
+  packed_t r = packed_int((int64_t)o->via.u64 + 1000);
   if (weft_port_post(p, r.data, r.len) != 0)
     weft_report_error("direct post failed");
 }
@@ -1076,7 +961,7 @@ static void wx_on_parent(weft_port_t* parent, weft_msg_t* m) {
   weft_port_on_message(direct, wx_on_direct);
   /* Tell main over the parent port that the worker is listening, then stop
    * listening there so only the direct port keeps the worker alive. */
-  packed_t ok = pk_str("listening");
+  packed_t ok = packed_str("listening");
   weft_port_post(parent, ok.data, ok.len);
   weft_port_on_message(parent, NULL);
 }
@@ -1102,14 +987,14 @@ static void wx_on_reply(weft_port_t* p, weft_msg_t* m) {
   if (wx.replies == WX_ROUNDS)
     cr_assert_eq(weft_port_close(p), 0); /* the worker sees close, ends */
   else
-    cr_assert_eq(post_int(p, wx.replies), 0);
+    cr_assert_eq(port_post_int(p, wx.replies), 0);
 }
 
 static void wx_on_worker_msg(weft_worker_t* w, weft_msg_t* m) {
   (void)w;
   cr_assert(obj_str_eq(weft_msg_object(m), "listening"));
   wx.worker_msgs++;
-  cr_assert_eq(post_int(wx.c1, 0), 0);
+  cr_assert_eq(port_post_int(wx.c1, 0), 0);
 }
 
 static void wx_on_error(weft_worker_t* w, int err, const char* text) {
@@ -1143,14 +1028,14 @@ Test(port, transferred_port_connects_main_and_a_worker_directly) {
   cr_assert_null(m);
   cr_assert(weft_port_closed(c2));
   cr_assert_eq(weft_port_free(c2), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(wx.worker_msgs, 1);
   cr_assert_eq(wx.replies, WX_ROUNDS);
   cr_assert_eq(wx.errors, 0);
   cr_assert_eq(wx.exit_code, 0);
   weft_worker_free(w);
   cr_assert_eq(weft_port_free(wx.c1), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- errors: NULL arguments and wrong threads ---------------------------- */
@@ -1193,9 +1078,7 @@ Test(port, null_arguments_are_einval) {
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(weft_msg_add_port(m, NULL), WEFT_EINVAL);
   weft_msg_free(m);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* Calls from a thread that does not own the port's loop. */
@@ -1221,7 +1104,7 @@ static void wrong_thread(void* arg) {
   w->rc[9] = weft_port_free(w->p);
   w->rc[10] = weft_channel_new(w->loop, &x, &y);
   /* Posting is allowed from any thread. */
-  w->rc[11] = post_int(w->p, 7);
+  w->rc[11] = port_post_int(w->p, 7);
 }
 
 Test(port, calls_from_another_thread_are_ewrongthread_but_post_works) {
@@ -1243,9 +1126,7 @@ Test(port, calls_from_another_thread_are_ewrongthread_but_post_works) {
   cr_assert_eq(weft_port_receive(b, &m), 0);
   cr_assert_eq(obj_int(weft_msg_object(m)), 7);
   weft_msg_free(m);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 Test(port, user_data_round_trips) {
@@ -1257,9 +1138,7 @@ Test(port, user_data_round_trips) {
   weft_port_set_data(a, &x);
   cr_assert_eq(weft_port_get_data(a), &x);
   cr_assert_null(weft_port_get_data(b));
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* Close events reach ports that never had a message handler (Node handles a
@@ -1283,13 +1162,11 @@ Test(port, close_reaches_ports_without_handler) {
   cr_assert_eq(weft_port_on_close(a, count_close_a), 0);
   cr_assert_eq(weft_port_on_close(b, count_close_b), 0);
   cr_assert_eq(weft_port_close(a), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(close_a_seen, 1);
   cr_assert_eq(close_b_seen, 1);
   cr_assert_eq(weft_port_post(b, "\xc0", 1), WEFT_ECLOSED);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* One shared buffer may appear several times in one value, as a
@@ -1322,13 +1199,11 @@ Test(port, shared_buffer_twice_in_one_message) {
   cr_assert_eq(weft_msg_add_shared(m, sh), 0);
   cr_assert_eq(weft_msg_add_shared(m, sh), 0);
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(shared_twice_data[0], weft_shared_data(sh));
   cr_assert_eq(shared_twice_data[1], weft_shared_data(sh));
   weft_shared_unref(sh);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* A port whose peer closed while it travelled: the receiver that only
@@ -1360,16 +1235,13 @@ Test(port, close_during_transit_reaches_the_new_owner) {
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
   cr_assert_eq(weft_port_close(c1), 0); /* While c2 is in flight. */
   cr_assert_eq(weft_port_on_message(b, take_travelled), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_not_null(travelled);
   cr_assert_eq(travelled_closes, 1);
   cr_assert(weft_port_closed(travelled));
-  cr_assert_eq(weft_port_free(travelled), 0);
-  cr_assert_eq(weft_port_free(c2), 0); /* The sender's husk. */
+  free_channel(travelled, c2); /* The sender's husk. */
   cr_assert_eq(weft_port_free(c1), 0);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* --- issue 5: starvation, piling up, cycles ------------------------------- */
@@ -1398,7 +1270,7 @@ static void sf_on_message(weft_port_t* p, weft_msg_t* m) {
     sf.late++;
   /* A bound so that a regression fails instead of running on forever. */
   if (!sf.fired && sf.n < 4000000)
-    cr_assert_eq(post_int(sf.b, sf.n), 0);
+    cr_assert_eq(port_post_int(sf.b, sf.n), 0);
   else if (!sf.fired)
     cr_assert_eq(weft_port_close(p), 0);
 }
@@ -1416,10 +1288,10 @@ Test(port, a_self_feeding_handler_does_not_starve_timers) {
   memset(&sf, 0, sizeof(sf));
   new_channel(loop, &sf.a, &sf.b);
   cr_assert_eq(weft_port_on_message(sf.a, sf_on_message), 0);
-  cr_assert_eq(post_int(sf.b, 0), 0);
+  cr_assert_eq(port_post_int(sf.b, 0), 0);
   sf.due_ns = uv_hrtime() + 2000000;
   cr_assert_eq(weft_set_timeout(loop, 0, sf_timer, NULL, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(sf.fired, "the timer never ran (%ld deliveries)", sf.n);
   /* Once due, the timer waits for at most a drain or two of ~1024: far
    * below 10,000 (it was about 260,000 of the 524,288). */
@@ -1428,7 +1300,7 @@ Test(port, a_self_feeding_handler_does_not_starve_timers) {
                sf.late, sf.at_timer);
   cr_assert_eq(weft_port_free(sf.a), 0);
   cr_assert_eq(weft_port_free(sf.b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Item 10: a program that reads with weft_port_receive() and makes and
@@ -1442,19 +1314,18 @@ Test(port, receive_only_channels_do_not_pile_up) {
     weft_port_t *a, *b;
     weft_msg_t* m = NULL;
     new_channel(loop, &a, &b);
-    cr_assert_eq(post_int(b, i), 0);
+    cr_assert_eq(port_post_int(b, i), 0);
     cr_assert_eq(weft_port_receive(a, &m), 0);
     cr_assert_eq(obj_int(weft_msg_object(m)), i);
     weft_msg_free(m);
-    cr_assert_eq(weft_port_free(a), 0);
-    cr_assert_eq(weft_port_free(b), 0);
+    free_channel(a, b);
     if (i % 1000 == 0)
-      cr_assert_eq(weft_loop_run(loop), 0); /* nothing alive: returns */
+      run_loop(loop); /* nothing alive: returns */
     cr_assert_leq(weft__port_live_cores() - base, 2,
                   "%ld port cores alive after %d channels",
                   weft__port_live_cores() - base, i + 1);
   }
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   cr_assert_eq(weft__port_live_cores(), base);
 }
 
@@ -1473,10 +1344,9 @@ Test(port, freed_ports_leave_a_loop_with_no_live_turn) {
     weft_port_t *a, *b, *c, *d;
     new_channel(loop, &a, &b);
     cr_assert_eq(weft_port_on_message(a, on_ignore), 0);
-    cr_assert_eq(post_int(b, i), 0); /* a is on the ready queue now */
-    cr_assert_eq(weft_port_free(a), 0);
-    cr_assert_eq(weft_port_free(b), 0);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    cr_assert_eq(port_post_int(b, i), 0); /* a is on the ready queue now */
+    free_channel(a, b);
+    run_loop(loop);
     cr_assert_leq(weft__port_live_cores() - base, 0,
                   "%ld port cores alive after %d freed channels",
                   weft__port_live_cores() - base, i + 1);
@@ -1484,15 +1354,15 @@ Test(port, freed_ports_leave_a_loop_with_no_live_turn) {
     weft_port_set_data(c, &closes);
     cr_assert_eq(weft_port_on_close(c, count_close), 0);
     cr_assert_eq(weft_port_free(d), 0); /* c is scheduled for 'close' */
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert_eq(closes, i + 1);
     cr_assert_eq(weft_port_free(c), 0);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert_leq(weft__port_live_cores() - base, 0,
                   "%ld port cores alive after %d rounds",
                   weft__port_live_cores() - base, i + 1);
   }
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Item 10: an unref'd port's messages still wait for a turn that is alive
@@ -1504,17 +1374,15 @@ Test(port, an_unrefd_ports_messages_wait_for_a_live_turn) {
   new_channel(loop, &a, &b);
   watch(b, &rb, true);
   cr_assert_eq(weft_port_unref(b), 0);
-  cr_assert_eq(post_int(a, 7), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(port_post_int(a, 7), 0);
+  run_loop(loop);
+  run_loop(loop);
   cr_assert_eq(rb.n, 0);
   cr_assert_eq(weft_set_timeout(loop, 1, noop_task, NULL, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(rb.n, 1);
   cr_assert_eq(rb.ints[0], 7);
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, a, b);
 }
 
 /* Item 11: channels A-B and C-D; A travels through C (into D's mailbox)
@@ -1543,17 +1411,16 @@ Test(port, ports_in_each_others_mailboxes_are_freed) {
     cr_assert_eq(weft_port_post_msg(b, &m), 0);
     cr_assert_null(m);
     cr_assert_eq(weft_set_timeout(loop, 1, noop_task, NULL, NULL), 0);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert_eq(closes, 2, "close events: %d", closes);
     cr_assert_eq(weft_port_free(a), 0); /* husks */
-    cr_assert_eq(weft_port_free(d), 0);
-    cr_assert_eq(weft_port_free(b), 0);
+    free_channel(d, b);
     cr_assert_eq(weft_port_free(c), 0);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert_eq(weft__port_live_cores(), base, "%ld cores alive",
                  weft__port_live_cores() - base);
   }
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Item 11: a chain that is not a cycle is left alone: A travels into D's
@@ -1572,7 +1439,7 @@ static weft_port_t* chain_next(weft_loop_t* loop, weft_port_t* from) {
   chain_took = NULL;
   cr_assert_eq(weft_port_on_message(from, chain_take), 0);
   cr_assert_eq(weft_set_timeout(loop, 1, noop_task, NULL, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_not_null(chain_took, "a travelling port was lost");
   return chain_took;
 }
@@ -1600,14 +1467,13 @@ Test(port, ports_travelling_in_a_chain_still_arrive) {
   d2 = chain_next(loop, f);
   a2 = chain_next(loop, d2);
   g2 = chain_next(loop, a2);
-  cr_assert_eq(post_int(h, 5), 0);
+  cr_assert_eq(port_post_int(h, 5), 0);
   cr_assert_eq(weft_port_receive(g2, &got), 0);
   cr_assert_eq(obj_int(weft_msg_object(got)), 5);
   weft_msg_free(got);
   weft_port_t* all[] = {a, b, c, d, e, f, g, h, d2, a2, g2};
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
     cr_assert_eq(weft_port_free(all[i]), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  run_and_free(loop);
   cr_assert_eq(weft__port_live_cores(), base);
 }
