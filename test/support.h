@@ -32,7 +32,7 @@
 
 #include <weft/weft.h>
 
-/* --- Sanitizer builds ------------------------------------------------------ */
+/* --- Sanitizer builds ----------------------------------------------------- */
 
 /* UNDER_SAN: ASan or TSan (slower, more memory); UNDER_TSAN: TSan only. */
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -56,7 +56,7 @@
 #define UNDER_TSAN 0
 #endif
 
-/* --- A failing check ------------------------------------------------------- */
+/* --- A failing check ------------------------------------------------------ */
 
 /* CHECK(cond, fmt, ...): in a Criterion suite, cr_assert; in a scenario,
  * print "file:line: message (cond)", then what support_on_fail() asked
@@ -64,13 +64,13 @@
 #ifdef CRITERION_H_
 #define CHECK(cond, ...) cr_assert(cond, __VA_ARGS__)
 #else
-#define CHECK(cond, ...)                                 \
-  do {                                                   \
-    if (!(cond)) {                                       \
-      support_fail_at_(__FILE__, __LINE__);              \
-      fprintf(stderr, __VA_ARGS__);                      \
-      support_fail_(#cond);                              \
-    }                                                    \
+#define CHECK(cond, ...)                    \
+  do {                                      \
+    if (!(cond)) {                          \
+      support_fail_at_(__FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);         \
+      support_fail_(#cond);                 \
+    }                                       \
   } while (0)
 #endif
 
@@ -99,7 +99,7 @@ static inline void support_fail_(const char* cond) {
   exit(1);
 }
 
-/* --- Loops and channels ---------------------------------------------------- */
+/* --- Loops and channels --------------------------------------------------- */
 
 static inline weft_loop_t* new_loop(void) {
   weft_loop_t* loop = NULL;
@@ -147,7 +147,7 @@ static inline void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
   free_loop(loop);
 }
 
-/* --- Packed values --------------------------------------------------------- */
+/* --- Packed values -------------------------------------------------------- */
 
 /* One packed msgpack value, by value (no allocation to free). */
 typedef struct {
@@ -228,7 +228,7 @@ static inline int port_post_int(weft_port_t* p, int64_t v) {
   return weft_port_post(p, b.data, b.len);
 }
 
-/* --- Shared buffers -------------------------------------------------------- */
+/* --- Shared buffers ------------------------------------------------------- */
 
 static inline weft_shared_t* new_shared(size_t size) {
   weft_shared_t* sh = NULL;
@@ -251,7 +251,7 @@ static inline void await_waiters(weft_shared_t* sh,
 }
 #endif
 
-/* --- Clocks, waiting with a bound ------------------------------------------ */
+/* --- Clocks, waiting with a bound ----------------------------------------- */
 
 static inline uint64_t now_ns(void) {
   struct timespec ts;
@@ -273,11 +273,11 @@ static inline void busy_ms(uint64_t ms) {
 
 /* Sleep 1 ms at a time until `cond` holds or `ms` have passed; the caller
  * checks `cond` afterwards (a regression fails instead of hanging). */
-#define WAIT_UNTIL(cond, ms)                                               \
-  do {                                                                     \
-    uint64_t wait_t0_ = uv_hrtime();                                       \
-    while (!(cond) && uv_hrtime() - wait_t0_ < (uint64_t)(ms) * 1000000u) \
-      uv_sleep(1);                                                         \
+#define WAIT_UNTIL(cond, ms)                                            \
+  do {                                                                  \
+    uint64_t wait_t0_ = uv_hrtime();                                    \
+    while (!(cond) && uv_hrtime() - wait_t0_ < (uint64_t)(ms)*1000000u) \
+      uv_sleep(1);                                                      \
   } while (0)
 
 /* A watchdog: a timer on `loop` that runs `cb` (which fails the scenario)
@@ -296,7 +296,7 @@ static inline weft_timer_id arm_watchdog(weft_loop_t* loop,
   return dog;
 }
 
-/* --- The process, from /proc ----------------------------------------------- */
+/* --- The process, from /proc ---------------------------------------------- */
 
 /* Entries of a /proc directory, without "." and ".."; -1 if unreadable.
  * The directory's own descriptor is counted in /proc/self/fd: the same in
@@ -333,7 +333,8 @@ static inline int count_threads_named(const char* prefix) {
     f = fopen(path, "r");
     if (f == NULL)
       continue; /* The thread ended meanwhile. */
-    if (fgets(comm, sizeof(comm), f) != NULL && strncmp(comm, prefix, plen) == 0)
+    if (fgets(comm, sizeof(comm), f) != NULL &&
+        strncmp(comm, prefix, plen) == 0)
       n++;
     fclose(f);
   }

@@ -20,56 +20,11 @@
 #include <weft/weft.h>
 
 #include "internal.h" /* weft__shared_waiters() */
+#include "support.h"
 
 TestSuite(worker, .timeout = 30);
 
 /* --- Helpers ------------------------------------------------------------- */
-
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  cr_assert_eq(weft_loop_new(&loop), 0);
-  cr_assert_not_null(loop);
-  return loop;
-}
-
-typedef struct {
-  char b[256];
-  size_t n;
-} packed_t;
-
-static packed_t packed_from(msgpack_sbuffer* sb) {
-  packed_t p;
-  cr_assert_leq(sb->size, sizeof(p.b));
-  memcpy(p.b, sb->data, sb->size);
-  p.n = sb->size;
-  msgpack_sbuffer_destroy(sb);
-  return p;
-}
-
-static packed_t pack_int(int64_t v) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_int64(&pk, v);
-  return packed_from(&sb);
-}
-
-static int pack_int_cb(msgpack_packer* pk, void* arg) {
-  return msgpack_pack_int64(pk, *(const int64_t*)arg);
-}
-
-/* The integer a message carries, or INT64_MIN if it is not one. */
-static int64_t msg_int(weft_msg_t* msg) {
-  const msgpack_object* o = weft_msg_object(msg);
-  if (o == NULL)
-    return INT64_MIN;
-  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-    return (int64_t)o->via.u64;
-  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-    return o->via.i64;
-  return INT64_MIN;
-}
 
 /* Events seen on the main loop, in order: o online, m message,
  * E messageerror, e error, x exit, t terminate callback. */
@@ -206,7 +161,7 @@ Test(worker, spawn_online_then_exit_and_context) {
   cr_assert_eq(weft_worker_get_data(w), &user);
   cr_assert_gt(weft_worker_thread_id(w), 0);
   cr_assert_not(weft_worker_exited(w));
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
 
   cr_assert_str_eq(ev, "ox", "event order: %s", ev);
   cr_assert_eq(exit_code, 0);
@@ -233,7 +188,7 @@ Test(worker, spawn_online_then_exit_and_context) {
   cr_assert_not(weft_should_stop());
 
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static atomic_int default_runs;
@@ -250,11 +205,11 @@ Test(worker, null_opts_default_name_and_distinct_ids) {
   weft_loop_t* loop = new_loop();
   weft_worker_t* a = spawn(loop, entry_default_name, NULL);
   weft_worker_t* b;
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(a));
   cr_assert_str_eq(default_name, "weft-worker");
   b = spawn(loop, entry_default_name, NULL);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(b));
   cr_assert_eq(atomic_load(&default_runs), 2);
   cr_assert_gt(weft_worker_thread_id(a), 0);
@@ -262,7 +217,7 @@ Test(worker, null_opts_default_name_and_distinct_ids) {
   cr_assert_neq(weft_worker_thread_id(a), weft_worker_thread_id(b));
   weft_worker_free(a);
   weft_worker_free(b);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- workerData ----------------------------------------------------------- */
@@ -327,11 +282,12 @@ Test(worker, worker_data_map_is_readable_inside) {
   msgpack_pack_int(&pk, 300);
   data = packed_from(&sb);
 
-  opts.data = data.b;
-  opts.data_len = data.n;
+  opts.data = data.data;
+  opts.data_len = data.len;
   w = spawn(loop, entry_read_data, &opts);
-  memset(data.b, 0xc1, sizeof(data.b)); /* The data was copied at spawn. */
-  cr_assert_eq(weft_loop_run(loop), 0);
+  /* The data was copied at spawn. */
+  memset(data.data, 0xc1, sizeof(data.data));
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(exit_code, 0);
   cr_assert(wdata.is_map);
@@ -341,7 +297,7 @@ Test(worker, worker_data_map_is_readable_inside) {
   cr_assert_eq(wdata.arr_size, 3);
   cr_assert_eq(wdata.arr_sum, 303);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static atomic_int invalid_entry_runs;
@@ -384,10 +340,10 @@ Test(worker, invalid_worker_data_is_refused) {
                  WEFT_EINVAL);
     cr_assert_null(w);
   }
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "", "events after a failed spawn: %s", ev);
   cr_assert_eq(atomic_load(&invalid_entry_runs), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- Messages both ways ---------------------------------------------------- */
@@ -418,8 +374,8 @@ static int post_errors;
 static void post_int(weft_worker_t* w, int64_t v) {
   int err;
   if (v % 2 == 0) {
-    packed_t p = pack_int(v);
-    err = weft_worker_post(w, p.b, p.n);
+    packed_t p = packed_int(v);
+    err = weft_worker_post(w, p.data, p.len);
   } else {
     err = weft_worker_post_fn(w, pack_int_cb, &v);
   }
@@ -444,7 +400,7 @@ Test(worker, messages_ping_pong_keep_worker_alive_until_port_closed) {
   opts.events.message = on_echo_pingpong;
   w = spawn(loop, entry_echo, &opts);
   post_int(w, 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(post_errors, 0);
   cr_assert_eq(nreceived, ECHO_N);
   for (int i = 0; i < ECHO_N; i++)
@@ -457,7 +413,7 @@ Test(worker, messages_ping_pong_keep_worker_alive_until_port_closed) {
   cr_assert_eq(ev[ECHO_N + 1], 'x');
   cr_assert_eq(exit_code, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(worker, messages_burst_arrive_in_order) {
@@ -471,7 +427,7 @@ Test(worker, messages_burst_arrive_in_order) {
   for (int i = 0; i < N; i++)
     post_int(w, i);
   cr_assert_eq(post_errors, 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(nreceived, N);
   for (int i = 0; i < N; i++)
     cr_assert_eq(received[i], i);
@@ -480,7 +436,7 @@ Test(worker, messages_burst_arrive_in_order) {
   cr_assert_eq(nev, N + 2);
   cr_assert_eq(exit_code, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 #define LAST_WORDS 100
@@ -496,7 +452,7 @@ Test(worker, messages_posted_before_return_arrive_before_exit) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_post_then_return, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(nreceived, LAST_WORDS);
   for (int i = 0; i < LAST_WORDS; i++)
     cr_assert_eq(received[i], i);
@@ -506,7 +462,7 @@ Test(worker, messages_posted_before_return_arrive_before_exit) {
   cr_assert_eq(ev[LAST_WORDS + 1], 'x', "events: %s", ev);
   cr_assert_eq(exit_code, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- Exit codes, errors, messageerror -------------------------------------- */
@@ -526,12 +482,12 @@ Test(worker, worker_exit_sets_exit_code) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_exit7, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(exit_code, 7);
   cr_assert(atomic_load(&stop_after_exit));
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void exit3_handler(weft_port_t* port, weft_msg_t* msg) {
@@ -551,11 +507,11 @@ Test(worker, worker_exit_inside_callback_ends_a_live_loop) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_exit_in_callback, &opts);
   post_int(w, 1);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(exit_code, 3);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void entry_boom(weft_loop_t* loop, void* arg) {
@@ -570,13 +526,13 @@ Test(worker, report_error_gives_error_then_exit_1) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_boom, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "oex", "events: %s", ev);
   cr_assert_eq(error_err, WEFT_EUNCAUGHT);
   cr_assert_str_eq(error_text, "boom");
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void entry_bad_message(weft_loop_t* loop, void* arg) {
@@ -592,14 +548,14 @@ Test(worker, malformed_message_from_worker_is_messageerror) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_bad_message, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "oEmx", "events: %s", ev);
   cr_assert_eq(msgerr_err, WEFT_EDECODE);
   cr_assert_eq(nreceived, 1);
   cr_assert_eq(received[0], 5);
   cr_assert_eq(exit_code, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- terminate -------------------------------------------------------------- */
@@ -628,14 +584,14 @@ Test(worker, terminate_stops_a_cpu_loop_that_polls) {
   weft_worker_t* w;
   opts.events.message = terminate_on_message;
   w = spawn(loop, entry_spin, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "omxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
   cr_assert_eq(term_code, 1);
   cr_assert(atomic_load(&spin_saw_stop));
   cr_assert(weft_worker_exited(w));
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void noop_handler(weft_port_t* port, weft_msg_t* msg) {
@@ -657,12 +613,12 @@ Test(worker, terminate_stops_a_parked_worker) {
   weft_worker_t* w;
   opts.events.message = terminate_on_message;
   w = spawn(loop, entry_parked, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "omxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
   cr_assert_eq(term_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void flood_then_terminate(weft_worker_t* w) {
@@ -679,7 +635,7 @@ Test(worker, terminate_with_messages_in_flight) {
   atomic_store(&echo_last, -1); /* Never closes by itself. */
   opts.events.online = flood_then_terminate;
   w = spawn(loop, entry_echo, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(post_errors, 0);
   cr_assert_eq(exit_code, 1);
   cr_assert_eq(term_code, 1);
@@ -691,34 +647,34 @@ Test(worker, terminate_with_messages_in_flight) {
   for (int i = 0; i < nreceived; i++)
     cr_assert_eq(received[i], i); /* Whatever got back came in order. */
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(worker, terminate_an_exited_worker_calls_back_at_once) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_exit7, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
   cr_assert_str_eq(ev, "oxt"); /* Synchronously. */
   cr_assert_eq(term_code, 7);
   cr_assert_eq(weft_worker_terminate(w, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "oxt");
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(worker, post_after_exit_is_eclosed) {
   weft_loop_t* loop = new_loop();
   weft_worker_t* w = spawn(loop, entry_count, NULL);
-  packed_t p = pack_int(1);
+  packed_t p = packed_int(1);
   int64_t v = 2;
   weft_msg_t* m = NULL;
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(w));
-  cr_assert_eq(weft_worker_post(w, p.b, p.n), WEFT_ECLOSED);
+  cr_assert_eq(weft_worker_post(w, p.data, p.len), WEFT_ECLOSED);
   cr_assert_eq(weft_worker_post_fn(w, pack_int_cb, &v), WEFT_ECLOSED);
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(msgpack_pack_int(weft_msg_packer(m), 3), 0);
@@ -727,9 +683,9 @@ Test(worker, post_after_exit_is_eclosed) {
   weft_msg_free(m);
   /* ref/unref of an exited worker change nothing. */
   cr_assert_eq(weft_worker_ref(w), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- ref / unref --------------------------------------------------------------- */
@@ -752,7 +708,7 @@ Test(worker, unref_worker_does_not_keep_loop_alive) {
   weft_worker_t* w;
   opts.events.online = unref_on_online;
   w = spawn(loop, entry_parked_quiet, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   /* The worker is alive (its parent port has a handler) but the loop
    * returned anyway. */
   cr_assert_str_eq(ev, "o");
@@ -760,13 +716,13 @@ Test(worker, unref_worker_does_not_keep_loop_alive) {
   /* ref() again: the loop now waits for the exit. */
   cr_assert_eq(weft_worker_ref(w), 0);
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(w));
   cr_assert_str_eq(ev, "oxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
   cr_assert_eq(term_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- Environment data --------------------------------------------------------- */
@@ -797,12 +753,13 @@ static void entry_env(weft_loop_t* loop, void* arg) {
   (void)loop;
   (void)arg;
   envr.get_k = weft_get_environment_data("k", &b, &n);
-  envr.k_same = envr.get_k == 0 && n == env_k.n && memcmp(b, env_k.b, n) == 0;
+  envr.k_same =
+      envr.get_k == 0 && n == env_k.len && memcmp(b, env_k.data, n) == 0;
   envr.get_removed = weft_get_environment_data("removed", &b, &n);
   envr.get_bad = weft_get_environment_data("bad", &b, &n);
   /* The worker's own change stays in the worker. */
-  envr.set_own = weft_set_environment_data("k", env_k_worker.b,
-                                           env_k_worker.n);
+  envr.set_own = weft_set_environment_data("k", env_k_worker.data,
+                                           env_k_worker.len);
   weft_port_on_message(weft_parent_port(), env_late_handler);
 }
 
@@ -811,8 +768,8 @@ Test(worker, environment_data_is_snapshot_at_spawn) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w;
-  packed_t other = pack_int(-17);
-  packed_t late = pack_int(2);
+  packed_t other = packed_int(-17);
+  packed_t late = packed_int(2);
   const void* b;
   size_t n;
   msgpack_sbuffer sb;
@@ -824,16 +781,17 @@ Test(worker, environment_data_is_snapshot_at_spawn) {
   msgpack_pack_str_with_body(&pk, "a", 1);
   msgpack_pack_int(&pk, 1);
   env_k = packed_from(&sb);
-  env_k_worker = pack_int(99);
+  env_k_worker = packed_int(99);
 
   /* Overwrite: the last value wins. */
-  cr_assert_eq(weft_set_environment_data("k", other.b, other.n), 0);
-  cr_assert_eq(weft_set_environment_data("k", env_k.b, env_k.n), 0);
+  cr_assert_eq(weft_set_environment_data("k", other.data, other.len), 0);
+  cr_assert_eq(weft_set_environment_data("k", env_k.data, env_k.len), 0);
   cr_assert_eq(weft_get_environment_data("k", &b, &n), 0);
-  cr_assert_eq(n, env_k.n);
-  cr_assert_eq(memcmp(b, env_k.b, n), 0);
+  cr_assert_eq(n, env_k.len);
+  cr_assert_eq(memcmp(b, env_k.data, n), 0);
   /* Removing with len 0. */
-  cr_assert_eq(weft_set_environment_data("removed", other.b, other.n), 0);
+  cr_assert_eq(weft_set_environment_data("removed", other.data, other.len),
+               0);
   cr_assert_eq(weft_set_environment_data("removed", NULL, 0), 0);
   cr_assert_eq(weft_get_environment_data("removed", &b, &n), WEFT_EAGAIN);
   cr_assert_eq(weft_set_environment_data("removed", NULL, 0), 0);
@@ -844,9 +802,9 @@ Test(worker, environment_data_is_snapshot_at_spawn) {
 
   w = spawn(loop, entry_env, &opts);
   /* Set after the spawn: not in the worker's snapshot. */
-  cr_assert_eq(weft_set_environment_data("late", late.b, late.n), 0);
+  cr_assert_eq(weft_set_environment_data("late", late.data, late.len), 0);
   post_int(w, 1);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
   cr_assert(envr.done);
@@ -858,20 +816,20 @@ Test(worker, environment_data_is_snapshot_at_spawn) {
   cr_assert_eq(envr.get_late, WEFT_EAGAIN);
   /* Main's value is untouched by the worker's set. */
   cr_assert_eq(weft_get_environment_data("k", &b, &n), 0);
-  cr_assert_eq(n, env_k.n);
-  cr_assert_eq(memcmp(b, env_k.b, n), 0);
+  cr_assert_eq(n, env_k.len);
+  cr_assert_eq(memcmp(b, env_k.data, n), 0);
 
   cr_assert_eq(weft_set_environment_data("k", NULL, 0), 0);
   cr_assert_eq(weft_set_environment_data("late", NULL, 0), 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(worker, environment_data_bad_arguments) {
   const void* b = (const void*)1;
   size_t n = 7;
-  packed_t one = pack_int(1);
-  cr_assert_eq(weft_set_environment_data(NULL, one.b, one.n), WEFT_EINVAL);
+  packed_t one = packed_int(1);
+  cr_assert_eq(weft_set_environment_data(NULL, one.data, one.len), WEFT_EINVAL);
   cr_assert_eq(weft_set_environment_data("k", NULL, 3), WEFT_EINVAL);
   cr_assert_eq(weft_get_environment_data(NULL, &b, &n), WEFT_EINVAL);
   cr_assert_eq(weft_get_environment_data("k", NULL, &n), WEFT_EINVAL);
@@ -934,7 +892,7 @@ Test(worker, heap_limit_breach_is_error_and_host_survives) {
   opts.max_heap_bytes = HEAP_LIMIT;
   opts.events.exit = on_heap_exit;
   w = spawn(loop, entry_eat_heap, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "oex", "events: %s", ev);
   cr_assert_eq(error_err, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
@@ -951,7 +909,7 @@ Test(worker, heap_limit_breach_is_error_and_host_survives) {
   weft_free(p);
   weft_worker_free(w);
   weft_worker_free(second);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- Errors ------------------------------------------------------------------------ */
@@ -964,7 +922,7 @@ static void entry_nop(weft_loop_t* loop, void* arg) {
 Test(worker, null_arguments_are_einval) {
   weft_loop_t* loop = new_loop();
   weft_worker_t* w = (weft_worker_t*)&loop;
-  packed_t p = pack_int(1);
+  packed_t p = packed_int(1);
   int64_t v = 1;
   weft_msg_t* m = NULL;
 
@@ -975,7 +933,7 @@ Test(worker, null_arguments_are_einval) {
   cr_assert_eq(weft_worker_spawn(&w, loop, NULL, NULL), WEFT_EINVAL);
   cr_assert_null(w);
 
-  cr_assert_eq(weft_worker_post(NULL, p.b, p.n), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post(NULL, p.data, p.len), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post_fn(NULL, pack_int_cb, &v), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post_msg(NULL, &m), WEFT_EINVAL);
   cr_assert_eq(weft_worker_terminate(NULL, NULL), WEFT_EINVAL);
@@ -990,17 +948,17 @@ Test(worker, null_arguments_are_einval) {
   /* On a live worker: NULL bytes, NULL packer, NULL message. */
   w = spawn(loop, entry_parked, NULL);
   cr_assert_eq(weft_worker_post(w, NULL, 3), WEFT_EINVAL);
-  cr_assert_eq(weft_worker_post(w, p.b, 0), WEFT_EINVAL);
+  cr_assert_eq(weft_worker_post(w, p.data, 0), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post_fn(w, NULL, NULL), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post_msg(w, NULL), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post_msg(w, &m), WEFT_EINVAL); /* *msg NULL */
   weft_worker_set_data(w, &v);
   cr_assert_eq(weft_worker_get_data(w), &v);
   cr_assert_eq(weft_worker_terminate(w, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(w));
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static struct {
@@ -1019,12 +977,12 @@ static struct {
 
 static void other_thread(void* arg) {
   weft_worker_t* w = (weft_worker_t*)&other;
-  packed_t p = pack_int(1);
+  packed_t p = packed_int(1);
   int64_t v = 1;
   (void)arg;
   other.spawn = weft_worker_spawn(&w, other.loop, entry_nop, NULL);
   other.spawn_out_null = w == NULL;
-  other.post = weft_worker_post(other.w, p.b, p.n);
+  other.post = weft_worker_post(other.w, p.data, p.len);
   other.post_fn = weft_worker_post_fn(other.w, pack_int_cb, &v);
   other.terminate = weft_worker_terminate(other.w, NULL);
   other.ref = weft_worker_ref(other.w);
@@ -1054,11 +1012,11 @@ Test(worker, calls_from_a_thread_not_owning_the_loop_are_refused) {
   /* The refused calls changed nothing: the worker is alive and ref'd. */
   cr_assert_not(weft_worker_exited(other.w));
   cr_assert_eq(weft_worker_terminate(other.w, on_terminated), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(other.w));
   cr_assert_eq(term_code, 1);
   weft_worker_free(other.w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(worker, worker_only_calls_on_main_are_einval) {
@@ -1146,7 +1104,7 @@ Test(worker, nested_worker_exit_arrives_at_outer_loop) {
   weft_worker_t* w;
   opts.events.message = on_nest_message;
   w = spawn(loop, entry_outer, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "omx", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
   cr_assert(nest.inner_online);
@@ -1159,7 +1117,7 @@ Test(worker, nested_worker_exit_arrives_at_outer_loop) {
   cr_assert_eq(nest.exit_cb_tid, nest.outer_tid);
   cr_assert(nest.exit_cb_on_outer_loop);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- weft_worker_free on a running worker ------------------------------------------ */
@@ -1227,13 +1185,13 @@ Test(worker, free_running_worker_inside_a_worker) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, fr_outer_entry, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
   cr_assert(frr.freed);
   cr_assert_eq(atomic_load(&frr.inner_events_after_free), 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* ---- Freeing and unref around the exit event ---- */
@@ -1243,15 +1201,15 @@ Test(worker, pending_unref_unref_right_after_spawn) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
   cr_assert_eq(weft_worker_unref(w), 0);
-  cr_assert_eq(weft_loop_run(loop), 0); /* Spins forever without the fix. */
+  run_loop(loop); /* Spins forever without the fix. */
   cr_assert_not(weft_worker_exited(w));
   cr_assert_eq(weft_worker_ref(w), 0);
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(w));
   cr_assert_eq(term_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void free_on_message(weft_worker_t* w, weft_msg_t* msg) {
@@ -1264,9 +1222,9 @@ Test(worker, pending_free_running_worker_on_main) {
   weft_worker_opts_t opts = logging_opts();
   opts.events.message = free_on_message;
   spawn(loop, entry_parked, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "om", "events after free: %s", ev);
-  cr_assert_eq(weft_loop_free(loop), 0); /* EBUSY without the fix. */
+  free_loop(loop); /* EBUSY without the fix. */
 }
 
 static void free_on_exit(weft_worker_t* w, int code) {
@@ -1279,10 +1237,10 @@ Test(worker, pending_free_inside_exit_event) {
   weft_worker_opts_t opts = logging_opts();
   opts.events.exit = free_on_exit;
   spawn(loop, entry_exit7, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0); /* Use after free without the fix. */
+  run_loop(loop); /* Use after free without the fix. */
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(exit_code, 7);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* ---- Threads: fresh on request, reused otherwise ---- */
@@ -1325,12 +1283,12 @@ Test(worker, fresh_thread_flag_gives_fresh_thread_locals) {
   tls_exits = 0;
   atomic_store(&tls_next, 0);
   tls_spawn_next(loop);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(tls_exits, 8);
   for (i = 0; i < 8; i++)
     cr_assert_eq(atomic_load(&tls_seen[i]), 1, "worker %d saw %d", i,
                  atomic_load(&tls_seen[i]));
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Without the flag a finished worker's thread may take the next worker:
@@ -1360,7 +1318,7 @@ Test(worker, reused_threads_still_give_each_worker_its_own_context) {
     weft_worker_t* w = NULL;
     weft_worker_opts_t o = {0};
     cr_assert_eq(weft_worker_spawn(&w, loop, reuse_entry, &o), 0);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert(weft_worker_exited(w));
     weft_worker_free(w);
   }
@@ -1368,7 +1326,7 @@ Test(worker, reused_threads_still_give_each_worker_its_own_context) {
   for (i = 0; i < 8; i++)
     for (j = i + 1; j < 8; j++)
       cr_assert_neq(reuse_ids[i], reuse_ids[j]);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* weft_worker_exit() inside a message handler: no further message of the
@@ -1406,11 +1364,11 @@ Test(worker, exit_in_handler_stops_the_batch) {
   /* Queued before the worker has a handler: they arrive as one batch. */
   for (i = 0; i < 100; i++)
     cr_assert_eq(weft_worker_post(w, "\x01", 1), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(exit_batch_code, 3);
   cr_assert_eq(atomic_load(&exit_batch_seen), 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* resourceLimits.stackSizeMb: the worker's thread has the stack asked for
@@ -1441,12 +1399,12 @@ Test(worker, stack_size_option_sets_the_thread_stack) {
     opts.stack_size = sizes[i];
     atomic_store(&stack_seen, 0);
     cr_assert_eq(weft_worker_spawn(&w, loop, stack_entry, &opts), 0);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert_geq(atomic_load(&stack_seen), sizes[i]);
     cr_assert_lt(atomic_load(&stack_seen), sizes[i] * 2);
     weft_worker_free(w);
   }
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* opts.max_message_bytes limits both directions at the sender. */
@@ -1484,11 +1442,11 @@ Test(worker, message_limit_applies_both_ways) {
   cr_assert_eq(weft_worker_post(w, big, sizeof big), WEFT_EMSGSIZE);
   /* At the limit: fine. The worker stays until it got this one. */
   cr_assert_eq(weft_worker_post(w, at_limit, sizeof at_limit), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(atomic_load(&big_from_worker), WEFT_EMSGSIZE);
   cr_assert_eq(atomic_load(&limit_got), sizeof at_limit);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- terminate and weft_atomic_wait (Node: terminate() interrupts
@@ -1518,8 +1476,7 @@ static intptr_t wait_width;
 /* Terminate once the worker sleeps in its wait. */
 static void terminate_when_waiting(weft_worker_t* w, weft_msg_t* msg) {
   on_message(w, msg);
-  while (weft__shared_waiters(wsh, 0, (size_t)wait_width) == 0)
-    uv_sleep(1);
+  await_waiters(wsh, 0, (size_t)wait_width, 1);
   uv_sleep(5); /* Past the spin: asleep on its futex. */
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
 }
@@ -1539,7 +1496,7 @@ Test(worker, terminate_wakes_a_worker_blocked_in_atomic_wait) {
     opts.events.message = terminate_when_waiting;
     opts.arg = (void*)width;
     w = spawn(loop, entry_wait_forever, &opts);
-    cr_assert_eq(weft_loop_run(loop), 0);
+    run_loop(loop);
     cr_assert_str_eq(ev, "omxt", "width %d: events %s", (int)width, ev);
     cr_assert_eq(atomic_load(&wait_rc[0]), WEFT_ETERMINATED, "width %d: %s",
                  (int)width, weft_err_name(atomic_load(&wait_rc[0])));
@@ -1548,7 +1505,7 @@ Test(worker, terminate_wakes_a_worker_blocked_in_atomic_wait) {
     cr_assert_eq(weft__shared_waiters(wsh, 0, (size_t)width), 0);
     weft_worker_free(w);
     weft_shared_unref(wsh);
-    cr_assert_eq(weft_loop_free(loop), 0);
+    free_loop(loop);
   }
 }
 
@@ -1577,7 +1534,7 @@ Test(worker, wait_started_after_terminate_returns_at_once) {
     atomic_store(&wait_rc[i], 1);
   opts.events.message = terminate_on_message;
   w = spawn(loop, entry_wait_after_stop, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "omxt", "events: %s", ev);
   for (int i = 0; i < 3; i++)
     cr_assert_eq(atomic_load(&wait_rc[i]), WEFT_ETERMINATED, "wait %d: %s", i,
@@ -1585,7 +1542,7 @@ Test(worker, wait_started_after_terminate_returns_at_once) {
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
   weft_shared_unref(wsh);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* weft_worker_exit() is a stop request too: the code stays the worker's. */
@@ -1604,14 +1561,14 @@ Test(worker, wait_after_worker_exit_returns_at_once) {
   cr_assert_eq(weft_shared_new(&wsh, 64), 0);
   atomic_store(&wait_rc[0], 1);
   w = spawn(loop, entry_exit_then_wait, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "ox", "events: %s", ev);
   cr_assert_eq(atomic_load(&wait_rc[0]), WEFT_ETERMINATED, "%s",
                weft_err_name(atomic_load(&wait_rc[0])));
   cr_assert_eq(exit_code, 5);
   weft_worker_free(w);
   weft_shared_unref(wsh);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Until it is asked to stop, a worker's waits time out and wake as
@@ -1631,8 +1588,7 @@ static void entry_wait_normally(weft_loop_t* loop, void* arg) {
 static void notify_when_waiting(weft_worker_t* w, weft_msg_t* msg) {
   int woken = 0;
   on_message(w, msg);
-  while (weft__shared_waiters(wsh, 0, 8) == 0)
-    uv_sleep(1);
+  await_waiters(wsh, 0, 8, 1);
   cr_assert_eq(weft_atomic_store64(wsh, 0, 1), 0);
   cr_assert_eq(weft_atomic_notify64(wsh, 0, 1, &woken), 0);
   cr_assert_eq(woken, 1);
@@ -1646,7 +1602,7 @@ Test(worker, waits_on_a_worker_time_out_and_wake_as_before) {
   cr_assert_eq(weft_shared_new(&wsh, 64), 0);
   opts.events.message = notify_when_waiting;
   w = spawn(loop, entry_wait_normally, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "omx", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
   cr_assert_eq(atomic_load(&wait_rc[0]), 0);
@@ -1658,7 +1614,7 @@ Test(worker, waits_on_a_worker_time_out_and_wake_as_before) {
   cr_assert_eq(weft_atomic_wait32(wsh, 1, 0, 10, &res), 0);
   cr_assert_eq(res, WEFT_WAIT_TIMED_OUT);
   weft_shared_unref(wsh);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- terminate of an unref'd worker (Node resolves terminate() with 1) --- */
@@ -1677,13 +1633,13 @@ Test(worker, terminate_of_unrefd_worker_completes) {
   weft_worker_t* w;
   opts.events.online = unref_terminate_on_online;
   w = spawn(loop, entry_parked_quiet, &opts);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "oxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
   cr_assert_eq(term_code, 1);
   cr_assert(weft_worker_exited(w));
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(worker, terminate_of_worker_unrefd_before_the_run_completes) {
@@ -1692,11 +1648,11 @@ Test(worker, terminate_of_worker_unrefd_before_the_run_completes) {
   weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
   cr_assert_eq(weft_worker_unref(w), 0);
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(ev, "oxt", "events: %s", ev);
   cr_assert_eq(term_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Without a callback an unref'd worker still does not hold the loop. */
@@ -1706,13 +1662,13 @@ Test(worker, terminate_without_callback_keeps_unref_semantics) {
   weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
   cr_assert_eq(weft_worker_unref(w), 0);
   cr_assert_eq(weft_worker_terminate(w, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   /* Whatever arrived by then: the loop did not wait for the exit. Ref it
    * again and the next run does. */
   cr_assert_eq(weft_worker_ref(w), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(weft_worker_exited(w));
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
