@@ -13,6 +13,8 @@
 
 #include <weft/weft.h>
 
+#include "support.h"
+
 TestSuite(loop, .timeout = 20);
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -31,17 +33,10 @@ static void log_task(weft_loop_t* loop, void* arg) {
   logs(arg);
 }
 
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
+/* A new loop and an empty log. */
+static weft_loop_t* fresh_loop(void) {
   order[0] = '\0';
-  cr_assert_eq(weft_loop_new(&loop), 0);
-  cr_assert_not_null(loop);
-  return loop;
-}
-
-static void run_and_free(weft_loop_t* loop) {
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  return new_loop();
 }
 
 /* One packed msgpack value: the positive fixint 1. */
@@ -52,7 +47,7 @@ static const char ONE[] = {0x01};
 /* setTimeout(0); queueMicrotask; process.nextTick; console.log("sync")
  * prints: sync, tick, micro, timeout. */
 Test(loop, main_script_sync_tick_micro_timeout) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   cr_assert_eq(weft_set_timeout(loop, 0, log_task, "timeout", NULL), 0);
   cr_assert_eq(weft_queue_microtask(loop, log_task, "micro"), 0);
   cr_assert_eq(weft_next_tick(loop, log_task, "tick"), 0);
@@ -72,7 +67,7 @@ static void tick_before_micro_timer(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, next_ticks_run_before_microtasks_queued_earlier) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, tick_before_micro_timer, NULL, NULL);
   run_and_free(loop);
   cr_assert_str_eq(order, "timer t1 t2 m1 m2");
@@ -91,7 +86,7 @@ static void timer_queues_chained_micro(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, microtask_queued_by_microtask_runs_before_next_timer) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, timer_queues_chained_micro, NULL, NULL);
   weft_set_timeout(loop, 0, log_task, "timer2", NULL);
   run_and_free(loop);
@@ -114,7 +109,7 @@ static void timer_queues_micro_tick(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, next_tick_queued_by_microtask_runs_before_next_timer) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, timer_queues_micro_tick, NULL, NULL);
   weft_set_timeout(loop, 0, log_task, "timer2", NULL);
   run_and_free(loop);
@@ -123,7 +118,7 @@ Test(loop, next_tick_queued_by_microtask_runs_before_next_timer) {
 
 /* Also from the main script, before any macrotask. */
 Test(loop, main_script_microtask_chain_drained_before_timer) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, log_task, "timer", NULL);
   weft_queue_microtask(loop, micro_queues_tick, NULL);
   run_and_free(loop);
@@ -137,7 +132,7 @@ static void timer_queues_tick_and_micro(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, ticks_and_microtasks_drained_after_each_timer) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, timer_queues_tick_and_micro, "t1", NULL);
   weft_set_timeout(loop, 0, log_task, "t2", NULL);
   run_and_free(loop);
@@ -150,7 +145,7 @@ static void immediate_queues_micro(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, microtasks_drained_after_each_immediate) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_immediate(loop, immediate_queues_micro, "i1", NULL);
   weft_set_immediate(loop, log_task, "i2", NULL);
   run_and_free(loop);
@@ -182,15 +177,13 @@ static void on_io_message(weft_port_t* port, weft_msg_t* msg) {
 }
 
 Test(loop, io_callback_immediate_before_zero_timeout) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   cr_assert_eq(weft_channel_new(loop, &io_a, &io_b), 0);
   cr_assert_eq(weft_port_on_message(io_a, on_io_message), 0);
   cr_assert_eq(weft_port_post(io_b, ONE, sizeof(ONE)), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(order, "io micro immediate timeout");
-  cr_assert_eq(weft_port_free(io_a), 0);
-  cr_assert_eq(weft_port_free(io_b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, io_a, io_b);
 }
 
 static void noop_work(void* arg) {
@@ -209,7 +202,7 @@ static void after_sets_timer_and_immediate(weft_loop_t* loop,
 }
 
 Test(loop, after_work_immediate_before_zero_timeout) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   cr_assert_eq(
       weft_queue_work(loop, noop_work, after_sets_timer_and_immediate, NULL),
       0);
@@ -220,7 +213,7 @@ Test(loop, after_work_immediate_before_zero_timeout) {
 /* ---- timers -------------------------------------------------------------- */
 
 Test(loop, timeouts_fire_in_order_of_delay) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 30, log_task, "30", NULL);
   weft_set_timeout(loop, 10, log_task, "10", NULL);
   weft_set_timeout(loop, 20, log_task, "20", NULL);
@@ -230,7 +223,7 @@ Test(loop, timeouts_fire_in_order_of_delay) {
 }
 
 Test(loop, equal_timeouts_fire_in_creation_order) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 5, log_task, "a", NULL);
   weft_set_timeout(loop, 5, log_task, "b", NULL);
   weft_set_timeout(loop, 5, log_task, "c", NULL);
@@ -239,7 +232,7 @@ Test(loop, equal_timeouts_fire_in_creation_order) {
 }
 
 Test(loop, timer_ids_are_nonzero_and_distinct) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id a = 0, b = 0, c = 0;
   cr_assert_eq(weft_set_timeout(loop, 0, log_task, "a", &a), 0);
   cr_assert_eq(weft_set_interval(loop, 5, log_task, "b", &b), 0);
@@ -258,7 +251,7 @@ Test(loop, timer_ids_are_nonzero_and_distinct) {
 }
 
 Test(loop, cleared_timeout_never_fires) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0;
   weft_set_timeout(loop, 0, log_task, "cleared", &id);
   weft_set_timeout(loop, 5, log_task, "kept", NULL);
@@ -277,7 +270,7 @@ static void clear_victim(weft_loop_t* loop, void* arg) {
 
 /* A timer due in the same turn, cleared by the one before it. */
 Test(loop, timeout_cleared_by_earlier_timer_never_fires) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, clear_victim, NULL, NULL);
   weft_set_timeout(loop, 0, log_task, "victim", &victim);
   run_and_free(loop);
@@ -293,18 +286,18 @@ static void clear_self(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, clear_timeout_inside_own_callback_returns_0) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   cr_assert_eq(weft_set_timeout(loop, 0, clear_self, NULL, &self_id), 0);
   run_and_free(loop);
   cr_assert_str_eq(order, "fired");
 }
 
 Test(loop, clear_fired_or_unknown_or_zero_id_returns_0) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0, imm = 0;
   weft_set_timeout(loop, 0, log_task, "t", &id);
   weft_set_immediate(loop, log_task, "i", &imm);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(strcmp(order, "i t") == 0 || strcmp(order, "t i") == 0,
             "ran: %s", order);
   cr_assert_eq(weft_clear_timer(loop, id), 0);
@@ -313,7 +306,7 @@ Test(loop, clear_fired_or_unknown_or_zero_id_returns_0) {
   cr_assert_eq(weft_clear_timer(loop, 0), 0);
   cr_assert_eq(weft_clear_timer(loop, ~(weft_timer_id)0), 0);
   cr_assert_eq(weft_clear_timer(loop, 12345), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* A fired timeout's slot is reused by the next timer: the old id must not
@@ -331,7 +324,7 @@ static void reuse_slot(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, stale_id_does_not_clear_a_newer_timer) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   cr_assert_eq(weft_set_timeout(loop, 0, reuse_slot, NULL, &first_id), 0);
   run_and_free(loop);
   cr_assert_str_eq(order, "first second");
@@ -349,7 +342,7 @@ static void count_to_3(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, interval_fires_until_cleared) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   interval_count = 0;
   cr_assert_eq(weft_set_interval(loop, 1, count_to_3, NULL, &interval_id), 0);
   run_and_free(loop); /* Returns only because the interval was cleared. */
@@ -358,7 +351,7 @@ Test(loop, interval_fires_until_cleared) {
 
 /* setInterval(fn, 0) is clamped to 1 ms and still repeats. */
 Test(loop, zero_ms_interval_repeats) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   interval_count = 0;
   cr_assert_eq(weft_set_interval(loop, 0, count_to_3, NULL, &interval_id), 0);
   run_and_free(loop);
@@ -374,39 +367,37 @@ static void mark_long(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, unrefd_timer_does_not_keep_loop_alive) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0;
   long_timer_fired = false;
   cr_assert_eq(weft_set_timeout(loop, 60000, mark_long, NULL, &id), 0);
   cr_assert_eq(weft_timer_set_ref(loop, id, false), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(!long_timer_fired);
   cr_assert_eq(weft_clear_timer(loop, id), 0);
   /* The cleared handle closes on the next turn (see the report on
    * weft_loop_free() right after weft_clear_timer()). */
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  run_and_free(loop);
   cr_assert(!long_timer_fired);
 }
 
 Test(loop, unrefd_interval_does_not_keep_loop_alive) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0;
   long_timer_fired = false;
   cr_assert_eq(weft_set_interval(loop, 60000, mark_long, NULL, &id), 0);
   cr_assert_eq(weft_timer_set_ref(loop, id, false), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert(!long_timer_fired);
   cr_assert_eq(weft_clear_timer(loop, id), 0);
   /* The cleared handle closes on the next turn (see the report on
    * weft_loop_free() right after weft_clear_timer()). */
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  run_and_free(loop);
 }
 
 /* An unref'd timer still fires while something else keeps the loop up. */
 Test(loop, unrefd_timer_fires_while_loop_is_alive) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0;
   weft_set_timeout(loop, 0, log_task, "unrefd", &id);
   cr_assert_eq(weft_timer_set_ref(loop, id, false), 0);
@@ -416,7 +407,7 @@ Test(loop, unrefd_timer_fires_while_loop_is_alive) {
 }
 
 Test(loop, reref_timer_keeps_loop_alive_again) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0;
   weft_set_timeout(loop, 5, log_task, "fired", &id);
   cr_assert_eq(weft_timer_set_ref(loop, id, false), 0);
@@ -426,7 +417,7 @@ Test(loop, reref_timer_keeps_loop_alive_again) {
 }
 
 Test(loop, timer_set_ref_on_dead_id_is_einval) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 0;
   cr_assert_eq(weft_timer_set_ref(loop, 0, false), WEFT_EINVAL);
   cr_assert_eq(weft_timer_set_ref(loop, 777, true), WEFT_EINVAL);
@@ -438,7 +429,7 @@ Test(loop, timer_set_ref_on_dead_id_is_einval) {
 }
 
 Test(loop, immediates_run_in_fifo_order) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_immediate(loop, log_task, "i1", NULL);
   weft_set_immediate(loop, log_task, "i2", NULL);
   weft_set_immediate(loop, log_task, "i3", NULL);
@@ -454,7 +445,7 @@ static void immediate_queues_immediate(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, immediate_queued_by_immediate_runs_after_queued_ones) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_immediate(loop, immediate_queues_immediate, NULL, NULL);
   weft_set_immediate(loop, log_task, "i2", NULL);
   run_and_free(loop);
@@ -472,14 +463,14 @@ static void immediate_then_timer_turn(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, immediate_queued_by_immediate_waits_for_next_turn) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_immediate(loop, immediate_then_timer_turn, NULL, NULL);
   run_and_free(loop);
   cr_assert_str_eq(order, "i1 timer i2");
 }
 
 Test(loop, cleared_immediate_never_runs) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id a = 0, b = 0, c = 0;
   weft_set_immediate(loop, log_task, "a", &a);
   weft_set_immediate(loop, log_task, "b", &b);
@@ -490,7 +481,7 @@ Test(loop, cleared_immediate_never_runs) {
 }
 
 Test(loop, clearing_only_immediate_lets_loop_end) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id a = 0;
   weft_set_immediate(loop, log_task, "a", &a);
   cr_assert_eq(weft_clear_timer(loop, a), 0);
@@ -507,7 +498,7 @@ static void immediate_clears_next(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, immediate_cleared_in_same_turn_never_runs) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_immediate(loop, immediate_clears_next, NULL, NULL);
   weft_set_immediate(loop, log_task, "b", &imm_victim);
   weft_set_immediate(loop, log_task, "c", NULL);
@@ -544,7 +535,7 @@ static void probe_after(weft_loop_t* loop, void* arg, int status) {
 }
 
 Test(loop, work_runs_on_pool_thread_after_on_loop_thread) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   thread_probe_t p = {.loop_thread = uv_thread_self()};
   atomic_init(&p.worked, false);
   cr_assert_eq(weft_queue_work(loop, probe_work, probe_after, &p), 0);
@@ -577,7 +568,7 @@ static void job_after(weft_loop_t* loop, void* arg, int status) {
 }
 
 Test(loop, many_jobs_all_complete_once) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   job_t jobs[JOBS];
   jobs_done = 0;
   for (int i = 0; i < JOBS; i++) {
@@ -604,7 +595,7 @@ static void slow_after(weft_loop_t* loop, void* arg, int status) {
 }
 
 Test(loop, pending_work_keeps_loop_alive) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   atomic_bool done;
   atomic_init(&done, false);
   cr_assert_eq(weft_queue_work(loop, slow_work, slow_after, &done), 0);
@@ -614,7 +605,7 @@ Test(loop, pending_work_keeps_loop_alive) {
 }
 
 Test(loop, free_is_ebusy_while_work_pending) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   atomic_bool done;
   atomic_init(&done, false);
   cr_assert_eq(weft_queue_work(loop, slow_work, slow_after, &done), 0);
@@ -634,7 +625,7 @@ static void chain_after(weft_loop_t* loop, void* arg, int status) {
 }
 
 Test(loop, work_queued_from_after_callback_runs) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   chain_left = 5;
   cr_assert_eq(weft_queue_work(loop, noop_work, chain_after, NULL), 0);
   run_and_free(loop);
@@ -659,12 +650,12 @@ static void busy_timer(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, utilization_is_sane_and_grows_with_busy_work) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_elu_t a, b, d;
   cr_assert_eq(weft_loop_utilization(loop, NULL, &a), 0);
   check_elu(&a);
   weft_set_timeout(loop, 0, busy_timer, NULL, NULL);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(weft_loop_utilization(loop, NULL, &b), 0);
   check_elu(&b);
   cr_assert_geq(b.idle, a.idle);
@@ -673,30 +664,30 @@ Test(loop, utilization_is_sane_and_grows_with_busy_work) {
   check_elu(&d);
   cr_assert_gt(d.active, 0.0);
   cr_assert_gt(d.utilization, 0.0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Waiting for a timer is idle time, not active time. */
 Test(loop, utilization_counts_waiting_as_idle) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_elu_t a, d;
   cr_assert_eq(weft_loop_utilization(loop, NULL, &a), 0);
   weft_set_timeout(loop, 50, log_task, "t", NULL);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(weft_loop_utilization(loop, &a, &d), 0);
   check_elu(&d);
   cr_assert_gt(d.idle, 0.0, "waiting for a timer did not count as idle");
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(loop, utilization_since_a_later_sample_is_clamped) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_elu_t later = {.idle = 1e12, .active = 1e12, .utilization = 0.5};
   weft_elu_t d;
   cr_assert_eq(weft_loop_utilization(loop, &later, &d), 0);
   check_elu(&d);
   cr_assert_eq(weft_loop_utilization(loop, NULL, NULL), WEFT_EINVAL);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -740,12 +731,12 @@ Test(loop, null_loop_is_einval) {
   cr_assert_eq(weft_queue_work(NULL, never_work, never_after, NULL),
                WEFT_EINVAL);
   cr_assert_eq(weft_loop_utilization(NULL, NULL, &e), WEFT_EINVAL);
-  cr_assert_eq(weft_loop_free(NULL), 0);
+  free_loop(NULL);
   cr_assert_null(weft_loop_current(), "failed calls made no loop");
 }
 
 Test(loop, null_callback_is_einval_and_queues_nothing) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id id = 99;
   cr_assert_eq(weft_next_tick(loop, NULL, NULL), WEFT_EINVAL);
   cr_assert_eq(weft_queue_microtask(loop, NULL, NULL), WEFT_EINVAL);
@@ -804,7 +795,7 @@ static void foreign_thread(void* arg) {
 }
 
 Test(loop, calls_from_another_thread_are_ewrongthread) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   foreign_t f = {.loop = loop};
   uv_thread_t t;
   for (int i = 0; i < 20; i++)
@@ -827,7 +818,7 @@ Test(loop, calls_from_another_thread_are_ewrongthread) {
 }
 
 Test(loop, second_loop_on_same_thread_is_ebusy) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_loop_t* second = (weft_loop_t*)&second;
   uv_loop_t uv;
   cr_assert_eq(weft_loop_new(&second), WEFT_EBUSY);
@@ -837,17 +828,17 @@ Test(loop, second_loop_on_same_thread_is_ebusy) {
   cr_assert_eq(weft_loop_wrap(&second, &uv), WEFT_EBUSY);
   cr_assert_null(second);
   cr_assert_eq(weft_loop_current(), loop);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   cr_assert_null(weft_loop_current());
   /* Once freed, the thread may have a loop again. */
   cr_assert_eq(weft_loop_new(&second), 0);
   cr_assert_eq(weft_loop_current(), second);
-  cr_assert_eq(weft_loop_free(second), 0);
+  free_loop(second);
   cr_assert_eq(uv_loop_close(&uv), 0);
 }
 
 Test(loop, free_is_ebusy_while_port_open) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_port_t *a, *b;
   cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
@@ -855,17 +846,17 @@ Test(loop, free_is_ebusy_while_port_open) {
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
   cr_assert_eq(weft_loop_current(), loop, "a failed free changed nothing");
   cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   cr_assert_null(weft_loop_current());
 }
 
 Test(loop, free_is_ebusy_while_timer_or_immediate_pending) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_timer_id t = 0, i = 0;
   cr_assert_eq(weft_set_timeout(loop, 60000, log_task, "t", &t), 0);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
   cr_assert_eq(weft_clear_timer(loop, t), 0);
-  cr_assert_eq(weft_loop_run(loop), 0); /* Lets the closed timer go. */
+  run_loop(loop); /* Lets the closed timer go. */
   cr_assert_eq(weft_set_immediate(loop, log_task, "i", &i), 0);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
   /* The failed free left the loop usable: the immediate still runs. */
@@ -883,7 +874,7 @@ static void free_inside(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, free_or_run_inside_callback_is_ebusy) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_timeout(loop, 0, free_inside, NULL, NULL);
   run_and_free(loop);
   cr_assert_eq(free_inside_rc, WEFT_EBUSY);
@@ -899,7 +890,7 @@ Test(loop, loop_current_is_per_thread) {
   weft_loop_t* loop;
   uv_thread_t t;
   cr_assert_null(weft_loop_current());
-  loop = new_loop();
+  loop = fresh_loop();
   cr_assert_eq(weft_loop_current(), loop);
   cr_assert_eq(uv_thread_create(&t, current_on_thread, &seen), 0);
   cr_assert_eq(uv_thread_join(&t), 0);
@@ -933,9 +924,9 @@ Test(loop, wrap_timers_fire_under_weft_loop_run) {
   weft_set_timeout(loop, 200, log_task, "late", NULL);
   weft_set_timeout(loop, 0, timer_queues_all, "t0", NULL);
   weft_next_tick(loop, log_task, "main-tick");
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(order, "main-tick t0 tick micro imm micro late");
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   cr_assert_null(weft_loop_current());
   cr_assert_eq(uv_loop_close(&uv), 0, "weft left handles on the uv loop");
 }
@@ -965,9 +956,7 @@ Test(loop, wrap_delivers_messages_under_plain_uv_run) {
   uv_run(&uv, UV_RUN_DEFAULT); /* Returns once the port is closed. */
   cr_assert_eq(wrap_msgs, 1);
   cr_assert_str_eq(order, "message micro");
-  cr_assert_eq(weft_port_free(wrap_a), 0);
-  cr_assert_eq(weft_port_free(wrap_b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, wrap_a, wrap_b);
   cr_assert_eq(uv_loop_close(&uv), 0);
 }
 
@@ -994,9 +983,7 @@ Test(loop, wrap_cross_thread_message_wakes_plain_uv_run) {
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(post_later_rc, 0);
   cr_assert_eq(wrap_msgs, 1);
-  cr_assert_eq(weft_port_free(wrap_a), 0);
-  cr_assert_eq(weft_port_free(wrap_b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  finish(loop, wrap_a, wrap_b);
   cr_assert_eq(uv_loop_close(&uv), 0);
 }
 
@@ -1009,7 +996,7 @@ Test(loop, wrap_timers_and_immediates_under_plain_uv_run) {
   weft_set_timeout(loop, 0, timer_queues_all, "t0", NULL);
   uv_run(&uv, UV_RUN_DEFAULT);
   cr_assert_str_eq(order, "t0 tick micro imm micro");
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   cr_assert_eq(uv_loop_close(&uv), 0);
 }
 
@@ -1026,15 +1013,15 @@ static void stop_at_3(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, stop_returns_while_interval_active_and_run_resumes) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   stop_count = 0;
   cr_assert_eq(weft_set_interval(loop, 1, stop_at_3, NULL, &stop_interval),
                0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(stop_count, 3);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY, "the interval is live");
   /* Running again resumes the interval. */
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(stop_count, 6);
   cr_assert_eq(weft_clear_timer(loop, stop_interval), 0);
   run_and_free(loop);
@@ -1051,10 +1038,10 @@ static void stop_and_queue(weft_loop_t* loop, void* arg) {
 /* The callback that stops still gets its microtasks; immediates queued
  * behind it wait for the next run. */
 Test(loop, stop_in_immediate_defers_later_immediates) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_set_immediate(loop, stop_and_queue, NULL, NULL);
   weft_set_immediate(loop, log_task, "later", NULL);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(order, "stopper micro");
   run_and_free(loop);
   cr_assert_str_eq(order, "stopper micro later");
@@ -1125,7 +1112,7 @@ static void chain_watch(weft_loop_t* loop, void* arg) {
 }
 
 static void run_endless_chain(weft_task_cb first) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
   atomic_store(&chain_runs, 0);
@@ -1134,12 +1121,12 @@ static void run_endless_chain(weft_task_cb first) {
   opts.events.exit = chain_on_exit;
   cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry, &opts), 0);
   cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(chain_exit_code, 1);
   cr_assert_eq(chain_terminate_code, 1);
   cr_assert(weft_worker_exited(w));
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(loop, terminate_cuts_endless_microtask_chain, .timeout = 20) {
@@ -1161,7 +1148,7 @@ static void chain_entry_direct(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, terminate_cuts_chain_from_worker_entry, .timeout = 20) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
   atomic_store(&chain_runs, 0);
@@ -1169,23 +1156,17 @@ Test(loop, terminate_cuts_chain_from_worker_entry, .timeout = 20) {
   opts.events.exit = chain_on_exit;
   cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry_direct, &opts), 0);
   cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(chain_exit_code, 1);
   cr_assert_eq(chain_terminate_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* ---- timers count from when they are set (issue 5, item 8) -------------- */
 
 /* libuv counts a timer from the loop's cached time, as old as the loop's
  * last turn; weft counts from the call. Lower bounds only. */
-
-static void busy_ms(uint64_t ms) {
-  uint64_t t0 = uv_hrtime();
-  while (uv_hrtime() - t0 < ms * 1000000u) {
-  }
-}
 
 static uint64_t set_at_ns;
 static uint64_t fired_at_ns;
@@ -1204,7 +1185,7 @@ static void set_timers_state(void) {
 }
 
 Test(loop, timeout_after_busy_work_counts_from_the_call) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   set_timers_state();
   busy_ms(300);
   set_at_ns = uv_hrtime();
@@ -1216,7 +1197,7 @@ Test(loop, timeout_after_busy_work_counts_from_the_call) {
 }
 
 Test(loop, longer_timeout_after_short_work_counts_from_the_call) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   set_timers_state();
   busy_ms(50);
   set_at_ns = uv_hrtime();
@@ -1238,7 +1219,7 @@ static void busy_then_set(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, timeout_set_in_a_busy_callback_counts_from_the_call) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   set_timers_state();
   cr_assert_eq(weft_set_timeout(loop, 1, busy_then_set, NULL, NULL), 0);
   run_and_free(loop);
@@ -1252,7 +1233,7 @@ static void clear_interval_later(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, interval_first_tick_counts_from_the_call) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   static weft_timer_id interval;
   set_timers_state();
   cr_assert_eq(weft_set_immediate(loop, busy_then_set, &interval, NULL), 0);
@@ -1285,7 +1266,7 @@ static void many_immediates_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(loop, terminate_cuts_a_turn_of_immediates, .timeout = 20) {
-  weft_loop_t* loop = new_loop();
+  weft_loop_t* loop = fresh_loop();
   weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
   atomic_store(&chain_runs, 0);
@@ -1293,10 +1274,10 @@ Test(loop, terminate_cuts_a_turn_of_immediates, .timeout = 20) {
   opts.events.exit = chain_on_exit;
   cr_assert_eq(weft_worker_spawn(&w, loop, many_immediates_entry, &opts), 0);
   cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(chain_exit_code, 1);
   cr_assert_lt(atomic_load(&chain_runs), MANY_IMMEDIATES,
                "every immediate ran before the worker stopped");
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
