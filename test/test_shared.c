@@ -10,31 +10,16 @@
 /* weft__shared_waiters(): waiters queued on a slot, so tests wait for
  * sleepers without sleeping. */
 #include "internal.h"
+#include "support.h"
 
 TestSuite(shared, .timeout = 30);
-
-static weft_shared_t* make(size_t size) {
-  weft_shared_t* sh = NULL;
-  cr_assert_eq(weft_shared_new(&sh, size), 0);
-  cr_assert_not_null(sh);
-  return sh;
-}
-
-/* Wait (yielding) until `n` waiters are queued on the 32- or 64-bit slot. */
-static void await_waiters(weft_shared_t* sh,
-                          size_t index,
-                          size_t width,
-                          size_t n) {
-  while (weft__shared_waiters(sh, index, width) < n)
-    uv_sleep(1);
-}
 
 /* --- Allocation and references ------------------------------------------ */
 
 Test(shared, new_is_zeroed_and_64_byte_aligned) {
   size_t sizes[] = {1, 4, 63, 64, 100, 4096, 1 << 20};
   for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-    weft_shared_t* sh = make(sizes[i]);
+    weft_shared_t* sh = new_shared(sizes[i]);
     unsigned char* p = weft_shared_data(sh);
     cr_assert_not_null(p);
     cr_assert_eq((uintptr_t)p % 64, 0, "size %zu not aligned", sizes[i]);
@@ -51,7 +36,7 @@ Test(shared, new_rejects_null_out) {
 }
 
 Test(shared, new_zero_size_is_empty) {
-  weft_shared_t* sh = make(0);
+  weft_shared_t* sh = new_shared(0);
   int32_t v;
   cr_assert_eq(weft_shared_size(sh), 0);
   cr_assert_eq(weft_atomic_load32(sh, 0, &v), WEFT_ERANGE);
@@ -72,7 +57,7 @@ Test(shared, null_handles_are_harmless) {
 }
 
 Test(shared, memory_stays_valid_while_a_reference_exists) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   cr_assert_eq(weft_shared_ref(sh), sh);
   cr_assert_eq(weft_shared_ref(sh), sh);
   cr_assert_eq(weft_atomic_store32(sh, 3, 42), 0);
@@ -90,7 +75,7 @@ Test(shared, memory_stays_valid_while_a_reference_exists) {
 /* --- 32-bit atomics ------------------------------------------------------ */
 
 Test(shared, load_store_32) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int32_t v = 1;
   cr_assert_eq(weft_atomic_load32(sh, 2, &v), 0);
   cr_assert_eq(v, 0);
@@ -102,7 +87,7 @@ Test(shared, load_store_32) {
 }
 
 Test(shared, rmw_32_values_and_old_values) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int32_t old, v;
 
   weft_atomic_store32(sh, 1, 10);
@@ -148,7 +133,7 @@ Test(shared, rmw_32_values_and_old_values) {
 }
 
 Test(shared, add_32_wraps_around) {
-  weft_shared_t* sh = make(4);
+  weft_shared_t* sh = new_shared(4);
   int32_t old, v;
   weft_atomic_store32(sh, 0, INT32_MAX);
   cr_assert_eq(weft_atomic_add32(sh, 0, 1, &old), 0);
@@ -163,7 +148,7 @@ Test(shared, add_32_wraps_around) {
 }
 
 Test(shared, cas_32) {
-  weft_shared_t* sh = make(8);
+  weft_shared_t* sh = new_shared(8);
   int32_t old, v;
   weft_atomic_store32(sh, 1, 5);
   /* Mismatch: no store, old is the value found. */
@@ -185,7 +170,7 @@ Test(shared, cas_32) {
 /* --- 64-bit atomics ------------------------------------------------------ */
 
 Test(shared, load_store_64) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int64_t v = 1;
   cr_assert_eq(weft_atomic_load64(sh, 1, &v), 0);
   cr_assert_eq(v, 0);
@@ -199,7 +184,7 @@ Test(shared, load_store_64) {
 }
 
 Test(shared, rmw_64_values_and_old_values) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int64_t old, v;
   const int64_t big = INT64_C(1) << 40;
 
@@ -233,7 +218,7 @@ Test(shared, rmw_64_values_and_old_values) {
 }
 
 Test(shared, add_64_wraps_around) {
-  weft_shared_t* sh = make(8);
+  weft_shared_t* sh = new_shared(8);
   int64_t old, v;
   weft_atomic_store64(sh, 0, INT64_MAX);
   cr_assert_eq(weft_atomic_add64(sh, 0, 1, &old), 0);
@@ -244,7 +229,7 @@ Test(shared, add_64_wraps_around) {
 }
 
 Test(shared, cas_64) {
-  weft_shared_t* sh = make(8);
+  weft_shared_t* sh = new_shared(8);
   int64_t old, v;
   const int64_t big = INT64_C(5) << 33;
   weft_atomic_store64(sh, 0, big);
@@ -262,7 +247,7 @@ Test(shared, cas_64) {
 /* --- Bad input ----------------------------------------------------------- */
 
 Test(shared, index_bounds_are_exact) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int32_t v32;
   int64_t v64;
   weft_wait_result_t r;
@@ -286,7 +271,7 @@ Test(shared, index_bounds_are_exact) {
   weft_shared_unref(sh);
 
   /* A 64-bit slot must fit whole: 12 bytes hold one, not two. */
-  sh = make(12);
+  sh = new_shared(12);
   cr_assert_eq(weft_atomic_load64(sh, 0, &v64), 0);
   cr_assert_eq(weft_atomic_load64(sh, 1, &v64), WEFT_ERANGE);
   cr_assert_eq(weft_atomic_load32(sh, 2, &v32), 0);
@@ -317,7 +302,7 @@ Test(shared, null_buffer_is_einval) {
 }
 
 Test(shared, null_out_pointers_and_bad_op) {
-  weft_shared_t* sh = make(8);
+  weft_shared_t* sh = new_shared(8);
   cr_assert_eq(weft_atomic_load32(sh, 0, NULL), WEFT_EINVAL);
   cr_assert_eq(weft_atomic_load64(sh, 0, NULL), WEFT_EINVAL);
   cr_assert_eq(weft_atomic_wait32(sh, 0, 0, 0, NULL), WEFT_EINVAL);
@@ -332,7 +317,7 @@ Test(shared, null_out_pointers_and_bad_op) {
 /* --- wait / notify -------------------------------------------------------- */
 
 Test(shared, wait_not_equal) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   weft_wait_result_t r = WEFT_WAIT_OK;
   weft_atomic_store32(sh, 1, 3);
   cr_assert_eq(weft_atomic_wait32(sh, 1, 4, -1, &r), 0);
@@ -347,7 +332,7 @@ Test(shared, wait_not_equal) {
 }
 
 Test(shared, wait_times_out) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   weft_wait_result_t r = WEFT_WAIT_OK;
   cr_assert_eq(weft_atomic_wait32(sh, 0, 0, 20, &r), 0);
   cr_assert_eq(r, WEFT_WAIT_TIMED_OUT);
@@ -367,7 +352,7 @@ Test(shared, wait_times_out) {
 }
 
 Test(shared, notify_without_waiters_wakes_none) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int woken = -1;
   cr_assert_eq(weft_atomic_notify32(sh, 2, 1, &woken), 0);
   cr_assert_eq(woken, 0);
@@ -396,7 +381,7 @@ static void waiter_thread(void* p) {
 }
 
 static void wait_notify_across_threads(bool wide) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   size_t width = wide ? 8 : 4;
   waiter_arg_t a = {sh, 3, wide, -1, -1, WEFT_WAIT_TIMED_OUT};
   uv_thread_t t;
@@ -431,7 +416,7 @@ Test(shared, wait_notify_across_threads_64) {
 
 Test(shared, waiter_asleep_long_is_woken) {
   /* Well past the spin phase, so the notify must use the futex. */
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   waiter_arg_t a = {sh, 0, false, -1, -1, WEFT_WAIT_TIMED_OUT};
   uv_thread_t t;
   int woken = 0;
@@ -446,7 +431,7 @@ Test(shared, waiter_asleep_long_is_woken) {
 }
 
 static void notify_count_is_exact(bool wide) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   size_t width = wide ? 8 : 4;
   waiter_arg_t a[3];
   uv_thread_t t[3];
@@ -489,7 +474,7 @@ Test(shared, notify_count_is_exact_64) {
 }
 
 Test(shared, notify_zero_count_wakes_none) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   waiter_arg_t a = {sh, 0, false, -1, -1, WEFT_WAIT_TIMED_OUT};
   uv_thread_t t;
   int woken = -1;
@@ -506,7 +491,7 @@ Test(shared, notify_zero_count_wakes_none) {
 }
 
 Test(shared, notify_wakes_oldest_first) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   waiter_arg_t a[2];
   uv_thread_t t[2];
   int woken = -1;
@@ -530,7 +515,7 @@ Test(shared, notify_wakes_oldest_first) {
 Test(shared, notify32_and_notify64_share_an_address) {
   /* As in JavaScript, waiters are keyed by byte address: int32 slot 2 and
    * int64 slot 1 both start at byte 8. */
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   waiter_arg_t a = {sh, 1, true, -1, -1, WEFT_WAIT_TIMED_OUT};
   uv_thread_t t;
   int woken = -1;
@@ -574,94 +559,94 @@ static void notifier_thread(void* p) {
 
 Test(shared, wait_async_ok_via_notify_from_another_thread) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   async_case_t c = {0, WEFT_WAIT_TIMED_OUT, uv_thread_self(), false};
   notifier_arg_t n = {sh, -1};
   uv_thread_t t;
 
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 0, 0, 10000, on_wait, &c), 0);
   cr_assert_eq(c.calls, 0);
   /* The waiter holds its own reference. */
   weft_shared_unref(sh);
   cr_assert_eq(uv_thread_create(&t, notifier_thread, &n), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(n.woken, 1);
   cr_assert_eq(c.calls, 1);
   cr_assert_eq(c.result, WEFT_WAIT_OK);
   cr_assert(c.on_loop_thread);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(shared, wait_async_without_timeout_ok_via_notify) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   async_case_t c = {0, WEFT_WAIT_TIMED_OUT, uv_thread_self(), false};
   notifier_arg_t n = {sh, -1};
   uv_thread_t t;
 
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 0, 0, -1, on_wait, &c), 0);
   cr_assert_eq(uv_thread_create(&t, notifier_thread, &n), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(n.woken, 1);
   cr_assert_eq(c.calls, 1);
   cr_assert_eq(c.result, WEFT_WAIT_OK);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
 Test(shared, wait_async_not_equal_is_never_synchronous) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   async_case_t c = {0, WEFT_WAIT_OK, uv_thread_self(), false};
 
   weft_atomic_store32(sh, 1, 7);
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 1, 0, 1000, on_wait, &c), 0);
   cr_assert_eq(c.calls, 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(c.calls, 1);
   cr_assert_eq(c.result, WEFT_WAIT_NOT_EQUAL);
   cr_assert(c.on_loop_thread);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
 Test(shared, wait_async_times_out) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   async_case_t c1 = {0, WEFT_WAIT_OK, uv_thread_self(), false};
   async_case_t c2 = {0, WEFT_WAIT_OK, uv_thread_self(), false};
   int woken = -1;
 
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 2, 0, 20, on_wait, &c1), 0);
   /* Zero timeout: timed out at once, still on a later turn. */
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 2, 0, 0, on_wait, &c2), 0);
   cr_assert_eq(c1.calls + c2.calls, 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(c1.calls, 1);
   cr_assert_eq(c1.result, WEFT_WAIT_TIMED_OUT);
   cr_assert_eq(c2.calls, 1);
   cr_assert_eq(c2.result, WEFT_WAIT_TIMED_OUT);
   cr_assert_eq(weft_atomic_notify32(sh, 2, -1, &woken), 0);
   cr_assert_eq(woken, 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
 Test(shared, wait_async_and_sync_waiters_share_one_fifo) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   async_case_t c = {0, WEFT_WAIT_TIMED_OUT, uv_thread_self(), false};
   waiter_arg_t a = {sh, 0, false, -1, -1, WEFT_WAIT_TIMED_OUT};
   uv_thread_t t;
   int woken = -1;
 
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 0, 0, -1, on_wait, &c), 0);
   cr_assert_eq(uv_thread_create(&t, waiter_thread, &a), 0);
   await_waiters(sh, 0, 4, 2);
@@ -669,23 +654,23 @@ Test(shared, wait_async_and_sync_waiters_share_one_fifo) {
   cr_assert_eq(weft_atomic_notify32(sh, 0, 1, &woken), 0);
   cr_assert_eq(woken, 1);
   cr_assert_eq(weft__shared_waiters(sh, 0, 4), 1);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(c.calls, 1);
   cr_assert_eq(c.result, WEFT_WAIT_OK);
   cr_assert_eq(weft_atomic_notify32(sh, 0, 1, &woken), 0);
   cr_assert_eq(woken, 1);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(a.result, WEFT_WAIT_OK);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
 Test(shared, wait_async_bad_input) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(8);
+  weft_shared_t* sh = new_shared(8);
   async_case_t c = {0, WEFT_WAIT_OK, uv_thread_self(), false};
 
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_atomic_wait_async32(NULL, sh, 0, 0, 10, on_wait, &c),
                WEFT_EINVAL);
   cr_assert_eq(weft_atomic_wait_async32(loop, NULL, 0, 0, 10, on_wait, &c),
@@ -694,9 +679,9 @@ Test(shared, wait_async_bad_input) {
                WEFT_EINVAL);
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 2, 0, 10, on_wait, &c),
                WEFT_ERANGE);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(c.calls, 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
@@ -712,9 +697,9 @@ static void wrong_thread(void* p) {
 }
 
 Test(shared, wait_async_from_another_thread_is_rejected) {
-  wrong_thread_t w = {NULL, make(8), 0};
+  wrong_thread_t w = {NULL, new_shared(8), 0};
   uv_thread_t t;
-  cr_assert_eq(weft_loop_new(&w.loop), 0);
+  w.loop = new_loop();
   cr_assert_eq(uv_thread_create(&t, wrong_thread, &w), 0);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(w.rc, WEFT_EWRONGTHREAD);
@@ -771,7 +756,7 @@ static void run_worker(weft_shared_t* sh,
 
   opts.arg = sh; /* The test holds its reference until the end. */
   opts.events.exit = on_worker_exit;
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   cr_assert_eq(weft_worker_spawn(&w, loop, entry, &opts), 0);
   if (notify_it) {
     /* Wait for the worker to queue its wait, then resolve it from here. */
@@ -785,14 +770,14 @@ static void run_worker(weft_shared_t* sh,
     cr_assert_eq(weft_atomic_notify32(sh, 0, 1, &woken), 0);
     cr_assert_eq(woken, 1);
   }
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(exit_code_seen, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(shared, wait_async_on_a_worker_resolved_from_main) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int32_t result;
   run_worker(sh, entry_wait, true);
   weft_atomic_load32(sh, 2, &result);
@@ -801,7 +786,7 @@ Test(shared, wait_async_on_a_worker_resolved_from_main) {
 }
 
 Test(shared, wait_async_pending_when_worker_ends_is_dropped) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int32_t queued, result;
   int woken = -1;
   run_worker(sh, entry_wait_then_exit, false);
@@ -833,7 +818,7 @@ static void entry_notified_then_exit(weft_loop_t* loop, void* arg) {
 }
 
 Test(shared, wait_async_notified_then_worker_ends_closes_timer_once) {
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   int32_t result;
   for (int i = 0; i < 20; i++) {
     exit_code_seen = -1;
@@ -863,19 +848,13 @@ static void on_timed_wait(weft_loop_t* loop, void* arg, weft_wait_result_t r) {
   t->calls++;
 }
 
-static void busy_ms(uint64_t ms) {
-  uint64_t t0 = uv_hrtime();
-  while (uv_hrtime() - t0 < ms * 1000000u) {
-  }
-}
-
 Test(shared, wait_async_timeout_counts_from_the_call) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(16);
+  weft_shared_t* sh = new_shared(16);
   timed_wait_t a = {0, 0, WEFT_WAIT_OK, 0};
   timed_wait_t b = {0, 0, WEFT_WAIT_OK, 0};
 
-  cr_assert_eq(weft_loop_new(&loop), 0);
+  loop = new_loop();
   busy_ms(300);
   a.set_at = uv_hrtime();
   cr_assert_eq(
@@ -884,7 +863,7 @@ Test(shared, wait_async_timeout_counts_from_the_call) {
   b.set_at = uv_hrtime();
   cr_assert_eq(
       weft_atomic_wait_async32(loop, sh, 1, 0, 200, on_timed_wait, &b), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(a.calls, 1);
   cr_assert_eq(a.result, WEFT_WAIT_TIMED_OUT);
   cr_assert_geq(a.done_at - a.set_at, 50 * 1000000u, "timed out after %.1f ms",
@@ -893,6 +872,6 @@ Test(shared, wait_async_timeout_counts_from_the_call) {
   cr_assert_eq(b.result, WEFT_WAIT_TIMED_OUT);
   cr_assert_geq(b.done_at - b.set_at, 200 * 1000000u,
                 "timed out after %.1f ms", (double)(b.done_at - b.set_at) / 1e6);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
   weft_shared_unref(sh);
 }
