@@ -28,17 +28,7 @@
 #include <weft/weft.h>
 
 #include "internal.h"
-
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "scenario_allocfail: %s:%d: [%s k=%llu] ", __FILE__, \
-              __LINE__, current_name, (unsigned long long)current_k);      \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fprintf(stderr, " (%s)\n", #cond);                                   \
-      exit(1);                                                             \
-    }                                                                      \
-  } while (0)
+#include "support.h"
 
 #ifndef WEFT_FAILPOINTS
 int main(void) {
@@ -49,6 +39,12 @@ int main(void) {
 
 static const char* current_name = "";
 static uint64_t current_k;
+
+/* A failed CHECK also names the scenario and the failing allocation. */
+static void print_case(void) {
+  fprintf(stderr, "scenario_allocfail: in [%s k=%llu]\n", current_name,
+          (unsigned long long)current_k);
+}
 
 /* The only code an allocation failure may give the caller. */
 static bool named(int err) {
@@ -178,7 +174,7 @@ static int spawn_with(weft_loop_t* loop, unsigned flags) {
   opts.flags = flags;
   TRY(weft_worker_spawn(&w, loop, spawn_entry, &opts));
   guard_start(loop);
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   guard_stop();
   CHECK(spawn_exit >= 0, "no exit event");
   if (spawn_exit == 0) {
@@ -327,7 +323,7 @@ static int run_worker_transfer(weft_loop_t* loop) {
     weft_worker_terminate(w, NULL); /* It would wait for a message. */
   }
   guard_start(loop);
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   guard_stop();
   CHECK(wt_exit >= 0, "no exit event");
   if (rc != 0)
@@ -486,7 +482,7 @@ static int run_post(weft_loop_t* loop) {
   if (handler_expect > 0) {
     TRY(weft_port_on_message(b, on_post_message));
     guard_start(loop);
-    CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+    run_loop(loop);
     guard_stop();
   }
   CHECK(handler_got == handler_expect, "handler got %d of %d", handler_got,
@@ -623,7 +619,7 @@ static int run_wait(weft_loop_t* loop) {
   }
   if (started > 0) {
     guard_start(loop);
-    CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+    run_loop(loop);
     guard_stop();
   }
   CHECK(wait_calls == started, "%d of %d waits resolved", wait_calls, started);
@@ -692,7 +688,7 @@ static int run_broadcast(weft_loop_t* loop) {
           "set_timeout");
   }
   guard_start(loop);
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   guard_stop();
   CHECK(bc_got[0] == (err == 0) && bc_got[1] == (err == 0),
         "post gave %s; receivers got %d and %d", weft_err_name(err), bc_got[0],
@@ -765,7 +761,7 @@ static void t_check(void) {
 static int run_timers(weft_loop_t* loop) {
   int rc = t_start(loop);
   guard_start(loop);
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   guard_stop();
   t_check();
   return rc;
@@ -803,7 +799,7 @@ static int run_timers_worker(weft_loop_t* loop) {
   opts.events.exit = tw_on_exit;
   TRY(weft_worker_spawn(&w, loop, tw_entry, &opts));
   guard_start(loop);
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   guard_stop();
   /* The exit event orders the worker's writes before these reads. */
   if (tw_exit == 0) {
@@ -842,7 +838,8 @@ int main(void) {
   weft_loop_t* loop = NULL;
   size_t i;
   setvbuf(stdout, NULL, _IOLBF, 0);
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  support_on_fail(print_case);
+  loop = new_loop();
   uv_timer_init(weft_loop_uv(loop), &guard);
   uv_unref((uv_handle_t*)&guard);
   for (i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {

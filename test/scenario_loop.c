@@ -24,16 +24,7 @@
 #include <weft/weft.h>
 
 #include "internal.h" /* weft__loop_has_ready(), weft__shared_waiters() */
-
-#define CHECK(cond, ...)                                              \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      fprintf(stderr, "scenario_loop: %s:%d: ", __FILE__, __LINE__);  \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fprintf(stderr, " (%s)\n", #cond);                              \
-      exit(1);                                                        \
-    }                                                                 \
-  } while (0)
+#include "support.h"
 
 /* --- 1. Loops on several threads ------------------------------------------ */
 
@@ -157,8 +148,7 @@ static void looper_main(void* arg) {
   CHECK(weft_set_interval(loop, 1, on_interval, l, &l->interval) == 0,
         "interval");
   CHECK(weft_queue_work(loop, round_work, round_after, l) == 0, "work");
-  CHECK(weft_loop_run(loop) == 0, "run");
-  CHECK(weft_loop_free(loop) == 0, "free");
+  run_and_free(loop);
   CHECK(weft_loop_current() == NULL, "current after free");
 }
 
@@ -285,7 +275,7 @@ static void posts_into_parking_loop(void) {
   producer_t prods[PRODUCERS];
   uv_thread_t t[PRODUCERS];
   memset(&consumer, 0, sizeof(consumer));
-  CHECK(weft_loop_new(&loop) == 0, "loop");
+  loop = new_loop();
   CHECK(weft_channel_new(loop, &in, &out) == 0, "channel");
   consumer.in = in;
   CHECK(weft_port_on_message(in, on_pair) == 0, "on_message");
@@ -297,7 +287,7 @@ static void posts_into_parking_loop(void) {
     prods[i] = (producer_t){out, i, 0x9e3779b9u * (unsigned)(i + 1), 0};
     CHECK(uv_thread_create(&t[i], producer_main, &prods[i]) == 0, "thread");
   }
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   for (int i = 0; i < PRODUCERS; i++) {
     uv_thread_join(&t[i]);
     CHECK(prods[i].failures == 0, "producer %d: %d posts failed", i,
@@ -313,7 +303,7 @@ static void posts_into_parking_loop(void) {
         consumer.ticks_seen);
   CHECK(weft_port_free(in) == 0, "free in");
   CHECK(weft_port_free(out) == 0, "free out");
-  CHECK(weft_loop_free(loop) == 0, "free loop");
+  free_loop(loop);
 }
 
 /* --- 3. Both at once ------------------------------------------------------- */
@@ -356,9 +346,7 @@ static void chain_watch(weft_loop_t* loop, void* arg) {
 
 /* The old code never ended the worker: fail instead of hanging. */
 static void watchdog(void* arg) {
-  uint64_t t0 = uv_hrtime();
-  while (!atomic_load(&chain_done) && uv_hrtime() - t0 < 30 * (uint64_t)1e9)
-    uv_sleep(1);
+  WAIT_UNTIL(atomic_load(&chain_done), 30000);
   CHECK(atomic_load(&chain_done), "%s: still running after 30 s",
         (const char*)arg);
 }
@@ -372,13 +360,13 @@ static void terminate_cuts_chain(void) {
   CHECK(uv_thread_create(&dog, watchdog, "endless microtask chain") == 0,
         "thread");
   opts.events.exit = chain_exit;
-  CHECK(weft_loop_new(&loop) == 0, "loop");
+  loop = new_loop();
   CHECK(weft_worker_spawn(&w, loop, chain_entry, &opts) == 0, "spawn");
   CHECK(weft_set_timeout(loop, 1, chain_watch, w, NULL) == 0, "timeout");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(chain_code == 1, "exit code %d", chain_code);
   weft_worker_free(w);
-  CHECK(weft_loop_free(loop) == 0, "free loop");
+  free_loop(loop);
   atomic_store(&chain_done, 1);
   uv_thread_join(&dog);
 }
@@ -458,8 +446,7 @@ static void late_notifier(void* arg) {
   weft_shared_t* sh = arg;
   int woken = 0;
   hold_sends = true;
-  while (weft__shared_waiters(sh, 0, 4) < 1)
-    uv_sleep(1);
+  await_waiters(sh, 0, 4, 1);
   uv_sleep(5); /* The worker's loop is parked by now. */
   CHECK(weft_atomic_notify32(sh, 0, 1, &woken) == 0 && woken == 1,
         "notify woke %d", woken);
@@ -476,13 +463,13 @@ static void late_wake_after_wait_async(void) {
     uv_thread_t t;
     atomic_store(&owner_closing, 0);
     opts.arg = sh;
-    CHECK(weft_loop_new(&loop) == 0, "loop");
+    loop = new_loop();
     CHECK(weft_worker_spawn(&w, loop, late_wait_entry, &opts) == 0, "spawn");
     CHECK(uv_thread_create(&t, late_notifier, sh) == 0, "thread");
-    CHECK(weft_loop_run(loop) == 0, "run");
+    run_loop(loop);
     uv_thread_join(&t);
     weft_worker_free(w);
-    CHECK(weft_loop_free(loop) == 0, "free loop");
+    free_loop(loop);
     await_held_sends();
   }
   printf("late wake-ups after waitAsync: %d held\n",
@@ -516,16 +503,16 @@ static void late_wake_on_main_loop(void) {
     weft_timer_id iv;
     uv_thread_t t;
     atomic_store(&owner_closing, 0);
-    CHECK(weft_loop_new(&loop) == 0, "loop");
+    loop = new_loop();
     CHECK(weft_atomic_wait_async32(loop, sh, 0, 0, -1, main_wait_done,
                                    &done) == 0,
           "wait_async");
     CHECK(weft_set_interval(loop, 1, late_tick, NULL, &iv) == 0, "interval");
     CHECK(weft_timer_set_ref(loop, iv, false) == 0, "unref");
     CHECK(uv_thread_create(&t, late_notifier, sh) == 0, "thread");
-    CHECK(weft_loop_run(loop) == 0, "run");
+    run_loop(loop);
     atomic_store(&owner_closing, 1);
-    CHECK(weft_loop_free(loop) == 0, "free loop");
+    free_loop(loop);
     uv_thread_join(&t);
     await_held_sends();
   }

@@ -16,15 +16,7 @@
 
 #include <weft/weft.h>
 
-#define CHECK(cond, ...)                                             \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      fprintf(stderr, "scenario_port: %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                  \
-      fprintf(stderr, " (%s)\n", #cond);                             \
-      exit(1);                                                       \
-    }                                                                \
-  } while (0)
+#include "support.h"
 
 /* --- helpers ------------------------------------------------------------- */
 
@@ -68,12 +60,6 @@ static bool read_uint(weft_msg_t* m, uint64_t* v) {
     return false;
   *v = o->via.u64;
   return true;
-}
-
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
-  return loop;
 }
 
 /* Worker events shared by the sections: errors fail the scenario. */
@@ -132,7 +118,7 @@ static void many_posters(void) {
   CHECK(weft_port_on_message(b, fan_on_message) == 0, "on_message");
   for (uintptr_t i = 0; i < POSTERS; i++)
     CHECK(uv_thread_create(&t[i], fan_poster, (void*)i) == 0, "thread");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   for (int i = 0; i < POSTERS; i++)
     uv_thread_join(&t[i]);
   for (uint64_t id = 0; id < POSTERS; id++)
@@ -142,7 +128,7 @@ static void many_posters(void) {
         (unsigned long long)fan.sum, (unsigned long long)want);
   CHECK(weft_port_free(fan.a) == 0, "free a");
   CHECK(weft_port_free(b) == 0, "free b");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 2. A buffer and a port move to a worker and back -------------------- */
@@ -273,14 +259,14 @@ static void buffer_and_port_to_worker(void) {
   weft_msg_t* m = buffer_msg(0, buf, c2);
   CHECK(weft_worker_post_msg(w, &m) == 0, "post to worker");
   CHECK(weft_buffer_detached(buf) && weft_port_closed(c2), "moved");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(xm.rounds == BUF_ROUNDS, "rounds %u", xm.rounds);
   CHECK(exits_seen == 1, "exit");
   weft_worker_free(w);
   weft_buffer_free(buf);
   CHECK(weft_port_free(c2) == 0, "free husk");
   CHECK(weft_port_free(c1) == 0, "free c1");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 3. A port closed or freed while another thread posts on it ---------- */
@@ -340,7 +326,7 @@ static void close_while_posting(int mode) {
   CHECK(weft_channel_new(loop, &race.a, &race.b) == 0, "channel");
   CHECK(weft_port_on_message(race.b, race_on_message) == 0, "on_message");
   CHECK(uv_thread_create(&t, race_poster, NULL) == 0, "thread");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   uv_thread_join(&t);
   CHECK(atomic_load(&race.closed_seen) == 1, "poster never saw ECLOSED");
   CHECK(race.received >= 500, "received %d", race.received);
@@ -348,7 +334,7 @@ static void close_while_posting(int mode) {
         race.received, atomic_load(&race.posted));
   CHECK(weft_port_free(race.a) == 0, "free a");
   CHECK(weft_port_free(race.b) == 0, "free b");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 4. Broadcasts from several workers at once -------------------------- */
@@ -468,14 +454,14 @@ static void broadcast_storm(void) {
     opts.arg = &bcw[i];
     CHECK(weft_worker_spawn(&bcm.w[i], loop, bcw_entry, &opts) == 0, "spawn");
   }
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(bcm.reports == BC_WORKERS, "reports %d", bcm.reports);
   CHECK(bcm.received == BC_WORKERS * BC_PER, "main received %d",
         bcm.received);
   for (int i = 0; i < BC_WORKERS; i++)
     weft_worker_free(bcm.w[i]);
   weft_broadcast_free(bcm.bc);
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 5. Two workers talk over a channel main handed them ----------------- */
@@ -555,7 +541,7 @@ static void worker_to_worker(void) {
     CHECK(weft_msg_add_port(m, ends[i]) == 0, "add_port");
     CHECK(weft_worker_post_msg(w[i], &m) == 0, "post");
   }
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(exits_seen == 2, "exits %d", exits_seen);
   CHECK(peer_reports == PINGS + 1, "messages %llu, want %d",
         (unsigned long long)peer_reports, PINGS + 1);
@@ -563,7 +549,7 @@ static void worker_to_worker(void) {
     weft_worker_free(w[i]);
     CHECK(weft_port_free(ends[i]) == 0, "free husk");
   }
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 6. A port moves to a worker while another thread posts to it ------- */
@@ -663,7 +649,7 @@ static void move_while_posting(bool direct) {
   CHECK(weft_worker_spawn(&mv.w, loop, mvw_entry, &opts) == 0, "spawn");
   CHECK(weft_port_on_message(c2, mv_on_message) == 0, "on_message");
   CHECK(uv_thread_create(&t, mv_poster, NULL) == 0, "thread");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   uv_thread_join(&t);
   CHECK(mv.main_next == MOVE_AT, "main handled %u", mv.main_next);
   CHECK(mv_report == MOVE_N, "worker reached %llu",
@@ -672,7 +658,7 @@ static void move_while_posting(bool direct) {
   weft_worker_free(mv.w);
   CHECK(weft_port_free(c2) == 0, "free husk");
   CHECK(weft_port_free(mv.c1) == 0, "free c1");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 7. A port transferred while it sits on its old loop's ready queue --
@@ -720,7 +706,6 @@ static void transfer_while_queued(void) {
   weft_worker_t* w = NULL;
   weft_port_t *a, *b;
   weft_msg_t* m = NULL;
-  uint64_t t0;
   opts.events.error = on_worker_error;
   opts.events.exit = on_worker_exit;
   exits_seen = 0;
@@ -736,18 +721,16 @@ static void transfer_while_queued(void) {
   CHECK(weft_worker_post_msg(w, &m) == 0, "post port");
   /* Block without running main's loop (as a thread waiting for the worker
    * would); bounded so that a regression fails. */
-  t0 = uv_hrtime();
-  while (atomic_load(&qt_got) < QT_N && uv_hrtime() - t0 < 10000000000ull)
-    uv_sleep(1);
+  WAIT_UNTIL(atomic_load(&qt_got) >= QT_N, 10000);
   CHECK(atomic_load(&qt_got) == QT_N,
         "the worker got %d of %d messages while main's loop did not run",
         atomic_load(&qt_got), QT_N);
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(exits_seen == 1, "exit");
   weft_worker_free(w);
   CHECK(weft_port_free(a) == 0, "free husk");
   CHECK(weft_port_free(b) == 0, "free b");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 /* --- 8. Two ports in transit inside each other's mailboxes (item 11) -----
@@ -774,8 +757,7 @@ static void transit_cycle(void) {
     CHECK(weft_port_free(a) == 0 && weft_port_free(b) == 0, "free");
     CHECK(weft_port_free(c) == 0 && weft_port_free(d) == 0, "free");
   }
-  CHECK(weft_loop_run(loop) == 0, "run");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  run_and_free(loop);
 }
 
 /* --- 9. Posting on a port while its owner transfers it (item 12) ---------
@@ -855,14 +837,13 @@ static void post_while_transferring(void) {
   CHECK(weft_port_on_message(tp.y, tp_on_y) == 0, "on y");
   CHECK(weft_port_on_message(tp.done_out, tp_on_done) == 0, "on done");
   CHECK(uv_thread_create(&t, tp_poster, NULL) == 0, "thread");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   uv_thread_join(&t);
   CHECK(tp.moved, "never moved");
   weft_port_t* all[] = {tp.x, tp.y, tp.c1, tp.c2, tp.done_in, tp.done_out};
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
     CHECK(weft_port_free(all[i]) == 0, "free %zu", i);
-  CHECK(weft_loop_run(loop) == 0, "run");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  run_and_free(loop);
 }
 
 /* --- 10. Pause and resume while another thread posts --------------------
@@ -924,16 +905,15 @@ static void pause_resume_while_posting(void) {
   CHECK(weft_channel_new(loop, &pr.a, &pr.b) == 0, "channel");
   CHECK(weft_port_on_message(pr.b, pr_on_message) == 0, "on_message");
   /* Fires only while something else keeps the loop up: a hang fails. */
-  CHECK(weft_set_timeout(loop, 60000, pr_watchdog, NULL, &dog) == 0, "dog");
-  CHECK(weft_timer_set_ref(loop, dog, false) == 0, "unref dog");
+  dog = arm_watchdog(loop, 60000, pr_watchdog, NULL);
   CHECK(uv_thread_create(&t, pr_poster, NULL) == 0, "thread");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(weft_clear_timer(loop, dog) == 0, "clear dog");
   uv_thread_join(&t);
   CHECK(pr.next == PR_N, "received %u of %u", pr.next, PR_N);
   CHECK(pr.pauses > 0, "never paused");
   CHECK(weft_port_free(pr.a) == 0 && weft_port_free(pr.b) == 0, "free");
-  CHECK(weft_loop_free(loop) == 0, "loop free");
+  free_loop(loop);
 }
 
 int main(void) {

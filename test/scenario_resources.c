@@ -19,35 +19,13 @@
  * Sequential spawns: argv[1] or WEFT_RESOURCE_SPAWNS (default 10,000, in
  * every build). Returns 0 on success; prints the reason and returns 1
  * otherwise. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <weft/weft.h>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define UNDER_SAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define UNDER_SAN 1
-#endif
-#endif
-#ifndef UNDER_SAN
-#define UNDER_SAN 0
-#endif
-
-#define CHECK(cond, ...)                                                 \
-  do {                                                                   \
-    if (!(cond)) {                                                       \
-      fprintf(stderr, "scenario_resources: %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                      \
-      fprintf(stderr, " (%s)\n", #cond);                                 \
-      exit(1);                                                           \
-    }                                                                    \
-  } while (0)
+#include "support.h"
 
 #define CONCURRENT 64
 #define CONCURRENT_ROUNDS 4
@@ -63,61 +41,24 @@ typedef struct {
   long long rss;
 } usage_t;
 
-/* Entries of a /proc directory, without "." and "..". */
-static int count_dir(const char* path) {
-  DIR* d = opendir(path);
-  struct dirent* e;
-  int n = 0;
-  CHECK(d != NULL, "opendir %s", path);
-  while ((e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-      n++;
-  }
-  closedir(d);
-  return n;
+static usage_t usage(void) {
+  usage_t u;
+  u.rss = rss_bytes();
+  CHECK(u.rss >= 0, "read /proc/self/statm");
+  u.threads = count_dir("/proc/self/task");
+  CHECK(u.threads >= 0, "opendir /proc/self/task");
+  /* opendir's own descriptor is counted too: the same in every sample. */
+  u.fds = count_dir("/proc/self/fd");
+  CHECK(u.fds >= 0, "opendir /proc/self/fd");
+  return u;
 }
 
 /* Threads named by weft: "weft-worker" (a worker's default name) and
  * "weft-idle" (a cached thread). */
 static int count_weft_threads(void) {
-  DIR* d = opendir("/proc/self/task");
-  struct dirent* e;
-  int n = 0;
-  CHECK(d != NULL, "opendir /proc/self/task");
-  while ((e = readdir(d)) != NULL) {
-    char path[300], comm[32] = "";
-    FILE* f;
-    if (e->d_name[0] == '.')
-      continue;
-    snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-    f = fopen(path, "r");
-    if (f == NULL)
-      continue; /* The thread ended meanwhile. */
-    if (fgets(comm, sizeof(comm), f) != NULL && strncmp(comm, "weft-", 5) == 0)
-      n++;
-    fclose(f);
-  }
-  closedir(d);
+  int n = count_threads_named("weft-");
+  CHECK(n >= 0, "opendir /proc/self/task");
   return n;
-}
-
-static usage_t usage(void) {
-  usage_t u;
-  long pages = 0, res = 0;
-  FILE* f = fopen("/proc/self/statm", "r");
-  CHECK(f != NULL, "open /proc/self/statm");
-  CHECK(fscanf(f, "%ld %ld", &pages, &res) == 2, "read statm");
-  fclose(f);
-  u.rss = (long long)res * sysconf(_SC_PAGESIZE);
-  u.threads = count_dir("/proc/self/task");
-  /* opendir's own descriptor is counted too: the same in every sample. */
-  u.fds = count_dir("/proc/self/fd");
-  return u;
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
 }
 
 /* --- Workers ------------------------------------------------------------- */
@@ -195,7 +136,7 @@ static void spawn_concurrent(weft_loop_t* loop, const usage_t* base) {
     int err = weft_worker_spawn(&ws[i], loop, waiting_entry, &opts);
     CHECK(err == 0, "concurrent spawn %d: %s", i, weft_err_name(err));
   }
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   CHECK(onlines == CONCURRENT, "%d of %d online", onlines, CONCURRENT);
   CHECK(usage_during.threads >= base->threads + CONCURRENT,
         "%d threads with %d workers running (baseline %d)",
@@ -249,7 +190,7 @@ int main(int argc, char** argv) {
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
   zero = usage();
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  loop = new_loop();
   /* Warm up (first-use allocations of libuv, mimalloc, weft), let the
    * thread cache empty, then take the baseline. */
   spawn_sequential(loop, WARMUP_SPAWNS);
@@ -278,7 +219,7 @@ int main(int argc, char** argv) {
         "%d exits (%d bad) after the concurrent spawns", exits, bad_exits);
   (void)settle("concurrent spawns", &base);
 
-  CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+  free_loop(loop);
   printf("scenario_resources: ok, %ld sequential and %d x %d concurrent "
          "spawns\n",
          n, CONCURRENT_ROUNDS, CONCURRENT);

@@ -10,27 +10,7 @@
 #include <weft/weft.h>
 
 #include "internal.h" /* weft__shared_waiters() */
-
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      fprintf(stderr, "scenario_shared: %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                    \
-      fprintf(stderr, " (%s)\n", #cond);                               \
-      exit(1);                                                         \
-    }                                                                  \
-  } while (0)
-
-static weft_shared_t* make(size_t size) {
-  weft_shared_t* sh = NULL;
-  CHECK(weft_shared_new(&sh, size) == 0, "weft_shared_new");
-  return sh;
-}
-
-static void await_waiters(weft_shared_t* sh, size_t index, size_t n) {
-  while (weft__shared_waiters(sh, index, 4) < n)
-    uv_sleep(1);
-}
+#include "support.h"
 
 /* --- 1. Atomic adds from several threads --------------------------------- */
 
@@ -47,7 +27,7 @@ static void adder(void* arg) {
 }
 
 static void atomic_adds(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   uv_thread_t t[ADDERS];
   int32_t v32;
   int64_t v64;
@@ -96,7 +76,7 @@ static void pinger(void* arg) {
 }
 
 static void ping_pong(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   pinger_t a = {sh, 0}, b = {sh, 1};
   uv_thread_t ta, tb;
   uint64_t t0 = uv_hrtime();
@@ -126,7 +106,7 @@ static void sleeper(void* arg) {
 }
 
 static void notify_count(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   sleeper_t s[3];
   uv_thread_t t[3];
   int woken = -1;
@@ -135,7 +115,7 @@ static void notify_count(void) {
       s[i] = (sleeper_t){sh, -1, WEFT_WAIT_TIMED_OUT};
       CHECK(uv_thread_create(&t[i], sleeper, &s[i]) == 0, "thread");
     }
-    await_waiters(sh, 2, 3);
+    await_waiters(sh, 2, 4, 3);
     CHECK(weft_atomic_notify32(sh, 2, 2, &woken) == 0 && woken == 2,
           "notify(2) woke %d", woken);
     CHECK(weft_atomic_notify32(sh, 2, -1, &woken) == 0 && woken == 1,
@@ -174,7 +154,7 @@ static void racer(void* arg) {
 }
 
 static void timeouts_race_notifies(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   atomic_int oks = 0, running = RACERS;
   racer_t r = {sh, &oks, &running};
   uv_thread_t t[RACERS];
@@ -222,7 +202,7 @@ static void holder(void* arg) {
 
 static void refs_across_threads(void) {
   for (int round = 0; round < 20; round++) {
-    weft_shared_t* sh = make(256);
+    weft_shared_t* sh = new_shared(256);
     holder_t h[HOLDERS];
     uv_thread_t t[HOLDERS];
     for (int i = 0; i < HOLDERS; i++) {
@@ -276,11 +256,11 @@ static void async_notifier(void* arg) {
 
 static void wait_async(void) {
   weft_loop_t* loop = NULL;
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   async_tally_t tally = {0, 0, 0, 0};
   async_notifier_t n = {sh, 0, 0};
   uv_thread_t t;
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  loop = new_loop();
   weft_atomic_store32(sh, 6, 1);
   for (int i = 0; i < ASYNC_WAITS; i++) {
     /* Mostly "wait forever"; some short timeouts race the notifier; every
@@ -293,14 +273,14 @@ static void wait_async(void) {
   }
   CHECK(tally.calls == 0, "a callback ran synchronously");
   CHECK(uv_thread_create(&t, async_notifier, &n) == 0, "thread");
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   atomic_store(&n.done, 1);
   uv_thread_join(&t);
   CHECK(tally.calls == ASYNC_WAITS, "%d callbacks", tally.calls);
   CHECK(tally.not_equal == ASYNC_WAITS / 10, "%d not-equal", tally.not_equal);
   CHECK(tally.ok == n.woken, "notify counted %d, callbacks saw %d OK", n.woken,
         tally.ok);
-  CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
@@ -332,14 +312,14 @@ static void wait_worker(weft_loop_t* loop, void* arg) {
 }
 
 static void workers_wait_async(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   weft_loop_t* loop = NULL;
   weft_worker_t* w[WAIT_WORKERS];
   weft_worker_opts_t opts = {0};
   int32_t v;
   int woken, total = 0;
   opts.arg = sh; /* Ours until the end. */
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  loop = new_loop();
   for (int i = 0; i < WAIT_WORKERS; i++)
     CHECK(weft_worker_spawn(&w[i], loop, wait_worker, &opts) == 0, "spawn");
   /* Slot 3 counts workers whose wait is queued. */
@@ -354,7 +334,7 @@ static void workers_wait_async(void) {
     CHECK(weft_atomic_notify32(sh, 0, -1, &woken) == 0, "notify");
     total += woken;
   }
-  CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+  run_loop(loop);
   weft_atomic_load32(sh, 2, &v);
   CHECK(v == (WAIT_WORKERS + 1) / 2, "%d worker callbacks", (int)v);
   CHECK(weft__shared_waiters(sh, 4, 4) == 0, "dropped waits left behind");
@@ -362,7 +342,7 @@ static void workers_wait_async(void) {
         "notify reached a dropped wait");
   for (int i = 0; i < WAIT_WORKERS; i++)
     weft_worker_free(w[i]);
-  CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 
@@ -399,7 +379,7 @@ static void notified_worker(weft_loop_t* loop, void* arg) {
 }
 
 static void notified_then_worker_ends(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   for (int i = 0; i < NOTIFIED_ROUNDS; i++) {
     weft_loop_t* loop = NULL;
     weft_worker_t* w = NULL;
@@ -410,7 +390,7 @@ static void notified_then_worker_ends(void) {
     for (int s = 0; s < 4; s++)
       weft_atomic_store32(sh, (size_t)s, 0);
     opts.arg = sh;
-    CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+    loop = new_loop();
     CHECK(weft_worker_spawn(&w, loop, notified_worker, &opts) == 0, "spawn");
     for (;;) {
       weft_atomic_load32(sh, 1, &v);
@@ -422,11 +402,11 @@ static void notified_then_worker_ends(void) {
           "notify woke %d", woken);
     weft_atomic_store32(sh, 3, 1);
     weft_atomic_notify32(sh, 3, -1, NULL);
-    CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+    run_loop(loop);
     weft_atomic_load32(sh, 2, &v);
     CHECK(v == 0, "callback ran on a closing loop");
     weft_worker_free(w);
-    CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+    free_loop(loop);
   }
   weft_shared_unref(sh);
 }
@@ -460,10 +440,10 @@ static void ending_worker(weft_loop_t* loop, void* arg) {
 }
 
 static void workers_end_after_notify(void) {
-  weft_shared_t* sh = make(64);
+  weft_shared_t* sh = new_shared(64);
   weft_loop_t* loop = NULL;
   int32_t v;
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  loop = new_loop();
   for (int i = 0; i < ENDING_ROUNDS; i++) {
     weft_worker_t* w = NULL;
     weft_worker_opts_t opts = {0};
@@ -481,12 +461,12 @@ static void workers_end_after_notify(void) {
     }
     while (woken == 0)
       CHECK(weft_atomic_notify32(sh, 0, 1, &woken) == 0, "notify");
-    CHECK(weft_loop_run(loop) == 0, "weft_loop_run");
+    run_loop(loop);
     weft_worker_free(w);
   }
   weft_atomic_load32(sh, 2, &v);
   CHECK(v == ENDING_ROUNDS, "%d of %d waits resolved", (int)v, ENDING_ROUNDS);
-  CHECK(weft_loop_free(loop) == 0, "weft_loop_free");
+  free_loop(loop);
   weft_shared_unref(sh);
 }
 

@@ -43,38 +43,7 @@
 
 #include <weft/weft.h>
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define UNDER_SAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define UNDER_SAN 1
-#endif
-#endif
-#ifndef UNDER_SAN
-#define UNDER_SAN 0
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
-
-#define CHECK(cond, ...)                                             \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      fprintf(stderr, "scenario_soak: %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                  \
-      fprintf(stderr, " (%s)\n", #cond);                             \
-      fprintf(stderr, "scenario_soak: seed %llu (SOAK_SEED replays)\n",  \
-              (unsigned long long)seed);                             \
-      exit(1);                                                       \
-    }                                                                \
-  } while (0)
+#include "support.h"
 
 #define NW_MAX 4
 /* Length of a worker's report (see worker_finish). */
@@ -94,6 +63,12 @@ enum { S_TO_WORKER = 100, S_TO_MAIN = 0, S_BCAST = 200, S_A2B = 300,
        S_B2A = 301 };
 
 static uint64_t seed;
+
+/* A failed CHECK also prints the seed. */
+static void print_seed(void) {
+  fprintf(stderr, "scenario_soak: seed %llu (SOAK_SEED replays)\n",
+          (unsigned long long)seed);
+}
 
 /* --- Random numbers, payloads, checksums --------------------------------- */
 
@@ -614,23 +589,6 @@ static uint64_t rounds, messages, spawns, ports_moved, buffers_moved;
 static uint64_t lost, duplicated, reordered, corrupt;
 static weft_timer_id dog;
 
-static long long rss_bytes(void) {
-  long pages = 0, res = 0;
-  FILE* f = fopen("/proc/self/statm", "r");
-  if (f == NULL)
-    return -1;
-  if (fscanf(f, "%ld %ld", &pages, &res) != 2)
-    res = -1;
-  fclose(f);
-  return res < 0 ? -1 : (long long)res * sysconf(_SC_PAGESIZE);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void start_round(weft_loop_t* l, void* arg);
 static void watchdog(weft_loop_t* l, void* arg);
 
@@ -892,9 +850,7 @@ static void start_round(weft_loop_t* l, void* arg) {
   (void)arg;
   round_no++;
   weft_clear_timer(l, dog);
-  CHECK(weft_set_timeout(l, ROUND_WATCHDOG_MS, watchdog, NULL, &dog) == 0,
-        "watchdog");
-  CHECK(weft_timer_set_ref(l, dog, false) == 0, "unref watchdog");
+  dog = arm_watchdog(l, ROUND_WATCHDOG_MS, watchdog, NULL);
   nw = 3 + (int)(splitmix(&rng) % 2);
   n_per = 50 + splitmix(&rng) % (UNDER_TSAN ? 300 : 1000);
   m_per = 10 + splitmix(&rng) % 200;
@@ -974,6 +930,7 @@ int main(int argc, char** argv) {
   else
     seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
   rng = seed;
+  support_on_fail(print_seed);
   printf("scenario_soak: seed %llu, %.0f s\n", (unsigned long long)seed,
          seconds);
   fflush(stdout);
@@ -984,7 +941,7 @@ int main(int argc, char** argv) {
   if (warmup_ns > 30000000000ull)
     warmup_ns = 30000000000ull;
 
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  loop = new_loop();
   CHECK(weft_broadcast_new(loop, BC_NAME, &main_bc) == 0, "broadcast_new");
   CHECK(weft_broadcast_on_message(main_bc, on_main_bcast) == 0, "handler");
   start_round(loop, NULL);

@@ -26,26 +26,7 @@
 
 #include <weft/weft.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-#ifndef UNDER_TSAN
-#define UNDER_TSAN 0
-#endif
-
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      fprintf(stderr, "scenario_stress: %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                    \
-      fprintf(stderr, " (%s)\n", #cond);                               \
-      exit(1);                                                         \
-    }                                                                  \
-  } while (0)
+#include "support.h"
 
 #define NWORKERS 4
 #define WINDOW 4096
@@ -539,7 +520,7 @@ int main(int argc, char** argv) {
   per_stream_main = total / 10;
   per_stream_chan = total / 10;
 
-  CHECK(weft_loop_new(&loop) == 0, "weft_loop_new");
+  loop = new_loop();
   for (int i = 0; i < NWORKERS; i++) {
     mstate_t* m = &ms[i];
     weft_worker_opts_t opts;
@@ -588,9 +569,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < NWORKERS; i++)
     tx_pump(&ms[i].to_worker);
 
-  CHECK(weft_set_timeout(loop, WATCHDOG_MS, watchdog, NULL, &dog) == 0,
-        "watchdog");
-  CHECK(weft_timer_set_ref(loop, dog, false) == 0, "unref watchdog");
+  dog = arm_watchdog(loop, WATCHDOG_MS, watchdog, NULL);
   err = weft_loop_run(loop);
   CHECK(err == 0, "weft_loop_run: %s", weft_err_name(err));
   weft_clear_timer(loop, dog);

@@ -25,28 +25,7 @@
 #include <weft/weft.h>
 
 #include "internal.h" /* weft__shared_waiters() */
-
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (!(cond)) {                                                     \
-      fprintf(stderr, "scenario_worker: %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                    \
-      fprintf(stderr, " (%s)\n", #cond);                               \
-      exit(1);                                                         \
-    }                                                                  \
-  } while (0)
-
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  int err = weft_loop_new(&loop);
-  CHECK(err == 0, "weft_loop_new: %s", weft_strerror(err));
-  return loop;
-}
-
-static void free_loop(weft_loop_t* loop) {
-  int err = weft_loop_free(loop);
-  CHECK(err == 0, "weft_loop_free: %s", weft_err_name(err));
-}
+#include "support.h"
 
 /* Messages are [kind, seq]. */
 enum { K_FLOOD = 0, K_ECHO = 1, K_DATA = 2 };
@@ -183,7 +162,7 @@ static void terminate_in_flight(void) {
     opts.events.exit = t_exit;
     err = weft_worker_spawn(&w, loop, t_entry, &opts);
     CHECK(err == 0, "spawn: %s", weft_strerror(err));
-    CHECK(weft_loop_run(loop) == 0, "run");
+    run_loop(loop);
     CHECK(tr.terminated, "round %d: never terminated", r);
     CHECK(tr.exits == 1, "round %d: %d exits", r, tr.exits);
     CHECK(tr.exit_code == 1, "round %d: exit code %d", r, tr.exit_code);
@@ -298,7 +277,7 @@ static void many_short_lived(void) {
   memset(&sr, 0, sizeof(sr));
   sr.loop = new_loop();
   s_spawn_next();
-  CHECK(weft_loop_run(sr.loop) == 0, "run");
+  run_loop(sr.loop);
   CHECK(sr.spawned == S_TOTAL, "spawned %d", sr.spawned);
   CHECK(sr.exited == S_TOTAL, "exited %d", sr.exited);
   CHECK(sr.running == 0, "running %d", sr.running);
@@ -395,7 +374,7 @@ static void exit_while_posting(void) {
     opts.events.exit = e_exit;
     err = weft_worker_spawn(&er.w, loop, e_entry, &opts);
     CHECK(err == 0, "spawn: %s", weft_strerror(err));
-    CHECK(weft_loop_run(loop) == 0, "run");
+    run_loop(loop);
     CHECK(er.exited, "round %d: no exit", r);
     CHECK(er.exit_code == 0, "round %d: exit code %d", r, er.exit_code);
     if (r % 2 == 0)
@@ -544,7 +523,7 @@ static void terminate_interrupts_wait(void) {
     CHECK(err == 0, "watchdog: %s", weft_err_name(err));
     if (when == W_AT_SPAWN)
       w_terminate();
-    CHECK(weft_loop_run(wr.loop) == 0, "run");
+    run_loop(wr.loop);
     CHECK(wr.exited, "round %d: no exit", r);
     CHECK(wr.exit_code == 1, "round %d: exit code %d", r, wr.exit_code);
     CHECK(wr.term_calls == 1 && wr.term_code == 1,
@@ -719,7 +698,7 @@ static void teardown_blocks_on_busy_child(void) {
   opts.events.exit = b_middle_exit;
   CHECK(weft_worker_spawn(&middle, loop, b_middle_entry, &opts) == 0,
         "spawn middle");
-  CHECK(weft_loop_run(loop) == 0, "run");
+  run_loop(loop);
   CHECK(br.middle_exited && br.middle_exit == 0, "middle exit %d",
         br.middle_exit);
   CHECK(br.saw_stop, "the child never saw the middle's stop request");
