@@ -276,7 +276,7 @@ static void posts_into_parking_loop(void) {
   uv_thread_t t[PRODUCERS];
   memset(&consumer, 0, sizeof(consumer));
   loop = new_loop();
-  CHECK(weft_channel_new(loop, &in, &out) == 0, "channel");
+  new_channel(loop, &in, &out);
   consumer.in = in;
   CHECK(weft_port_on_message(in, on_pair) == 0, "on_message");
   /* A timer keeps the loop's poll bounded, so it parks with a timeout. */
@@ -361,7 +361,7 @@ static void terminate_cuts_chain(void) {
         "thread");
   opts.events.exit = chain_exit;
   loop = new_loop();
-  CHECK(weft_worker_spawn(&w, loop, chain_entry, &opts) == 0, "spawn");
+  w = spawn_worker(loop, chain_entry, &opts);
   CHECK(weft_set_timeout(loop, 1, chain_watch, w, NULL) == 0, "timeout");
   run_loop(loop);
   CHECK(chain_code == 1, "exit code %d", chain_code);
@@ -464,7 +464,7 @@ static void late_wake_after_wait_async(void) {
     atomic_store(&owner_closing, 0);
     opts.arg = sh;
     loop = new_loop();
-    CHECK(weft_worker_spawn(&w, loop, late_wait_entry, &opts) == 0, "spawn");
+    w = spawn_worker(loop, late_wait_entry, &opts);
     CHECK(uv_thread_create(&t, late_notifier, sh) == 0, "thread");
     run_loop(loop);
     uv_thread_join(&t);

@@ -114,7 +114,7 @@ static void many_posters(void) {
   weft_port_t* b;
   uv_thread_t t[POSTERS];
   uint64_t want = 0;
-  CHECK(weft_channel_new(loop, &fan.a, &b) == 0, "channel");
+  new_channel(loop, &fan.a, &b);
   CHECK(weft_port_on_message(b, fan_on_message) == 0, "on_message");
   for (uintptr_t i = 0; i < POSTERS; i++)
     CHECK(uv_thread_create(&t[i], fan_poster, (void*)i) == 0, "thread");
@@ -248,14 +248,14 @@ static void buffer_and_port_to_worker(void) {
   opts.events.error = on_worker_error;
   opts.events.exit = on_worker_exit;
   exits_seen = 0;
-  CHECK(weft_channel_new(loop, &c1, &c2) == 0, "channel");
+  new_channel(loop, &c1, &c2);
   CHECK(weft_port_on_message(c1, xm_on_buffer) == 0, "on_message");
   CHECK(weft_buffer_new(&buf, BUF_SIZE) == 0, "buffer");
   CHECK(weft_buffer_data(buf, (void**)&d, NULL) == 0, "data");
   for (size_t i = 0; i < BUF_SIZE; i++)
     d[i] = (unsigned char)i;
   xm.data = d;
-  CHECK(weft_worker_spawn(&w, loop, xw_entry, &opts) == 0, "spawn");
+  w = spawn_worker(loop, xw_entry, &opts);
   weft_msg_t* m = buffer_msg(0, buf, c2);
   CHECK(weft_worker_post_msg(w, &m) == 0, "post to worker");
   CHECK(weft_buffer_detached(buf) && weft_port_closed(c2), "moved");
@@ -323,7 +323,7 @@ static void close_while_posting(int mode) {
   race.received = 0;
   atomic_store(&race.posted, 0);
   atomic_store(&race.closed_seen, 0);
-  CHECK(weft_channel_new(loop, &race.a, &race.b) == 0, "channel");
+  new_channel(loop, &race.a, &race.b);
   CHECK(weft_port_on_message(race.b, race_on_message) == 0, "on_message");
   CHECK(uv_thread_create(&t, race_poster, NULL) == 0, "thread");
   run_loop(loop);
@@ -452,7 +452,7 @@ static void broadcast_storm(void) {
   for (uint32_t i = 0; i < BC_WORKERS; i++) {
     bcw[i].id = i;
     opts.arg = &bcw[i];
-    CHECK(weft_worker_spawn(&bcm.w[i], loop, bcw_entry, &opts) == 0, "spawn");
+    bcm.w[i] = spawn_worker(loop, bcw_entry, &opts);
   }
   run_loop(loop);
   CHECK(bcm.reports == BC_WORKERS, "reports %d", bcm.reports);
@@ -531,12 +531,12 @@ static void worker_to_worker(void) {
   opts.events.error = on_worker_error;
   opts.events.exit = on_worker_exit;
   exits_seen = 0;
-  CHECK(weft_channel_new(loop, &ends[0], &ends[1]) == 0, "channel");
+  new_channel(loop, &ends[0], &ends[1]);
   for (int i = 0; i < 2; i++) {
     weft_msg_t* m = NULL;
     peers[i].id = i;
     opts.arg = &peers[i];
-    CHECK(weft_worker_spawn(&w[i], loop, peer_entry, &opts) == 0, "spawn");
+    w[i] = spawn_worker(loop, peer_entry, &opts);
     CHECK(weft_msg_new(&m) == 0, "msg");
     CHECK(weft_msg_add_port(m, ends[i]) == 0, "add_port");
     CHECK(weft_worker_post_msg(w[i], &m) == 0, "post");
@@ -645,8 +645,8 @@ static void move_while_posting(bool direct) {
   mv.main_next = 0;
   mv.direct = direct;
   mv_report = 0;
-  CHECK(weft_channel_new(loop, &mv.c1, &c2) == 0, "channel");
-  CHECK(weft_worker_spawn(&mv.w, loop, mvw_entry, &opts) == 0, "spawn");
+  new_channel(loop, &mv.c1, &c2);
+  mv.w = spawn_worker(loop, mvw_entry, &opts);
   CHECK(weft_port_on_message(c2, mv_on_message) == 0, "on_message");
   CHECK(uv_thread_create(&t, mv_poster, NULL) == 0, "thread");
   run_loop(loop);
@@ -710,12 +710,12 @@ static void transfer_while_queued(void) {
   opts.events.exit = on_worker_exit;
   exits_seen = 0;
   atomic_store(&qt_got, 0);
-  CHECK(weft_channel_new(loop, &a, &b) == 0, "channel");
+  new_channel(loop, &a, &b);
   CHECK(weft_port_on_message(a, qt_main_handler) == 0, "on_message");
   for (int i = 0; i < QT_N; i++)
     CHECK(post_uint(b, (uint64_t)i) == 0, "post");
   /* a is on main's ready queue now. */
-  CHECK(weft_worker_spawn(&w, loop, qtw_entry, &opts) == 0, "spawn");
+  w = spawn_worker(loop, qtw_entry, &opts);
   CHECK(weft_msg_new(&m) == 0, "msg");
   CHECK(weft_msg_add_port(m, a) == 0, "add_port");
   CHECK(weft_worker_post_msg(w, &m) == 0, "post port");
@@ -748,14 +748,14 @@ static void transit_cycle(void) {
   for (int i = 0; i < 1000; i++) {
     weft_port_t *a, *b, *c, *d;
     weft_msg_t* m = NULL;
-    CHECK(weft_channel_new(loop, &a, &b) == 0, "channel");
-    CHECK(weft_channel_new(loop, &c, &d) == 0, "channel");
+    new_channel(loop, &a, &b);
+    new_channel(loop, &c, &d);
     CHECK(weft_msg_new(&m) == 0 && add_port(m, a) == 0, "msg a");
     CHECK(weft_port_post_msg(c, &m) == 0, "post a through c");
     CHECK(weft_msg_new(&m) == 0 && add_port(m, d) == 0, "msg d");
     CHECK(weft_port_post_msg(b, &m) == 0, "post d through b");
-    CHECK(weft_port_free(a) == 0 && weft_port_free(b) == 0, "free");
-    CHECK(weft_port_free(c) == 0 && weft_port_free(d) == 0, "free");
+    free_channel(a, b);
+    free_channel(c, d);
   }
   run_and_free(loop);
 }
@@ -831,9 +831,9 @@ static void post_while_transferring(void) {
   weft_loop_t* loop = new_loop();
   uv_thread_t t;
   memset(&tp, 0, sizeof(tp));
-  CHECK(weft_channel_new(loop, &tp.x, &tp.y) == 0, "channel");
-  CHECK(weft_channel_new(loop, &tp.c1, &tp.c2) == 0, "channel");
-  CHECK(weft_channel_new(loop, &tp.done_in, &tp.done_out) == 0, "channel");
+  new_channel(loop, &tp.x, &tp.y);
+  new_channel(loop, &tp.c1, &tp.c2);
+  new_channel(loop, &tp.done_in, &tp.done_out);
   CHECK(weft_port_on_message(tp.y, tp_on_y) == 0, "on y");
   CHECK(weft_port_on_message(tp.done_out, tp_on_done) == 0, "on done");
   CHECK(uv_thread_create(&t, tp_poster, NULL) == 0, "thread");
@@ -902,7 +902,7 @@ static void pause_resume_while_posting(void) {
   uv_thread_t t;
   weft_timer_id dog = 0;
   memset(&pr, 0, sizeof(pr));
-  CHECK(weft_channel_new(loop, &pr.a, &pr.b) == 0, "channel");
+  new_channel(loop, &pr.a, &pr.b);
   CHECK(weft_port_on_message(pr.b, pr_on_message) == 0, "on_message");
   /* Fires only while something else keeps the loop up: a hang fails. */
   dog = arm_watchdog(loop, 60000, pr_watchdog, NULL);
@@ -912,7 +912,7 @@ static void pause_resume_while_posting(void) {
   uv_thread_join(&t);
   CHECK(pr.next == PR_N, "received %u of %u", pr.next, PR_N);
   CHECK(pr.pauses > 0, "never paused");
-  CHECK(weft_port_free(pr.a) == 0 && weft_port_free(pr.b) == 0, "free");
+  free_channel(pr.a, pr.b);
   free_loop(loop);
 }
 

@@ -321,7 +321,7 @@ static void workers_wait_async(void) {
   opts.arg = sh; /* Ours until the end. */
   loop = new_loop();
   for (int i = 0; i < WAIT_WORKERS; i++)
-    CHECK(weft_worker_spawn(&w[i], loop, wait_worker, &opts) == 0, "spawn");
+    w[i] = spawn_worker(loop, wait_worker, &opts);
   /* Slot 3 counts workers whose wait is queued. */
   for (;;) {
     weft_wait_result_t r;
@@ -391,7 +391,7 @@ static void notified_then_worker_ends(void) {
       weft_atomic_store32(sh, (size_t)s, 0);
     opts.arg = sh;
     loop = new_loop();
-    CHECK(weft_worker_spawn(&w, loop, notified_worker, &opts) == 0, "spawn");
+    w = spawn_worker(loop, notified_worker, &opts);
     for (;;) {
       weft_atomic_load32(sh, 1, &v);
       if (v)
@@ -452,7 +452,7 @@ static void workers_end_after_notify(void) {
     weft_atomic_store32(sh, 1, 0);
     weft_atomic_store32(sh, 3, i);
     opts.arg = sh;
-    CHECK(weft_worker_spawn(&w, loop, ending_worker, &opts) == 0, "spawn");
+    w = spawn_worker(loop, ending_worker, &opts);
     for (;;) {
       weft_atomic_load32(sh, 1, &v);
       if (v)

@@ -99,7 +99,7 @@ static inline void support_fail_(const char* cond) {
   exit(1);
 }
 
-/* --- Loops and channels --------------------------------------------------- */
+/* --- Loops, channels, workers ---------------------------------------------- */
 
 static inline weft_loop_t* new_loop(void) {
   weft_loop_t* loop = NULL;
@@ -145,6 +145,17 @@ static inline void free_channel(weft_port_t* a, weft_port_t* b) {
 static inline void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
   free_channel(a, b);
   free_loop(loop);
+}
+
+/* A worker that must start (`opts` may be NULL). */
+static inline weft_worker_t* spawn_worker(weft_loop_t* loop,
+                                          weft_worker_entry_cb entry,
+                                          const weft_worker_opts_t* opts) {
+  weft_worker_t* w = NULL;
+  int err = weft_worker_spawn(&w, loop, entry, opts);
+  CHECK(err == 0, "spawn: %s", weft_strerror(err));
+  CHECK(w != NULL, "weft_worker_spawn gave no worker");
+  return w;
 }
 
 /* --- Packed values -------------------------------------------------------- */

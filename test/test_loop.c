@@ -178,7 +178,7 @@ static void on_io_message(weft_port_t* port, weft_msg_t* msg) {
 
 Test(loop, io_callback_immediate_before_zero_timeout) {
   weft_loop_t* loop = fresh_loop();
-  cr_assert_eq(weft_channel_new(loop, &io_a, &io_b), 0);
+  new_channel(loop, &io_a, &io_b);
   cr_assert_eq(weft_port_on_message(io_a, on_io_message), 0);
   cr_assert_eq(weft_port_post(io_b, ONE, sizeof(ONE)), 0);
   run_loop(loop);
@@ -840,7 +840,7 @@ Test(loop, second_loop_on_same_thread_is_ebusy) {
 Test(loop, free_is_ebusy_while_port_open) {
   weft_loop_t* loop = fresh_loop();
   weft_port_t *a, *b;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
   cr_assert_eq(weft_port_free(a), 0);
   cr_assert_eq(weft_loop_free(loop), WEFT_EBUSY);
@@ -950,7 +950,7 @@ Test(loop, wrap_delivers_messages_under_plain_uv_run) {
   wrap_msgs = 0;
   cr_assert_eq(uv_loop_init(&uv), 0);
   cr_assert_eq(weft_loop_wrap(&loop, &uv), 0);
-  cr_assert_eq(weft_channel_new(loop, &wrap_a, &wrap_b), 0);
+  new_channel(loop, &wrap_a, &wrap_b);
   cr_assert_eq(weft_port_on_message(wrap_a, wrap_on_message), 0);
   cr_assert_eq(weft_port_post(wrap_b, ONE, sizeof(ONE)), 0);
   uv_run(&uv, UV_RUN_DEFAULT); /* Returns once the port is closed. */
@@ -976,7 +976,7 @@ Test(loop, wrap_cross_thread_message_wakes_plain_uv_run) {
   wrap_msgs = 0;
   cr_assert_eq(uv_loop_init(&uv), 0);
   cr_assert_eq(weft_loop_wrap(&loop, &uv), 0);
-  cr_assert_eq(weft_channel_new(loop, &wrap_a, &wrap_b), 0);
+  new_channel(loop, &wrap_a, &wrap_b);
   cr_assert_eq(weft_port_on_message(wrap_a, wrap_on_message), 0);
   cr_assert_eq(uv_thread_create(&t, post_later, wrap_b), 0);
   uv_run(&uv, UV_RUN_DEFAULT);
@@ -1119,7 +1119,7 @@ static void run_endless_chain(weft_task_cb first) {
   chain_exit_code = chain_terminate_code = -1;
   opts.arg = (void*)(uintptr_t)first;
   opts.events.exit = chain_on_exit;
-  cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry, &opts), 0);
+  w = spawn_worker(loop, chain_entry, &opts);
   cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
   run_loop(loop);
   cr_assert_eq(chain_exit_code, 1);
@@ -1154,7 +1154,7 @@ Test(loop, terminate_cuts_chain_from_worker_entry, .timeout = 20) {
   atomic_store(&chain_runs, 0);
   chain_exit_code = chain_terminate_code = -1;
   opts.events.exit = chain_on_exit;
-  cr_assert_eq(weft_worker_spawn(&w, loop, chain_entry_direct, &opts), 0);
+  w = spawn_worker(loop, chain_entry_direct, &opts);
   cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
   run_loop(loop);
   cr_assert_eq(chain_exit_code, 1);
@@ -1272,7 +1272,7 @@ Test(loop, terminate_cuts_a_turn_of_immediates, .timeout = 20) {
   atomic_store(&chain_runs, 0);
   chain_exit_code = chain_terminate_code = -1;
   opts.events.exit = chain_on_exit;
-  cr_assert_eq(weft_worker_spawn(&w, loop, many_immediates_entry, &opts), 0);
+  w = spawn_worker(loop, many_immediates_entry, &opts);
   cr_assert_eq(weft_set_timeout(loop, 1, chain_watch, w, NULL), 0);
   run_loop(loop);
   cr_assert_eq(chain_exit_code, 1);

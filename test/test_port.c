@@ -1021,7 +1021,7 @@ Test(port, transferred_port_connects_main_and_a_worker_directly) {
   opts.events.exit = wx_on_exit;
   new_channel(loop, &wx.c1, &c2);
   cr_assert_eq(weft_port_on_message(wx.c1, wx_on_reply), 0);
-  cr_assert_eq(weft_worker_spawn(&w, loop, wx_entry, &opts), 0);
+  w = spawn_worker(loop, wx_entry, &opts);
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(weft_msg_add_port(m, c2), 0);
   cr_assert_eq(weft_worker_post_msg(w, &m), 0);

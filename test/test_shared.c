@@ -757,7 +757,7 @@ static void run_worker(weft_shared_t* sh,
   opts.arg = sh; /* The test holds its reference until the end. */
   opts.events.exit = on_worker_exit;
   loop = new_loop();
-  cr_assert_eq(weft_worker_spawn(&w, loop, entry, &opts), 0);
+  w = spawn_worker(loop, entry, &opts);
   if (notify_it) {
     /* Wait for the worker to queue its wait, then resolve it from here. */
     for (;;) {

@@ -96,16 +96,6 @@ static weft_worker_opts_t logging_opts(void) {
   return o;
 }
 
-static weft_worker_t* spawn(weft_loop_t* loop,
-                            weft_worker_entry_cb entry,
-                            const weft_worker_opts_t* opts) {
-  weft_worker_t* w = NULL;
-  int err = weft_worker_spawn(&w, loop, entry, opts);
-  cr_assert_eq(err, 0, "spawn: %s", weft_strerror(err));
-  cr_assert_not_null(w);
-  return w;
-}
-
 /* A string of `n` copies of `c`, for event-log checks. */
 static const char* repeat(char c, int n) {
   static char s[4096];
@@ -157,7 +147,7 @@ Test(worker, spawn_online_then_exit_and_context) {
 
   opts.name = "a-rather-long-worker-name";
   opts.user_data = &user;
-  w = spawn(loop, entry_context, &opts);
+  w = spawn_worker(loop, entry_context, &opts);
   cr_assert_eq(weft_worker_get_data(w), &user);
   cr_assert_gt(weft_worker_thread_id(w), 0);
   cr_assert_not(weft_worker_exited(w));
@@ -203,12 +193,12 @@ static void entry_default_name(weft_loop_t* loop, void* arg) {
 
 Test(worker, null_opts_default_name_and_distinct_ids) {
   weft_loop_t* loop = new_loop();
-  weft_worker_t* a = spawn(loop, entry_default_name, NULL);
+  weft_worker_t* a = spawn_worker(loop, entry_default_name, NULL);
   weft_worker_t* b;
   run_loop(loop);
   cr_assert(weft_worker_exited(a));
   cr_assert_str_eq(default_name, "weft-worker");
-  b = spawn(loop, entry_default_name, NULL);
+  b = spawn_worker(loop, entry_default_name, NULL);
   run_loop(loop);
   cr_assert(weft_worker_exited(b));
   cr_assert_eq(atomic_load(&default_runs), 2);
@@ -284,7 +274,7 @@ Test(worker, worker_data_map_is_readable_inside) {
 
   opts.data = data.data;
   opts.data_len = data.len;
-  w = spawn(loop, entry_read_data, &opts);
+  w = spawn_worker(loop, entry_read_data, &opts);
   /* The data was copied at spawn. */
   memset(data.data, 0xc1, sizeof(data.data));
   run_loop(loop);
@@ -398,7 +388,7 @@ Test(worker, messages_ping_pong_keep_worker_alive_until_port_closed) {
 
   atomic_store(&echo_last, ECHO_N - 1);
   opts.events.message = on_echo_pingpong;
-  w = spawn(loop, entry_echo, &opts);
+  w = spawn_worker(loop, entry_echo, &opts);
   post_int(w, 0);
   run_loop(loop);
   cr_assert_eq(post_errors, 0);
@@ -423,7 +413,7 @@ Test(worker, messages_burst_arrive_in_order) {
   weft_worker_t* w;
 
   atomic_store(&echo_last, N - 1);
-  w = spawn(loop, entry_echo, &opts);
+  w = spawn_worker(loop, entry_echo, &opts);
   for (int i = 0; i < N; i++)
     post_int(w, i);
   cr_assert_eq(post_errors, 0);
@@ -451,7 +441,7 @@ static void entry_post_then_return(weft_loop_t* loop, void* arg) {
 Test(worker, messages_posted_before_return_arrive_before_exit) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_post_then_return, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_post_then_return, &opts);
   run_loop(loop);
   cr_assert_eq(nreceived, LAST_WORDS);
   for (int i = 0; i < LAST_WORDS; i++)
@@ -481,7 +471,7 @@ static void entry_exit7(weft_loop_t* loop, void* arg) {
 Test(worker, worker_exit_sets_exit_code) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_exit7, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_exit7, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(exit_code, 7);
@@ -505,7 +495,7 @@ static void entry_exit_in_callback(weft_loop_t* loop, void* arg) {
 Test(worker, worker_exit_inside_callback_ends_a_live_loop) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_exit_in_callback, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_exit_in_callback, &opts);
   post_int(w, 1);
   run_loop(loop);
   cr_assert_str_eq(ev, "ox");
@@ -525,7 +515,7 @@ static void entry_boom(weft_loop_t* loop, void* arg) {
 Test(worker, report_error_gives_error_then_exit_1) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_boom, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_boom, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "oex", "events: %s", ev);
   cr_assert_eq(error_err, WEFT_EUNCAUGHT);
@@ -547,7 +537,7 @@ static void entry_bad_message(weft_loop_t* loop, void* arg) {
 Test(worker, malformed_message_from_worker_is_messageerror) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_bad_message, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_bad_message, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "oEmx", "events: %s", ev);
   cr_assert_eq(msgerr_err, WEFT_EDECODE);
@@ -583,7 +573,7 @@ Test(worker, terminate_stops_a_cpu_loop_that_polls) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w;
   opts.events.message = terminate_on_message;
-  w = spawn(loop, entry_spin, &opts);
+  w = spawn_worker(loop, entry_spin, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "omxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
@@ -612,7 +602,7 @@ Test(worker, terminate_stops_a_parked_worker) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w;
   opts.events.message = terminate_on_message;
-  w = spawn(loop, entry_parked, &opts);
+  w = spawn_worker(loop, entry_parked, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "omxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
@@ -634,7 +624,7 @@ Test(worker, terminate_with_messages_in_flight) {
   weft_worker_t* w;
   atomic_store(&echo_last, -1); /* Never closes by itself. */
   opts.events.online = flood_then_terminate;
-  w = spawn(loop, entry_echo, &opts);
+  w = spawn_worker(loop, entry_echo, &opts);
   run_loop(loop);
   cr_assert_eq(post_errors, 0);
   cr_assert_eq(exit_code, 1);
@@ -653,7 +643,7 @@ Test(worker, terminate_with_messages_in_flight) {
 Test(worker, terminate_an_exited_worker_calls_back_at_once) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_exit7, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_exit7, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
@@ -668,7 +658,7 @@ Test(worker, terminate_an_exited_worker_calls_back_at_once) {
 
 Test(worker, post_after_exit_is_eclosed) {
   weft_loop_t* loop = new_loop();
-  weft_worker_t* w = spawn(loop, entry_count, NULL);
+  weft_worker_t* w = spawn_worker(loop, entry_count, NULL);
   packed_t p = packed_int(1);
   int64_t v = 2;
   weft_msg_t* m = NULL;
@@ -707,7 +697,7 @@ Test(worker, unref_worker_does_not_keep_loop_alive) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w;
   opts.events.online = unref_on_online;
-  w = spawn(loop, entry_parked_quiet, &opts);
+  w = spawn_worker(loop, entry_parked_quiet, &opts);
   run_loop(loop);
   /* The worker is alive (its parent port has a handler) but the loop
    * returned anyway. */
@@ -800,7 +790,7 @@ Test(worker, environment_data_is_snapshot_at_spawn) {
                WEFT_EDECODE);
   cr_assert_eq(weft_get_environment_data("bad", &b, &n), WEFT_EAGAIN);
 
-  w = spawn(loop, entry_env, &opts);
+  w = spawn_worker(loop, entry_env, &opts);
   /* Set after the spawn: not in the worker's snapshot. */
   cr_assert_eq(weft_set_environment_data("late", late.data, late.len), 0);
   post_int(w, 1);
@@ -891,7 +881,7 @@ Test(worker, heap_limit_breach_is_error_and_host_survives) {
   void* p;
   opts.max_heap_bytes = HEAP_LIMIT;
   opts.events.exit = on_heap_exit;
-  w = spawn(loop, entry_eat_heap, &opts);
+  w = spawn_worker(loop, entry_eat_heap, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "oex", "events: %s", ev);
   cr_assert_eq(error_err, WEFT_EHEAPLIMIT);
@@ -946,7 +936,7 @@ Test(worker, null_arguments_are_einval) {
   weft_worker_free(NULL);
 
   /* On a live worker: NULL bytes, NULL packer, NULL message. */
-  w = spawn(loop, entry_parked, NULL);
+  w = spawn_worker(loop, entry_parked, NULL);
   cr_assert_eq(weft_worker_post(w, NULL, 3), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post(w, p.data, 0), WEFT_EINVAL);
   cr_assert_eq(weft_worker_post_fn(w, NULL, NULL), WEFT_EINVAL);
@@ -996,7 +986,7 @@ Test(worker, calls_from_a_thread_not_owning_the_loop_are_refused) {
   weft_worker_opts_t opts = logging_opts();
   uv_thread_t t;
   other.loop = loop;
-  other.w = spawn(loop, entry_parked, &opts);
+  other.w = spawn_worker(loop, entry_parked, &opts);
   cr_assert_eq(uv_thread_create(&t, other_thread, NULL), 0);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(other.spawn, WEFT_EWRONGTHREAD);
@@ -1103,7 +1093,7 @@ Test(worker, nested_worker_exit_arrives_at_outer_loop) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w;
   opts.events.message = on_nest_message;
-  w = spawn(loop, entry_outer, &opts);
+  w = spawn_worker(loop, entry_outer, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "omx", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
@@ -1184,7 +1174,7 @@ static void fr_outer_entry(weft_loop_t* loop, void* arg) {
 Test(worker, free_running_worker_inside_a_worker) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, fr_outer_entry, &opts);
+  weft_worker_t* w = spawn_worker(loop, fr_outer_entry, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "ox", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
@@ -1199,7 +1189,7 @@ Test(worker, free_running_worker_inside_a_worker) {
 Test(worker, pending_unref_unref_right_after_spawn) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_parked_quiet, &opts);
   cr_assert_eq(weft_worker_unref(w), 0);
   run_loop(loop); /* Spins forever without the fix. */
   cr_assert_not(weft_worker_exited(w));
@@ -1221,7 +1211,7 @@ Test(worker, pending_free_running_worker_on_main) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   opts.events.message = free_on_message;
-  spawn(loop, entry_parked, &opts);
+  spawn_worker(loop, entry_parked, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "om", "events after free: %s", ev);
   free_loop(loop); /* EBUSY without the fix. */
@@ -1236,7 +1226,7 @@ Test(worker, pending_free_inside_exit_event) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
   opts.events.exit = free_on_exit;
-  spawn(loop, entry_exit7, &opts);
+  spawn_worker(loop, entry_exit7, &opts);
   run_loop(loop); /* Use after free without the fix. */
   cr_assert_str_eq(ev, "ox");
   cr_assert_eq(exit_code, 7);
@@ -1495,7 +1485,7 @@ Test(worker, terminate_wakes_a_worker_blocked_in_atomic_wait) {
     wait_width = width;
     opts.events.message = terminate_when_waiting;
     opts.arg = (void*)width;
-    w = spawn(loop, entry_wait_forever, &opts);
+    w = spawn_worker(loop, entry_wait_forever, &opts);
     run_loop(loop);
     cr_assert_str_eq(ev, "omxt", "width %d: events %s", (int)width, ev);
     cr_assert_eq(atomic_load(&wait_rc[0]), WEFT_ETERMINATED, "width %d: %s",
@@ -1533,7 +1523,7 @@ Test(worker, wait_started_after_terminate_returns_at_once) {
   for (int i = 0; i < 3; i++)
     atomic_store(&wait_rc[i], 1);
   opts.events.message = terminate_on_message;
-  w = spawn(loop, entry_wait_after_stop, &opts);
+  w = spawn_worker(loop, entry_wait_after_stop, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "omxt", "events: %s", ev);
   for (int i = 0; i < 3; i++)
@@ -1560,7 +1550,7 @@ Test(worker, wait_after_worker_exit_returns_at_once) {
   weft_worker_t* w;
   cr_assert_eq(weft_shared_new(&wsh, 64), 0);
   atomic_store(&wait_rc[0], 1);
-  w = spawn(loop, entry_exit_then_wait, &opts);
+  w = spawn_worker(loop, entry_exit_then_wait, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "ox", "events: %s", ev);
   cr_assert_eq(atomic_load(&wait_rc[0]), WEFT_ETERMINATED, "%s",
@@ -1601,7 +1591,7 @@ Test(worker, waits_on_a_worker_time_out_and_wake_as_before) {
   weft_wait_result_t res = WEFT_WAIT_OK;
   cr_assert_eq(weft_shared_new(&wsh, 64), 0);
   opts.events.message = notify_when_waiting;
-  w = spawn(loop, entry_wait_normally, &opts);
+  w = spawn_worker(loop, entry_wait_normally, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "omx", "events: %s", ev);
   cr_assert_eq(exit_code, 0);
@@ -1632,7 +1622,7 @@ Test(worker, terminate_of_unrefd_worker_completes) {
   weft_worker_opts_t opts = logging_opts();
   weft_worker_t* w;
   opts.events.online = unref_terminate_on_online;
-  w = spawn(loop, entry_parked_quiet, &opts);
+  w = spawn_worker(loop, entry_parked_quiet, &opts);
   run_loop(loop);
   cr_assert_str_eq(ev, "oxt", "events: %s", ev);
   cr_assert_eq(exit_code, 1);
@@ -1645,7 +1635,7 @@ Test(worker, terminate_of_unrefd_worker_completes) {
 Test(worker, terminate_of_worker_unrefd_before_the_run_completes) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_parked_quiet, &opts);
   cr_assert_eq(weft_worker_unref(w), 0);
   cr_assert_eq(weft_worker_terminate(w, on_terminated), 0);
   run_loop(loop);
@@ -1659,7 +1649,7 @@ Test(worker, terminate_of_worker_unrefd_before_the_run_completes) {
 Test(worker, terminate_without_callback_keeps_unref_semantics) {
   weft_loop_t* loop = new_loop();
   weft_worker_opts_t opts = logging_opts();
-  weft_worker_t* w = spawn(loop, entry_parked_quiet, &opts);
+  weft_worker_t* w = spawn_worker(loop, entry_parked_quiet, &opts);
   cr_assert_eq(weft_worker_unref(w), 0);
   cr_assert_eq(weft_worker_terminate(w, NULL), 0);
   run_loop(loop);
