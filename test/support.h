@@ -99,7 +99,7 @@ static inline void support_fail_(const char* cond) {
   exit(1);
 }
 
-/* --- Loops, channels, workers ---------------------------------------------- */
+/* --- Loops, channels, workers --------------------------------------------- */
 
 static inline weft_loop_t* new_loop(void) {
   weft_loop_t* loop = NULL;
