@@ -72,13 +72,6 @@ static void print_seed(void) {
 
 /* --- Random numbers, payloads, checksums --------------------------------- */
 
-static uint64_t splitmix(uint64_t* s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 static uint64_t mix(uint64_t tag, uint64_t seq) {
   uint64_t s = (tag << 32) ^ seq;
   return splitmix(&s);
@@ -86,24 +79,6 @@ static uint64_t mix(uint64_t tag, uint64_t seq) {
 
 static uint8_t byte_at(uint64_t tag, uint64_t seq, size_t i) {
   return (uint8_t)(seq * 31 + i * 7 + tag + (i >> 8));
-}
-
-#define HASH_SEED 0xcbf29ce484222325ull
-
-static uint64_t hash_bytes(uint64_t h, const void* p, size_t n) {
-  const uint8_t* b = p;
-  for (size_t i = 0; i < n; i++) {
-    h ^= b[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
-static uint64_t hash_u64(uint64_t h, uint64_t v) {
-  uint8_t b[8];
-  for (int i = 0; i < 8; i++)
-    b[i] = (uint8_t)(v >> (8 * i));
-  return hash_bytes(h, b, 8);
 }
 
 /* Sizes: mostly small, now and then past a message's inline bytes or large. */
@@ -135,7 +110,7 @@ typedef struct {
 
 static void rx_init(rx_t* r) {
   memset(r, 0, sizeof(*r));
-  r->hash = HASH_SEED;
+  r->hash = FNV_SEED;
 }
 
 /* Build one data message of stream `tag` (already round-mixed); `*bufp` is
@@ -164,9 +139,9 @@ static weft_msg_t* build_data(int kind, uint64_t tag, tx_t* t, uint64_t* rng,
   msgpack_pack_uint64(pk, payload);
   msgpack_pack_bin(pk, n);
   msgpack_pack_bin_body(pk, bin, n);
-  t->hash = hash_u64(t->hash, seq);
-  t->hash = hash_u64(t->hash, payload);
-  t->hash = hash_bytes(t->hash, bin, n);
+  t->hash = fnv1a_u64(t->hash, seq);
+  t->hash = fnv1a_u64(t->hash, payload);
+  t->hash = fnv1a(t->hash, bin, n);
   if (bn != SIZE_MAX) {
     uint8_t* d;
     size_t sz;
@@ -174,7 +149,7 @@ static weft_msg_t* build_data(int kind, uint64_t tag, tx_t* t, uint64_t* rng,
     CHECK(weft_buffer_data(buf, (void**)&d, &sz) == 0 && sz == bn, "data");
     for (size_t i = 0; i < bn; i++)
       d[i] = byte_at(tag ^ 0x55, seq, i);
-    t->hash = hash_bytes(t->hash, d, bn);
+    t->hash = fnv1a(t->hash, d, bn);
     err = weft_msg_add_buffer(msg, buf);
     CHECK(err == 0, "weft_msg_add_buffer: %s", weft_err_name(err));
   }
@@ -216,9 +191,9 @@ static void rx_data(rx_t* r, uint64_t tag, weft_msg_t* msg,
       break;
     }
   }
-  r->hash = hash_u64(r->hash, seq);
-  r->hash = hash_u64(r->hash, payload);
-  r->hash = hash_bytes(r->hash, bin, n);
+  r->hash = fnv1a_u64(r->hash, seq);
+  r->hash = fnv1a_u64(r->hash, payload);
+  r->hash = fnv1a(r->hash, bin, n);
   if (o->via.array.size == 6) {
     weft_buffer_t* buf = NULL;
     uint8_t* d;
@@ -236,7 +211,7 @@ static void rx_data(rx_t* r, uint64_t tag, weft_msg_t* msg,
         break;
       }
     }
-    r->hash = hash_bytes(r->hash, d, sz);
+    r->hash = fnv1a(r->hash, d, sz);
     weft_buffer_free(buf);
   }
 }
@@ -425,9 +400,9 @@ static void worker_pump(weft_loop_t* loop, void* arg) {
     msgpack_pack_uint64(&pk, mix(tag, seq));
     msgpack_pack_bin(&pk, n);
     msgpack_pack_bin_body(&pk, bin, n);
-    s->bc_tx.hash = hash_u64(s->bc_tx.hash, seq);
-    s->bc_tx.hash = hash_u64(s->bc_tx.hash, mix(tag, seq));
-    s->bc_tx.hash = hash_bytes(s->bc_tx.hash, bin, n);
+    s->bc_tx.hash = fnv1a_u64(s->bc_tx.hash, seq);
+    s->bc_tx.hash = fnv1a_u64(s->bc_tx.hash, mix(tag, seq));
+    s->bc_tx.hash = fnv1a(s->bc_tx.hash, bin, n);
     err = weft_broadcast_post(s->bc, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     CHECK(err == 0, "broadcast post: %s", weft_err_name(err));
@@ -547,7 +522,7 @@ static void worker_entry(weft_loop_t* loop, void* arg) {
   s->m = u64_at(d, 4);
   s->rng = u64_at(d, 5);
   rx_init(&s->from_main);
-  s->to_main.hash = s->bc_tx.hash = s->cs.tx.hash = HASH_SEED;
+  s->to_main.hash = s->bc_tx.hash = s->cs.tx.hash = FNV_SEED;
   rx_init(&s->cs.rx);
   for (int j = 0; j < NW_MAX; j++)
     rx_init(&s->bc_rx[j]);
@@ -888,7 +863,7 @@ static void start_round(weft_loop_t* l, void* arg) {
     opts.events.messageerror = on_worker_messageerror;
     opts.events.error = on_worker_error;
     opts.events.exit = on_worker_exit;
-    m->to_w.hash = HASH_SEED;
+    m->to_w.hash = FNV_SEED;
     rx_init(&m->from_w);
     err = weft_worker_spawn(&m->w, l, worker_entry, &opts);
     CHECK(err == 0, "spawn %d: %s", i, weft_err_name(err));

@@ -41,10 +41,7 @@ enum { K_DATA = 0, K_ACK = 1, K_REPORT = 2, K_CHANNEL = 3 };
 /* --- Payloads and checksums ------------------------------------------------ */
 
 static uint64_t mix(uint64_t sender, uint64_t seq) {
-  uint64_t z = (sender << 40) ^ seq ^ 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+  return mix64((sender << 40) ^ seq ^ 0x9e3779b97f4a7c15ull);
 }
 
 static size_t bin_len(uint64_t seq) {
@@ -59,18 +56,10 @@ static uint8_t bin_byte(uint64_t sender, uint64_t seq, size_t i) {
 /* FNV-1a over the payload and the bin, chained message after message. */
 static uint64_t hash_step(uint64_t h, uint64_t payload, const uint8_t* bin,
                           size_t n) {
-  for (int i = 0; i < 8; i++) {
-    h ^= (payload >> (8 * i)) & 0xff;
-    h *= 0x100000001b3ull;
-  }
-  for (size_t i = 0; i < n; i++) {
-    h ^= bin[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
+  return fnv1a(fnv1a_u64(h, payload), bin, n);
 }
 
-#define HASH_SEED 0xcbf29ce484222325ull
+#define HASH_SEED FNV_SEED
 
 static uint64_t expected_hash(uint64_t sender, int64_t count) {
   uint8_t bin[300];

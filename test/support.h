@@ -307,6 +307,40 @@ static inline weft_timer_id arm_watchdog(weft_loop_t* loop,
   return dog;
 }
 
+/* --- Checksums and random numbers ----------------------------------------- */
+
+/* FNV-1a: chain hashes with FNV_SEED as the first `h`. */
+#define FNV_SEED 0xcbf29ce484222325ull
+
+static inline uint64_t fnv1a(uint64_t h, const void* p, size_t n) {
+  const uint8_t* b = p;
+  for (size_t i = 0; i < n; i++) {
+    h ^= b[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+/* `v` as 8 little-endian bytes. */
+static inline uint64_t fnv1a_u64(uint64_t h, uint64_t v) {
+  uint8_t b[8];
+  for (int i = 0; i < 8; i++)
+    b[i] = (uint8_t)(v >> (8 * i));
+  return fnv1a(h, b, 8);
+}
+
+/* SplitMix64's finalizer: a well-mixed 64-bit value from `z`. */
+static inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* SplitMix64: the next number of the sequence whose state is *s. */
+static inline uint64_t splitmix(uint64_t* s) {
+  return mix64(*s += 0x9e3779b97f4a7c15ull);
+}
+
 /* --- The process, from /proc ---------------------------------------------- */
 
 /* Entries of a /proc directory, without "." and ".."; -1 if unreadable.
