@@ -843,20 +843,11 @@ static void start_round(weft_loop_t* l, void* arg) {
     mstate_t* m = &ms[i];
     uint64_t d[6] = {(uint64_t)i, (uint64_t)nw, round_no, n_per, m_per,
                      splitmix(&rng)};
-    uint8_t data[64];
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
+    packed_t data = packed_u64s(d, 6);
     weft_worker_opts_t opts;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 6);
-    pack_u64s(&pk, d, 6);
-    CHECK(sb.size <= sizeof(data), "worker data size");
-    memcpy(data, sb.data, sb.size);
     memset(&opts, 0, sizeof(opts));
-    opts.data = data;
-    opts.data_len = sb.size;
-    msgpack_sbuffer_destroy(&sb);
+    opts.data = data.data;
+    opts.data_len = data.len;
     opts.name = "soak";
     opts.user_data = m;
     opts.events.message = on_worker_message;

@@ -246,19 +246,12 @@ static void s_exit(weft_worker_t* w, int code) {
 static void s_spawn_next(void) {
   while (sr.running < S_AT_ONCE && sr.spawned < S_TOTAL) {
     int i = sr.spawned++;
-    unsigned char data[9];
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
+    packed_t data = packed_int(i);
     weft_worker_opts_t opts;
     int err;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_int(&pk, i);
-    memcpy(data, sb.data, sb.size);
     memset(&opts, 0, sizeof(opts));
-    opts.data = data;
-    opts.data_len = sb.size;
-    msgpack_sbuffer_destroy(&sb);
+    opts.data = data.data;
+    opts.data_len = data.len;
     opts.name = "short-lived";
     opts.events.message = s_message;
     opts.events.error = s_error;

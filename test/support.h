@@ -200,6 +200,18 @@ static inline packed_t packed_str(const char* s) {
   return packed_from(&sb);
 }
 
+/* An array of `n` unsigned integers. */
+static inline packed_t packed_u64s(const uint64_t* v, size_t n) {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, (uint32_t)n);
+  for (size_t i = 0; i < n; i++)
+    msgpack_pack_uint64(&pk, v[i]);
+  return packed_from(&sb);
+}
+
 /* A weft_*_post_fn callback: packs *(const int64_t*)arg. Any thread. */
 static inline int pack_int_cb(msgpack_packer* pk, void* arg) {
   return msgpack_pack_int64(pk, *(const int64_t*)arg);
