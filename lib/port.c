@@ -46,6 +46,11 @@ struct pcore_s {
   weft_port_t* handle;   /* The handle the owner loop uses; NULL
                           * while in transit. */
   size_t max_msg;
+  /* Backlog of a port on a limited worker (see backlog_admit). Relaxed:
+   * counts only; `overflow` is ordered by the schedule handshake. */
+  atomic_size_t queued;  /* Bytes of data messages in the mailbox. */
+  atomic_size_t qlimit;  /* The owner heap's limit; 0: not counted. */
+  atomic_int overflow;   /* A post was dropped: the owner breaches. */
 
   /* Owner loop only. */
   weft__tracked_t tracked;
@@ -78,10 +83,57 @@ static void core_ref(pcore_t* p) {
   atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 }
 
+/* A limited worker's backlog: the bytes of data messages queued on one of
+ * its ports count against its heap limit until they are popped. A post
+ * that would pass the limit is dropped (as Node drops messages to a dead
+ * worker) and the owner, at its next turn on this port, breaches its heap:
+ * the worker ends with WEFT_EHEAPLIMIT (Node: ERR_WORKER_OUT_OF_MEMORY).
+ * Cost: nothing for ports of unlimited loops (one relaxed load); one
+ * atomic add and one sub per message otherwise. Thread: any. */
+static bool backlog_admit(pcore_t* p, weft_msg_t* m) {
+  size_t limit = atomic_load_explicit(&p->qlimit, memory_order_relaxed);
+  size_t bytes, before;
+  if (limit == 0 || m->kind != WEFT__MSG_DATA)
+    return true;
+  bytes = weft__msg_bytes(m);
+  before = atomic_fetch_add_explicit(&p->queued, bytes, memory_order_relaxed);
+  if (bytes > limit || before > limit - bytes) {
+    atomic_fetch_sub_explicit(&p->queued, bytes, memory_order_relaxed);
+    /* seq_cst, with the exchange in schedule() and the load in
+     * backlog_check() after the consumer's clear of `scheduled`: either
+     * the port is scheduled again or the consumer sees the flag. */
+    atomic_store_explicit(&p->overflow, 1, memory_order_seq_cst);
+    return false;
+  }
+  m->backlog = true;
+  return true;
+}
+
+/* A message left the mailbox. Thread: the owner loop. */
+static void backlog_release(pcore_t* p, weft_msg_t* m) {
+  if (m->backlog) {
+    m->backlog = false;
+    atomic_fetch_sub_explicit(&p->queued, weft__msg_bytes(m),
+                              memory_order_relaxed);
+  }
+}
+
+/* Whether a post to this port was dropped over the limit; if so the
+ * calling (owner) worker's heap is breached. Thread: the owner loop. */
+static bool backlog_check(pcore_t* p) {
+  if (!atomic_load_explicit(&p->overflow, memory_order_seq_cst))
+    return false;
+  weft__heap_breach();
+  return true;
+}
+
 static void drop_mailbox(pcore_t* p) {
   weft__mpsc_node_t* n;
-  while ((n = weft__mpsc_pop(&p->mb)) != NULL)
-    weft_msg_free(weft__container_of(n, weft_msg_t, node));
+  while ((n = weft__mpsc_pop(&p->mb)) != NULL) {
+    weft_msg_t* m = weft__container_of(n, weft_msg_t, node);
+    backlog_release(p, m);
+    weft_msg_free(m);
+  }
 }
 
 static void core_unref(pcore_t* p) {
@@ -115,6 +167,9 @@ static pcore_t* core_alloc(void) {
   atomic_init(&p->refs, 1); /* The handle's (or the travelling message's). */
   atomic_init(&p->closed, 0);
   atomic_init(&p->loop, NULL);
+  atomic_init(&p->queued, 0);
+  atomic_init(&p->qlimit, 0);
+  atomic_init(&p->overflow, 0);
   p->ready.run = port_run;
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
@@ -154,6 +209,8 @@ static void update_keepalive(pcore_t* p) {
 }
 
 static void attach(pcore_t* p, weft_loop_t* loop) {
+  /* Runs on `loop`'s thread: its heap's limit bounds the backlog. */
+  atomic_store_explicit(&p->qlimit, weft__heap_limit(), memory_order_relaxed);
   uv_mutex_lock(&p->lock);
   atomic_store_explicit(&p->loop, loop, memory_order_release);
   uv_mutex_unlock(&p->lock);
@@ -205,6 +262,11 @@ static void schedule(pcore_t* p) {
 static void enqueue(pcore_t* p, weft_msg_t* msg) {
   if (msg->state == WEFT__MSG_BUILDING)
     msg->state = WEFT__MSG_QUEUED;
+  if (!backlog_admit(p, msg)) {
+    weft_msg_free(msg); /* The owner ends (see backlog_admit). */
+    schedule(p);
+    return;
+  }
   weft__mpsc_push(&p->mb, &msg->node);
   schedule(p);
 }
@@ -445,6 +507,7 @@ static void close_later(pcore_t* p) {
 static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
   msgpack_zone* zone;
   int err;
+  backlog_release(p, m);
   if (m->kind == WEFT__MSG_CLOSE) {
     weft_msg_free(m);
     atomic_store_explicit(&p->closed, 1, memory_order_release);
@@ -501,6 +564,8 @@ static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
 static void port_run(weft_loop_t* loop, weft__ready_t* r) {
   pcore_t* p = weft__container_of(r, pcore_t, ready);
   int n = 0;
+  if (core_loop(p) == loop)
+    backlog_check(p);
   if (core_loop(p) != loop || weft__loop_closing(loop)) {
     /* seq_cst: see below. */
     atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
@@ -544,6 +609,7 @@ static void port_run(weft_loop_t* loop, weft__ready_t* r) {
   /* seq_cst: cleared before the emptiness checks below, against the
    * producers' push-then-read of `scheduled` (see the file comment). */
   atomic_store_explicit(&p->scheduled, 0, memory_order_seq_cst);
+  backlog_check(p);
   if (core_loop(p) == loop && !deliverable(p) && !p->close_emitted &&
       !weft__loop_closing(loop)) {
     /* Not started: data waits for a handler, but a close at the head of
@@ -641,6 +707,9 @@ int weft__port_post_msg(weft_port_t* port, weft_msg_t** msg) {
     return WEFT_EDECODE; /* Nothing was packed: not one value. */
   if ((*msg)->len > p->max_msg)
     return WEFT_EMSGSIZE;
+  err = weft__msg_seal(*msg); /* WEFT_ETOODEEP */
+  if (err != 0)
+    return err;
   if ((*msg)->nxfer > 0) {
     err = check_channel_ports(*msg, p);
     if (err == 0)
@@ -706,6 +775,8 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
     return WEFT_EINVAL;
   *out = NULL;
   CORE_OR_RETURN(p, port);
+  if (backlog_check(p))
+    return WEFT_EHEAPLIMIT;
   for (;;) {
     if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb)))
       return WEFT_ECLOSED;
@@ -713,6 +784,7 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
     if (node == NULL)
       return WEFT_EAGAIN;
     m = weft__container_of(node, weft_msg_t, node);
+    backlog_release(p, m);
     if (m->kind == WEFT__MSG_CLOSE) {
       weft_msg_free(m);
       atomic_store_explicit(&p->closed, 1, memory_order_release);
@@ -817,4 +889,54 @@ static void port_teardown(weft__tracked_t* t) {
    * releases it, whoever's it was. User handles to it dangle from here on,
    * like all of the worker's memory. */
   weft__port_release(weft__container_of(t, pcore_t, tracked)->handle);
+}
+
+/* ---- ports in messages (msg.c reaches ports only through these) -------- */
+
+static int xfer_check(void* obj) {
+  return weft__port_transferable(obj);
+}
+
+static void* xfer_commit(void* obj) {
+  return weft__port_detach(obj);
+}
+
+static void xfer_drop(void* core) {
+  weft__port_drop_in_transit(core);
+}
+
+static const weft__xfer_ops_t port_xfer_ops = {xfer_check, xfer_commit,
+                                               xfer_drop};
+
+int weft_msg_add_port(weft_msg_t* msg, weft_port_t* port) {
+  int err;
+  if (msg == NULL || port == NULL || msg->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  err = weft__port_transferable(port);
+  if (err != 0)
+    return err;
+  return weft__msg_add_xfer(msg, WEFT_EXT_PORT, port, &port_xfer_ops);
+}
+
+int weft_msg_take_port(weft_msg_t* msg,
+                       const msgpack_object* obj,
+                       weft_port_t** out) {
+  weft__xfer_t* x;
+  weft_loop_t* loop = weft_loop_current();
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  x = weft__msg_lookup(msg, obj, WEFT_EXT_PORT);
+  if (x == NULL)
+    return WEFT_EINVAL;
+  if (x->taken)
+    return WEFT_EDETACHED;
+  if (loop == NULL)
+    return WEFT_ENOLOOP;
+  err = weft__port_adopt(x->obj, loop, out);
+  if (err != 0)
+    return err;
+  x->taken = true;
+  return 0;
 }

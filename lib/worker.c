@@ -222,10 +222,10 @@ int weft_report_error(const char* text) {
   return 0;
 }
 
-void weft__worker_heap_breached(void) {
-  weft_worker_t* w = current_worker;
-  if (w == NULL)
-    return;
+/* The worker's heap passed its limit (heap.c reports through
+ * weft__heap_on_breach). Thread: the worker. */
+static void heap_breached(void* arg) {
+  weft_worker_t* w = arg;
   if (w->error == 0)
     w->error = WEFT_EHEAPLIMIT;
   stop_self(w);
@@ -347,6 +347,7 @@ static void worker_main(void* arg) {
     w->error = WEFT_ENOMEM;
     goto done;
   }
+  weft__heap_on_breach(heap, heap_breached, w);
   weft__heap_set_current(heap);
   err = weft_loop_new(&loop);
   if (err != 0) {
