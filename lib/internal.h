@@ -332,6 +332,10 @@ void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg);
 /* Post with the checks of weft_port_post_msg(). Thread: any. */
 int weft__port_post_msg(weft_port_t* h, weft_msg_t** msg);
 
+/* Bound the backlog of a core in transit by `limit` bytes (the heap limit
+ * of the worker that will adopt it; attach sets it again). Thread: any,
+ * before the core is shared. */
+void weft__port_limit_backlog(void* core, size_t limit);
 /* Keep a port core alive across a push from a thread that does not own
  * the handle (a worker's exit message). Thread: any. */
 void* weft__port_hold(weft_port_t* h);

@@ -271,6 +271,11 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
   schedule(p);
 }
 
+void weft__port_limit_backlog(void* core, size_t limit) {
+  atomic_store_explicit(&((pcore_t*)core)->qlimit, limit,
+                        memory_order_relaxed);
+}
+
 void* weft__port_hold(weft_port_t* h) {
   core_ref(h->core);
   return h->core;

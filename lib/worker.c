@@ -519,6 +519,8 @@ int weft_worker_spawn(weft_worker_t** out,
   err = weft__channel_new_detached(owner, &w->port, &w->child_core);
   if (err != 0)
     goto nomem;
+  /* Posts made before the worker runs count against its limit too. */
+  weft__port_limit_backlog(w->child_core, w->max_heap);
   weft_port_set_max_message(w->port, w->max_msg);
   weft__port_set_hooks(w->port, &owner_hooks, w);
 
