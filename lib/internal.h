@@ -1,4 +1,10 @@
-/* internal.h - what lib/ files share with each other; never installed. */
+/* internal.h - what lib/ files share with each other; never installed.
+ *
+ * Layers, bottom up: errors, heap, loop, buffer, shared, msg, port,
+ * worker_thread, worker, broadcast (transport/ below them all). A file
+ * calls only files below it; a lower one reports upward through a callback
+ * (weft__heap_on_breach, weft__xfer_ops_t) or a return code.
+ * scripts/check_layers.sh (ctest check_layers) checks the objects. */
 #ifndef WEFT_LIB_INTERNAL_H
 #define WEFT_LIB_INTERNAL_H
 
@@ -231,7 +237,7 @@ struct weft_msg_s {
 /* Deepest nesting of containers a message may have: msgpack-c's unpacker
  * has a fixed stack of 32 (MSGPACK_EMBED_STACK_SIZE) and fails deeper
  * values, so weft refuses them at the sender (WEFT_ETOODEEP). */
-#define WEFT__MSG_MAX_DEPTH 32
+#define WEFT__MSG_MAX_DEPTH WEFT_MSG_MAX_DEPTH
 
 /* A message of `kind` with room for `len` bytes (not filled). */
 weft_msg_t* weft__msg_alloc(int kind, size_t len);
