@@ -533,3 +533,49 @@ Test(heap, delivered_messages_are_charged_and_bounded_by_the_limit) {
   weft_worker_free(w);
   cr_assert_eq(weft_loop_free(loop), 0);
 }
+
+/* The backlog of a limited worker's port counts against its limit: posts
+ * past it are accepted and dropped, and the owner's next receive answers
+ * WEFT_EHEAPLIMIT and ends the worker (before the fix all of it queued
+ * uncharged and receive returned the first message). The concurrent case
+ * is scenario_heap. */
+static void backlog_entry(weft_loop_t* loop, void* arg) {
+  probe2_t* p = arg;
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  size_t len = (size_t)512 << 10;
+  char* bytes = calloc(1, len);
+  if (bytes == NULL || weft_channel_new(loop, &a, &b) != 0)
+    return;
+  bytes[0] = (char)0xc6; /* bin32 */
+  bytes[1] = (char)((len - 5) >> 24);
+  bytes[2] = (char)((len - 5) >> 16);
+  bytes[3] = (char)((len - 5) >> 8);
+  bytes[4] = (char)(len - 5);
+  for (int i = 0; i < 4; i++)
+    p->rc[i] = weft_port_post(a, bytes, len);
+  free(bytes);
+  p->got = weft_port_receive(b, &m);
+  weft_msg_free(m);
+  p->steps = 1;
+  weft_port_free(a);
+  weft_port_free(b);
+}
+
+Test(heap, a_backlog_past_the_limit_ends_the_worker) {
+  weft_loop_t* loop;
+  probe2_t p = {0};
+  weft_worker_t* w;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  w = spawn(loop, backlog_entry, &p, 1 << 20);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(p.steps, 1);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(p.rc[i], 0, "post %d: %s", i, weft_err_name(p.rc[i]));
+  cr_assert_eq(p.got, WEFT_EHEAPLIMIT, "%s", weft_err_name(p.got));
+  cr_assert_str_eq(events, "online error exit");
+  cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}

@@ -36,7 +36,8 @@ WEFT_EXTERN void weft_free(void* ptr);
  *    pass it still returns 0 but the message is dropped, as Node drops
  *    messages to a dead worker, and the worker ends.
  * Any breach ends the worker: its allocation fails (NULL, WEFT_EHEAPLIMIT
- * or a messageerror with WEFT_EHEAPLIMIT), and the worker stops at its
+ * from the call, a messageerror with WEFT_EHEAPLIMIT for a delivery, or
+ * WEFT_EHEAPLIMIT from weft_port_receive()), and the worker stops at its
  * next return to the loop with an `error` event (WEFT_EHEAPLIMIT) and exit
  * code 1, like Node's ERR_WORKER_OUT_OF_MEMORY. The host process carries
  * on. Charges are approximate (allocator rounding, msgpack's zone chunks
