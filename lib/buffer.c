@@ -40,23 +40,26 @@ int weft_buffer_new(weft_buffer_t** out, size_t size) {
   b = shell();
   if (b == NULL)
     return WEFT_ENOMEM;
-  if (size > 0) {
-    /* Cross-thread memory: the bytes may be transferred to a thread that
-     * outlives this one, so they cannot come from a worker's own heap. */
-    b->data = weft__xalloc(size);
-    if (b->data == NULL) {
-      weft__xfree(b);
-      return WEFT_ENOMEM;
-    }
-    memset(b->data, 0, size);
-  }
-  b->size = size;
+  /* Charge first: a size past the worker's limit fails before a byte is
+   * allocated or touched. */
   err = weft__heap_adopt(&b->owned, size);
   if (err != 0) {
-    weft__xfree(b->data);
     weft__xfree(b);
     return err;
   }
+  if (size > 0) {
+    /* Cross-thread memory: the bytes may be transferred to a thread that
+     * outlives this one, so they cannot come from a worker's own heap.
+     * Zeroed by the allocator: fresh pages come zeroed from the OS and
+     * are not touched here, so an impossible size fails as ENOMEM. */
+    b->data = weft__xzalloc(size);
+    if (b->data == NULL) {
+      weft__heap_disown(&b->owned);
+      weft__xfree(b);
+      return WEFT_ENOMEM;
+    }
+  }
+  b->size = size;
   *out = b;
   return 0;
 }

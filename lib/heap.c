@@ -19,14 +19,21 @@
 #endif
 
 #ifdef WEFT_X_LIBC
+/* A block's header; the user's bytes follow at HDR, suitably aligned. No
+ * flexible array member: the heap embeds a header as its list sentinel,
+ * and ISO C forbids a struct ending in one inside another (clang says so
+ * under -Werror). */
 typedef struct block_s {
   struct block_s* next; /* Owner thread only. */
   struct block_s* prev;
   weft__heap_t* heap; /* NULL outside workers. */
   size_t size;
-  max_align_t align[]; /* The user's bytes follow, suitably aligned. */
 } block_t;
-#define BLOCK(p) ((block_t*)((char*)(p)-offsetof(block_t, align)))
+#define HDR                                                          \
+  ((sizeof(block_t) + _Alignof(max_align_t) - 1) / _Alignof(max_align_t) * \
+   _Alignof(max_align_t))
+#define BLOCK(p) ((block_t*)((char*)(p)-HDR))
+#define BYTES(b) ((void*)((char*)(b) + HDR))
 #endif
 
 struct weft__heap_s {
@@ -39,6 +46,9 @@ struct weft__heap_s {
   size_t limit;        /* 0: none. */
   bool breached;       /* Owner thread only. */
   weft__owned_t owned; /* Sentinel of the owned list. */
+  /* Told of the first breach (a worker ends itself); owner thread. */
+  void (*on_breach)(void* arg);
+  void* breach_arg;
 };
 
 static _Thread_local weft__heap_t* current_heap;
@@ -47,7 +57,7 @@ static _Thread_local weft__heap_t* current_heap;
 
 #ifdef WEFT_X_LIBC
 static void* raw_alloc(weft__heap_t* h, size_t size) {
-  block_t* b = malloc(sizeof(*b) + size);
+  block_t* b = size > SIZE_MAX - HDR ? NULL : malloc(HDR + size);
   if (b == NULL)
     return NULL;
   b->heap = h;
@@ -60,7 +70,7 @@ static void* raw_alloc(weft__heap_t* h, size_t size) {
   } else {
     b->next = b->prev = b;
   }
-  return b->align;
+  return BYTES(b);
 }
 
 static size_t raw_size(void* p) {
@@ -90,7 +100,7 @@ static bool raw_heap_init(weft__heap_t* h) {
 
 static void raw_heap_destroy(weft__heap_t* h) {
   while (h->blocks.next != &h->blocks)
-    raw_free(h->blocks.next->align);
+    raw_free(BYTES(h->blocks.next));
 }
 #else
 static void* raw_alloc(weft__heap_t* h, size_t size) {
@@ -133,6 +143,8 @@ weft__heap_t* weft__heap_new(size_t limit) {
   h->used = 0;
   h->limit = limit;
   h->breached = false;
+  h->on_breach = NULL;
+  h->breach_arg = NULL;
   h->owned.next = &h->owned;
   h->owned.prev = &h->owned;
   return h;
@@ -156,12 +168,31 @@ void weft__heap_set_current(weft__heap_t* h) {
   current_heap = h;
 }
 
+void weft__heap_on_breach(weft__heap_t* h, void (*cb)(void* arg), void* arg) {
+  h->on_breach = cb;
+  h->breach_arg = arg;
+}
+
+static void breach(weft__heap_t* h) {
+  if (h->breached)
+    return;
+  h->breached = true;
+  if (h->on_breach != NULL)
+    h->on_breach(h->breach_arg);
+}
+
+void weft__heap_breach(void) {
+  if (current_heap != NULL)
+    breach(current_heap);
+}
+
+size_t weft__heap_limit(void) {
+  return current_heap != NULL ? current_heap->limit : 0;
+}
+
 static bool charge(weft__heap_t* h, size_t bytes) {
   if (h->limit != 0 && (bytes > h->limit || h->used > h->limit - bytes)) {
-    if (!h->breached) {
-      h->breached = true;
-      weft__worker_heap_breached();
-    }
+    breach(h);
     return false;
   }
   h->used += bytes;
@@ -214,6 +245,16 @@ void* weft__xalloc(size_t size) {
   return malloc(size);
 #else
   return mi_malloc(size);
+#endif
+}
+
+void* weft__xzalloc(size_t size) {
+  if (WEFT__ALLOC_FAILS())
+    return NULL;
+#ifdef WEFT_X_LIBC
+  return calloc(1, size);
+#else
+  return mi_zalloc(size);
 #endif
 }
 

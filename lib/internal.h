@@ -1,4 +1,10 @@
-/* internal.h - what lib/ files share with each other; never installed. */
+/* internal.h - what lib/ files share with each other; never installed.
+ *
+ * Layers, bottom up: errors, heap, loop, buffer, shared, msg, port,
+ * worker_thread, worker, broadcast (transport/ below them all). A file
+ * calls only files below it; a lower one reports upward through a callback
+ * (weft__heap_on_breach, weft__xfer_ops_t) or a return code.
+ * scripts/check_layers.sh (ctest check_layers) checks the objects. */
 #ifndef WEFT_LIB_INTERNAL_H
 #define WEFT_LIB_INTERNAL_H
 
@@ -139,8 +145,20 @@ int weft__heap_adopt(weft__owned_t* o, size_t bytes);
  * (the thread that adopted it). */
 void weft__heap_disown(weft__owned_t* o);
 
-/* Called by the worker when the heap was breached (worker.c). */
-void weft__worker_heap_breached(void);
+/* Who hears of a breach: `cb(arg)` runs once, on the heap's thread, the
+ * first time a charge would pass the limit (a worker ends itself with
+ * WEFT_EHEAPLIMIT). The heap reports upward through this callback so that
+ * heap.c calls nothing above it. Thread: the heap's owner. */
+void weft__heap_on_breach(weft__heap_t* h, void (*cb)(void* arg), void* arg);
+/* Mark the calling thread's heap breached from outside the allocator (a
+ * port's backlog passed the limit): the breach callback runs as for a
+ * failed allocation. No-op outside workers. */
+void weft__heap_breach(void);
+/* The calling thread's heap limit (0: none, or outside workers). */
+size_t weft__heap_limit(void);
+/* Zeroed cross-thread memory (weft__xalloc()'s heap). Large blocks come
+ * zeroed from the OS, so no page is touched here. */
+void* weft__xzalloc(size_t size);
 
 /* --- msg.c ----------------------------------------------------------- */
 
@@ -160,10 +178,23 @@ enum {
   WEFT__MSG_OWNED       /* Returned by weft_port_receive(). */
 };
 
+/* How an object of a layer above msg.c (a port) travels in a message:
+ * msg.c reaches it only through these, so that it calls nothing above it.
+ * Thread: the sender's for check and commit; drop from wherever the
+ * message is freed untaken. */
+typedef struct {
+  int (*check)(void* obj);    /* Still transferable: 0 or an error code. */
+  void* (*commit)(void* obj); /* Detach from the sender; returns what
+                               * travels (and what `obj` becomes). */
+  void (*drop)(void* obj);    /* The message was freed untaken. */
+} weft__xfer_ops_t;
+
 typedef struct {
   int kind;    /* WEFT_EXT_BUFFER, WEFT_EXT_PORT or WEFT_EXT_SHARED. */
-  void* obj;   /* weft_buffer_t*, weft_port_t*, weft_shared_t*. */
+  void* obj;   /* weft_buffer_t*, weft_port_t* (a port core once
+                * committed), weft_shared_t*. */
   void* spare; /* Buffers: the handle the bytes move into at commit. */
+  const weft__xfer_ops_t* ops; /* Kinds above msg.c (ports); else NULL. */
   bool taken;
 } weft__xfer_t;
 
@@ -184,8 +215,11 @@ struct weft_msg_s {
   weft__mpsc_node_t node; /* Mailbox link. */
   uint8_t kind;
   uint8_t state;
-  bool decoded;   /* `obj` is valid. */
-  bool has_owned; /* `owned` is on a heap's list (kept). */
+  bool decoded : 1;   /* `obj` is valid. */
+  bool has_owned : 1; /* `owned` is on a heap's list (decoded on a limited
+                       * heap, kept or received). */
+  bool scanned : 1;   /* weft__msgpack_scan() passed; `need` is set. */
+  bool backlog : 1;   /* Counted in a port's queued bytes (port.c). */
   uint32_t nxfer;
   int32_t code; /* ERROR / EXIT: the code. */
   uint32_t capxfer;
@@ -199,22 +233,56 @@ struct weft_msg_s {
   msgpack_object obj;  /* Valid when `decoded`. */
   msgpack_packer pk;   /* Messages from weft_msg_new() and post_fn. */
   weft__owned_t owned; /* Valid when `has_owned`. */
+  size_t need;         /* Valid when `scanned`: bytes decoding allocates. */
 };
+
+/* Deepest nesting of containers a message may have: msgpack-c's unpacker
+ * has a fixed stack of 32 (MSGPACK_EMBED_STACK_SIZE) and fails deeper
+ * values, so weft refuses them at the sender (WEFT_ETOODEEP). */
+#define WEFT__MSG_MAX_DEPTH WEFT_MSG_MAX_DEPTH
 
 /* A message of `kind` with room for `len` bytes (not filled). */
 weft_msg_t* weft__msg_alloc(int kind, size_t len);
 /* Set up the message's packer (before packing into it). */
 void weft__msg_start_packer(weft_msg_t* msg);
-/* Check the transfer list can be posted through `via` (and its peer);
- * then commit it: detach buffers, detach ports from their loop. */
+/* Put `obj` of `kind` on the message's transfer list and write its
+ * placeholder at the packer's position; `ops` for kinds above msg.c.
+ * 0, WEFT_EDATACLONE (listed already), WEFT_ENOMEM. */
+int weft__msg_add_xfer(weft_msg_t* msg,
+                       int kind,
+                       void* obj,
+                       const weft__xfer_ops_t* ops);
+/* The transfer entry placeholder `obj` of `kind` stands for in a received
+ * message, or NULL. */
+weft__xfer_t* weft__msg_lookup(weft_msg_t* msg,
+                               const msgpack_object* obj,
+                               int kind);
+/* Check the transfer list can be posted; then commit it: detach buffers,
+ * detach ports from their loop. */
 int weft__msg_check_transfers(weft_msg_t* msg);
 void weft__msg_commit_transfers(weft_msg_t* msg);
 /* Decode the payload into `zone`, or with `zone` NULL into a zone of the
  * message's own: 0, WEFT_EDECODE or WEFT_ENOMEM. */
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone);
-/* Validate that `bytes` is exactly one msgpack value (no allocation
- * beyond a scratch zone). */
+/* Validate that `bytes` is exactly one msgpack value nested at most
+ * WEFT__MSG_MAX_DEPTH deep: 0, WEFT_EDECODE or WEFT_ETOODEEP. Allocates
+ * nothing (weft__msgpack_scan). */
 int weft__msgpack_validate(const void* bytes, size_t len);
+/* Walk `bytes` without allocating: 0 when they are exactly one msgpack
+ * value, nested at most WEFT__MSG_MAX_DEPTH deep, whose containers claim no
+ * more elements than bytes remain; then `*need` (may be NULL) is what
+ * msgpack_unpack() allocates from its zone for it (at most 24 bytes per
+ * payload byte). WEFT_EDECODE or WEFT_ETOODEEP otherwise. Cost: one step
+ * per msgpack item (str, bin and ext bodies are skipped, not read). */
+int weft__msgpack_scan(const void* bytes, size_t len, size_t* need);
+/* Sender side, before a post commits: refuse a value nested deeper than
+ * WEFT__MSG_MAX_DEPTH (WEFT_ETOODEEP) and remember what decoding it will
+ * cost (`need`), so that the receiver need not walk it again. Bytes that
+ * are not one msgpack value pass (the receiver reports WEFT_EDECODE, as
+ * Node's messageerror). */
+int weft__msg_seal(weft_msg_t* msg);
+/* Bytes a queued message holds (header and payload). */
+size_t weft__msg_bytes(const weft_msg_t* msg);
 
 /* --- buffer.c -------------------------------------------------------- */
 
@@ -272,6 +340,10 @@ void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg);
 /* Post with the checks of weft_port_post_msg(). Thread: any. */
 int weft__port_post_msg(weft_port_t* h, weft_msg_t** msg);
 
+/* Bound the backlog of a core in transit by `limit` bytes (the heap limit
+ * of the worker that will adopt it; attach sets it again). Thread: any,
+ * before the core is shared. */
+void weft__port_limit_backlog(void* core, size_t limit);
 /* Keep a port core alive across a push from a thread that does not own
  * the handle (a worker's exit message). Thread: any. */
 void* weft__port_hold(weft_port_t* h);

@@ -15,6 +15,8 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
   m->state = WEFT__MSG_BUILDING;
   m->decoded = false;
   m->has_owned = false;
+  m->scanned = false;
+  m->backlog = false;
   m->nxfer = 0;
   m->code = 0;
   m->capxfer = 0;
@@ -99,7 +101,10 @@ int weft_msg_append(weft_msg_t* msg, const void* bytes, size_t len) {
   return msg_write(msg, bytes, len) == 0 ? 0 : WEFT_ENOMEM;
 }
 
-static int add_xfer(weft_msg_t* m, int kind, void* obj) {
+int weft__msg_add_xfer(weft_msg_t* m,
+                       int kind,
+                       void* obj,
+                       const weft__xfer_ops_t* ops) {
   char idx[4];
   uint32_t i;
   /* A buffer or port can move only once (Node: DataCloneError); a shared
@@ -134,6 +139,7 @@ static int add_xfer(weft_msg_t* m, int kind, void* obj) {
   }
   m->xfers[i].kind = kind;
   m->xfers[i].obj = obj;
+  m->xfers[i].ops = ops;
   m->xfers[i].taken = false;
   m->nxfer++;
   return 0;
@@ -146,17 +152,7 @@ int weft_msg_add_buffer(weft_msg_t* msg, weft_buffer_t* buf) {
     return WEFT_EDETACHED;
   if (weft__buffer_untransferable(buf))
     return WEFT_EUNTRANSFERABLE;
-  return add_xfer(msg, WEFT_EXT_BUFFER, buf);
-}
-
-int weft_msg_add_port(weft_msg_t* msg, weft_port_t* port) {
-  int err;
-  if (msg == NULL || port == NULL || msg->state != WEFT__MSG_BUILDING)
-    return WEFT_EINVAL;
-  err = weft__port_transferable(port);
-  if (err != 0)
-    return err;
-  return add_xfer(msg, WEFT_EXT_PORT, port);
+  return weft__msg_add_xfer(msg, WEFT_EXT_BUFFER, buf, NULL);
 }
 
 int weft_msg_add_shared(weft_msg_t* msg, weft_shared_t* shared) {
@@ -164,7 +160,8 @@ int weft_msg_add_shared(weft_msg_t* msg, weft_shared_t* shared) {
   if (msg == NULL || shared == NULL || msg->state != WEFT__MSG_BUILDING)
     return WEFT_EINVAL;
   /* The message holds its own reference from now on, posted or not. */
-  err = add_xfer(msg, WEFT_EXT_SHARED, weft_shared_ref(shared));
+  err = weft__msg_add_xfer(msg, WEFT_EXT_SHARED, weft_shared_ref(shared),
+                           NULL);
   if (err != 0)
     weft_shared_unref(shared);
   return err;
@@ -179,8 +176,8 @@ int weft__msg_check_transfers(weft_msg_t* msg) {
         return WEFT_EDETACHED;
       if (weft__buffer_untransferable(x->obj))
         return WEFT_EUNTRANSFERABLE;
-    } else if (x->kind == WEFT_EXT_PORT) {
-      int err = weft__port_transferable(x->obj);
+    } else if (x->ops != NULL) {
+      int err = x->ops->check(x->obj);
       if (err != 0)
         return err;
     }
@@ -197,108 +194,190 @@ void weft__msg_commit_transfers(weft_msg_t* msg) {
        * sender's handle is detached. */
       x->obj = weft__buffer_move(x->obj, x->spare);
       x->spare = NULL;
-    } else if (x->kind == WEFT_EXT_PORT) {
-      x->obj = weft__port_detach(x->obj);
+    } else if (x->ops != NULL) {
+      x->obj = x->ops->commit(x->obj);
     }
   }
   msg->state = WEFT__MSG_QUEUED;
 }
 
-/* Whether `bytes` can be one msgpack value: it is scanned without
- * allocating, and every array or map must claim no more elements than
- * there are bytes left (each takes one at least). msgpack's unpacker
- * allocates a container's elements when it reads the header, so without
- * this a 5-byte message (an array32 of 2^32 - 1) made the receiver
- * allocate 64 GiB (found by test/fuzz/fuzz_msg_decode); with it a value
- * decodes into at most one msgpack_object per payload byte. */
-/* The msgpack types from 0xc4 to 0xdf (0xc1 is never used): how many bytes
- * of length or count follow the type byte, how many fixed bytes come next,
- * and whether that field counts bytes (0), elements (1) or pairs (2). */
-static const struct {
-  unsigned char width, skip, per;
-} msgpack_headers[28] = {
-    {1, 0, 0}, {2, 0, 0}, {4, 0, 0},                        /* bin */
-    {1, 1, 0}, {2, 1, 0}, {4, 1, 0},                        /* ext */
-    {0, 4, 0}, {0, 8, 0},                                   /* float */
-    {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* uint */
-    {0, 1, 0}, {0, 2, 0}, {0, 4, 0}, {0, 8, 0},             /* int */
-    {0, 2, 0}, {0, 3, 0}, {0, 5, 0}, {0, 9, 0}, {0, 17, 0}, /* fixext */
-    {1, 0, 0}, {2, 0, 0}, {4, 0, 0},                        /* str */
-    {2, 0, 1}, {4, 0, 1}, {2, 0, 2}, {4, 0, 2},             /* array, map */
-};
+/* ---- walking msgpack bytes without decoding them ------------------------ */
 
-/* Whether `bytes` can be one msgpack value: it is scanned without
- * allocating, and every array or map must claim no more elements than
- * there are bytes left (each takes one at least). msgpack's unpacker
- * allocates a container's elements when it reads the header, so without
- * this a 5-byte message (an array32 of 2^32 - 1) made the receiver
- * allocate 64 GiB (found by test/fuzz/fuzz_msg_decode); with it a value
- * decodes into at most one msgpack_object per payload byte. */
-static bool msgpack_plausible(const unsigned char* p, size_t len) {
-  size_t pos = 0, pending = 1;
-  while (pending > 0) {
-    size_t skip = 0, n = 0, width = 0, per = 0, v = 0, i;
+static uint64_t be(const unsigned char* p, int n) {
+  uint64_t v = 0;
+  int i;
+  for (i = 0; i < n; i++)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+/* Whether a msgpack value starting with byte `b` is a container (only
+ * containers make msgpack_unpack() allocate or nest). */
+static bool container_head(unsigned char b) {
+  return (b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf);
+}
+
+int weft__msgpack_scan(const void* bytes, size_t len, size_t* need) {
+  const unsigned char* p = bytes;
+  const unsigned char* end = p + len;
+  /* Items still to come in each open container; a map counts key and
+   * value. Containers nest at most WEFT__MSG_MAX_DEPTH deep, so the stack
+   * is fixed and the walk never allocates. */
+  uint64_t left[WEFT__MSG_MAX_DEPTH];
+  int depth = 0;
+  /* Sum of left[]: each pending item takes at least one byte, so a
+   * container that claims more than the bytes that remain is refused
+   * before anything would be allocated for it. Hence pending <= len. */
+  uint64_t pending = 0;
+  uint64_t zone = 0;
+  if (bytes == NULL || len == 0)
+    return WEFT_EDECODE;
+  for (;;) {
     unsigned b;
-    if (pos >= len)
-      return false;
-    b = p[pos++];
-    pending--;
+    uint64_t skip = 0, n = 0;
+    int head = 0; /* Bytes of length that follow the type byte. */
+    int kind = 0; /* 1 array, 2 map. */
+    if (p == end)
+      return WEFT_EDECODE;
+    b = *p++;
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-      /* fixint, nil, bool: one byte. */
+      /* fixint, nil, bool: the byte is all. */
     } else if (b <= 0x8f) {
-      n = 2 * (size_t)(b & 0x0f); /* fixmap */
+      kind = 2;
+      n = b & 0x0f;
     } else if (b <= 0x9f) {
-      n = b & 0x0f; /* fixarray */
+      kind = 1;
+      n = b & 0x0f;
     } else if (b <= 0xbf) {
-      skip = b & 0x1f; /* fixstr */
-    } else if (b == 0xc1) {
-      return false;
+      skip = b & 0x1f;
     } else {
-      width = msgpack_headers[b - 0xc4].width;
-      skip = msgpack_headers[b - 0xc4].skip;
-      per = msgpack_headers[b - 0xc4].per;
+      switch (b) {
+        case 0xc4: case 0xd9: head = 1; break;     /* bin8, str8 */
+        case 0xc5: case 0xda: head = 2; break;     /* bin16, str16 */
+        case 0xc6: case 0xdb: head = 4; break;     /* bin32, str32 */
+        case 0xc7: head = 1; skip = 1; break;      /* ext8: +type */
+        case 0xc8: head = 2; skip = 1; break;      /* ext16 */
+        case 0xc9: head = 4; skip = 1; break;      /* ext32 */
+        case 0xca: skip = 4; break;                /* float32 */
+        case 0xcb: skip = 8; break;                /* float64 */
+        case 0xcc: case 0xd0: skip = 1; break;     /* (u)int8 */
+        case 0xcd: case 0xd1: skip = 2; break;     /* (u)int16 */
+        case 0xce: case 0xd2: skip = 4; break;     /* (u)int32 */
+        case 0xcf: case 0xd3: skip = 8; break;     /* (u)int64 */
+        case 0xd4: skip = 2; break;                /* fixext1 */
+        case 0xd5: skip = 3; break;                /* fixext2 */
+        case 0xd6: skip = 5; break;                /* fixext4 */
+        case 0xd7: skip = 9; break;                /* fixext8 */
+        case 0xd8: skip = 17; break;               /* fixext16 */
+        case 0xdc: head = 2; kind = 1; break;      /* array16 */
+        case 0xdd: head = 4; kind = 1; break;      /* array32 */
+        case 0xde: head = 2; kind = 2; break;      /* map16 */
+        case 0xdf: head = 4; kind = 2; break;      /* map32 */
+        default: return WEFT_EDECODE;              /* 0xc1: never used. */
+      }
+      if (head > 0) {
+        if (end - p < head)
+          return WEFT_EDECODE;
+        if (kind != 0)
+          n = be(p, head);
+        else
+          skip += be(p, head);
+        p += head;
+      }
     }
-    if (width > len - pos)
-      return false;
-    for (i = 0; i < width; i++)
-      v = (v << 8) | p[pos++];
-    if (per != 0)
-      n = per * v;
-    else
-      skip += v;
-    if (skip > len - pos)
-      return false;
-    pos += skip;
-    if (n > len - pos || pending > len - pos - n)
-      return false;
-    pending += n;
+    if (skip > (uint64_t)(end - p))
+      return WEFT_EDECODE;
+    p += skip;
+    if (depth > 0) { /* This item is one of its container's. */
+      left[depth - 1]--;
+      pending--;
+    }
+    if (kind != 0) {
+      /* msgpack-c refuses a container once 32 are open, even an empty
+       * one (its unpacker reports that as out of memory). */
+      if (depth == WEFT__MSG_MAX_DEPTH)
+        return WEFT_ETOODEEP;
+      zone += n * (kind == 1 ? sizeof(msgpack_object)
+                             : sizeof(msgpack_object_kv));
+      if (kind == 2)
+        n *= 2;
+      if (n > (uint64_t)(end - p) - pending)
+        return WEFT_EDECODE; /* Claims more items than bytes remain. */
+      if (n > 0) {
+        left[depth++] = n;
+        pending += n;
+      }
+    }
+    while (depth > 0 && left[depth - 1] == 0)
+      depth--;
+    if (depth == 0)
+      break;
   }
-  return true;
+  if (p != end)
+    return WEFT_EDECODE; /* More than one value. */
+  if (need != NULL)
+    *need = zone > SIZE_MAX ? SIZE_MAX : (size_t)zone;
+  return 0;
 }
 
 int weft__msgpack_validate(const void* bytes, size_t len) {
-  /* A scratch zone on the stack's first chunk keeps small checks free of
-   * allocation beyond msgpack's own chunk. */
-  msgpack_zone zone;
-  msgpack_object obj;
-  size_t off = 0;
-  int r;
-  if (!msgpack_plausible(bytes, len))
-    return WEFT_EDECODE;
-  if (WEFT__ALLOC_FAILS() || !msgpack_zone_init(&zone, 256))
-    return WEFT_ENOMEM;
-  r = msgpack_unpack(bytes, len, &off, &zone, &obj);
-  msgpack_zone_destroy(&zone);
-  if (r == MSGPACK_UNPACK_NOMEM_ERROR)
-    return WEFT_ENOMEM;
-  return (r == MSGPACK_UNPACK_SUCCESS && off == len) ? 0 : WEFT_EDECODE;
+  return weft__msgpack_scan(bytes, len, NULL);
 }
+
+int weft__msg_seal(weft_msg_t* msg) {
+  int err;
+  /* Only a container can nest or make the receiver allocate: a message
+   * whose value is a scalar (the common small message) is not walked. */
+  if (msg->len == 0 || !container_head((unsigned char)msg->data[0]))
+    return 0;
+  err = weft__msgpack_scan(msg->data, msg->len, &msg->need);
+  if (err == WEFT_ETOODEEP)
+    return err;
+  msg->scanned = err == 0;
+  return 0;
+}
+
+size_t weft__msg_bytes(const weft_msg_t* msg) {
+  return sizeof(*msg) + (msg->data != msg->inline_buf ? msg->cap : 0);
+}
+
+/* What a decoded message holds on the receiver's heap: itself, its bytes
+ * and what decoding allocated (`need`, known after the scan). */
+static size_t msg_charge(const weft_msg_t* msg) {
+  size_t n = weft__msg_bytes(msg);
+  return msg->need > SIZE_MAX - n ? SIZE_MAX : n + msg->need;
+}
+
+static void msg_release_owned(weft__owned_t* o);
 
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
   size_t off = 0;
   int r;
-  if (!msgpack_plausible((const unsigned char*)msg->data, msg->len))
+  if (msg->len == 0)
     return WEFT_EDECODE;
+  if (!msg->scanned) {
+    msg->need = 0;
+    /* Not walked at the sender (broadcast, or bytes that were not one
+     * value): walk now, before msgpack allocates what headers claim. A
+     * scalar allocates nothing and needs no walk. */
+    if (container_head((unsigned char)msg->data[0])) {
+      r = weft__msgpack_scan(msg->data, msg->len, &msg->need);
+      if (r != 0)
+        return r;
+    }
+    msg->scanned = true;
+  }
+  /* Charge the receiver before anything is allocated: on a limited heap
+   * always (a breach ends the worker with WEFT_EHEAPLIMIT), and a message
+   * with its own zone (received) on any worker heap, which frees it at the
+   * worker's end. Unlimited deliveries skip the list (the fast path). */
+  if (!msg->has_owned && (zone == NULL || weft__heap_limit() != 0)) {
+    int err = weft__heap_adopt(&msg->owned, msg_charge(msg));
+    if (err != 0)
+      return err;
+    msg->owned.release = msg_release_owned;
+    msg->has_owned = msg->owned.heap != NULL;
+  }
   if (zone == NULL) {
     msg->zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
     if (msg->zone == NULL)
@@ -339,8 +418,8 @@ void weft_msg_free(weft_msg_t* msg) {
       continue; /* Not committed: the objects are still the sender's. */
     if (x->kind == WEFT_EXT_BUFFER)
       weft_buffer_free(x->obj);
-    else if (x->kind == WEFT_EXT_PORT)
-      weft__port_drop_in_transit(x->obj);
+    else if (x->ops != NULL)
+      x->ops->drop(x->obj);
   }
   weft__xfree(msg->xfers);
   if (msg->zone != NULL)
@@ -372,19 +451,26 @@ const char* weft_msg_data(const weft_msg_t* msg, size_t* len) {
 int weft_msg_keep(weft_msg_t* msg) {
   weft_loop_t* loop = weft_loop_current();
   int err;
+  bool adopted = false;
   if (msg == NULL || msg->state != WEFT__MSG_DELIVERING || loop == NULL)
     return WEFT_EINVAL;
-  err = weft__heap_adopt(&msg->owned, msg->cap + sizeof(*msg));
-  if (err != 0)
-    return err;
-  msg->owned.release = msg_release_owned;
-  msg->has_owned = msg->owned.heap != NULL;
+  /* A limited heap was charged at decode already. */
+  if (!msg->has_owned) {
+    err = weft__heap_adopt(&msg->owned, msg_charge(msg));
+    if (err != 0)
+      return err;
+    msg->owned.release = msg_release_owned;
+    msg->has_owned = msg->owned.heap != NULL;
+    adopted = true;
+  }
   /* A delivered message was decoded into the loop's zone: the message
    * takes that zone with it and the loop starts a fresh one. */
   msg->zone = weft__loop_take_zone(loop);
   if (msg->zone == NULL) {
-    weft__heap_disown(&msg->owned);
-    msg->has_owned = false;
+    if (adopted) {
+      weft__heap_disown(&msg->owned);
+      msg->has_owned = false;
+    }
     return WEFT_ENOMEM;
   }
   msg->state = WEFT__MSG_KEPT;
@@ -404,9 +490,9 @@ int weft_msg_ext_kind(const msgpack_object* obj) {
   }
 }
 
-static weft__xfer_t* lookup(weft_msg_t* msg,
-                            const msgpack_object* obj,
-                            int kind) {
+weft__xfer_t* weft__msg_lookup(weft_msg_t* msg,
+                               const msgpack_object* obj,
+                               int kind) {
   const unsigned char* p;
   uint32_t i;
   if (msg == NULL || weft_msg_ext_kind(obj) != kind ||
@@ -428,7 +514,7 @@ int weft_msg_take_buffer(weft_msg_t* msg,
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
-  x = lookup(msg, obj, WEFT_EXT_BUFFER);
+  x = weft__msg_lookup(msg, obj, WEFT_EXT_BUFFER);
   if (x == NULL)
     return WEFT_EINVAL;
   if (x->taken || x->obj == NULL)
@@ -441,29 +527,6 @@ int weft_msg_take_buffer(weft_msg_t* msg,
   return 0;
 }
 
-int weft_msg_take_port(weft_msg_t* msg,
-                       const msgpack_object* obj,
-                       weft_port_t** out) {
-  weft__xfer_t* x;
-  weft_loop_t* loop = weft_loop_current();
-  int err;
-  if (out == NULL)
-    return WEFT_EINVAL;
-  *out = NULL;
-  x = lookup(msg, obj, WEFT_EXT_PORT);
-  if (x == NULL)
-    return WEFT_EINVAL;
-  if (x->taken)
-    return WEFT_EDETACHED;
-  if (loop == NULL)
-    return WEFT_ENOLOOP;
-  err = weft__port_adopt(x->obj, loop, out);
-  if (err != 0)
-    return err;
-  x->taken = true;
-  return 0;
-}
-
 int weft_msg_take_shared(weft_msg_t* msg,
                          const msgpack_object* obj,
                          weft_shared_t** out) {
@@ -471,7 +534,7 @@ int weft_msg_take_shared(weft_msg_t* msg,
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
-  x = lookup(msg, obj, WEFT_EXT_SHARED);
+  x = weft__msg_lookup(msg, obj, WEFT_EXT_SHARED);
   if (x == NULL)
     return WEFT_EINVAL;
   *out = weft_shared_ref(x->obj);

@@ -103,6 +103,11 @@ struct pcore_s {
   size_t max_msg;
   pcore_t* carrier; /* In transit: the port whose mailbox holds the
                      * message carrying this one. Under transit_lock. */
+  /* Backlog of a port on a limited worker (see backlog_admit). Relaxed:
+   * counts only; `overflow` is ordered by the schedule handshake. */
+  atomic_size_t queued;  /* Bytes of data messages in the mailbox. */
+  atomic_size_t qlimit;  /* The owner heap's limit; 0: not counted. */
+  atomic_int overflow;   /* A post was dropped: the owner breaches. */
 
   /* Owner loop only. */
   weft__tracked_t tracked;
@@ -160,6 +165,50 @@ static void core_ref(pcore_t* p) {
   atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 }
 
+/* A limited worker's backlog: the bytes of data messages queued on one of
+ * its ports count against its heap limit until they are popped. A post
+ * that would pass the limit is dropped (as Node drops messages to a dead
+ * worker) and the owner, at its next turn on this port, breaches its heap:
+ * the worker ends with WEFT_EHEAPLIMIT (Node: ERR_WORKER_OUT_OF_MEMORY).
+ * Cost: nothing for ports of unlimited loops (one relaxed load); one
+ * atomic add and one sub per message otherwise. Thread: any. */
+static bool backlog_admit(pcore_t* p, weft_msg_t* m) {
+  size_t limit = atomic_load_explicit(&p->qlimit, memory_order_relaxed);
+  size_t bytes, before;
+  if (limit == 0 || m->kind != WEFT__MSG_DATA)
+    return true;
+  bytes = weft__msg_bytes(m);
+  before = atomic_fetch_add_explicit(&p->queued, bytes, memory_order_relaxed);
+  if (bytes > limit || before > limit - bytes) {
+    atomic_fetch_sub_explicit(&p->queued, bytes, memory_order_relaxed);
+    /* seq_cst, with the exchange in schedule() and the load in
+     * backlog_check() after the consumer's clear of `scheduled`: either
+     * the port is scheduled again or the consumer sees the flag. */
+    atomic_store_explicit(&p->overflow, 1, memory_order_seq_cst);
+    return false;
+  }
+  m->backlog = true;
+  return true;
+}
+
+/* A message left the mailbox. Thread: the owner loop. */
+static void backlog_release(pcore_t* p, weft_msg_t* m) {
+  if (m->backlog) {
+    m->backlog = false;
+    atomic_fetch_sub_explicit(&p->queued, weft__msg_bytes(m),
+                              memory_order_relaxed);
+  }
+}
+
+/* Whether a post to this port was dropped over the limit; if so the
+ * calling (owner) worker's heap is breached. Thread: the owner loop. */
+static bool backlog_check(pcore_t* p) {
+  if (!atomic_load_explicit(&p->overflow, memory_order_seq_cst))
+    return false;
+  weft__heap_breach();
+  return true;
+}
+
 static bool carries_ports(const weft_msg_t* m) {
   uint32_t i;
   for (i = 0; i < m->nxfer; i++) {
@@ -214,6 +263,7 @@ static weft_msg_t* pop_msg(pcore_t* p) {
   if (n == NULL)
     return NULL;
   m = weft__container_of(n, weft_msg_t, node);
+  backlog_release(p, m);
   if (m->nxfer != 0 && carries_ports(m))
     transit_leave(m);
   return m;
@@ -265,6 +315,9 @@ static pcore_t* core_alloc(void) {
   atomic_init(&p->home.queued, false);
   atomic_init(&p->home.on, NULL);
   p->node = &p->home;
+  atomic_init(&p->queued, 0);
+  atomic_init(&p->qlimit, 0);
+  atomic_init(&p->overflow, 0);
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
   p->ref = true;
@@ -316,6 +369,8 @@ static void update_keepalive(pcore_t* p) {
 }
 
 static void attach(pcore_t* p, weft_loop_t* loop) {
+  /* Runs on `loop`'s thread: its heap's limit bounds the backlog. */
+  atomic_store_explicit(&p->qlimit, weft__heap_limit(), memory_order_relaxed);
   uv_mutex_lock(&p->lock);
   atomic_store_explicit(&p->loop, loop, memory_order_release);
   uv_mutex_unlock(&p->lock);
@@ -421,8 +476,22 @@ static void settle(pcore_t* p) {
 static void enqueue(pcore_t* p, weft_msg_t* msg) {
   if (msg->state == WEFT__MSG_BUILDING)
     msg->state = WEFT__MSG_QUEUED;
+  if (!backlog_admit(p, msg)) {
+    /* The owner ends (see backlog_admit). Ports it carried travel in no
+     * mailbox now: clear their carrier before they are dropped. */
+    if (msg->nxfer != 0 && carries_ports(msg))
+      transit_leave(msg);
+    weft_msg_free(msg);
+    schedule(p);
+    return;
+  }
   weft__mpsc_push(&p->mb, &msg->node);
   schedule(p);
+}
+
+void weft__port_limit_backlog(void* core, size_t limit) {
+  atomic_store_explicit(&((pcore_t*)core)->qlimit, limit,
+                        memory_order_relaxed);
 }
 
 void* weft__port_hold(weft_port_t* h) {
@@ -745,6 +814,8 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     return 1;
   }
   atomic_store_explicit(&node->queued, false, memory_order_relaxed);
+  if (core_loop(p) == loop)
+    backlog_check(p);
   if (core_loop(p) != loop || weft__loop_closing(loop)) {
     /* seq_cst: see below. */
     atomic_store_explicit(&p->scheduled, IDLE, memory_order_seq_cst);
@@ -792,6 +863,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
    * emptiness checks below ((4)). HELD when the port cannot deliver: the
    * next pushes leave it alone. */
   atomic_store_explicit(&p->scheduled, idle_state(p), memory_order_seq_cst);
+  backlog_check(p);
   if (!deliverable(p) && !p->close_emitted && !weft__loop_closing(loop)) {
     /* Not started: data waits for a handler, but a close at the head of
      * the queue is handled now, as Node does, so both ends see 'close'. */
@@ -888,6 +960,9 @@ static int post_core(pcore_t* p, weft_msg_t** msg) {
     return WEFT_EDECODE; /* Nothing was packed: not one value. */
   if ((*msg)->len > p->max_msg)
     return WEFT_EMSGSIZE;
+  err = weft__msg_seal(*msg); /* WEFT_ETOODEEP */
+  if (err != 0)
+    return err;
   if ((*msg)->nxfer > 0) {
     err = check_channel_ports(*msg, p);
     if (err == 0)
@@ -972,6 +1047,8 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
     return WEFT_EINVAL;
   *out = NULL;
   CORE_OR_RETURN(p, port);
+  if (backlog_check(p))
+    return WEFT_EHEAPLIMIT;
   for (;;) {
     if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb))) {
       err = WEFT_ECLOSED;
@@ -1108,4 +1185,54 @@ static void port_teardown(weft__tracked_t* t) {
    * releases it, whoever's it was. User handles to it dangle from here on,
    * like all of the worker's memory. */
   weft__port_release(weft__container_of(t, pcore_t, tracked)->handle);
+}
+
+/* ---- ports in messages (msg.c reaches ports only through these) -------- */
+
+static int xfer_check(void* obj) {
+  return weft__port_transferable(obj);
+}
+
+static void* xfer_commit(void* obj) {
+  return weft__port_detach(obj);
+}
+
+static void xfer_drop(void* core) {
+  weft__port_drop_in_transit(core);
+}
+
+static const weft__xfer_ops_t port_xfer_ops = {xfer_check, xfer_commit,
+                                               xfer_drop};
+
+int weft_msg_add_port(weft_msg_t* msg, weft_port_t* port) {
+  int err;
+  if (msg == NULL || port == NULL || msg->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  err = weft__port_transferable(port);
+  if (err != 0)
+    return err;
+  return weft__msg_add_xfer(msg, WEFT_EXT_PORT, port, &port_xfer_ops);
+}
+
+int weft_msg_take_port(weft_msg_t* msg,
+                       const msgpack_object* obj,
+                       weft_port_t** out) {
+  weft__xfer_t* x;
+  weft_loop_t* loop = weft_loop_current();
+  int err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  x = weft__msg_lookup(msg, obj, WEFT_EXT_PORT);
+  if (x == NULL)
+    return WEFT_EINVAL;
+  if (x->taken)
+    return WEFT_EDETACHED;
+  if (loop == NULL)
+    return WEFT_ENOLOOP;
+  err = weft__port_adopt(x->obj, loop, out);
+  if (err != 0)
+    return err;
+  x->taken = true;
+  return 0;
 }

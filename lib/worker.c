@@ -230,10 +230,10 @@ int weft_report_error(const char* text) {
   return 0;
 }
 
-void weft__worker_heap_breached(void) {
-  weft_worker_t* w = current_worker;
-  if (w == NULL)
-    return;
+/* The worker's heap passed its limit (heap.c reports through
+ * weft__heap_on_breach). Thread: the worker. */
+static void heap_breached(void* arg) {
+  weft_worker_t* w = arg;
   if (w->error == 0)
     w->error = WEFT_EHEAPLIMIT;
   stop_self(w);
@@ -362,6 +362,7 @@ static void worker_main(void* arg) {
     w->error = WEFT_ENOMEM;
     goto done;
   }
+  weft__heap_on_breach(heap, heap_breached, w);
   weft__heap_set_current(heap);
   err = weft_loop_new(&loop);
   if (err != 0) {
@@ -562,6 +563,8 @@ int weft_worker_spawn(weft_worker_t** out,
   err = weft__channel_new_detached(owner, &w->port, &w->child_core);
   if (err != 0)
     goto nomem;
+  /* Posts made before the worker runs count against its limit too. */
+  weft__port_limit_backlog(w->child_core, w->max_heap);
   weft_port_set_max_message(w->port, w->max_msg);
   weft__port_set_hooks(w->port, &owner_hooks, w);
 

@@ -108,8 +108,7 @@ run_build build-tsan "$TSAN_CC" -DWEFT_SANITIZE=thread \
 # --- Fuzzing (test/fuzz) ----------------------------------------------------
 # clang + libFuzzer, ASan + UBSan: each target runs FUZZ_SECONDS_SHORT
 # (default 5) seconds from its seed corpus as a ctest test; `make fuzz`
-# runs them for minutes. -Wno-gnu-variable-sized-type-not-at-end: see
-# scripts/fuzz.sh.
+# runs them for minutes.
 # FUZZ=0 skips it (.ci/run fuzzes once, in the gcc pass).
 FUZZ_CC=${FUZZ_CC:-clang}
 if [ "${FUZZ:-1}" = 0 ]; then
@@ -117,8 +116,7 @@ if [ "${FUZZ:-1}" = 0 ]; then
 elif command -v "$FUZZ_CC" >/dev/null; then
   run_build build-fuzz "$FUZZ_CC" -DWEFT_SANITIZE=address,undefined \
     -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_SAMPLES=OFF \
-    -DWEFT_FUZZ_SECONDS="${FUZZ_SECONDS_SHORT:-5}" \
-    -DCMAKE_C_FLAGS=-Wno-gnu-variable-sized-type-not-at-end
+    -DWEFT_FUZZ_SECONDS="${FUZZ_SECONDS_SHORT:-5}"
 else
   failed=$((failed + 1))
   problems+=("build-fuzz: $FUZZ_CC not found (apt-get install clang libfuzzer-14-dev)")

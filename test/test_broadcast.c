@@ -231,6 +231,30 @@ Test(broadcast, malformed_posts_are_edecode_and_deliver_nothing) {
   cr_assert_eq(weft_loop_free(loop), 0);
 }
 
+/* Before the fix a 33-deep value failed validation as WEFT_ENOMEM
+ * (msgpack-c's fixed stack of 32). */
+Test(broadcast, values_nested_deeper_than_32_are_etoodeep) {
+  weft_loop_t* loop = new_loop();
+  rec_t r2 = {0};
+  weft_broadcast_t* x1 = watched(loop, "x", &r2);
+  weft_broadcast_t* x2 = watched(loop, "x", &r2);
+  unsigned char deep[40];
+  static const unsigned char claims[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  (void)x2;
+  memset(deep, 0x91, sizeof deep);
+  deep[33] = 0x07;
+  cr_assert_eq(weft_broadcast_post(x1, deep, 34), WEFT_ETOODEEP);
+  cr_assert_eq(weft_broadcast_post(x1, deep + 1, 33), 0); /* 32 levels */
+  cr_assert_eq(weft_broadcast_post(x1, claims, sizeof claims), WEFT_EDECODE);
+  stop_at = 2;
+  cr_assert_eq(post_int(x1, 3), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(r2.n, 2);
+  cr_assert_eq(r2.vals[1], 3);
+  free_all();
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
 static int kept_n;
 static weft_msg_t* kept_msg;
 

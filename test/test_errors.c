@@ -24,6 +24,10 @@ Test(errors, own_codes_sit_in_the_weft_range) {
   cr_assert_eq(weft_strerror(WEFT_ECLOSED),
                weft_strerror(WEFT_ECLOSED)); /* Static, not allocated. */
   cr_assert_str_eq(weft_err_name(WEFT_ESPAWN), "ESPAWN");
+  cr_assert_eq(WEFT_ETOODEEP, -5014);
+  cr_assert_str_eq(weft_err_name(WEFT_ETOODEEP), "ETOODEEP");
+  cr_assert_str_eq(weft_strerror(WEFT_ETOODEEP),
+                   "message nests deeper than 32 levels");
 }
 
 Test(errors, codes_shared_with_libuv_keep_libuv_values) {

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <weft/weft.h>
@@ -346,6 +347,232 @@ Test(heap, worker_realloc_past_limit_breaches) {
   cr_assert_eq(p.steps, 1);
   cr_assert_leq(p.chunks, 16);
   cr_assert(p.stop_after_null);
+  cr_assert_str_eq(events, "online error exit");
+  cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* ---- what the limit covers besides weft_malloc (issue 5, item 14) -------- */
+
+/* An array of `n` nils, pre-packed: decoding it costs n * 24 bytes. */
+static char* nils(size_t n, size_t* len) {
+  char* b = malloc(n + 5);
+  cr_assert_not_null(b);
+  b[0] = (char)0xdd;
+  b[1] = (char)(n >> 24);
+  b[2] = (char)(n >> 16);
+  b[3] = (char)(n >> 8);
+  b[4] = (char)n;
+  memset(b + 5, 0xc0, n);
+  *len = n + 5;
+  return b;
+}
+
+typedef struct {
+  int steps;
+  int rc[4];
+  size_t u0, u1, u2;
+  int got;
+} probe2_t;
+
+/* A buffer past the limit fails before anything is allocated. Before the
+ * fix weft_buffer_new() allocated and zeroed the bytes first: SIZE_MAX / 2
+ * came back WEFT_ENOMEM (and 100 GiB got the process OOM-killed), so the
+ * entry stops at the first wrong answer. */
+static void buffer_hog_entry(weft_loop_t* loop, void* arg) {
+  probe2_t* p = arg;
+  weft_buffer_t* b = NULL;
+  (void)loop;
+  weft_heap_usage(&p->u0, NULL);
+  p->rc[0] = weft_buffer_new(&b, SIZE_MAX / 2);
+  if (p->rc[0] != WEFT_EHEAPLIMIT)
+    return;
+  p->rc[1] = weft_buffer_new(&b, (size_t)100 << 30);
+  p->rc[2] = weft_buffer_new(&b, (size_t)1 << 30);
+  p->rc[3] = weft_buffer_new(&b, ((size_t)8 << 20) + 1);
+  weft_heap_usage(&p->u1, NULL);
+  p->steps = 1;
+}
+
+Test(heap, buffer_past_the_limit_fails_before_allocating) {
+  weft_loop_t* loop;
+  probe2_t p = {0};
+  weft_worker_t* w;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  w = spawn(loop, buffer_hog_entry, &p, 8 << 20);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(p.rc[0], WEFT_EHEAPLIMIT, "SIZE_MAX / 2: %s",
+               weft_err_name(p.rc[0]));
+  cr_assert_eq(p.steps, 1);
+  for (int i = 1; i < 4; i++)
+    cr_assert_eq(p.rc[i], WEFT_EHEAPLIMIT, "call %d: %s", i,
+                 weft_err_name(p.rc[i]));
+  cr_assert_eq(p.u1, p.u0, "a refused buffer stayed charged");
+  cr_assert_str_eq(events, "online error exit");
+  cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* A received message (weft_port_receive) is charged with what decoding it
+ * allocated, until it is freed; past the limit receive fails before
+ * decoding. Before the fix neither was charged. */
+static void receive_entry(weft_loop_t* loop, void* arg) {
+  probe2_t* p = arg;
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  size_t len;
+  char* bytes = nils(100000, &len);
+  if (weft_channel_new(loop, &a, &b) != 0)
+    return;
+  weft_heap_usage(&p->u0, NULL);
+  p->rc[0] = weft_port_post(a, bytes, len);
+  p->rc[1] = weft_port_receive(b, &m);
+  weft_heap_usage(&p->u1, NULL);
+  weft_msg_free(m);
+  weft_heap_usage(&p->u2, NULL);
+  p->rc[2] = weft_port_post(a, bytes, len);
+  free(bytes);
+  bytes = nils(1000000, &len); /* 24 MB decoded; 1 MB queued */
+  p->rc[3] = weft_port_post(a, bytes, len);
+  free(bytes);
+  m = NULL;
+  p->steps = 1;
+  /* The first fits (2.4 MB), the second passes the limit. */
+  if (weft_port_receive(b, &m) == 0) {
+    weft_msg_t* n = NULL;
+    p->got = weft_port_receive(b, &n);
+    weft_msg_free(n);
+  }
+  weft_msg_free(m);
+  weft_port_free(a);
+  weft_port_free(b);
+}
+
+Test(heap, received_messages_are_charged_with_their_decoded_size) {
+  weft_loop_t* loop;
+  probe2_t p = {0};
+  weft_worker_t* w;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  w = spawn(loop, receive_entry, &p, 8 << 20);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(p.steps, 1);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(p.rc[i], 0, "step %d: %s", i, weft_err_name(p.rc[i]));
+  cr_assert_geq(p.u1, p.u0 + 100000 * sizeof(msgpack_object),
+                "receive charged %zu -> %zu", p.u0, p.u1);
+  cr_assert_eq(p.u2, p.u0, "free did not give the charge back");
+  cr_assert_eq(p.got, WEFT_EHEAPLIMIT, "%s", weft_err_name(p.got));
+  cr_assert_str_eq(events, "online error exit");
+  cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* Delivered messages: a kept one is charged with its decode zone; one
+ * whose decoding would pass the limit ends the worker before msgpack
+ * allocates (it decoded uncharged before the fix, the handler ran). */
+static probe2_t* deliver_probe;
+
+static void free_kept(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  weft_msg_free(arg);
+  weft_heap_usage(&deliver_probe->u2, NULL);
+}
+
+static void on_parent_message(weft_port_t* port, weft_msg_t* m) {
+  probe2_t* p = deliver_probe;
+  p->got++;
+  if (p->got == 1) {
+    p->rc[0] = weft_msg_keep(m);
+    weft_heap_usage(&p->u1, NULL);
+    weft_next_tick(weft_loop_current(), free_kept, m);
+  } else {
+    weft_port_close(port); /* Only without the fix: the worker ends. */
+  }
+}
+
+static void deliver_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  deliver_probe = arg;
+  weft_heap_usage(&deliver_probe->u0, NULL);
+  weft_port_on_message(weft_parent_port(), on_parent_message);
+}
+
+static void post_nils(weft_worker_t* w) {
+  size_t len;
+  char* bytes = nils(100000, &len);
+  cr_assert_eq(weft_worker_post(w, bytes, len), 0);
+  free(bytes);
+  bytes = nils(1000000, &len);
+  cr_assert_eq(weft_worker_post(w, bytes, len), 0);
+  free(bytes);
+}
+
+Test(heap, delivered_messages_are_charged_and_bounded_by_the_limit) {
+  weft_loop_t* loop;
+  probe2_t p = {0};
+  weft_worker_t* w;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  w = spawn(loop, deliver_entry, &p, 8 << 20);
+  post_nils(w);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(p.got, 1, "%d messages reached the handler", p.got);
+  cr_assert_eq(p.rc[0], 0);
+  cr_assert_geq(p.u1, p.u0 + 100000 * sizeof(msgpack_object),
+                "kept message charged %zu -> %zu", p.u0, p.u1);
+  cr_assert_leq(p.u2 + 100000 * sizeof(msgpack_object), p.u1,
+                "free did not give the charge back");
+  cr_assert_str_eq(events, "online error exit");
+  cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
+  cr_assert_eq(exit_code, 1);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* The backlog of a limited worker's port counts against its limit: posts
+ * past it are accepted and dropped, and the owner's next receive answers
+ * WEFT_EHEAPLIMIT and ends the worker (before the fix all of it queued
+ * uncharged and receive returned the first message). The concurrent case
+ * is scenario_heap. */
+static void backlog_entry(weft_loop_t* loop, void* arg) {
+  probe2_t* p = arg;
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  size_t len = (size_t)512 << 10;
+  char* bytes = calloc(1, len);
+  if (bytes == NULL || weft_channel_new(loop, &a, &b) != 0)
+    return;
+  bytes[0] = (char)0xc6; /* bin32 */
+  bytes[1] = (char)((len - 5) >> 24);
+  bytes[2] = (char)((len - 5) >> 16);
+  bytes[3] = (char)((len - 5) >> 8);
+  bytes[4] = (char)(len - 5);
+  for (int i = 0; i < 4; i++)
+    p->rc[i] = weft_port_post(a, bytes, len);
+  free(bytes);
+  p->got = weft_port_receive(b, &m);
+  weft_msg_free(m);
+  p->steps = 1;
+  weft_port_free(a);
+  weft_port_free(b);
+}
+
+Test(heap, a_backlog_past_the_limit_ends_the_worker) {
+  weft_loop_t* loop;
+  probe2_t p = {0};
+  weft_worker_t* w;
+  cr_assert_eq(weft_loop_new(&loop), 0);
+  w = spawn(loop, backlog_entry, &p, 1 << 20);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(p.steps, 1);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(p.rc[i], 0, "post %d: %s", i, weft_err_name(p.rc[i]));
+  cr_assert_eq(p.got, WEFT_EHEAPLIMIT, "%s", weft_err_name(p.got));
   cr_assert_str_eq(events, "online error exit");
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);

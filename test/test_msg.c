@@ -2,6 +2,7 @@
  * reading (object, data), keeping past the callback, ext placeholders and
  * take_* checks, and shared buffers posted by reference. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <weft/weft.h>
@@ -490,5 +491,180 @@ Test(msg, shared_references_in_unposted_or_untaken_messages_are_released) {
   cr_assert_eq(weft_port_post_msg(a, &m), WEFT_EMSGSIZE); /* 6 bytes */
   weft_msg_free(m);
   weft_shared_unref(sh);
+  finish(loop, a, b);
+}
+
+/* --- nesting depth (WEFT_ETOODEEP) and foreign headers ------------------- */
+
+/* `depth` arrays (or maps, {0: ...}) nested in one another around a nil,
+ * after a string of `pad` bytes in the outermost array (so that the deep
+ * part is not at the start). Returns the length written into `buf`. */
+static size_t pack_deep(char* buf, size_t cap, int depth, bool maps, size_t pad) {
+  size_t n = 0;
+  cr_assert_lt((size_t)depth * 2 + pad + 8, cap);
+  for (int i = 0; i < depth; i++) {
+    if (i == 0 && pad > 0) {
+      buf[n++] = maps ? (char)0x82 : (char)0x92; /* two entries */
+      if (maps)
+        buf[n++] = 0x01; /* key 1 */
+      buf[n++] = (char)0xda; /* str16 */
+      buf[n++] = (char)(pad >> 8);
+      buf[n++] = (char)pad;
+      memset(buf + n, 'x', pad);
+      n += pad;
+    } else {
+      buf[n++] = maps ? (char)0x81 : (char)0x91;
+    }
+    if (maps)
+      buf[n++] = 0x00; /* key 0 */
+  }
+  buf[n++] = (char)0xc0;
+  return n;
+}
+
+static int pack_deep_fn(msgpack_packer* pk, void* arg) {
+  int depth = *(int*)arg;
+  for (int i = 0; i < depth; i++)
+    msgpack_pack_array(pk, 1);
+  return msgpack_pack_nil(pk);
+}
+
+static int depth_of(const msgpack_object* o) {
+  int d = 0;
+  while (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP) {
+    d++;
+    if (o->type == MSGPACK_OBJECT_ARRAY)
+      o = &o->via.array.ptr[o->via.array.size - 1];
+    else
+      o = &o->via.map.ptr[o->via.map.size - 1].val;
+  }
+  return d;
+}
+
+/* Before the fix a 33-deep value was posted and the receiver reported
+ * WEFT_ENOMEM (msgpack-c's fixed stack); now every way of posting refuses
+ * it at the sender and 32 levels still travel. */
+Test(msg, values_nested_deeper_than_32_are_refused_at_the_sender) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m = NULL, *got = NULL;
+  char buf[4096];
+  size_t len;
+  int depth;
+  new_channel(loop, &a, &b);
+  for (int maps = 0; maps < 2; maps++) {
+    for (size_t pad = 0; pad <= 1000; pad += 1000) {
+      len = pack_deep(buf, sizeof buf, 32, maps, pad);
+      cr_assert_eq(weft_port_post(a, buf, len), 0);
+      cr_assert_eq(weft_port_receive(b, &got), 0);
+      cr_assert_eq(depth_of(weft_msg_object(got)), 32);
+      weft_msg_free(got);
+
+      len = pack_deep(buf, sizeof buf, 33, maps, pad);
+      cr_assert_eq(weft_port_post(a, buf, len), WEFT_ETOODEEP,
+                   "maps %d pad %zu", maps, pad);
+      cr_assert_eq(weft_msg_new(&m), 0);
+      cr_assert_eq(weft_msg_append(m, buf, len), 0);
+      cr_assert_eq(weft_port_post_msg(a, &m), WEFT_ETOODEEP);
+      cr_assert_not_null(m, "a refused message stays the caller's");
+      weft_msg_free(m);
+      cr_assert_eq(weft_port_receive(b, &got), WEFT_EAGAIN);
+    }
+  }
+  depth = 32;
+  cr_assert_eq(weft_port_post_fn(a, pack_deep_fn, &depth), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  cr_assert_eq(depth_of(weft_msg_object(got)), 32);
+  weft_msg_free(got);
+  depth = 33;
+  cr_assert_eq(weft_port_post_fn(a, pack_deep_fn, &depth), WEFT_ETOODEEP);
+  depth = 1000;
+  cr_assert_eq(weft_port_post_fn(a, pack_deep_fn, &depth), WEFT_ETOODEEP);
+  cr_assert_eq(weft_port_receive(b, &got), WEFT_EAGAIN);
+  /* An empty container counts as a level too (msgpack-c refuses it). */
+  memset(buf, 0x91, 32);
+  buf[32] = (char)0x90;
+  cr_assert_eq(weft_port_post(a, buf, 33), WEFT_ETOODEEP);
+  buf[31] = (char)0x90;
+  cr_assert_eq(weft_port_post(a, buf, 32), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  weft_msg_free(got);
+  cr_assert_str_eq(weft_err_name(WEFT_ETOODEEP), "ETOODEEP");
+  finish(loop, a, b);
+}
+
+static void deep_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+}
+
+Test(msg, deep_spawn_and_environment_data_are_refused) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  char buf[256];
+  size_t len = pack_deep(buf, sizeof buf, 33, false, 0);
+  opts.data = buf;
+  opts.data_len = len;
+  cr_assert_eq(weft_worker_spawn(&w, loop, deep_entry, &opts), WEFT_ETOODEEP);
+  cr_assert_null(w);
+  cr_assert_eq(weft_set_environment_data("deep", buf, len), WEFT_ETOODEEP);
+  len = pack_deep(buf, sizeof buf, 32, true, 0);
+  cr_assert_eq(weft_set_environment_data("deep", buf, len), 0);
+  cr_assert_eq(weft_set_environment_data("deep", NULL, 0), 0);
+  opts.data_len = len;
+  cr_assert_eq(weft_worker_spawn(&w, loop, deep_entry, &opts), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0);
+}
+
+/* The process's peak of virtual memory, in KiB (Linux). */
+static size_t vm_peak_kib(void) {
+  char line[256];
+  size_t kib = 0;
+  FILE* f = fopen("/proc/self/status", "r");
+  cr_assert_not_null(f);
+  while (fgets(line, sizeof line, f) != NULL) {
+    if (sscanf(line, "VmPeak: %zu kB", &kib) == 1)
+      break;
+  }
+  fclose(f);
+  return kib;
+}
+
+/* A header that claims more elements than bytes follow is refused before
+ * msgpack would allocate for the claim: before the fix array32 of 4 Gi
+ * elements made it reserve 96 GiB (which failed as WEFT_ENOMEM, or, where
+ * the kernel grants it, raised the process's peak by as much). */
+Test(msg, headers_claiming_more_than_the_bytes_hold_are_edecode) {
+  static const char* const bad[] = {
+      "\xdd\xff\xff\xff\xff",         /* array32, 4 Gi elements, none */
+      "\xdf\xff\xff\xff\xff\x00",     /* map32, 4 Gi pairs */
+      "\x91\xdd\x7f\xff\xff\xff\x01", /* nested, 2 Gi elements */
+      "\xdc\x00\x03\x01\x02",         /* array16 of 3, two follow */
+      "\x92\xdc\x00\x02\x01\x02",     /* inner takes the outer's bytes */
+  };
+  static const size_t lens[] = {5, 6, 7, 5, 6};
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t* got = NULL;
+  size_t peak;
+  new_channel(loop, &a, &b);
+  peak = vm_peak_kib();
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    cr_assert_eq(weft_port_post(a, bad[i], lens[i]), 0, "case %zu", i);
+    cr_assert_eq(weft_port_receive(b, &got), WEFT_EDECODE, "case %zu: %s", i,
+                 weft_err_name(weft_port_receive(b, &got)));
+    cr_assert_null(got);
+  }
+  cr_assert_lt(vm_peak_kib(), peak + (1 << 20),
+               "decoding reserved %zu MiB for the claims",
+               (vm_peak_kib() - peak) >> 10);
+  /* The same bytes honestly filled travel. */
+  cr_assert_eq(weft_port_post(a, "\x92\xdc\x00\x02\x01\x02\x03", 7), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  cr_assert_eq(weft_msg_object(got)->via.array.size, 2);
+  weft_msg_free(got);
   finish(loop, a, b);
 }

@@ -8,7 +8,11 @@
 #include "weft/common.h"
 
 /* Allocate `size` zeroed bytes (size may be 0). The bytes count against the
- * calling worker's heap limit (WEFT_EHEAPLIMIT).
+ * calling worker's heap limit: past it this returns WEFT_EHEAPLIMIT before
+ * anything is allocated, and the worker ends (see weft/heap.h). Returns 0,
+ * WEFT_EINVAL, WEFT_EHEAPLIMIT, WEFT_ENOMEM (the system cannot give the
+ * bytes; they are not touched before, so an impossible size fails here
+ * instead of getting the process killed).
  * Ownership: the caller frees the handle with weft_buffer_free().
  * Thread: any; a buffer is used by one thread at a time. */
 WEFT_EXTERN int weft_buffer_new(weft_buffer_t** out, size_t size);

@@ -30,7 +30,8 @@
   XX(EPACK, -5010, "packing the message failed")                               \
   XX(ENOLOOP, -5011, "the calling thread has no weft loop")                    \
   XX(ENOTSTARTED, -5012, "worker has not been started or already exited")      \
-  XX(ESPAWN, -5013, "the worker thread could not be started")
+  XX(ESPAWN, -5013, "the worker thread could not be started")                \
+  XX(ETOODEEP, -5014, "message nests deeper than 32 levels")
 
 typedef enum {
 #define WEFT__ERRNO_ENUM(name, value, _) WEFT_##name = (value),

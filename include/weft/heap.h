@@ -17,8 +17,34 @@ WEFT_EXTERN void* weft_calloc(size_t count, size_t size);
 WEFT_EXTERN void* weft_realloc(void* ptr, size_t size);
 WEFT_EXTERN void weft_free(void* ptr);
 
-/* Bytes the calling thread's worker has in use (its heap, received
- * messages it kept, buffers it owns) and its limit (0: none).
+/* The heap limit (weft_worker_opts_t.max_heap_bytes) covers, on the
+ * worker that owns them:
+ *  - memory from weft_malloc() and friends, and weft's loop-local memory;
+ *  - buffers the worker owns (weft_buffer_new(), taken from a message): the
+ *    size is charged before the bytes are allocated, so a size past the
+ *    limit fails with WEFT_EHEAPLIMIT having allocated and touched nothing;
+ *  - messages it receives: a message being delivered (on a limited
+ *    worker), kept (weft_msg_keep()) or received (weft_port_receive()) is
+ *    charged with its bytes plus what decoding allocates (msgpack_object
+ *    arrays: 24 bytes per array element, 48 per map pair; str, bin and ext
+ *    point into the bytes), charged BEFORE msgpack decodes it, and
+ *    uncharged when freed. weft frees kept and received messages still
+ *    alive when the worker ends;
+ *  - its backlog: the bytes of data messages queued on each of its ports
+ *    count against the limit until delivered or received (per port; also
+ *    for posts made before the worker started running). A post that would
+ *    pass it still returns 0 but the message is dropped, as Node drops
+ *    messages to a dead worker, and the worker ends.
+ * Any breach ends the worker: its allocation fails (NULL, WEFT_EHEAPLIMIT
+ * from the call, a messageerror with WEFT_EHEAPLIMIT for a delivery, or
+ * WEFT_EHEAPLIMIT from weft_port_receive()), and the worker stops at its
+ * next return to the loop with an `error` event (WEFT_EHEAPLIMIT) and exit
+ * code 1, like Node's ERR_WORKER_OUT_OF_MEMORY. The host process carries
+ * on. Charges are approximate (allocator rounding, msgpack's zone chunks
+ * are not counted) and never include memory of other threads. */
+
+/* Bytes the calling thread's worker has in use (its heap, messages it
+ * holds, buffers it owns) and its limit (0: none).
  * Returns WEFT_EINVAL if both pointers are NULL. Thread: any. */
 WEFT_EXTERN int weft_heap_usage(size_t* used, size_t* limit);
 

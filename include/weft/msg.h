@@ -20,6 +20,23 @@
  * WEFT_EMSGSIZE at the sender. */
 #define WEFT_MSG_DEFAULT_LIMIT ((size_t)64 << 20)
 
+/* The deepest a message's value may nest containers (arrays and maps, an
+ * empty one included; a scalar is depth 0, [1] depth 1). msgpack-c decodes
+ * no deeper, so weft refuses deeper values where they enter: every post
+ * (weft_port_post, _post_fn, _post_msg and the worker and broadcast ones),
+ * spawn data and environment data fail with WEFT_ETOODEEP and nothing is
+ * sent. Cost: the sender walks a message once, one step per msgpack item
+ * (str/bin/ext bodies skipped), and only when its value is a container;
+ * the receiver then needs no walk.
+ *
+ * Bytes that are not one msgpack value still travel (the receiver gets
+ * WEFT_EDECODE, as Node's messageerror), but before decoding them the
+ * receiver refuses, with WEFT_EDECODE and without allocating, a container
+ * that claims more elements than bytes remain: decoding never allocates
+ * more than about 24 bytes per payload byte, and on a limited worker it is
+ * charged before it happens (weft/heap.h). */
+#define WEFT_MSG_MAX_DEPTH 32
+
 /* --- Building a message (sender side) --------------------------------- */
 
 /* Start an empty outgoing message.
@@ -60,7 +77,8 @@ WEFT_EXTERN int weft_msg_add_shared(weft_msg_t* msg, weft_shared_t* shared);
 /* Free a message the caller owns (built and not posted, kept, or received
  * with weft_port_receive()). Transferred objects it still carries are freed
  * (buffers), closed (ports) or released (shared buffers). Accepts NULL.
- * Thread: the thread that owns the message. */
+ * Thread: the thread that owns the message (a kept or received message on
+ * a worker is charged to that worker's heap: free it on that thread). */
 WEFT_EXTERN void weft_msg_free(weft_msg_t* msg);
 
 /* --- Reading a message (receiver side) -------------------------------- */
@@ -76,8 +94,10 @@ WEFT_EXTERN const char* weft_msg_data(const weft_msg_t* msg, size_t* len);
 
 /* Inside a message callback: take ownership of `msg`. Afterwards the caller
  * frees it with weft_msg_free(); weft frees kept messages that are still
- * alive when their worker ends. Returns WEFT_EINVAL if the message is not
- * being delivered or was kept already. */
+ * alive when their worker ends. On a worker the message stays charged to
+ * its heap (its bytes and decoded size) until freed. Returns WEFT_EINVAL if
+ * the message is not being delivered or was kept already, WEFT_EHEAPLIMIT,
+ * WEFT_ENOMEM. */
 WEFT_EXTERN int weft_msg_keep(weft_msg_t* msg);
 
 /* Which ext placeholder `obj` is: WEFT_EXT_BUFFER, WEFT_EXT_PORT,

@@ -56,7 +56,8 @@ typedef struct weft_worker_opts_s {
   const void* data;         /* workerData: one packed msgpack value, */
   size_t data_len;          /* copied in; NULL/0 means nil. */
   void* arg;                /* Passed to the entry as is, never copied. */
-  size_t max_heap_bytes;    /* Heap limit; 0 means none. */
+  size_t max_heap_bytes;    /* Heap limit; 0 means none. What it covers:
+                             * see "The heap limit" in weft/heap.h. */
   size_t stack_size;        /* Thread stack bytes; 0: platform default. */
   size_t max_message_bytes; /* Per-message limit both ways; 0: default. */
   weft_worker_events_t events; /* Callbacks on the owner's loop. */
@@ -69,7 +70,8 @@ typedef struct weft_worker_opts_s {
  * call returns (data and name are copied). The environment data of the
  * calling thread (weft_set_environment_data()) is snapshot into the worker.
  * Returns 0, WEFT_EINVAL, WEFT_EDECODE (data is not one msgpack value),
- * WEFT_ENOMEM, WEFT_ESPAWN. On error `*out` is NULL and no event will run.
+ * WEFT_ETOODEEP (data nests deeper than WEFT_MSG_MAX_DEPTH), WEFT_ENOMEM,
+ * WEFT_ESPAWN. On error `*out` is NULL and no event will run.
  * Ownership: the caller frees the handle with weft_worker_free().
  * Thread: owner loop only (the thread of `owner`). */
 WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
@@ -162,7 +164,9 @@ WEFT_EXTERN bool weft_should_stop(void);
 
 /* Set `key` (copied) to one packed msgpack value (copied) for the calling
  * thread; len 0 / NULL bytes removes it. Workers spawned later by this
- * thread get a snapshot. Thread: any (applies to the calling thread). */
+ * thread get a snapshot. Returns 0, WEFT_EINVAL, WEFT_EDECODE (not one
+ * msgpack value), WEFT_ETOODEEP (nests deeper than WEFT_MSG_MAX_DEPTH),
+ * WEFT_ENOMEM. Thread: any (applies to the calling thread). */
 WEFT_EXTERN int weft_set_environment_data(const char* key,
                                           const void* bytes,
                                           size_t len);

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# check_layers.sh OBJECT... - lib/ is layered: a file calls only files below
+# it, so it can be read from the bottom up. From the compiled objects of
+# lib/*.c (and transport/, which sits below lib/), find the file each weft_
+# call goes to and fail on any call that goes up or sideways in LAYERS. A
+# lower file reports upward through a callback or a return code (heap.c's
+# breach callback, weft__xfer_ops_t for ports in msg.c). ctest: check_layers.
+set -euo pipefail
+
+# Bottom first.
+LAYERS=(errors heap loop buffer shared msg port worker_thread worker broadcast)
+
+declare -A rank where
+for i in "${!LAYERS[@]}"; do rank[${LAYERS[$i]}]=$i; done
+
+name() { local f=${1##*/}; echo "${f%%.*}"; }
+
+for o in "$@"; do
+  f=$(name "$o")
+  if [[ $o == */transport/* ]]; then
+    rank[$f]=-1
+  elif [ -z "${rank[$f]:-}" ]; then
+    echo "check_layers: $f.c is not in LAYERS" >&2
+    exit 1
+  fi
+  while read -r sym; do where[$sym]=$f; done \
+    < <(nm --defined-only "$o" | awk '$3 ~ /^weft_/ {print $3}')
+done
+
+bad=0
+for o in "$@"; do
+  f=$(name "$o")
+  while read -r sym; do
+    d=${where[$sym]:-}
+    if [ -n "$d" ] && [ "${rank[$d]}" -ge "${rank[$f]}" ]; then
+      echo "check_layers: $f.c calls $sym in $d.c, which is not below it"
+      bad=1
+    fi
+  done < <(nm -u "$o" | awk '$2 ~ /^weft_/ {print $2}')
+done
+[ $bad -eq 0 ] && echo "check_layers: ok (bottom up: ${LAYERS[*]})"
+exit $bad
