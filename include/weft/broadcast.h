@@ -25,7 +25,8 @@ WEFT_EXTERN int weft_broadcast_on_message(weft_broadcast_t* bc,
 /* Post one pre-packed msgpack value to every other open channel of the same
  * name (not to `bc` itself), in any thread; each gets its own copy. The
  * value is checked here: WEFT_EDECODE if it is not exactly one msgpack
- * value. Returns 0, WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_EDECODE, WEFT_EINVAL,
+ * value. Returns 0, WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_EDECODE,
+ * WEFT_ETOODEEP (nests deeper than WEFT_MSG_MAX_DEPTH), WEFT_EINVAL,
  * WEFT_ENOMEM (then no member gets the message: all copies are made before
  * the first is delivered).
  * Thread: the channel's loop. */

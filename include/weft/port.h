@@ -36,11 +36,13 @@ WEFT_EXTERN int weft_channel_new(weft_loop_t* loop,
 
 /* Set the message handler and start delivery (Node's port.on('message')).
  * Passing NULL stops delivery; messages then queue up. A port with neither
- * a handler nor a close callback is never put on its loop's ready queue
- * (a port read with weft_port_receive() costs its loop nothing, run or
- * not). Fairness: one drain of the loop's ready queue delivers about 1024
- * messages across all ports, then timers, immediates and I/O get their
- * turn, also when a handler keeps posting to its own port.
+ * a handler nor a close callback is not put on its loop's ready queue for
+ * its messages (a port read with weft_port_receive() costs its loop
+ * nothing, run or not; only its own 'close' event is queued once).
+ * Fairness: one drain of the loop's ready queue delivers about 1024
+ * messages across all ports, then timers and immediates get their turn,
+ * also when a handler keeps posting to its own port; I/O is polled at
+ * least every ~4096 deliveries.
  * Thread: the port's loop (WEFT_EWRONGTHREAD). */
 WEFT_EXTERN int weft_port_on_message(weft_port_t* port,
                                      weft_port_message_cb cb);
@@ -55,9 +57,10 @@ WEFT_EXTERN int weft_port_start(weft_port_t* port);
 /* Copy `len` pre-packed bytes (one msgpack value) to the peer. The caller
  * may reuse `bytes` as soon as the call returns. Returns 0, WEFT_ECLOSED
  * (this port or the peer is closed, or the port was transferred),
- * WEFT_EMSGSIZE, WEFT_EINVAL, WEFT_ENOMEM. The value is not validated
- * here: a payload that does not decode raises messageerror at the
- * receiver.
+ * WEFT_EMSGSIZE, WEFT_ETOODEEP (nests deeper than WEFT_MSG_MAX_DEPTH; see
+ * weft/msg.h), WEFT_EINVAL, WEFT_ENOMEM. The value is not otherwise
+ * validated here: a payload that does not decode raises messageerror at
+ * the receiver.
  * Thread: any thread may post on a port; messages from one thread arrive in
  * the order posted. A post racing with the owner transferring this port
  * either returns 0 (the message was accepted and reaches the peer) or
@@ -91,8 +94,11 @@ WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
  * the loop. Returns 0 and sets `*out`, WEFT_EAGAIN if none is pending,
  * WEFT_ECLOSED if the port is closed and drained (after this side's
  * weft_port_close(), what the peer posted before is still returned until
- * the 'close' event has run), WEFT_ENOMEM if the message could not be
- * decoded for lack of memory (it stays pending: the next call gets it).
+ * the 'close' event has run), WEFT_EHEAPLIMIT on a limited worker whose
+ * backlog or decoded message passed its heap limit (see weft/heap.h; the
+ * worker ends), WEFT_ENOMEM for lack of memory: when the decode zone
+ * cannot be made the message stays pending (the next call gets it); when
+ * msgpack runs out of memory inside the unpack, that message is dropped.
  * Ownership: the caller owns `*out` (weft_msg_free()). A payload that does
  * not decode is returned as WEFT_EDECODE (and dropped); so is one whose
  * array or map header claims more elements than the payload has bytes,
@@ -108,7 +114,8 @@ WEFT_EXTERN int weft_port_receive(weft_port_t* port, weft_msg_t** out);
  * Both ends get their close callback. Later posts on either end return
  * WEFT_ECLOSED. Two exceptions: a port without a started handler keeps
  * what waits for weft_port_receive() until its 'close' event runs (the
- * next loop turn), then frees it; and a post from another thread that
+ * next loop turn); after that weft_port_receive() answers WEFT_ECLOSED and
+ * what is left is freed with the port; and a post from another thread that
  * races with the close itself (it returned 0 although it ran during the
  * close) can arrive after 'close' and is then freed undelivered.
  * Closing twice returns 0. Thread: the port's loop. */

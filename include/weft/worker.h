@@ -81,7 +81,8 @@ WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
 
 /* worker.postMessage(): copy one pre-packed msgpack value to the worker's
  * parent port. Returns 0, WEFT_ECLOSED (the worker exited or is exiting),
- * WEFT_EMSGSIZE, WEFT_EINVAL, WEFT_ENOMEM. Thread: owner loop only. */
+ * WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_EINVAL, WEFT_ENOMEM.
+ * Thread: owner loop only. */
 WEFT_EXTERN int weft_worker_post(weft_worker_t* w,
                                  const void* bytes,
                                  size_t len);
@@ -147,8 +148,8 @@ WEFT_EXTERN const msgpack_object* weft_worker_data(void);
 
 /* process.exit() inside a worker: stop the worker's loop at the end of the
  * current callback; `code` becomes the exit code. Later
- * weft_atomic_wait32/64 calls on the worker return WEFT_ETERMINATED. Returns WEFT_EINVAL
- * outside a worker. Thread: worker only. */
+ * weft_atomic_wait32/64 calls on the worker return WEFT_ETERMINATED.
+ * Returns WEFT_EINVAL outside a worker. Thread: worker only. */
 WEFT_EXTERN int weft_worker_exit(int code);
 
 /* An uncaught error: the worker ends (exit code 1) and its owner gets the
