@@ -158,6 +158,41 @@ static inline weft_worker_t* spawn_worker(weft_loop_t* loop,
   return w;
 }
 
+/* How a worker ended, as its events told: how many error events, and the
+ * exit code (-1 until the exit event). */
+typedef struct {
+  int errors;
+  int exit_code;
+} worker_end_t;
+
+/* Worker events that fill the worker_end_t that is the worker's user data
+ * (opts.user_data). They run on the owner's loop thread. */
+static inline void worker_end_on_error(weft_worker_t* w,
+                                       int err,
+                                       const char* text) {
+  worker_end_t* end = weft_worker_get_data(w);
+  (void)err;
+  (void)text;
+  end->errors++;
+}
+
+static inline void worker_end_on_exit(weft_worker_t* w, int code) {
+  worker_end_t* end = weft_worker_get_data(w);
+  end->exit_code = code;
+}
+
+/* Record in `end` how the worker spawned with `opts` ends: clears `end`
+ * and sets opts' user data and its error and exit events. An exit event of
+ * the caller's own, set afterwards, calls worker_end_on_exit() itself. */
+static inline void watch_worker_end(weft_worker_opts_t* opts,
+                                    worker_end_t* end) {
+  end->errors = 0;
+  end->exit_code = -1;
+  opts->user_data = end;
+  opts->events.error = worker_end_on_error;
+  opts->events.exit = worker_end_on_exit;
+}
+
 /* --- Packed values -------------------------------------------------------- */
 
 /* One packed msgpack value, by value (no allocation to free). */

@@ -9,37 +9,15 @@
 
 #include <weft/weft.h>
 
+#include "support.h"
+
 TestSuite(broadcast, .timeout = 20);
 
 /* --- helpers ------------------------------------------------------------- */
 
-typedef struct {
-  char data[64];
-  size_t len;
-} packed_t;
-
-static packed_t pk_int(int64_t v) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  packed_t p;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_int64(&pk, v);
-  memcpy(p.data, sb.data, sb.size);
-  p.len = sb.size;
-  msgpack_sbuffer_destroy(&sb);
-  return p;
-}
-
 static int post_int(weft_broadcast_t* bc, int64_t v) {
-  packed_t p = pk_int(v);
+  packed_t p = packed_int(v);
   return weft_broadcast_post(bc, p.data, p.len);
-}
-
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  cr_assert_eq(weft_loop_new(&loop), 0);
-  return loop;
 }
 
 static weft_broadcast_t* open_bc(weft_loop_t* loop, const char* name) {
@@ -125,7 +103,7 @@ Test(broadcast, a_post_reaches_every_other_channel_of_the_name_only) {
   stop_at = 4;
   cr_assert_eq(post_int(x1, 7), 0);
   cr_assert_eq(post_int(x1, -8), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r1.n, 0, "the poster got its own message");
   cr_assert_eq(ry.n, 0);
   cr_assert_eq(rxx.n, 0);
@@ -139,7 +117,7 @@ Test(broadcast, a_post_reaches_every_other_channel_of_the_name_only) {
   cr_assert_neq(r2.ptrs[0], r3.ptrs[0]);
   (void)y;
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(broadcast, many_posts_arrive_in_order_at_each_channel) {
@@ -151,7 +129,7 @@ Test(broadcast, many_posts_arrive_in_order_at_each_channel) {
   stop_at = 2 * REC_MAX;
   for (int i = 0; i < REC_MAX; i++)
     cr_assert_eq(post_int(x1, i), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r2.n, REC_MAX);
   cr_assert_eq(r3.n, REC_MAX);
   for (int i = 0; i < REC_MAX; i++) {
@@ -159,7 +137,7 @@ Test(broadcast, many_posts_arrive_in_order_at_each_channel) {
     cr_assert_eq(r3.vals[i], i);
   }
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(broadcast, a_closed_channel_gets_nothing_and_cannot_post) {
@@ -175,12 +153,12 @@ Test(broadcast, a_closed_channel_gets_nothing_and_cannot_post) {
   cr_assert_eq(weft_broadcast_on_message(x2, on_rec), WEFT_ECLOSED);
   cr_assert_eq(post_int(x1, 2), 0);
   stop_at = 2;
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r2.n, 0, "a closed channel received");
   cr_assert_eq(r3.n, 2);
   cr_assert_eq(r1.n, 0);
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(broadcast, channels_without_handler_drop_messages) {
@@ -193,18 +171,18 @@ Test(broadcast, channels_without_handler_drop_messages) {
   /* Nothing keeps the loop alive but this timer; the copy for x2 is
    * handled (and dropped) meanwhile. */
   cr_assert_eq(weft_set_timeout(loop, 5, noop_task, NULL, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r2.n, 0);
   cr_assert_eq(weft_broadcast_on_message(x2, on_rec), 0);
   all[nall++] = x1;
   all[nall++] = x2;
   stop_at = 1;
   cr_assert_eq(post_int(x1, 2), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r2.n, 1);
   cr_assert_eq(r2.vals[0], 2);
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(broadcast, malformed_posts_are_edecode_and_deliver_nothing) {
@@ -224,11 +202,11 @@ Test(broadcast, malformed_posts_are_edecode_and_deliver_nothing) {
                WEFT_EDECODE);
   stop_at = 1;
   cr_assert_eq(post_int(x1, 3), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r2.n, 1);
   cr_assert_eq(r2.vals[0], 3);
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Before the fix a 33-deep value failed validation as WEFT_ENOMEM
@@ -248,11 +226,11 @@ Test(broadcast, values_nested_deeper_than_32_are_etoodeep) {
   cr_assert_eq(weft_broadcast_post(x1, claims, sizeof claims), WEFT_EDECODE);
   stop_at = 2;
   cr_assert_eq(post_int(x1, 3), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r2.n, 2);
   cr_assert_eq(r2.vals[1], 3);
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static int kept_n;
@@ -271,13 +249,13 @@ Test(broadcast, a_message_can_be_kept_past_the_callback) {
   weft_broadcast_t* x2 = open_bc(loop, "k");
   cr_assert_eq(weft_broadcast_on_message(x2, on_keep), 0);
   cr_assert_eq(post_int(x1, 99), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(kept_n, 1);
   cr_assert_eq(weft_msg_object(kept_msg)->via.u64, 99);
   weft_msg_free(kept_msg);
   weft_broadcast_free(x1);
   weft_broadcast_free(x2);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 static void on_close_self(weft_broadcast_t* bc, weft_msg_t* m) {
@@ -293,12 +271,12 @@ Test(broadcast, free_inside_the_callback_drops_the_rest) {
   cr_assert_eq(weft_broadcast_on_message(x2, on_close_self), 0);
   for (int i = 0; i < 5; i++)
     cr_assert_eq(post_int(x1, i), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(kept_n, 1);
   /* x2 is gone: posts reach nobody. */
   cr_assert_eq(post_int(x1, 9), 0);
   weft_broadcast_free(x1);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- ref / unref ----------------------------------------------------------- */
@@ -315,12 +293,12 @@ Test(broadcast, an_unrefd_channel_does_not_keep_the_loop_alive) {
   weft_broadcast_set_data(x, &r);
   cr_assert_eq(weft_broadcast_on_message(x, on_rec), 0);
   cr_assert_eq(weft_set_timeout(loop, 1, unref_task, x, NULL), 0);
-  cr_assert_eq(weft_loop_run(loop), 0); /* would hang if still ref'd */
+  run_loop(loop); /* would hang if still ref'd */
   cr_assert_eq(weft_broadcast_ref(x), 0);
   cr_assert_eq(weft_broadcast_unref(x), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   weft_broadcast_free(x);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- across threads -------------------------------------------------------- */
@@ -334,14 +312,14 @@ static void wk_on_bc(weft_broadcast_t* bc, weft_msg_t* m) {
     weft_report_error("bad broadcast");
     return;
   }
-  got = pk_int((int64_t)o->via.u64 + 100);
+  got = packed_int((int64_t)o->via.u64 + 100);
   weft_port_post(weft_parent_port(), got.data, got.len);
   weft_broadcast_close(bc);
 }
 
 static void wk_entry(weft_loop_t* loop, void* arg) {
   weft_broadcast_t* bc = NULL;
-  packed_t p = pk_int(1000);
+  packed_t p = packed_int(1000);
   (void)arg;
   if (weft_broadcast_new(loop, "x", &bc) != 0 ||
       weft_broadcast_on_message(bc, wk_on_bc) != 0) {
@@ -359,8 +337,7 @@ static struct {
   rec_t r1;
   int ready;
   int64_t echoed;
-  int errors;
-  int exit_code;
+  worker_end_t end;
 } wk;
 
 static void wk_on_message(weft_worker_t* w, weft_msg_t* m) {
@@ -374,16 +351,8 @@ static void wk_on_message(weft_worker_t* w, weft_msg_t* m) {
   }
 }
 
-static void wk_on_error(weft_worker_t* w, int err, const char* text) {
-  (void)w;
-  (void)err;
-  (void)text;
-  wk.errors++;
-}
-
 static void wk_on_exit(weft_worker_t* w, int code) {
-  (void)w;
-  wk.exit_code = code;
+  worker_end_on_exit(w, code);
   /* The worker is gone: stop listening on main's side too. */
   cr_assert_eq(weft_broadcast_close(wk.x1), 0);
 }
@@ -392,24 +361,23 @@ Test(broadcast, channels_on_different_threads_talk) {
   weft_loop_t* loop = new_loop();
   weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
+  watch_worker_end(&opts, &wk.end);
   opts.events.message = wk_on_message;
-  opts.events.error = wk_on_error;
   opts.events.exit = wk_on_exit;
-  wk.exit_code = -1;
   wk.x1 = open_bc(loop, "x");
   weft_broadcast_set_data(wk.x1, &wk.r1);
   cr_assert_eq(weft_broadcast_on_message(wk.x1, on_rec), 0);
-  cr_assert_eq(weft_worker_spawn(&w, loop, wk_entry, &opts), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(wk.errors, 0);
-  cr_assert_eq(wk.exit_code, 0);
+  w = spawn_worker(loop, wk_entry, &opts);
+  run_loop(loop);
+  cr_assert_eq(wk.end.errors, 0);
+  cr_assert_eq(wk.end.exit_code, 0);
   cr_assert_eq(wk.ready, 1);
   cr_assert_eq(wk.echoed, 107, "the worker did not get main's post");
   cr_assert_eq(wk.r1.n, 1, "main did not get the worker's post");
   cr_assert_eq(wk.r1.vals[0], 1000);
   weft_worker_free(w);
   weft_broadcast_free(wk.x1);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* A worker's own message limit applies to its broadcasts. */
@@ -431,12 +399,12 @@ Test(broadcast, a_workers_message_limit_applies) {
   weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
   opts.max_message_bytes = 8;
-  cr_assert_eq(weft_worker_spawn(&w, loop, limit_entry, &opts), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  w = spawn_worker(loop, limit_entry, &opts);
+  run_loop(loop);
   cr_assert_eq(limit_rc[0], 0);
   cr_assert_eq(limit_rc[1], WEFT_EMSGSIZE);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* --- errors ---------------------------------------------------------------- */
@@ -460,7 +428,7 @@ Test(broadcast, null_arguments_are_einval) {
   cr_assert_eq(weft_broadcast_post(bc, NULL, 1), WEFT_EINVAL);
   cr_assert_eq(weft_broadcast_post(bc, "\x01", 0), WEFT_EINVAL);
   weft_broadcast_free(bc);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 typedef struct {
@@ -500,10 +468,10 @@ Test(broadcast, calls_from_another_thread_are_ewrongthread) {
   all[nall++] = peer;
   stop_at = 1;
   cr_assert_eq(post_int(w.bc, 4), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(r.n, 1);
   free_all();
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 Test(broadcast, user_data_round_trips) {
@@ -514,5 +482,5 @@ Test(broadcast, user_data_round_trips) {
   weft_broadcast_set_data(bc, &x);
   cr_assert_eq(weft_broadcast_get_data(bc), &x);
   weft_broadcast_free(bc);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }

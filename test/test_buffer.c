@@ -7,21 +7,11 @@
 
 #include <weft/weft.h>
 
+#include "support.h"
+
 TestSuite(buffer, .timeout = 20);
 
 /* --- helpers ------------------------------------------------------------- */
-
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  cr_assert_eq(weft_loop_new(&loop), 0);
-  return loop;
-}
-
-static void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
-}
 
 static weft_buffer_t* filled(size_t size, unsigned seed) {
   weft_buffer_t* buf = NULL;
@@ -48,8 +38,7 @@ static weft_msg_t* msg_with(weft_buffer_t* buf, int* err) {
   cr_assert_eq(weft_msg_new(&m), 0);
   msgpack_packer* pk = weft_msg_packer(m);
   msgpack_pack_map(pk, 1);
-  msgpack_pack_str(pk, 3);
-  msgpack_pack_str_body(pk, "buf", 3);
+  pack_str(pk, "buf");
   *err = weft_msg_add_buffer(m, buf);
   return m;
 }
@@ -144,7 +133,7 @@ Test(buffer, transfer_moves_the_bytes_without_a_copy_and_detaches_the_sender) {
   void *data = NULL, *d2 = &d2;
   size_t n = 1;
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   cr_assert_eq(weft_buffer_data(buf, &data, NULL), 0);
   weft_msg_t* m = msg_with(buf, &err);
   cr_assert_eq(err, 0);
@@ -164,7 +153,7 @@ Test(buffer, transfer_moves_the_bytes_without_a_copy_and_detaches_the_sender) {
   weft_msg_free(m);
 
   cr_assert_eq(weft_port_on_message(b, on_buffer), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(tr.n, 1);
   cr_assert_eq(tr.take_again, WEFT_EDETACHED);
   cr_assert_eq(tr.got_data, data, "the bytes were copied");
@@ -182,8 +171,8 @@ Test(buffer, untaken_transferred_buffers_are_freed_with_their_message) {
   weft_buffer_t *b1 = filled(1000, 1), *b2 = filled(2000, 2),
                 *b3 = filled(3000, 3);
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
-  cr_assert_eq(weft_channel_new(loop, &c, &d), 0);
+  new_channel(loop, &a, &b);
+  new_channel(loop, &c, &d);
   /* Received and freed without a take. */
   m = msg_with(b1, &err);
   cr_assert_eq(err, 0);
@@ -205,8 +194,7 @@ Test(buffer, untaken_transferred_buffers_are_freed_with_their_message) {
   weft_buffer_free(b1);
   weft_buffer_free(b2);
   weft_buffer_free(b3);
-  cr_assert_eq(weft_port_free(d), 0);
-  cr_assert_eq(weft_port_free(c), 0);
+  free_channel(d, c);
   finish(loop, a, b);
 }
 
@@ -220,12 +208,12 @@ Test(buffer, untaken_buffer_in_a_delivered_message_is_freed_after_the_callback) 
   weft_port_t *a, *b;
   weft_buffer_t* buf = filled(4096, 9);
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   weft_msg_t* m = msg_with(buf, &err);
   cr_assert_eq(err, 0);
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
   cr_assert_eq(weft_port_on_message(b, on_ignore), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   weft_buffer_free(buf);
   finish(loop, a, b); /* LeakSanitizer checks the 4096 bytes went */
 }
@@ -238,7 +226,7 @@ Test(buffer, untransferable_buffers_are_refused_but_can_be_copied) {
   void* data;
   size_t n;
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   cr_assert_eq(weft_buffer_mark_untransferable(buf), 0);
   m = msg_with(buf, &err);
   cr_assert_eq(err, WEFT_EUNTRANSFERABLE);
@@ -266,7 +254,7 @@ Test(buffer, marking_after_listing_fails_the_post_and_moves_nothing) {
   weft_buffer_t* buf = filled(32, 6);
   weft_msg_t *m, *got = NULL;
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   m = msg_with(buf, &err);
   cr_assert_eq(err, 0);
   cr_assert_eq(weft_buffer_mark_untransferable(buf), 0);
@@ -285,7 +273,7 @@ Test(buffer, listing_one_buffer_twice_is_edataclone) {
   weft_port_t *a, *b;
   weft_buffer_t* buf = filled(8, 1);
   weft_msg_t* m = NULL;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   cr_assert_eq(weft_msg_new(&m), 0);
   msgpack_pack_array(weft_msg_packer(m), 2);
   cr_assert_eq(weft_msg_add_buffer(m, buf), 0);
@@ -303,7 +291,7 @@ Test(buffer, a_buffer_moved_by_one_message_fails_the_other) {
   weft_buffer_t *buf = filled(8, 1), *got_buf = NULL;
   weft_msg_t *m1, *m2, *got = NULL;
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   m1 = msg_with(buf, &err);
   cr_assert_eq(err, 0);
   m2 = msg_with(buf, &err);
@@ -329,7 +317,7 @@ Test(buffer, failed_post_leaves_the_buffer_attached_and_usable) {
   void *before = NULL, *after = NULL;
   weft_msg_t* m;
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   cr_assert_eq(weft_buffer_data(buf, &before, NULL), 0);
   m = msg_with(buf, &err);
   cr_assert_eq(err, 0);
@@ -355,14 +343,13 @@ Test(buffer, several_buffers_in_one_message_are_taken_in_any_order) {
   void* datas[3];
   weft_msg_t *m = NULL, *got = NULL;
   const msgpack_object* o;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   cr_assert_eq(weft_msg_new(&m), 0);
   /* [buf0, "mid", [buf1, buf2]] */
   msgpack_packer* pk = weft_msg_packer(m);
   msgpack_pack_array(pk, 3);
   cr_assert_eq(weft_msg_add_buffer(m, bufs[0]), 0);
-  msgpack_pack_str(pk, 3);
-  msgpack_pack_str_body(pk, "mid", 3);
+  pack_str(pk, "mid");
   msgpack_pack_array(pk, 2);
   cr_assert_eq(weft_msg_add_buffer(m, bufs[1]), 0);
   cr_assert_eq(weft_msg_add_buffer(m, bufs[2]), 0);
@@ -422,13 +409,13 @@ Test(buffer, a_kept_message_gives_its_buffer_after_the_callback) {
   weft_port_t *a, *b;
   weft_buffer_t *buf = filled(500, 8), *got = NULL;
   int err;
-  cr_assert_eq(weft_channel_new(loop, &a, &b), 0);
+  new_channel(loop, &a, &b);
   weft_msg_t* m = msg_with(buf, &err);
   cr_assert_eq(err, 0);
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
   weft_port_set_data(b, &got);
   cr_assert_eq(weft_port_on_message(b, on_keep), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_not_null(got);
   weft_buffer_free(got);
   weft_buffer_free(buf);
@@ -468,25 +455,12 @@ static void wk_entry(weft_loop_t* loop, void* arg) {
 
 static struct {
   weft_buffer_t* back;
-  int errors;
-  int exit_code;
+  worker_end_t end;
 } wk;
 
 static void wk_on_message(weft_worker_t* w, weft_msg_t* m) {
   (void)w;
   cr_assert_eq(weft_msg_take_buffer(m, placeholder(m), &wk.back), 0);
-}
-
-static void wk_on_error(weft_worker_t* w, int err, const char* text) {
-  (void)w;
-  (void)err;
-  (void)text;
-  wk.errors++;
-}
-
-static void wk_on_exit(weft_worker_t* w, int code) {
-  (void)w;
-  wk.exit_code = code;
 }
 
 Test(buffer, transfer_to_a_worker_and_back_keeps_the_same_memory) {
@@ -496,19 +470,17 @@ Test(buffer, transfer_to_a_worker_and_back_keeps_the_same_memory) {
   weft_buffer_t* buf = filled(1 << 16, 11);
   void *sent = NULL, *back = NULL;
   int err;
-  wk.exit_code = -1;
+  watch_worker_end(&opts, &wk.end);
   opts.events.message = wk_on_message;
-  opts.events.error = wk_on_error;
-  opts.events.exit = wk_on_exit;
   cr_assert_eq(weft_buffer_data(buf, &sent, NULL), 0);
-  cr_assert_eq(weft_worker_spawn(&w, loop, wk_entry, &opts), 0);
+  w = spawn_worker(loop, wk_entry, &opts);
   weft_msg_t* m = msg_with(buf, &err);
   cr_assert_eq(err, 0);
   cr_assert_eq(weft_worker_post_msg(w, &m), 0);
   cr_assert(weft_buffer_detached(buf));
-  cr_assert_eq(weft_loop_run(loop), 0);
-  cr_assert_eq(wk.errors, 0);
-  cr_assert_eq(wk.exit_code, 0);
+  run_loop(loop);
+  cr_assert_eq(wk.end.errors, 0);
+  cr_assert_eq(wk.end.exit_code, 0);
   cr_assert_not_null(wk.back);
   check_filled(wk.back, 1 << 16, 12);
   cr_assert_eq(weft_buffer_data(wk.back, &back, NULL), 0);
@@ -516,5 +488,5 @@ Test(buffer, transfer_to_a_worker_and_back_keeps_the_same_memory) {
   weft_buffer_free(wk.back);
   weft_buffer_free(buf);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }

@@ -9,6 +9,8 @@
 
 #include <weft/weft.h>
 
+#include "support.h"
+
 TestSuite(heap, .timeout = 20);
 
 /* ---- outside workers ----------------------------------------------------- */
@@ -116,7 +118,6 @@ static weft_worker_t* spawn(weft_loop_t* loop,
                             weft_worker_entry_cb entry,
                             void* arg,
                             size_t max_heap) {
-  weft_worker_t* w = NULL;
   weft_worker_opts_t opts = {0};
   opts.arg = arg;
   opts.max_heap_bytes = max_heap;
@@ -126,9 +127,7 @@ static weft_worker_t* spawn(weft_loop_t* loop,
   events[0] = '\0';
   exit_code = -1;
   error_code = 0;
-  cr_assert_eq(weft_worker_spawn(&w, loop, entry, &opts), 0);
-  cr_assert_not_null(w);
-  return w;
+  return spawn_worker(loop, entry, &opts);
 }
 
 static void usage_entry(weft_loop_t* loop, void* arg) {
@@ -184,31 +183,29 @@ static void check_usage(const probe_t* p, size_t limit) {
 }
 
 Test(heap, worker_usage_grows_and_shrinks) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, usage_entry, &p, 16 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_str_eq(events, "online exit");
   cr_assert_eq(exit_code, 0);
   check_usage(&p, 16 << 20);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Without a limit the worker's heap is still counted. */
 Test(heap, worker_usage_counted_without_limit) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, usage_entry, &p, 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(exit_code, 0);
   check_usage(&p, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* An impossible calloc is a NULL, not a heap-limit breach. */
@@ -221,19 +218,18 @@ static void overflow_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, worker_calloc_overflow_is_not_a_breach) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, overflow_entry, &p, 1 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.steps, 1);
   cr_assert(p.overflow_null);
   cr_assert(!p.stop_after_overflow);
   cr_assert_str_eq(events, "online exit");
   cr_assert_eq(exit_code, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 #define CHUNK (64 << 10)
@@ -263,13 +259,12 @@ static void ok_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, worker_past_limit_gets_null_error_and_exit_1) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe_t p = {0};
   probe_t q = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, hog_entry, &p, 1 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.steps, 1);
   cr_assert_leq(p.chunks, 16, "%d chunks of 64 KiB under a 1 MiB limit",
                p.chunks);
@@ -284,12 +279,12 @@ Test(heap, worker_past_limit_gets_null_error_and_exit_1) {
 
   /* The host carries on: another worker runs normally. */
   w = spawn(loop, ok_entry, &q, 1 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(q.steps, 1);
   cr_assert_str_eq(events, "online exit");
   cr_assert_eq(exit_code, 0);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* A breach found by a later callback (not the entry) ends the worker too. */
@@ -302,19 +297,18 @@ static void timer_hog_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, breach_inside_loop_callback_ends_worker) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, timer_hog_entry, &p, 1 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.steps, 1);
   cr_assert_leq(p.chunks, 16);
   cr_assert_str_eq(events, "online error exit");
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Realloc past the limit fails the same way. */
@@ -338,12 +332,11 @@ static void realloc_hog_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, worker_realloc_past_limit_breaches) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, realloc_hog_entry, &p, 1 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.steps, 1);
   cr_assert_leq(p.chunks, 16);
   cr_assert(p.stop_after_null);
@@ -351,7 +344,7 @@ Test(heap, worker_realloc_past_limit_breaches) {
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* ---- what the limit covers besides weft_malloc (issue 5, item 14) -------- */
@@ -397,12 +390,11 @@ static void buffer_hog_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, buffer_past_the_limit_fails_before_allocating) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe2_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, buffer_hog_entry, &p, 8 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.rc[0], WEFT_EHEAPLIMIT, "SIZE_MAX / 2: %s",
                weft_err_name(p.rc[0]));
   cr_assert_eq(p.steps, 1);
@@ -414,7 +406,7 @@ Test(heap, buffer_past_the_limit_fails_before_allocating) {
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* A received message (weft_port_receive) is charged with what decoding it
@@ -453,12 +445,11 @@ static void receive_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, received_messages_are_charged_with_their_decoded_size) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe2_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, receive_entry, &p, 8 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.steps, 1);
   for (int i = 0; i < 4; i++)
     cr_assert_eq(p.rc[i], 0, "step %d: %s", i, weft_err_name(p.rc[i]));
@@ -470,7 +461,7 @@ Test(heap, received_messages_are_charged_with_their_decoded_size) {
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* Delivered messages: a kept one is charged with its decode zone; one
@@ -514,13 +505,12 @@ static void post_nils(weft_worker_t* w) {
 }
 
 Test(heap, delivered_messages_are_charged_and_bounded_by_the_limit) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe2_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, deliver_entry, &p, 8 << 20);
   post_nils(w);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.got, 1, "%d messages reached the handler", p.got);
   cr_assert_eq(p.rc[0], 0);
   cr_assert_geq(p.u1, p.u0 + 100000 * sizeof(msgpack_object),
@@ -531,7 +521,7 @@ Test(heap, delivered_messages_are_charged_and_bounded_by_the_limit) {
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* The backlog of a limited worker's port counts against its limit: posts
@@ -563,12 +553,11 @@ static void backlog_entry(weft_loop_t* loop, void* arg) {
 }
 
 Test(heap, a_backlog_past_the_limit_ends_the_worker) {
-  weft_loop_t* loop;
+  weft_loop_t* loop = new_loop();
   probe2_t p = {0};
   weft_worker_t* w;
-  cr_assert_eq(weft_loop_new(&loop), 0);
   w = spawn(loop, backlog_entry, &p, 1 << 20);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(p.steps, 1);
   for (int i = 0; i < 4; i++)
     cr_assert_eq(p.rc[i], 0, "post %d: %s", i, weft_err_name(p.rc[i]));
@@ -577,5 +566,5 @@ Test(heap, a_backlog_past_the_limit_ends_the_worker) {
   cr_assert_eq(error_code, WEFT_EHEAPLIMIT);
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }

@@ -7,36 +7,11 @@
 
 #include <weft/weft.h>
 
+#include "support.h"
+
 TestSuite(msg, .timeout = 20);
 
 /* --- helpers ------------------------------------------------------------- */
-
-static weft_loop_t* new_loop(void) {
-  weft_loop_t* loop = NULL;
-  cr_assert_eq(weft_loop_new(&loop), 0);
-  return loop;
-}
-
-static void new_channel(weft_loop_t* loop, weft_port_t** a, weft_port_t** b) {
-  cr_assert_eq(weft_channel_new(loop, a, b), 0);
-}
-
-static bool obj_str_eq(const msgpack_object* o, const char* s) {
-  return o != NULL && o->type == MSGPACK_OBJECT_STR &&
-         o->via.str.size == strlen(s) &&
-         memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
-}
-
-static void pack_str(msgpack_packer* pk, const char* s) {
-  msgpack_pack_str(pk, strlen(s));
-  msgpack_pack_str_body(pk, s, strlen(s));
-}
-
-static void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
-  cr_assert_eq(weft_port_free(a), 0);
-  cr_assert_eq(weft_port_free(b), 0);
-  cr_assert_eq(weft_loop_free(loop), 0);
-}
 
 /* Post `m` on a and take it back out of b with receiveMessageOnPort. */
 static weft_msg_t* round_trip(weft_port_t* a, weft_port_t* b, weft_msg_t* m) {
@@ -250,7 +225,7 @@ Test(msg, kept_messages_outlive_their_callback_and_later_deliveries) {
     pack_numbered(weft_msg_packer(m), i);
     cr_assert_eq(weft_port_post_msg(a, &m), 0);
   }
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(kp.n, KEEP_N);
   cr_assert_eq(kp.checked, KEEP_N / 2);
   finish(loop, a, b);
@@ -399,8 +374,7 @@ Test(msg, add_to_a_received_message_or_with_null_is_einval) {
   cr_assert(!weft_port_closed(c2));
   weft_buffer_free(buf);
   weft_shared_unref(sh);
-  cr_assert_eq(weft_port_free(c1), 0);
-  cr_assert_eq(weft_port_free(c2), 0);
+  free_channel(c1, c2);
   finish(loop, a, b);
 }
 
@@ -446,7 +420,7 @@ Test(msg, shared_buffer_is_posted_by_reference) {
   cr_assert_eq(weft_atomic_load32(sh, 0, &v), 0);
   cr_assert_eq(v, 42);
   cr_assert_eq(weft_port_on_message(b, on_shared), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   cr_assert_eq(shr.n, 1);
   cr_assert_eq(shr.data, weft_shared_data(sh)); /* the same memory */
   cr_assert_eq(shr.got2, shr.got);
@@ -614,9 +588,9 @@ Test(msg, deep_spawn_and_environment_data_are_refused) {
   cr_assert_eq(weft_set_environment_data("deep", NULL, 0), 0);
   opts.data_len = len;
   cr_assert_eq(weft_worker_spawn(&w, loop, deep_entry, &opts), 0);
-  cr_assert_eq(weft_loop_run(loop), 0);
+  run_loop(loop);
   weft_worker_free(w);
-  cr_assert_eq(weft_loop_free(loop), 0);
+  free_loop(loop);
 }
 
 /* The process's peak of virtual memory, in KiB (Linux). */
