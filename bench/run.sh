@@ -48,14 +48,9 @@ if ! command -v "$NODE" >/dev/null 2>&1; then
   exit 1
 fi
 
-# Busy share of all CPUs over 0.5 s, in percent (from /proc/stat).
-cpu_busy() {
-  local a b
-  a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  sleep 0.5
-  b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  echo "$a $b" | awk '{d = $4 - $2; print (d > 0) ? int(100 * ($3 - $1) / d) : 0}'
-}
+# cpu_busy: busy share of all CPUs over 0.5 s, in percent.
+# shellcheck source=bench/cpu_busy.sh
+. "$here/cpu_busy.sh"
 
 # Wait (at most QUIET_WAIT s) until other processes leave the CPUs alone.
 wait_quiet() {
