@@ -3,6 +3,9 @@
  * an untaken message), markAsUntransferable, invalid transfer lists, failed
  * posts, and a round trip through a worker. */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <weft/weft.h>
@@ -489,4 +492,328 @@ Test(buffer, transfer_to_a_worker_and_back_keeps_the_same_memory) {
   weft_buffer_free(buf);
   weft_worker_free(w);
   free_loop(loop);
+}
+
+/* --- adopted memory (weft_buffer_adopt) ---------------------------------- */
+
+/* What free_fn saw: calls, the last bytes and arg, and the thread. */
+static struct {
+  atomic_int calls;
+  void* bytes;
+  void* arg;
+  pthread_t thread;
+} freed;
+
+static void count_free(void* bytes, void* arg) {
+  freed.bytes = bytes;
+  freed.arg = arg;
+  freed.thread = pthread_self();
+  free(bytes);
+  /* Release: the fields above are written before the count is seen. */
+  atomic_fetch_add_explicit(&freed.calls, 1, memory_order_release);
+}
+
+static void reset_freed(void) {
+  atomic_store(&freed.calls, 0);
+  freed.bytes = NULL;
+  freed.arg = NULL;
+}
+
+static unsigned char* app_bytes(size_t n, unsigned seed) {
+  unsigned char* p = malloc(n == 0 ? 1 : n);
+  cr_assert_not_null(p);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (unsigned char)(i * 31 + seed);
+  return p;
+}
+
+Test(buffer, adopt_wraps_without_a_copy_and_frees_once_with_its_args) {
+  weft_buffer_t* buf = NULL;
+  unsigned char* p = app_bytes(300, 5);
+  int tag;
+  void* d = NULL;
+  reset_freed();
+  cr_assert_eq(weft_buffer_adopt(&buf, p, 300, count_free, &tag), 0);
+  cr_assert_eq(weft_buffer_data(buf, &d, NULL), 0);
+  cr_assert_eq(d, p, "adopt copied the bytes");
+  check_filled(buf, 300, 5);
+  cr_assert_eq(atomic_load(&freed.calls), 0);
+  weft_buffer_free(buf);
+  cr_assert_eq(atomic_load(&freed.calls), 1);
+  cr_assert_eq(freed.bytes, p);
+  cr_assert_eq(freed.arg, &tag);
+  cr_assert(pthread_equal(freed.thread, pthread_self()));
+}
+
+Test(buffer, adopt_with_no_free_function_never_frees) {
+  static unsigned char fixed[16] = {1, 2, 3};
+  weft_buffer_t *buf = NULL, *t = NULL, *e = NULL;
+  cr_assert_eq(weft_buffer_adopt(&buf, fixed, sizeof(fixed), NULL, NULL), 0);
+  cr_assert_eq(weft_buffer_size(buf), sizeof(fixed));
+  /* Shrinking keeps the same (static) bytes: still nothing to free. */
+  cr_assert_eq(weft_buffer_transfer(buf, 3, &t), 0);
+  cr_assert_eq(weft_buffer_size(t), 3);
+  weft_buffer_free(t);
+  weft_buffer_free(buf);
+  /* Empty: NULL bytes are fine with len 0. */
+  cr_assert_eq(weft_buffer_adopt(&e, NULL, 0, NULL, NULL), 0);
+  cr_assert_eq(weft_buffer_size(e), 0);
+  cr_assert_not(weft_buffer_detached(e));
+  weft_buffer_free(e);
+  cr_assert_eq(fixed[0], 1);
+}
+
+Test(buffer, adopt_bad_input_is_einval_and_leaves_the_bytes_alone) {
+  weft_buffer_t* buf = (weft_buffer_t*)&buf;
+  unsigned char b[4];
+  reset_freed();
+  cr_assert_eq(weft_buffer_adopt(NULL, b, 4, count_free, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_buffer_adopt(&buf, NULL, 4, count_free, NULL),
+               WEFT_EINVAL);
+  cr_assert_null(buf);
+  cr_assert_eq(atomic_load(&freed.calls), 0);
+}
+
+/* Through a worker: the worker takes the adopted buffer and frees it. */
+static struct {
+  pthread_t thread;
+  void* seen;
+} ad;
+
+static void ad_on_msg(weft_port_t* parent, weft_msg_t* m) {
+  weft_buffer_t* buf = NULL;
+  if (weft_msg_take_buffer(m, placeholder(m), &buf) != 0) {
+    weft_report_error("no buffer");
+    return;
+  }
+  ad.thread = pthread_self();
+  weft_buffer_data(buf, &ad.seen, NULL);
+  weft_buffer_free(buf);
+  weft_port_on_message(parent, NULL);
+}
+
+static void ad_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), ad_on_msg);
+}
+
+Test(buffer, adopted_buffer_moves_to_a_worker_and_is_freed_there_once) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = NULL;
+  weft_worker_opts_t opts = {0};
+  worker_end_t end;
+  weft_buffer_t* buf = NULL;
+  unsigned char* p = app_bytes(1 << 12, 9);
+  int tag, err;
+  reset_freed();
+  ad.seen = NULL;
+  watch_worker_end(&opts, &end);
+  cr_assert_eq(weft_buffer_adopt(&buf, p, 1 << 12, count_free, &tag), 0);
+  w = spawn_worker(loop, ad_entry, &opts);
+  weft_msg_t* m = msg_with(buf, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_worker_post_msg(w, &m), 0);
+  cr_assert(weft_buffer_detached(buf));
+  weft_buffer_free(buf); /* the detached handle: must not free the bytes */
+  cr_assert_eq(atomic_load(&freed.calls), 0);
+  run_loop(loop);
+  cr_assert_eq(end.errors, 0);
+  cr_assert_eq(end.exit_code, 0);
+  cr_assert_eq(atomic_load_explicit(&freed.calls, memory_order_acquire), 1);
+  cr_assert_eq(ad.seen, p, "the bytes were copied on the way");
+  cr_assert_eq(freed.bytes, p);
+  cr_assert_eq(freed.arg, &tag);
+  cr_assert(pthread_equal(freed.thread, ad.thread),
+            "free_fn did not run on the worker's thread");
+  cr_assert_not(pthread_equal(freed.thread, pthread_self()));
+  weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* In a worker with a heap limit: adopted bytes and transfers are charged. */
+#define LIM (1u << 20)
+static struct {
+  size_t before, adopted, after_free, after_shrink;
+  int adopt_over, transfer_over, transfer_shrink;
+  size_t kept_size, after_failed;
+  int calls_after_over;
+} lim;
+
+static void lim_entry(weft_loop_t* loop, void* arg) {
+  weft_buffer_t *a = NULL, *b = NULL, *s = NULL, *big = NULL;
+  size_t limit;
+  (void)loop;
+  (void)arg;
+  weft_heap_usage(&lim.before, &limit);
+  weft_buffer_adopt(&a, app_bytes(LIM / 2, 1), LIM / 2, count_free, NULL);
+  weft_heap_usage(&lim.adopted, &limit);
+  weft_buffer_free(a);
+  weft_heap_usage(&lim.after_free, &limit);
+  /* A transfer that shrinks frees charge; one past the limit fails first. */
+  weft_buffer_new(&b, LIM / 2);
+  lim.transfer_shrink = weft_buffer_transfer(b, LIM / 4, &s);
+  weft_heap_usage(&lim.after_shrink, &limit);
+  lim.transfer_over = weft_buffer_transfer(s, 2 * LIM, &big);
+  weft_heap_usage(&lim.after_failed, &limit);
+  lim.kept_size = weft_buffer_size(s);
+  /* Adopting past the limit: refused, free_fn not called. */
+  unsigned char* p = app_bytes(16, 0);
+  lim.adopt_over = weft_buffer_adopt(&a, p, 2 * LIM, count_free, NULL);
+  lim.calls_after_over = atomic_load(&freed.calls);
+  free(p);
+  weft_buffer_free(s);
+  weft_buffer_free(b);
+}
+
+Test(buffer, adopted_and_resized_bytes_count_against_the_heap_limit) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = {0};
+  worker_end_t end;
+  weft_worker_t* w;
+  reset_freed();
+  watch_worker_end(&opts, &end);
+  opts.max_heap_bytes = LIM;
+  w = spawn_worker(loop, lim_entry, &opts);
+  run_loop(loop);
+  cr_assert_geq(lim.adopted, lim.before + LIM / 2);
+  cr_assert_eq(lim.after_free, lim.before);
+  cr_assert_eq(lim.transfer_shrink, 0);
+  cr_assert_geq(lim.after_shrink, lim.before + LIM / 4);
+  cr_assert_lt(lim.after_shrink, lim.before + LIM / 2);
+  cr_assert_eq(lim.transfer_over, WEFT_EHEAPLIMIT);
+  cr_assert_eq(lim.after_failed, lim.after_shrink, "charge changed on failure");
+  cr_assert_eq(lim.kept_size, LIM / 4, "failed transfer touched the buffer");
+  cr_assert_eq(lim.adopt_over, WEFT_EHEAPLIMIT);
+  cr_assert_eq(lim.calls_after_over, 1, "free_fn called for refused bytes");
+  /* A breach ends the worker with an error, as weft_buffer_new's does. */
+  cr_assert_eq(end.errors, 1);
+  cr_assert_eq(atomic_load(&freed.calls), 1);
+  weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* --- weft_buffer_transfer (ArrayBuffer.prototype.transfer) --------------- */
+
+static void check_zero(weft_buffer_t* buf, size_t from, size_t to) {
+  unsigned char* d = NULL;
+  cr_assert_eq(weft_buffer_data(buf, (void**)&d, NULL), 0);
+  for (size_t i = from; i < to; i++)
+    cr_assert_eq(d[i], 0, "byte %zu not zero", i);
+}
+
+static void check_detached(weft_buffer_t* buf) {
+  weft_buffer_t* t = (weft_buffer_t*)&t;
+  void* d = &d;
+  size_t n = 1;
+  int err;
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(weft_buffer_size(buf), 0);
+  cr_assert_eq(weft_buffer_data(buf, &d, &n), WEFT_EDETACHED);
+  cr_assert_null(d);
+  cr_assert_eq(weft_buffer_transfer(buf, 1, &t), WEFT_EDETACHED);
+  cr_assert_null(t);
+  weft_msg_t* m = msg_with(buf, &err);
+  cr_assert_eq(err, WEFT_EDETACHED);
+  weft_msg_free(m);
+}
+
+Test(buffer, transfer_shrinks_grows_and_keeps_and_detaches_the_old) {
+  weft_buffer_t* a = filled(1000, 7);
+  weft_buffer_t *b = NULL, *c = NULL, *d = NULL, *e = NULL, *f = NULL;
+  /* Same length. */
+  cr_assert_eq(weft_buffer_transfer(a, 1000, &b), 0);
+  check_detached(a);
+  check_filled(b, 1000, 7);
+  /* Shrink keeps the prefix. */
+  cr_assert_eq(weft_buffer_transfer(b, 100, &c), 0);
+  check_detached(b);
+  check_filled(c, 100, 7);
+  /* Grow fills with zeros, even where the old bytes were. */
+  cr_assert_eq(weft_buffer_transfer(c, 5000, &d), 0);
+  check_detached(c);
+  cr_assert_eq(weft_buffer_size(d), 5000);
+  {
+    unsigned char* p = NULL;
+    cr_assert_eq(weft_buffer_data(d, (void**)&p, NULL), 0);
+    for (size_t i = 0; i < 100; i++)
+      cr_assert_eq(p[i], (unsigned char)(i * 31 + 7), "byte %zu", i);
+  }
+  check_zero(d, 100, 5000);
+  /* To empty and back. */
+  cr_assert_eq(weft_buffer_transfer(d, 0, &e), 0);
+  check_detached(d);
+  cr_assert_eq(weft_buffer_size(e), 0);
+  cr_assert_not(weft_buffer_detached(e));
+  cr_assert_eq(weft_buffer_transfer(e, 64, &f), 0);
+  check_zero(f, 0, 64);
+  /* The result is an ordinary buffer: it can be posted. */
+  {
+    weft_loop_t* loop = new_loop();
+    weft_port_t *pa, *pb;
+    int err;
+    new_channel(loop, &pa, &pb);
+    weft_msg_t* m = msg_with(f, &err);
+    cr_assert_eq(err, 0);
+    cr_assert_eq(weft_port_post_msg(pa, &m), 0);
+    cr_assert(weft_buffer_detached(f));
+    finish(loop, pa, pb);
+  }
+  weft_buffer_free(a);
+  weft_buffer_free(b);
+  weft_buffer_free(c);
+  weft_buffer_free(d);
+  weft_buffer_free(e);
+  weft_buffer_free(f);
+}
+
+Test(buffer, transfer_of_adopted_bytes_shrinks_in_place_and_grows_by_copy) {
+  weft_buffer_t *a = NULL, *b = NULL, *c = NULL;
+  unsigned char* p = app_bytes(256, 3);
+  void* d = NULL;
+  int tag;
+  reset_freed();
+  cr_assert_eq(weft_buffer_adopt(&a, p, 256, count_free, &tag), 0);
+  /* Shrink: the same bytes, shorter; free_fn goes with them. */
+  cr_assert_eq(weft_buffer_transfer(a, 200, &b), 0);
+  check_detached(a);
+  cr_assert_eq(weft_buffer_data(b, &d, NULL), 0);
+  cr_assert_eq(d, p);
+  check_filled(b, 200, 3);
+  weft_buffer_free(a);
+  cr_assert_eq(atomic_load(&freed.calls), 0);
+  /* Grow: copied into weft memory, the old bytes given back at once. */
+  cr_assert_eq(weft_buffer_transfer(b, 400, &c), 0);
+  check_detached(b);
+  cr_assert_eq(atomic_load(&freed.calls), 1);
+  cr_assert_eq(freed.bytes, p);
+  cr_assert_eq(freed.arg, &tag);
+  cr_assert_eq(weft_buffer_data(c, &d, NULL), 0);
+  cr_assert_neq(d, p);
+  {
+    unsigned char* q = d;
+    for (size_t i = 0; i < 200; i++)
+      cr_assert_eq(q[i], (unsigned char)(i * 31 + 3), "byte %zu", i);
+  }
+  check_zero(c, 200, 400);
+  weft_buffer_free(b);
+  weft_buffer_free(c);
+  cr_assert_eq(atomic_load(&freed.calls), 1, "free_fn called twice");
+}
+
+Test(buffer, transfer_bad_input) {
+  weft_buffer_t* a = filled(10, 1);
+  weft_buffer_t* t = (weft_buffer_t*)&t;
+  cr_assert_eq(weft_buffer_transfer(NULL, 1, &t), WEFT_EINVAL);
+  cr_assert_null(t);
+  cr_assert_eq(weft_buffer_transfer(a, 1, NULL), WEFT_EINVAL);
+  check_filled(a, 10, 1);
+  /* Untransferable (a detach key in JavaScript): refused, still usable. */
+  cr_assert_eq(weft_buffer_mark_untransferable(a), 0);
+  t = (weft_buffer_t*)&t;
+  cr_assert_eq(weft_buffer_transfer(a, 20, &t), WEFT_EUNTRANSFERABLE);
+  cr_assert_null(t);
+  cr_assert_not(weft_buffer_detached(a));
+  check_filled(a, 10, 1);
+  weft_buffer_free(a);
 }

@@ -22,6 +22,54 @@ WEFT_EXTERN int weft_buffer_from(weft_buffer_t** out,
                                  const void* src,
                                  size_t len);
 
+/* Wrap `len` bytes the application already owns, without a copy (Node:
+ * an external ArrayBuffer with its deleter). weft calls
+ * free_fn(bytes, arg) exactly once, when the buffer's bytes are released:
+ * weft_buffer_free() of the handle that holds them, the end of the worker
+ * that owns it, a message freed with the buffer untaken, or a
+ * weft_buffer_transfer() that grows it. That may be on another thread than
+ * the adopter's (the buffer can be transferred to a worker and freed
+ * there): free_fn must be callable from any thread. A NULL free_fn means
+ * weft never frees the bytes: the caller keeps them alive and unchanged in
+ * place while any handle holding them lives. `bytes` may be NULL only
+ * when len is 0. The buffer is like any other: transferable (the bytes
+ * move, zero-copy, and free_fn travels with them), markable untransferable,
+ * and `len` counts against the calling worker's heap limit as weft's own
+ * bytes do (past it: WEFT_EHEAPLIMIT, and the worker ends).
+ * Returns 0, WEFT_EINVAL (out NULL; bytes NULL with len > 0),
+ * WEFT_EHEAPLIMIT, WEFT_ENOMEM (no handle). On an error free_fn is not
+ * called: the bytes stay the caller's.
+ * Ownership: the caller frees the handle with weft_buffer_free().
+ * Thread: any; a buffer is used by one thread at a time. */
+WEFT_EXTERN int weft_buffer_adopt(weft_buffer_t** out,
+                                  void* bytes,
+                                  size_t len,
+                                  void (*free_fn)(void* bytes, void* arg),
+                                  void* arg);
+
+/* Node's ArrayBuffer.prototype.transfer(newLength): a new buffer `*out` of
+ * `new_len` bytes holding the contents of `buf` (shrinking keeps the
+ * prefix, growing fills the new bytes with zeros), and `buf` detached
+ * (WEFT_EDETACHED on use; still freed with weft_buffer_free()). Pass
+ * weft_buffer_size(buf) to keep the length. No copy where it can be
+ * avoided: weft's own bytes are reallocated (in place when the allocator
+ * can); adopted bytes (weft_buffer_adopt) that shrink or keep their length
+ * stay where they are, shorter, and keep their free_fn; adopted bytes that
+ * grow are copied into weft memory and free_fn is called on the old ones
+ * before this returns. The heap charge moves from the old length to the
+ * new one, checked before anything is allocated: a shrink always fits.
+ * Returns 0, WEFT_EINVAL (NULL buf or out), WEFT_EDETACHED (buf already
+ * detached), WEFT_EUNTRANSFERABLE (buf was marked untransferable: like a
+ * JavaScript ArrayBuffer with a detach key, it cannot be detached),
+ * WEFT_EHEAPLIMIT (the new length passes the worker's limit; the worker
+ * ends), WEFT_ENOMEM. On an error nothing changes: buf keeps its bytes and
+ * *out is NULL.
+ * Ownership: the caller frees *out with weft_buffer_free().
+ * Thread: the buffer's owner (the thread that created or took it). */
+WEFT_EXTERN int weft_buffer_transfer(weft_buffer_t* buf,
+                                     size_t new_len,
+                                     weft_buffer_t** out);
+
 /* The bytes and their size. Returns WEFT_EDETACHED once the buffer was
  * transferred (then *data is NULL and *size 0). Either out-pointer may be
  * NULL. The pointer stays valid until the buffer is freed or transferred. */
@@ -37,7 +85,9 @@ WEFT_EXTERN bool weft_buffer_detached(const weft_buffer_t* buf);
  * WEFT_EUNTRANSFERABLE. The buffer may still be copied into messages. */
 WEFT_EXTERN int weft_buffer_mark_untransferable(weft_buffer_t* buf);
 
-/* Free the handle and, unless detached, its bytes. Accepts NULL. */
+/* Free the handle and, unless detached, its bytes (adopted bytes: their
+ * free_fn is called, on this thread). Accepts NULL.
+ * Thread: the buffer's owner. */
 WEFT_EXTERN void weft_buffer_free(weft_buffer_t* buf);
 
 #endif /* WEFT_BUFFER_H */
