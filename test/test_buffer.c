@@ -574,12 +574,72 @@ Test(buffer, adopt_bad_input_is_einval_and_leaves_the_bytes_alone) {
   cr_assert_eq(atomic_load(&freed.calls), 0);
 }
 
-/* Through a worker: the worker takes the adopted buffer and frees it. */
 static struct {
   pthread_t thread;
   void* seen;
 } ad;
 
+Test(buffer, adopted_bytes_in_an_untaken_message_are_given_back_once) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t *m, *got = NULL;
+  weft_buffer_t *b1 = NULL, *b2 = NULL;
+  unsigned char *p1 = app_bytes(100, 1), *p2 = app_bytes(200, 2);
+  int err;
+  reset_freed();
+  cr_assert_eq(weft_buffer_adopt(&b1, p1, 100, count_free, NULL), 0);
+  cr_assert_eq(weft_buffer_adopt(&b2, p2, 200, count_free, NULL), 0);
+  new_channel(loop, &a, &b);
+  /* Received and freed without a take. */
+  m = msg_with(b1, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_receive(b, &got), 0);
+  cr_assert_eq(atomic_load(&freed.calls), 0);
+  weft_msg_free(got);
+  cr_assert_eq(atomic_load(&freed.calls), 1);
+  cr_assert_eq(freed.bytes, p1);
+  /* Dropped on the receiver's side by close. */
+  m = msg_with(b2, &err);
+  cr_assert_eq(err, 0);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  cr_assert_eq(weft_port_close(b), 0);
+  weft_buffer_free(b1);
+  weft_buffer_free(b2);
+  finish(loop, a, b);
+  cr_assert_eq(atomic_load(&freed.calls), 2);
+  cr_assert_eq(freed.bytes, p2);
+}
+
+/* A worker that ends holding adopted bytes gives them back. */
+static weft_buffer_t* held;
+
+static void hold_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  weft_buffer_adopt(&held, arg, 64, count_free, NULL);
+  ad.thread = pthread_self();
+}
+
+Test(buffer, a_worker_ending_with_adopted_bytes_gives_them_back) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = {0};
+  worker_end_t end;
+  weft_worker_t* w;
+  unsigned char* p = app_bytes(64, 0);
+  reset_freed();
+  watch_worker_end(&opts, &end);
+  opts.arg = p;
+  w = spawn_worker(loop, hold_entry, &opts);
+  run_loop(loop);
+  cr_assert_eq(end.errors, 0);
+  cr_assert_eq(atomic_load(&freed.calls), 1);
+  cr_assert_eq(freed.bytes, p);
+  cr_assert(pthread_equal(freed.thread, ad.thread));
+  weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* Through a worker: the worker takes the adopted buffer and frees it. */
 static void ad_on_msg(weft_port_t* parent, weft_msg_t* m) {
   weft_buffer_t* buf = NULL;
   if (weft_msg_take_buffer(m, placeholder(m), &buf) != 0) {
@@ -817,3 +877,72 @@ Test(buffer, transfer_bad_input) {
   check_filled(a, 10, 1);
   weft_buffer_free(a);
 }
+
+#ifdef WEFT_FAILPOINTS
+#include "internal.h"
+
+/* Every allocation weft_buffer_transfer/adopt make, failed in turn: each
+ * fails with WEFT_ENOMEM and leaves everything as it was (the buffer
+ * attached with its bytes, no free_fn call, no result). */
+static int fail_each(int (*op)(weft_buffer_t* a, weft_buffer_t** out),
+                     bool adopted) {
+  uint64_t n = 0, k;
+  int fired = 0;
+  for (k = 0;; k++) {
+    weft_buffer_t *a = NULL, *out = (weft_buffer_t*)&out;
+    int rc;
+    reset_freed();
+    if (adopted)
+      cr_assert_eq(weft_buffer_adopt(&a, app_bytes(100, 4), 100, count_free,
+                                     NULL), 0);
+    else
+      a = filled(100, 4);
+    weft__failpoint_arm(k);
+    rc = op(a, &out);
+    if (k == 0)
+      n = weft__failpoint_count(); /* allocations of a whole run */
+    if (k > 0 && weft__failpoint_fired()) {
+      fired++;
+      cr_assert_eq(rc, WEFT_ENOMEM, "allocation %llu: rc %d",
+                   (unsigned long long)k, rc);
+      cr_assert_null(out);
+      cr_assert_not(weft_buffer_detached(a));
+      check_filled(a, 100, 4);
+      cr_assert_eq(atomic_load(&freed.calls), 0);
+    } else {
+      cr_assert_eq(rc, 0);
+      weft_buffer_free(out);
+    }
+    weft__failpoint_arm(0);
+    weft_buffer_free(a);
+    if (k > 0 && k >= n)
+      break;
+  }
+  return fired;
+}
+
+static int op_grow(weft_buffer_t* a, weft_buffer_t** out) {
+  return weft_buffer_transfer(a, 5000, out);
+}
+
+static int op_shrink(weft_buffer_t* a, weft_buffer_t** out) {
+  return weft_buffer_transfer(a, 10, out);
+}
+
+static int op_adopt(weft_buffer_t* a, weft_buffer_t** out) {
+  (void)a;
+  static unsigned char b[8];
+  int rc = weft_buffer_adopt(out, b, sizeof(b), NULL, NULL);
+  if (rc != 0)
+    cr_assert_null(*out);
+  return rc;
+}
+
+Test(buffer, allocation_failures_in_transfer_and_adopt_change_nothing) {
+  cr_assert_geq(fail_each(op_grow, false), 2);
+  cr_assert_geq(fail_each(op_shrink, false), 1);
+  cr_assert_geq(fail_each(op_grow, true), 2);
+  cr_assert_geq(fail_each(op_shrink, true), 1);
+  cr_assert_geq(fail_each(op_adopt, false), 1);
+}
+#endif
