@@ -1,7 +1,8 @@
 /* format.c - messages written and read from a format string (weft/format.h):
  * the format is checked whole first, then walked once to pack, or twice to
  * read (check the shape, then store and take), so that a read that does
- * not match takes nothing. */
+ * not match takes nothing. No recursion: a '[' packs its array header from
+ * a count ahead, and reading keeps a stack of open arrays. */
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -12,40 +13,33 @@
 #define FMT_READ  "iIuUdbsynBPH*"
 #define FMT_OBJ   "iIuUdbsyn*"
 
-/* Check one level of a format, from `*fp` to its closing ']' (depth > 0)
- * or its end (depth 0), and count its values into `*count`; `*fp` ends
- * past the ']'. Each character must be in `allowed` or a bracket. */
-static int fmt_level(const char** fp,
-                     const char* allowed,
-                     int depth,
-                     size_t* count) {
+/* Check a whole format: each character in `allowed` or a bracket, the
+ * brackets balanced and at most WEFT_MSG_MAX_DEPTH deep. `*count` gets the
+ * number of values at the top level. */
+static int fmt_check(const char* fmt, const char* allowed, size_t* count) {
+  const char* p;
+  int depth = 0;
   size_t n = 0;
-  for (;;) {
-    char c = **fp;
-    if (c == '\0') {
-      if (depth > 0)
-        return WEFT_EINVAL; /* '[' without its ']'. */
-      break;
-    }
-    (*fp)++;
+  for (p = fmt; *p != '\0'; p++) {
+    char c = *p;
     if (c == ']') {
       if (depth == 0)
         return WEFT_EINVAL; /* ']' without its '['. */
-      break;
+      depth--;
+      continue;
     }
+    if (depth == 0)
+      n++;
     if (c == '[') {
-      size_t inner;
-      int err;
       if (depth >= WEFT_MSG_MAX_DEPTH)
         return WEFT_EINVAL;
-      err = fmt_level(fp, allowed, depth + 1, &inner);
-      if (err != 0)
-        return err;
+      depth++;
     } else if (strchr(allowed, c) == NULL) {
       return WEFT_EINVAL;
     }
-    n++;
   }
+  if (depth != 0)
+    return WEFT_EINVAL; /* '[' without its ']'. */
   *count = n;
   return 0;
 }
@@ -54,7 +48,19 @@ static int fmt_level(const char** fp,
  * format checked already. */
 static size_t group_count(const char* p) {
   size_t n = 0;
-  (void)fmt_level(&p, FMT_WRITE FMT_READ, 1, &n);
+  int depth = 0;
+  for (; *p != '\0'; p++) {
+    if (*p == ']') {
+      if (depth == 0)
+        break;
+      depth--;
+      continue;
+    }
+    if (depth == 0)
+      n++;
+    if (*p == '[')
+      depth++;
+  }
   return n;
 }
 
@@ -77,13 +83,8 @@ static int pack_raw(msgpack_packer* pk, bool bin, const void* p, size_t len) {
   return pk_err(rc);
 }
 
-/* Pack one value for the character at `*fp` (advanced past it, and past
- * the ']' of a group). */
-static int pack_one(weft_msg_t* msg,
-                    msgpack_packer* pk,
-                    const char** fp,
-                    va_list* ap) {
-  char c = *(*fp)++;
+/* Pack the value of character `c` (not a bracket). */
+static int pack_one(weft_msg_t* msg, msgpack_packer* pk, char c, va_list* ap) {
   switch (c) {
     case 'i':
       return pk_err(msgpack_pack_int64(pk, va_arg(*ap, int)));
@@ -124,25 +125,15 @@ static int pack_one(weft_msg_t* msg,
       weft_shared_t* sh = va_arg(*ap, weft_shared_t*);
       return sh == NULL ? WEFT_EINVAL : weft_msg_add_shared(msg, sh);
     }
-    case '[': {
-      size_t i;
-      size_t n = group_count(*fp);
-      int err = pk_err(msgpack_pack_array(pk, n));
-      for (i = 0; i < n && err == 0; i++)
-        err = pack_one(msg, pk, fp, ap);
-      (*fp)++; /* The ']'. */
-      return err;
-    }
     default:
       return WEFT_EINVAL; /* Not reached: the format was checked. */
   }
 }
 
 int weft_msg_vpack(weft_msg_t* msg, const char* fmt, va_list ap) {
-  const char* p = fmt;
+  const char* p;
   msgpack_packer* pk;
   size_t n;
-  size_t i;
   va_list args;
   int err;
   if (msg == NULL || fmt == NULL)
@@ -150,7 +141,7 @@ int weft_msg_vpack(weft_msg_t* msg, const char* fmt, va_list ap) {
   pk = weft_msg_packer(msg);
   if (pk == NULL || msg->len != 0)
     return WEFT_EINVAL; /* Received, or packed already. */
-  err = fmt_level(&p, FMT_WRITE, 0, &n);
+  err = fmt_check(fmt, FMT_WRITE, &n);
   if (err != 0)
     return err;
   if (n == 0)
@@ -158,9 +149,14 @@ int weft_msg_vpack(weft_msg_t* msg, const char* fmt, va_list ap) {
   va_copy(args, ap);
   if (n > 1)
     err = pk_err(msgpack_pack_array(pk, n));
-  p = fmt;
-  for (i = 0; i < n && err == 0; i++)
-    err = pack_one(msg, pk, &p, &args);
+  /* One pass: a '[' writes its array's header, counted ahead; a ']'
+   * writes nothing (msgpack arrays have no end mark). */
+  for (p = fmt; *p != '\0' && err == 0; p++) {
+    if (*p == '[')
+      err = pk_err(msgpack_pack_array(pk, group_count(p + 1)));
+    else if (*p != ']')
+      err = pack_one(msg, pk, *p, &args);
+  }
   va_end(args);
   return err;
 }
@@ -176,13 +172,6 @@ int weft_msg_pack(weft_msg_t* msg, const char* fmt, ...) {
 
 /* --- Reading ----------------------------------------------------------- */
 
-/* One read: the message (NULL for weft_obj_read) and, in the second pass,
- * the arguments (NULL in the first, which only checks). */
-typedef struct {
-  weft_msg_t* msg;
-  va_list* ap;
-} reader_t;
-
 static bool as_i64(const msgpack_object* o, int64_t* v) {
   if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
     if (o->via.u64 > (uint64_t)INT64_MAX)
@@ -197,15 +186,21 @@ static bool as_i64(const msgpack_object* o, int64_t* v) {
   return false;
 }
 
-/* The next out pointer of type T, or NULL in the checking pass. */
-#define OUT(rd, T) ((rd)->ap != NULL ? va_arg(*(rd)->ap, T) : NULL)
+/* The next out pointer of type T, or NULL in the checking pass (`ap`
+ * NULL): a read is two passes over the same format, the first only checks
+ * and takes no argument. */
+#define OUT(ap, T) ((ap) != NULL ? va_arg(*(ap), T) : NULL)
 
-/* A transfer placeholder at `o`: check it (first pass) or take it. */
-static int read_xfer(reader_t* rd, const msgpack_object* o, int kind) {
-  weft__xfer_t* x = weft__msg_lookup(rd->msg, o, kind);
+/* A transfer placeholder at `o` of `msg`: check it (first pass) or take
+ * it. */
+static int read_xfer(weft_msg_t* msg,
+                     va_list* ap,
+                     const msgpack_object* o,
+                     int kind) {
+  weft__xfer_t* x = weft__msg_lookup(msg, o, kind);
   if (x == NULL)
     return WEFT_EDECODE;
-  if (rd->ap == NULL) {
+  if (ap == NULL) {
     if (kind == WEFT_EXT_BUFFER && (x->taken || x->obj == NULL))
       return WEFT_EDETACHED;
     if (kind == WEFT_EXT_PORT && x->taken)
@@ -215,29 +210,31 @@ static int read_xfer(reader_t* rd, const msgpack_object* o, int kind) {
     return 0;
   }
   if (kind == WEFT_EXT_BUFFER) {
-    weft_buffer_t** out = va_arg(*rd->ap, weft_buffer_t**);
-    return out == NULL ? 0 : weft_msg_take_buffer(rd->msg, o, out);
+    weft_buffer_t** out = va_arg(*ap, weft_buffer_t**);
+    return out == NULL ? 0 : weft_msg_take_buffer(msg, o, out);
   }
   if (kind == WEFT_EXT_PORT) {
-    weft_port_t** out = va_arg(*rd->ap, weft_port_t**);
-    return out == NULL ? 0 : weft_msg_take_port(rd->msg, o, out);
+    weft_port_t** out = va_arg(*ap, weft_port_t**);
+    return out == NULL ? 0 : weft_msg_take_port(msg, o, out);
   }
   {
-    weft_shared_t** out = va_arg(*rd->ap, weft_shared_t**);
-    return out == NULL ? 0 : weft_msg_take_shared(rd->msg, o, out);
+    weft_shared_t** out = va_arg(*ap, weft_shared_t**);
+    return out == NULL ? 0 : weft_msg_take_shared(msg, o, out);
   }
 }
 
-/* Read (check, or store) one value `o` for the character at `*fp`. */
-static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
-  char c = *(*fp)++;
+/* Read (check, or store) value `o` for character `c` (not a bracket). */
+static int read_one(weft_msg_t* msg,
+                    va_list* ap,
+                    const msgpack_object* o,
+                    char c) {
   int64_t v = 0;
   switch (c) {
     case 'i': {
       int* out;
       if (!as_i64(o, &v) || v < INT_MIN || v > INT_MAX)
         return WEFT_EDECODE;
-      out = OUT(rd, int*);
+      out = OUT(ap, int*);
       if (out != NULL)
         *out = (int)v;
       return 0;
@@ -246,7 +243,7 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       int64_t* out;
       if (!as_i64(o, &v))
         return WEFT_EDECODE;
-      out = OUT(rd, int64_t*);
+      out = OUT(ap, int64_t*);
       if (out != NULL)
         *out = v;
       return 0;
@@ -255,7 +252,7 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       unsigned* out;
       if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > UINT_MAX)
         return WEFT_EDECODE;
-      out = OUT(rd, unsigned*);
+      out = OUT(ap, unsigned*);
       if (out != NULL)
         *out = (unsigned)o->via.u64;
       return 0;
@@ -264,7 +261,7 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       uint64_t* out;
       if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return WEFT_EDECODE;
-      out = OUT(rd, uint64_t*);
+      out = OUT(ap, uint64_t*);
       if (out != NULL)
         *out = o->via.u64;
       return 0;
@@ -280,7 +277,7 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
         d = (double)o->via.i64;
       else
         return WEFT_EDECODE;
-      out = OUT(rd, double*);
+      out = OUT(ap, double*);
       if (out != NULL)
         *out = d;
       return 0;
@@ -289,7 +286,7 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       bool* out;
       if (o->type != MSGPACK_OBJECT_BOOLEAN)
         return WEFT_EDECODE;
-      out = OUT(rd, bool*);
+      out = OUT(ap, bool*);
       if (out != NULL)
         *out = o->via.boolean;
       return 0;
@@ -303,8 +300,8 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       size_t* len;
       if (o->type != MSGPACK_OBJECT_STR)
         return WEFT_EDECODE;
-      out = OUT(rd, const char**);
-      len = OUT(rd, size_t*);
+      out = OUT(ap, const char**);
+      len = OUT(ap, size_t*);
       if (out != NULL)
         *out = o->via.str.ptr;
       if (len != NULL)
@@ -316,8 +313,8 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       size_t* len;
       if (o->type != MSGPACK_OBJECT_BIN)
         return WEFT_EDECODE;
-      out = OUT(rd, const void**);
-      len = OUT(rd, size_t*);
+      out = OUT(ap, const void**);
+      len = OUT(ap, size_t*);
       if (out != NULL)
         *out = o->via.bin.ptr;
       if (len != NULL)
@@ -325,44 +322,53 @@ static int read_one(reader_t* rd, const msgpack_object* o, const char** fp) {
       return 0;
     }
     case 'B':
-      return read_xfer(rd, o, WEFT_EXT_BUFFER);
+      return read_xfer(msg, ap, o, WEFT_EXT_BUFFER);
     case 'P':
-      return read_xfer(rd, o, WEFT_EXT_PORT);
+      return read_xfer(msg, ap, o, WEFT_EXT_PORT);
     case 'H':
-      return read_xfer(rd, o, WEFT_EXT_SHARED);
-    case '[': {
-      size_t n = group_count(*fp);
-      size_t i;
-      if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != n)
-        return WEFT_EDECODE;
-      for (i = 0; i < n; i++) {
-        int err = read_one(rd, &o->via.array.ptr[i], fp);
-        if (err != 0)
-          return err;
-      }
-      (*fp)++; /* The ']'. */
-      return 0;
-    }
+      return read_xfer(msg, ap, o, WEFT_EXT_SHARED);
     default:
       return WEFT_EINVAL; /* Not reached: the format was checked. */
   }
 }
 
-/* Read the top level: one value alone, or several as one array. */
-static int read_top(reader_t* rd,
-                    const msgpack_object* o,
+/* Walk `fmt` (checked, `n` values at its top) and the value `root` side by
+ * side: check (ap NULL) or store and take. An explicit stack of the next
+ * element at each open '[' (bracket depth is bounded by fmt_check). */
+static int read_all(weft_msg_t* msg,
+                    va_list* ap,
+                    const msgpack_object* root,
                     const char* fmt,
                     size_t n) {
-  const char* p = fmt;
-  size_t i;
-  if (n == 1)
-    return read_one(rd, o, &p);
-  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != n)
-    return WEFT_EDECODE;
-  for (i = 0; i < n; i++) {
-    int err = read_one(rd, &o->via.array.ptr[i], &p);
-    if (err != 0)
-      return err;
+  const msgpack_object* next[WEFT_MSG_MAX_DEPTH + 1] = {NULL};
+  int top = 0;
+  const char* p;
+  if (n == 1) {
+    next[0] = root;
+  } else {
+    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size != n)
+      return WEFT_EDECODE;
+    next[0] = root->via.array.ptr;
+  }
+  for (p = fmt; *p != '\0'; p++) {
+    const msgpack_object* o;
+    if (*p == ']') {
+      top--; /* Its array had exactly its count of values: all read. */
+      continue;
+    }
+    o = next[top]++;
+    if (o == NULL)
+      return WEFT_EDECODE; /* Not reached: counts were checked. */
+    if (*p == '[') {
+      size_t k = group_count(p + 1);
+      if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != k)
+        return WEFT_EDECODE;
+      next[++top] = o->via.array.ptr;
+    } else {
+      int err = read_one(msg, ap, o, *p);
+      if (err != 0)
+        return err;
+    }
   }
   return 0;
 }
@@ -372,23 +378,18 @@ static int vread(weft_msg_t* msg,
                  const char* allowed,
                  const char* fmt,
                  va_list ap) {
-  reader_t rd;
-  const char* p = fmt;
   size_t n;
   va_list args;
-  int err = fmt_level(&p, allowed, 0, &n);
+  int err = fmt_check(fmt, allowed, &n);
   if (err != 0)
     return err;
   if (n == 0)
     return WEFT_EINVAL;
-  rd.msg = msg;
-  rd.ap = NULL;
-  err = read_top(&rd, obj, fmt, n); /* Check only. */
+  err = read_all(msg, NULL, obj, fmt, n); /* Check only. */
   if (err != 0)
     return err;
   va_copy(args, ap);
-  rd.ap = &args;
-  err = read_top(&rd, obj, fmt, n); /* Store and take. */
+  err = read_all(msg, &args, obj, fmt, n); /* Store and take. */
   va_end(args);
   return err;
 }
