@@ -339,7 +339,6 @@ Test(format, every_mismatch_is_edecode_and_stores_nothing) {
     cr_assert_eq(small, -1);
   }
   weft_msg_free(got);
-  msgpack_sbuffer_destroy(&sb);
   finish(loop, a, b);
 }
 
