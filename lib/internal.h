@@ -1,9 +1,10 @@
 /* internal.h - what lib/ files share with each other; never installed.
  *
  * Layers, bottom up: failpoint, errors, heap, loop, buffer, shared, msg,
- * port, worker_thread, worker, broadcast (transport/ below them all). A file
- * calls only files below it; a lower one reports upward through a callback
- * (weft__heap_on_breach, weft__xfer_ops_t) or a return code.
+ * port, worker_thread, worker, broadcast, format (transport/ below them
+ * all). A file calls only files below it; a lower one reports upward
+ * through a callback (weft__heap_on_breach, weft__xfer_ops_t) or a return
+ * code.
  * scripts/check_layers.sh (ctest check_layers) checks the objects. */
 #ifndef WEFT_LIB_INTERNAL_H
 #define WEFT_LIB_INTERNAL_H

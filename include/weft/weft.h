@@ -17,6 +17,7 @@ extern "C" {
 #include "weft/broadcast.h"
 #include "weft/shared.h"
 #include "weft/worker.h"
+#include "weft/format.h"
 
 #ifdef __cplusplus
 }
