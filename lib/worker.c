@@ -21,9 +21,9 @@ struct weft_worker_s {
   weft_port_t* port; /* Owner side; weft's own (hooks). Owner loop only
                       * (released at the exit event). */
   void* post_core;   /* The owner side's core (and its peer), held until
-                      * `w` is freed:
-                      * posts from any thread go through it and find it
-                      * closed (WEFT_ECLOSED) once the worker exited. */
+                      * `w` is freed: posts from any thread go through it
+                      * and find it closed (WEFT_ECLOSED) once the worker
+                      * exited. */
   void* child_core;  /* Worker side, adopted by the worker thread. */
   weft_worker_entry_cb entry;
   void* arg;
@@ -607,12 +607,12 @@ nomem:
  * loop fields); after the exit event the core is closed, so the post
  * answers WEFT_ECLOSED. The owner's own calls still refuse a handle it
  * has freed (WEFT_EINVAL) while a running worker winds down. */
-#define CHECK_POSTER(w)                                          \
-  do {                                                           \
-    if ((w) == NULL)                                             \
-      return WEFT_EINVAL;                                        \
-    if (weft__loop_on_thread((w)->owner) && (w)->freed)          \
-      return WEFT_EINVAL;                                        \
+#define CHECK_POSTER(w)                                 \
+  do {                                                  \
+    if ((w) == NULL)                                    \
+      return WEFT_EINVAL;                               \
+    if (weft__loop_on_thread((w)->owner) && (w)->freed) \
+      return WEFT_EINVAL;                               \
   } while (0)
 
 int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg) {
