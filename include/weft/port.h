@@ -104,8 +104,8 @@ WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
  * not decode is returned as WEFT_EDECODE (and dropped); so is one whose
  * array or map header claims more elements than the payload has bytes,
  * refused before anything is allocated for it.
- * Thread: the port's loop (WEFT_EWRONGTHREAD), or none while a thread
- * blocks in weft_port_receive_wait() on the port. */
+ * Thread: the port's loop (WEFT_EWRONGTHREAD), and not while another
+ * thread blocks in weft_port_receive_wait() on the port. */
 WEFT_EXTERN int weft_port_receive(weft_port_t* port, weft_msg_t** out);
 
 /* Blocking receive for a thread that runs no loop: wait until a message
