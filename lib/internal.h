@@ -340,6 +340,14 @@ void weft__port_drop_in_transit(void* core);
 void weft__port_enqueue(weft_port_t* h, weft_msg_t* msg);
 /* Post with the checks of weft_port_post_msg(). Thread: any. */
 int weft__port_post_msg(weft_port_t* h, weft_msg_t** msg);
+/* weft_port_post/_fn/_msg on a core held with weft__port_hold() (a
+ * worker's owner side, posted on from any thread while the handle may be
+ * released: a released core answers WEFT_ECLOSED). Thread: any. */
+int weft__core_post(void* core, const void* bytes, size_t len);
+int weft__core_post_fn(void* core,
+                       int (*pack)(msgpack_packer* pk, void* arg),
+                       void* arg);
+int weft__core_post_msg(void* core, weft_msg_t** msg);
 
 /* Bound the backlog of a core in transit by `limit` bytes (the heap limit
  * of the worker that will adopt it; attach sets it again). Thread: any,
@@ -349,6 +357,11 @@ void weft__port_limit_backlog(void* core, size_t limit);
  * the handle (a worker's exit message). Thread: any. */
 void* weft__port_hold(weft_port_t* h);
 void weft__port_unhold(void* core);
+/* The same for the core and its peer: a post on the core (see
+ * weft__core_post) that passed its closed checks may still push on the
+ * peer after the handle was released. Thread: any. */
+void* weft__port_hold_pair(weft_port_t* h);
+void weft__port_unhold_pair(void* core);
 /* Push onto a held core's mailbox. Thread: any. */
 void weft__port_enqueue_core(void* core, weft_msg_t* msg);
 /* Port cores alive in the process (tests check nothing piles up). */

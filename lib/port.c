@@ -56,6 +56,9 @@
 #include "futex.h"
 #include "internal.h"
 
+/* `scheduled` doubles as a futex word (see unpark()). */
+_Static_assert(sizeof(atomic_int) == sizeof(uint32_t), "futex word");
+
 /* Messages one run of a port delivers before the port goes to the back of
  * its loop's ready queue (the loop bounds a whole drain: see READY_BATCH). */
 #define PORT_BATCH 256
@@ -66,7 +69,9 @@
 enum {
   IDLE,   /* On no ready queue; the next push schedules it. */
   QUEUED, /* On its loop's ready queue or being drained. */
-  HELD    /* Cannot deliver: pushes leave it alone (see the file comment). */
+  HELD,   /* Cannot deliver: pushes leave it alone (see the file comment). */
+  PARKED  /* HELD, and a thread blocks in weft_port_receive_wait() on this
+           * word (a futex): the producer that sees it wakes that thread. */
 };
 
 typedef struct pcore_s pcore_t;
@@ -433,15 +438,34 @@ static void detach(pcore_t* p, bool moving) {
   uv_mutex_unlock(&p->lock);
 }
 
+/* A blocking receiver announced it parks (PARKED, then it re-checked the
+ * mailbox: the Dekker pair of the file comment with PARKED in the place of
+ * IDLE). Only the producer whose CAS moves it back to HELD wakes it: one
+ * syscall per park, none per message. seq_cst: pairs with the receiver's
+ * CAS to PARKED and its mailbox check. Thread: any. */
+static void unpark(pcore_t* p) {
+  int parked = PARKED;
+  if (atomic_compare_exchange_strong_explicit(&p->scheduled, &parked, HELD,
+                                              memory_order_seq_cst,
+                                              memory_order_seq_cst))
+    weft__futex_wake((_Atomic uint32_t*)&p->scheduled);
+}
+
 /* Push `p` on its loop's ready queue unless it is there already or HELD. */
 static void schedule(pcore_t* p) {
   weft_loop_t* loop;
   int idle = IDLE;
   /* Test first: in a stream of messages the flag is mostly QUEUED already
    * and a load keeps the cache line shared. seq_cst, not relaxed: this
-   * load is (2) of the handshake in the file comment. */
-  if (atomic_load_explicit(&p->scheduled, memory_order_seq_cst) != IDLE)
+   * load is (2) of the handshake in the file comment; the same load tells
+   * a parked blocking receiver (PARKED): a loop consumer pays nothing for
+   * that but the compare on the path that returns anyway. */
+  int s = atomic_load_explicit(&p->scheduled, memory_order_seq_cst);
+  if (s != IDLE) {
+    if (s == PARKED)
+      unpark(p);
     return;
+  }
   if (!atomic_compare_exchange_strong_explicit(&p->scheduled, &idle, QUEUED,
                                                memory_order_seq_cst,
                                                memory_order_seq_cst))
@@ -502,6 +526,20 @@ void* weft__port_hold(weft_port_t* h) {
 
 void weft__port_unhold(void* core) {
   core_unref(core);
+}
+
+void* weft__port_hold_pair(weft_port_t* h) {
+  pcore_t* p = hcore(h);
+  core_ref(p);
+  core_ref(p->peer);
+  return p;
+}
+
+void weft__port_unhold_pair(void* core) {
+  pcore_t* p = core;
+  pcore_t* peer = p->peer;
+  core_unref(p);
+  core_unref(peer);
 }
 
 void weft__port_enqueue_core(void* core, weft_msg_t* msg) {
@@ -992,17 +1030,18 @@ int weft__port_post_msg(weft_port_t* port, weft_msg_t** msg) {
   return post_core(hcore(port), msg);
 }
 
-int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg) {
-  return weft__port_post_msg(port, msg);
+int weft__core_post_msg(void* core, weft_msg_t** msg) {
+  if (msg == NULL || *msg == NULL || (*msg)->state != WEFT__MSG_BUILDING)
+    return WEFT_EINVAL;
+  return post_core(core, msg);
 }
 
-int weft_port_post(weft_port_t* port, const void* bytes, size_t len) {
+int weft__core_post(void* core, const void* bytes, size_t len) {
+  pcore_t* p = core;
   weft_msg_t* m;
-  pcore_t* p;
   int err;
-  if (port == NULL || bytes == NULL || len == 0)
+  if (bytes == NULL || len == 0)
     return WEFT_EINVAL;
-  p = hcore(port); /* Once: see post_core(). */
   if (p == NULL)
     return WEFT_ECLOSED;
   if (len > p->max_msg)
@@ -1018,10 +1057,10 @@ int weft_port_post(weft_port_t* port, const void* bytes, size_t len) {
   return err;
 }
 
-int weft_port_post_fn(weft_port_t* port, weft_pack_cb pack, void* arg) {
+int weft__core_post_fn(void* core, weft_pack_cb pack, void* arg) {
   weft_msg_t* m;
   int err;
-  if (port == NULL || pack == NULL)
+  if (pack == NULL)
     return WEFT_EINVAL;
   m = weft__msg_alloc(WEFT__MSG_DATA, 0);
   if (m == NULL)
@@ -1031,24 +1070,38 @@ int weft_port_post_fn(weft_port_t* port, weft_pack_cb pack, void* arg) {
   if (err > 0)
     err = WEFT_EPACK;
   if (err == 0)
-    err = weft__port_post_msg(port, &m);
+    err = weft__core_post_msg(core, &m);
   if (err != 0)
     weft_msg_free(m);
   return err;
 }
 
-int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
-  pcore_t* p;
+int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg) {
+  return weft__port_post_msg(port, msg);
+}
+
+int weft_port_post(weft_port_t* port, const void* bytes, size_t len) {
+  if (port == NULL || bytes == NULL || len == 0)
+    return WEFT_EINVAL;
+  return weft__core_post(hcore(port), bytes, len); /* Once: see post_core(). */
+}
+
+int weft_port_post_fn(weft_port_t* port, weft_pack_cb pack, void* arg) {
+  if (port == NULL || pack == NULL)
+    return WEFT_EINVAL;
+  return weft__core_post_fn(hcore(port), pack, arg);
+}
+
+/* Take the oldest message of `p` for a receive: 0 and `*out`, WEFT_EAGAIN
+ * (none), WEFT_ECLOSED, WEFT_ENOMEM, WEFT_EDECODE. `foreign`: the caller is
+ * a blocking receiver off the port's loop (weft_port_receive_wait()); it
+ * touches no loop state, so a close at the head of the mailbox is left
+ * there (the owner loop handles it when it frees or reads the port). */
+static int take(pcore_t* p, weft_msg_t** out, bool foreign) {
   weft__mpsc_node_t* node;
   weft_msg_t* m;
   msgpack_zone* zone = NULL;
   int err;
-  if (out == NULL)
-    return WEFT_EINVAL;
-  *out = NULL;
-  CORE_OR_RETURN(p, port);
-  if (backlog_check(p))
-    return WEFT_EHEAPLIMIT;
   for (;;) {
     if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb))) {
       err = WEFT_ECLOSED;
@@ -1060,6 +1113,11 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
     node = weft__mpsc_peek(&p->mb);
     if (node == NULL) {
       err = WEFT_EAGAIN;
+      break;
+    }
+    if (foreign &&
+        weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_CLOSE) {
+      err = WEFT_ECLOSED;
       break;
     }
     if (zone == NULL &&
@@ -1081,7 +1139,10 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
       break;
     }
     if (m->kind != WEFT__MSG_DATA) {
-      control(p, m);
+      if (foreign)
+        weft_msg_free(m); /* Control messages go to hooked ports only. */
+      else
+        control(p, m);
       continue;
     }
     /* Closed on this side but 'close' not yet emitted: what the peer
@@ -1101,6 +1162,85 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
   if (zone != NULL)
     msgpack_zone_free(zone);
   return err;
+}
+
+int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
+  pcore_t* p;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  CORE_OR_RETURN(p, port);
+  if (backlog_check(p))
+    return WEFT_EHEAPLIMIT;
+  return take(p, out, false);
+}
+
+/* Pause iterations a blocking receive spins before it parks. */
+#define WAIT_SPIN 256
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int weft_port_receive_wait(weft_port_t* port,
+                           int64_t timeout_ms,
+                           weft_msg_t** out) {
+  pcore_t* p;
+  int64_t deadline = 0, left;
+  int i, err;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  if (port == NULL)
+    return WEFT_EINVAL;
+  /* A loop thread would stall its loop (and could be the port's own
+   * consumer): only threads that run no loop block here. */
+  if (weft_loop_current() != NULL)
+    return WEFT_EWRONGTHREAD;
+  p = hcore(port);
+  if (p == NULL)
+    return WEFT_ECLOSED;
+  if (timeout_ms > INT64_MAX / 2000000)
+    timeout_ms = -1; /* Centuries: no limit. */
+  if (timeout_ms >= 0)
+    deadline = mono_ns() + timeout_ms * 1000000;
+  for (;;) {
+    int held = HELD;
+    /* acquire: the port's loop is not its consumer while it is HELD (no
+     * handler, no close listener, no close event pending). */
+    if (atomic_load_explicit(&p->scheduled, memory_order_acquire) != HELD)
+      return WEFT_EBUSY;
+    err = take(p, out, true);
+    if (err != WEFT_EAGAIN)
+      return err;
+    /* Spin briefly: a sender mid-stream costs no syscall either side. */
+    for (i = 0; i < WAIT_SPIN && weft__mpsc_empty(&p->mb); i++)
+      weft__cpu_relax();
+    if (!weft__mpsc_empty(&p->mb))
+      continue;
+    left = -1;
+    if (timeout_ms >= 0) {
+      left = deadline - mono_ns();
+      if (left <= 0)
+        return WEFT_ETIMEDOUT;
+    }
+    /* Announce, then re-check (the receiver's half of the handshake in
+     * unpark(); both seq_cst). */
+    if (!atomic_compare_exchange_strong_explicit(
+            &p->scheduled, &held, PARKED, memory_order_seq_cst,
+            memory_order_seq_cst))
+      return WEFT_EBUSY;
+    if (weft__mpsc_empty(&p->mb))
+      weft__futex_wait((_Atomic uint32_t*)&p->scheduled, PARKED, left);
+    /* Woken, timed out, interrupted or the push was seen: back to HELD
+     * unless a producer did it already, and look again. */
+    held = PARKED;
+    atomic_compare_exchange_strong_explicit(&p->scheduled, &held, HELD,
+                                            memory_order_seq_cst,
+                                            memory_order_seq_cst);
+  }
 }
 
 int weft_port_close(weft_port_t* port) {

@@ -18,7 +18,12 @@ typedef struct env_entry_s {
 struct weft_worker_s {
   /* Fixed at spawn, read by both threads. */
   weft_loop_t* owner;
-  weft_port_t* port; /* Owner side; weft's own (hooks). */
+  weft_port_t* port; /* Owner side; weft's own (hooks). Owner loop only
+                      * (released at the exit event). */
+  void* post_core;   /* The owner side's core (and its peer), held until
+                      * `w` is freed: posts from any thread go through it
+                      * and find it closed (WEFT_ECLOSED) once the worker
+                      * exited. */
   void* child_core;  /* Worker side, adopted by the worker thread. */
   weft_worker_entry_cb entry;
   void* arg;
@@ -253,6 +258,8 @@ static void update_keepalive(weft_worker_t* w) {
 
 /* The memory of a worker record (also of one whose spawn failed). */
 static void worker_destroy(weft_worker_t* w) {
+  if (w->post_core != NULL)
+    weft__port_unhold_pair(w->post_core);
   weft_msg_free(w->exit_msg);
   weft_msg_free(w->online_msg);
   free(w->data);
@@ -563,6 +570,7 @@ int weft_worker_spawn(weft_worker_t** out,
   err = weft__channel_new_detached(owner, &w->port, &w->child_core);
   if (err != 0)
     goto nomem;
+  w->post_core = weft__port_hold_pair(w->port);
   /* Posts made before the worker runs count against its limit too. */
   weft__port_limit_backlog(w->child_core, w->max_heap);
   weft_port_set_max_message(w->port, w->max_msg);
@@ -594,27 +602,34 @@ nomem:
       return WEFT_EWRONGTHREAD;            \
   } while (0)
 
+/* Posts come from any thread: they read only `post_core` (fixed at
+ * spawn, alive until `w` is freed) and never `exited` or `port` (owner
+ * loop fields); after the exit event the core is closed, so the post
+ * answers WEFT_ECLOSED. The owner's own calls still refuse a handle it
+ * has freed (WEFT_EINVAL) while a running worker winds down. */
+#define CHECK_POSTER(w)                                 \
+  do {                                                  \
+    if ((w) == NULL)                                    \
+      return WEFT_EINVAL;                               \
+    if (weft__loop_on_thread((w)->owner) && (w)->freed) \
+      return WEFT_EINVAL;                               \
+  } while (0)
+
 int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg) {
-  CHECK_WORKER(w);
-  if (w->exited || w->port == NULL)
-    return WEFT_ECLOSED;
-  return weft__port_post_msg(w->port, msg);
+  CHECK_POSTER(w);
+  return weft__core_post_msg(w->post_core, msg);
 }
 
 int weft_worker_post(weft_worker_t* w, const void* bytes, size_t len) {
-  CHECK_WORKER(w);
-  if (w->exited || w->port == NULL)
-    return WEFT_ECLOSED;
-  return weft_port_post(w->port, bytes, len);
+  CHECK_POSTER(w);
+  return weft__core_post(w->post_core, bytes, len);
 }
 
 int weft_worker_post_fn(weft_worker_t* w,
                         int (*pack)(msgpack_packer* pk, void* arg),
                         void* arg) {
-  CHECK_WORKER(w);
-  if (w->exited || w->port == NULL)
-    return WEFT_ECLOSED;
-  return weft_port_post_fn(w->port, pack, arg);
+  CHECK_POSTER(w);
+  return weft__core_post_fn(w->post_core, pack, arg);
 }
 
 int weft_worker_terminate(weft_worker_t* w,

@@ -6,7 +6,8 @@
  * channel that main handed them, a port moved to a worker mid-stream
  * while another thread posts to it, a port moved while it waits on its
  * old loop's ready queue, ports in transit inside each other's mailboxes,
- * and a thread posting on a port while its owner transfers it. */
+ * a thread posting on a port while its owner transfers it, and a plain
+ * thread (no loop) receiving, blocking, what a worker posts. */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -916,6 +917,86 @@ static void pause_resume_while_posting(void) {
   free_loop(loop);
 }
 
+/* --- 12. A plain thread receives, blocking, what a worker posts --------- */
+
+#define BR_N 20000
+
+static struct {
+  weft_port_t* b;   /* Read by the receiver thread only while it runs. */
+  uint64_t next;    /* Receiver thread. */
+  int timeouts;     /* Receiver thread. */
+} br;
+
+static void brw_on_parent(weft_port_t* parent, weft_msg_t* m) {
+  weft_port_t* p = NULL;
+  CHECK(weft_msg_take_port(m, weft_msg_object(m), &p) == 0, "take");
+  for (uint64_t i = 0; i < BR_N; i++) {
+    CHECK(post_uint(p, i) == 0, "post %llu", (unsigned long long)i);
+    if (i % 2000 == 0)
+      uv_sleep(1); /* Let the receiver drain and park. */
+  }
+  CHECK(weft_port_free(p) == 0, "free"); /* Closes: the receiver ends. */
+  CHECK(weft_port_on_message(parent, NULL) == 0, "parent off");
+}
+
+static void brw_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  CHECK(weft_port_on_message(weft_parent_port(), brw_on_parent) == 0, "on");
+}
+
+static void br_receiver(void* arg) {
+  (void)arg;
+  for (;;) {
+    weft_msg_t* m = NULL;
+    uint64_t v;
+    /* Short timeouts now and then: timing out races with the posts. */
+    int rc = weft_port_receive_wait(br.b, br.next % 3 == 0 ? 1 : 5000, &m);
+    if (rc == WEFT_ETIMEDOUT) {
+      br.timeouts++;
+      continue;
+    }
+    if (rc == WEFT_ECLOSED)
+      return;
+    CHECK(rc == 0, "receive_wait: %s", weft_err_name(rc));
+    CHECK(read_uint(m, &v), "bad message");
+    CHECK(v == br.next, "got %llu, want %llu", (unsigned long long)v,
+          (unsigned long long)br.next);
+    br.next++;
+    weft_msg_free(m);
+  }
+}
+
+static void blocking_receive_from_worker(void) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts;
+  weft_worker_t* w;
+  weft_port_t* a;
+  weft_msg_t* m = NULL;
+  uv_thread_t t;
+  memset(&opts, 0, sizeof(opts));
+  opts.events.error = on_worker_error;
+  opts.events.exit = on_worker_exit;
+  exits_seen = 0;
+  br.next = 0;
+  br.timeouts = 0;
+  new_channel(loop, &a, &br.b);
+  w = spawn_worker(loop, brw_entry, &opts);
+  CHECK(uv_thread_create(&t, br_receiver, NULL) == 0, "thread");
+  CHECK(weft_msg_new(&m) == 0, "msg");
+  CHECK(weft_msg_add_port(m, a) == 0, "add_port");
+  CHECK(weft_worker_post_msg(w, &m) == 0, "post");
+  run_loop(loop); /* The worker's life; `b` costs this loop nothing. */
+  uv_thread_join(&t);
+  CHECK(exits_seen == 1, "exits %d", exits_seen);
+  CHECK(br.next == BR_N, "received %llu of %d", (unsigned long long)br.next,
+        BR_N);
+  weft_worker_free(w);
+  CHECK(weft_port_free(br.b) == 0, "free b");
+  CHECK(weft_port_free(a) == 0, "free husk");
+  free_loop(loop);
+}
+
 int main(void) {
   many_posters();
   buffer_and_port_to_worker();
@@ -937,5 +1018,7 @@ int main(void) {
     post_while_transferring();
   for (int round = 0; round < 3; round++)
     pause_resume_while_posting();
+  for (int round = 0; round < 3; round++)
+    blocking_receive_from_worker();
   return 0;
 }

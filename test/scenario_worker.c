@@ -6,7 +6,9 @@
  *   4. terminate interrupts a worker blocked in weft_atomic_wait32/64, at
  *      every point of the wait (before it starts, spinning, asleep, racing
  *      a notify or a short timeout);
- *   5. a worker whose child is busy blocks, not spins, while it ends.
+ *   5. a worker whose child is busy blocks, not spins, while it ends;
+ *   6. a thread that runs no loop posts to a worker while it lives, then
+ *      gets WEFT_ECLOSED once it exited.
  * Returns 0 on success; prints the reason and returns 1 otherwise. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pthread_getcpuclockid() */
@@ -716,12 +718,86 @@ static void teardown_blocks_on_busy_child(void) {
   free_loop(loop);
 }
 
+/* --- 6. A thread with no loop posts to a worker until it exited -------- */
+
+#define F_N 20000
+
+static struct {
+  weft_worker_t* w;
+  int64_t posted;   /* Poster thread; read after the join. */
+  int64_t received; /* Owner loop: the worker's report. */
+} fp;
+
+static int64_t f_next; /* Worker thread only. */
+
+static void f_handler(weft_port_t* port, weft_msg_t* msg) {
+  pair_t p;
+  CHECK(read_pair(msg, &p) && p.kind == K_DATA, "bad message");
+  CHECK(p.seq == f_next, "got %lld, want %lld", (long long)p.seq,
+        (long long)f_next);
+  if (++f_next == F_N) {
+    pair_t r = {K_ECHO, f_next};
+    CHECK(weft_port_post_fn(port, pack_pair, &r) == 0, "report");
+    /* Stop taking messages: the loop ends, the worker exits, while the
+     * poster still posts. */
+    CHECK(weft_port_on_message(port, NULL) == 0, "off");
+  }
+}
+
+static void f_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  f_next = 0;
+  CHECK(weft_port_on_message(weft_parent_port(), f_handler) == 0, "on");
+}
+
+/* Post until the worker is gone: 0 while it lives, then WEFT_ECLOSED. */
+static void f_poster(void* arg) {
+  (void)arg;
+  for (int64_t i = 0;; i++) {
+    pair_t p = {K_DATA, i};
+    int rc = weft_worker_post_fn(fp.w, pack_pair, &p);
+    if (rc == WEFT_ECLOSED)
+      break;
+    CHECK(rc == 0, "post %lld: %s", (long long)i, weft_err_name(rc));
+    fp.posted++;
+  }
+}
+
+static void f_message(weft_worker_t* w, weft_msg_t* msg) {
+  pair_t p;
+  (void)w;
+  CHECK(read_pair(msg, &p) && p.kind == K_ECHO, "bad report");
+  fp.received = p.seq;
+}
+
+static void post_from_foreign_thread(void) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts;
+  uv_thread_t t;
+  memset(&opts, 0, sizeof(opts));
+  opts.events.message = f_message;
+  fp.posted = 0;
+  fp.received = 0;
+  fp.w = spawn_worker(loop, f_entry, &opts);
+  CHECK(uv_thread_create(&t, f_poster, NULL) == 0, "thread");
+  run_loop(loop);
+  CHECK(weft_worker_exited(fp.w), "not exited");
+  uv_thread_join(&t); /* Ends on WEFT_ECLOSED after the exit event. */
+  CHECK(fp.received == F_N, "worker took %lld", (long long)fp.received);
+  CHECK(fp.posted >= F_N, "posted %lld", (long long)fp.posted);
+  weft_worker_free(fp.w); /* After the join: no post runs concurrently. */
+  free_loop(loop);
+}
+
 int main(void) {
   terminate_in_flight();
   many_short_lived();
   exit_while_posting();
   terminate_interrupts_wait();
   teardown_blocks_on_busy_child();
+  for (int round = 0; round < 3; round++)
+    post_from_foreign_thread();
   printf("scenario_worker: ok\n");
   return 0;
 }

@@ -1477,3 +1477,144 @@ Test(port, ports_travelling_in_a_chain_still_arrive) {
   run_and_free(loop);
   cr_assert_eq(weft__port_live_cores(), base);
 }
+
+/* --- Blocking receive (weft_port_receive_wait) ---------------------------- */
+
+/* The test's thread owns a loop; the blocking receiver is another thread. */
+static struct {
+  weft_port_t* port;
+  int64_t timeout_ms;
+  atomic_int started;
+  int rc;
+  int64_t elapsed_ns;
+  int64_t value;
+} bw;
+
+static int64_t bw_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void bw_thread(void* arg) {
+  weft_msg_t* m = NULL;
+  int64_t t0 = bw_now_ns();
+  (void)arg;
+  atomic_store(&bw.started, 1);
+  bw.rc = weft_port_receive_wait(bw.port, bw.timeout_ms, &m);
+  bw.elapsed_ns = bw_now_ns() - t0;
+  bw.value = -1;
+  if (m != NULL) {
+    bw.value = msg_int(m);
+    weft_msg_free(m);
+  }
+}
+
+/* Start the receiver, give it time to park (not required for the test to
+ * pass: a message or close before it parks is seen too). */
+static void bw_start(uv_thread_t* t, weft_port_t* port, int64_t timeout_ms) {
+  bw.port = port;
+  bw.timeout_ms = timeout_ms;
+  atomic_store(&bw.started, 0);
+  cr_assert_eq(uv_thread_create(t, bw_thread, NULL), 0);
+  while (!atomic_load(&bw.started))
+    uv_sleep(1);
+  uv_sleep(30);
+}
+
+Test(port, receive_wait_times_out_no_earlier_than_asked, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  uv_thread_t t;
+  new_channel(loop, &a, &b);
+  bw.port = b;
+  bw.timeout_ms = 50;
+  cr_assert_eq(uv_thread_create(&t, bw_thread, NULL), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bw.rc, WEFT_ETIMEDOUT, "%s", weft_err_name(bw.rc));
+  cr_assert_geq(bw.elapsed_ns, 50 * 1000000LL);
+  /* 0 polls: nothing pending answers at once. */
+  bw.timeout_ms = 0;
+  cr_assert_eq(uv_thread_create(&t, bw_thread, NULL), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bw.rc, WEFT_ETIMEDOUT);
+  /* A message already pending is taken without waiting. */
+  cr_assert_eq(port_post_int(a, 7), 0);
+  cr_assert_eq(uv_thread_create(&t, bw_thread, NULL), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bw.rc, 0);
+  cr_assert_eq(bw.value, 7);
+  finish(loop, a, b);
+}
+
+Test(port, receive_wait_is_woken_by_a_post_from_another_thread, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  uv_thread_t t;
+  new_channel(loop, &a, &b);
+  bw_start(&t, b, -1); /* No limit: only the post can end the wait. */
+  cr_assert_eq(port_post_int(a, 42), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bw.rc, 0, "%s", weft_err_name(bw.rc));
+  cr_assert_eq(bw.value, 42);
+  finish(loop, a, b);
+}
+
+Test(port, receive_wait_is_woken_by_close_with_eclosed, .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  uv_thread_t t;
+  new_channel(loop, &a, &b);
+  bw_start(&t, b, -1);
+  cr_assert_eq(weft_port_close(a), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bw.rc, WEFT_ECLOSED, "%s", weft_err_name(bw.rc));
+  /* Again: still closed, at once. */
+  bw.timeout_ms = -1;
+  cr_assert_eq(uv_thread_create(&t, bw_thread, NULL), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bw.rc, WEFT_ECLOSED);
+  /* The loop still gets its close: b's owner reads it. */
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_port_receive(b, &m), WEFT_ECLOSED);
+  run_loop(loop);
+  finish(loop, a, b);
+}
+
+static struct {
+  int null_port, null_out, busy;
+  weft_msg_t* out;
+} bwbad;
+
+static void bw_bad_thread(void* arg) {
+  weft_msg_t* m = (weft_msg_t*)&bwbad; /* Must be reset to NULL. */
+  bwbad.null_port = weft_port_receive_wait(NULL, 10, &m);
+  bwbad.out = m;
+  bwbad.null_out = weft_port_receive_wait(bw.port, 10, NULL);
+  bwbad.busy = weft_port_receive_wait(arg, 10, &m);
+}
+
+Test(port, receive_wait_refuses_bad_input_loop_threads_and_delivered_ports,
+     .timeout = 20) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b, *c, *d;
+  weft_msg_t* m = NULL;
+  uv_thread_t t;
+  new_channel(loop, &a, &b);
+  new_channel(loop, &c, &d);
+  cr_assert_eq(weft_port_on_message(d, on_rec), 0);
+  bw.port = b;
+  cr_assert_eq(uv_thread_create(&t, bw_bad_thread, d), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(bwbad.null_port, WEFT_EINVAL);
+  cr_assert_null(bwbad.out);
+  cr_assert_eq(bwbad.null_out, WEFT_EINVAL);
+  /* A port with a handler is its loop's to deliver. */
+  cr_assert_eq(bwbad.busy, WEFT_EBUSY);
+  /* The test's thread owns a loop: blocking it is refused. */
+  cr_assert_eq(weft_port_receive_wait(b, 10, &m), WEFT_EWRONGTHREAD);
+  cr_assert_null(m);
+  cr_assert_eq(weft_port_on_message(d, NULL), 0);
+  free_channel(c, d);
+  finish(loop, a, b);
+}

@@ -4,6 +4,7 @@
 #define WEFT_PORT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <msgpack.h>
 
 #include "weft/common.h"
@@ -103,8 +104,35 @@ WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
  * not decode is returned as WEFT_EDECODE (and dropped); so is one whose
  * array or map header claims more elements than the payload has bytes,
  * refused before anything is allocated for it.
- * Thread: the port's loop. */
+ * Thread: the port's loop (WEFT_EWRONGTHREAD), and not while another
+ * thread blocks in weft_port_receive_wait() on the port. */
 WEFT_EXTERN int weft_port_receive(weft_port_t* port, weft_msg_t** out);
+
+/* Blocking receive for a thread that runs no loop: wait until a message
+ * is pending (0, `*out` set, as weft_port_receive()), `timeout_ms`
+ * milliseconds passed (WEFT_ETIMEDOUT; never earlier; 0 polls once,
+ * negative waits without limit), or the port is closed by either side
+ * and drained (WEFT_ECLOSED; the close stays queued for the port's loop,
+ * which gets it at its next weft_port_receive() or weft_port_free()). It
+ * spins briefly, then sleeps on a futex; a post wakes it. Also
+ * WEFT_EINVAL (NULL `port` or `out`), WEFT_ENOMEM and WEFT_EDECODE as
+ * weft_port_receive() (the heap-limit check is not made here).
+ * Ownership: the caller owns `*out` (weft_msg_free(), from any thread).
+ * Thread: a thread with no loop of its own (WEFT_EWRONGTHREAD on a loop
+ * thread, weft_loop_current() != NULL). The port stays its loop's: it is
+ * made there (weft_channel_new()) and handed to this thread, and while a
+ * thread blocks here it is that port's one consumer: the port must have
+ * no message handler, no close callback and no close pending (else
+ * WEFT_EBUSY: its loop delivers it), no other thread may receive on it,
+ * and its loop must not close, free or transfer it, nor be freed itself,
+ * until the call returns. The loop may run meanwhile (a port without
+ * handlers costs it nothing). Any thread may post to the peer.
+ * Cost to producers: none while nobody is parked (the post's existing
+ * load of the schedule word sees PARKED only while a receiver sleeps;
+ * then one CAS and one futex wake per park, not per message). */
+WEFT_EXTERN int weft_port_receive_wait(weft_port_t* port,
+                                       int64_t timeout_ms,
+                                       weft_msg_t** out);
 
 /* port.close(): disentangle. As in Node, nothing accepted before the close
  * is dropped: messages the peer had posted (posts that returned 0) are

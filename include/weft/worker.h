@@ -81,8 +81,15 @@ WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
 
 /* worker.postMessage(): copy one pre-packed msgpack value to the worker's
  * parent port. Returns 0, WEFT_ECLOSED (the worker exited or is exiting),
- * WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_EINVAL, WEFT_ENOMEM.
- * Thread: owner loop only. */
+ * WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_EINVAL (also: the owner calls it on
+ * a handle it has freed while the worker winds down), WEFT_ENOMEM.
+ * Thread: any thread, while the handle is not freed: the owner must not
+ * call weft_worker_free() concurrently with a post from another thread.
+ * Once the worker exited (its exit event ran on the owner loop) a post
+ * answers WEFT_ECLOSED and touches no freed memory. Messages from one
+ * thread arrive in the order posted. The same rule holds for
+ * weft_worker_post_fn() and weft_worker_post_msg() (whose transferred
+ * ports must belong to the caller's loop: WEFT_EWRONGTHREAD). */
 WEFT_EXTERN int weft_worker_post(weft_worker_t* w,
                                  const void* bytes,
                                  size_t len);
