@@ -430,46 +430,49 @@ int weft_obj_read(const msgpack_object* obj, const char* fmt, ...) {
 
 /* --- Posting ----------------------------------------------------------- */
 
-static int build(weft_msg_t** out, const char* fmt, va_list ap) {
-  int err = weft_msg_new(out);
+/* Pack a message from `fmt` and hand it to `post` (weft_port_post_msg or
+ * weft_worker_post_msg, called through a cast of their handle); on any
+ * error nothing is sent and the message is freed. */
+static int post_fmt(int (*post)(void* to, weft_msg_t** msg),
+                    void* to,
+                    const char* fmt,
+                    va_list ap) {
+  weft_msg_t* msg = NULL;
+  int err;
+  if (to == NULL || fmt == NULL)
+    return WEFT_EINVAL;
+  err = weft_msg_new(&msg);
   if (err != 0)
     return err;
-  err = weft_msg_vpack(*out, fmt, ap);
-  if (err != 0) {
-    weft_msg_free(*out);
-    *out = NULL;
-  }
+  err = weft_msg_vpack(msg, fmt, ap);
+  if (err == 0)
+    err = post(to, &msg);
+  weft_msg_free(msg); /* NULL once posted. */
   return err;
 }
 
+static int post_on_port(void* to, weft_msg_t** msg) {
+  return weft_port_post_msg(to, msg);
+}
+
+static int post_to_worker(void* to, weft_msg_t** msg) {
+  return weft_worker_post_msg(to, msg);
+}
+
 int weft_port_post_fmt(weft_port_t* port, const char* fmt, ...) {
-  weft_msg_t* msg = NULL;
   va_list ap;
   int err;
-  if (port == NULL || fmt == NULL)
-    return WEFT_EINVAL;
   va_start(ap, fmt);
-  err = build(&msg, fmt, ap);
+  err = post_fmt(post_on_port, port, fmt, ap);
   va_end(ap);
-  if (err != 0)
-    return err;
-  err = weft_port_post_msg(port, &msg);
-  weft_msg_free(msg); /* NULL once posted. */
   return err;
 }
 
 int weft_worker_post_fmt(weft_worker_t* w, const char* fmt, ...) {
-  weft_msg_t* msg = NULL;
   va_list ap;
   int err;
-  if (w == NULL || fmt == NULL)
-    return WEFT_EINVAL;
   va_start(ap, fmt);
-  err = build(&msg, fmt, ap);
+  err = post_fmt(post_to_worker, w, fmt, ap);
   va_end(ap);
-  if (err != 0)
-    return err;
-  err = weft_worker_post_msg(w, &msg);
-  weft_msg_free(msg); /* NULL once posted. */
   return err;
 }

@@ -142,6 +142,19 @@ static inline void free_channel(weft_port_t* a, weft_port_t* b) {
 }
 
 /* The end of a test with one channel: both ports, then the loop. */
+/* Post `m` on `a` and take it back out of `b` with weft_port_receive()
+ * (receiveMessageOnPort); the caller owns the message returned. */
+static inline weft_msg_t* round_trip(weft_port_t* a,
+                                     weft_port_t* b,
+                                     weft_msg_t* m) {
+  weft_msg_t* got = NULL;
+  CHECK(weft_port_post_msg(a, &m) == 0, "post_msg");
+  CHECK(m == NULL, "posted message handed over");
+  CHECK(weft_port_receive(b, &got) == 0, "receive");
+  CHECK(got != NULL, "received a message");
+  return got;
+}
+
 static inline void finish(weft_loop_t* loop, weft_port_t* a, weft_port_t* b) {
   free_channel(a, b);
   free_loop(loop);

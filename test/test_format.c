@@ -18,16 +18,6 @@ TestSuite(format, .timeout = 30);
 
 /* --- helpers ------------------------------------------------------------- */
 
-/* Post `m` on a and take it back out of b (receiveMessageOnPort). */
-static weft_msg_t* round_trip(weft_port_t* a, weft_port_t* b, weft_msg_t* m) {
-  weft_msg_t* got = NULL;
-  cr_assert_eq(weft_port_post_msg(a, &m), 0);
-  cr_assert_null(m);
-  cr_assert_eq(weft_port_receive(b, &got), 0);
-  cr_assert_not_null(got);
-  return got;
-}
-
 /* A received message whose value is the packed bytes `p`. */
 static weft_msg_t* received(weft_port_t* a, weft_port_t* b, packed_t p) {
   weft_msg_t* got = NULL;
