@@ -31,7 +31,10 @@
   XX(ENOLOOP, -5011, "the calling thread has no weft loop")                    \
   XX(ENOTSTARTED, -5012, "worker has not been started or already exited")      \
   XX(ESPAWN, -5013, "the worker thread could not be started")                \
-  XX(ETOODEEP, -5014, "message nests deeper than 32 levels")
+  XX(ETOODEEP, -5014, "message nests deeper than 32 levels")                  \
+  XX(EQUEUEFULL, -5015, "the pool's queue is full")                           \
+  XX(ENOTASK, -5016, "no task is registered under that name")                 \
+  XX(ENOREPLY, -5017, "the request was dropped without a reply")
 
 typedef enum {
 #define WEFT__ERRNO_ENUM(name, value, _) WEFT_##name = (value),

@@ -18,6 +18,8 @@ extern "C" {
 #include "weft/shared.h"
 #include "weft/worker.h"
 #include "weft/format.h"
+#include "weft/request.h"
+#include "weft/pool.h"
 
 #ifdef __cplusplus
 }
