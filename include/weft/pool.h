@@ -170,9 +170,14 @@ WEFT_EXTERN int weft_task_done(weft_task_ctx_t* ctx, int status);
  * argument [begin, end] (int64s), or [begin, end, <shared>] when `shared`
  * is not NULL (read it with weft_msg_read(arg, "IIH", ...): the chunk gets
  * its own reference, nothing is copied). Returns 0 once every chunk
- * succeeded, or the first chunk's error after every chunk settled (the
- * chunks not yet started are cancelled). Also the errors of
- * weft_pool_submit(); backpressure is waited out, not returned.
+ * succeeded, or the first chunk's error (in chunk order) after every
+ * submitted chunk settled: a few chunks per thread are in flight at once,
+ * and after an error the chunks not yet submitted never run, while those
+ * submitted run to their end (none is still running when this returns, so
+ * the shared buffer is the caller's again). An empty range (begin == end)
+ * returns 0 and runs nothing. Also WEFT_EINVAL (NULL pool or name,
+ * end < begin, chunk < 0) and the errors of weft_pool_submit();
+ * backpressure is waited out, not returned.
  * Thread: any except a pool worker of this pool (WEFT_EWRONGTHREAD); a
  * loop thread's loop is blocked meanwhile. */
 WEFT_EXTERN int weft_pool_for(weft_pool_t* pool,
@@ -184,8 +189,11 @@ WEFT_EXTERN int weft_pool_for(weft_pool_t* pool,
 /* Map: `bytes` is one packed msgpack array; task `name` runs once per
  * element, with that element as its argument. On 0 `*results` is a message
  * whose value is the array of the results, in input order (the caller owns
- * it). Otherwise the first error, as for weft_pool_for(); WEFT_EDECODE if
- * `bytes` is not one array. Thread: as weft_pool_for(). */
+ * it; buffers and shared buffers in the results move into it, a port in
+ * a result fails the map with WEFT_EUNTRANSFERABLE). Otherwise `*results`
+ * is NULL and the first error, as for weft_pool_for(); WEFT_EDECODE if
+ * `bytes` is not one array (WEFT_ETOODEEP if nested too deep), WEFT_EINVAL
+ * (NULL pool, name or results). Thread: as weft_pool_for(). */
 WEFT_EXTERN int weft_pool_map(weft_pool_t* pool,
                               const char* name,
                               const void* bytes,
