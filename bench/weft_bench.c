@@ -436,7 +436,7 @@ static void atomics_cb(weft_port_t* port, weft_msg_t* msg) {
     CHECK(weft_atomic_store32(sh, 1, (int32_t)i));
     CHECK(weft_atomic_notify32(sh, 1, 1, NULL));
   }
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   CHECK(weft_port_close(port));
 }
 
@@ -483,7 +483,7 @@ static void bench_atomics(uint64_t n) {
   CHECK(weft_msg_add_shared(m, at.sh));
   CHECK(weft_worker_post_msg(w, &m));
   finish(loop, &w, 1);
-  weft_shared_unref(at.sh);
+  weft_shared_release(at.sh);
 }
 
 /* --- 6. spawn ----------------------------------------------------------- */

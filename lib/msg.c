@@ -160,10 +160,10 @@ int weft_msg_add_shared(weft_msg_t* msg, weft_shared_t* shared) {
   if (msg == NULL || shared == NULL || msg->state != WEFT__MSG_BUILDING)
     return WEFT_EINVAL;
   /* The message holds its own reference from now on, posted or not. */
-  err = weft__msg_add_xfer(msg, WEFT_EXT_SHARED, weft_shared_ref(shared),
+  err = weft__msg_add_xfer(msg, WEFT_EXT_SHARED, weft_shared_retain(shared),
                            NULL);
   if (err != 0)
-    weft_shared_unref(shared);
+    weft_shared_release(shared);
   return err;
 }
 
@@ -409,7 +409,7 @@ void weft_msg_free(weft_msg_t* msg) {
   for (i = 0; i < msg->nxfer; i++) {
     weft__xfer_t* x = &msg->xfers[i];
     if (x->kind == WEFT_EXT_SHARED) {
-      weft_shared_unref(x->obj); /* The message's own reference. */
+      weft_shared_release(x->obj); /* The message's own reference. */
       continue;
     }
     if (x->spare != NULL)
@@ -537,6 +537,6 @@ int weft_msg_take_shared(weft_msg_t* msg,
   x = weft__msg_lookup(msg, obj, WEFT_EXT_SHARED);
   if (x == NULL)
     return WEFT_EINVAL;
-  *out = weft_shared_ref(x->obj);
+  *out = weft_shared_retain(x->obj);
   return 0;
 }

@@ -39,7 +39,7 @@
  * start at the next cache line, so the refcount never shares a line with
  * data other threads hammer. */
 struct weft_shared_s {
-  atomic_size_t refs; /* Any thread; see weft_shared_unref(). */
+  atomic_size_t refs; /* Any thread; see weft_shared_release(). */
   size_t size;        /* Immutable after weft_shared_new(). */
   void* data;         /* Immutable; 64-byte aligned. */
 };
@@ -87,7 +87,7 @@ int weft_shared_new(weft_shared_t** out, size_t size) {
   return 0;
 }
 
-weft_shared_t* weft_shared_ref(weft_shared_t* sh) {
+weft_shared_t* weft_shared_retain(weft_shared_t* sh) {
   if (sh == NULL)
     return NULL;
   /* relaxed: a new reference is made from one the caller holds, so the
@@ -96,7 +96,7 @@ weft_shared_t* weft_shared_ref(weft_shared_t* sh) {
   return sh;
 }
 
-void weft_shared_unref(weft_shared_t* sh) {
+void weft_shared_release(weft_shared_t* sh) {
   if (sh == NULL)
     return;
   /* acq_rel: release orders this holder's writes to the bytes before the
@@ -684,7 +684,7 @@ static void async_finish(async_waiter_t* aw) {
   /* A loop being torn down runs no more user code. */
   if (!weft__loop_closing(aw->loop))
     aw->cb(aw->loop, aw->arg, result);
-  weft_shared_unref(aw->sh);
+  weft_shared_release(aw->sh);
   aw->sh = NULL;
   weft__loop_keepalive(aw->loop, -1);
   async_release(aw);
@@ -786,7 +786,7 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
   aw->loop = loop;
   aw->cb = cb;
   aw->arg = arg;
-  aw->sh = weft_shared_ref(sh);
+  aw->sh = weft_shared_retain(sh);
   aw->refs = 1;
   uv_once(&buckets_once, buckets_init);
   b = bucket_of(addr);
@@ -805,7 +805,7 @@ int weft_atomic_wait_async32(weft_loop_t* loop,
                           memory_order_relaxed);
     err = weft__loop_post_task(loop, async_task, aw);
     if (err != 0) {
-      weft_shared_unref(aw->sh);
+      weft_shared_release(aw->sh);
       free(aw);
       return err;
     }

@@ -69,7 +69,7 @@ static void on_start(weft_port_t* port, weft_msg_t* msg) {
     weft_atomic_store32(sh, DONE, 1);
     weft_atomic_notify32(sh, DONE, -1, NULL);
   }
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   weft_worker_exit(0);
 }
 
@@ -157,6 +157,6 @@ int main(void) {
     weft_worker_free(workers[i]);
   if ((err = weft_loop_free(loop)) != 0)
     fail("weft_loop_free", err);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   return total == WORKERS * PER_WORKER && exited == WORKERS ? 0 : 1;
 }

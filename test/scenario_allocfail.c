@@ -242,7 +242,7 @@ static void wt_on_message(weft_port_t* port, weft_msg_t* m) {
   weft_msg_free(back);
   weft_buffer_free(buf);
   if (sh != NULL)
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
   if (err != 0) {
     atomic_store(&wt_worker_err, err);
     weft_worker_exit(3);
@@ -351,7 +351,7 @@ out:
   weft_worker_free(w);
   weft_buffer_free(buf);
   if (wt_sh != NULL)
-    weft_shared_unref(wt_sh);
+    weft_shared_release(wt_sh);
   return rc;
 }
 
@@ -575,9 +575,9 @@ out:
   weft_buffer_free(got_buf);
   weft_buffer_free(buf);
   if (got_sh != NULL)
-    weft_shared_unref(got_sh);
+    weft_shared_release(got_sh);
   if (sh != NULL)
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
   return rc;
 }
 
@@ -635,7 +635,7 @@ static int run_wait(weft_loop_t* loop) {
     CHECK(wait_results[2] == WEFT_WAIT_NOT_EQUAL, "not-equal wait");
 out:
   if (sh != NULL)
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
   return rc;
 }
 

@@ -477,7 +477,7 @@ static void late_wake_after_wait_async(void) {
   weft_atomic_load32(sh, 2, &done);
   CHECK(done == LATE_ROUNDS, "%d of %d waits resolved", (int)done,
         LATE_ROUNDS);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* 5b. The same on the main thread: its loop, woken by an interval, delivers
@@ -519,7 +519,7 @@ static void late_wake_on_main_loop(void) {
   CHECK(done == LATE_ROUNDS, "%d of %d waits resolved", done, LATE_ROUNDS);
   printf("late wake-ups on the main loop: %d held\n",
          atomic_load(&held_sends) - before);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 int main(void) {

@@ -41,7 +41,7 @@ static void atomic_adds(void) {
   CHECK(v64 == (int64_t)ADDERS * ADDS * 3, "add64 total %lld", (long long)v64);
   weft_atomic_load32(sh, 4, &v32);
   CHECK(v32 == -ADDERS * ADDS, "sub32 total %d", (int)v32);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 2. Ping-pong hand-off ------------------------------------------------ */
@@ -87,7 +87,7 @@ static void ping_pong(void) {
   CHECK(((int*)weft_shared_data(sh))[8] == 2 * ROUNDS, "final payload");
   printf("ping-pong: %d round trips, %.2f us each\n", ROUNDS,
          (double)(uv_hrtime() - t0) / 1e3 / ROUNDS);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 3. notify with a count ------------------------------------------------
@@ -127,7 +127,7 @@ static void notify_count(void) {
       CHECK(s[i].result == WEFT_WAIT_OK, "waiter %d result %d", i, s[i].result);
     }
   }
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 4. Timeouts racing notifies ------------------------------------------ */
@@ -173,7 +173,7 @@ static void timeouts_race_notifies(void) {
   CHECK(total == atomic_load(&oks), "notify counted %d, waiters saw %d OK",
         total, atomic_load(&oks));
   CHECK(weft__shared_waiters(sh, 3, 4) == 0, "waiters left behind");
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 5. References dropped on several threads ------------------------------
@@ -190,14 +190,14 @@ static void holder(void* arg) {
   holder_t* h = arg;
   int64_t* plain = weft_shared_data(h->sh);
   for (int i = 0; i < 10000; i++) {
-    weft_shared_t* extra = weft_shared_ref(h->sh);
+    weft_shared_t* extra = weft_shared_retain(h->sh);
     weft_atomic_add32(extra, 0, 1, NULL);
-    weft_shared_unref(extra);
+    weft_shared_release(extra);
   }
   /* A plain write just before this thread's last reference goes: the free
    * on whichever thread drops the last one must not race with it. */
   plain[1 + h->index] = h->index;
-  weft_shared_unref(h->sh);
+  weft_shared_release(h->sh);
 }
 
 static void refs_across_threads(void) {
@@ -207,10 +207,10 @@ static void refs_across_threads(void) {
     uv_thread_t t[HOLDERS];
     for (int i = 0; i < HOLDERS; i++) {
       /* One reference per thread, dropped there. */
-      h[i] = (holder_t){weft_shared_ref(sh), i};
+      h[i] = (holder_t){weft_shared_retain(sh), i};
       CHECK(uv_thread_create(&t[i], holder, &h[i]) == 0, "thread");
     }
-    weft_shared_unref(sh); /* Ours; a holder frees the memory. */
+    weft_shared_release(sh); /* Ours; a holder frees the memory. */
     for (int i = 0; i < HOLDERS; i++)
       uv_thread_join(&t[i]);
   }
@@ -281,7 +281,7 @@ static void wait_async(void) {
   CHECK(tally.ok == n.woken, "notify counted %d, callbacks saw %d OK", n.woken,
         tally.ok);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 7. waitAsync on workers: resolved from main, and dropped at exit ---- */
@@ -343,7 +343,7 @@ static void workers_wait_async(void) {
   for (int i = 0; i < WAIT_WORKERS; i++)
     weft_worker_free(w[i]);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 8. A notified wait whose worker ends before the completion runs ----
@@ -408,7 +408,7 @@ static void notified_then_worker_ends(void) {
     weft_worker_free(w);
     free_loop(loop);
   }
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 9. Workers that end right after a notify resolved their wait -------
@@ -467,7 +467,7 @@ static void workers_end_after_notify(void) {
   weft_atomic_load32(sh, 2, &v);
   CHECK(v == ENDING_ROUNDS, "%d of %d waits resolved", (int)v, ENDING_ROUNDS);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 int main(void) {

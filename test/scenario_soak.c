@@ -315,7 +315,7 @@ static void worker_finish(wstate_t* s) {
   s->chan = NULL;
   weft_broadcast_free(s->bc);
   s->bc = NULL;
-  weft_shared_unref(s->sh);
+  weft_shared_release(s->sh);
   s->sh = NULL;
   /* Nothing keeps the loop alive after this: the worker ends (code 0). */
   CHECK(weft_port_close(weft_parent_port()) == 0, "close parent port");
@@ -699,7 +699,7 @@ static void end_round(weft_loop_t* l, void* arg) {
     CHECK(weft_atomic_load64(round_sh, 1 + (size_t)i, &sum) == 0, "load64");
     CHECK((uint64_t)sum == n_per * (n_per - 1) / 2, "atomic sum %d", i);
   }
-  weft_shared_unref(round_sh);
+  weft_shared_release(round_sh);
   round_sh = NULL;
   for (int i = 0; i < nw; i++) {
     CHECK(weft_worker_post(ms[i].w, "\xc0", 1) == WEFT_ECLOSED, "post after "

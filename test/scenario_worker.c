@@ -545,7 +545,7 @@ static void terminate_interrupts_wait(void) {
     CHECK(weft__shared_waiters(wr.sh, 0, 4) == 0, "round %d: waiter left", r);
     timeouts += atomic_load(&wr.timeouts);
     weft_worker_free(wr.w);
-    weft_shared_unref(wr.sh);
+    weft_shared_release(wr.sh);
     free_loop(wr.loop);
   }
   printf("terminate interrupts wait: %d rounds, %d interrupted (%d after a "

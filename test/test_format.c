@@ -403,8 +403,8 @@ Test(format, a_failed_read_takes_no_transfer) {
   weft_msg_free(got);
   weft_buffer_free(out);
   weft_buffer_free(buf);
-  weft_shared_unref(shout);
-  weft_shared_unref(sh);
+  weft_shared_release(shout);
+  weft_shared_release(sh);
   cr_assert_eq(weft_port_free(pout), 0);
   cr_assert_eq(weft_port_free(c), 0);
   free_channel(a, b);
@@ -541,7 +541,7 @@ static void worker_msg(weft_port_t* port, weft_msg_t* msg) {
                                         buf);
   }
   weft_buffer_free(buf);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   weft_port_free(reply);
   weft_port_close(port);
 }
@@ -614,7 +614,7 @@ Test(format, transfers_travel_to_a_worker_and_back) {
 
   weft_worker_free(w);
   weft_buffer_free(buf);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   free_channel(mine, theirs);
   free_loop(loop);
 }

@@ -371,7 +371,7 @@ Test(msg, add_to_a_received_message_or_with_null_is_einval) {
   cr_assert(!weft_buffer_detached(buf));
   cr_assert(!weft_port_closed(c2));
   weft_buffer_free(buf);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   free_channel(c1, c2);
   finish(loop, a, b);
 }
@@ -427,11 +427,11 @@ Test(msg, shared_buffer_is_posted_by_reference) {
   cr_assert_eq(v, 1234);
   /* Three references now: the sender's and two taken. Dropping the
    * receiver's leaves the memory to the sender. */
-  weft_shared_unref(shr.got);
-  weft_shared_unref(shr.got2);
+  weft_shared_release(shr.got);
+  weft_shared_release(shr.got2);
   cr_assert_eq(weft_atomic_load32(sh, 0, &v), 0);
   cr_assert_eq(v, 42);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   finish(loop, a, b);
 }
 
@@ -462,7 +462,7 @@ Test(msg, shared_references_in_unposted_or_untaken_messages_are_released) {
   cr_assert_eq(weft_port_set_max_message(a, 2), 0);
   cr_assert_eq(weft_port_post_msg(a, &m), WEFT_EMSGSIZE); /* 6 bytes */
   weft_msg_free(m);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   finish(loop, a, b);
 }
 

@@ -1181,7 +1181,7 @@ static void take_shared_twice(weft_port_t* port, weft_msg_t* msg) {
     weft_shared_t* sh = NULL;
     cr_assert_eq(weft_msg_take_shared(msg, &o->via.array.ptr[i], &sh), 0);
     shared_twice_data[i] = weft_shared_data(sh);
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
   }
   weft_port_close(port);
 }
@@ -1202,7 +1202,7 @@ Test(port, shared_buffer_twice_in_one_message) {
   run_loop(loop);
   cr_assert_eq(shared_twice_data[0], weft_shared_data(sh));
   cr_assert_eq(shared_twice_data[1], weft_shared_data(sh));
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   finish(loop, a, b);
 }
 

@@ -27,7 +27,7 @@ Test(shared, new_is_zeroed_and_64_byte_aligned) {
     for (size_t j = 0; j < sizes[i]; j++)
       cr_assert_eq(p[j], 0, "byte %zu of %zu not zero", j, sizes[i]);
     memset(p, 0xab, sizes[i]); /* The whole size is writable. */
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
   }
 }
 
@@ -40,7 +40,7 @@ Test(shared, new_zero_size_is_empty) {
   int32_t v;
   cr_assert_eq(weft_shared_size(sh), 0);
   cr_assert_eq(weft_atomic_load32(sh, 0, &v), WEFT_ERANGE);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, new_too_large_is_enomem) {
@@ -50,26 +50,26 @@ Test(shared, new_too_large_is_enomem) {
 }
 
 Test(shared, null_handles_are_harmless) {
-  cr_assert_null(weft_shared_ref(NULL));
-  weft_shared_unref(NULL);
+  cr_assert_null(weft_shared_retain(NULL));
+  weft_shared_release(NULL);
   cr_assert_null(weft_shared_data(NULL));
   cr_assert_eq(weft_shared_size(NULL), 0);
 }
 
 Test(shared, memory_stays_valid_while_a_reference_exists) {
   weft_shared_t* sh = new_shared(64);
-  cr_assert_eq(weft_shared_ref(sh), sh);
-  cr_assert_eq(weft_shared_ref(sh), sh);
+  cr_assert_eq(weft_shared_retain(sh), sh);
+  cr_assert_eq(weft_shared_retain(sh), sh);
   cr_assert_eq(weft_atomic_store32(sh, 3, 42), 0);
-  weft_shared_unref(sh);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
+  weft_shared_release(sh);
   /* One reference left: still readable and writable. */
   int32_t v = 0;
   cr_assert_eq(weft_atomic_load32(sh, 3, &v), 0);
   cr_assert_eq(v, 42);
   cr_assert_eq(weft_atomic_add32(sh, 3, 1, NULL), 0);
   cr_assert_eq(((int32_t*)weft_shared_data(sh))[3], 43);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 32-bit atomics ------------------------------------------------------ */
@@ -83,7 +83,7 @@ Test(shared, load_store_32) {
   cr_assert_eq(weft_atomic_load32(sh, 2, &v), 0);
   cr_assert_eq(v, -7);
   cr_assert_eq(((int32_t*)weft_shared_data(sh))[2], -7);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, rmw_32_values_and_old_values) {
@@ -129,7 +129,7 @@ Test(shared, rmw_32_values_and_old_values) {
   cr_assert_eq(v, 0);
   weft_atomic_load32(sh, 2, &v);
   cr_assert_eq(v, 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, add_32_wraps_around) {
@@ -144,7 +144,7 @@ Test(shared, add_32_wraps_around) {
   cr_assert_eq(old, INT32_MIN);
   weft_atomic_load32(sh, 0, &v);
   cr_assert_eq(v, INT32_MAX);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, cas_32) {
@@ -164,7 +164,7 @@ Test(shared, cas_32) {
   cr_assert_eq(weft_atomic_cas32(sh, 1, 9, 10, NULL), 0);
   weft_atomic_load32(sh, 1, &v);
   cr_assert_eq(v, 10);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- 64-bit atomics ------------------------------------------------------ */
@@ -180,7 +180,7 @@ Test(shared, load_store_64) {
   cr_assert_eq(((int64_t*)weft_shared_data(sh))[1], INT64_C(-0x123456789));
   weft_atomic_load64(sh, 0, &v);
   cr_assert_eq(v, 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, rmw_64_values_and_old_values) {
@@ -214,7 +214,7 @@ Test(shared, rmw_64_values_and_old_values) {
   cr_assert_eq(v, 1);
   weft_atomic_load64(sh, 0, &v);
   cr_assert_eq(v, 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, add_64_wraps_around) {
@@ -225,7 +225,7 @@ Test(shared, add_64_wraps_around) {
   cr_assert_eq(old, INT64_MAX);
   weft_atomic_load64(sh, 0, &v);
   cr_assert_eq(v, INT64_MIN);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, cas_64) {
@@ -241,7 +241,7 @@ Test(shared, cas_64) {
   cr_assert_eq(old, big);
   weft_atomic_load64(sh, 0, &v);
   cr_assert_eq(v, 9);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- Bad input ----------------------------------------------------------- */
@@ -268,7 +268,7 @@ Test(shared, index_bounds_are_exact) {
   /* No overflow in index * width. */
   cr_assert_eq(weft_atomic_load32(sh, SIZE_MAX, &v32), WEFT_ERANGE);
   cr_assert_eq(weft_atomic_load64(sh, SIZE_MAX / 4, &v64), WEFT_ERANGE);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 
   /* A 64-bit slot must fit whole: 12 bytes hold one, not two. */
   sh = new_shared(12);
@@ -276,7 +276,7 @@ Test(shared, index_bounds_are_exact) {
   cr_assert_eq(weft_atomic_load64(sh, 1, &v64), WEFT_ERANGE);
   cr_assert_eq(weft_atomic_load32(sh, 2, &v32), 0);
   cr_assert_eq(weft_atomic_load32(sh, 3, &v32), WEFT_ERANGE);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, null_buffer_is_einval) {
@@ -311,7 +311,7 @@ Test(shared, null_out_pointers_and_bad_op) {
                WEFT_EINVAL);
   cr_assert_eq(weft_atomic_rmw64(sh, 0, (weft_atomic_op_t)-1, 1, NULL),
                WEFT_EINVAL);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- wait / notify -------------------------------------------------------- */
@@ -328,7 +328,7 @@ Test(shared, wait_not_equal) {
   cr_assert_eq(weft_atomic_wait64(sh, 1, 0, -1, &r), 0);
   cr_assert_eq(r, WEFT_WAIT_NOT_EQUAL);
   cr_assert_eq(weft__shared_waiters(sh, 1, 4), 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_times_out) {
@@ -348,7 +348,7 @@ Test(shared, wait_times_out) {
   cr_assert_eq(woken, 0);
   cr_assert_eq(weft__shared_waiters(sh, 0, 4), 0);
   cr_assert_eq(weft__shared_waiters(sh, 1, 8), 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, notify_without_waiters_wakes_none) {
@@ -360,7 +360,7 @@ Test(shared, notify_without_waiters_wakes_none) {
   cr_assert_eq(weft_atomic_notify64(sh, 1, -1, &woken), 0);
   cr_assert_eq(woken, 0);
   cr_assert_eq(weft_atomic_notify32(sh, 2, 1, NULL), 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 typedef struct waiter_arg_s {
@@ -403,7 +403,7 @@ static void wait_notify_across_threads(bool wide) {
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(a.rc, 0);
   cr_assert_eq(a.result, WEFT_WAIT_OK);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_notify_across_threads_32) {
@@ -427,7 +427,7 @@ Test(shared, waiter_asleep_long_is_woken) {
   cr_assert_eq(woken, 1);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(a.result, WEFT_WAIT_OK);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 static void notify_count_is_exact(bool wide) {
@@ -462,7 +462,7 @@ static void notify_count_is_exact(bool wide) {
   cr_assert_eq(ok, 3);
   cr_assert_eq(weft_atomic_notify32(sh, 1, -1, &woken), 0);
   cr_assert_eq(woken, 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, notify_count_is_exact_32) {
@@ -487,7 +487,7 @@ Test(shared, notify_zero_count_wakes_none) {
   cr_assert_eq(woken, 1);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(a.result, WEFT_WAIT_OK);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, notify_wakes_oldest_first) {
@@ -509,7 +509,7 @@ Test(shared, notify_wakes_oldest_first) {
   cr_assert_eq(woken, 1);
   cr_assert_eq(uv_thread_join(&t[1]), 0);
   cr_assert_eq(a[1].result, WEFT_WAIT_OK);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, notify32_and_notify64_share_an_address) {
@@ -525,7 +525,7 @@ Test(shared, notify32_and_notify64_share_an_address) {
   cr_assert_eq(woken, 1);
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(a.result, WEFT_WAIT_OK);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- waitAsync ------------------------------------------------------------ */
@@ -568,7 +568,7 @@ Test(shared, wait_async_ok_via_notify_from_another_thread) {
   cr_assert_eq(weft_atomic_wait_async32(loop, sh, 0, 0, 10000, on_wait, &c), 0);
   cr_assert_eq(c.calls, 0);
   /* The waiter holds its own reference. */
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   cr_assert_eq(uv_thread_create(&t, notifier_thread, &n), 0);
   run_loop(loop);
   cr_assert_eq(uv_thread_join(&t), 0);
@@ -595,7 +595,7 @@ Test(shared, wait_async_without_timeout_ok_via_notify) {
   cr_assert_eq(c.calls, 1);
   cr_assert_eq(c.result, WEFT_WAIT_OK);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_async_not_equal_is_never_synchronous) {
@@ -612,7 +612,7 @@ Test(shared, wait_async_not_equal_is_never_synchronous) {
   cr_assert_eq(c.result, WEFT_WAIT_NOT_EQUAL);
   cr_assert(c.on_loop_thread);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_async_times_out) {
@@ -635,7 +635,7 @@ Test(shared, wait_async_times_out) {
   cr_assert_eq(weft_atomic_notify32(sh, 2, -1, &woken), 0);
   cr_assert_eq(woken, 0);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_async_and_sync_waiters_share_one_fifo) {
@@ -662,7 +662,7 @@ Test(shared, wait_async_and_sync_waiters_share_one_fifo) {
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(a.result, WEFT_WAIT_OK);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_async_bad_input) {
@@ -682,7 +682,7 @@ Test(shared, wait_async_bad_input) {
   run_loop(loop);
   cr_assert_eq(c.calls, 0);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 typedef struct wrong_thread_s {
@@ -705,7 +705,7 @@ Test(shared, wait_async_from_another_thread_is_rejected) {
   cr_assert_eq(w.rc, WEFT_EWRONGTHREAD);
   cr_assert_eq(weft_loop_run(w.loop), 0);
   cr_assert_eq(weft_loop_free(w.loop), 0);
-  weft_shared_unref(w.sh);
+  weft_shared_release(w.sh);
 }
 
 /* --- waitAsync on a worker's loop ------------------------------------------
@@ -782,7 +782,7 @@ Test(shared, wait_async_on_a_worker_resolved_from_main) {
   run_worker(sh, entry_wait, true);
   weft_atomic_load32(sh, 2, &result);
   cr_assert_eq(result, WEFT_WAIT_OK + 1);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 Test(shared, wait_async_pending_when_worker_ends_is_dropped) {
@@ -798,7 +798,7 @@ Test(shared, wait_async_pending_when_worker_ends_is_dropped) {
   cr_assert_eq(woken, 0);
   weft_atomic_load32(sh, 2, &result);
   cr_assert_eq(result, 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* Issue 5, item 1: a wait with a timer is notified (the notify queues the
@@ -828,7 +828,7 @@ Test(shared, wait_async_notified_then_worker_ends_closes_timer_once) {
     cr_assert_eq(result, 0);
     cr_assert_eq(weft__shared_waiters(sh, 0, 4), 0);
   }
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* Issue 5, item 8: a waitAsync timeout counts from the call, not from the
@@ -873,5 +873,5 @@ Test(shared, wait_async_timeout_counts_from_the_call) {
   cr_assert_geq(b.done_at - b.set_at, 200 * 1000000u,
                 "timed out after %.1f ms", (double)(b.done_at - b.set_at) / 1e6);
   free_loop(loop);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }

@@ -1495,7 +1495,7 @@ Test(worker, terminate_wakes_a_worker_blocked_in_atomic_wait) {
     cr_assert_eq(term_code, 1);
     cr_assert_eq(weft__shared_waiters(wsh, 0, (size_t)width), 0);
     weft_worker_free(w);
-    weft_shared_unref(wsh);
+    weft_shared_release(wsh);
     free_loop(loop);
   }
 }
@@ -1532,7 +1532,7 @@ Test(worker, wait_started_after_terminate_returns_at_once) {
                  weft_err_name(atomic_load(&wait_rc[i])));
   cr_assert_eq(exit_code, 1);
   weft_worker_free(w);
-  weft_shared_unref(wsh);
+  weft_shared_release(wsh);
   free_loop(loop);
 }
 
@@ -1558,7 +1558,7 @@ Test(worker, wait_after_worker_exit_returns_at_once) {
                weft_err_name(atomic_load(&wait_rc[0])));
   cr_assert_eq(exit_code, 5);
   weft_worker_free(w);
-  weft_shared_unref(wsh);
+  weft_shared_release(wsh);
   free_loop(loop);
 }
 
@@ -1604,7 +1604,7 @@ Test(worker, waits_on_a_worker_time_out_and_wake_as_before) {
   /* The main thread is no worker: its waits never end with ETERMINATED. */
   cr_assert_eq(weft_atomic_wait32(wsh, 1, 0, 10, &res), 0);
   cr_assert_eq(res, WEFT_WAIT_TIMED_OUT);
-  weft_shared_unref(wsh);
+  weft_shared_release(wsh);
   free_loop(loop);
 }
 

@@ -121,7 +121,7 @@ WEFT_EXTERN int weft_msg_take_port(weft_msg_t* msg,
                                    weft_port_t** out);
 
 /* Take a new reference to the shared buffer `obj` stands for (any number of
- * times). Ownership: the caller releases it with weft_shared_unref(). */
+ * times). Ownership: the caller releases it with weft_shared_release(). */
 WEFT_EXTERN int weft_msg_take_shared(weft_msg_t* msg,
                                      const msgpack_object* obj,
                                      weft_shared_t** out);

@@ -13,16 +13,24 @@
 
 /* Allocate `size` zeroed bytes, 64-byte aligned, with one reference.
  * Ownership: the caller holds that reference; release it with
- * weft_shared_unref(). The bytes are freed when the last holder (handles,
+ * weft_shared_release(). The bytes are freed when the last holder (handles,
  * messages in flight) releases. Returns 0, WEFT_EINVAL, WEFT_ENOMEM.
  * Thread: any. */
 WEFT_EXTERN int weft_shared_new(weft_shared_t** out, size_t size);
 
-/* Take one more reference (returns `sh`; NULL for NULL). Thread: any. */
-WEFT_EXTERN weft_shared_t* weft_shared_ref(weft_shared_t* sh);
+/* Reference counting. These are not ref()/unref(): for ports, workers
+ * and broadcast channels those mean "keeps the loop alive"; a shared
+ * buffer keeps no loop alive and counts references instead. */
 
-/* Drop one reference; the last frees the memory. Accepts NULL. Any thread. */
-WEFT_EXTERN void weft_shared_unref(weft_shared_t* sh);
+/* Take one more reference for a new holder (returns `sh`; NULL for NULL).
+ * The caller must hold a reference already. Ownership: the new holder
+ * drops it with weft_shared_release(). Thread: any. */
+WEFT_EXTERN weft_shared_t* weft_shared_retain(weft_shared_t* sh);
+
+/* Drop one reference; the last frees the memory (the holder's writes to
+ * the bytes happen before the free). Do not use `sh` after dropping one's
+ * last reference. Accepts NULL. Thread: any. */
+WEFT_EXTERN void weft_shared_release(weft_shared_t* sh);
 
 /* The bytes (valid while the caller holds a reference) and their size.
  * Thread: any. */

@@ -54,7 +54,7 @@ static void try_take(const msgpack_object* o, void* arg) {
   FUZZ_CHECK(err != 0 || (kind == WEFT_EXT_SHARED && sh != NULL));
   if (err == 0) {
     FUZZ_CHECK(weft_shared_size(sh) == 64);
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
     c->takes++;
   }
 }
@@ -142,7 +142,7 @@ out:
     weft_port_free(x[i]);
     weft_port_free(y[i]);
     if (sh[i] != NULL)
-      weft_shared_unref(sh[i]);
+      weft_shared_release(sh[i]);
   }
   weft_port_free(a);
   weft_port_free(b);
