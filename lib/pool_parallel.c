@@ -264,7 +264,7 @@ static int repack(weft_msg_t* dst,
           err = weft_msg_take_shared(src, o, &s);
           if (err == 0) {
             err = weft_msg_add_shared(dst, s); /* Takes its own reference. */
-            weft_shared_unref(s);
+            weft_shared_release(s);
           }
           return err;
         }

@@ -61,7 +61,7 @@ static int mark(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   weft_atomic_load32(sh, RANGE + 1, &base);
   for (i = b; i < e; i++)
     weft_atomic_add32(sh, (size_t)(i - base), 1, NULL);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   return 0;
 }
 
@@ -179,7 +179,7 @@ static void for_once(weft_pool_t* pool, int64_t begin, int64_t chunk) {
   cr_assert_eq(atomic_load(&seen_data), (void*)slots,
                "a chunk saw another copy of the shared buffer");
   cr_assert_eq(atomic_load(&seen_other_data), 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
 }
 
 /* --- parallel-for -------------------------------------------------------- */
