@@ -2,13 +2,14 @@
 # deps.sh [--bench] - install the Debian packages weft needs, only if missing.
 #
 # Build: build-essential cmake pkg-config libuv1-dev libmsgpack-dev
-# libmimalloc-dev; tests: libcriterion-dev and gcc's sanitizer runtimes
-# (libasan8 libtsan2 libubsan1, which libgcc-12-dev normally pulls in).
+# libmimalloc-dev; samples/mandelbrot: libpng-dev; tests: libcriterion-dev
+# and gcc's sanitizer runtimes (libasan8 libtsan2 libubsan1, which
+# libgcc-12-dev normally pulls in).
 # With --bench, also nodejs (only when no `node` is on PATH).
 set -eu
 
 pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
-      libmimalloc-dev libcriterion-dev libasan8 libtsan2 libubsan1"
+      libmimalloc-dev libpng-dev libcriterion-dev libasan8 libtsan2 libubsan1"
 # scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.
 pkgs="$pkgs clang clang-tidy cppcheck"
 if [ "${1:-}" = "--bench" ] && ! command -v node >/dev/null 2>&1; then
