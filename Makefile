@@ -15,11 +15,15 @@ build: deps
 	CC=$${CC:-gcc} cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug
 	cmake --build build -j $(JOBS)
 
-demo: build
-	@test -x build/samples/worker_sum || \
-	  { echo "make demo: build/samples/worker_sum is missing" \
-	         "(samples/worker_sum.c is not written yet)" >&2; exit 1; }
-	build/samples/worker_sum
+# The flagship: count primes on one thread and on a worker pool
+# (weft_pool_for over a shared buffer), with the speedup and the pool's
+# statistics. An optimized build of its own, so the times mean something.
+DEMO_N ?= 20000000
+demo: deps
+	CC=$${CC:-gcc} cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release \
+	  -DWEFT_BUILD_TESTS=OFF
+	cmake --build build-demo -j $(JOBS) --target sample_parallel_primes
+	build-demo/samples/parallel_primes $(DEMO_N)
 
 # Lints (scripts/lint.sh), builds build/, build-asan/ and build-tsan/, runs
 # ctest in each (scenario_soak runs ~10 s there), then the install test;
@@ -62,5 +66,5 @@ install: deps
 	cmake --install build-release --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-asan build-tsan build-bench build-release build-lint \
+	rm -rf build build-asan build-tsan build-bench build-release build-lint build-demo \
 	  build-clang build-clang-asan build-clang-tsan
