@@ -101,6 +101,54 @@ for wl in $WORKLOADS; do
   done
 done
 
+# --- Pool and offload (issue 6): weft_bench pool|offload against
+# bench/node/pool.js (Piscina, and plain worker_threads by hand). Runs by
+# default; BENCH_POOL_WORKLOADS="" skips it, or names a subset. When
+# BENCH_WORKLOADS is set and this is not, it is skipped too. Piscina comes
+# from `npm install` in bench/node (bench/node/package.json), done here
+# once; without it the Piscina cells say "-".
+if [ -n "${BENCH_WORKLOADS:-}" ]; then
+  POOL_WORKLOADS=${BENCH_POOL_WORKLOADS:-}
+else
+  POOL_WORKLOADS=${BENCH_POOL_WORKLOADS-"pool offload"}
+fi
+if [ -n "$POOL_WORKLOADS" ] && [ ! -d "$here/node/node_modules/piscina" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "== npm install (bench/node: piscina)" >&2
+    (cd "$here/node" && npm install --no-audit --no-fund --silent) >&2 ||
+      echo "  npm install failed: the Piscina cells will say '-'" >&2
+  else
+    echo "  npm not found: the Piscina cells will say '-'" >&2
+  fi
+fi
+run_pool_one() { # SIDE WORKLOAD ROUND, as run_one with bench/node/pool.js
+  local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc
+  wait_quiet
+  if [ "$side" = weft ]; then
+    timeout "$TIMEOUT" "$WEFT_BIN" "$wl" >"$log" 2>&1
+  else
+    timeout "$TIMEOUT" "$NODE" "$here/node/pool.js" "$wl" >"$log" 2>&1
+  fi
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "  $side $wl round $r: FAILED (exit $rc); last lines:" >&2
+    tail -n 5 "$log" | sed 's/^/    /' >&2
+    echo "$wl" >>"$tmp/$side.failed"
+  fi
+  grep '^RESULT ' "$log" | awk '{print $2, $3, $4}' >>"$tmp/$side.results"
+  grep '^RESULT ' "$log" | awk -v s="$side" -v r="$r" '{printf "  %-5s r%d  %-22s %s %s\n", s, r, $2, $3, $4}' >&2
+}
+for wl in $POOL_WORKLOADS; do
+  echo "== $wl ($ROUNDS rounds)" >&2
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then order="weft node"; else order="node weft"; fi
+    for side in $order; do
+      [ "$side" = weft ] && [ $have_weft -eq 0 ] && continue
+      run_pool_one "$side" "$wl" "$r"
+    done
+  done
+done
+
 # Metrics in table order, with the issue's aim for each:
 #   metric | aim kind (le / ge / flat / -) | aim value | aim text
 aims() {
@@ -211,6 +259,49 @@ machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuin
   done
   echo '```'
 } >"$tmp/report.md"
+
+# The pool and offload table (issue 6), after the main one.
+pool_table() {
+  local w n
+  [ -n "$POOL_WORKLOADS" ] || return 0
+  # row LABEL WEFT_METRIC NODE_METRIC KIND AIM: KIND "hi" (higher is
+  # better: ratio weft/node), "lo" (ratio node/weft), "-" (no ratio);
+  # AIM "ge X" / "le X" / "-" on the weft value.
+  row() {
+    local wv nv ratio met=""
+    wv=$(median "$2" "$tmp/weft.results")
+    nv=-
+    [ "$3" != - ] && nv=$(median "$3" "$tmp/node.results")
+    ratio=$(awk -v w="$wv" -v n="$nv" -v k="$4" 'BEGIN {
+      if (k == "-" || w == "-" || n == "-" || w + 0 <= 0 || n + 0 <= 0) { print "-"; exit }
+      r = (k == "hi") ? w / n : n / w
+      if (r >= 100) printf "%.0fx\n", r; else printf "%.2fx\n", r }')
+    if [ "$5" != - ] && [ "$wv" != - ]; then
+      met=$(awk -v w="$wv" -v a="${5#* }" -v k="${5%% *}" 'BEGIN {
+        print ((k == "ge" && w >= a) || (k == "le" && w <= a)) ? "yes" : "no" }')
+    fi
+    echo "| $1 | $(fmt "$wv") | $(fmt "$nv") | $ratio | ${6:-} | $met |"
+  }
+  echo
+  echo "Pool overhead and offload speedup ($(nproc) CPUs; weft_bench pool|offload vs node bench/node/pool.js):"
+  echo
+  echo "| measure | weft | Node | weft better by | aim | aim met |"
+  echo "| --- | ---: | ---: | ---: | --- | --- |"
+  row "empty tasks/s, from a loop; Node: Piscina" pool.tasks pool.tasks hi - ""
+  row "per task, us; Node: Piscina" pool.task_us pool.task_us lo - ""
+  w=$(median pool.tasks "$tmp/weft.results"); n=$(median pool.tasks "$tmp/node.results")
+  met=$(awk -v w="$w" -v n="$n" 'BEGIN { if (w == "-" || n == "-" || n + 0 <= 0) print "-";
+        else print (w / n >= 20) ? "yes" : "no" }')
+  echo "| overhead vs Piscina's | | | | >= 20x lower | $met |"
+  row "empty tasks/s, from a loop; Node: plain worker_threads, round robin" pool.tasks pool.tasks.wt hi - ""
+  row "empty tasks/s, futures from a thread with no loop" pool.tasks.future - - - ""
+  for k in primes mandel; do
+    row "$k on one thread, ms" "offload.$k.1t" "offload.$k.1t" lo - ""
+    row "$k speedup, warm pool" "offload.$k.warm" "offload.$k.warm" hi "ge 1.95" ">= 1.95x"
+    row "$k speedup, counting pool start" "offload.$k.cold" "offload.$k.cold" hi "ge 1.9" ">= 1.9x"
+  done
+}
+pool_table >>"$tmp/report.md"
 
 echo
 cat "$tmp/report.md"

@@ -2,6 +2,7 @@
  * workloads as bench/node/bench.js, through weft's public API only.
  *
  *   weft_bench <pingpong|throughput|copy1m|transfer|atomics|spawn|idle|tick> [N]
+ *   weft_bench <pool|offload> [N]      (node: bench/node/pool.js)
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
  * bench/run.sh collects (units ending in "/s": higher is better). Any weft
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <weft/weft.h>
 
@@ -612,6 +614,251 @@ static void bench_tick(uint64_t n) {
   run_idle(n, true);
 }
 
+/* --- 9. pool and offload (issue 6) ------------------------------------- */
+
+/* pool: empty tasks per second through a weft_pool, one thread per core,
+ * (a) from a loop, each result as a callback that submits the next task,
+ * POOL_WINDOW in flight; (b) from a thread with no loop, futures, the same
+ * window, waiting on the oldest. Node: Piscina and a hand-made round robin
+ * over plain worker_threads (bench/node/pool.js), the same window.
+ *
+ * offload: primes below OFF_PRIMES_N and a Mandelbrot image, on one thread
+ * and on the pool (weft_pool_for over a shared buffer), warm (pool started
+ * before the clock) and cold (pool start counted); prints the one-thread
+ * time and both speedups. */
+
+#define POOL_WINDOW 256
+#define POOL_WARM 2000
+
+static int empty_task(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
+  (void)ctx;
+  (void)arg;
+  (void)res;
+  return 0; /* Packs nothing: the result is nil. */
+}
+
+static unsigned ncpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (unsigned)n : 1;
+}
+
+static weft_pool_t* bench_pool_new(void) {
+  weft_pool_opts_t opts;
+  memset(&opts, 0, sizeof opts);
+  opts.name = "bench-pool";
+  opts.min_threads = ncpus();
+  opts.max_threads = ncpus();
+  opts.max_queue = SIZE_MAX;
+  weft_pool_t* pool = NULL;
+  CHECK(weft_pool_new(&pool, &opts));
+  return pool;
+}
+
+static struct {
+  weft_pool_t* pool;
+  uint64_t total, submitted, done;
+  double t0;
+} pl;
+
+static void pl_submit(void);
+
+static void pl_done(void* ctx, int status, weft_msg_t* result) {
+  (void)ctx;
+  (void)result;
+  if (status != 0) DIE("pool: task failed: %s", weft_err_name(status));
+  pl.done++;
+  if (pl.done == POOL_WARM) pl.t0 = now_s();
+  if (pl.submitted < pl.total) pl_submit();
+}
+
+static void pl_submit(void) {
+  CHECK(weft_pool_submit(pl.pool, "empty", NULL, 0, pl_done, NULL, NULL));
+  pl.submitted++;
+}
+
+static void bench_pool(uint64_t n) {
+  /* (a) From a loop, with callbacks. */
+  weft_loop_t* loop;
+  CHECK(weft_loop_new(&loop));
+  pl.pool = bench_pool_new();
+  CHECK(weft_pool_register(pl.pool, "empty", empty_task, NULL));
+  pl.total = POOL_WARM + n;
+  pl.submitted = pl.done = 0;
+  while (pl.submitted < POOL_WINDOW && pl.submitted < pl.total) pl_submit();
+  CHECK(weft_loop_run(loop));
+  if (pl.done != pl.total) DIE("pool: %" PRIu64 " of %" PRIu64 " settled", pl.done, pl.total);
+  double dt = now_s() - pl.t0;
+  result("pool.tasks", (double)n / dt, "tasks/s");
+  result("pool.task_us", dt / (double)n * 1e6, "us");
+  CHECK(weft_pool_close(pl.pool));
+  CHECK(weft_loop_free(loop));
+
+  /* (b) From this thread, which now has no loop: futures. */
+  weft_pool_t* pool = bench_pool_new();
+  CHECK(weft_pool_register(pool, "empty", empty_task, NULL));
+  weft_task_t* ring[POOL_WINDOW];
+  uint64_t total = POOL_WARM + n, next = 0, head = 0;
+  double t0 = 0;
+  while (head < total) {
+    while (next < total && next - head < POOL_WINDOW) {
+      CHECK(weft_pool_submit(pool, "empty", NULL, 0, NULL, NULL, &ring[next % POOL_WINDOW]));
+      next++;
+    }
+    weft_task_t* t = ring[head % POOL_WINDOW];
+    CHECK(weft_task_wait(t, -1));
+    CHECK(weft_task_status(t));
+    weft_task_free(t);
+    if (++head == POOL_WARM) t0 = now_s();
+  }
+  dt = now_s() - t0;
+  result("pool.tasks.future", (double)n / dt, "tasks/s");
+  CHECK(weft_pool_close(pool));
+}
+
+#define OFF_PRIMES_N 3000000
+#define OFF_PRIMES_CHUNKS 64
+#define OFF_W 1200
+#define OFF_H 900
+#define OFF_ITER 1000
+#define OFF_ROWS 8
+
+static bool off_is_prime(int64_t n) {
+  if (n < 2) return false;
+  if (n % 2 == 0) return n == 2;
+  for (int64_t d = 3; d * d <= n; d += 2)
+    if (n % d == 0) return false;
+  return true;
+}
+
+static int64_t off_primes(int64_t b, int64_t e) {
+  int64_t c = 0;
+  for (int64_t i = b; i < e; i++) c += off_is_prime(i);
+  return c;
+}
+
+static void off_rows(uint16_t* img, int64_t y0, int64_t y1) {
+  for (int64_t y = y0; y < y1; y++) {
+    double ci = -1.125 + 2.25 * (double)y / OFF_H;
+    for (int x = 0; x < OFF_W; x++) {
+      double cr = -2.25 + 3.0 * (double)x / OFF_W, zr = 0, zi = 0;
+      int i;
+      for (i = 0; i < OFF_ITER; i++) {
+        double zr2 = zr * zr, zi2 = zi * zi;
+        if (zr2 + zi2 > 4.0) break;
+        zi = 2.0 * zr * zi + ci;
+        zr = zr2 - zi2 + cr;
+      }
+      img[y * OFF_W + x] = (uint16_t)i;
+    }
+  }
+}
+
+static int primes_task(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
+  int64_t b, e;
+  weft_shared_t* sh = NULL;
+  (void)ctx;
+  (void)res;
+  int err = weft_msg_read(arg, "IIH", &b, &e, &sh);
+  if (err != 0) return err;
+  err = weft_atomic_add64(sh, 0, off_primes(b, e), NULL);
+  weft_shared_release(sh);
+  return err;
+}
+
+static int mandel_task(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
+  int64_t y0, y1;
+  weft_shared_t* sh = NULL;
+  (void)ctx;
+  (void)res;
+  int err = weft_msg_read(arg, "IIH", &y0, &y1, &sh);
+  if (err != 0) return err;
+  off_rows(weft_shared_data(sh), y0, y1);
+  weft_shared_release(sh);
+  return 0;
+}
+
+/* One parallel run of `what` on `pool` (NULL: make one, counted). */
+static double off_pool_run(weft_pool_t* pool, bool primes, int64_t* check) {
+  double t0 = now_s();
+  bool own = pool == NULL;
+  if (own) {
+    pool = bench_pool_new();
+    CHECK(weft_pool_register(pool, "primes", primes_task, NULL));
+    CHECK(weft_pool_register(pool, "mandel", mandel_task, NULL));
+  }
+  weft_shared_t* sh = NULL;
+  if (primes) {
+    CHECK(weft_shared_new(&sh, 64));
+    CHECK(weft_pool_for(pool, "primes", 0, OFF_PRIMES_N,
+                        (OFF_PRIMES_N + OFF_PRIMES_CHUNKS - 1) / OFF_PRIMES_CHUNKS, sh));
+    CHECK(weft_atomic_load64(sh, 0, check));
+  } else {
+    CHECK(weft_shared_new(&sh, sizeof(uint16_t) * OFF_W * OFF_H));
+    CHECK(weft_pool_for(pool, "mandel", 0, OFF_H, OFF_ROWS, sh));
+    const uint16_t* img = weft_shared_data(sh);
+    int64_t s = 0;
+    for (size_t i = 0; i < (size_t)OFF_W * OFF_H; i++) s += img[i];
+    *check = s;
+  }
+  double dt = now_s() - t0;
+  weft_shared_release(sh);
+  if (own) CHECK(weft_pool_close(pool));
+  return dt;
+}
+
+static void bench_offload(uint64_t n) {
+  (void)n;
+  weft_pool_t* warm = bench_pool_new();
+  CHECK(weft_pool_register(warm, "primes", primes_task, NULL));
+  CHECK(weft_pool_register(warm, "mandel", mandel_task, NULL));
+  for (int k = 0; k < 2; k++) {
+    bool primes = k == 0;
+    const char* name = primes ? "primes" : "mandel";
+    int64_t one, par_w, par_c;
+    double t0 = now_s();
+    if (primes) {
+      one = off_primes(0, OFF_PRIMES_N);
+    } else {
+      uint16_t* img = malloc(sizeof(uint16_t) * OFF_W * OFF_H);
+      if (img == NULL) DIE("out of memory");
+      off_rows(img, 0, OFF_H);
+      one = 0;
+      for (size_t i = 0; i < (size_t)OFF_W * OFF_H; i++) one += img[i];
+      free(img);
+    }
+    double t1 = now_s() - t0;
+    (void)off_pool_run(warm, primes, &par_w); /* warm-up */
+    double tw = off_pool_run(warm, primes, &par_w);
+    double tc = off_pool_run(NULL, primes, &par_c);
+    if (par_w != one || par_c != one) DIE("offload %s: results differ", name);
+    char metric[48];
+    snprintf(metric, sizeof metric, "offload.%s.1t", name);
+    result(metric, t1 * 1e3, "ms");
+    snprintf(metric, sizeof metric, "offload.%s.warm", name);
+    result(metric, t1 / tw, "x");
+    snprintf(metric, sizeof metric, "offload.%s.cold", name);
+    result(metric, t1 / tc, "x");
+  }
+  CHECK(weft_pool_close(warm));
+}
+
+/* Workloads of this section, found before the table below. */
+static bool pool_workload(int argc, char** argv) {
+  static const struct {
+    const char* name;
+    void (*fn)(uint64_t n);
+    uint64_t n;
+  } wl[] = {{"pool", bench_pool, 200000}, {"offload", bench_offload, 1}};
+  for (size_t i = 0; i < sizeof wl / sizeof wl[0]; i++) {
+    if (strcmp(argv[1], wl[i].name) != 0) continue;
+    uint64_t n = argc >= 3 ? strtoull(argv[2], NULL, 10) : wl[i].n;
+    if (n == 0) DIE("N must be > 0");
+    wl[i].fn(n);
+    return true;
+  }
+  return false;
+}
+
 /* --- main --------------------------------------------------------------- */
 
 static const struct {
@@ -630,6 +877,7 @@ static const struct {
 };
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && pool_workload(argc, argv)) return 0;
   size_t nw = sizeof WORKLOADS / sizeof WORKLOADS[0];
   for (size_t i = 0; argc >= 2 && i < nw; i++) {
     if (strcmp(argv[1], WORKLOADS[i].name) != 0) continue;
