@@ -295,6 +295,7 @@ pool_table() {
   echo "| overhead vs Piscina's | | | | >= 20x lower | $met |"
   row "empty tasks/s, from a loop; Node: plain worker_threads, round robin" pool.tasks pool.tasks.wt hi - ""
   row "empty tasks/s, futures from a thread with no loop" pool.tasks.future - - - ""
+  row "empty work items/s, libuv threadpool (weft_queue_work), from a loop" pool.queue_work - - - ""
   for k in primes mandel; do
     row "$k on one thread, ms" "offload.$k.1t" "offload.$k.1t" lo - ""
     row "$k speedup, warm pool" "offload.$k.warm" "offload.$k.warm" hi "ge 1.95" ">= 1.95x"

@@ -630,6 +630,44 @@ static void bench_tick(uint64_t n) {
 #define POOL_WINDOW 256
 #define POOL_WARM 2000
 
+/* The libuv threadpool for comparison (docs/which-one.md): empty work
+ * items through weft_queue_work, the same window, from a loop. */
+static struct {
+  uint64_t total, submitted, done;
+  double t0;
+} qw;
+
+static void qw_work(void* arg) {
+  (void)arg;
+}
+
+static void qw_submit(weft_loop_t* loop);
+
+static void qw_after(weft_loop_t* loop, void* arg, int status) {
+  (void)arg;
+  if (status != 0) DIE("queue_work: %s", weft_err_name(status));
+  qw.done++;
+  if (qw.done == POOL_WARM) qw.t0 = now_s();
+  if (qw.submitted < qw.total) qw_submit(loop);
+}
+
+static void qw_submit(weft_loop_t* loop) {
+  CHECK(weft_queue_work(loop, qw_work, qw_after, NULL));
+  qw.submitted++;
+}
+
+static void bench_queue_work(uint64_t n) {
+  weft_loop_t* loop;
+  CHECK(weft_loop_new(&loop));
+  qw.total = POOL_WARM + n;
+  qw.submitted = qw.done = 0;
+  while (qw.submitted < POOL_WINDOW && qw.submitted < qw.total) qw_submit(loop);
+  CHECK(weft_loop_run(loop));
+  double dt = now_s() - qw.t0;
+  result("pool.queue_work", (double)n / dt, "tasks/s");
+  CHECK(weft_loop_free(loop));
+}
+
 static int empty_task(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
   (void)ctx;
   (void)arg;
@@ -713,6 +751,8 @@ static void bench_pool(uint64_t n) {
   dt = now_s() - t0;
   result("pool.tasks.future", (double)n / dt, "tasks/s");
   CHECK(weft_pool_close(pool));
+
+  bench_queue_work(n);
 }
 
 #define OFF_PRIMES_N 3000000
