@@ -151,6 +151,7 @@ struct weft_pool_s {
   uint64_t idle_timeout_ms;
   unsigned concurrent;
   int nice_increment;
+  int base_nice; /* The nice value of the thread that made the pool. */
   size_t max_heap;
   size_t stack_size;
   weft_loop_t* loop; /* The pool thread's. */
@@ -428,9 +429,56 @@ static void task_loop_gone(weft__tracked_t* tr) {
 
 /* ---- the worker side ------------------------------------------------------ */
 
+/* nice_increment: Linux keeps a nice value per thread, and a thread starts
+ * with its creator's; set it from the pool maker's value, so that workers
+ * (spawned by the pool thread, already lowered) are not lowered twice. */
+static void lower_priority(const weft_pool_t* pool) {
+  int prio;
+  if (pool->nice_increment == 0)
+    return;
+  prio = pool->base_nice + pool->nice_increment;
+  (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio > 19 ? 19 : prio);
+}
+
+/* The buffers and ports a task function added to its result are the
+ * pool's from then on (the function has returned before they travel):
+ * free the handles it added. `objs`: the handles, from before the commit
+ * (which replaces them in the transfer list). */
+static void free_handles(weft_msg_t* m, void** objs) {
+  uint32_t i;
+  for (i = 0; i < m->nxfer; i++) {
+    if (m->xfers[i].kind == WEFT_EXT_BUFFER)
+      weft_buffer_free(objs[i]);
+    else if (m->xfers[i].kind == WEFT_EXT_PORT)
+      weft_port_free(objs[i]);
+  }
+}
+
+/* A result that does not travel (the task failed): free it and what was
+ * added to it. Thread: the worker. */
+static void drop_out(weft_msg_t* m) {
+  void** objs;
+  uint32_t i;
+  if (m == NULL)
+    return;
+  if (m->state == WEFT__MSG_BUILDING && m->nxfer > 0) {
+    objs = weft__xalloc(m->nxfer * sizeof(*objs));
+    if (objs != NULL) {
+      for (i = 0; i < m->nxfer; i++)
+        objs[i] = m->xfers[i].obj;
+      free_handles(m, objs);
+      weft__xfree(objs);
+    }
+  }
+  weft_msg_free(m);
+}
+
 /* Turn the task's result message into one that can travel: nil if nothing
- * was packed, one msgpack value, transfers committed. */
+ * was packed, one msgpack value, transfers committed (and the handles the
+ * function added freed). Thread: the worker. */
 static int seal_result(weft_msg_t* m) {
+  void** objs = NULL;
+  uint32_t i;
   int err;
   if (m->len == 0 && msgpack_pack_nil(&m->pk) != 0)
     return WEFT_ENOMEM;
@@ -442,8 +490,17 @@ static int seal_result(weft_msg_t* m) {
     err = weft__msg_check_transfers(m);
     if (err != 0)
       return err;
+    objs = WEFT__FAILABLE(weft__xalloc(m->nxfer * sizeof(*objs)));
+    if (objs == NULL)
+      return WEFT_ENOMEM;
+    for (i = 0; i < m->nxfer; i++)
+      objs[i] = m->xfers[i].obj;
   }
   weft__msg_commit_transfers(m);
+  if (objs != NULL) {
+    free_handles(m, objs);
+    weft__xfree(objs);
+  }
   return 0;
 }
 
@@ -488,14 +545,10 @@ static void complete(pworker_t* pw, weft_task_t* t, int rc) {
                             memory_order_relaxed);
   if (rc > 0)
     rc = WEFT_EINVAL; /* Not a code a task may return. */
-  if (rc == 0) {
+  if (rc == 0)
     rc = seal_result(out);
-    if (rc != 0) {
-      weft_msg_free(out);
-      out = NULL;
-    }
-  } else {
-    weft_msg_free(out);
+  if (rc != 0) {
+    drop_out(out);
     out = NULL;
   }
   weft_msg_free(t->arg); /* On its heap's thread. */
@@ -606,14 +659,7 @@ static void worker_entry(weft_loop_t* loop, void* arg) {
   pworker_t* pw = arg;
   weft_pool_t* pool = pw->pool;
   current_pw = pw;
-  if (pool->nice_increment > 0) {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    int prio;
-    errno = 0;
-    prio = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (errno == 0)
-      (void)setpriority(PRIO_PROCESS, (id_t)tid, prio + pool->nice_increment);
-  }
+  lower_priority(pool);
   /* Parked on its loop between tasks until the pool retires it. */
   weft__loop_keepalive(loop, 1);
   pw->ready.run = drain_run;
@@ -867,14 +913,7 @@ static void* pool_thread(void* arg) {
   memcpy(name, pool->name, sizeof(name) - 1);
   name[sizeof(name) - 1] = '\0';
   pthread_setname_np(pthread_self(), name);
-  if (pool->nice_increment > 0) {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    int prio;
-    errno = 0;
-    prio = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (errno == 0)
-      (void)setpriority(PRIO_PROCESS, (id_t)tid, prio + pool->nice_increment);
-  }
+  lower_priority(pool);
   err = weft_loop_new(&loop);
   if (err != 0) {
     pool->start_err = err;
@@ -934,6 +973,10 @@ int weft_pool_new(weft_pool_t** out, const weft_pool_opts_t* opts) {
   pool->idle_timeout_ms = o.idle_timeout_ms != 0 ? o.idle_timeout_ms : 1000;
   pool->concurrent = o.concurrent_tasks != 0 ? o.concurrent_tasks : 1;
   pool->nice_increment = o.nice_increment;
+  errno = 0;
+  pool->base_nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  if (errno != 0)
+    pool->base_nice = 0;
   pool->max_heap = o.max_heap_bytes;
   pool->stack_size = o.stack_size;
   pool->created = uv_hrtime();
