@@ -84,6 +84,7 @@ struct weft_task_s {
   /* Pool lock. */
   weft_task_t* next; /* In the queue or on its worker's list. */
   weft_task_t* prev;
+  weft_task_t* dnext; /* Worker thread: finished within a drain. */
   int where;
   pworker_t* worker;
 
@@ -135,6 +136,7 @@ struct pworker_s {
 
   /* Worker thread only. */
   bool in_drain;
+  weft_task_t* finished; /* In this drain, to unlink at its next lock. */
   weft__tracked_t tracked;
 };
 
@@ -505,9 +507,16 @@ static int seal_result(weft_msg_t* m) {
 }
 
 /* The task left its worker: unlink it, and, outside a drain, let the
- * worker take more. Thread: the worker. */
+ * worker take more. Within a drain it is unlinked when the drain takes the
+ * lock for the next task (one lock per task, not two). Thread: the
+ * worker. */
 static void finish(pworker_t* pw, weft_task_t* t) {
   weft_pool_t* pool = pw->pool;
+  if (pw->in_drain) {
+    t->dnext = pw->finished;
+    pw->finished = t;
+    return;
+  }
   uv_mutex_lock(&pool->lock);
   wtask_unlink(pw, t);
   pw->active--;
@@ -592,12 +601,38 @@ static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
     return 1;
   pw->in_drain = true;
   for (;;) {
-    weft_task_t* t;
-    if (weft_should_stop())
-      break; /* Its exit settles what it holds. */
+    weft_task_t* t = NULL;
+    weft_task_t* fin;
+    /* Ending (terminate, exit, an error): its exit settles what it
+     * holds. */
+    bool stop = weft_should_stop();
     uv_mutex_lock(&pool->lock);
-    t = pool->qhead;
-    if (t == NULL || pw->active >= pool->concurrent) {
+    fin = pw->finished;
+    pw->finished = NULL;
+    for (weft_task_t* x = fin; x != NULL; x = x->dnext) {
+      wtask_unlink(pw, x);
+      pw->active--;
+      pool->running--;
+    }
+    if (stop) {
+      /* Stays PW_SCHED: nobody schedules it again. */
+    } else if (n == DRAIN_BATCH) {
+      /* Give the loop a turn; the drain goes on after it (state stays
+       * PW_SCHED, so nobody else schedules it). */
+      weft__loop_schedule(loop, &pw->ready);
+    } else if (pool->qhead != NULL && pw->active < pool->concurrent) {
+      t = pool->qhead;
+      queue_unlink(pool, t);
+      t->where = AT_WORKER;
+      t->worker = pw;
+      t->prev = NULL;
+      t->next = pw->tasks;
+      if (pw->tasks != NULL)
+        pw->tasks->prev = t;
+      pw->tasks = t;
+      pw->active++;
+      pool->running++;
+    } else {
       if (pw->active < pool->concurrent) {
         if (pw->active == 0)
           pw->idle_since = uv_hrtime();
@@ -607,27 +642,18 @@ static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
       }
       if (pool->closed && drained(pool))
         kick(pool);
-      uv_mutex_unlock(&pool->lock);
-      break;
     }
-    queue_unlink(pool, t);
-    t->where = AT_WORKER;
-    t->worker = pw;
-    t->prev = NULL;
-    t->next = pw->tasks;
-    if (pw->tasks != NULL)
-      pw->tasks->prev = t;
-    pw->tasks = t;
-    pw->active++;
-    pool->running++;
     uv_mutex_unlock(&pool->lock);
-    run_task(pw, t);
-    if (++n == DRAIN_BATCH) {
-      /* Give the loop a turn; the drain goes on after it (state stays
-       * PW_SCHED, so nobody else schedules it). */
-      weft__loop_schedule(loop, &pw->ready);
-      break;
+    while (fin != NULL) {
+      weft_task_t* x = fin;
+      fin = x->dnext;
+      x->dnext = NULL;
+      task_unref(x); /* The pool side's reference. */
     }
+    if (t == NULL)
+      break;
+    run_task(pw, t);
+    n++;
   }
   pw->in_drain = false;
   return 1 + n;
