@@ -27,7 +27,6 @@ static void bucket_range(unsigned b, double* lo, double* width) {
 
 void weft__hist_init(weft__hist_t* h) {
   unsigned i;
-  atomic_init(&h->count, 0);
   for (i = 0; i < WEFT__HIST_BUCKETS; i++)
     atomic_init(&h->buckets[i], 0);
 }
@@ -36,11 +35,6 @@ void weft__hist_add(weft__hist_t* h, uint64_t v) {
   /* relaxed: counters read only for statistics; nothing is ordered by
    * them. */
   atomic_fetch_add_explicit(&h->buckets[bucket_of(v)], 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
-}
-
-uint64_t weft__hist_count(weft__hist_t* h) {
-  return atomic_load_explicit(&h->count, memory_order_relaxed);
 }
 
 double weft__hist_quantile(weft__hist_t* h, double q) {

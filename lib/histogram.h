@@ -2,7 +2,7 @@
  * pool's wait and run times), for percentiles with ~6% error.
  *
  * Values below 32 each get a bucket; above, every power of two is cut in 16
- * equal buckets. Recording is two relaxed atomic adds, from any thread;
+ * equal buckets. Recording is one relaxed atomic add, from any thread;
  * reading walks the buckets (a snapshot that may miss records made during
  * the walk, which statistics can live with). */
 #ifndef WEFT_LIB_HISTOGRAM_H
@@ -15,7 +15,6 @@
 #define WEFT__HIST_BUCKETS (64 * WEFT__HIST_SUB)
 
 typedef struct weft__hist_s {
-  _Atomic uint64_t count;
   _Atomic uint64_t buckets[WEFT__HIST_BUCKETS];
 } weft__hist_t;
 
@@ -26,7 +25,5 @@ void weft__hist_add(weft__hist_t* h, uint64_t v);
 /* The value at quantile `q` (0..1), the middle of its bucket; 0 when
  * nothing was recorded. Thread: any. */
 double weft__hist_quantile(weft__hist_t* h, double q);
-/* Values recorded. Thread: any. */
-uint64_t weft__hist_count(weft__hist_t* h);
 
 #endif /* WEFT_LIB_HISTOGRAM_H */

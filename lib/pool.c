@@ -84,6 +84,7 @@ struct weft_task_s {
   /* Pool lock. */
   weft_task_t* next; /* In the queue or on its worker's list. */
   weft_task_t* prev;
+  weft_task_t* dnext; /* Worker thread: finished within a drain. */
   int where;
   pworker_t* worker;
 
@@ -135,6 +136,7 @@ struct pworker_s {
 
   /* Worker thread only. */
   bool in_drain;
+  weft_task_t* finished; /* In this drain, to unlink at its next lock. */
   weft__tracked_t tracked;
 };
 
@@ -151,6 +153,7 @@ struct weft_pool_s {
   uint64_t idle_timeout_ms;
   unsigned concurrent;
   int nice_increment;
+  int base_nice; /* The nice value of the thread that made the pool. */
   size_t max_heap;
   size_t stack_size;
   weft_loop_t* loop; /* The pool thread's. */
@@ -428,9 +431,56 @@ static void task_loop_gone(weft__tracked_t* tr) {
 
 /* ---- the worker side ------------------------------------------------------ */
 
+/* nice_increment: Linux keeps a nice value per thread, and a thread starts
+ * with its creator's; set it from the pool maker's value, so that workers
+ * (spawned by the pool thread, already lowered) are not lowered twice. */
+static void lower_priority(const weft_pool_t* pool) {
+  int prio;
+  if (pool->nice_increment == 0)
+    return;
+  prio = pool->base_nice + pool->nice_increment;
+  (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio > 19 ? 19 : prio);
+}
+
+/* The buffers and ports a task function added to its result are the
+ * pool's from then on (the function has returned before they travel):
+ * free the handles it added. `objs`: the handles, from before the commit
+ * (which replaces them in the transfer list). */
+static void free_handles(weft_msg_t* m, void** objs) {
+  uint32_t i;
+  for (i = 0; i < m->nxfer; i++) {
+    if (m->xfers[i].kind == WEFT_EXT_BUFFER)
+      weft_buffer_free(objs[i]);
+    else if (m->xfers[i].kind == WEFT_EXT_PORT)
+      weft_port_free(objs[i]);
+  }
+}
+
+/* A result that does not travel (the task failed): free it and what was
+ * added to it. Thread: the worker. */
+static void drop_out(weft_msg_t* m) {
+  void** objs;
+  uint32_t i;
+  if (m == NULL)
+    return;
+  if (m->state == WEFT__MSG_BUILDING && m->nxfer > 0) {
+    objs = weft__xalloc(m->nxfer * sizeof(*objs));
+    if (objs != NULL) {
+      for (i = 0; i < m->nxfer; i++)
+        objs[i] = m->xfers[i].obj;
+      free_handles(m, objs);
+      weft__xfree(objs);
+    }
+  }
+  weft_msg_free(m);
+}
+
 /* Turn the task's result message into one that can travel: nil if nothing
- * was packed, one msgpack value, transfers committed. */
+ * was packed, one msgpack value, transfers committed (and the handles the
+ * function added freed). Thread: the worker. */
 static int seal_result(weft_msg_t* m) {
+  void** objs = NULL;
+  uint32_t i;
   int err;
   if (m->len == 0 && msgpack_pack_nil(&m->pk) != 0)
     return WEFT_ENOMEM;
@@ -442,15 +492,31 @@ static int seal_result(weft_msg_t* m) {
     err = weft__msg_check_transfers(m);
     if (err != 0)
       return err;
+    objs = WEFT__FAILABLE(weft__xalloc(m->nxfer * sizeof(*objs)));
+    if (objs == NULL)
+      return WEFT_ENOMEM;
+    for (i = 0; i < m->nxfer; i++)
+      objs[i] = m->xfers[i].obj;
   }
   weft__msg_commit_transfers(m);
+  if (objs != NULL) {
+    free_handles(m, objs);
+    weft__xfree(objs);
+  }
   return 0;
 }
 
 /* The task left its worker: unlink it, and, outside a drain, let the
- * worker take more. Thread: the worker. */
+ * worker take more. Within a drain it is unlinked when the drain takes the
+ * lock for the next task (one lock per task, not two). Thread: the
+ * worker. */
 static void finish(pworker_t* pw, weft_task_t* t) {
   weft_pool_t* pool = pw->pool;
+  if (pw->in_drain) {
+    t->dnext = pw->finished;
+    pw->finished = t;
+    return;
+  }
   uv_mutex_lock(&pool->lock);
   wtask_unlink(pw, t);
   pw->active--;
@@ -488,14 +554,10 @@ static void complete(pworker_t* pw, weft_task_t* t, int rc) {
                             memory_order_relaxed);
   if (rc > 0)
     rc = WEFT_EINVAL; /* Not a code a task may return. */
-  if (rc == 0) {
+  if (rc == 0)
     rc = seal_result(out);
-    if (rc != 0) {
-      weft_msg_free(out);
-      out = NULL;
-    }
-  } else {
-    weft_msg_free(out);
+  if (rc != 0) {
+    drop_out(out);
     out = NULL;
   }
   weft_msg_free(t->arg); /* On its heap's thread. */
@@ -539,12 +601,38 @@ static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
     return 1;
   pw->in_drain = true;
   for (;;) {
-    weft_task_t* t;
-    if (weft_should_stop())
-      break; /* Its exit settles what it holds. */
+    weft_task_t* t = NULL;
+    weft_task_t* fin;
+    /* Ending (terminate, exit, an error): its exit settles what it
+     * holds. */
+    bool stop = weft_should_stop();
     uv_mutex_lock(&pool->lock);
-    t = pool->qhead;
-    if (t == NULL || pw->active >= pool->concurrent) {
+    fin = pw->finished;
+    pw->finished = NULL;
+    for (weft_task_t* x = fin; x != NULL; x = x->dnext) {
+      wtask_unlink(pw, x);
+      pw->active--;
+      pool->running--;
+    }
+    if (stop) {
+      /* Stays PW_SCHED: nobody schedules it again. */
+    } else if (n == DRAIN_BATCH) {
+      /* Give the loop a turn; the drain goes on after it (state stays
+       * PW_SCHED, so nobody else schedules it). */
+      weft__loop_schedule(loop, &pw->ready);
+    } else if (pool->qhead != NULL && pw->active < pool->concurrent) {
+      t = pool->qhead;
+      queue_unlink(pool, t);
+      t->where = AT_WORKER;
+      t->worker = pw;
+      t->prev = NULL;
+      t->next = pw->tasks;
+      if (pw->tasks != NULL)
+        pw->tasks->prev = t;
+      pw->tasks = t;
+      pw->active++;
+      pool->running++;
+    } else {
       if (pw->active < pool->concurrent) {
         if (pw->active == 0)
           pw->idle_since = uv_hrtime();
@@ -554,27 +642,18 @@ static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
       }
       if (pool->closed && drained(pool))
         kick(pool);
-      uv_mutex_unlock(&pool->lock);
-      break;
     }
-    queue_unlink(pool, t);
-    t->where = AT_WORKER;
-    t->worker = pw;
-    t->prev = NULL;
-    t->next = pw->tasks;
-    if (pw->tasks != NULL)
-      pw->tasks->prev = t;
-    pw->tasks = t;
-    pw->active++;
-    pool->running++;
     uv_mutex_unlock(&pool->lock);
-    run_task(pw, t);
-    if (++n == DRAIN_BATCH) {
-      /* Give the loop a turn; the drain goes on after it (state stays
-       * PW_SCHED, so nobody else schedules it). */
-      weft__loop_schedule(loop, &pw->ready);
-      break;
+    while (fin != NULL) {
+      weft_task_t* x = fin;
+      fin = x->dnext;
+      x->dnext = NULL;
+      task_unref(x); /* The pool side's reference. */
     }
+    if (t == NULL)
+      break;
+    run_task(pw, t);
+    n++;
   }
   pw->in_drain = false;
   return 1 + n;
@@ -606,14 +685,7 @@ static void worker_entry(weft_loop_t* loop, void* arg) {
   pworker_t* pw = arg;
   weft_pool_t* pool = pw->pool;
   current_pw = pw;
-  if (pool->nice_increment > 0) {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    int prio;
-    errno = 0;
-    prio = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (errno == 0)
-      (void)setpriority(PRIO_PROCESS, (id_t)tid, prio + pool->nice_increment);
-  }
+  lower_priority(pool);
   /* Parked on its loop between tasks until the pool retires it. */
   weft__loop_keepalive(loop, 1);
   pw->ready.run = drain_run;
@@ -867,14 +939,7 @@ static void* pool_thread(void* arg) {
   memcpy(name, pool->name, sizeof(name) - 1);
   name[sizeof(name) - 1] = '\0';
   pthread_setname_np(pthread_self(), name);
-  if (pool->nice_increment > 0) {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    int prio;
-    errno = 0;
-    prio = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (errno == 0)
-      (void)setpriority(PRIO_PROCESS, (id_t)tid, prio + pool->nice_increment);
-  }
+  lower_priority(pool);
   err = weft_loop_new(&loop);
   if (err != 0) {
     pool->start_err = err;
@@ -934,6 +999,10 @@ int weft_pool_new(weft_pool_t** out, const weft_pool_opts_t* opts) {
   pool->idle_timeout_ms = o.idle_timeout_ms != 0 ? o.idle_timeout_ms : 1000;
   pool->concurrent = o.concurrent_tasks != 0 ? o.concurrent_tasks : 1;
   pool->nice_increment = o.nice_increment;
+  errno = 0;
+  pool->base_nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  if (errno != 0)
+    pool->base_nice = 0;
   pool->max_heap = o.max_heap_bytes;
   pool->stack_size = o.stack_size;
   pool->created = uv_hrtime();

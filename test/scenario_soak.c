@@ -34,6 +34,8 @@
  * ROUND_WATCHDOG_MS. Prints one summary line; returns 0 on success, 1
  * (with the reason) on any loss, duplicate, reorder, corruption or
  * mismatch. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -879,6 +881,81 @@ static void watchdog(weft_loop_t* l, void* arg) {
   CHECK(0, "watchdog");
 }
 
+/* --- A pool task stream beside the rounds --------------------------------
+ * A thread without a loop submits batches of tasks (some fail, some are
+ * cancelled at random) with a callback (on the pool thread) and a future
+ * each; every task must settle exactly once, with the outcome its kind
+ * calls for, until the time is up. */
+#define POOL_BATCH 128
+static atomic_int pool_calls[POOL_BATCH];
+static uint64_t pool_tasks;
+
+static int soak_task(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
+  const msgpack_object* o = weft_msg_object(arg);
+  (void)ctx;
+  if (o->via.array.ptr[1].via.u64 == 1)
+    return WEFT_ERANGE;
+  return msgpack_pack_uint64(weft_msg_packer(res),
+                             o->via.array.ptr[0].via.u64 * 3);
+}
+
+static void soak_done(void* ctx, int status, weft_msg_t* result) {
+  (void)status;
+  (void)result;
+  atomic_fetch_add(&pool_calls[(intptr_t)ctx], 1);
+}
+
+static void* pool_stream(void* arg) {
+  weft_pool_opts_t o = {.name = "soakpool", .max_threads = 2};
+  weft_pool_t* pool = NULL;
+  weft_pool_stats_t st;
+  weft_task_t* t[POOL_BATCH];
+  uint64_t prng = seed ^ 0x5eed, kind[POOL_BATCH];
+  int canceled[POOL_BATCH];
+  (void)arg;
+  CHECK(weft_pool_new(&pool, &o) == 0, "pool");
+  CHECK(weft_pool_register(pool, "soak", soak_task, NULL) == 0, "register");
+  while (now_ns() < t_end_ns) {
+    for (int i = 0; i < POOL_BATCH; i++) {
+      uint64_t v[2] = {pool_tasks + (uint64_t)i, splitmix(&prng) % 4};
+      packed_t p = packed_u64s(v, 2);
+      kind[i] = v[1];
+      atomic_store(&pool_calls[i], 0);
+      CHECK(weft_pool_submit(pool, "soak", p.data, p.len, soak_done,
+                             (void*)(intptr_t)i, &t[i]) == 0,
+            "pool submit");
+      canceled[i] = kind[i] == 2 && weft_task_cancel(t[i]) == 0;
+    }
+    for (int i = 0; i < POOL_BATCH; i++) {
+      int s;
+      CHECK(weft_task_wait(t[i], -1) == 0, "pool wait");
+      s = weft_task_status(t[i]);
+      CHECK(s == (canceled[i] ? WEFT_ECANCELED
+                              : kind[i] == 1 ? WEFT_ERANGE
+                                             : 0),
+            "pool task %llu (kind %llu): %s",
+            (unsigned long long)(pool_tasks + (uint64_t)i),
+            (unsigned long long)kind[i], weft_err_name(s));
+      weft_task_free(t[i]);
+    }
+    for (int i = 0; i < POOL_BATCH; i++) {
+      WAIT_UNTIL(atomic_load(&pool_calls[i]) >= 1, 60000);
+      CHECK(atomic_load(&pool_calls[i]) == 1, "pool callback ran %d times",
+            atomic_load(&pool_calls[i]));
+    }
+    pool_tasks += POOL_BATCH;
+    uv_sleep(1); /* A stream beside the rounds, not a flood. */
+  }
+  CHECK(weft_pool_stats(pool, &st) == 0, "pool stats");
+  CHECK(st.submitted == pool_tasks &&
+            st.completed + st.failed + st.canceled == pool_tasks,
+        "pool settled %llu of %llu",
+        (unsigned long long)(st.completed + st.failed + st.canceled),
+        (unsigned long long)pool_tasks);
+  CHECK(weft_pool_close(pool) == 0, "pool close");
+  return NULL;
+}
+
 int main(int argc, char** argv) {
   const char* d = argc > 1 ? argv[1] : getenv("SOAK_SECONDS");
   const char* sd = getenv("SOAK_SEED");
@@ -911,7 +988,10 @@ int main(int argc, char** argv) {
   CHECK(weft_broadcast_new(loop, BC_NAME, &main_bc) == 0, "broadcast_new");
   CHECK(weft_broadcast_on_message(main_bc, on_main_bcast) == 0, "handler");
   start_round(loop, NULL);
+  pthread_t pool_th;
+  pthread_create(&pool_th, NULL, pool_stream, NULL);
   err = weft_loop_run(loop);
+  pthread_join(pool_th, NULL);
   CHECK(err == 0, "weft_loop_run: %s", weft_err_name(err));
   /* Let the cleared watchdog's handle finish closing. */
   CHECK(weft_loop_run(loop) == 0, "second run");
@@ -923,13 +1003,13 @@ int main(int argc, char** argv) {
   CHECK(err == 0, "weft_loop_free: %s", weft_err_name(err));
 
   printf("scenario_soak: %llu messages in %.1f s (%llu rounds, %llu workers, "
-         "%llu port moves, %llu buffers moved from main), lost %llu, duplicated %llu, reordered %llu, "
+         "%llu port moves, %llu buffers moved from main, %llu pool tasks), lost %llu, duplicated %llu, reordered %llu, "
          "corrupt %llu, RSS before %.1f MiB after %.1f MiB (highest between "
          "rounds %.1f MiB, warm-up %.0f s), "
          "seed %llu\n",
          (unsigned long long)messages, elapsed, (unsigned long long)rounds,
          (unsigned long long)spawns, (unsigned long long)ports_moved,
-         (unsigned long long)buffers_moved,
+         (unsigned long long)buffers_moved, (unsigned long long)pool_tasks,
          (unsigned long long)lost, (unsigned long long)duplicated,
          (unsigned long long)reordered, (unsigned long long)corrupt,
          rss_before / 1048576.0, rss_after / 1048576.0, rss_max / 1048576.0,

@@ -43,8 +43,17 @@ typedef struct weft_task_ctx_s weft_task_ctx_t;
  * shared buffers with weft_msg_take_*() or weft_msg_read()). `result` is an
  * empty outgoing message for the result: pack at most one value into it
  * (weft_msg_packer(), weft_msg_pack(), transfers allowed); packing nothing
- * returns nil. Return 0 (done), a negative code (the task fails with that
- * code; whatever was packed is dropped), or WEFT_TASK_PENDING.
+ * returns nil. Buffers and ports added to `result` belong to the pool from
+ * then on (they travel once the function has returned): do not free those
+ * handles; the pool frees them after the move, or with the result when
+ * the task fails. Return 0 (done), a negative code (the task fails with
+ * that code; whatever was packed is dropped), or WEFT_TASK_PENDING. A
+ * result that is not one msgpack value fails the task with WEFT_EDECODE
+ * (WEFT_ETOODEEP past WEFT_MSG_MAX_DEPTH); a positive code other than
+ * WEFT_TASK_PENDING fails it with WEFT_EINVAL. If the worker ends while
+ * the function runs (weft_report_error(), weft_worker_exit(), a heap
+ * breach, destroy), the task fails with that reason instead
+ * (WEFT_EUNCAUGHT, WEFT_ETERMINATED, WEFT_EHEAPLIMIT, WEFT_ECANCELED).
  * Runs on: a pool worker's thread. */
 typedef int (*weft_task_fn)(weft_task_ctx_t* ctx,
                             weft_msg_t* arg,
