@@ -535,6 +535,12 @@ void* weft__port_hold_pair(weft_port_t* h) {
   return p;
 }
 
+void weft__core_hold_pair(void* core) {
+  pcore_t* p = core;
+  core_ref(p);
+  core_ref(p->peer);
+}
+
 void weft__port_unhold_pair(void* core) {
   pcore_t* p = core;
   pcore_t* peer = p->peer;
@@ -657,6 +663,15 @@ int weft__channel_new_detached(weft_loop_t* loop,
   return 0;
 }
 
+int weft__inbox_new(void** inbox, void** sender) {
+  pcore_t *a, *b;
+  if (pair(&a, &b) != 0)
+    return WEFT_ENOMEM;
+  *inbox = a;
+  *sender = b;
+  return 0;
+}
+
 void weft__port_set_hooks(weft_port_t* h,
                           const weft__port_hooks_t* hooks,
                           void* owner) {
@@ -668,6 +683,11 @@ void weft__port_set_hooks(weft_port_t* h,
    * would come too early (a worker's exit follows its port's close). */
   weft__loop_untrack(&p->tracked);
   settle(p);
+}
+
+weft_loop_t* weft__port_loop(const weft_port_t* h) {
+  pcore_t* p = hcore(h);
+  return p == NULL ? NULL : core_loop(p);
 }
 
 void* weft__port_owner(const weft_port_t* h) {
@@ -1184,35 +1204,34 @@ static int64_t mono_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int weft_port_receive_wait(weft_port_t* port,
-                           int64_t timeout_ms,
-                           weft_msg_t** out) {
-  pcore_t* p;
-  int64_t deadline = 0, left;
-  int i, err;
-  if (out == NULL)
-    return WEFT_EINVAL;
-  *out = NULL;
-  if (port == NULL)
-    return WEFT_EINVAL;
-  /* A loop thread would stall its loop (and could be the port's own
-   * consumer): only threads that run no loop block here. */
-  if (weft_loop_current() != NULL)
-    return WEFT_EWRONGTHREAD;
-  p = hcore(port);
-  if (p == NULL)
+/* Take the oldest message of a loop-less core whatever its kind (a
+ * request's outcome is not a data message), undecoded: 0 and `*out`,
+ * WEFT_EAGAIN (none) or WEFT_ECLOSED (a close is first in line). */
+static int take_raw(pcore_t* p, weft_msg_t** out) {
+  weft__mpsc_node_t* node = weft__mpsc_peek(&p->mb);
+  if (node == NULL)
+    return WEFT_EAGAIN;
+  if (weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_CLOSE)
     return WEFT_ECLOSED;
-  if (timeout_ms > INT64_MAX / 2000000)
-    timeout_ms = -1; /* Centuries: no limit. */
-  if (timeout_ms >= 0)
-    deadline = mono_ns() + timeout_ms * 1000000;
+  *out = pop_msg(p);
+  return *out == NULL ? WEFT_EAGAIN : 0;
+}
+
+/* The wait of weft_port_receive_wait() and weft__core_wait(): until
+ * `deadline` (mono_ns(); negative: none). `raw`: take_raw(), else take(). */
+static int receive_wait(pcore_t* p,
+                        int64_t deadline,
+                        weft_msg_t** out,
+                        bool raw) {
+  int64_t left;
+  int i, err;
   for (;;) {
     int held = HELD;
     /* acquire: the port's loop is not its consumer while it is HELD (no
      * handler, no close listener, no close event pending). */
     if (atomic_load_explicit(&p->scheduled, memory_order_acquire) != HELD)
       return WEFT_EBUSY;
-    err = take(p, out, true);
+    err = raw ? take_raw(p, out) : take(p, out, true);
     if (err != WEFT_EAGAIN)
       return err;
     /* Spin briefly: a sender mid-stream costs no syscall either side. */
@@ -1221,7 +1240,7 @@ int weft_port_receive_wait(weft_port_t* port,
     if (!weft__mpsc_empty(&p->mb))
       continue;
     left = -1;
-    if (timeout_ms >= 0) {
+    if (deadline >= 0) {
       left = deadline - mono_ns();
       if (left <= 0)
         return WEFT_ETIMEDOUT;
@@ -1241,6 +1260,33 @@ int weft_port_receive_wait(weft_port_t* port,
                                             memory_order_seq_cst,
                                             memory_order_seq_cst);
   }
+}
+
+int weft_port_receive_wait(weft_port_t* port,
+                           int64_t timeout_ms,
+                           weft_msg_t** out) {
+  pcore_t* p;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  if (port == NULL)
+    return WEFT_EINVAL;
+  /* A loop thread would stall its loop (and could be the port's own
+   * consumer): only threads that run no loop block here. */
+  if (weft_loop_current() != NULL)
+    return WEFT_EWRONGTHREAD;
+  p = hcore(port);
+  if (p == NULL)
+    return WEFT_ECLOSED;
+  if (timeout_ms > INT64_MAX / 2000000)
+    timeout_ms = -1; /* Centuries: no limit. */
+  return receive_wait(
+      p, timeout_ms >= 0 ? mono_ns() + timeout_ms * 1000000 : -1, out, false);
+}
+
+int weft__core_wait(void* core, int64_t deadline_ns, weft_msg_t** out) {
+  *out = NULL;
+  return receive_wait(core, deadline_ns, out, true);
 }
 
 int weft_port_close(weft_port_t* port) {
