@@ -113,6 +113,11 @@ struct pcore_s {
   atomic_size_t queued;  /* Bytes of data messages in the mailbox. */
   atomic_size_t qlimit;  /* The owner heap's limit; 0: not counted. */
   atomic_int overflow;   /* A post was dropped: the owner breaches. */
+  /* Set when the owner let go for good (finish_core): nobody consumes the
+   * mailbox any more, so whoever pushes after that drains it (see
+   * drain_released). `draining` makes one thread at a time the consumer. */
+  atomic_int released;
+  atomic_int draining;
 
   /* Owner loop only. */
   weft__tracked_t tracked;
@@ -323,6 +328,8 @@ static pcore_t* core_alloc(void) {
   atomic_init(&p->queued, 0);
   atomic_init(&p->qlimit, 0);
   atomic_init(&p->overflow, 0);
+  atomic_init(&p->released, 0);
+  atomic_init(&p->draining, 0);
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
   p->ref = true;
@@ -497,6 +504,28 @@ static void settle(pcore_t* p) {
     schedule(p);
 }
 
+/* Free what waits in a released core's mailbox: a post that passed its
+ * closed checks while the owner let go lands after the owner's last drain,
+ * and would wait there until the peer is freed (a request's caller would
+ * wait that long for its WEFT_ECLOSED). Every pusher that sees `released`
+ * after its push drains once, holding `draining` (acquire/release: the
+ * mailbox's consumer moves between threads); the owner drains once after
+ * it set `released`. seq_cst on `released`, with the push's seq_cst
+ * exchange: a push the owner's drain missed sees the flag. A push that is
+ * half done stops a drain, but its pusher drains after it. Thread: any
+ * that holds a reference to `p`. */
+static void drain_released(pcore_t* p) {
+  int idle = 0;
+  while (!atomic_compare_exchange_weak_explicit(&p->draining, &idle, 1,
+                                                memory_order_acquire,
+                                                memory_order_relaxed)) {
+    idle = 0;
+    weft__cpu_relax();
+  }
+  drop_mailbox(p);
+  atomic_store_explicit(&p->draining, 0, memory_order_release);
+}
+
 static void enqueue(pcore_t* p, weft_msg_t* msg) {
   if (msg->state == WEFT__MSG_BUILDING)
     msg->state = WEFT__MSG_QUEUED;
@@ -511,6 +540,8 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
   }
   weft__mpsc_push(&p->mb, &msg->node);
   schedule(p);
+  if (atomic_load_explicit(&p->released, memory_order_seq_cst))
+    drain_released(p);
 }
 
 void weft__port_limit_backlog(void* core, size_t limit) {
@@ -579,6 +610,9 @@ static void finish_core(pcore_t* p) {
   p->on_message = NULL;
   p->on_close = NULL;
   p->on_error = NULL;
+  /* No consumer from here on: see drain_released(). */
+  atomic_store_explicit(&p->released, 1, memory_order_seq_cst);
+  drain_released(p);
   core_unref(peer); /* Our link to the peer. */
   core_unref(p);    /* The handle's reference. */
 }
