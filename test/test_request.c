@@ -570,9 +570,10 @@ static void worker_keep_first(weft_port_t* p, weft_msg_t* m) {
     weft_msg_take_reply(m, &worker_kept[0]);
     return;
   }
-  worker_answer(p, m);
-  /* Now the first call's late reply. */
+  /* First the first call's late reply, then the second's own: the
+   * second call's wait meets the late one first. */
   weft_reply_send(worker_kept[0], "\x05", 1);
+  worker_answer(p, m);
 }
 
 static void keep_first_worker(weft_loop_t* loop, void* arg) {
@@ -597,9 +598,6 @@ Test(request, blocking_call_times_out_then_the_next_gets_its_own_reply) {
   cr_assert_eq(c.values[0], INT64_MIN, "no reply on error");
   cr_assert_eq(c.errs[1], 0, "%s", weft_err_name(c.errs[1]));
   cr_assert_eq(c.values[1], 2, "its own reply, not the late 5");
-  /* The late reply came after the second call's own: it is found in the
-   * thread's inbox by its next call, or freed with it at the thread's
-   * exit; either way counted. */
   WAIT_UNTIL(weft_request_late_replies() - late0 == 1, 5000);
   cr_assert_eq(weft_request_late_replies() - late0, 1);
   cr_assert_eq(weft_set_immediate(loop, end_worker, c.w, NULL), 0);
