@@ -28,7 +28,11 @@ root=$(cd "$here/.." && pwd)
 cd "$root" || exit 1
 
 ROUNDS=${BENCH_ROUNDS:-5}
-WORKLOADS=${BENCH_WORKLOADS:-"pingpong throughput copy1m transfer atomics spawn idle tick"}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput copy1m transfer atomics spawn idle tick"}
+# Workloads Node has no counterpart for: weft runs them alone. "call" (a
+# blocking weft_worker_call() from a thread without a loop) measures
+# ping-pong in the same process run and prints the ratio call/ping-pong.
+WEFT_ONLY=" call "
 WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
@@ -96,6 +100,7 @@ for wl in $WORKLOADS; do
     if [ $((r % 2)) -eq 1 ]; then order="weft node"; else order="node weft"; fi
     for side in $order; do
       [ "$side" = weft ] && [ $have_weft -eq 0 ] && continue
+      [ "$side" = node ] && [[ $WEFT_ONLY == *" $wl "* ]] && continue
       run_one "$side" "$wl" "$r"
     done
   done
@@ -155,6 +160,9 @@ aims() {
   cat <<'AIMS'
 pingpong.rtt le 1 <= 1 us
 pingpong.rate - - -
+call.pingpong.rtt - - -
+call.rtt - - -
+call.ratio le 2 <= 2x ping-pong (same run)
 throughput ge 15000000 >= 15 M msgs/s
 copy1m ge 12 >= 12 GB/s
 transfer.1k flat - flat in size

@@ -1,7 +1,7 @@
 /* weft_bench.c - weft side of the weft vs Node.js benchmark: the same
  * workloads as bench/node/bench.js, through weft's public API only.
  *
- *   weft_bench <pingpong|throughput|copy1m|transfer|atomics|spawn|idle|tick> [N]
+ *   weft_bench <pingpong|call|throughput|copy1m|transfer|atomics|spawn|idle|tick> [N]
  *   weft_bench <pool|offload> [N]      (node: bench/node/pool.js)
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
@@ -11,6 +11,9 @@
 #define _GNU_SOURCE /* clock_gettime, getrusage */
 #endif
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,7 +184,9 @@ static void echo_entry(weft_loop_t* loop, void* arg) {
 static struct {
   uint64_t n, warm, got;
   double t0;
-} pp;
+  double rtt_us;      /* The result, for "call". */
+  const char* prefix; /* Of the metrics' names ("call." inside "call"). */
+} pp = {.prefix = ""};
 
 static void pp_on_message(weft_worker_t* w, weft_msg_t* msg) {
   const msgpack_object* o = weft_msg_object(msg);
@@ -194,8 +199,12 @@ static void pp_on_message(weft_worker_t* w, weft_msg_t* msg) {
     return;
   }
   double dt = now_s() - pp.t0;
-  result("pingpong.rtt", dt / (double)pp.n * 1e6, "us");
-  result("pingpong.rate", (double)pp.n / dt, "rt/s");
+  char metric[32];
+  pp.rtt_us = dt / (double)pp.n * 1e6;
+  snprintf(metric, sizeof metric, "%spingpong.rtt", pp.prefix);
+  result(metric, pp.rtt_us, "us");
+  snprintf(metric, sizeof metric, "%spingpong.rate", pp.prefix);
+  result(metric, (double)pp.n / dt, "rt/s");
   CHECK(weft_worker_post(w, STOP, sizeof STOP));
 }
 
@@ -207,6 +216,72 @@ static void bench_pingpong(uint64_t n) {
   weft_worker_t* w = spawn(loop, echo_entry, 0, pp_on_message, NULL);
   CHECK(weft_worker_post(w, PING, sizeof PING));
   finish(loop, &w, 1);
+}
+
+/* --- 1b. call ------------------------------------------------------------
+ * A thread with no loop (main, here) makes blocking weft_worker_call()s to
+ * a worker that answers each with the bytes it got, decoded first as the
+ * echo of ping-pong decodes them; measured in the same run as ping-pong,
+ * right after it, with their ratio. The worker's owner loop runs on a
+ * thread of its own, so that the calling thread has none. */
+
+static void answer_cb(weft_port_t* port, weft_msg_t* msg) {
+  (void)port;
+  if (is_nil(msg)) {
+    weft_worker_exit(0);
+    return;
+  }
+  const msgpack_object* o = weft_msg_object(msg);
+  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY) DIE("call: not an array");
+  size_t len = 0;
+  const char* bytes = weft_msg_data(msg, &len);
+  CHECK(weft_msg_reply(msg, bytes, len));
+}
+
+static void answer_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  CHECK(weft_port_on_message(weft_parent_port(), answer_cb));
+}
+
+static struct {
+  _Atomic(weft_worker_t*) w; /* Set by the owner thread once spawned. */
+} cl;
+
+static void* call_owner(void* arg) {
+  weft_loop_t* loop;
+  (void)arg;
+  CHECK(weft_loop_new(&loop));
+  weft_worker_t* w = spawn(loop, answer_entry, 0, NULL, NULL);
+  atomic_store(&cl.w, w);
+  finish(loop, &w, 1); /* Until the worker exits (main posts STOP). */
+  return NULL;
+}
+
+static void bench_call(uint64_t n) {
+  pthread_t owner;
+  weft_worker_t* w;
+  uint64_t warm = n < 1000 ? n : 1000;
+  double t0 = 0;
+  pp.prefix = "call.";
+  bench_pingpong(n);
+  if (pthread_create(&owner, NULL, call_owner, NULL) != 0) DIE("call: thread");
+  while ((w = atomic_load(&cl.w)) == NULL) sched_yield();
+  if (weft_loop_current() != NULL) DIE("call: the caller has a loop");
+  for (uint64_t i = 0; i < warm + n; i++) {
+    weft_msg_t* reply = NULL;
+    if (i == warm) t0 = now_s();
+    CHECK(weft_worker_call(w, PING, sizeof PING, 5000, &reply));
+    const msgpack_object* o = weft_msg_object(reply);
+    if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+      DIE("call: bad reply");
+    weft_msg_free(reply);
+  }
+  double rtt = (now_s() - t0) / (double)n * 1e6;
+  result("call.rtt", rtt, "us");
+  result("call.ratio", rtt / pp.rtt_us, "x");
+  CHECK(weft_worker_post(w, STOP, sizeof STOP));
+  pthread_join(owner, NULL);
 }
 
 /* --- 2. throughput ------------------------------------------------------ */
@@ -909,6 +984,7 @@ static const struct {
   uint64_t n;
 } WORKLOADS[] = {
     {"pingpong", bench_pingpong, 500000},
+    {"call", bench_call, 200000},
     {"throughput", bench_throughput, 5000000},
     {"copy1m", bench_copy1m, 10000},
     {"transfer", bench_transfer, 20000},

@@ -1,10 +1,10 @@
 /* internal.h - what lib/ files share with each other; never installed.
  *
  * Layers, bottom up: failpoint, errors, heap, loop, buffer, shared, msg,
- * port, worker_thread, worker, broadcast, format (transport/ below them
- * all). A file calls only files below it; a lower one reports upward
- * through a callback (weft__heap_on_breach, weft__xfer_ops_t) or a return
- * code.
+ * port, worker_thread, worker, broadcast, format, request (transport/
+ * below them all). A file calls only files below it; a lower one reports
+ * upward through a callback (weft__heap_on_breach, weft__xfer_ops_t,
+ * weft__route_t) or a return code.
  * scripts/check_layers.sh (ctest check_layers) checks the objects. */
 #ifndef WEFT_LIB_INTERNAL_H
 #define WEFT_LIB_INTERNAL_H
@@ -168,7 +168,8 @@ enum {
   WEFT__MSG_CLOSE,  /* The sending port closed. */
   WEFT__MSG_ONLINE, /* Worker control messages, owner side only. */
   WEFT__MSG_ERROR,
-  WEFT__MSG_EXIT
+  WEFT__MSG_EXIT,
+  WEFT__MSG_REPLY /* A request's outcome, to its reply inbox (request.c). */
 };
 
 enum {
@@ -201,6 +202,26 @@ typedef struct {
 
 #define WEFT__MSG_INLINE 96
 
+/* Request/reply (request.c) in a message, so that the value the replier
+ * reads is exactly what was sent. A request carries its outcome message
+ * (`reply`, made with it); an outcome (kind WEFT__MSG_REPLY) carries the
+ * call's id and, until it is posted, a held reply-inbox core. When a
+ * message with `routed` set is freed, weft_msg_free() clears `routed` and
+ * calls `drop` first (a request settles its call, an outcome that missed
+ * its call is counted late): msg.c calls nothing above it. */
+typedef struct {
+  void (*drop)(weft_msg_t* msg);
+  weft_msg_t* reply; /* A request: its outcome message. */
+  void* core;        /* An outcome: the core it is posted on, held. */
+  uint64_t id;       /* The call's id. */
+  /* A reply handle taken on a worker: its place on the worker's list of
+   * unanswered handles (request.c, under its lock). */
+  bool listed;
+  void* reg;
+  weft_msg_t* reg_prev;
+  weft_msg_t* reg_next;
+} weft__route_t;
+
 /* Chunk size of the zone a single message decodes into (received with
  * weft_port_receive(), or decoded after it was kept): msgpack's default of
  * 8 KiB would be an 8 KiB allocation per message. The zone grows as needed;
@@ -221,6 +242,8 @@ struct weft_msg_s {
                        * heap, kept or received). */
   bool scanned : 1;   /* weft__msgpack_scan() passed; `need` is set. */
   bool backlog : 1;   /* Counted in a port's queued bytes (port.c). */
+  bool routed : 1;    /* `route` is set: a request, or a request's outcome
+                       * (request.c); see weft__route_t. */
   uint32_t nxfer;
   int32_t code; /* ERROR / EXIT: the code. */
   uint32_t capxfer;
@@ -235,6 +258,7 @@ struct weft_msg_s {
   msgpack_packer pk;   /* Messages from weft_msg_new() and post_fn. */
   weft__owned_t owned; /* Valid when `has_owned`. */
   size_t need;         /* Valid when `scanned`: bytes decoding allocates. */
+  weft__route_t route; /* Valid when `routed`. */
 };
 
 /* Deepest nesting of containers a message may have: msgpack-c's unpacker
@@ -364,6 +388,22 @@ void* weft__port_hold_pair(weft_port_t* h);
 void weft__port_unhold_pair(void* core);
 /* Push onto a held core's mailbox. Thread: any. */
 void weft__port_enqueue_core(void* core, weft_msg_t* msg);
+/* A pair of cores on no loop: `*inbox` receives what is posted on
+ * `*sender` (weft__core_post_msg). A blocking caller's reply inbox, read
+ * with weft__core_wait(); freed with weft__port_drop_in_transit() on both.
+ * 0 or WEFT_ENOMEM. Thread: any. */
+int weft__inbox_new(void** inbox, void** sender);
+/* Wait on `core` (on no loop, one consumer: the caller) until a message of
+ * any kind but a close is first in its mailbox (0, `*out` set, undecoded:
+ * the caller owns it), `deadline_ns` (CLOCK_MONOTONIC; negative: none)
+ * passes (WEFT_ETIMEDOUT, never earlier) or a close is first in line
+ * (WEFT_ECLOSED). Spins briefly, then parks as weft_port_receive_wait().
+ * Thread: the core's one consumer. */
+int weft__core_wait(void* core, int64_t deadline_ns, weft_msg_t** out);
+/* The loop `h` is attached to (NULL in transit). Thread: any. */
+weft_loop_t* weft__port_loop(const weft_port_t* h);
+/* weft__port_hold_pair() on a core. Thread: any (the caller holds it). */
+void weft__core_hold_pair(void* core);
 /* Port cores alive in the process (tests check nothing piles up). */
 long weft__port_live_cores(void);
 
@@ -409,6 +449,10 @@ int weft__thread_run(size_t stack_size,
 
 /* The calling thread's per-message limit (worker option), or the default. */
 size_t weft__thread_message_limit(void);
+/* The core posts to `w` go through (held until `w` is freed; closed once
+ * the worker exited), with the checks of weft_worker_post(): 0, or
+ * WEFT_EINVAL (NULL, or freed by its owner). Thread: any. */
+int weft__worker_post_core(weft_worker_t* w, void** core);
 
 /* --- failpoint.c -----------------------------------------------------
  * Allocation-failure injection for tests, compiled in with the CMake option

@@ -17,6 +17,7 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
   m->has_owned = false;
   m->scanned = false;
   m->backlog = false;
+  m->routed = false;
   m->nxfer = 0;
   m->code = 0;
   m->capxfer = 0;
@@ -404,6 +405,11 @@ void weft_msg_free(weft_msg_t* msg) {
   uint32_t i;
   if (msg == NULL)
     return;
+  if (msg->routed) {
+    /* Settle the call first (see weft__route_t). */
+    msg->routed = false;
+    msg->route.drop(msg);
+  }
   if (msg->has_owned)
     weft__heap_disown(&msg->owned);
   for (i = 0; i < msg->nxfer; i++) {

@@ -113,6 +113,11 @@ struct pcore_s {
   atomic_size_t queued;  /* Bytes of data messages in the mailbox. */
   atomic_size_t qlimit;  /* The owner heap's limit; 0: not counted. */
   atomic_int overflow;   /* A post was dropped: the owner breaches. */
+  /* Set when the owner let go for good (finish_core): nobody consumes the
+   * mailbox any more, so whoever pushes after that drains it (see
+   * drain_released). `draining` makes one thread at a time the consumer. */
+  atomic_int released;
+  atomic_int draining;
 
   /* Owner loop only. */
   weft__tracked_t tracked;
@@ -323,6 +328,8 @@ static pcore_t* core_alloc(void) {
   atomic_init(&p->queued, 0);
   atomic_init(&p->qlimit, 0);
   atomic_init(&p->overflow, 0);
+  atomic_init(&p->released, 0);
+  atomic_init(&p->draining, 0);
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
   p->ref = true;
@@ -497,6 +504,28 @@ static void settle(pcore_t* p) {
     schedule(p);
 }
 
+/* Free what waits in a released core's mailbox: a post that passed its
+ * closed checks while the owner let go lands after the owner's last drain,
+ * and would wait there until the peer is freed (a request's caller would
+ * wait that long for its WEFT_ECLOSED). Every pusher that sees `released`
+ * after its push drains once, holding `draining` (acquire/release: the
+ * mailbox's consumer moves between threads); the owner drains once after
+ * it set `released`. seq_cst on `released`, with the push's seq_cst
+ * exchange: a push the owner's drain missed sees the flag. A push that is
+ * half done stops a drain, but its pusher drains after it. Thread: any
+ * that holds a reference to `p`. */
+static void drain_released(pcore_t* p) {
+  int idle = 0;
+  while (!atomic_compare_exchange_weak_explicit(&p->draining, &idle, 1,
+                                                memory_order_acquire,
+                                                memory_order_relaxed)) {
+    idle = 0;
+    weft__cpu_relax();
+  }
+  drop_mailbox(p);
+  atomic_store_explicit(&p->draining, 0, memory_order_release);
+}
+
 static void enqueue(pcore_t* p, weft_msg_t* msg) {
   if (msg->state == WEFT__MSG_BUILDING)
     msg->state = WEFT__MSG_QUEUED;
@@ -511,6 +540,8 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
   }
   weft__mpsc_push(&p->mb, &msg->node);
   schedule(p);
+  if (atomic_load_explicit(&p->released, memory_order_seq_cst))
+    drain_released(p);
 }
 
 void weft__port_limit_backlog(void* core, size_t limit) {
@@ -533,6 +564,12 @@ void* weft__port_hold_pair(weft_port_t* h) {
   core_ref(p);
   core_ref(p->peer);
   return p;
+}
+
+void weft__core_hold_pair(void* core) {
+  pcore_t* p = core;
+  core_ref(p);
+  core_ref(p->peer);
 }
 
 void weft__port_unhold_pair(void* core) {
@@ -573,6 +610,9 @@ static void finish_core(pcore_t* p) {
   p->on_message = NULL;
   p->on_close = NULL;
   p->on_error = NULL;
+  /* No consumer from here on: see drain_released(). */
+  atomic_store_explicit(&p->released, 1, memory_order_seq_cst);
+  drain_released(p);
   core_unref(peer); /* Our link to the peer. */
   core_unref(p);    /* The handle's reference. */
 }
@@ -657,6 +697,15 @@ int weft__channel_new_detached(weft_loop_t* loop,
   return 0;
 }
 
+int weft__inbox_new(void** inbox, void** sender) {
+  pcore_t *a, *b;
+  if (pair(&a, &b) != 0)
+    return WEFT_ENOMEM;
+  *inbox = a;
+  *sender = b;
+  return 0;
+}
+
 void weft__port_set_hooks(weft_port_t* h,
                           const weft__port_hooks_t* hooks,
                           void* owner) {
@@ -668,6 +717,11 @@ void weft__port_set_hooks(weft_port_t* h,
    * would come too early (a worker's exit follows its port's close). */
   weft__loop_untrack(&p->tracked);
   settle(p);
+}
+
+weft_loop_t* weft__port_loop(const weft_port_t* h) {
+  pcore_t* p = hcore(h);
+  return p == NULL ? NULL : core_loop(p);
 }
 
 void* weft__port_owner(const weft_port_t* h) {
@@ -1184,35 +1238,34 @@ static int64_t mono_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int weft_port_receive_wait(weft_port_t* port,
-                           int64_t timeout_ms,
-                           weft_msg_t** out) {
-  pcore_t* p;
-  int64_t deadline = 0, left;
-  int i, err;
-  if (out == NULL)
-    return WEFT_EINVAL;
-  *out = NULL;
-  if (port == NULL)
-    return WEFT_EINVAL;
-  /* A loop thread would stall its loop (and could be the port's own
-   * consumer): only threads that run no loop block here. */
-  if (weft_loop_current() != NULL)
-    return WEFT_EWRONGTHREAD;
-  p = hcore(port);
-  if (p == NULL)
+/* Take the oldest message of a loop-less core whatever its kind (a
+ * request's outcome is not a data message), undecoded: 0 and `*out`,
+ * WEFT_EAGAIN (none) or WEFT_ECLOSED (a close is first in line). */
+static int take_raw(pcore_t* p, weft_msg_t** out) {
+  weft__mpsc_node_t* node = weft__mpsc_peek(&p->mb);
+  if (node == NULL)
+    return WEFT_EAGAIN;
+  if (weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_CLOSE)
     return WEFT_ECLOSED;
-  if (timeout_ms > INT64_MAX / 2000000)
-    timeout_ms = -1; /* Centuries: no limit. */
-  if (timeout_ms >= 0)
-    deadline = mono_ns() + timeout_ms * 1000000;
+  *out = pop_msg(p);
+  return *out == NULL ? WEFT_EAGAIN : 0;
+}
+
+/* The wait of weft_port_receive_wait() and weft__core_wait(): until
+ * `deadline` (mono_ns(); negative: none). `raw`: take_raw(), else take(). */
+static int receive_wait(pcore_t* p,
+                        int64_t deadline,
+                        weft_msg_t** out,
+                        bool raw) {
+  int64_t left;
+  int i, err;
   for (;;) {
     int held = HELD;
     /* acquire: the port's loop is not its consumer while it is HELD (no
      * handler, no close listener, no close event pending). */
     if (atomic_load_explicit(&p->scheduled, memory_order_acquire) != HELD)
       return WEFT_EBUSY;
-    err = take(p, out, true);
+    err = raw ? take_raw(p, out) : take(p, out, true);
     if (err != WEFT_EAGAIN)
       return err;
     /* Spin briefly: a sender mid-stream costs no syscall either side. */
@@ -1221,7 +1274,7 @@ int weft_port_receive_wait(weft_port_t* port,
     if (!weft__mpsc_empty(&p->mb))
       continue;
     left = -1;
-    if (timeout_ms >= 0) {
+    if (deadline >= 0) {
       left = deadline - mono_ns();
       if (left <= 0)
         return WEFT_ETIMEDOUT;
@@ -1241,6 +1294,33 @@ int weft_port_receive_wait(weft_port_t* port,
                                             memory_order_seq_cst,
                                             memory_order_seq_cst);
   }
+}
+
+int weft_port_receive_wait(weft_port_t* port,
+                           int64_t timeout_ms,
+                           weft_msg_t** out) {
+  pcore_t* p;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  if (port == NULL)
+    return WEFT_EINVAL;
+  /* A loop thread would stall its loop (and could be the port's own
+   * consumer): only threads that run no loop block here. */
+  if (weft_loop_current() != NULL)
+    return WEFT_EWRONGTHREAD;
+  p = hcore(port);
+  if (p == NULL)
+    return WEFT_ECLOSED;
+  if (timeout_ms > INT64_MAX / 2000000)
+    timeout_ms = -1; /* Centuries: no limit. */
+  return receive_wait(
+      p, timeout_ms >= 0 ? mono_ns() + timeout_ms * 1000000 : -1, out, false);
+}
+
+int weft__core_wait(void* core, int64_t deadline_ns, weft_msg_t** out) {
+  *out = NULL;
+  return receive_wait(core, deadline_ns, out, true);
 }
 
 int weft_port_close(weft_port_t* port) {

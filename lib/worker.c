@@ -632,6 +632,12 @@ int weft_worker_post_fn(weft_worker_t* w,
   return weft__core_post_fn(w->post_core, pack, arg);
 }
 
+int weft__worker_post_core(weft_worker_t* w, void** core) {
+  CHECK_POSTER(w);
+  *core = w->post_core;
+  return 0;
+}
+
 int weft_worker_terminate(weft_worker_t* w,
                           void (*cb)(weft_worker_t* w, int exit_code)) {
   if (w == NULL)

@@ -19,7 +19,12 @@
  * the request or its reply handle without answering). A reply that comes
  * after its call settled (a late reply after a timeout) is dropped and
  * counted (weft_request_late_replies()), never delivered to another call:
- * every call has its own 64-bit id, never reused. */
+ * every call has its own 64-bit id, never reused.
+ *
+ * The request's route travels beside the value, not in it: the replier
+ * reads exactly the bytes that were sent. A requester's loop keeps a
+ * hidden reply inbox while it has calls pending; a blocking caller's
+ * thread keeps one from its first call to its exit. */
 #ifndef WEFT_REQUEST_H
 #define WEFT_REQUEST_H
 
@@ -48,9 +53,13 @@ typedef void (*weft_reply_cb)(void* ctx, int status, weft_msg_t* reply);
  * close). A pending request keeps the requester's loop alive. If `id` is
  * not NULL it gets the call's id (for weft_request_cancel()).
  * Returns 0 (the callback will run exactly once, never inside this call),
- * or, with nothing sent and no callback: WEFT_EINVAL (NULL port or cb),
- * WEFT_ENOLOOP (the calling thread has no loop: use weft_port_call()),
- * WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_ENOMEM.
+ * or, with nothing sent and no callback: WEFT_EINVAL (NULL port or cb,
+ * NULL bytes or len 0), WEFT_ENOLOOP (the calling thread has no loop: use
+ * weft_port_call()), WEFT_EDECODE (the bytes are not exactly one msgpack
+ * value: refused here, so that the replier never fails to read a
+ * request), WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_ENOMEM.
+ * A worker's loop that ends with calls pending drops them without
+ * callbacks, as it drops its timers.
  * Thread: any thread that owns a weft loop (the callback runs there); the
  * port may belong to another loop, as for weft_port_post(). */
 WEFT_EXTERN int weft_port_request(weft_port_t* port,
@@ -91,13 +100,19 @@ WEFT_EXTERN int weft_worker_request_msg(weft_worker_t* w,
 
 /* Give up a pending request: its callback runs with WEFT_ECANCELED (as a
  * macrotask, not inside this call); a reply that still comes is dropped
- * and counted as late. Returns 0, or WEFT_EINVAL if `id` is not pending on
- * this loop (settled already, or never made here).
+ * and counted as late. Returns 0, WEFT_EINVAL if `id` is not pending on
+ * this loop (settled already, or never made here; NULL loop), or
+ * WEFT_ENOMEM (the call stays pending).
  * Thread: the loop that made the request. */
 WEFT_EXTERN int weft_request_cancel(weft_loop_t* loop, uint64_t id);
 
 /* Replies that arrived after their call settled, since the process
- * started, summed over every loop and blocking caller. Thread: any. */
+ * started, summed over every loop and blocking caller: counted once each,
+ * when the reply is dropped. A loop drops it when it arrives (or when the
+ * replier answers, if the loop has no call pending any more); a blocking
+ * caller when its thread's next call meets it, or at the thread's exit.
+ * Outcomes other than replies (an error, ENOREPLY, ECLOSED) that come
+ * after their call settled count too. Thread: any. */
 WEFT_EXTERN uint64_t weft_request_late_replies(void);
 
 /* --- Requester, blocking (no loop needed) ------------------------------ */
@@ -109,7 +124,8 @@ WEFT_EXTERN uint64_t weft_request_late_replies(void);
  * futex (as weft_port_receive_wait()); its cost is close to a ping-pong
  * round trip.
  * Ownership: the caller owns `*reply` (weft_msg_free(), from this thread);
- * `*reply` is NULL on error.
+ * `*reply` is NULL on error. The _msg variants: on 0 the request owns the
+ * message and `*msg` is NULL; on a post error the caller keeps it.
  * Thread: any thread. On a loop thread it blocks that loop for the whole
  * wait: a call whose replier needs the calling loop to run can only time
  * out. */
@@ -143,7 +159,10 @@ WEFT_EXTERN bool weft_msg_is_request(const weft_msg_t* msg);
  * settled with WEFT_ENOREPLY when the message is freed (for a message
  * handler: when it returns without weft_msg_keep()).
  * Ownership: the caller owns `*out` until one of weft_reply_send*,
- * weft_reply_error() or weft_reply_free() consumes it.
+ * weft_reply_error() or weft_reply_free() consumes it. A handle taken on a
+ * worker and still unanswered when that worker ends is answered
+ * WEFT_ECLOSED and freed with the worker (like all of a worker's memory,
+ * it must not be used after).
  * Thread: the thread that holds the message; the handle may then move to
  * any thread. */
 WEFT_EXTERN int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out);
@@ -151,8 +170,10 @@ WEFT_EXTERN int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out);
 /* Answer with `len` pre-packed bytes (one msgpack value, copied) and free
  * the handle, whatever the result. Returns 0 (delivered, or dropped and
  * counted because the call already settled: the replier cannot tell, by
- * design), WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_ENOMEM (the requester then
- * gets that code as its outcome), WEFT_EINVAL (NULL handle).
+ * design), WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_EDECODE (not exactly one
+ * msgpack value), WEFT_ENOMEM, WEFT_EINVAL (NULL bytes or len 0): the
+ * requester then gets that code as its outcome; WEFT_EINVAL for a NULL
+ * handle (nothing is consumed).
  * Thread: any. */
 WEFT_EXTERN int weft_reply_send(weft_reply_t* r,
                                 const void* bytes,
