@@ -39,9 +39,13 @@ struct weft_worker_s {
   weft_msg_t* online_msg; /* Also made at spawn: 'online' is never lost. */
 
   /* Any thread. */
+  atomic_int refs;     /* The owner's handle and the worker's thread: the
+                        * last to let go frees the record, so that a
+                        * handle freed while its worker runs needs no
+                        * further turn of the owner's loop. */
   atomic_int stop;     /* Terminate asked, exit called, or an error. */
-  atomic_int gone;     /* The thread touches `w` no more (set under `lock`
-                        * right before it posts the exit message). */
+  atomic_int gone;     /* The thread's work is done: only the exit push
+                        * and its unref follow (set under `lock`). */
   uv_mutex_t lock;     /* Guards `loop` against the worker tearing down,
                         * and `gone` for `gone_cond`. */
   uv_cond_t gone_cond; /* Signalled with `gone` set (worker_teardown). */
@@ -271,10 +275,19 @@ static void worker_destroy(weft_worker_t* w) {
   weft__xfree(w);
 }
 
+/* Drop one of the two references (the handle's, the thread's). */
+static void worker_unref(weft_worker_t* w) {
+  /* acq_rel: whoever frees the record sees every write of the other. */
+  if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+    worker_destroy(w);
+}
+
+/* The owner lets go of `w`: it no longer counts on the owner's loop.
+ * Thread: owner loop. */
 static void worker_release(weft_worker_t* w) {
   weft__loop_untrack(&w->tracked);
   weft__loop_handles(w->owner, -1);
-  worker_destroy(w);
+  worker_unref(w);
 }
 
 static void on_owner_message(weft_port_t* port, weft_msg_t* msg) {
@@ -347,7 +360,7 @@ static void send_control(weft_worker_t* w,
   if (len > 0)
     memcpy(m->data, text, len);
   m->len = len;
-  weft__port_enqueue(w->port, m);
+  weft__port_enqueue_core(w->post_core, m);
 }
 
 static void worker_main(void* arg) {
@@ -355,7 +368,6 @@ static void worker_main(void* arg) {
   weft__heap_t* heap;
   weft_loop_t* loop = NULL;
   weft_msg_t* exit_msg = w->exit_msg;
-  void* owner_core;
   int code;
   int err;
 
@@ -402,7 +414,7 @@ static void worker_main(void* arg) {
   if (atomic_load_explicit(&w->stop, memory_order_acquire))
     weft__loop_request_stop(loop);
 
-  weft__port_enqueue(w->port, w->online_msg);
+  weft__port_enqueue_core(w->post_core, w->online_msg);
   w->online_msg = NULL;
   if (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
     w->entry(loop, w->arg);
@@ -447,24 +459,25 @@ done:
   thread_env = NULL;
   current_worker = NULL;
   weft__wait_intr_set_current(NULL);
-  /* Hold the owner's port core: the owner may free `w` and its port handle
-   * as soon as it sees the exit message, while this thread is still inside
-   * the push. From `gone` on only the core (held) and the owner's loop
-   * (which waits for producers before it goes) are touched. */
-  owner_core = weft__port_hold(w->port);
+  /* This thread reaches the owner only through `post_core` (the owner's
+   * side of the channel, held by `w` until the record is freed, which this
+   * thread's reference prevents): the owner may release its port handle at
+   * any time (weft_worker_free() of a running worker). From `gone` on only
+   * `post_core`, the owner's loop (which waits for producers before it
+   * goes) and the reference count are touched. */
   w->exit_msg = NULL;
   exit_msg->code = code;
   /* release: everything this thread wrote to `w` is visible to an owner
    * that sees `gone`. Set under the lock so that an owner blocked in
-   * worker_teardown cannot miss the signal; from the unlock on, `w` may
-   * be freed (unlocking a mutex another thread then takes and destroys
-   * is allowed by POSIX). */
+   * worker_teardown cannot miss the signal. */
   uv_mutex_lock(&w->lock);
   atomic_store_explicit(&w->gone, 1, memory_order_release);
   uv_cond_signal(&w->gone_cond);
   uv_mutex_unlock(&w->lock);
-  weft__port_enqueue_core(owner_core, exit_msg);
-  weft__port_unhold(owner_core);
+  /* A handle freed while this ran released its port: the exit message then
+   * waits in a core no loop reads and goes with it. */
+  weft__port_enqueue_core(w->post_core, exit_msg);
+  worker_unref(w);
 }
 
 /* ---- spawning ------------------------------------------------------------ */
@@ -548,6 +561,7 @@ int weft_worker_spawn(weft_worker_t** out,
   w->events = opts->events;
   w->user_data = opts->user_data;
   w->ref = true;
+  atomic_init(&w->refs, 2); /* The handle and the thread (see refs). */
   atomic_init(&w->stop, 0);
   atomic_init(&w->gone, 0);
   w->fresh_thread = (opts->flags & WEFT_WORKER_FRESH_THREAD) != 0;
@@ -702,9 +716,16 @@ void weft_worker_free(weft_worker_t* w) {
     worker_release(w);
     return;
   }
-  /* Still running: stop it; the exit message releases it. */
+  /* Still running: stop it and let go of it now. The thread holds its
+   * own reference and frees the record when it is done; its last
+   * messages (and the exit) land in the released port's core and go
+   * with it. Nothing of the worker stays on the owner's loop, so
+   * weft_loop_free() right after this succeeds. */
   w->freed = true;
   w->terminate_cb = NULL;
   weft_worker_terminate(w, NULL);
-  update_keepalive(w);
+  weft__loop_hold(w->owner, &w->holds_keepalive, false);
+  weft__port_release(w->port);
+  w->port = NULL;
+  worker_release(w);
 }

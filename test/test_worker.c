@@ -1218,6 +1218,49 @@ Test(worker, pending_free_running_worker_on_main) {
   free_loop(loop); /* EBUSY without the fix. */
 }
 
+/* weft_worker_free() of a running worker lets go of it at once: the loop
+ * can be freed right after, with no run in between, and the worker's
+ * thread still ends on its own and releases everything (its channel's
+ * cores are counted: they go with the worker's record, last). */
+static atomic_int spinning;
+
+static void entry_spin_flag(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  atomic_store(&spinning, 1);
+  while (!weft_should_stop())
+    ;
+  atomic_store(&spin_saw_stop, true);
+}
+
+Test(worker, free_running_worker_then_loop_needs_no_run) {
+  long cores0 = weft__port_live_cores();
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  /* Freed before its thread may even have started. */
+  w = spawn_worker(loop, entry_parked, &opts);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0); /* WEFT_EBUSY before. */
+  WAIT_UNTIL(weft__port_live_cores() == cores0, 10000);
+  cr_assert_eq(weft__port_live_cores(), cores0, "the worker did not end");
+
+  /* Freed while busy in its entry: its thread sees the stop and ends. */
+  loop = new_loop();
+  atomic_store(&spinning, 0);
+  atomic_store(&spin_saw_stop, false);
+  w = spawn_worker(loop, entry_spin_flag, &opts);
+  WAIT_UNTIL(atomic_load(&spinning), 10000);
+  cr_assert(atomic_load(&spinning));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0); /* WEFT_EBUSY before. */
+  WAIT_UNTIL(weft__port_live_cores() == cores0, 10000);
+  cr_assert_eq(weft__port_live_cores(), cores0, "the worker did not end");
+  cr_assert(atomic_load(&spin_saw_stop));
+  /* No event ran after the free. */
+  cr_assert_eq(strchr(ev, 'x'), NULL, "events: %s", ev);
+}
+
 static void free_on_exit(weft_worker_t* w, int code) {
   on_exit_ev(w, code);
   weft_worker_free(w);

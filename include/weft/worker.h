@@ -81,8 +81,7 @@ WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
 
 /* worker.postMessage(): copy one pre-packed msgpack value to the worker's
  * parent port. Returns 0, WEFT_ECLOSED (the worker exited or is exiting),
- * WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_EINVAL (also: the owner calls it on
- * a handle it has freed while the worker winds down), WEFT_ENOMEM.
+ * WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_EINVAL, WEFT_ENOMEM.
  * Thread: any thread, while the handle is not freed: the owner must not
  * call weft_worker_free() concurrently with a post from another thread.
  * Once the worker exited (its exit event ran on the owner loop) a post
@@ -132,9 +131,16 @@ WEFT_EXTERN bool weft_worker_exited(const weft_worker_t* w);
 WEFT_EXTERN void weft_worker_set_data(weft_worker_t* w, void* data);
 WEFT_EXTERN void* weft_worker_get_data(const weft_worker_t* w);
 
-/* Release the handle. A worker still running is terminated first and its
- * memory released once it has exited (no more events are delivered). Do not
- * use `w` afterwards. Accepts NULL. Thread: owner loop only. */
+/* Release the handle. A worker still running is asked to stop (as by
+ * weft_worker_terminate()) and let go of at once: no more events are
+ * delivered, nothing of it keeps or holds the owner's loop, so
+ * weft_loop_free() of that loop may follow right away (no run in between).
+ * Its thread ends on its own, as soon as it sees the stop, and then frees
+ * what is left of the worker; messages it posts meanwhile are dropped.
+ * Freed inside the worker's own `exit` event or terminate callback, the
+ * handle is released when that callback returns. Do not use `w`
+ * afterwards (a post on it included). Accepts NULL. Thread: owner loop
+ * only (a call from another thread does nothing). */
 WEFT_EXTERN void weft_worker_free(weft_worker_t* w);
 
 /* --- Inside any thread: the worker's context -------------------------- */
