@@ -917,7 +917,8 @@ Test(worker, null_arguments_are_einval) {
   weft_msg_t* m = NULL;
 
   cr_assert_eq(weft_worker_spawn(NULL, loop, entry_nop, NULL), WEFT_EINVAL);
-  cr_assert_eq(weft_worker_spawn(&w, NULL, entry_nop, NULL), WEFT_EINVAL);
+  /* No owner means the host loop (see hosted_*): with no entry, EINVAL. */
+  cr_assert_eq(weft_worker_spawn(&w, NULL, NULL, NULL), WEFT_EINVAL);
   cr_assert_null(w);
   w = (weft_worker_t*)&loop;
   cr_assert_eq(weft_worker_spawn(&w, loop, NULL, NULL), WEFT_EINVAL);
@@ -1767,4 +1768,171 @@ Test(worker, posts_from_a_foreign_thread_arrive_in_order_then_eclosed) {
   cr_assert_eq(foreign.after_exit, WEFT_ECLOSED);
   weft_worker_free(foreign.w);
   free_loop(loop);
+}
+
+/* --- Hosted workers: spawned from a thread with no loop ------------------ */
+
+/* Events of hosted workers run on weft's host thread: recorded in atomics
+ * (and the thread's name), read by the test's thread. */
+static struct {
+  atomic_int online;
+  atomic_llong got; /* The last integer the worker sent; -1: none. */
+  atomic_int exit_code;
+  atomic_int term_code;
+  atomic_int exits;
+  atomic_bool on_host_thread; /* Every event ran on "weft-host". */
+  atomic_bool off_host_thread;
+} hosted;
+
+static void hosted_reset(void) {
+  atomic_store(&hosted.online, 0);
+  atomic_store(&hosted.got, -1);
+  atomic_store(&hosted.exit_code, -1);
+  atomic_store(&hosted.term_code, -1);
+  atomic_store(&hosted.exits, 0);
+  atomic_store(&hosted.on_host_thread, false);
+  atomic_store(&hosted.off_host_thread, false);
+}
+
+static void hosted_note_thread(void) {
+  char name[32] = "";
+  pthread_getname_np(pthread_self(), name, sizeof(name));
+  if (strcmp(name, "weft-host") == 0 && weft_loop_current() != NULL)
+    atomic_store(&hosted.on_host_thread, true);
+  else
+    atomic_store(&hosted.off_host_thread, true);
+}
+
+static void hosted_on_online(weft_worker_t* w) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.online, 1);
+}
+
+static void hosted_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.got, msg_int(msg));
+}
+
+static void hosted_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.exit_code, code);
+  atomic_fetch_add(&hosted.exits, 1);
+}
+
+static void hosted_on_terminated(weft_worker_t* w, int code) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.term_code, code);
+}
+
+static weft_worker_opts_t hosted_opts(void) {
+  weft_worker_opts_t o;
+  memset(&o, 0, sizeof(o));
+  o.events.online = hosted_on_online;
+  o.events.message = hosted_on_message;
+  o.events.exit = hosted_on_exit;
+  return o;
+}
+
+/* The worker answers each integer n with n + 1 and keeps running. */
+static void echo_plus_one(weft_port_t* port, weft_msg_t* msg) {
+  int64_t v = msg_int(msg) + 1;
+  weft_port_post_fn(port, pack_int_cb, &v);
+}
+
+static void entry_echo_plus_one(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), echo_plus_one);
+}
+
+Test(worker, hosted_worker_from_a_thread_with_no_loop) {
+  weft_worker_opts_t opts = hosted_opts();
+  weft_worker_t* w = NULL;
+  int64_t v = 41;
+  hosted_reset();
+  cr_assert_null(weft_loop_current(), "the test's thread has no loop");
+  /* WEFT_EINVAL before: an owner loop was required. */
+  cr_assert_eq(weft_worker_spawn(&w, NULL, entry_echo_plus_one, &opts), 0);
+  cr_assert_not_null(w);
+  cr_assert_null(weft_loop_current(), "spawning made no loop here");
+  /* A new thread carries its creator's name until it sets its own: a
+   * worker thread the host just made is "weft-host" for a moment. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 1, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 1);
+  WAIT_UNTIL(atomic_load(&hosted.online), 10000);
+  cr_assert(atomic_load(&hosted.online));
+  cr_assert_eq(weft_worker_post_fn(w, pack_int_cb, &v), 0);
+  WAIT_UNTIL(atomic_load(&hosted.got) == 42, 10000);
+  cr_assert_eq(atomic_load(&hosted.got), 42);
+  /* Owner calls work from here: they run on the host thread. */
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_not(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_not(weft_worker_exited(w));
+  cr_assert_eq(weft_worker_terminate(w, hosted_on_terminated), 0);
+  WAIT_UNTIL(atomic_load(&hosted.term_code) != -1, 10000);
+  cr_assert_eq(atomic_load(&hosted.exit_code), 1);
+  cr_assert_eq(atomic_load(&hosted.term_code), 1);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_not(weft_worker_has_ref(w));
+  cr_assert(atomic_load(&hosted.on_host_thread));
+  cr_assert_not(atomic_load(&hosted.off_host_thread),
+                "an event ran off the host thread");
+  weft_worker_free(w);
+  /* The host ends with its last worker. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 0);
+}
+
+/* Freed while it runs, from the loop-less thread: no more events, the
+ * host ends, and a later spawn starts a new host. */
+Test(worker, hosted_worker_freed_running_then_host_restarts) {
+  weft_worker_opts_t opts = hosted_opts();
+  weft_worker_t* w = NULL;
+  long cores0 = weft__port_live_cores();
+  int i;
+  hosted_reset();
+  for (i = 0; i < 3; i++) {
+    cr_assert_eq(weft_worker_spawn(&w, NULL, entry_echo_plus_one, &opts), 0);
+    WAIT_UNTIL(atomic_load(&hosted.online) == 1, 10000);
+    cr_assert_eq(atomic_load(&hosted.online), 1);
+    atomic_store(&hosted.online, 0);
+    weft_worker_free(w);
+    WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
+    cr_assert_eq(count_threads_named("weft-host"), 0);
+  }
+  WAIT_UNTIL(weft__port_live_cores() == cores0, 10000);
+  cr_assert_eq(weft__port_live_cores(), cores0);
+  cr_assert_eq(atomic_load(&hosted.exits), 0, "an event ran after the free");
+}
+
+/* Two hosted workers share one host, which outlives the first. */
+Test(worker, hosted_workers_share_one_host) {
+  weft_worker_opts_t opts = hosted_opts();
+  weft_worker_t *a = NULL, *b = NULL;
+  int64_t v = 9;
+  hosted_reset();
+  cr_assert_eq(weft_worker_spawn(&a, NULL, entry_echo_plus_one, &opts), 0);
+  cr_assert_eq(weft_worker_spawn(&b, NULL, entry_echo_plus_one, &opts), 0);
+  /* A new thread carries its creator's name until it sets its own: a
+   * worker thread the host just made is "weft-host" for a moment. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 1, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 1);
+  weft_worker_free(a);
+  cr_assert_eq(weft_worker_post_fn(b, pack_int_cb, &v), 0);
+  WAIT_UNTIL(atomic_load(&hosted.got) == 10, 10000);
+  cr_assert_eq(atomic_load(&hosted.got), 10);
+  /* A new thread carries its creator's name until it sets its own: a
+   * worker thread the host just made is "weft-host" for a moment. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 1, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 1);
+  weft_worker_free(b);
+  WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 0);
 }

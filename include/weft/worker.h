@@ -15,6 +15,7 @@
 #include <msgpack.h>
 
 #include "weft/common.h"
+#include "weft/loop.h"
 
 /* The worker's entry: the "script". `loop` is the worker's own loop; `arg`
  * is opts.arg. After it returns the loop runs until nothing keeps it alive,
@@ -63,17 +64,46 @@ typedef struct weft_worker_opts_s {
   weft_worker_events_t events; /* Callbacks on the owner's loop. */
   void* user_data;             /* weft_worker_get_data(). */
   unsigned flags;              /* WEFT_WORKER_FRESH_THREAD. */
+  /* workerData with transferables (Node's workerData + transferList): a
+   * message built with weft_msg_new() (buffers, ports and shared buffers
+   * added with weft_msg_add_*), instead of `data`. On 0 the spawn took it:
+   * buffers are detached from the caller, ports moved, and the worker
+   * reads it with weft_worker_data_msg() (weft_msg_take_*()). On error the
+   * caller keeps it, unchanged. */
+  weft_msg_t* data_msg;
 } weft_worker_opts_t;
 
 /* Start a worker running `entry` on its own thread, loop and heap.
  * `opts` may be NULL; it and everything it points to may be freed when the
- * call returns (data and name are copied). The environment data of the
- * calling thread (weft_set_environment_data()) is snapshot into the worker.
- * Returns 0, WEFT_EINVAL, WEFT_EDECODE (data is not one msgpack value),
- * WEFT_ETOODEEP (data nests deeper than WEFT_MSG_MAX_DEPTH), WEFT_ENOMEM,
- * WEFT_ESPAWN. On error `*out` is NULL and no event will run.
+ * call returns (data and name are copied; data_msg: see its field). The
+ * environment data of the calling thread (weft_set_environment_data()) is
+ * snapshot into the worker.
+ *
+ * `owner` is the loop whose thread gets the worker's events and makes the
+ * owner calls (terminate, ref, free...). With `owner` NULL the worker is
+ * *hosted*: owned by a hidden loop on a thread of weft's own, "weft-host",
+ * which is started by the first such spawn and ends when its last hosted
+ * worker's handle is freed. This is for threads that run no loop (a
+ * plugin, a plain main): the events then run on weft's host thread, not
+ * the caller's (synchronise what they share with your threads), and the
+ * owner calls on a hosted worker work from any thread: each runs on the
+ * host thread while the caller waits (so do not call them while holding a
+ * lock that an event of that worker takes). The terminate callback runs
+ * on the host thread too. ref/unref of a hosted worker change only what
+ * weft_worker_has_ref() answers: the host lives while it has workers.
+ *
+ * Returns 0, WEFT_EINVAL (NULL `out` or `entry`; both data and data_msg;
+ * a data_msg that was posted or received), WEFT_EWRONGTHREAD (`owner` is
+ * not the calling thread's loop), WEFT_EDECODE (data or data_msg is not
+ * one msgpack value), WEFT_ETOODEEP (it nests deeper than
+ * WEFT_MSG_MAX_DEPTH), WEFT_EMSGSIZE (data_msg is over
+ * max_message_bytes), data_msg's transfer errors as for a post
+ * (WEFT_EDETACHED, WEFT_EUNTRANSFERABLE, WEFT_ECLOSED, WEFT_EWRONGTHREAD
+ * for a port of another loop), WEFT_ENOMEM, WEFT_ESPAWN (no thread could
+ * be made; for a hosted worker also the host's). On error `*out` is NULL,
+ * no event will run and data_msg is the caller's, unchanged.
  * Ownership: the caller frees the handle with weft_worker_free().
- * Thread: owner loop only (the thread of `owner`). */
+ * Thread: the thread of `owner`; any thread with `owner` NULL. */
 WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
                                   weft_loop_t* owner,
                                   weft_worker_entry_cb entry,
@@ -116,9 +146,29 @@ WEFT_EXTERN int weft_worker_terminate(weft_worker_t* w,
 
 /* ref()/unref(): whether the running worker keeps the owner's loop alive
  * (default: yes; a pending terminate callback holds it either way).
- * Thread: owner loop only. */
+ * Returns 0, WEFT_EINVAL (NULL, or a handle already freed),
+ * WEFT_EWRONGTHREAD (not the owner's thread).
+ * Thread: owner loop only; any thread for a hosted worker. */
 WEFT_EXTERN int weft_worker_ref(weft_worker_t* w);
 WEFT_EXTERN int weft_worker_unref(weft_worker_t* w);
+
+/* worker.hasRef(): true while the worker runs, ref'd (weft_worker_ref()),
+ * and its handle is not freed. False for NULL, and from a thread that is
+ * not the owner's (except for a hosted worker, see weft_worker_spawn()).
+ * Thread: owner loop only. */
+WEFT_EXTERN bool weft_worker_has_ref(const weft_worker_t* w);
+
+/* worker.performance.eventLoopUtilization(): the worker's loop's
+ * utilization so far (or less `since`, an earlier sample), as
+ * weft_loop_utilization() gives it on the worker itself. Times count from
+ * the making of the worker's loop: its entry's run is active time.
+ * Before the loop exists all three are 0; once the worker has exited, its
+ * last sample stays. Returns 0 or WEFT_EINVAL (NULL `w` or `out`).
+ * Thread: any, while the handle is not freed (the worker's counters are
+ * read under its lock and libuv's). */
+WEFT_EXTERN int weft_worker_utilization(const weft_worker_t* w,
+                                        const weft_elu_t* since,
+                                        weft_elu_t* out);
 
 /* The worker's threadId (> 0; the main thread is 0). Thread: any. */
 WEFT_EXTERN uint64_t weft_worker_thread_id(const weft_worker_t* w);
@@ -155,9 +205,18 @@ WEFT_EXTERN uint64_t weft_thread_id(void);
  * workers. Owned by weft: do not free it. Thread: any. */
 WEFT_EXTERN weft_port_t* weft_parent_port(void);
 
-/* workerData: the decoded value given at spawn (nil if none), NULL outside
- * workers. Valid for the worker's life. Thread: any. */
+/* workerData: the decoded value given at spawn (opts.data, or the value of
+ * opts.data_msg; nil if none), NULL outside workers. Valid for the
+ * worker's life. Thread: any. */
 WEFT_EXTERN const msgpack_object* weft_worker_data(void);
+
+/* The message given as opts.data_msg, decoded (weft_msg_object() is
+ * weft_worker_data()), or NULL (none given, or outside workers). Take
+ * what it carries with weft_msg_take_buffer() / _take_port() /
+ * _take_shared() on the worker's thread; each buffer and port once.
+ * Ownership: weft's: do not free it. It and what was not taken from it
+ * are freed when the worker ends. Thread: the worker. */
+WEFT_EXTERN weft_msg_t* weft_worker_data_msg(void);
 
 /* process.exit() inside a worker: stop the worker's loop at the end of the
  * current callback; `code` becomes the exit code. Later
