@@ -206,7 +206,11 @@ weft_port_t* weft_parent_port(void) {
 }
 
 const msgpack_object* weft_worker_data(void) {
-  return current_worker == NULL ? NULL : &current_worker->data_obj;
+  if (current_worker == NULL)
+    return NULL;
+  if (current_worker->data_msg != NULL)
+    return weft_msg_object(current_worker->data_msg);
+  return &current_worker->data_obj;
 }
 
 weft_msg_t* weft_worker_data_msg(void) {

@@ -1936,3 +1936,231 @@ Test(worker, hosted_workers_share_one_host) {
   WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
   cr_assert_eq(count_threads_named("weft-host"), 0);
 }
+
+/* --- workerData with transferables (opts.data_msg) ------------------------ */
+
+static struct {
+  bool same_object;     /* weft_msg_object(data_msg) == weft_worker_data(). */
+  int take_buf;
+  int take_buf_again;
+  size_t buf_size;
+  uint64_t buf_sum;
+  int take_shared;
+  int32_t shared_seen;
+  int take_port;
+  int64_t tag;
+} wd;
+
+static void entry_data_msg(weft_loop_t* loop, void* arg) {
+  weft_msg_t* m = weft_worker_data_msg();
+  const msgpack_object* o = weft_worker_data();
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = NULL;
+  weft_port_t* port = NULL;
+  void* bytes = NULL;
+  size_t size = 0;
+  (void)loop;
+  (void)arg;
+  wd.same_object = m != NULL && weft_msg_object(m) == o;
+  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4)
+    return;
+  wd.take_buf = weft_msg_take_buffer(m, &o->via.array.ptr[0], &buf);
+  {
+    weft_buffer_t* again = NULL;
+    wd.take_buf_again =
+        weft_msg_take_buffer(m, &o->via.array.ptr[0], &again);
+  }
+  if (wd.take_buf == 0 && weft_buffer_data(buf, &bytes, &size) == 0) {
+    wd.buf_size = size;
+    for (size_t i = 0; i < size; i++)
+      wd.buf_sum += ((unsigned char*)bytes)[i];
+  }
+  weft_buffer_free(buf);
+  wd.take_shared = weft_msg_take_shared(m, &o->via.array.ptr[1], &sh);
+  if (wd.take_shared == 0) {
+    weft_atomic_load32(sh, 0, &wd.shared_seen);
+    weft_atomic_store32(sh, 1, 6); /* The spawner sees this. */
+    weft_shared_unref(sh);
+  }
+  wd.take_port = weft_msg_take_port(m, &o->via.array.ptr[2], &port);
+  if (wd.take_port == 0)
+    weft_port_on_message(port, echo_plus_one); /* Freed with the loop. */
+  wd.tag = o->via.array.ptr[3].via.i64;
+}
+
+static int64_t dm_reply = -1;
+
+static void dm_on_reply(weft_port_t* port, weft_msg_t* msg) {
+  dm_reply = msg_int(msg);
+  /* Closing our end closes the worker's: nothing keeps it alive then. */
+  cr_assert_eq(weft_port_free(port), 0);
+}
+
+/* [buffer, shared, port, 7]: the buffer moves, the shared buffer is seen
+ * by both, the port goes to the worker, which answers on it. */
+static weft_msg_t* data_msg_of(weft_buffer_t* buf,
+                               weft_shared_t* sh,
+                               weft_port_t* port) {
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 4);
+  cr_assert_eq(weft_msg_add_buffer(m, buf), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_msg_add_port(m, port), 0);
+  msgpack_pack_int64(weft_msg_packer(m), 7);
+  return m;
+}
+
+Test(worker, data_msg_moves_a_buffer_shares_a_shared_buffer_and_a_port) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = new_shared(64);
+  weft_port_t *a, *b;
+  weft_worker_t* w;
+  void* bytes;
+  size_t size;
+  int32_t seen = 0;
+  uint64_t sum = 0;
+  cr_assert_eq(weft_buffer_new(&buf, 1000), 0);
+  cr_assert_eq(weft_buffer_data(buf, &bytes, &size), 0);
+  for (size_t i = 0; i < size; i++) {
+    ((unsigned char*)bytes)[i] = (unsigned char)(i * 7);
+    sum += (unsigned char)(i * 7);
+  }
+  cr_assert_eq(weft_atomic_store32(sh, 0, 5), 0);
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(a, dm_on_reply), 0);
+  opts.data_msg = data_msg_of(buf, sh, b);
+  w = spawn_worker(loop, entry_data_msg, &opts);
+  /* The spawn took the message: the buffer is detached here, the port
+   * moved (its handle is a husk). */
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(weft_buffer_size(buf), 0);
+  cr_assert_eq(port_post_int(b, 1), WEFT_ECLOSED);
+  cr_assert_eq(port_post_int(a, 41), 0);
+  run_loop(loop);
+  cr_assert_eq(exit_code, 0, "exit %d (%s)", exit_code, ev);
+  cr_assert(wd.same_object);
+  cr_assert_eq(wd.take_buf, 0);
+  cr_assert_eq(wd.take_buf_again, WEFT_EDETACHED);
+  cr_assert_eq(wd.buf_size, 1000);
+  cr_assert_eq(wd.buf_sum, sum);
+  cr_assert_eq(wd.take_shared, 0);
+  cr_assert_eq(wd.shared_seen, 5);
+  cr_assert_eq(weft_atomic_load32(sh, 1, &seen), 0);
+  cr_assert_eq(seen, 6, "the worker's store is seen by the spawner");
+  cr_assert_eq(wd.take_port, 0);
+  cr_assert_eq(dm_reply, 42, "the worker answered on the moved port");
+  cr_assert_eq(wd.tag, 7);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_port_free(b), 0); /* The husk. */
+  weft_shared_unref(sh);
+  free_loop(loop);
+}
+
+/* On error the caller keeps the message, unchanged: nothing detached or
+ * moved, and it can still be used (here: given to a spawn that works). */
+Test(worker, data_msg_stays_the_callers_on_error) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_buffer_t* buf = NULL;
+  weft_buffer_t* pinned = NULL;
+  weft_shared_t* sh = new_shared(64);
+  weft_port_t *a, *b;
+  weft_worker_t* w = NULL;
+  weft_msg_t* m;
+  packed_t one = packed_int(1);
+  cr_assert_eq(weft_buffer_new(&buf, 16), 0);
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(a, dm_on_reply), 0);
+  opts.data_msg = data_msg_of(buf, sh, b);
+  /* Bad arguments. */
+  cr_assert_eq(weft_worker_spawn(&w, loop, NULL, &opts), WEFT_EINVAL);
+  opts.data = one.data;
+  opts.data_len = one.len;
+  cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &opts),
+               WEFT_EINVAL, "data and data_msg both");
+  opts.data = NULL;
+  opts.data_len = 0;
+  opts.max_message_bytes = 4;
+  cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &opts),
+               WEFT_EMSGSIZE);
+  opts.max_message_bytes = 0;
+  cr_assert_null(w);
+  cr_assert_not(weft_buffer_detached(buf));
+  cr_assert_eq(port_post_int(b, 1), 0, "the port is still ours");
+  /* A transfer that cannot be made: the buffer left with another post. */
+  cr_assert_eq(weft_buffer_new(&pinned, 8), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 1);
+  cr_assert_eq(weft_msg_add_buffer(m, pinned), 0);
+  {
+    weft_msg_t* first = NULL;
+    weft_worker_opts_t o2 = opts;
+    weft_msg_t* got;
+    cr_assert_eq(weft_msg_new(&first), 0);
+    cr_assert_eq(weft_msg_add_buffer(first, pinned), 0);
+    got = round_trip(a, b, first); /* `pinned` is detached now. */
+    weft_msg_free(got);
+    o2.data_msg = m;
+    cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &o2),
+                 WEFT_EDETACHED);
+  }
+  weft_msg_free(m);
+  weft_buffer_free(pinned);
+  /* Nothing was packed. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  {
+    weft_worker_opts_t o2 = opts;
+    o2.data_msg = m;
+    cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &o2),
+                 WEFT_EDECODE);
+  }
+  weft_msg_free(m);
+  /* The same message still spawns. */
+  w = spawn_worker(loop, entry_data_msg, &opts);
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(port_post_int(a, 1), 0);
+  run_loop(loop);
+  cr_assert_eq(wd.take_buf, 0);
+  cr_assert_eq(wd.buf_size, 16);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_port_free(b), 0);
+  weft_shared_unref(sh);
+  free_loop(loop);
+}
+
+/* What the worker does not take is freed with it (ASan: no leak), and the
+ * untaken port closes (its peer sees 'close'). */
+static bool dm_closed;
+
+static void dm_on_close(weft_port_t* port) {
+  dm_closed = true;
+  cr_assert_eq(weft_port_free(port), 0);
+}
+
+Test(worker, data_msg_untaken_transfers_are_released_with_the_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = new_shared(64);
+  weft_port_t *a, *b;
+  weft_worker_t* w;
+  cr_assert_eq(weft_buffer_new(&buf, 64), 0);
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_close(a, dm_on_close), 0);
+  cr_assert_eq(weft_port_start(a), 0);
+  opts.data_msg = data_msg_of(buf, sh, b);
+  w = spawn_worker(loop, entry_nop, &opts);
+  run_loop(loop);
+  cr_assert_eq(exit_code, 0);
+  cr_assert(dm_closed);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_port_free(b), 0);
+  weft_shared_unref(sh);
+  free_loop(loop);
+}
