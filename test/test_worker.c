@@ -2164,3 +2164,96 @@ Test(worker, data_msg_untaken_transfers_are_released_with_the_worker) {
   weft_shared_unref(sh);
   free_loop(loop);
 }
+
+/* --- hasRef and event-loop utilization ------------------------------------ */
+
+static bool other_has_ref = true;
+
+static void has_ref_other_thread(void* arg) {
+  other_has_ref = weft_worker_has_ref(arg);
+}
+
+Test(worker, has_ref_follows_ref_unref_and_exit) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn_worker(loop, entry_parked, &opts);
+  uv_thread_t t;
+  cr_assert_not(weft_worker_has_ref(NULL));
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_eq(uv_thread_create(&t, has_ref_other_thread, w), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_not(other_has_ref, "not the owner's thread: false");
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_not(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_terminate(w, NULL), 0);
+  run_loop(loop);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_not(weft_worker_has_ref(w), "an exited worker holds nothing");
+  weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* A worker busy in its entry (a CPU loop) is active all the time, a
+ * worker parked in its loop is idle: both read from the owner's loop.
+ * Only a lower bound on the busy one and an upper bound on the idle one's
+ * share are checked (shares, not speeds). */
+static struct {
+  weft_worker_t* busy;
+  weft_worker_t* idle;
+  weft_elu_t busy0, idle0;
+  weft_elu_t busy1, idle1;
+  int err0, err1;
+} elu;
+
+static void entry_busy_until_stopped(weft_loop_t* loop, void* arg) {
+  volatile uint64_t x = 0;
+  (void)loop;
+  (void)arg;
+  while (!weft_should_stop())
+    x++;
+}
+
+static void elu_second(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  elu.err1 = weft_worker_utilization(elu.busy, &elu.busy0, &elu.busy1);
+  elu.err1 |= weft_worker_utilization(elu.idle, &elu.idle0, &elu.idle1);
+  cr_assert_eq(weft_worker_terminate(elu.busy, NULL), 0);
+  cr_assert_eq(weft_worker_terminate(elu.idle, NULL), 0);
+}
+
+static void elu_first(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  elu.err0 = weft_worker_utilization(elu.busy, NULL, &elu.busy0);
+  elu.err0 |= weft_worker_utilization(elu.idle, NULL, &elu.idle0);
+  cr_assert_eq(weft_set_timeout(loop, 300, elu_second, NULL, NULL), 0);
+}
+
+Test(worker, utilization_of_a_busy_and_an_idle_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_elu_t after;
+  cr_assert_eq(weft_worker_utilization(NULL, NULL, &after), WEFT_EINVAL);
+  elu.busy = spawn_worker(loop, entry_busy_until_stopped, NULL);
+  elu.idle = spawn_worker(loop, entry_parked, NULL);
+  cr_assert_eq(weft_worker_utilization(elu.busy, NULL, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_set_timeout(loop, 100, elu_first, NULL, NULL), 0);
+  run_loop(loop);
+  cr_assert_eq(elu.err0, 0);
+  cr_assert_eq(elu.err1, 0);
+  /* Over the 300 ms between the samples. */
+  cr_assert_gt(elu.busy1.utilization, 0.5, "busy: %f (active %f idle %f)",
+               elu.busy1.utilization, elu.busy1.active, elu.busy1.idle);
+  cr_assert_gt(elu.busy1.active, 0);
+  cr_assert_lt(elu.idle1.utilization, 0.5, "idle: %f (active %f idle %f)",
+               elu.idle1.utilization, elu.idle1.active, elu.idle1.idle);
+  cr_assert_gt(elu.idle1.idle, 0);
+  /* After the exit the last sample stays. */
+  cr_assert(weft_worker_exited(elu.busy));
+  cr_assert_eq(weft_worker_utilization(elu.busy, NULL, &after), 0);
+  cr_assert_gt(after.active, elu.busy0.active);
+  weft_worker_free(elu.busy);
+  weft_worker_free(elu.idle);
+  free_loop(loop);
+}
