@@ -214,8 +214,10 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
     if (err != 0) {
+      /* Out of descriptors or memory (a libuv code such as UV_EMFILE is
+       * not one of weft's: loop.h promises WEFT_ENOMEM). */
       weft__xfree(loop);
-      return err;
+      return WEFT_ENOMEM;
     }
     loop->uv = &loop->own_uv;
     loop->owns_uv = true;

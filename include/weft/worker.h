@@ -7,7 +7,10 @@
  * blocking weft_atomic_wait32/64 on the worker is woken (WEFT_ETERMINATED).
  * A worker that ends (its loop torn down) while a child of its own still
  * runs terminates the child and waits for it, blocked (no CPU), before it
- * goes: no worker outlives its owner. */
+ * goes: no worker outlives its owner.
+ *
+ * A thread that runs no loop spawns a *hosted* worker (owner NULL): weft
+ * owns it on a hidden loop of its own (see weft_worker_spawn()). */
 #ifndef WEFT_WORKER_H
 #define WEFT_WORKER_H
 
@@ -24,7 +27,9 @@
 typedef void (*weft_worker_entry_cb)(weft_loop_t* loop, void* arg);
 
 /* Events on the owner's loop. Each may be NULL. `exit` is always last.
- * Runs on: the loop that spawned the worker; ticks/microtasks drained after. */
+ * Runs on: the owner loop's thread (for a hosted worker, spawned with no
+ * owner: weft's host thread, see weft_worker_spawn()); ticks/microtasks
+ * drained after. */
 typedef struct weft_worker_events_s {
   /* The worker's thread started and is about to run its entry. */
   void (*online)(weft_worker_t* w);
@@ -122,11 +127,22 @@ WEFT_EXTERN int weft_worker_spawn(weft_worker_t** out,
 WEFT_EXTERN int weft_worker_post(weft_worker_t* w,
                                  const void* bytes,
                                  size_t len);
-/* Pack straight into the message; see weft_port_post_fn(). */
+/* Pack straight into the message; see weft_port_post_fn(). Returns 0,
+ * WEFT_EINVAL (NULL `w` or `pack`), WEFT_EPACK (`pack` returned a positive
+ * value) or the negative code `pack` returned, WEFT_EDECODE (nothing was
+ * packed), WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_ETOODEEP, WEFT_ENOMEM.
+ * Thread: as weft_worker_post(). */
 WEFT_EXTERN int weft_worker_post_fn(weft_worker_t* w,
                                     int (*pack)(msgpack_packer* pk, void* arg),
                                     void* arg);
-/* Post a built message with its transfer list; see weft_port_post_msg(). */
+/* Post a built message with its transfer list; see weft_port_post_msg().
+ * On 0 the worker's side owns it and `*msg` is NULL; on error nothing moved
+ * and the caller still owns it. Returns 0, WEFT_EINVAL (NULL `w`, `msg` or
+ * `*msg`, or a message already posted), WEFT_EDECODE (nothing packed),
+ * WEFT_ECLOSED, WEFT_EMSGSIZE, WEFT_ETOODEEP, and the transfer errors:
+ * WEFT_EDETACHED, WEFT_EUNTRANSFERABLE, WEFT_EDATACLONE, and for a port
+ * WEFT_ECLOSED, WEFT_EWRONGTHREAD (not the caller's loop's) or
+ * WEFT_EINVAL (a parent port). Thread: as weft_worker_post(). */
 WEFT_EXTERN int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg);
 
 /* worker.terminate(): ask the worker to stop. It stops at its next return
@@ -139,7 +155,9 @@ WEFT_EXTERN int weft_worker_post_msg(weft_worker_t* w, weft_msg_t** msg);
  * loop's run does not return before `cb` ran. Without `cb` an unref'd
  * worker still does not hold the loop. Terminating a worker whose exit
  * event already ran calls `cb` at once with its exit code.
- * Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD. Thread: owner loop only. */
+ * Returns 0, WEFT_EINVAL (NULL), WEFT_EWRONGTHREAD (not the owner's
+ * thread). Thread: owner loop only; any thread for a hosted worker (see
+ * weft_worker_spawn()), whose `cb` then runs on the host thread. */
 WEFT_EXTERN int weft_worker_terminate(weft_worker_t* w,
                                       void (*cb)(weft_worker_t* w,
                                                  int exit_code));
@@ -173,11 +191,14 @@ WEFT_EXTERN int weft_worker_utilization(const weft_worker_t* w,
 /* The worker's threadId (> 0; the main thread is 0). Thread: any. */
 WEFT_EXTERN uint64_t weft_worker_thread_id(const weft_worker_t* w);
 
-/* Whether the worker's exit event has run. Thread: owner loop only. */
+/* Whether the worker's exit event has run; false for NULL.
+ * Thread: owner loop only; any thread for a hosted worker. */
 WEFT_EXTERN bool weft_worker_exited(const weft_worker_t* w);
 
 /* User data for the handle (also set by opts.user_data). Never touched by
- * weft. Thread: owner loop only. */
+ * weft. NULL `w`: set does nothing, get returns NULL. Thread: owner loop
+ * only; for a hosted worker any thread, the caller ordering these calls
+ * with the events that read the data (they run on the host thread). */
 WEFT_EXTERN void weft_worker_set_data(weft_worker_t* w, void* data);
 WEFT_EXTERN void* weft_worker_get_data(const weft_worker_t* w);
 
@@ -195,7 +216,8 @@ WEFT_EXTERN void weft_worker_free(weft_worker_t* w);
 
 /* --- Inside any thread: the worker's context -------------------------- */
 
-/* isMainThread: false on a worker thread. Thread: any. */
+/* isMainThread: false on a worker thread (true on any other thread, the
+ * host thread of hosted workers included). Thread: any. */
 WEFT_EXTERN bool weft_is_main_thread(void);
 
 /* threadId: the calling worker's id, 0 outside workers. Thread: any. */
@@ -225,7 +247,8 @@ WEFT_EXTERN weft_msg_t* weft_worker_data_msg(void);
 WEFT_EXTERN int weft_worker_exit(int code);
 
 /* An uncaught error: the worker ends (exit code 1) and its owner gets the
- * `error` event with WEFT_EUNCAUGHT and `text` (copied). Thread: worker. */
+ * `error` event with WEFT_EUNCAUGHT and `text` (copied; NULL: "uncaught
+ * error"). Returns 0, or WEFT_EINVAL outside a worker. Thread: worker. */
 WEFT_EXTERN int weft_report_error(const char* text);
 
 /* True once the calling worker was asked to stop (terminate, exit, or an
@@ -245,8 +268,9 @@ WEFT_EXTERN int weft_set_environment_data(const char* key,
                                           size_t len);
 
 /* Look `key` up for the calling thread. Sets `*bytes`/`*len` to a view
- * valid until the key is set again or the thread ends. Returns
- * WEFT_EAGAIN if the key is not set. Thread: any. */
+ * valid until the key is set again or the thread ends. Returns 0,
+ * WEFT_EAGAIN if the key is not set (then NULL/0), WEFT_EINVAL (a NULL
+ * argument). Thread: any. */
 WEFT_EXTERN int weft_get_environment_data(const char* key,
                                           const void** bytes,
                                           size_t* len);
