@@ -95,6 +95,17 @@ msgpack_zone* weft__loop_take_zone(weft_loop_t* loop);
  * the current callback. Used by terminate. */
 void weft__loop_request_stop(weft_loop_t* loop);
 
+/* The loop's idle time (parked or spinning for messages) and its age, in
+ * nanoseconds. Thread: any, while the loop is alive (a worker's owner reads
+ * its worker's loop under the worker's lock). */
+void weft__loop_elu_ns(weft_loop_t* loop, uint64_t* idle, uint64_t* total);
+/* Fill `out` from such a sample (idle <= total), less `since` if given
+ * (weft_loop_utilization()'s arithmetic). Thread: any. */
+void weft__elu_fill(uint64_t idle_ns,
+                    uint64_t total_ns,
+                    const weft_elu_t* since,
+                    weft_elu_t* out);
+
 /* Tear a worker's loop down completely (closing every tracked object,
  * waiting for queued work). Thread: the worker. */
 void weft__loop_teardown(weft_loop_t* loop);

@@ -126,7 +126,10 @@ struct weft_loop_s {
   uint64_t imm_epoch;
   weft__tracked_t tracked; /* Sentinel. */
   msgpack_zone* zone;
-  uint64_t spin_ns;  /* Time spent spinning for messages (counts as idle). */
+  /* Time spent spinning for messages (counts as idle). Written by the
+   * owner only; relaxed: a counter another thread may sample
+   * (weft__loop_elu_ns), ordered with nothing else. */
+  _Atomic uint64_t spin_ns;
   bool recent_ready; /* Ready items were handled since the last spin. */
   uint64_t start_ns;
 };
@@ -207,11 +210,14 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   weft__mpsc_init(&loop->ready);
   atomic_init(&loop->stop_requested, 0);
   atomic_init(&loop->producers, 0);
+  atomic_init(&loop->spin_ns, 0);
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
     if (err != 0) {
+      /* Out of descriptors or memory (a libuv code such as UV_EMFILE is
+       * not one of weft's: loop.h promises WEFT_ENOMEM). */
       weft__xfree(loop);
-      return err;
+      return WEFT_ENOMEM;
     }
     loop->uv = &loop->own_uv;
     loop->owns_uv = true;
@@ -927,7 +933,11 @@ static bool spin_for_work(weft_loop_t* loop) {
             atomic_load_explicit(&loop->stop_requested, memory_order_relaxed);
     now = uv_hrtime();
   }
-  loop->spin_ns += uv_hrtime() - t0;
+  atomic_store_explicit(
+      &loop->spin_ns,
+      atomic_load_explicit(&loop->spin_ns, memory_order_relaxed) +
+          (uv_hrtime() - t0),
+      memory_order_relaxed);
   return found;
 }
 
@@ -1036,19 +1046,25 @@ int weft_loop_stop(weft_loop_t* loop) {
 
 /* ---- utilization -------------------------------------------------------- */
 
-int weft_loop_utilization(weft_loop_t* loop,
-                          const weft_elu_t* since,
-                          weft_elu_t* out) {
-  double total, idle;
-  if (out == NULL)
-    return WEFT_EINVAL;
-  CHECK_OWNER(loop);
-  total = (double)(uv_hrtime() - loop->start_ns) / 1e6;
-  idle = (double)(uv_metrics_idle_time(loop->uv) + loop->spin_ns) / 1e6;
-  if (idle > total)
-    idle = total;
-  out->idle = idle;
-  out->active = total - idle;
+void weft__loop_elu_ns(weft_loop_t* loop, uint64_t* idle, uint64_t* total) {
+  /* uv_metrics_idle_time() reads libuv's counters under libuv's own
+   * metrics lock, so another thread may call it; `start_ns` is fixed at
+   * creation. */
+  uint64_t now = uv_hrtime();
+  *idle = uv_metrics_idle_time(loop->uv) +
+          atomic_load_explicit(&loop->spin_ns, memory_order_relaxed);
+  *total = now - loop->start_ns;
+  if (*idle > *total)
+    *idle = *total;
+}
+
+void weft__elu_fill(uint64_t idle_ns,
+                    uint64_t total_ns,
+                    const weft_elu_t* since,
+                    weft_elu_t* out) {
+  double total;
+  out->idle = (double)idle_ns / 1e6;
+  out->active = (double)(total_ns - idle_ns) / 1e6;
   if (since != NULL) {
     out->idle -= since->idle;
     out->active -= since->active;
@@ -1059,5 +1075,16 @@ int weft_loop_utilization(weft_loop_t* loop,
   }
   total = out->idle + out->active;
   out->utilization = total > 0 ? out->active / total : 0;
+}
+
+int weft_loop_utilization(weft_loop_t* loop,
+                          const weft_elu_t* since,
+                          weft_elu_t* out) {
+  uint64_t idle, total;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  CHECK_OWNER(loop);
+  weft__loop_elu_ns(loop, &idle, &total);
+  weft__elu_fill(idle, total, since, out);
   return 0;
 }

@@ -917,7 +917,8 @@ Test(worker, null_arguments_are_einval) {
   weft_msg_t* m = NULL;
 
   cr_assert_eq(weft_worker_spawn(NULL, loop, entry_nop, NULL), WEFT_EINVAL);
-  cr_assert_eq(weft_worker_spawn(&w, NULL, entry_nop, NULL), WEFT_EINVAL);
+  /* No owner means the host loop (see hosted_*): with no entry, EINVAL. */
+  cr_assert_eq(weft_worker_spawn(&w, NULL, NULL, NULL), WEFT_EINVAL);
   cr_assert_null(w);
   w = (weft_worker_t*)&loop;
   cr_assert_eq(weft_worker_spawn(&w, loop, NULL, NULL), WEFT_EINVAL);
@@ -1216,6 +1217,49 @@ Test(worker, pending_free_running_worker_on_main) {
   run_loop(loop);
   cr_assert_str_eq(ev, "om", "events after free: %s", ev);
   free_loop(loop); /* EBUSY without the fix. */
+}
+
+/* weft_worker_free() of a running worker lets go of it at once: the loop
+ * can be freed right after, with no run in between, and the worker's
+ * thread still ends on its own and releases everything (its channel's
+ * cores are counted: they go with the worker's record, last). */
+static atomic_int spinning;
+
+static void entry_spin_flag(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  atomic_store(&spinning, 1);
+  while (!weft_should_stop())
+    ;
+  atomic_store(&spin_saw_stop, true);
+}
+
+Test(worker, free_running_worker_then_loop_needs_no_run) {
+  long cores0 = weft__port_live_cores();
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w;
+  /* Freed before its thread may even have started. */
+  w = spawn_worker(loop, entry_parked, &opts);
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0); /* WEFT_EBUSY before. */
+  WAIT_UNTIL(weft__port_live_cores() == cores0, 10000);
+  cr_assert_eq(weft__port_live_cores(), cores0, "the worker did not end");
+
+  /* Freed while busy in its entry: its thread sees the stop and ends. */
+  loop = new_loop();
+  atomic_store(&spinning, 0);
+  atomic_store(&spin_saw_stop, false);
+  w = spawn_worker(loop, entry_spin_flag, &opts);
+  WAIT_UNTIL(atomic_load(&spinning), 10000);
+  cr_assert(atomic_load(&spinning));
+  weft_worker_free(w);
+  cr_assert_eq(weft_loop_free(loop), 0); /* WEFT_EBUSY before. */
+  WAIT_UNTIL(weft__port_live_cores() == cores0, 10000);
+  cr_assert_eq(weft__port_live_cores(), cores0, "the worker did not end");
+  cr_assert(atomic_load(&spin_saw_stop));
+  /* No event ran after the free. */
+  cr_assert_eq(strchr(ev, 'x'), NULL, "events: %s", ev);
 }
 
 static void free_on_exit(weft_worker_t* w, int code) {
@@ -1723,5 +1767,493 @@ Test(worker, posts_from_a_foreign_thread_arrive_in_order_then_eclosed) {
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(foreign.after_exit, WEFT_ECLOSED);
   weft_worker_free(foreign.w);
+  free_loop(loop);
+}
+
+/* --- Hosted workers: spawned from a thread with no loop ------------------ */
+
+/* Events of hosted workers run on weft's host thread: recorded in atomics
+ * (and the thread's name), read by the test's thread. */
+static struct {
+  atomic_int online;
+  atomic_llong got; /* The last integer the worker sent; -1: none. */
+  atomic_int exit_code;
+  atomic_int term_code;
+  atomic_int exits;
+  atomic_bool on_host_thread; /* Every event ran on "weft-host". */
+  atomic_bool off_host_thread;
+} hosted;
+
+static void hosted_reset(void) {
+  atomic_store(&hosted.online, 0);
+  atomic_store(&hosted.got, -1);
+  atomic_store(&hosted.exit_code, -1);
+  atomic_store(&hosted.term_code, -1);
+  atomic_store(&hosted.exits, 0);
+  atomic_store(&hosted.on_host_thread, false);
+  atomic_store(&hosted.off_host_thread, false);
+}
+
+static void hosted_note_thread(void) {
+  char name[32] = "";
+  pthread_getname_np(pthread_self(), name, sizeof(name));
+  if (strcmp(name, "weft-host") == 0 && weft_loop_current() != NULL)
+    atomic_store(&hosted.on_host_thread, true);
+  else
+    atomic_store(&hosted.off_host_thread, true);
+}
+
+static void hosted_on_online(weft_worker_t* w) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.online, 1);
+}
+
+static void hosted_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.got, msg_int(msg));
+}
+
+static void hosted_on_exit(weft_worker_t* w, int code) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.exit_code, code);
+  atomic_fetch_add(&hosted.exits, 1);
+}
+
+static void hosted_on_terminated(weft_worker_t* w, int code) {
+  (void)w;
+  hosted_note_thread();
+  atomic_store(&hosted.term_code, code);
+}
+
+static weft_worker_opts_t hosted_opts(void) {
+  weft_worker_opts_t o;
+  memset(&o, 0, sizeof(o));
+  o.events.online = hosted_on_online;
+  o.events.message = hosted_on_message;
+  o.events.exit = hosted_on_exit;
+  return o;
+}
+
+/* The worker answers each integer n with n + 1 and keeps running. */
+static void echo_plus_one(weft_port_t* port, weft_msg_t* msg) {
+  int64_t v = msg_int(msg) + 1;
+  weft_port_post_fn(port, pack_int_cb, &v);
+}
+
+static void entry_echo_plus_one(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  weft_port_on_message(weft_parent_port(), echo_plus_one);
+}
+
+Test(worker, hosted_worker_from_a_thread_with_no_loop) {
+  weft_worker_opts_t opts = hosted_opts();
+  weft_worker_t* w = NULL;
+  int64_t v = 41;
+  hosted_reset();
+  cr_assert_null(weft_loop_current(), "the test's thread has no loop");
+  /* WEFT_EINVAL before: an owner loop was required. */
+  cr_assert_eq(weft_worker_spawn(&w, NULL, entry_echo_plus_one, &opts), 0);
+  cr_assert_not_null(w);
+  cr_assert_null(weft_loop_current(), "spawning made no loop here");
+  /* A new thread carries its creator's name until it sets its own: a
+   * worker thread the host just made is "weft-host" for a moment. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 1, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 1);
+  WAIT_UNTIL(atomic_load(&hosted.online), 10000);
+  cr_assert(atomic_load(&hosted.online));
+  cr_assert_eq(weft_worker_post_fn(w, pack_int_cb, &v), 0);
+  WAIT_UNTIL(atomic_load(&hosted.got) == 42, 10000);
+  cr_assert_eq(atomic_load(&hosted.got), 42);
+  /* Owner calls work from here: they run on the host thread. */
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_not(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_not(weft_worker_exited(w));
+  cr_assert_eq(weft_worker_terminate(w, hosted_on_terminated), 0);
+  WAIT_UNTIL(atomic_load(&hosted.term_code) != -1, 10000);
+  cr_assert_eq(atomic_load(&hosted.exit_code), 1);
+  cr_assert_eq(atomic_load(&hosted.term_code), 1);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_not(weft_worker_has_ref(w));
+  cr_assert(atomic_load(&hosted.on_host_thread));
+  cr_assert_not(atomic_load(&hosted.off_host_thread),
+                "an event ran off the host thread");
+  weft_worker_free(w);
+  /* The host ends with its last worker. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 0);
+}
+
+/* Freed while it runs, from the loop-less thread: no more events, the
+ * host ends, and a later spawn starts a new host. */
+Test(worker, hosted_worker_freed_running_then_host_restarts) {
+  weft_worker_opts_t opts = hosted_opts();
+  weft_worker_t* w = NULL;
+  long cores0 = weft__port_live_cores();
+  int i;
+  hosted_reset();
+  for (i = 0; i < 3; i++) {
+    cr_assert_eq(weft_worker_spawn(&w, NULL, entry_echo_plus_one, &opts), 0);
+    WAIT_UNTIL(atomic_load(&hosted.online) == 1, 10000);
+    cr_assert_eq(atomic_load(&hosted.online), 1);
+    atomic_store(&hosted.online, 0);
+    weft_worker_free(w);
+    WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
+    cr_assert_eq(count_threads_named("weft-host"), 0);
+  }
+  WAIT_UNTIL(weft__port_live_cores() == cores0, 10000);
+  cr_assert_eq(weft__port_live_cores(), cores0);
+  cr_assert_eq(atomic_load(&hosted.exits), 0, "an event ran after the free");
+}
+
+/* Two hosted workers share one host, which outlives the first. */
+Test(worker, hosted_workers_share_one_host) {
+  weft_worker_opts_t opts = hosted_opts();
+  weft_worker_t *a = NULL, *b = NULL;
+  int64_t v = 9;
+  hosted_reset();
+  cr_assert_eq(weft_worker_spawn(&a, NULL, entry_echo_plus_one, &opts), 0);
+  cr_assert_eq(weft_worker_spawn(&b, NULL, entry_echo_plus_one, &opts), 0);
+  /* A new thread carries its creator's name until it sets its own: a
+   * worker thread the host just made is "weft-host" for a moment. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 1, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 1);
+  weft_worker_free(a);
+  cr_assert_eq(weft_worker_post_fn(b, pack_int_cb, &v), 0);
+  WAIT_UNTIL(atomic_load(&hosted.got) == 10, 10000);
+  cr_assert_eq(atomic_load(&hosted.got), 10);
+  /* A new thread carries its creator's name until it sets its own: a
+   * worker thread the host just made is "weft-host" for a moment. */
+  WAIT_UNTIL(count_threads_named("weft-host") == 1, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 1);
+  weft_worker_free(b);
+  WAIT_UNTIL(count_threads_named("weft-host") == 0, 10000);
+  cr_assert_eq(count_threads_named("weft-host"), 0);
+}
+
+/* --- workerData with transferables (opts.data_msg) ------------------------ */
+
+static struct {
+  bool same_object;     /* weft_msg_object(data_msg) == weft_worker_data(). */
+  int take_buf;
+  int take_buf_again;
+  size_t buf_size;
+  uint64_t buf_sum;
+  int take_shared;
+  int32_t shared_seen;
+  int take_port;
+  int64_t tag;
+} wd;
+
+static void entry_data_msg(weft_loop_t* loop, void* arg) {
+  weft_msg_t* m = weft_worker_data_msg();
+  const msgpack_object* o = weft_worker_data();
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = NULL;
+  weft_port_t* port = NULL;
+  void* bytes = NULL;
+  size_t size = 0;
+  (void)loop;
+  (void)arg;
+  wd.same_object = m != NULL && weft_msg_object(m) == o;
+  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4)
+    return;
+  wd.take_buf = weft_msg_take_buffer(m, &o->via.array.ptr[0], &buf);
+  {
+    weft_buffer_t* again = NULL;
+    wd.take_buf_again =
+        weft_msg_take_buffer(m, &o->via.array.ptr[0], &again);
+  }
+  if (wd.take_buf == 0 && weft_buffer_data(buf, &bytes, &size) == 0) {
+    wd.buf_size = size;
+    for (size_t i = 0; i < size; i++)
+      wd.buf_sum += ((unsigned char*)bytes)[i];
+  }
+  weft_buffer_free(buf);
+  wd.take_shared = weft_msg_take_shared(m, &o->via.array.ptr[1], &sh);
+  if (wd.take_shared == 0) {
+    weft_atomic_load32(sh, 0, &wd.shared_seen);
+    weft_atomic_store32(sh, 1, 6); /* The spawner sees this. */
+    weft_shared_unref(sh);
+  }
+  wd.take_port = weft_msg_take_port(m, &o->via.array.ptr[2], &port);
+  if (wd.take_port == 0)
+    weft_port_on_message(port, echo_plus_one); /* Freed with the loop. */
+  wd.tag = o->via.array.ptr[3].via.i64;
+}
+
+static int64_t dm_reply = -1;
+
+static void dm_on_reply(weft_port_t* port, weft_msg_t* msg) {
+  dm_reply = msg_int(msg);
+  /* Closing our end closes the worker's: nothing keeps it alive then. */
+  cr_assert_eq(weft_port_free(port), 0);
+}
+
+/* [buffer, shared, port, 7]: the buffer moves, the shared buffer is seen
+ * by both, the port goes to the worker, which answers on it. */
+static weft_msg_t* data_msg_of(weft_buffer_t* buf,
+                               weft_shared_t* sh,
+                               weft_port_t* port) {
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 4);
+  cr_assert_eq(weft_msg_add_buffer(m, buf), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_msg_add_port(m, port), 0);
+  msgpack_pack_int64(weft_msg_packer(m), 7);
+  return m;
+}
+
+Test(worker, data_msg_moves_a_buffer_shares_a_shared_buffer_and_a_port) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = new_shared(64);
+  weft_port_t *a, *b;
+  weft_worker_t* w;
+  void* bytes;
+  size_t size;
+  int32_t seen = 0;
+  uint64_t sum = 0;
+  cr_assert_eq(weft_buffer_new(&buf, 1000), 0);
+  cr_assert_eq(weft_buffer_data(buf, &bytes, &size), 0);
+  for (size_t i = 0; i < size; i++) {
+    ((unsigned char*)bytes)[i] = (unsigned char)(i * 7);
+    sum += (unsigned char)(i * 7);
+  }
+  cr_assert_eq(weft_atomic_store32(sh, 0, 5), 0);
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(a, dm_on_reply), 0);
+  opts.data_msg = data_msg_of(buf, sh, b);
+  w = spawn_worker(loop, entry_data_msg, &opts);
+  /* The spawn took the message: the buffer is detached here, the port
+   * moved (its handle is a husk). */
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(weft_buffer_size(buf), 0);
+  cr_assert_eq(port_post_int(b, 1), WEFT_ECLOSED);
+  cr_assert_eq(port_post_int(a, 41), 0);
+  run_loop(loop);
+  cr_assert_eq(exit_code, 0, "exit %d (%s)", exit_code, ev);
+  cr_assert(wd.same_object);
+  cr_assert_eq(wd.take_buf, 0);
+  cr_assert_eq(wd.take_buf_again, WEFT_EDETACHED);
+  cr_assert_eq(wd.buf_size, 1000);
+  cr_assert_eq(wd.buf_sum, sum);
+  cr_assert_eq(wd.take_shared, 0);
+  cr_assert_eq(wd.shared_seen, 5);
+  cr_assert_eq(weft_atomic_load32(sh, 1, &seen), 0);
+  cr_assert_eq(seen, 6, "the worker's store is seen by the spawner");
+  cr_assert_eq(wd.take_port, 0);
+  cr_assert_eq(dm_reply, 42, "the worker answered on the moved port");
+  cr_assert_eq(wd.tag, 7);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_port_free(b), 0); /* The husk. */
+  weft_shared_unref(sh);
+  free_loop(loop);
+}
+
+/* On error the caller keeps the message, unchanged: nothing detached or
+ * moved, and it can still be used (here: given to a spawn that works). */
+Test(worker, data_msg_stays_the_callers_on_error) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_buffer_t* buf = NULL;
+  weft_buffer_t* pinned = NULL;
+  weft_shared_t* sh = new_shared(64);
+  weft_port_t *a, *b;
+  weft_worker_t* w = NULL;
+  weft_msg_t* m;
+  packed_t one = packed_int(1);
+  cr_assert_eq(weft_buffer_new(&buf, 16), 0);
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(a, dm_on_reply), 0);
+  opts.data_msg = data_msg_of(buf, sh, b);
+  /* Bad arguments. */
+  cr_assert_eq(weft_worker_spawn(&w, loop, NULL, &opts), WEFT_EINVAL);
+  opts.data = one.data;
+  opts.data_len = one.len;
+  cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &opts),
+               WEFT_EINVAL, "data and data_msg both");
+  opts.data = NULL;
+  opts.data_len = 0;
+  opts.max_message_bytes = 4;
+  cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &opts),
+               WEFT_EMSGSIZE);
+  opts.max_message_bytes = 0;
+  cr_assert_null(w);
+  cr_assert_not(weft_buffer_detached(buf));
+  cr_assert_eq(port_post_int(b, 1), 0, "the port is still ours");
+  /* A transfer that cannot be made: the buffer left with another post. */
+  cr_assert_eq(weft_buffer_new(&pinned, 8), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_array(weft_msg_packer(m), 1);
+  cr_assert_eq(weft_msg_add_buffer(m, pinned), 0);
+  {
+    weft_msg_t* first = NULL;
+    weft_worker_opts_t o2 = opts;
+    weft_msg_t* got;
+    cr_assert_eq(weft_msg_new(&first), 0);
+    cr_assert_eq(weft_msg_add_buffer(first, pinned), 0);
+    got = round_trip(a, b, first); /* `pinned` is detached now. */
+    weft_msg_free(got);
+    o2.data_msg = m;
+    cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &o2),
+                 WEFT_EDETACHED);
+  }
+  weft_msg_free(m);
+  weft_buffer_free(pinned);
+  /* Nothing was packed. */
+  cr_assert_eq(weft_msg_new(&m), 0);
+  {
+    weft_worker_opts_t o2 = opts;
+    o2.data_msg = m;
+    cr_assert_eq(weft_worker_spawn(&w, loop, entry_data_msg, &o2),
+                 WEFT_EDECODE);
+  }
+  weft_msg_free(m);
+  /* The same message still spawns. */
+  w = spawn_worker(loop, entry_data_msg, &opts);
+  cr_assert(weft_buffer_detached(buf));
+  cr_assert_eq(port_post_int(a, 1), 0);
+  run_loop(loop);
+  cr_assert_eq(wd.take_buf, 0);
+  cr_assert_eq(wd.buf_size, 16);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_port_free(b), 0);
+  weft_shared_unref(sh);
+  free_loop(loop);
+}
+
+/* What the worker does not take is freed with it (ASan: no leak), and the
+ * untaken port closes (its peer sees 'close'). */
+static bool dm_closed;
+
+static void dm_on_close(weft_port_t* port) {
+  dm_closed = true;
+  cr_assert_eq(weft_port_free(port), 0);
+}
+
+Test(worker, data_msg_untaken_transfers_are_released_with_the_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = new_shared(64);
+  weft_port_t *a, *b;
+  weft_worker_t* w;
+  cr_assert_eq(weft_buffer_new(&buf, 64), 0);
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_close(a, dm_on_close), 0);
+  cr_assert_eq(weft_port_start(a), 0);
+  opts.data_msg = data_msg_of(buf, sh, b);
+  w = spawn_worker(loop, entry_nop, &opts);
+  run_loop(loop);
+  cr_assert_eq(exit_code, 0);
+  cr_assert(dm_closed);
+  weft_worker_free(w);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_port_free(b), 0);
+  weft_shared_unref(sh);
+  free_loop(loop);
+}
+
+/* --- hasRef and event-loop utilization ------------------------------------ */
+
+static bool other_has_ref = true;
+
+static void has_ref_other_thread(void* arg) {
+  other_has_ref = weft_worker_has_ref(arg);
+}
+
+Test(worker, has_ref_follows_ref_unref_and_exit) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  weft_worker_t* w = spawn_worker(loop, entry_parked, &opts);
+  uv_thread_t t;
+  cr_assert_not(weft_worker_has_ref(NULL));
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_eq(uv_thread_create(&t, has_ref_other_thread, w), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_not(other_has_ref, "not the owner's thread: false");
+  cr_assert_eq(weft_worker_unref(w), 0);
+  cr_assert_not(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_ref(w), 0);
+  cr_assert(weft_worker_has_ref(w));
+  cr_assert_eq(weft_worker_terminate(w, NULL), 0);
+  run_loop(loop);
+  cr_assert(weft_worker_exited(w));
+  cr_assert_not(weft_worker_has_ref(w), "an exited worker holds nothing");
+  weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* A worker busy in its entry (a CPU loop) is active all the time, a
+ * worker parked in its loop is idle: both read from the owner's loop.
+ * Only a lower bound on the busy one and an upper bound on the idle one's
+ * share are checked (shares, not speeds). */
+static struct {
+  weft_worker_t* busy;
+  weft_worker_t* idle;
+  weft_elu_t busy0, idle0;
+  weft_elu_t busy1, idle1;
+  int err0, err1;
+} elu;
+
+static void entry_busy_until_stopped(weft_loop_t* loop, void* arg) {
+  volatile uint64_t x = 0;
+  (void)loop;
+  (void)arg;
+  while (!weft_should_stop())
+    x++;
+}
+
+static void elu_second(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  elu.err1 = weft_worker_utilization(elu.busy, &elu.busy0, &elu.busy1);
+  elu.err1 |= weft_worker_utilization(elu.idle, &elu.idle0, &elu.idle1);
+  cr_assert_eq(weft_worker_terminate(elu.busy, NULL), 0);
+  cr_assert_eq(weft_worker_terminate(elu.idle, NULL), 0);
+}
+
+static void elu_first(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  elu.err0 = weft_worker_utilization(elu.busy, NULL, &elu.busy0);
+  elu.err0 |= weft_worker_utilization(elu.idle, NULL, &elu.idle0);
+  cr_assert_eq(weft_set_timeout(loop, 300, elu_second, NULL, NULL), 0);
+}
+
+Test(worker, utilization_of_a_busy_and_an_idle_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_elu_t after;
+  cr_assert_eq(weft_worker_utilization(NULL, NULL, &after), WEFT_EINVAL);
+  elu.busy = spawn_worker(loop, entry_busy_until_stopped, NULL);
+  elu.idle = spawn_worker(loop, entry_parked, NULL);
+  cr_assert_eq(weft_worker_utilization(elu.busy, NULL, NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_set_timeout(loop, 100, elu_first, NULL, NULL), 0);
+  run_loop(loop);
+  cr_assert_eq(elu.err0, 0);
+  cr_assert_eq(elu.err1, 0);
+  /* Over the 300 ms between the samples. */
+  cr_assert_gt(elu.busy1.utilization, 0.5, "busy: %f (active %f idle %f)",
+               elu.busy1.utilization, elu.busy1.active, elu.busy1.idle);
+  cr_assert_gt(elu.busy1.active, 0);
+  cr_assert_lt(elu.idle1.utilization, 0.5, "idle: %f (active %f idle %f)",
+               elu.idle1.utilization, elu.idle1.active, elu.idle1.idle);
+  cr_assert_gt(elu.idle1.idle, 0);
+  /* After the exit the last sample stays. */
+  cr_assert(weft_worker_exited(elu.busy));
+  cr_assert_eq(weft_worker_utilization(elu.busy, NULL, &after), 0);
+  cr_assert_gt(after.active, elu.busy0.active);
+  weft_worker_free(elu.busy);
+  weft_worker_free(elu.idle);
   free_loop(loop);
 }
