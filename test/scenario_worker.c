@@ -837,7 +837,7 @@ static void h_entry(weft_loop_t* loop, void* arg) {
   weft_buffer_free(buf);
   CHECK(weft_msg_take_shared(m, &o->via.array.ptr[1], &sh) == 0, "shared");
   CHECK(weft_atomic_add32(sh, 0, 1, NULL) == 0, "add");
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   CHECK(weft_port_on_message(weft_parent_port(), h_echo) == 0, "on");
 }
 
@@ -929,7 +929,7 @@ static void hosted_from_loopless_threads(void) {
     uv_thread_join(&t[i]);
   CHECK(weft_atomic_load32(h_shared, 0, &n) == 0, "load");
   CHECK(n == H_THREADS * H_ROUNDS, "workers saw the shared buffer %d", n);
-  weft_shared_unref(h_shared);
+  weft_shared_release(h_shared);
   /* Not under TSan: reading /proc opens a descriptor whose number the
    * ended host's loop held, and libuv's closes are invisible to TSan
    * (see tsan.supp). test_worker checks the host's end. */

@@ -1980,7 +1980,7 @@ static void entry_data_msg(weft_loop_t* loop, void* arg) {
   if (wd.take_shared == 0) {
     weft_atomic_load32(sh, 0, &wd.shared_seen);
     weft_atomic_store32(sh, 1, 6); /* The spawner sees this. */
-    weft_shared_unref(sh);
+    weft_shared_release(sh);
   }
   wd.take_port = weft_msg_take_port(m, &o->via.array.ptr[2], &port);
   if (wd.take_port == 0)
@@ -2056,7 +2056,7 @@ Test(worker, data_msg_moves_a_buffer_shares_a_shared_buffer_and_a_port) {
   weft_worker_free(w);
   weft_buffer_free(buf);
   cr_assert_eq(weft_port_free(b), 0); /* The husk. */
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   free_loop(loop);
 }
 
@@ -2129,7 +2129,7 @@ Test(worker, data_msg_stays_the_callers_on_error) {
   weft_worker_free(w);
   weft_buffer_free(buf);
   cr_assert_eq(weft_port_free(b), 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   free_loop(loop);
 }
 
@@ -2161,7 +2161,7 @@ Test(worker, data_msg_untaken_transfers_are_released_with_the_worker) {
   weft_worker_free(w);
   weft_buffer_free(buf);
   cr_assert_eq(weft_port_free(b), 0);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   free_loop(loop);
 }
 
