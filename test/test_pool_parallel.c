@@ -112,7 +112,6 @@ static int square(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
 }
 
 /* "bytes": an int n -> a transferred buffer of n bytes, each n. */
-
 static int bytes_task(weft_task_ctx_t* ctx,
                       weft_msg_t* arg,
                       weft_msg_t* result) {
