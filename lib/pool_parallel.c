@@ -55,9 +55,14 @@ static void nap_1ms(void) {
   nanosleep(&ts, NULL);
 }
 
+/* One future of the window (a struct, so that the array is of records). */
+typedef struct {
+  weft_task_t* t;
+} slot_t;
+
 static int run_all(const run_t* r) {
   size_t window = pool_threads(r->pool) * WINDOW_PER_THREAD;
-  weft_task_t** ring;
+  slot_t* ring;
   size_t next = 0; /* Next item to submit. */
   size_t head = 0; /* Oldest item submitted and not yet settled. */
   int first = 0;
@@ -77,7 +82,7 @@ static int run_all(const run_t* r) {
       int err = r->make(r->ctx, next, &m);
       if (err == 0)
         err = weft_pool_submit_msg(r->pool, r->name, &m, NULL, NULL,
-                                   &ring[next % window]);
+                                   &ring[next % window].t);
       weft_msg_free(m); /* NULL once the pool took it. */
       if (err == WEFT_EQUEUEFULL) {
         /* Backpressure is waited out: on our oldest task, or, with none
@@ -98,7 +103,7 @@ static int run_all(const run_t* r) {
       continue; /* The queue was full with nothing of ours in it. */
     }
     {
-      weft_task_t* t = ring[head % window];
+      weft_task_t* t = ring[head % window].t;
       int st;
       (void)weft_task_wait(t, -1);
       st = weft_task_status(t);
@@ -107,7 +112,7 @@ static int run_all(const run_t* r) {
       if (st != 0 && first == 0)
         first = st;
       weft_task_free(t);
-      ring[head % window] = NULL;
+      ring[head % window].t = NULL;
       head++;
     }
   }
@@ -183,8 +188,12 @@ int weft_pool_for(weft_pool_t* pool,
 /* ---- map ---------------------------------------------------------------- */
 
 typedef struct {
+  weft_msg_t* m;
+} result_t;
+
+typedef struct {
   const msgpack_object_array* in;
-  weft_msg_t** results; /* One per element, owned until the end. */
+  result_t* results; /* One per element, owned until the end. */
 } map_t;
 
 static int map_make(void* ctx, size_t i, weft_msg_t** out) {
@@ -201,84 +210,126 @@ static int map_make(void* ctx, size_t i, weft_msg_t** out) {
 
 static int map_done(void* ctx, size_t i, weft_task_t* t) {
   const map_t* mp = ctx;
-  return weft_task_take_result(t, &mp->results[i]);
+  return weft_task_take_result(t, &mp->results[i].m);
 }
 
 /* Buffer handles taken out of the results while repacking: their bytes
  * move into the output message when it is sealed, then the handles go. */
 typedef struct {
-  weft_buffer_t** v;
+  weft_buffer_t* b;
+} handle_t;
+
+typedef struct {
+  handle_t* v;
   size_t n, cap;
 } handles_t;
 
 static int handles_push(handles_t* h, weft_buffer_t* b) {
   if (h->n == h->cap) {
     size_t cap = h->cap != 0 ? h->cap * 2 : 8;
-    weft_buffer_t** v = weft__xrealloc(h->v, cap * sizeof(*v));
+    handle_t* v = weft__xrealloc(h->v, cap * sizeof(*v));
     if (v == NULL)
       return WEFT_ENOMEM;
     h->v = v;
     h->cap = cap;
   }
-  h->v[h->n++] = b;
+  h->v[h->n++].b = b;
   return 0;
 }
 
-/* Pack `o`, a value of received message `src`, into `dst`, moving the
- * buffers and shared buffers it carries. Recursion is bounded: a received
- * value nests at most WEFT_MSG_MAX_DEPTH deep. */
+/* Pack one value that is not a container: a buffer or shared buffer of
+ * received message `src` moves into `dst`, anything else is copied. */
+static int repack_leaf(weft_msg_t* dst,
+                       msgpack_packer* pk,
+                       weft_msg_t* src,
+                       const msgpack_object* o,
+                       handles_t* h) {
+  int err;
+  if (o->type == MSGPACK_OBJECT_EXT) {
+    switch (weft_msg_ext_kind(o)) {
+      case WEFT_EXT_BUFFER: {
+        weft_buffer_t* b = NULL;
+        err = weft_msg_take_buffer(src, o, &b);
+        if (err == 0 && (err = handles_push(h, b)) != 0)
+          weft_buffer_free(b);
+        return err != 0 ? err : weft_msg_add_buffer(dst, b);
+      }
+      case WEFT_EXT_SHARED: {
+        weft_shared_t* sh = NULL;
+        err = weft_msg_take_shared(src, o, &sh);
+        if (err == 0) {
+          err = weft_msg_add_shared(dst, sh); /* Takes its own reference. */
+          weft_shared_release(sh);
+        }
+        return err;
+      }
+      case WEFT_EXT_PORT:
+        /* Taking a port needs a loop, which the caller may not have. */
+        return WEFT_EUNTRANSFERABLE;
+      default:
+        break;
+    }
+  }
+  return msgpack_pack_object(pk, *o) != 0 ? WEFT_ENOMEM : 0;
+}
+
+/* An open container while repacking, and how many of its items (a map
+ * counts keys and values) were packed. */
+typedef struct {
+  const msgpack_object* o;
+  uint32_t done;
+} frame_t;
+
+/* Pack `root`, a value of received message `src`, into `dst`, moving the
+ * buffers and shared buffers it carries. A walk with a stack of its own:
+ * a received value nests at most WEFT_MSG_MAX_DEPTH deep. */
 static int repack(weft_msg_t* dst,
                   msgpack_packer* pk,
                   weft_msg_t* src,
-                  const msgpack_object* o,
+                  const msgpack_object* root,
                   handles_t* h) {
-  uint32_t i;
-  int err = 0;
-  switch (o->type) {
-    case MSGPACK_OBJECT_ARRAY:
-      if (msgpack_pack_array(pk, o->via.array.size) != 0)
-        return WEFT_ENOMEM;
-      for (i = 0; i < o->via.array.size && err == 0; i++)
-        err = repack(dst, pk, src, &o->via.array.ptr[i], h);
+  frame_t st[WEFT_MSG_MAX_DEPTH + 1];
+  int depth = 0;
+  const msgpack_object* o = root;
+  for (;;) {
+    uint32_t n = 0;
+    int err = 0;
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+      n = o->via.array.size;
+      err = msgpack_pack_array(pk, n) != 0 ? WEFT_ENOMEM : 0;
+    } else if (o->type == MSGPACK_OBJECT_MAP) {
+      n = o->via.map.size;
+      err = msgpack_pack_map(pk, n) != 0 ? WEFT_ENOMEM : 0;
+    } else {
+      err = repack_leaf(dst, pk, src, o, h);
+    }
+    if (err != 0)
       return err;
-    case MSGPACK_OBJECT_MAP:
-      if (msgpack_pack_map(pk, o->via.map.size) != 0)
-        return WEFT_ENOMEM;
-      for (i = 0; i < o->via.map.size && err == 0; i++) {
-        err = repack(dst, pk, src, &o->via.map.ptr[i].key, h);
-        if (err == 0)
-          err = repack(dst, pk, src, &o->via.map.ptr[i].val, h);
+    if (n > 0) {
+      if (depth > WEFT_MSG_MAX_DEPTH)
+        return WEFT_ETOODEEP;
+      st[depth].o = o;
+      st[depth].done = 0;
+      depth++;
+    }
+    /* The next item: in the innermost container not yet finished. */
+    o = NULL;
+    while (o == NULL && depth > 0) {
+      frame_t* f = &st[depth - 1];
+      if (f->o->type == MSGPACK_OBJECT_ARRAY) {
+        if (f->done < f->o->via.array.size)
+          o = &f->o->via.array.ptr[f->done++];
+      } else if (f->done / 2 < f->o->via.map.size) {
+        const msgpack_object_kv* kv = &f->o->via.map.ptr[f->done / 2];
+        o = f->done % 2 == 0 ? &kv->key : &kv->val;
+        f->done++;
       }
-      return err;
-    case MSGPACK_OBJECT_EXT:
-      switch (weft_msg_ext_kind(o)) {
-        case WEFT_EXT_BUFFER: {
-          weft_buffer_t* b = NULL;
-          err = weft_msg_take_buffer(src, o, &b);
-          if (err == 0 && (err = handles_push(h, b)) != 0)
-            weft_buffer_free(b);
-          return err != 0 ? err : weft_msg_add_buffer(dst, b);
-        }
-        case WEFT_EXT_SHARED: {
-          weft_shared_t* s = NULL;
-          err = weft_msg_take_shared(src, o, &s);
-          if (err == 0) {
-            err = weft_msg_add_shared(dst, s); /* Takes its own reference. */
-            weft_shared_release(s);
-          }
-          return err;
-        }
-        case WEFT_EXT_PORT:
-          /* Taking a port needs a loop, which the caller may not have. */
-          return WEFT_EUNTRANSFERABLE;
-        default:
-          break;
-      }
-      break;
-    default:
-      break;
+      if (o == NULL)
+        depth--;
+    }
+    if (o == NULL)
+      return 0;
   }
-  return msgpack_pack_object(pk, *o) != 0 ? WEFT_ENOMEM : 0;
 }
 
 /* Turn a built message into one as weft_port_receive() returns it: its
@@ -314,14 +365,14 @@ static int map_collect(const map_t* mp, weft_msg_t** results) {
   if (pk == NULL || msgpack_pack_array(pk, mp->in->size) != 0)
     err = WEFT_ENOMEM;
   for (i = 0; i < mp->in->size && err == 0; i++)
-    err = repack(out, pk, mp->results[i],
-                 weft_msg_object(mp->results[i]), &h);
+    err = repack(out, pk, mp->results[i].m,
+                 weft_msg_object(mp->results[i].m), &h);
   if (err == 0)
     err = own_msg(out);
   /* On success the bytes moved and these handles are detached; on error
    * the message never took them and they are freed here. */
   for (i = 0; i < h.n; i++)
-    weft_buffer_free(h.v[i]);
+    weft_buffer_free(h.v[i].b);
   weft__xfree(h.v);
   if (err != 0) {
     weft_msg_free(out);
@@ -381,7 +432,7 @@ int weft_pool_map(weft_pool_t* pool,
   if (err == 0)
     err = map_collect(&mp, results);
   for (i = 0; i < mp.in->size; i++)
-    weft_msg_free(mp.results[i]);
+    weft_msg_free(mp.results[i].m);
   weft__xfree(mp.results);
   msgpack_zone_destroy(&zone);
   return err;

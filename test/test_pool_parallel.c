@@ -132,6 +132,24 @@ static int bytes_task(weft_task_ctx_t* ctx,
   return weft_msg_pack(result, "[BI]", buf, n);
 }
 
+/* "shape": an int n -> {"n": [n, "s", nil, {}], "x": 1.5}. */
+static int shape(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
+  int64_t n;
+  msgpack_packer* pk = weft_msg_packer(result);
+  (void)ctx;
+  if (weft_msg_read(arg, "I", &n) != 0)
+    return WEFT_EDECODE;
+  msgpack_pack_map(pk, 2);
+  pack_str(pk, "n");
+  msgpack_pack_array(pk, 4);
+  msgpack_pack_int64(pk, n);
+  pack_str(pk, "s");
+  msgpack_pack_nil(pk);
+  msgpack_pack_map(pk, 0);
+  pack_str(pk, "x");
+  return msgpack_pack_double(pk, 1.5);
+}
+
 static weft_pool_t* new_pool(void) {
   weft_pool_t* pool = NULL;
   weft_pool_opts_t opts;
@@ -144,6 +162,7 @@ static weft_pool_t* new_pool(void) {
   cr_assert_eq(weft_pool_register(pool, "fail", fail, NULL), 0);
   cr_assert_eq(weft_pool_register(pool, "square", square, NULL), 0);
   cr_assert_eq(weft_pool_register(pool, "bytes", bytes_task, NULL), 0);
+  cr_assert_eq(weft_pool_register(pool, "shape", shape, NULL), 0);
   reset();
   return pool;
 }
@@ -294,6 +313,38 @@ Test(pool_parallel, map_keeps_input_order) {
   o = weft_msg_object(res);
   cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
   cr_assert_eq(o->via.array.size, 0);
+  weft_msg_free(res);
+  close_pool(pool);
+}
+
+Test(pool_parallel, map_results_keep_their_shape) {
+  weft_pool_t* pool = new_pool();
+  int64_t v[2] = {7, -8};
+  weft_msg_t* res = NULL;
+  packed_t p = packed_ints(v, 2);
+  const msgpack_object* o;
+  size_t i;
+  cr_assert_eq(weft_pool_map(pool, "shape", p.data, p.len, &res), 0);
+  o = weft_msg_object(res);
+  cr_assert_eq(o->type, MSGPACK_OBJECT_ARRAY);
+  cr_assert_eq(o->via.array.size, 2);
+  for (i = 0; i < 2; i++) {
+    const msgpack_object* m = &o->via.array.ptr[i];
+    int64_t n = 0;
+    double x = 0;
+    cr_assert_eq(m->type, MSGPACK_OBJECT_MAP);
+    cr_assert_eq(m->via.map.size, 2);
+    cr_assert(obj_str_eq(&m->via.map.ptr[0].key, "n"));
+    cr_assert_eq(weft_obj_read(&m->via.map.ptr[0].val, "[Isn*]", &n, NULL,
+                               NULL),
+                 0);
+    cr_assert_eq(n, v[i]);
+    cr_assert_eq(m->via.map.ptr[0].val.via.array.ptr[3].type,
+                 MSGPACK_OBJECT_MAP);
+    cr_assert(obj_str_eq(&m->via.map.ptr[1].key, "x"));
+    cr_assert_eq(weft_obj_read(&m->via.map.ptr[1].val, "d", &x), 0);
+    cr_assert_eq(x, 1.5);
+  }
   weft_msg_free(res);
   close_pool(pool);
 }
