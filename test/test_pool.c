@@ -13,6 +13,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <dirent.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -921,6 +923,50 @@ static int task_whoami(weft_task_ctx_t* ctx, weft_msg_t* arg,
   return 0;
 }
 
+/* Threads of the process whose name starts with `prefix`, and how many
+ * of them have nice value `nice` (/proc/self/task/<tid>/stat, field 19). */
+static int threads_with_nice(const char* prefix, int nice, int* named) {
+  DIR* d = opendir("/proc/self/task");
+  struct dirent* e;
+  int n = 0;
+  *named = 0;
+  cr_assert(d != NULL);
+  while ((e = readdir(d)) != NULL) {
+    char path[300], comm[32] = "", buf[1024];
+    FILE* f;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    if (fgets(comm, sizeof(comm), f) == NULL)
+      comm[0] = '\0';
+    fclose(f);
+    if (strncmp(comm, prefix, strlen(prefix)) != 0)
+      continue;
+    (*named)++;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    if (fgets(buf, sizeof(buf), f) != NULL) {
+      /* After "(comm)": state is field 3; nice is field 19. */
+      char* p = strrchr(buf, ')');
+      int field = 2, v = 0;
+      for (; p != NULL && *p != '\0'; p++) {
+        if (*p == ' ' && ++field == 19) {
+          v = atoi(p + 1);
+          break;
+        }
+      }
+      if (field == 19 && v == nice)
+        n++;
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
 Test(pool, thread_names_and_nice_increment) {
   weft_pool_opts_t o = {.name = "tnice", .nice_increment = 5};
   weft_pool_t* pool = new_pool(&o);
@@ -939,8 +985,12 @@ Test(pool, thread_names_and_nice_increment) {
   cr_assert_eq(obj_int(&a->via.array.ptr[1]), expect);
   weft_msg_free(m);
   weft_task_free(t);
-  /* The calling thread keeps its own. */
+  /* The calling thread keeps its own; every pool thread (the pool's own
+   * "tnice" and the worker "tnice-0") is lowered. */
   cr_assert_eq(getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)), base);
+  int named = 0;
+  cr_assert_eq(threads_with_nice("tnice", expect, &named), 2);
+  cr_assert_eq(named, 2);
   cr_assert_eq(weft_pool_close(pool), 0);
 }
 
