@@ -1035,3 +1035,53 @@ Test(pool, future_waited_from_several_threads) {
   weft_task_free(t);
   cr_assert_eq(weft_pool_close(pool), 0);
 }
+
+/* --- The shared-buffer fast path ------------------------------------------ */
+
+/* [begin, end, <shared>]: squares indexes begin..end-1 into the shared
+ * array of uint32; nothing is copied. */
+static int task_square(weft_task_ctx_t* ctx, weft_msg_t* arg,
+                       weft_msg_t* res) {
+  const msgpack_object* o = weft_msg_object(arg);
+  weft_shared_t* sh = NULL;
+  (void)ctx;
+  (void)res;
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3)
+    return WEFT_EDECODE;
+  if (weft_msg_take_shared(arg, &o->via.array.ptr[2], &sh) != 0)
+    return WEFT_EINVAL;
+  uint32_t* a = weft_shared_data(sh);
+  for (uint64_t i = o->via.array.ptr[0].via.u64;
+       i < o->via.array.ptr[1].via.u64; i++)
+    a[i] = (uint32_t)(i * i);
+  weft_shared_unref(sh);
+  return 0;
+}
+
+Test(pool, shared_buffer_slices_copy_nothing) {
+  weft_pool_opts_t o = {.max_threads = 2};
+  weft_pool_t* pool = new_pool(&o);
+  cr_assert_eq(weft_pool_register(pool, "square", task_square, NULL), 0);
+  weft_shared_t* sh = new_shared(1000 * sizeof(uint32_t));
+  weft_task_t* t[4];
+  for (int i = 0; i < 4; i++) {
+    weft_msg_t* m = NULL;
+    cr_assert_eq(weft_msg_new(&m), 0);
+    msgpack_pack_array(weft_msg_packer(m), 3);
+    msgpack_pack_uint64(weft_msg_packer(m), (uint64_t)i * 250);
+    msgpack_pack_uint64(weft_msg_packer(m), (uint64_t)(i + 1) * 250);
+    cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+    cr_assert_eq(weft_pool_submit_msg(pool, "square", &m, NULL, NULL, &t[i]),
+                 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    cr_assert_eq(weft_task_wait(t[i], -1), 0);
+    cr_assert_eq(weft_task_status(t[i]), 0);
+    weft_task_free(t[i]);
+  }
+  const uint32_t* a = weft_shared_data(sh);
+  for (uint32_t i = 0; i < 1000; i++)
+    cr_assert_eq(a[i], i * i);
+  weft_shared_unref(sh);
+  cr_assert_eq(weft_pool_close(pool), 0);
+}
