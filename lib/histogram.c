@@ -4,7 +4,7 @@
 /* Bucket of `v`: exact below 2 * SUB, then SUB buckets per power of two. */
 static unsigned bucket_of(uint64_t v) {
   unsigned e;
-  if (v < 2 * WEFT__HIST_SUB)
+  if (v < (uint64_t)2 * WEFT__HIST_SUB)
     return (unsigned)v;
   e = 63u - (unsigned)__builtin_clzll(v); /* >= 5 */
   /* The 4 bits below the top one choose the bucket within [2^e, 2^e+1). */
@@ -14,7 +14,7 @@ static unsigned bucket_of(uint64_t v) {
 /* The smallest value in bucket `b` and the bucket's width. */
 static void bucket_range(unsigned b, double* lo, double* width) {
   unsigned e, sub;
-  if (b < 2 * WEFT__HIST_SUB) {
+  if (b < 2u * WEFT__HIST_SUB) {
     *lo = b;
     *width = 1;
     return;

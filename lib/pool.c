@@ -769,7 +769,8 @@ static int spawn_one(weft_pool_t* pool) {
   pw->pool = pool;
   pw->state = PW_STARTING;
   pw->born = uv_hrtime();
-  snprintf(name, sizeof(name), "%s-%u", pool->name, pool->next_index++);
+  (void)snprintf(name, sizeof(name), "%s-%u", pool->name,
+                 pool->next_index++);
   memset(&o, 0, sizeof(o));
   o.name = name;
   o.arg = pw;
@@ -988,7 +989,7 @@ int weft_pool_new(weft_pool_t** out, const weft_pool_opts_t* opts) {
   pool = WEFT__FAILABLE(weft__xalloc64(sizeof(*pool)));
   if (pool == NULL)
     return WEFT_ENOMEM;
-  snprintf(pool->name, sizeof(pool->name), "%s",
+  (void)snprintf(pool->name, sizeof(pool->name), "%s",
            o.name != NULL ? o.name : "weft-pool");
   pool->min_threads = o.min_threads;
   pool->max_threads = o.max_threads;

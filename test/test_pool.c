@@ -13,6 +13,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <dirent.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -921,6 +923,50 @@ static int task_whoami(weft_task_ctx_t* ctx, weft_msg_t* arg,
   return 0;
 }
 
+/* Threads of the process whose name starts with `prefix`, and how many
+ * of them have nice value `nice` (/proc/self/task/<tid>/stat, field 19). */
+static int threads_with_nice(const char* prefix, int nice, int* named) {
+  DIR* d = opendir("/proc/self/task");
+  struct dirent* e;
+  int n = 0;
+  *named = 0;
+  cr_assert(d != NULL);
+  while ((e = readdir(d)) != NULL) {
+    char path[300], comm[32] = "", buf[1024];
+    FILE* f;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    if (fgets(comm, sizeof(comm), f) == NULL)
+      comm[0] = '\0';
+    fclose(f);
+    if (strncmp(comm, prefix, strlen(prefix)) != 0)
+      continue;
+    (*named)++;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+    if ((f = fopen(path, "r")) == NULL)
+      continue;
+    if (fgets(buf, sizeof(buf), f) != NULL) {
+      /* After "(comm)": state is field 3; nice is field 19. */
+      char* p = strrchr(buf, ')');
+      int field = 2, v = 0;
+      for (; p != NULL && *p != '\0'; p++) {
+        if (*p == ' ' && ++field == 19) {
+          v = atoi(p + 1);
+          break;
+        }
+      }
+      if (field == 19 && v == nice)
+        n++;
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
 Test(pool, thread_names_and_nice_increment) {
   weft_pool_opts_t o = {.name = "tnice", .nice_increment = 5};
   weft_pool_t* pool = new_pool(&o);
@@ -939,8 +985,12 @@ Test(pool, thread_names_and_nice_increment) {
   cr_assert_eq(obj_int(&a->via.array.ptr[1]), expect);
   weft_msg_free(m);
   weft_task_free(t);
-  /* The calling thread keeps its own. */
+  /* The calling thread keeps its own; every pool thread (the pool's own
+   * "tnice" and the worker "tnice-0") is lowered. */
   cr_assert_eq(getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)), base);
+  int named = 0;
+  cr_assert_eq(threads_with_nice("tnice", expect, &named), 2);
+  cr_assert_eq(named, 2);
   cr_assert_eq(weft_pool_close(pool), 0);
 }
 
@@ -983,5 +1033,55 @@ Test(pool, future_waited_from_several_threads) {
   }
   cr_assert_eq(take_int(t), 8);
   weft_task_free(t);
+  cr_assert_eq(weft_pool_close(pool), 0);
+}
+
+/* --- The shared-buffer fast path ------------------------------------------ */
+
+/* [begin, end, <shared>]: squares indexes begin..end-1 into the shared
+ * array of uint32; nothing is copied. */
+static int task_square(weft_task_ctx_t* ctx, weft_msg_t* arg,
+                       weft_msg_t* res) {
+  const msgpack_object* o = weft_msg_object(arg);
+  weft_shared_t* sh = NULL;
+  (void)ctx;
+  (void)res;
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3)
+    return WEFT_EDECODE;
+  if (weft_msg_take_shared(arg, &o->via.array.ptr[2], &sh) != 0)
+    return WEFT_EINVAL;
+  uint32_t* a = weft_shared_data(sh);
+  for (uint64_t i = o->via.array.ptr[0].via.u64;
+       i < o->via.array.ptr[1].via.u64; i++)
+    a[i] = (uint32_t)(i * i);
+  weft_shared_unref(sh);
+  return 0;
+}
+
+Test(pool, shared_buffer_slices_copy_nothing) {
+  weft_pool_opts_t o = {.max_threads = 2};
+  weft_pool_t* pool = new_pool(&o);
+  cr_assert_eq(weft_pool_register(pool, "square", task_square, NULL), 0);
+  weft_shared_t* sh = new_shared(1000 * sizeof(uint32_t));
+  weft_task_t* t[4];
+  for (int i = 0; i < 4; i++) {
+    weft_msg_t* m = NULL;
+    cr_assert_eq(weft_msg_new(&m), 0);
+    msgpack_pack_array(weft_msg_packer(m), 3);
+    msgpack_pack_uint64(weft_msg_packer(m), (uint64_t)i * 250);
+    msgpack_pack_uint64(weft_msg_packer(m), (uint64_t)(i + 1) * 250);
+    cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+    cr_assert_eq(weft_pool_submit_msg(pool, "square", &m, NULL, NULL, &t[i]),
+                 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    cr_assert_eq(weft_task_wait(t[i], -1), 0);
+    cr_assert_eq(weft_task_status(t[i]), 0);
+    weft_task_free(t[i]);
+  }
+  const uint32_t* a = weft_shared_data(sh);
+  for (uint32_t i = 0; i < 1000; i++)
+    cr_assert_eq(a[i], i * i);
+  weft_shared_unref(sh);
   cr_assert_eq(weft_pool_close(pool), 0);
 }

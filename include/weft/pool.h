@@ -62,8 +62,13 @@ typedef int (*weft_task_fn)(weft_task_ctx_t* ctx,
 /* The outcome of a task. `status` is 0 with `result` set (valid for the
  * call; weft_msg_keep() keeps it), or a negative code with `result` NULL.
  * Runs on: the submitter's loop if the submitting thread had one
- * (next-ticks and microtasks drained after); otherwise on a pool thread,
- * right when the task settles: keep it short and thread-safe there. */
+ * (next-ticks and microtasks drained after); otherwise on the pool's own
+ * thread, right after the task settles: keep it short and thread-safe
+ * there (it may submit more; it may not close the pool). A result that
+ * cannot be decoded there (out of memory, the heap limit of a worker that
+ * submitted) comes as that error with `result` NULL. If the submitter's
+ * loop is torn down first (a worker that submitted ends), the callback is
+ * dropped; the task still settles and its future sees the outcome. */
 typedef void (*weft_task_done_cb)(void* ctx, int status, weft_msg_t* result);
 
 /* Pool options; zero means default for every field. */
@@ -114,7 +119,10 @@ WEFT_EXTERN int weft_pool_register(weft_pool_t* pool,
  * task is registered under `name`), WEFT_EQUEUEFULL (backpressure: the
  * queue is at max_queue), WEFT_ECLOSED (the pool is closing),
  * WEFT_EDECODE/WEFT_ETOODEEP (not one msgpack value), WEFT_EMSGSIZE,
- * WEFT_ENOMEM. Thread: any except inside weft_pool_close()/_destroy(). */
+ * WEFT_ENOMEM. Thread: any (a task function too: its callback then runs
+ * on its worker's loop; a callback on the pool's thread too), but not
+ * after weft_pool_close()/_destroy() returned; a submit racing with them
+ * answers WEFT_ECLOSED. */
 WEFT_EXTERN int weft_pool_submit(weft_pool_t* pool,
                                  const char* name,
                                  const void* bytes,
@@ -131,26 +139,34 @@ WEFT_EXTERN int weft_pool_submit_msg(weft_pool_t* pool,
                                      void* ctx,
                                      weft_task_t** out);
 
-/* --- The future (any thread that holds it) ----------------------------- */
+/* --- The future (any thread that holds it) -----------------------------
+ * A future stays valid until weft_task_free(), also after its pool was
+ * closed or destroyed (every task has settled by then). One thread at a
+ * time uses it, except weft_task_wait(), weft_task_status() and
+ * weft_task_cancel(), which any number of threads may call at once. */
 
 /* Wait until the task settled (0) or `timeout_ms` passed (WEFT_ETIMEDOUT,
  * never earlier; 0 polls, negative waits without limit). Spins briefly,
- * then sleeps on a futex. Returns WEFT_EINVAL for NULL. */
+ * then sleeps on a futex. Returns WEFT_EINVAL for NULL. Several threads
+ * may wait on one future. Thread: any (it blocks a loop thread's loop). */
 WEFT_EXTERN int weft_task_wait(weft_task_t* t, int64_t timeout_ms);
 /* The outcome without waiting: WEFT_EAGAIN while pending, then the
  * task's status (0 or its negative code). */
 WEFT_EXTERN int weft_task_status(const weft_task_t* t);
 /* Take the result of a task that settled with 0 and was submitted without
  * a callback. Returns 0 and sets `*out` (the caller owns it:
- * weft_msg_free() on this thread), WEFT_EAGAIN (pending), the task's error
- * code if it failed, WEFT_EINVAL (taken already, or it went to a
- * callback). */
+ * weft_msg_free() on this thread; on a worker it is charged to that
+ * worker's heap), WEFT_EAGAIN (pending), the task's error code if it
+ * failed, WEFT_EINVAL (taken already, or it went to a callback),
+ * WEFT_ENOMEM / WEFT_EHEAPLIMIT (decoding it here failed; the result is
+ * gone). */
 WEFT_EXTERN int weft_task_take_result(weft_task_t* t, weft_msg_t** out);
 /* Cancel (Node's AbortSignal). A queued task is removed; a running one is
  * flagged (weft_task_canceled() turns true for its function, whose
  * eventual result is dropped). Either way the task settles with
- * WEFT_ECANCELED at once: its callback runs as for any outcome.
- * Returns 0, or WEFT_EINVAL if it settled already. */
+ * WEFT_ECANCELED at once: its callback runs as for any outcome. A cancel
+ * racing the task's end: exactly one of them settles it.
+ * Returns 0, or WEFT_EINVAL if it settled already. Thread: any. */
 WEFT_EXTERN int weft_task_cancel(weft_task_t* t);
 /* The task's id, unique in the process. */
 WEFT_EXTERN uint64_t weft_task_id(const weft_task_t* t);
@@ -162,9 +178,9 @@ WEFT_EXTERN void weft_task_free(weft_task_t* t);
 
 /* True once the task was cancelled or its pool is being destroyed. Long
  * loops check it (with weft_should_stop()) and return WEFT_ECANCELED.
- * Cheap: one relaxed load. */
+ * Cheap: two relaxed loads. Thread: the task's worker. */
 WEFT_EXTERN bool weft_task_canceled(const weft_task_ctx_t* ctx);
-/* The `data` given to weft_pool_register(). */
+/* The `data` given to weft_pool_register(). Thread: the task's worker. */
 WEFT_EXTERN void* weft_task_data(const weft_task_ctx_t* ctx);
 /* Complete a task that returned WEFT_TASK_PENDING: `status` 0 sends what
  * was packed into its `result` message, a negative code fails it. `arg`
@@ -218,8 +234,8 @@ typedef struct weft_pool_stats_s {
   uint64_t canceled;   /* Settled with WEFT_ECANCELED. */
   uint64_t rejected;   /* Submits refused with WEFT_EQUEUEFULL. */
   size_t queued;       /* Waiting for a worker now. */
-  size_t running;      /* On a worker now. */
-  unsigned threads;    /* Workers alive now. */
+  size_t running;      /* On a worker now (pending ones included). */
+  unsigned threads;    /* Workers alive now (starting and idle too). */
   double wait_p50_us;  /* Submit to start, over completed and failed tasks. */
   double wait_p99_us;
   double run_p50_us;   /* Start to end on the worker. */
@@ -233,14 +249,19 @@ typedef struct weft_pool_stats_s {
 WEFT_EXTERN int weft_pool_stats(weft_pool_t* pool, weft_pool_stats_t* out);
 
 /* Graceful close: refuse new submits (WEFT_ECLOSED), let every queued and
- * running task finish, stop the workers, free the pool. Blocks the calling
- * thread until then (callbacks meant for a loop run later on that loop).
+ * running task finish (a worker that dies meanwhile is replaced), stop the
+ * workers, free the pool. Blocks the calling thread until then (callbacks
+ * meant for a loop run later on that loop; those meant for the pool's
+ * thread have run). Every task has settled when it returns.
  * Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD (called from a pool thread).
  * Thread: any other thread. */
 WEFT_EXTERN int weft_pool_close(weft_pool_t* pool);
 /* Destroy: as close, but queued tasks settle with WEFT_ECANCELED at once
- * and running ones are cancelled (flagged) and their workers terminated.
- * Thread: as weft_pool_close(). */
+ * and running ones are cancelled (flagged, settled with WEFT_ECANCELED at
+ * once) and their workers terminated. C code cannot be pre-empted: the
+ * call returns once the running functions returned (weft_task_canceled()
+ * and weft_should_stop() turn true for them). Thread: as
+ * weft_pool_close(). */
 WEFT_EXTERN int weft_pool_destroy(weft_pool_t* pool);
 
 #endif /* WEFT_POOL_H */
