@@ -206,13 +206,17 @@ struct call_s {
   lstate_t* ls;
 };
 
+typedef struct {
+  call_t* head;
+} bucket_t;
+
 /* A loop's requester side (owner loop only). */
 struct lstate_s {
   lstate_t* next; /* The thread's other states (one per loop). */
   weft_loop_t* loop;
   weft_port_t* inbox; /* Weft's own port; its control hook gets outcomes. */
   void* sender;       /* The inbox's peer core: outcomes are posted on it. */
-  call_t** table;     /* Pending calls by id; `mask` + 1 buckets. */
+  bucket_t* table;    /* Pending calls by id; `mask` + 1 buckets. */
   size_t mask;
   size_t pending;   /* Calls in the table. */
   call_t* cancelled; /* Cancelled, callback not run yet. */
@@ -221,7 +225,7 @@ struct lstate_s {
 
 static _Thread_local lstate_t* tl_states;
 
-static lstate_t* lstate_find(weft_loop_t* loop) {
+static lstate_t* lstate_find(const weft_loop_t* loop) {
   lstate_t* ls;
   for (ls = tl_states; ls != NULL; ls = ls->next) {
     if (ls->loop == loop)
@@ -253,7 +257,7 @@ static void lstate_close(lstate_t* ls) {
   }
   weft__loop_untrack(&ls->tracked);
   for (i = 0; i <= ls->mask; i++)
-    calls_free(ls->table[i]);
+    calls_free(ls->table[i].head);
   calls_free(ls->cancelled);
   weft__port_release(ls->inbox);
   weft__port_drop_in_transit(ls->sender);
@@ -272,7 +276,7 @@ static void lstate_settled(lstate_t* ls) {
 }
 
 static call_t** table_slot(lstate_t* ls, uint64_t id) {
-  call_t** pp = &ls->table[id & ls->mask];
+  call_t** pp = &ls->table[id & ls->mask].head;
   while (*pp != NULL && (*pp)->id != id)
     pp = &(*pp)->next;
   return pp;
@@ -295,15 +299,15 @@ static int table_put(lstate_t* ls, call_t* c) {
   if (ls->pending > 2 * ls->mask) {
     /* Grow: ids are consecutive per loop mostly, so the low bits spread. */
     size_t n = 2 * (ls->mask + 1), i;
-    call_t** t = weft__local_calloc(n * sizeof(*t));
+    bucket_t* t = weft__local_calloc(n * sizeof(*t));
     if (t == NULL)
       return WEFT_ENOMEM;
     for (i = 0; i <= ls->mask; i++) {
-      call_t* e = ls->table[i];
+      call_t* e = ls->table[i].head;
       while (e != NULL) {
         call_t* next = e->next;
-        e->next = t[e->id & (n - 1)];
-        t[e->id & (n - 1)] = e;
+        e->next = t[e->id & (n - 1)].head;
+        t[e->id & (n - 1)].head = e;
         e = next;
       }
     }
@@ -311,7 +315,7 @@ static int table_put(lstate_t* ls, call_t* c) {
     ls->table = t;
     ls->mask = n - 1;
   }
-  pp = &ls->table[c->id & ls->mask];
+  pp = &ls->table[c->id & ls->mask].head;
   c->next = *pp;
   *pp = c;
   ls->pending++;
@@ -587,9 +591,9 @@ int weft_request_cancel(weft_loop_t* loop, uint64_t id) {
     return WEFT_EINVAL;
   /* This thread's states only: another thread's loop is never found. */
   ls = lstate_find(loop);
-  if (ls == NULL || *table_slot(ls, id) == NULL)
+  c = ls != NULL ? *table_slot(ls, id) : NULL;
+  if (c == NULL)
     return WEFT_EINVAL;
-  c = *table_slot(ls, id);
   /* First the task (it may fail): the call stays pending if it does. */
   err = weft_set_immediate(loop, on_cancelled, c, NULL);
   if (err != 0)

@@ -4,8 +4,10 @@
  * racing their timeouts (every call ends once, with its own reply or
  * WEFT_ETIMEDOUT, and every reply that missed its call is counted late),
  * a worker that answers through another worker (a chained request, and a
- * reply handle moved to the other worker's thread), and a port freed while
- * a thread blocks in a call on it. */
+ * reply handle moved to the other worker's thread), a port freed while
+ * a thread blocks in a call on it, and (WEFT_FAILPOINTS builds) a request
+ * with its k-th allocation failing, for every k: the request is refused
+ * with WEFT_ENOMEM and no callback runs, or its callback runs once. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -16,6 +18,7 @@
 
 #include <weft/weft.h>
 
+#include "internal.h" /* weft__failpoint_arm() */
 #include "support.h"
 
 #define SCALE(n) (UNDER_TSAN ? (n) / 5 : (n))
@@ -406,6 +409,75 @@ static void close_racing_calls(int round) {
   free_loop(loop);
 }
 
+/* --- 5. allocation failures ----------------------------------------------- */
+
+#ifdef WEFT_FAILPOINTS
+static void tolerant_doubler(weft_port_t* p, weft_msg_t* m) {
+  packed_t b = packed_int(msg_int(m) * 2);
+  (void)p;
+  weft_msg_reply(m, b.data, b.len); /* WEFT_ENOMEM goes to the caller. */
+}
+
+typedef struct {
+  int calls, status;
+  int64_t value;
+} af_outcome_t;
+
+static void af_cb(void* ctx, int status, weft_msg_t* reply) {
+  af_outcome_t* o = ctx;
+  o->calls++;
+  o->status = status;
+  o->value = reply != NULL ? msg_int(reply) : INT64_MIN;
+}
+
+/* One run with the k-th allocation failing (0: none); returns the
+ * allocations it made. */
+static uint64_t allocfail_run(uint64_t k) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  af_outcome_t o = {0};
+  packed_t v = packed_int(21);
+  uint64_t n;
+  int err;
+  new_channel(loop, &a, &b);
+  CHECK(weft_port_on_message(b, tolerant_doubler) == 0, "handler");
+  CHECK(weft_port_unref(b) == 0, "unref");
+  weft__failpoint_arm(k);
+  err = weft_port_request(a, v.data, v.len, 10000, af_cb, &o, NULL);
+  CHECK(err == 0 || err == WEFT_ENOMEM, "k=%llu: request gave %s",
+        (unsigned long long)k, weft_err_name(err));
+  run_loop(loop);
+  n = weft__failpoint_count();
+  weft__failpoint_arm(0);
+  if (err != 0) {
+    CHECK(o.calls == 0, "k=%llu: refused, yet a callback ran",
+          (unsigned long long)k);
+  } else {
+    CHECK(o.calls == 1, "k=%llu: %d callbacks", (unsigned long long)k,
+          o.calls);
+    CHECK(o.status != 0 || o.value == 42, "k=%llu: wrong reply",
+          (unsigned long long)k);
+    CHECK(k != 0 || o.status == 0, "no failure, yet %s",
+          weft_err_name(o.status));
+  }
+  finish(loop, a, b);
+  return n;
+}
+
+static void allocation_failures(void) {
+  uint64_t n = allocfail_run(0);
+  for (uint64_t k = 1; k <= n + 1; k++)
+    allocfail_run(k);
+  allocfail_run(0); /* Still usable. */
+  printf("allocation failures: a request makes %llu allocations, each failed "
+         "once\n",
+         (unsigned long long)n);
+}
+#else
+static void allocation_failures(void) {
+}
+#endif
+
 int main(void) {
   blocking_calls_from_threads();
   for (int round = 0; round < 2; round++)
@@ -413,6 +485,7 @@ int main(void) {
   answering_through_another_worker();
   for (int round = 0; round < 8; round++)
     close_racing_calls(round);
+  allocation_failures();
   printf("scenario_request: ok\n");
   return 0;
 }

@@ -779,3 +779,103 @@ Test(request, blocking_call_moves_a_buffer_both_ways) {
   weft_msg_free(pc.reply);
   finish(loop, a, b);
 }
+
+/* --- more replier and requester paths ------------------------------------------ */
+
+static void answer_fmt(weft_port_t* p, weft_msg_t* m) {
+  weft_reply_t* r = NULL;
+  (void)p;
+  cr_assert_eq(weft_msg_take_reply(m, &r), 0);
+  cr_assert_eq(weft_reply_send_fmt(r, "si", "ok", (int)msg_int(m)), 0);
+}
+
+static weft_msg_t* kept_reply;
+
+static void keep_reply(void* ctx, int status, weft_msg_t* reply) {
+  on_outcome(ctx, status, reply);
+  cr_assert_eq(weft_msg_keep(reply), 0);
+  kept_reply = reply;
+}
+
+Test(request, fmt_reply_and_a_reply_kept_past_its_callback) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  outcome_t o = {0};
+  const char* s = NULL;
+  size_t slen = 0;
+  int v = 0;
+  packed_t req = packed_int(7);
+  replier_channel(loop, &a, &b, answer_fmt);
+  cr_assert_eq(weft_port_request(a, req.data, req.len, 0, keep_reply, &o,
+                                 NULL),
+               0);
+  run_loop(loop);
+  cr_assert_eq(o.calls, 1);
+  cr_assert_eq(o.status, 0);
+  cr_assert_not_null(kept_reply);
+  cr_assert_eq(weft_msg_read(kept_reply, "si", &s, &slen, &v), 0);
+  cr_assert_eq(slen, 2);
+  cr_assert_eq(memcmp(s, "ok", 2), 0);
+  cr_assert_eq(v, 7);
+  weft_msg_free(kept_reply);
+  finish(loop, a, b);
+}
+
+/* A worker asks its owner; the owner's message event answers; the worker
+ * exits with the reply as its code. */
+static void worker_asked(void* ctx, int status, weft_msg_t* reply) {
+  (void)ctx;
+  weft_worker_exit(status == 0 ? (int)msg_int(reply) : 100 - status);
+}
+
+static void asking_worker(weft_loop_t* loop, void* arg) {
+  packed_t v = packed_int(20);
+  (void)loop;
+  (void)arg;
+  if (weft_port_request(weft_parent_port(), v.data, v.len, 5000,
+                        worker_asked, NULL, NULL) != 0)
+    weft_worker_exit(99);
+}
+
+static void owner_answers(weft_worker_t* w, weft_msg_t* m) {
+  packed_t b = packed_int(msg_int(m) + 3);
+  (void)w;
+  cr_assert(weft_msg_is_request(m));
+  cr_assert_eq(weft_msg_reply(m, b.data, b.len), 0);
+}
+
+Test(request, a_worker_requests_from_its_owner) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = {0};
+  worker_end_t end;
+  weft_worker_t* w;
+  watch_worker_end(&opts, &end);
+  opts.events.message = owner_answers;
+  w = spawn_worker(loop, asking_worker, &opts);
+  run_loop(loop);
+  cr_assert_eq(end.exit_code, 23);
+  cr_assert_eq(end.errors, 0);
+  weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* Allowed on a loop thread too: it blocks that loop, so the replier must
+ * run elsewhere (a worker). */
+Test(request, blocking_call_from_a_loop_thread) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_t* w = spawn_worker(loop, answering_worker, NULL);
+  weft_msg_t* reply = NULL;
+  weft_msg_t* m = NULL;
+  cr_assert_not_null(weft_loop_current());
+  cr_assert_eq(weft_worker_call(w, "\x05", 1, 10000, &reply), 0);
+  cr_assert_eq(msg_int(reply), 10);
+  weft_msg_free(reply);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(msgpack_pack_int(weft_msg_packer(m), 8), 0);
+  cr_assert_eq(weft_worker_call_msg(w, &m, 10000, &reply), 0);
+  cr_assert_null(m);
+  cr_assert_eq(msg_int(reply), 16);
+  weft_msg_free(reply);
+  weft_worker_free(w);
+  run_and_free(loop);
+}
