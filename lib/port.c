@@ -1285,15 +1285,29 @@ int weft_port_set_max_message(weft_port_t* port, size_t bytes) {
   return 0;
 }
 
-void weft_port_set_data(weft_port_t* port, void* data) {
+int weft_port_set_data(weft_port_t* port, void* data) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->data = data;
+  return 0;
+}
+
+/* The owner loop's fields, for the bool/pointer getters: NULL off the
+ * port's loop (they would race with it) or for a husk. */
+static pcore_t* owned_core(const weft_port_t* port) {
   pcore_t* p = port == NULL ? NULL : hcore(port);
-  if (p != NULL)
-    p->data = data;
+  return p != NULL && weft__loop_on_thread(core_loop(p)) ? p : NULL;
 }
 
 void* weft_port_get_data(const weft_port_t* port) {
-  pcore_t* p = port == NULL ? NULL : hcore(port);
+  pcore_t* p = owned_core(port);
   return p == NULL ? NULL : p->data;
+}
+
+bool weft_port_has_ref(const weft_port_t* port) {
+  pcore_t* p = owned_core(port);
+  /* What update_keepalive() counts in the loop's keep-alive. */
+  return p != NULL && p->holds_keepalive;
 }
 
 int weft_port_free(weft_port_t* port) {

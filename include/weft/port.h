@@ -150,19 +150,39 @@ WEFT_EXTERN int weft_port_receive_wait(weft_port_t* port,
 WEFT_EXTERN int weft_port_close(weft_port_t* port);
 
 /* ref()/unref(): whether a started port with a handler keeps its loop alive
- * (default: yes). Thread: the port's loop. */
+ * (default: yes; the setting outlives a handler removed and set again).
+ * Returns 0, WEFT_EINVAL (NULL), WEFT_ECLOSED (transferred away),
+ * WEFT_EWRONGTHREAD. Thread: the port's loop. */
 WEFT_EXTERN int weft_port_ref(weft_port_t* port);
 WEFT_EXTERN int weft_port_unref(weft_port_t* port);
 
-/* Whether the port is closed (by either side) or transferred away. */
+/* port.hasRef(): whether the port keeps its loop alive now, i.e. while it
+ * has a started message handler, is ref'd and is open; also from
+ * weft_port_close() (either side) until its 'close' event has run. False
+ * for a port read only with weft_port_receive(), an unref'd one, a closed
+ * one after 'close', NULL, a transferred-away handle, and off the port's
+ * loop (which cannot read it without racing).
+ * Thread: the port's loop. */
+WEFT_EXTERN bool weft_port_has_ref(const weft_port_t* port);
+
+/* Whether the port is closed (by either side) or transferred away; true
+ * for NULL. Closing is seen here as soon as either side called
+ * weft_port_close() or weft_port_free(), before the 'close' event.
+ * Thread: any (the handle must not be freed meanwhile). */
 WEFT_EXTERN bool weft_port_closed(const weft_port_t* port);
 
 /* Largest payload the port accepts for posting, in bytes (default
- * WEFT_MSG_DEFAULT_LIMIT). Thread: the port's loop. */
+ * WEFT_MSG_DEFAULT_LIMIT). Returns 0, WEFT_EINVAL (NULL port or 0 bytes),
+ * WEFT_ECLOSED (transferred away), WEFT_EWRONGTHREAD.
+ * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_set_max_message(weft_port_t* port, size_t bytes);
 
-/* User data. Thread: the port's loop. */
-WEFT_EXTERN void weft_port_set_data(weft_port_t* port, void* data);
+/* User data: weft never reads or frees it; it stays with the handle (a
+ * transfer does not carry it: the receiver's handle starts with NULL).
+ * set returns 0, WEFT_EINVAL (NULL port), WEFT_ECLOSED (transferred away),
+ * WEFT_EWRONGTHREAD. get returns NULL for NULL, a transferred-away handle
+ * or a call off the port's loop. Thread: the port's loop. */
+WEFT_EXTERN int weft_port_set_data(weft_port_t* port, void* data);
 WEFT_EXTERN void* weft_port_get_data(const weft_port_t* port);
 
 /* Close the port if open and release the handle. Pending messages are
