@@ -404,6 +404,11 @@ void weft_msg_free(weft_msg_t* msg) {
   uint32_t i;
   if (msg == NULL)
     return;
+  /* Inside its message callback the message is still weft's, which frees
+   * it when the callback returns: freeing it here too would free it
+   * twice. */
+  if (msg->state == WEFT__MSG_DELIVERING)
+    return;
   if (msg->has_owned)
     weft__heap_disown(&msg->owned);
   for (i = 0; i < msg->nxfer; i++) {
@@ -448,6 +453,23 @@ const char* weft_msg_data(const weft_msg_t* msg, size_t* len) {
   return msg->data;
 }
 
+/* The message the running callback kept (one delivery at a time per
+ * thread: a callback cannot run its loop again). */
+static _Thread_local const weft_msg_t* kept_in_callback;
+
+void weft__msg_deliver(weft_msg_t* msg) {
+  msg->state = WEFT__MSG_DELIVERING;
+  kept_in_callback = NULL;
+}
+
+bool weft__msg_delivered_kept(weft_msg_t* msg) {
+  bool kept = kept_in_callback == msg;
+  kept_in_callback = NULL;
+  if (!kept)
+    msg->state = WEFT__MSG_QUEUED; /* weft's again: weft_msg_free() frees. */
+  return kept;
+}
+
 int weft_msg_keep(weft_msg_t* msg) {
   weft_loop_t* loop = weft_loop_current();
   int err;
@@ -474,6 +496,7 @@ int weft_msg_keep(weft_msg_t* msg) {
     return WEFT_ENOMEM;
   }
   msg->state = WEFT__MSG_KEPT;
+  kept_in_callback = msg;
   return 0;
 }
 
@@ -499,6 +522,13 @@ weft__xfer_t* weft__msg_lookup(weft_msg_t* msg,
       msg->state == WEFT__MSG_BUILDING || msg->state == WEFT__MSG_QUEUED)
     return NULL;
   p = (const unsigned char*)obj->via.ext.ptr;
+  /* A placeholder of this message points into its bytes (msgpack decodes
+   * ext bodies in place): one read from another message or made by hand
+   * would name another entry of this list. */
+  if (p == NULL || p < (const unsigned char*)msg->data ||
+      msg->len < 4 ||
+      p > (const unsigned char*)msg->data + (msg->len - 4))
+    return NULL;
   i = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
       p[3];
   if (i >= msg->nxfer || msg->xfers[i].kind != kind)

@@ -806,12 +806,13 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
     message_error(loop, p, err);
     return;
   }
-  m->state = WEFT__MSG_DELIVERING;
+  weft__msg_deliver(m);
   if (p->hooks != NULL && p->hooks->message != NULL)
     p->hooks->message(p->handle, m);
   else
     p->on_message(p->handle, m);
-  if (m->state != WEFT__MSG_KEPT) {
+  /* Kept: the callback owns it and may have freed it already. */
+  if (!weft__msg_delivered_kept(m)) {
     weft_msg_free(m);
     msgpack_zone_clear(weft__loop_zone(loop));
   }

@@ -229,6 +229,42 @@ Test(msg, kept_messages_outlive_their_callback_and_later_deliveries) {
   finish(loop, a, b);
 }
 
+/* A newcomer frees the message inside its callback: weft still owns it
+ * there (it frees it when the callback returns), so the call is ignored
+ * instead of freeing it twice (ASan saw a double free before). The message
+ * stays readable and can still be kept. */
+static int freed_in_cb;
+static weft_msg_t* kept_after_free;
+
+static void on_free_in_cb(weft_port_t* p, weft_msg_t* m) {
+  weft_msg_free(m);
+  check_numbered(weft_msg_object(m), freed_in_cb);
+  if (freed_in_cb == 1) {
+    cr_assert_eq(weft_msg_keep(m), 0);
+    weft_msg_free(m); /* kept: the caller's now, so this one frees it */
+    kept_after_free = m;
+  }
+  if (++freed_in_cb == 3)
+    cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(msg, free_inside_the_message_callback_is_ignored) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(b, on_free_in_cb), 0);
+  for (int i = 0; i < 3; i++) {
+    weft_msg_t* m = NULL;
+    cr_assert_eq(weft_msg_new(&m), 0);
+    pack_numbered(weft_msg_packer(m), i);
+    cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  }
+  run_loop(loop);
+  cr_assert_eq(freed_in_cb, 3);
+  cr_assert_not_null(kept_after_free);
+  finish(loop, a, b);
+}
+
 Test(msg, keep_outside_a_callback_is_einval) {
   weft_loop_t* loop = new_loop();
   weft_port_t *a, *b;
@@ -325,9 +361,27 @@ Test(msg, take_with_anything_but_this_messages_placeholder_is_einval) {
   other = decoded_round_trip(a, b, m);
   cr_assert_eq(weft_msg_take_buffer(got, weft_msg_object(other), &buf),
                WEFT_EINVAL);
+  /* Nor into one whose list has an entry at that index: a third message
+   * with a buffer of its own at #0 refuses other's placeholder (taking
+   * its own buffer instead would hand out the wrong object). */
+  weft_buffer_t* real2 = NULL;
+  weft_msg_t* third;
+  cr_assert_eq(weft_buffer_from(&real2, "abcd", 4), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, real2), 0);
+  third = decoded_round_trip(a, b, m);
+  cr_assert_eq(weft_msg_take_buffer(third, weft_msg_object(other), &buf),
+               WEFT_EINVAL);
+  cr_assert_null(buf);
   cr_assert_eq(weft_msg_take_buffer(other, weft_msg_object(other), &buf), 0);
+  cr_assert_eq(weft_buffer_size(buf), 3);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_msg_take_buffer(third, weft_msg_object(third), &buf), 0);
+  cr_assert_eq(weft_buffer_size(buf), 4);
   weft_buffer_free(buf);
   weft_buffer_free(real);
+  weft_buffer_free(real2);
+  weft_msg_free(third);
   weft_msg_free(other);
   weft_msg_free(got);
 
