@@ -105,7 +105,8 @@ struct pcore_s {
                           * reaches the peer; sent once (`closed`). */
   weft_port_t* handle;   /* The handle the owner loop uses; NULL
                           * while in transit. */
-  size_t max_msg;
+  atomic_size_t max_msg; /* Set by the owner, read by posters (relaxed:
+                          * a limit, not a publication). */
   pcore_t* carrier; /* In transit: the port whose mailbox holds the
                      * message carrying this one. Under transit_lock. */
   /* Backlog of a port on a limited worker (see backlog_admit). Relaxed:
@@ -326,7 +327,7 @@ static pcore_t* core_alloc(void) {
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
   p->ref = true;
-  p->max_msg = WEFT_MSG_DEFAULT_LIMIT;
+  atomic_init(&p->max_msg, WEFT_MSG_DEFAULT_LIMIT);
   atomic_fetch_add_explicit(&live_cores, 1, memory_order_relaxed);
   return p;
 }
@@ -997,7 +998,7 @@ static int post_core(pcore_t* p, weft_msg_t** msg) {
     return WEFT_ECLOSED;
   if ((*msg)->len == 0)
     return WEFT_EDECODE; /* Nothing was packed: not one value. */
-  if ((*msg)->len > p->max_msg)
+  if ((*msg)->len > atomic_load_explicit(&p->max_msg, memory_order_relaxed))
     return WEFT_EMSGSIZE;
   err = weft__msg_seal(*msg); /* WEFT_ETOODEEP */
   if (err != 0)
@@ -1045,7 +1046,7 @@ int weft__core_post(void* core, const void* bytes, size_t len) {
     return WEFT_EINVAL;
   if (p == NULL)
     return WEFT_ECLOSED;
-  if (len > p->max_msg)
+  if (len > atomic_load_explicit(&p->max_msg, memory_order_relaxed))
     return WEFT_EMSGSIZE;
   m = weft__msg_alloc(WEFT__MSG_DATA, len);
   if (m == NULL)
@@ -1282,7 +1283,7 @@ int weft_port_set_max_message(weft_port_t* port, size_t bytes) {
   CORE_OR_RETURN(p, port);
   if (bytes == 0)
     return WEFT_EINVAL;
-  p->max_msg = bytes;
+  atomic_store_explicit(&p->max_msg, bytes, memory_order_relaxed);
   return 0;
 }
 

@@ -204,7 +204,8 @@ WEFT_EXTERN bool weft_port_has_ref(const weft_port_t* port);
 WEFT_EXTERN bool weft_port_closed(const weft_port_t* port);
 
 /* Largest payload the port accepts for posting, in bytes (default
- * WEFT_MSG_DEFAULT_LIMIT). Returns 0, WEFT_EINVAL (NULL port or 0 bytes),
+ * WEFT_MSG_DEFAULT_LIMIT). Posts running on other threads meanwhile check
+ * the old limit or the new one. Returns 0, WEFT_EINVAL (NULL port or 0 bytes),
  * WEFT_ECLOSED (transferred away), WEFT_EWRONGTHREAD.
  * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_set_max_message(weft_port_t* port, size_t bytes);
