@@ -80,7 +80,9 @@ WEFT_EXTERN int weft_msg_add_buffer(weft_msg_t* msg, weft_buffer_t* buf);
  * (WEFT_EDATACLONE at post). Returns 0, WEFT_EINVAL (NULL, a received
  * message, a worker's parent port), WEFT_ECLOSED (closed or transferred
  * already), WEFT_EWRONGTHREAD, WEFT_EDATACLONE (already listed),
- * WEFT_ENOMEM. Thread: the port's loop (as is the post that carries it). */
+ * WEFT_ENOMEM. As for buffers, the message does not own the port before
+ * the post: do not free it until then.
+ * Thread: the port's loop (as is the post that carries it). */
 WEFT_EXTERN int weft_msg_add_port(weft_msg_t* msg, weft_port_t* port);
 
 /* Same for a shared buffer, by reference: the message holds one reference

@@ -42,9 +42,9 @@ WEFT_EXTERN int weft_channel_new(weft_loop_t* loop,
 
 /* Set the message handler and start delivery (Node's port.on('message')).
  * Passing NULL stops delivery; messages then queue up. A started port
- * with a handler keeps its loop alive (see weft_port_unref()). A port with neither
- * a handler nor a close callback is not put on its loop's ready queue for
- * its messages (a port read with weft_port_receive() costs its loop
+ * with a handler keeps its loop alive (see weft_port_unref()). A port with
+ * neither a handler nor a close callback is not put on its loop's ready
+ * queue for its messages (a port read with weft_port_receive() costs its loop
  * nothing, run or not; only its own 'close' event is queued once).
  * Fairness: one drain of the loop's ready queue delivers about 1024
  * messages across all ports, then timers and immediates get their turn,
@@ -188,12 +188,13 @@ WEFT_EXTERN int weft_port_close(weft_port_t* port);
 WEFT_EXTERN int weft_port_ref(weft_port_t* port);
 WEFT_EXTERN int weft_port_unref(weft_port_t* port);
 
-/* port.hasRef(): whether the port keeps its loop alive now, i.e. while it
- * has a started message handler, is ref'd and is open; also from
- * weft_port_close() (either side) until its 'close' event has run. False
- * for a port read only with weft_port_receive(), an unref'd one, a closed
- * one after 'close', NULL, a transferred-away handle, and off the port's
- * loop (which cannot read it without racing).
+/* port.hasRef(): whether the port keeps its loop alive now: while it has
+ * a started message handler and is ref'd, until its 'close' event has run
+ * (whoever closed); and, handler or not, from weft_port_close() on this
+ * port until that event. False for a port read only with
+ * weft_port_receive(), an unref'd one, one whose 'close' ran, NULL, a
+ * transferred-away handle, and off the port's loop (which cannot read it
+ * without racing).
  * Thread: the port's loop. */
 WEFT_EXTERN bool weft_port_has_ref(const weft_port_t* port);
 
@@ -205,8 +206,8 @@ WEFT_EXTERN bool weft_port_closed(const weft_port_t* port);
 
 /* Largest payload the port accepts for posting, in bytes (default
  * WEFT_MSG_DEFAULT_LIMIT). Posts running on other threads meanwhile check
- * the old limit or the new one. Returns 0, WEFT_EINVAL (NULL port or 0 bytes),
- * WEFT_ECLOSED (transferred away), WEFT_EWRONGTHREAD.
+ * the old limit or the new one. Returns 0, WEFT_EINVAL (NULL port or 0
+ * bytes), WEFT_ECLOSED (transferred away), WEFT_EWRONGTHREAD.
  * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_set_max_message(weft_port_t* port, size_t bytes);
 
