@@ -453,17 +453,21 @@ const char* weft_msg_data(const weft_msg_t* msg, size_t* len) {
   return msg->data;
 }
 
-/* The message the running callback kept (one delivery at a time per
- * thread: a callback cannot run its loop again). */
+/* The message this thread is delivering to a callback, and the one the
+ * callback kept (one delivery at a time per thread: a callback cannot run
+ * its loop again). */
+static _Thread_local const weft_msg_t* delivering;
 static _Thread_local const weft_msg_t* kept_in_callback;
 
 void weft__msg_deliver(weft_msg_t* msg) {
   msg->state = WEFT__MSG_DELIVERING;
+  delivering = msg;
   kept_in_callback = NULL;
 }
 
 bool weft__msg_delivered_kept(weft_msg_t* msg) {
   bool kept = kept_in_callback == msg;
+  delivering = NULL;
   kept_in_callback = NULL;
   if (!kept)
     msg->state = WEFT__MSG_QUEUED; /* weft's again: weft_msg_free() frees. */
@@ -474,7 +478,11 @@ int weft_msg_keep(weft_msg_t* msg) {
   weft_loop_t* loop = weft_loop_current();
   int err;
   bool adopted = false;
-  if (msg == NULL || msg->state != WEFT__MSG_DELIVERING || loop == NULL)
+  /* Only the thread delivering it may keep it: the message is decoded
+   * into that loop's zone, and another thread reading its state would
+   * race with the delivery. */
+  if (msg == NULL || msg != delivering || loop == NULL ||
+      msg->state != WEFT__MSG_DELIVERING)
     return WEFT_EINVAL;
   /* A limited heap was charged at decode already. */
   if (!msg->has_owned) {

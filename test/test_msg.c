@@ -265,6 +265,46 @@ Test(msg, free_inside_the_message_callback_is_ignored) {
   finish(loop, a, b);
 }
 
+/* Another loop thread cannot keep a message this loop is delivering (it
+ * would take its own loop's decode zone, and this loop would free the
+ * message after the callback all the same). */
+static int keep_elsewhere_rc = 1;
+static int keep_elsewhere_calls;
+
+static void keep_from_other_loop(void* arg) {
+  weft_loop_t* other = NULL; /* This thread's own loop. */
+  /* No Criterion asserts off the test's thread: an error shows as rc. */
+  keep_elsewhere_rc = weft_loop_new(&other);
+  if (keep_elsewhere_rc == 0)
+    keep_elsewhere_rc = weft_msg_keep(arg);
+  if (other != NULL && weft_loop_free(other) != 0)
+    keep_elsewhere_rc = 2;
+}
+
+static void on_keep_elsewhere(weft_port_t* p, weft_msg_t* m) {
+  uv_thread_t t;
+  keep_elsewhere_calls++;
+  cr_assert_eq(uv_thread_create(&t, keep_from_other_loop, m), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_not_null(weft_msg_object(m));
+  cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(msg, keep_from_another_loop_thread_is_einval) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(b, on_keep_elsewhere), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  pack_numbered(weft_msg_packer(m), 3);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  run_loop(loop);
+  cr_assert_eq(keep_elsewhere_calls, 1);
+  cr_assert_eq(keep_elsewhere_rc, WEFT_EINVAL);
+  finish(loop, a, b);
+}
+
 Test(msg, keep_outside_a_callback_is_einval) {
   weft_loop_t* loop = new_loop();
   weft_port_t *a, *b;

@@ -124,8 +124,9 @@ WEFT_EXTERN const char* weft_msg_data(const weft_msg_t* msg, size_t* len);
  * alive when their worker ends. On a worker the message stays charged to
  * its heap (its bytes and decoded size) until freed. The callback may free
  * it before it returns. Returns 0, WEFT_EINVAL if the message is NULL, not
- * being delivered (built, received with weft_port_receive(): owned
- * already) or was kept already, or the calling thread runs no loop;
+ * being delivered on the calling thread (built, received with
+ * weft_port_receive(): owned already, or in another thread's callback)
+ * or was kept already, or the calling thread runs no loop;
  * WEFT_EHEAPLIMIT, WEFT_ENOMEM (then weft still frees it after the
  * callback).
  * Thread: the thread running the message callback (the receiving loop's):
