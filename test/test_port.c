@@ -866,9 +866,15 @@ Test(port, port_in_an_untaken_message_is_closed_with_it) {
   weft_port_set_data(c1, &c1_closes);
   cr_assert_eq(weft_port_on_close(c1, on_closed_count), 0);
   cr_assert_eq(weft_port_on_message(c1, on_ignore), 0);
+  cr_assert_eq(weft_port_on_message(c2, on_ignore), 0);
+  cr_assert(weft_port_has_ref(c2));
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(add_port_value(m, c2), 0);
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  /* c2 is a husk now: it holds nothing, and its data calls say so. */
+  cr_assert(!weft_port_has_ref(c2));
+  cr_assert_eq(weft_port_set_data(c2, &m), WEFT_ECLOSED);
+  cr_assert_null(weft_port_get_data(c2));
   cr_assert_eq(weft_port_receive(b, &got), 0);
   weft_msg_free(got); /* never taken */
   run_loop(loop);
