@@ -197,20 +197,32 @@ int weft_broadcast_close(weft_broadcast_t* bc) {
   return 0;
 }
 
-void weft_broadcast_free(weft_broadcast_t* bc) {
+bool weft_broadcast_has_ref(const weft_broadcast_t* bc) {
   if (bc == NULL || !weft__loop_on_thread(bc->loop))
-    return;
+    return false;
+  return bc->holds_keepalive;
+}
+
+int weft_broadcast_free(weft_broadcast_t* bc) {
+  if (bc == NULL)
+    return 0;
+  if (!weft__loop_on_thread(bc->loop))
+    return WEFT_EWRONGTHREAD;
   weft_broadcast_close(bc);
   weft__loop_untrack(&bc->tracked);
   free(bc->name);
   free(bc);
+  return 0;
 }
 
-void weft_broadcast_set_data(weft_broadcast_t* bc, void* data) {
-  if (bc != NULL)
-    bc->data = data;
+int weft_broadcast_set_data(weft_broadcast_t* bc, void* data) {
+  CHECK_BC(bc);
+  bc->data = data;
+  return 0;
 }
 
 void* weft_broadcast_get_data(const weft_broadcast_t* bc) {
-  return bc == NULL ? NULL : bc->data;
+  if (bc == NULL || !weft__loop_on_thread(bc->loop))
+    return NULL;
+  return bc->data;
 }

@@ -319,6 +319,13 @@ int weft__msgpack_scan(const void* bytes, size_t len, size_t* need);
 int weft__msg_seal(weft_msg_t* msg);
 /* Bytes a queued message holds (header and payload). */
 size_t weft__msg_bytes(const weft_msg_t* msg);
+/* Hand `msg` to a message callback: it is DELIVERING until the callback
+ * returns. Afterwards weft__msg_delivered() says whether the callback kept
+ * it (weft_msg_keep()), without reading `msg`: a kept message may already
+ * be freed by its new owner. One not kept is weft's again (to free).
+ * Thread: the delivering loop's. */
+void weft__msg_deliver(weft_msg_t* msg);
+bool weft__msg_delivered_kept(weft_msg_t* msg);
 
 /* --- buffer.c -------------------------------------------------------- */
 

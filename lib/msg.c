@@ -405,6 +405,11 @@ void weft_msg_free(weft_msg_t* msg) {
   uint32_t i;
   if (msg == NULL)
     return;
+  /* Inside its message callback the message is still weft's, which frees
+   * it when the callback returns: freeing it here too would free it
+   * twice. */
+  if (msg->state == WEFT__MSG_DELIVERING)
+    return;
   if (msg->routed) {
     /* Settle the call first (see weft__route_t). */
     msg->routed = false;
@@ -454,11 +459,36 @@ const char* weft_msg_data(const weft_msg_t* msg, size_t* len) {
   return msg->data;
 }
 
+/* The message this thread is delivering to a callback, and the one the
+ * callback kept (one delivery at a time per thread: a callback cannot run
+ * its loop again). */
+static _Thread_local const weft_msg_t* delivering;
+static _Thread_local const weft_msg_t* kept_in_callback;
+
+void weft__msg_deliver(weft_msg_t* msg) {
+  msg->state = WEFT__MSG_DELIVERING;
+  delivering = msg;
+  kept_in_callback = NULL;
+}
+
+bool weft__msg_delivered_kept(weft_msg_t* msg) {
+  bool kept = kept_in_callback == msg;
+  delivering = NULL;
+  kept_in_callback = NULL;
+  if (!kept)
+    msg->state = WEFT__MSG_QUEUED; /* weft's again: weft_msg_free() frees. */
+  return kept;
+}
+
 int weft_msg_keep(weft_msg_t* msg) {
   weft_loop_t* loop = weft_loop_current();
   int err;
   bool adopted = false;
-  if (msg == NULL || msg->state != WEFT__MSG_DELIVERING || loop == NULL)
+  /* Only the thread delivering it may keep it: the message is decoded
+   * into that loop's zone, and another thread reading its state would
+   * race with the delivery. */
+  if (msg == NULL || msg != delivering || loop == NULL ||
+      msg->state != WEFT__MSG_DELIVERING)
     return WEFT_EINVAL;
   /* A limited heap was charged at decode already. */
   if (!msg->has_owned) {
@@ -480,6 +510,7 @@ int weft_msg_keep(weft_msg_t* msg) {
     return WEFT_ENOMEM;
   }
   msg->state = WEFT__MSG_KEPT;
+  kept_in_callback = msg;
   return 0;
 }
 
@@ -505,6 +536,13 @@ weft__xfer_t* weft__msg_lookup(weft_msg_t* msg,
       msg->state == WEFT__MSG_BUILDING || msg->state == WEFT__MSG_QUEUED)
     return NULL;
   p = (const unsigned char*)obj->via.ext.ptr;
+  /* A placeholder of this message points into its bytes (msgpack decodes
+   * ext bodies in place): one read from another message or made by hand
+   * would name another entry of this list. */
+  if (p == NULL || p < (const unsigned char*)msg->data ||
+      msg->len < 4 ||
+      p > (const unsigned char*)msg->data + (msg->len - 4))
+    return NULL;
   i = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
       p[3];
   if (i >= msg->nxfer || msg->xfers[i].kind != kind)

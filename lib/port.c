@@ -105,7 +105,8 @@ struct pcore_s {
                           * reaches the peer; sent once (`closed`). */
   weft_port_t* handle;   /* The handle the owner loop uses; NULL
                           * while in transit. */
-  size_t max_msg;
+  atomic_size_t max_msg; /* Set by the owner, read by posters (relaxed:
+                          * a limit, not a publication). */
   pcore_t* carrier; /* In transit: the port whose mailbox holds the
                      * message carrying this one. Under transit_lock. */
   /* Backlog of a port on a limited worker (see backlog_admit). Relaxed:
@@ -333,7 +334,7 @@ static pcore_t* core_alloc(void) {
   p->tracked.next = p->tracked.prev = &p->tracked;
   p->tracked.teardown = port_teardown;
   p->ref = true;
-  p->max_msg = WEFT_MSG_DEFAULT_LIMIT;
+  atomic_init(&p->max_msg, WEFT_MSG_DEFAULT_LIMIT);
   atomic_fetch_add_explicit(&live_cores, 1, memory_order_relaxed);
   return p;
 }
@@ -860,12 +861,13 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
     message_error(loop, p, err);
     return;
   }
-  m->state = WEFT__MSG_DELIVERING;
+  weft__msg_deliver(m);
   if (p->hooks != NULL && p->hooks->message != NULL)
     p->hooks->message(p->handle, m);
   else
     p->on_message(p->handle, m);
-  if (m->state != WEFT__MSG_KEPT) {
+  /* Kept: the callback owns it and may have freed it already. */
+  if (!weft__msg_delivered_kept(m)) {
     weft_msg_free(m);
     msgpack_zone_clear(weft__loop_zone(loop));
   }
@@ -1050,7 +1052,7 @@ static int post_core(pcore_t* p, weft_msg_t** msg) {
     return WEFT_ECLOSED;
   if ((*msg)->len == 0)
     return WEFT_EDECODE; /* Nothing was packed: not one value. */
-  if ((*msg)->len > p->max_msg)
+  if ((*msg)->len > atomic_load_explicit(&p->max_msg, memory_order_relaxed))
     return WEFT_EMSGSIZE;
   err = weft__msg_seal(*msg); /* WEFT_ETOODEEP */
   if (err != 0)
@@ -1098,7 +1100,7 @@ int weft__core_post(void* core, const void* bytes, size_t len) {
     return WEFT_EINVAL;
   if (p == NULL)
     return WEFT_ECLOSED;
-  if (len > p->max_msg)
+  if (len > atomic_load_explicit(&p->max_msg, memory_order_relaxed))
     return WEFT_EMSGSIZE;
   m = weft__msg_alloc(WEFT__MSG_DATA, len);
   if (m == NULL)
@@ -1361,19 +1363,33 @@ int weft_port_set_max_message(weft_port_t* port, size_t bytes) {
   CORE_OR_RETURN(p, port);
   if (bytes == 0)
     return WEFT_EINVAL;
-  p->max_msg = bytes;
+  atomic_store_explicit(&p->max_msg, bytes, memory_order_relaxed);
   return 0;
 }
 
-void weft_port_set_data(weft_port_t* port, void* data) {
+int weft_port_set_data(weft_port_t* port, void* data) {
+  pcore_t* p;
+  CORE_OR_RETURN(p, port);
+  p->data = data;
+  return 0;
+}
+
+/* The owner loop's fields, for the bool/pointer getters: NULL off the
+ * port's loop (they would race with it) or for a husk. */
+static pcore_t* owned_core(const weft_port_t* port) {
   pcore_t* p = port == NULL ? NULL : hcore(port);
-  if (p != NULL)
-    p->data = data;
+  return p != NULL && weft__loop_on_thread(core_loop(p)) ? p : NULL;
 }
 
 void* weft_port_get_data(const weft_port_t* port) {
-  pcore_t* p = port == NULL ? NULL : hcore(port);
+  pcore_t* p = owned_core(port);
   return p == NULL ? NULL : p->data;
+}
+
+bool weft_port_has_ref(const weft_port_t* port) {
+  pcore_t* p = owned_core(port);
+  /* What update_keepalive() counts in the loop's keep-alive. */
+  return p != NULL && p->holds_keepalive;
 }
 
 int weft_port_free(weft_port_t* port) {

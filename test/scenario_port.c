@@ -6,8 +6,9 @@
  * channel that main handed them, a port moved to a worker mid-stream
  * while another thread posts to it, a port moved while it waits on its
  * old loop's ready queue, ports in transit inside each other's mailboxes,
- * a thread posting on a port while its owner transfers it, and a plain
- * thread (no loop) receiving, blocking, what a worker posts. */
+ * a thread posting on a port while its owner transfers it, a plain
+ * thread (no loop) receiving, blocking, what a worker posts, and the
+ * owner changing a port's message limit while a thread posts on it. */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -917,6 +918,49 @@ static void pause_resume_while_posting(void) {
   free_loop(loop);
 }
 
+/* --- 11b. The owner changes the message limit while a thread posts ----- */
+
+#define ML_N 20000
+
+static struct {
+  weft_port_t *a, *b;
+  uint32_t got;
+} ml;
+
+static void ml_on_message(weft_port_t* p, weft_msg_t* m) {
+  uint32_t x, y;
+  CHECK(read_pair(m, &x, &y) && y == ml.got, "message %u out of order",
+        ml.got);
+  ml.got++;
+  /* Both limits admit the 11-byte posts: what is checked is that a limit
+   * set on the loop and read by the posting thread is no data race. */
+  CHECK(weft_port_set_max_message(ml.a, ml.got % 2 ? 11 : 4096) == 0,
+        "set_max_message");
+  if (ml.got == ML_N)
+    CHECK(weft_port_close(p) == 0, "close");
+}
+
+static void ml_poster(void* arg) {
+  unsigned char b[11];
+  (void)arg;
+  for (uint32_t i = 0; i < ML_N; i++)
+    CHECK(weft_port_post(ml.a, b, pack_pair(b, 0, i)) == 0, "post %u", i);
+}
+
+static void max_message_while_posting(void) {
+  weft_loop_t* loop = new_loop();
+  uv_thread_t t;
+  memset(&ml, 0, sizeof(ml));
+  new_channel(loop, &ml.a, &ml.b);
+  CHECK(weft_port_on_message(ml.b, ml_on_message) == 0, "on_message");
+  CHECK(uv_thread_create(&t, ml_poster, NULL) == 0, "thread");
+  run_loop(loop);
+  uv_thread_join(&t);
+  CHECK(ml.got == ML_N, "received %u of %u", ml.got, ML_N);
+  free_channel(ml.a, ml.b);
+  free_loop(loop);
+}
+
 /* --- 12. A plain thread receives, blocking, what a worker posts --------- */
 
 #define BR_N 20000
@@ -1020,5 +1064,6 @@ int main(void) {
     pause_resume_while_posting();
   for (int round = 0; round < 3; round++)
     blocking_receive_from_worker();
+  max_message_while_posting();
   return 0;
 }

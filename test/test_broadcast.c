@@ -422,8 +422,9 @@ Test(broadcast, null_arguments_are_einval) {
   cr_assert_eq(weft_broadcast_unref(NULL), WEFT_EINVAL);
   cr_assert_eq(weft_broadcast_close(NULL), WEFT_EINVAL);
   cr_assert_null(weft_broadcast_get_data(NULL));
-  weft_broadcast_set_data(NULL, &bc);
-  weft_broadcast_free(NULL);
+  cr_assert_eq(weft_broadcast_set_data(NULL, &bc), WEFT_EINVAL);
+  cr_assert(!weft_broadcast_has_ref(NULL));
+  cr_assert_eq(weft_broadcast_free(NULL), 0);
   bc = open_bc(loop, "n");
   cr_assert_eq(weft_broadcast_post(bc, NULL, 1), WEFT_EINVAL);
   cr_assert_eq(weft_broadcast_post(bc, "\x01", 0), WEFT_EINVAL);
@@ -434,7 +435,7 @@ Test(broadcast, null_arguments_are_einval) {
 typedef struct {
   weft_loop_t* loop;
   weft_broadcast_t* bc;
-  int rc[6];
+  int rc[9];
 } wrong_t;
 
 static void wrong_thread(void* arg) {
@@ -446,7 +447,13 @@ static void wrong_thread(void* arg) {
   w->rc[3] = weft_broadcast_ref(w->bc);
   w->rc[4] = weft_broadcast_unref(w->bc);
   w->rc[5] = weft_broadcast_close(w->bc);
-  weft_broadcast_free(w->bc); /* ignored from the wrong thread */
+  w->rc[6] = weft_broadcast_free(w->bc); /* nothing happens */
+  w->rc[7] = weft_broadcast_set_data(w->bc, w);
+  /* The getters cannot report an error: off the loop, NULL and false. */
+  w->rc[8] = weft_broadcast_get_data(w->bc) == NULL &&
+                     !weft_broadcast_has_ref(w->bc)
+                 ? WEFT_EWRONGTHREAD
+                 : 0;
 }
 
 Test(broadcast, calls_from_another_thread_are_ewrongthread) {
@@ -454,12 +461,18 @@ Test(broadcast, calls_from_another_thread_are_ewrongthread) {
   wrong_t w = {.loop = loop};
   uv_thread_t t;
   rec_t r = {0};
+  int data;
   w.bc = open_bc(loop, "t");
   weft_broadcast_t* peer = open_bc(loop, "t");
-  weft_broadcast_set_data(peer, &r);
+  cr_assert_eq(weft_broadcast_set_data(peer, &r), 0);
+  cr_assert_eq(weft_broadcast_set_data(w.bc, &data), 0);
+  cr_assert_eq(weft_broadcast_on_message(w.bc, on_rec), 0);
+  cr_assert(weft_broadcast_has_ref(w.bc));
   cr_assert_eq(uv_thread_create(&t, wrong_thread, &w), 0);
   uv_thread_join(&t);
-  for (int i = 0; i < 6; i++)
+  cr_assert_eq(weft_broadcast_get_data(w.bc), &data);
+  cr_assert_eq(weft_broadcast_on_message(w.bc, NULL), 0);
+  for (int i = 0; i < 9; i++)
     cr_assert_eq(w.rc[i], WEFT_EWRONGTHREAD, "call %d returned %d", i,
                  w.rc[i]);
   /* Still open and working. */
@@ -479,8 +492,31 @@ Test(broadcast, user_data_round_trips) {
   weft_broadcast_t* bc = open_bc(loop, "d");
   int x;
   cr_assert_null(weft_broadcast_get_data(bc));
-  weft_broadcast_set_data(bc, &x);
+  cr_assert_eq(weft_broadcast_set_data(bc, &x), 0);
   cr_assert_eq(weft_broadcast_get_data(bc), &x);
-  weft_broadcast_free(bc);
+  cr_assert_eq(weft_broadcast_free(bc), 0);
+  free_loop(loop);
+}
+
+/* hasRef(): true exactly while the channel counts in its loop's
+ * keep-alive. */
+Test(broadcast, has_ref_follows_handler_ref_and_close) {
+  weft_loop_t* loop = new_loop();
+  weft_broadcast_t* bc = open_bc(loop, "h");
+  cr_assert(!weft_broadcast_has_ref(bc)); /* No handler. */
+  cr_assert_eq(weft_broadcast_on_message(bc, on_rec), 0);
+  cr_assert(weft_broadcast_has_ref(bc));
+  cr_assert_eq(weft_broadcast_unref(bc), 0);
+  cr_assert(!weft_broadcast_has_ref(bc));
+  run_loop(loop); /* Returns at once: nothing holds the loop. */
+  cr_assert_eq(weft_broadcast_ref(bc), 0);
+  cr_assert(weft_broadcast_has_ref(bc));
+  cr_assert_eq(weft_broadcast_on_message(bc, NULL), 0);
+  cr_assert(!weft_broadcast_has_ref(bc));
+  cr_assert_eq(weft_broadcast_on_message(bc, on_rec), 0);
+  cr_assert_eq(weft_broadcast_close(bc), 0);
+  cr_assert(!weft_broadcast_has_ref(bc));
+  run_loop(loop);
+  cr_assert_eq(weft_broadcast_free(bc), 0);
   free_loop(loop);
 }

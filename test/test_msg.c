@@ -229,6 +229,82 @@ Test(msg, kept_messages_outlive_their_callback_and_later_deliveries) {
   finish(loop, a, b);
 }
 
+/* A newcomer frees the message inside its callback: weft still owns it
+ * there (it frees it when the callback returns), so the call is ignored
+ * instead of freeing it twice (ASan saw a double free before). The message
+ * stays readable and can still be kept. */
+static int freed_in_cb;
+static weft_msg_t* kept_after_free;
+
+static void on_free_in_cb(weft_port_t* p, weft_msg_t* m) {
+  weft_msg_free(m);
+  check_numbered(weft_msg_object(m), freed_in_cb);
+  if (freed_in_cb == 1) {
+    cr_assert_eq(weft_msg_keep(m), 0);
+    weft_msg_free(m); /* kept: the caller's now, so this one frees it */
+    kept_after_free = m;
+  }
+  if (++freed_in_cb == 3)
+    cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(msg, free_inside_the_message_callback_is_ignored) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(b, on_free_in_cb), 0);
+  for (int i = 0; i < 3; i++) {
+    weft_msg_t* m = NULL;
+    cr_assert_eq(weft_msg_new(&m), 0);
+    pack_numbered(weft_msg_packer(m), i);
+    cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  }
+  run_loop(loop);
+  cr_assert_eq(freed_in_cb, 3);
+  cr_assert_not_null(kept_after_free);
+  finish(loop, a, b);
+}
+
+/* Another loop thread cannot keep a message this loop is delivering (it
+ * would take its own loop's decode zone, and this loop would free the
+ * message after the callback all the same). */
+static int keep_elsewhere_rc = 1;
+static int keep_elsewhere_calls;
+
+static void keep_from_other_loop(void* arg) {
+  weft_loop_t* other = NULL; /* This thread's own loop. */
+  /* No Criterion asserts off the test's thread: an error shows as rc. */
+  keep_elsewhere_rc = weft_loop_new(&other);
+  if (keep_elsewhere_rc == 0)
+    keep_elsewhere_rc = weft_msg_keep(arg);
+  if (other != NULL && weft_loop_free(other) != 0)
+    keep_elsewhere_rc = 2;
+}
+
+static void on_keep_elsewhere(weft_port_t* p, weft_msg_t* m) {
+  uv_thread_t t;
+  keep_elsewhere_calls++;
+  cr_assert_eq(uv_thread_create(&t, keep_from_other_loop, m), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_not_null(weft_msg_object(m));
+  cr_assert_eq(weft_port_close(p), 0);
+}
+
+Test(msg, keep_from_another_loop_thread_is_einval) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  weft_msg_t* m = NULL;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(b, on_keep_elsewhere), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  pack_numbered(weft_msg_packer(m), 3);
+  cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  run_loop(loop);
+  cr_assert_eq(keep_elsewhere_calls, 1);
+  cr_assert_eq(keep_elsewhere_rc, WEFT_EINVAL);
+  finish(loop, a, b);
+}
+
 Test(msg, keep_outside_a_callback_is_einval) {
   weft_loop_t* loop = new_loop();
   weft_port_t *a, *b;
@@ -325,9 +401,27 @@ Test(msg, take_with_anything_but_this_messages_placeholder_is_einval) {
   other = decoded_round_trip(a, b, m);
   cr_assert_eq(weft_msg_take_buffer(got, weft_msg_object(other), &buf),
                WEFT_EINVAL);
+  /* Nor into one whose list has an entry at that index: a third message
+   * with a buffer of its own at #0 refuses other's placeholder (taking
+   * its own buffer instead would hand out the wrong object). */
+  weft_buffer_t* real2 = NULL;
+  weft_msg_t* third;
+  cr_assert_eq(weft_buffer_from(&real2, "abcd", 4), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, real2), 0);
+  third = decoded_round_trip(a, b, m);
+  cr_assert_eq(weft_msg_take_buffer(third, weft_msg_object(other), &buf),
+               WEFT_EINVAL);
+  cr_assert_null(buf);
   cr_assert_eq(weft_msg_take_buffer(other, weft_msg_object(other), &buf), 0);
+  cr_assert_eq(weft_buffer_size(buf), 3);
+  weft_buffer_free(buf);
+  cr_assert_eq(weft_msg_take_buffer(third, weft_msg_object(third), &buf), 0);
+  cr_assert_eq(weft_buffer_size(buf), 4);
   weft_buffer_free(buf);
   weft_buffer_free(real);
+  weft_buffer_free(real2);
+  weft_msg_free(third);
   weft_msg_free(other);
   weft_msg_free(got);
 

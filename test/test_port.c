@@ -866,9 +866,15 @@ Test(port, port_in_an_untaken_message_is_closed_with_it) {
   weft_port_set_data(c1, &c1_closes);
   cr_assert_eq(weft_port_on_close(c1, on_closed_count), 0);
   cr_assert_eq(weft_port_on_message(c1, on_ignore), 0);
+  cr_assert_eq(weft_port_on_message(c2, on_ignore), 0);
+  cr_assert(weft_port_has_ref(c2));
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(add_port_value(m, c2), 0);
   cr_assert_eq(weft_port_post_msg(a, &m), 0);
+  /* c2 is a husk now: it holds nothing, and its data calls say so. */
+  cr_assert(!weft_port_has_ref(c2));
+  cr_assert_eq(weft_port_set_data(c2, &m), WEFT_ECLOSED);
+  cr_assert_null(weft_port_get_data(c2));
   cr_assert_eq(weft_port_receive(b, &got), 0);
   weft_msg_free(got); /* never taken */
   run_loop(loop);
@@ -1062,8 +1068,9 @@ Test(port, null_arguments_are_einval) {
   cr_assert_eq(weft_port_unref(NULL), WEFT_EINVAL);
   cr_assert_eq(weft_port_set_max_message(NULL, 10), WEFT_EINVAL);
   cr_assert(weft_port_closed(NULL));
+  cr_assert(!weft_port_has_ref(NULL));
   cr_assert_null(weft_port_get_data(NULL));
-  weft_port_set_data(NULL, &m);
+  cr_assert_eq(weft_port_set_data(NULL, &m), WEFT_EINVAL);
   cr_assert_eq(weft_port_free(NULL), 0);
 
   new_channel(loop, &a, &b);
@@ -1105,6 +1112,16 @@ static void wrong_thread(void* arg) {
   w->rc[10] = weft_channel_new(w->loop, &x, &y);
   /* Posting is allowed from any thread. */
   w->rc[11] = port_post_int(w->p, 7);
+  w->rc[12] = weft_port_set_data(w->p, w);
+  /* The getters cannot report an error: off the loop they answer NULL
+   * and false (on it: &data and true, see the test). */
+  w->rc[13] = weft_port_get_data(w->p) == NULL ? WEFT_EWRONGTHREAD : 0;
+  w->rc[14] = weft_port_has_ref(w->p) ? 0 : WEFT_EWRONGTHREAD;
+}
+
+static void ignore_msg(weft_port_t* p, weft_msg_t* m) {
+  (void)p;
+  (void)m;
 }
 
 Test(port, calls_from_another_thread_are_ewrongthread_but_post_works) {
@@ -1113,14 +1130,18 @@ Test(port, calls_from_another_thread_are_ewrongthread_but_post_works) {
   weft_msg_t* m = NULL;
   wrong_t w = {.loop = loop};
   uv_thread_t t;
+  int data;
   new_channel(loop, &a, &b);
   w.p = a;
+  cr_assert_eq(weft_port_set_data(a, &data), 0);
+  cr_assert_eq(weft_port_on_message(a, ignore_msg), 0);
+  cr_assert(weft_port_has_ref(a));
   cr_assert_eq(uv_thread_create(&t, wrong_thread, &w), 0);
   uv_thread_join(&t);
-  for (int i = 0; i <= 10; i++)
-    cr_assert_eq(w.rc[i], WEFT_EWRONGTHREAD, "call %d returned %d", i,
-                 w.rc[i]);
-  cr_assert_eq(w.rc[11], 0);
+  for (int i = 0; i <= 14; i++)
+    cr_assert_eq(w.rc[i], i == 11 ? 0 : WEFT_EWRONGTHREAD,
+                 "call %d returned %d", i, w.rc[i]);
+  cr_assert_eq(weft_port_get_data(a), &data); /* set_data changed nothing */
   /* Nothing changed: a is open, its message reached b. */
   cr_assert(!weft_port_closed(a));
   cr_assert_eq(weft_port_receive(b, &m), 0);
@@ -1135,9 +1156,39 @@ Test(port, user_data_round_trips) {
   int x;
   new_channel(loop, &a, &b);
   cr_assert_null(weft_port_get_data(a));
-  weft_port_set_data(a, &x);
+  cr_assert_eq(weft_port_set_data(a, &x), 0);
   cr_assert_eq(weft_port_get_data(a), &x);
   cr_assert_null(weft_port_get_data(b));
+  finish(loop, a, b);
+}
+
+/* port.hasRef(): true exactly while the port counts in its loop's
+ * keep-alive (Node: "will keep the event loop active"). */
+Test(port, has_ref_follows_handler_ref_and_close) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  new_channel(loop, &a, &b);
+  cr_assert(!weft_port_has_ref(b)); /* No handler: costs its loop nothing. */
+  cr_assert_eq(weft_port_start(b), 0);
+  cr_assert(!weft_port_has_ref(b)); /* Started, but nobody to deliver to. */
+  cr_assert_eq(weft_port_on_message(b, ignore_msg), 0);
+  cr_assert(weft_port_has_ref(b));
+  cr_assert_eq(weft_port_unref(b), 0);
+  cr_assert(!weft_port_has_ref(b));
+  cr_assert_eq(weft_port_ref(b), 0);
+  cr_assert(weft_port_has_ref(b));
+  cr_assert_eq(weft_port_on_message(b, NULL), 0);
+  cr_assert(!weft_port_has_ref(b));
+  cr_assert_eq(weft_port_on_message(b, ignore_msg), 0);
+  cr_assert(weft_port_has_ref(b));
+  cr_assert(!weft_port_has_ref(a));
+  cr_assert_eq(weft_port_close(a), 0);
+  /* a's 'close' event is pending: it holds the loop until it ran. */
+  cr_assert(weft_port_has_ref(a));
+  run_loop(loop); /* Returns: nothing holds the loop any more. */
+  cr_assert(!weft_port_has_ref(a));
+  cr_assert(!weft_port_has_ref(b)); /* b saw 'close' too. */
+  cr_assert(weft_port_closed(b));
   finish(loop, a, b);
 }
 

@@ -17,7 +17,11 @@
  * Thread: any; a buffer is used by one thread at a time. */
 WEFT_EXTERN int weft_buffer_new(weft_buffer_t** out, size_t size);
 
-/* Allocate a buffer holding a copy of `len` bytes at `src`. */
+/* Allocate a buffer holding a copy of `len` bytes at `src` (the caller
+ * keeps `src`; NULL only with len 0). Returns 0, WEFT_EINVAL (NULL out,
+ * NULL src with len > 0), WEFT_EHEAPLIMIT, WEFT_ENOMEM, as
+ * weft_buffer_new(). Ownership: the caller frees the handle with
+ * weft_buffer_free(). Thread: any. */
 WEFT_EXTERN int weft_buffer_from(weft_buffer_t** out,
                                  const void* src,
                                  size_t len);
@@ -70,24 +74,35 @@ WEFT_EXTERN int weft_buffer_transfer(weft_buffer_t* buf,
                                      size_t new_len,
                                      weft_buffer_t** out);
 
-/* The bytes and their size. Returns WEFT_EDETACHED once the buffer was
- * transferred (then *data is NULL and *size 0). Either out-pointer may be
- * NULL. The pointer stays valid until the buffer is freed or transferred. */
+/* The bytes and their size. Returns 0, WEFT_EINVAL (NULL buf),
+ * WEFT_EDETACHED once the buffer was transferred (then *data is NULL and
+ * *size 0; so on every error). Either out-pointer may be NULL. The bytes
+ * belong to the buffer: the pointer stays valid until the buffer is freed
+ * or transferred (posted in a message, or weft_buffer_transfer()); data is
+ * NULL for an empty buffer. Thread: the buffer's owner. */
 WEFT_EXTERN int weft_buffer_data(weft_buffer_t* buf, void** data, size_t* size);
 
-/* Size in bytes; 0 when detached or NULL. */
+/* Size in bytes; 0 when detached or NULL. Thread: the buffer's owner. */
 WEFT_EXTERN size_t weft_buffer_size(const weft_buffer_t* buf);
 
-/* Whether the buffer was transferred away (its bytes now live elsewhere). */
+/* Whether the buffer was transferred away (its bytes now live elsewhere);
+ * false for NULL. Thread: the buffer's owner. */
 WEFT_EXTERN bool weft_buffer_detached(const weft_buffer_t* buf);
 
-/* Node's markAsUntransferable: a later transfer fails with
- * WEFT_EUNTRANSFERABLE. The buffer may still be copied into messages. */
+/* Node's markAsUntransferable: a later transfer (weft_msg_add_buffer,
+ * a post listing it, weft_buffer_transfer) fails with
+ * WEFT_EUNTRANSFERABLE; it cannot be undone. The buffer may still be
+ * copied into messages. Returns 0 (also for a detached buffer, where it
+ * changes nothing), WEFT_EINVAL (NULL). Thread: the buffer's owner. */
 WEFT_EXTERN int weft_buffer_mark_untransferable(weft_buffer_t* buf);
 
 /* Free the handle and, unless detached, its bytes (adopted bytes: their
- * free_fn is called, on this thread). Accepts NULL.
- * Thread: the buffer's owner. */
+ * free_fn is called, on this thread). Accepts NULL. A buffer a worker
+ * created or took is charged to that worker's heap and freed by weft when
+ * the worker ends if the worker did not free it.
+ * Thread: the buffer's owner (the thread that created or took it; another
+ * thread must not free a worker's buffer while the worker runs: post it
+ * instead). */
 WEFT_EXTERN void weft_buffer_free(weft_buffer_t* buf);
 
 #endif /* WEFT_BUFFER_H */

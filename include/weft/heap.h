@@ -11,7 +11,14 @@
  * another thread: post it instead), the process heap elsewhere. On a
  * worker past its limit this returns NULL and the worker ends with an
  * `error` event (WEFT_EHEAPLIMIT) at its next return to the loop.
- * Ownership: free with weft_free() on the same thread. Thread: any. */
+ * weft_malloc(0) and weft_calloc with a zero size return a distinct
+ * 1-byte block; weft_realloc(NULL, n) is weft_malloc(n) and
+ * weft_realloc(p, 0) shrinks p to 1 byte (it does not free); on failure
+ * weft_realloc returns NULL and `ptr` stays valid. weft_calloc returns
+ * NULL when count * size overflows. weft_free(NULL) does nothing.
+ * Ownership: free with weft_free() on the same thread (a worker's blocks
+ * go with its heap when it ends: never use them after that).
+ * Thread: any. */
 WEFT_EXTERN void* weft_malloc(size_t size);
 WEFT_EXTERN void* weft_calloc(size_t count, size_t size);
 WEFT_EXTERN void* weft_realloc(void* ptr, size_t size);
@@ -41,11 +48,19 @@ WEFT_EXTERN void weft_free(void* ptr);
  * next return to the loop with an `error` event (WEFT_EHEAPLIMIT) and exit
  * code 1, like Node's ERR_WORKER_OUT_OF_MEMORY. The host process carries
  * on. Charges are approximate (allocator rounding, msgpack's zone chunks
- * are not counted) and never include memory of other threads. */
+ * are not counted) and never include memory of other threads.
+ *
+ * Not covered: what the worker's own C code allocates without weft
+ * (malloc, calloc, realloc, strdup, libraries it calls), its stack, and
+ * static or global memory. C cannot fence those in: a worker that mallocs
+ * past its limit is neither counted nor stopped. Allocate with
+ * weft_malloc() what the limit is to bound. */
 
 /* Bytes the calling thread's worker has in use (its heap, messages it
- * holds, buffers it owns) and its limit (0: none).
- * Returns WEFT_EINVAL if both pointers are NULL. Thread: any. */
+ * holds, buffers it owns) and its limit (0: none). Either pointer may be
+ * NULL. Off a worker (the main thread, threads you create) both are 0.
+ * Returns 0, or WEFT_EINVAL if both pointers are NULL. Thread: any (it
+ * reports on the calling thread's own worker). */
 WEFT_EXTERN int weft_heap_usage(size_t* used, size_t* limit);
 
 #endif /* WEFT_HEAP_H */

@@ -15,8 +15,10 @@
  * Runs on: the loop that owns the port. */
 typedef void (*weft_port_message_cb)(weft_port_t* port, weft_msg_t* msg);
 
-/* A payload arrived that is not exactly one msgpack value; it was dropped.
- * `err` is WEFT_EDECODE. Runs on: the port's loop. */
+/* A payload arrived that could not be delivered; it was dropped. `err` is
+ * WEFT_EDECODE (not exactly one msgpack value), WEFT_EHEAPLIMIT (decoding
+ * it would pass a limited worker's heap; see weft/heap.h) or WEFT_ENOMEM.
+ * Runs on: the port's loop. */
 typedef void (*weft_port_error_cb)(weft_port_t* port, int err);
 
 /* The port was closed, by this side or by the peer (Node's 'close' event).
@@ -29,16 +31,20 @@ typedef void (*weft_port_close_cb)(weft_port_t* port);
 typedef int (*weft_pack_cb)(msgpack_packer* pk, void* arg);
 
 /* new MessageChannel(): two entangled ports, both owned by `loop`.
- * Ownership: the caller frees each with weft_port_free().
+ * Returns 0, WEFT_EINVAL (a NULL argument), WEFT_EWRONGTHREAD, WEFT_ENOMEM;
+ * on an error both out pointers are NULL.
+ * Ownership: the caller frees each with weft_port_free(); ports still open
+ * when a worker's loop is torn down are closed and freed by weft.
  * Thread: owner loop only. */
 WEFT_EXTERN int weft_channel_new(weft_loop_t* loop,
                                  weft_port_t** port1,
                                  weft_port_t** port2);
 
 /* Set the message handler and start delivery (Node's port.on('message')).
- * Passing NULL stops delivery; messages then queue up. A port with neither
- * a handler nor a close callback is not put on its loop's ready queue for
- * its messages (a port read with weft_port_receive() costs its loop
+ * Passing NULL stops delivery; messages then queue up. A started port
+ * with a handler keeps its loop alive (see weft_port_unref()). A port with
+ * neither a handler nor a close callback is not put on its loop's ready
+ * queue for its messages (a port read with weft_port_receive() costs its loop
  * nothing, run or not; only its own 'close' event is queued once).
  * Fairness: one drain of the loop's ready queue delivers about 1024
  * messages across all ports, then timers and immediates get their turn,
@@ -47,12 +53,22 @@ WEFT_EXTERN int weft_channel_new(weft_loop_t* loop,
  * Thread: the port's loop (WEFT_EWRONGTHREAD). */
 WEFT_EXTERN int weft_port_on_message(weft_port_t* port,
                                      weft_port_message_cb cb);
+
+/* Node's 'messageerror' and 'close' events (NULL: none). Without a
+ * messageerror handler an undeliverable payload is dropped silently. A
+ * close callback set after 'close' ran is never called. A close callback
+ * alone (no message handler) does not keep the loop alive, but the port
+ * then takes its loop's turn for the 'close' event.
+ * Each returns 0, WEFT_EINVAL (NULL port), WEFT_ECLOSED (the handle was
+ * transferred away), WEFT_EWRONGTHREAD. Thread: the port's loop. */
 WEFT_EXTERN int weft_port_on_messageerror(weft_port_t* port,
                                           weft_port_error_cb cb);
 WEFT_EXTERN int weft_port_on_close(weft_port_t* port, weft_port_close_cb cb);
 
 /* port.start(): deliver queued messages (a handler set later gets them).
- * port.stop() has no Node name; weft_port_on_message(p, NULL) pauses. */
+ * port.stop() has no Node name; weft_port_on_message(p, NULL) pauses.
+ * Returns 0 (also on a closed port), WEFT_EINVAL, WEFT_ECLOSED (transferred
+ * away), WEFT_EWRONGTHREAD. Thread: the port's loop. */
 WEFT_EXTERN int weft_port_start(weft_port_t* port);
 
 /* Copy `len` pre-packed bytes (one msgpack value) to the peer. The caller
@@ -71,7 +87,11 @@ WEFT_EXTERN int weft_port_post(weft_port_t* port,
                                const void* bytes,
                                size_t len);
 
-/* Pack one value with `pack` straight into the message buffer, then post. */
+/* Pack one value with `pack` straight into the message buffer, then post.
+ * Returns what `pack` returns if negative, WEFT_EPACK if it returns a
+ * positive number, WEFT_EDECODE if it packed nothing, WEFT_EINVAL (NULL
+ * port or pack), and the errors of weft_port_post(); on any error nothing
+ * was sent. Thread: any, as weft_port_post(); `pack` runs on it. */
 WEFT_EXTERN int weft_port_post_fn(weft_port_t* port,
                                   weft_pack_cb pack,
                                   void* arg);
@@ -80,6 +100,16 @@ WEFT_EXTERN int weft_port_post_fn(weft_port_t* port,
  * port owns the message and `*msg` is set to NULL; transferred buffers are
  * detached and transferred ports closed for the sender. On error nothing
  * moved and the caller still owns `*msg`.
+ * Returns 0, WEFT_EINVAL (NULL port, msg or *msg, or a message not built
+ * with weft_msg_new(): received, or posted already), WEFT_ECLOSED,
+ * WEFT_EDECODE (nothing was packed), WEFT_EMSGSIZE, WEFT_ETOODEEP,
+ * WEFT_EDATACLONE (a port of this very channel is listed); for the
+ * transfer list, checked again at the post: WEFT_EDETACHED,
+ * WEFT_EUNTRANSFERABLE (buffers), and for ports WEFT_ECLOSED,
+ * WEFT_EWRONGTHREAD (a listed port may only be sent from its own loop's
+ * thread) and WEFT_EINVAL (a worker's parent port).
+ * Thread: any, as weft_port_post(); with buffers or ports listed, the
+ * thread that owns them.
  * A transferred port that waits with queued messages on its old loop is
  * delivered by its new owner as soon as that one sets a handler, whether
  * or not the old loop runs again.
@@ -103,7 +133,8 @@ WEFT_EXTERN int weft_port_post_msg(weft_port_t* port, weft_msg_t** msg);
  * Ownership: the caller owns `*out` (weft_msg_free()). A payload that does
  * not decode is returned as WEFT_EDECODE (and dropped); so is one whose
  * array or map header claims more elements than the payload has bytes,
- * refused before anything is allocated for it.
+ * refused before anything is allocated for it. WEFT_EINVAL for NULL
+ * `port` or `out` (`*out` is NULL on every error).
  * Thread: the port's loop (WEFT_EWRONGTHREAD), and not while another
  * thread blocks in weft_port_receive_wait() on the port. */
 WEFT_EXTERN int weft_port_receive(weft_port_t* port, weft_msg_t** out);
@@ -146,23 +177,46 @@ WEFT_EXTERN int weft_port_receive_wait(weft_port_t* port,
  * what is left is freed with the port; and a post from another thread that
  * races with the close itself (it returned 0 although it ran during the
  * close) can arrive after 'close' and is then freed undelivered.
- * Closing twice returns 0. Thread: the port's loop. */
+ * Closing twice returns 0. Also WEFT_EINVAL (NULL), WEFT_ECLOSED
+ * (transferred away), WEFT_EWRONGTHREAD. Thread: the port's loop. */
 WEFT_EXTERN int weft_port_close(weft_port_t* port);
 
 /* ref()/unref(): whether a started port with a handler keeps its loop alive
- * (default: yes). Thread: the port's loop. */
+ * (default: yes; the setting outlives a handler removed and set again).
+ * Returns 0, WEFT_EINVAL (NULL), WEFT_ECLOSED (transferred away),
+ * WEFT_EWRONGTHREAD. Thread: the port's loop. */
 WEFT_EXTERN int weft_port_ref(weft_port_t* port);
 WEFT_EXTERN int weft_port_unref(weft_port_t* port);
 
-/* Whether the port is closed (by either side) or transferred away. */
+/* port.hasRef(): whether the port keeps its loop alive now: while it has
+ * a started message handler and is ref'd, until its 'close' event has run
+ * (whoever closed); and, handler or not, from weft_port_close() on this
+ * port until that event. False for a port read only with
+ * weft_port_receive(), an unref'd one, one whose 'close' ran, NULL, a
+ * transferred-away handle, and off the port's loop (which cannot read it
+ * without racing).
+ * Thread: the port's loop. */
+WEFT_EXTERN bool weft_port_has_ref(const weft_port_t* port);
+
+/* Whether the port is closed (by either side) or transferred away; true
+ * for NULL. Closing is seen here as soon as either side called
+ * weft_port_close() or weft_port_free(), before the 'close' event.
+ * Thread: any (the handle must not be freed meanwhile). */
 WEFT_EXTERN bool weft_port_closed(const weft_port_t* port);
 
 /* Largest payload the port accepts for posting, in bytes (default
- * WEFT_MSG_DEFAULT_LIMIT). Thread: the port's loop. */
+ * WEFT_MSG_DEFAULT_LIMIT). Posts running on other threads meanwhile check
+ * the old limit or the new one. Returns 0, WEFT_EINVAL (NULL port or 0
+ * bytes), WEFT_ECLOSED (transferred away), WEFT_EWRONGTHREAD.
+ * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_set_max_message(weft_port_t* port, size_t bytes);
 
-/* User data. Thread: the port's loop. */
-WEFT_EXTERN void weft_port_set_data(weft_port_t* port, void* data);
+/* User data: weft never reads or frees it; it stays with the handle (a
+ * transfer does not carry it: the receiver's handle starts with NULL).
+ * set returns 0, WEFT_EINVAL (NULL port), WEFT_ECLOSED (transferred away),
+ * WEFT_EWRONGTHREAD. get returns NULL for NULL, a transferred-away handle
+ * or a call off the port's loop. Thread: the port's loop. */
+WEFT_EXTERN int weft_port_set_data(weft_port_t* port, void* data);
 WEFT_EXTERN void* weft_port_get_data(const weft_port_t* port);
 
 /* Close the port if open and release the handle. Pending messages are
@@ -170,7 +224,9 @@ WEFT_EXTERN void* weft_port_get_data(const weft_port_t* port);
  * `port` afterwards. Accepts NULL. The port's memory goes now or at the
  * next weft_loop_run() of its loop, even one that has nothing alive (it
  * does not wait for weft_loop_free()). A worker's parent port belongs to
- * weft and is not freed by the caller (WEFT_EINVAL).
+ * weft and is not freed by the caller (WEFT_EINVAL). A handle whose port
+ * was transferred away is a husk the sender still frees here (any thread).
+ * Returns 0, WEFT_EINVAL, WEFT_EWRONGTHREAD (nothing happened).
  * Thread: the port's loop. */
 WEFT_EXTERN int weft_port_free(weft_port_t* port);
 

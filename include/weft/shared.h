@@ -32,8 +32,9 @@ WEFT_EXTERN weft_shared_t* weft_shared_retain(weft_shared_t* sh);
  * last reference. Accepts NULL. Thread: any. */
 WEFT_EXTERN void weft_shared_release(weft_shared_t* sh);
 
-/* The bytes (valid while the caller holds a reference) and their size.
- * Thread: any. */
+/* The bytes (valid while the caller holds a reference; NULL for NULL) and
+ * their size (0 for NULL; fixed at weft_shared_new()). The bytes belong to
+ * the buffer, not to the caller: never free them. Thread: any. */
 WEFT_EXTERN void* weft_shared_data(const weft_shared_t* sh);
 WEFT_EXTERN size_t weft_shared_size(const weft_shared_t* sh);
 
@@ -156,7 +157,8 @@ typedef enum {
  * every wait started after the request, at once, whatever the slot holds;
  * return to the loop then. A notify that dequeued the waiter before the
  * request still gives WEFT_WAIT_OK. Waits on other threads (the main
- * thread, threads you create) are never interrupted. Thread: any. */
+ * thread, threads you create) are never interrupted. WEFT_EINVAL also for
+ * a NULL `result`. Thread: any (on a loop thread it blocks the loop). */
 WEFT_EXTERN int weft_atomic_wait32(weft_shared_t* sh,
                                    size_t index,
                                    int32_t expected,
@@ -172,7 +174,8 @@ WEFT_EXTERN int weft_atomic_wait64(weft_shared_t* sh,
  * sync and async, oldest first. `*woken` (may be NULL) gets how many.
  * Waiters are keyed by byte address, as in JavaScript: notify32 on slot 2
  * and notify64 on slot 1 reach the same waiters.
- * Only makes a system call when a waiter is sleeping. Thread: any. */
+ * Only makes a system call when a waiter is sleeping. Returns 0 (count 0
+ * wakes nobody), WEFT_EINVAL (NULL buffer), WEFT_ERANGE. Thread: any. */
 WEFT_EXTERN int weft_atomic_notify32(weft_shared_t* sh,
                                      size_t index,
                                      int count,
