@@ -188,7 +188,10 @@ enum {
   WEFT__MSG_QUEUED,     /* In a mailbox; transfers committed. */
   WEFT__MSG_DELIVERING, /* Inside a message callback. */
   WEFT__MSG_KEPT,       /* The receiver took ownership in the callback. */
-  WEFT__MSG_OWNED       /* Returned by weft_port_receive(). */
+  WEFT__MSG_OWNED,      /* Returned by weft_port_receive(). */
+  WEFT__MSG_DELIVERED   /* Its callback returned without keeping it:
+                         * weft's again, to free (request.c tells a
+                         * request that reached its replier by it). */
 };
 
 /* How an object of a layer above msg.c (a port) travels in a message:

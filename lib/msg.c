@@ -476,7 +476,7 @@ bool weft__msg_delivered_kept(weft_msg_t* msg) {
   delivering = NULL;
   kept_in_callback = NULL;
   if (!kept)
-    msg->state = WEFT__MSG_QUEUED; /* weft's again: weft_msg_free() frees. */
+    msg->state = WEFT__MSG_DELIVERED; /* weft's: weft_msg_free() frees. */
   return kept;
 }
 
@@ -533,7 +533,8 @@ weft__xfer_t* weft__msg_lookup(weft_msg_t* msg,
   const unsigned char* p;
   uint32_t i;
   if (msg == NULL || weft_msg_ext_kind(obj) != kind ||
-      msg->state == WEFT__MSG_BUILDING || msg->state == WEFT__MSG_QUEUED)
+      msg->state == WEFT__MSG_BUILDING || msg->state == WEFT__MSG_QUEUED ||
+      msg->state == WEFT__MSG_DELIVERED)
     return NULL;
   p = (const unsigned char*)obj->via.ext.ptr;
   /* A placeholder of this message points into its bytes (msgpack decodes

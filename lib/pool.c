@@ -379,11 +379,12 @@ static void call_back(weft_loop_t* loop, weft_task_t* t) {
       msg = NULL;
       status = err;
     } else {
-      msg->state = WEFT__MSG_DELIVERING;
+      weft__msg_deliver(msg); /* weft_msg_keep() may keep it. */
     }
   }
   t->cb(t->cb_ctx, status, msg);
-  if (msg != NULL && msg->state != WEFT__MSG_KEPT) {
+  /* Kept: the callback owns it and may have freed it already. */
+  if (msg != NULL && !weft__msg_delivered_kept(msg)) {
     weft_msg_free(msg);
     msgpack_zone_clear(weft__loop_zone(loop));
   }

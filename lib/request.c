@@ -56,7 +56,7 @@ static uint64_t new_id(void) {
 
 static bool delivered(const weft_msg_t* m) {
   return m->state == WEFT__MSG_DELIVERING || m->state == WEFT__MSG_KEPT ||
-         m->state == WEFT__MSG_OWNED;
+         m->state == WEFT__MSG_OWNED || m->state == WEFT__MSG_DELIVERED;
 }
 
 /* ---- outcomes ------------------------------------------------------------ */
@@ -359,12 +359,13 @@ static void inbox_control(weft_port_t* port, weft_msg_t* m) {
   if (status == 0) {
     status = weft__msg_decode(m, weft__loop_zone(loop));
     if (status == 0) {
-      m->state = WEFT__MSG_DELIVERING; /* weft_msg_keep() may keep it. */
+      weft__msg_deliver(m); /* weft_msg_keep() may keep it. */
       reply = m;
     }
   }
   c->cb(c->ctx, status, reply);
-  if (m->state != WEFT__MSG_KEPT) {
+  /* Kept: the callback owns it and may have freed it already. */
+  if (reply == NULL || !weft__msg_delivered_kept(m)) {
     weft_msg_free(m);
     msgpack_zone_clear(weft__loop_zone(loop));
   }
