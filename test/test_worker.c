@@ -1,7 +1,9 @@
 /* test_worker.c - Criterion suite for workers: lifecycle events, the
  * worker's context (isMainThread, threadId, parentPort, workerData, thread
  * name), messages both ways, exit codes, errors, terminate, ref/unref,
- * environment data, the heap limit and nested workers.
+ * environment data, the heap limit and nested workers; workers hosted for
+ * threads with no loop, freeing a running worker then its loop at once,
+ * worker data with transfers (opts.data_msg), hasRef and utilization.
  *
  * Worker threads never call cr_assert (Criterion's asserts belong to the
  * test's thread): they record what they saw in globals, which the main
