@@ -1054,7 +1054,7 @@ static int task_square(weft_task_ctx_t* ctx, weft_msg_t* arg,
   for (uint64_t i = o->via.array.ptr[0].via.u64;
        i < o->via.array.ptr[1].via.u64; i++)
     a[i] = (uint32_t)(i * i);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   return 0;
 }
 
@@ -1082,6 +1082,6 @@ Test(pool, shared_buffer_slices_copy_nothing) {
   const uint32_t* a = weft_shared_data(sh);
   for (uint32_t i = 0; i < 1000; i++)
     cr_assert_eq(a[i], i * i);
-  weft_shared_unref(sh);
+  weft_shared_release(sh);
   cr_assert_eq(weft_pool_close(pool), 0);
 }
