@@ -167,7 +167,7 @@ int weft_pool_for(weft_pool_t* pool,
   f.shared = shared;
   if (chunk == 0) {
     uint64_t parts = (uint64_t)pool_threads(pool) * CHUNKS_PER_THREAD;
-    f.chunk = (f.size + parts - 1) / parts;
+    f.chunk = f.size / parts + (f.size % parts != 0); /* No overflow. */
     if (f.chunk == 0)
       f.chunk = 1;
   } else {

@@ -6,6 +6,7 @@
  * the same memory; weft_pool_map() keeps input order, moves buffers in
  * results, and reports errors; bad input gets its named error. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -67,6 +68,7 @@ static int mark(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
 
 /* "span": [b, e] without a shared buffer: counts chunks and indexes. */
 static atomic_llong indexes_seen;
+static atomic_llong lowest, highest; /* Smallest begin, largest end. */
 static int span(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   int64_t b, e;
   (void)ctx;
@@ -74,7 +76,16 @@ static int span(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   if (weft_msg_read(arg, "II", &b, &e) != 0)
     return WEFT_EDECODE;
   atomic_fetch_add(&chunks_run, 1);
-  atomic_fetch_add(&indexes_seen, (long long)(e - b));
+  /* Wraps for the widest range; that test does not read it. */
+  atomic_fetch_add(&indexes_seen, (long long)((uint64_t)e - (uint64_t)b));
+  {
+    long long old = atomic_load(&lowest);
+    while (b < old && !atomic_compare_exchange_weak(&lowest, &old, b)) {
+    }
+    old = atomic_load(&highest);
+    while (e > old && !atomic_compare_exchange_weak(&highest, &old, e)) {
+    }
+  }
   return 0;
 }
 
@@ -221,6 +232,26 @@ Test(pool_parallel, for_without_shared_passes_begin_and_end) {
   cr_assert_eq(weft_pool_for(pool, "span", 10, 10 + 12345, 100, NULL), 0);
   cr_assert_eq(atomic_load(&chunks_run), 124);
   cr_assert_eq(atomic_load(&indexes_seen), 12345);
+  close_pool(pool);
+}
+
+Test(pool_parallel, for_the_widest_range) {
+  weft_pool_t* pool = new_pool();
+  atomic_store(&lowest, INT64_MAX);
+  atomic_store(&highest, INT64_MIN);
+  /* 2^64 - 1 indexes in a few chunks: no overflow in the split. */
+  cr_assert_eq(weft_pool_for(pool, "span", INT64_MIN, INT64_MAX, 0, NULL), 0);
+  cr_assert_gt(atomic_load(&chunks_run), 1);
+  cr_assert_eq(atomic_load(&lowest), INT64_MIN);
+  cr_assert_eq(atomic_load(&highest), INT64_MAX);
+  /* And with a chunk size that leaves a short last chunk. */
+  reset();
+  atomic_store(&highest, INT64_MIN);
+  cr_assert_eq(weft_pool_for(pool, "span", INT64_MIN, INT64_MAX,
+                             INT64_MAX / 2, NULL),
+               0);
+  cr_assert_eq(atomic_load(&chunks_run), 5);
+  cr_assert_eq(atomic_load(&highest), INT64_MAX);
   close_pool(pool);
 }
 
