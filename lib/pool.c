@@ -157,7 +157,8 @@ struct weft_pool_s {
   size_t max_heap;
   size_t stack_size;
   weft_loop_t* loop; /* The pool thread's. */
-  pthread_t thread;
+  pthread_t thread;  /* Written by pthread_create(): the closer's. */
+  pthread_t self;    /* The pool thread's own id, set before `started`. */
   uint64_t created;
 
   /* Pool lock. */
@@ -403,9 +404,11 @@ static int deliver_run(weft_loop_t* loop, weft__ready_t* r) {
     call_back(loop, t);
   task_unref(t);
   if (on_pool) {
-    /* The pool thread holds the owner's reference: `pool` is alive. */
-    atomic_fetch_sub_explicit(&pool->deliveries, 1, memory_order_seq_cst);
-    maintain(pool);
+    /* The pool thread holds the owner's reference: `pool` is alive. The
+     * last delivery may be what a closing pool waits for. */
+    if (atomic_fetch_sub_explicit(&pool->deliveries, 1,
+                                  memory_order_seq_cst) == 1)
+      maintain(pool);
   }
   if (!closing)
     weft__loop_after_callback(loop);
@@ -940,6 +943,7 @@ static void* pool_thread(void* arg) {
   memcpy(name, pool->name, sizeof(name) - 1);
   name[sizeof(name) - 1] = '\0';
   pthread_setname_np(pthread_self(), name);
+  pool->self = pthread_self();
   lower_priority(pool);
   err = weft_loop_new(&loop);
   if (err != 0) {
@@ -1243,7 +1247,7 @@ int weft_pool_stats(weft_pool_t* pool, weft_pool_stats_t* out) {
 }
 
 static bool on_pool_thread(weft_pool_t* pool) {
-  return pthread_equal(pthread_self(), pool->thread) ||
+  return pthread_equal(pthread_self(), pool->self) ||
          (current_pw != NULL && current_pw->pool == pool);
 }
 

@@ -276,9 +276,11 @@ static atomic_int noloop_calls;
 static atomic_llong noloop_value;
 static pthread_t noloop_thread;
 static atomic_bool noloop_other_thread;
+static atomic_int noloop_close_err;
 
 static void on_done_noloop(void* ctx, int status, weft_msg_t* result) {
-  (void)ctx;
+  /* Closing from the pool's own thread is refused. */
+  atomic_store(&noloop_close_err, weft_pool_close(ctx));
   atomic_store(&noloop_value, status == 0 ? msg_int(result) : status);
   atomic_store(&noloop_other_thread,
                !pthread_equal(pthread_self(), noloop_thread));
@@ -292,7 +294,7 @@ Test(pool, callback_without_loop_runs_on_pool_thread) {
   noloop_thread = pthread_self();
   cr_assert_null(weft_loop_current());
   cr_assert_eq(
-      weft_pool_submit(pool, "inc", p.data, p.len, on_done_noloop, NULL, &t),
+      weft_pool_submit(pool, "inc", p.data, p.len, on_done_noloop, pool, &t),
       0);
   cr_assert_eq(weft_task_wait(t, -1), 0);
   /* The result went to the callback. */
@@ -304,6 +306,7 @@ Test(pool, callback_without_loop_runs_on_pool_thread) {
   cr_assert_eq(atomic_load(&noloop_calls), 1);
   cr_assert_eq(atomic_load(&noloop_value), 2);
   cr_assert(atomic_load(&noloop_other_thread));
+  cr_assert_eq(atomic_load(&noloop_close_err), WEFT_EWRONGTHREAD);
 }
 
 /* --- Tasks that wait on the test ------------------------------------------ */
