@@ -838,6 +838,26 @@ static void terminate_all(weft_pool_t* pool) {
   }
 }
 
+static void sweep(weft_loop_t* loop, void* arg);
+
+/* Check for idle workers to retire every quarter of the idle timeout, while
+ * there are workers above min_threads (an idle pool at its minimum wakes
+ * no thread). Thread: the pool thread. */
+static void arm_sweep(weft_pool_t* pool) {
+  bool want;
+  uint64_t every = pool->idle_timeout_ms / 4;
+  if (pool->sweep != 0)
+    return;
+  uv_mutex_lock(&pool->lock);
+  want = !pool->closed && pool->nworkers > pool->min_threads;
+  uv_mutex_unlock(&pool->lock);
+  /* On failure (no memory) the next spawn tries again. */
+  if (want &&
+      weft_set_interval(pool->loop, every > 0 ? every : 1, sweep, pool,
+                        &pool->sweep) != 0)
+    pool->sweep = 0;
+}
+
 /* Spawn what is needed, retire at close, end the pool thread when all is
  * done. Thread: the pool thread. */
 static void maintain(weft_pool_t* pool) {
@@ -880,6 +900,8 @@ static void maintain(weft_pool_t* pool) {
       unref_list(list);
     }
   }
+  if (n > 0)
+    arm_sweep(pool);
   if (closed) {
     bool idle;
     uv_mutex_lock(&pool->lock);
@@ -910,7 +932,7 @@ static void sweep(weft_loop_t* loop, void* arg) {
   weft_pool_t* pool = arg;
   pworker_t* list = NULL;
   uint64_t now = uv_hrtime();
-  (void)loop;
+  bool more;
   uv_mutex_lock(&pool->lock);
   while (!pool->closed && pool->avail_tail != NULL &&
          pool->nworkers - pool->nretiring > pool->min_threads) {
@@ -924,7 +946,12 @@ static void sweep(weft_loop_t* loop, void* arg) {
     pw->anext = list;
     list = pw;
   }
+  more = !pool->closed && pool->nworkers - pool->nretiring > pool->min_threads;
   uv_mutex_unlock(&pool->lock);
+  if (!more) {
+    weft_clear_timer(loop, pool->sweep); /* Armed again by a spawn. */
+    pool->sweep = 0;
+  }
   while (list != NULL) {
     pworker_t* pw = list;
     list = pw->anext;
@@ -955,16 +982,7 @@ static void* pool_thread(void* arg) {
   pool->kick.run = kick_run;
   weft__loop_keepalive(loop, 1);
   pool->holds_loop = true;
-  {
-    uint64_t every = pool->idle_timeout_ms / 4;
-    err = weft_set_interval(loop, every > 0 ? every : 1, sweep, pool,
-                            &pool->sweep);
-  }
-  if (err == 0) {
-    maintain(pool); /* min_threads */
-    err = pool->start_err;
-  }
-  pool->start_err = err;
+  maintain(pool); /* min_threads */
   uv_sem_post(&pool->started);
   weft_loop_run(loop);
   weft_loop_free(loop);
