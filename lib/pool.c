@@ -460,19 +460,22 @@ static void free_handles(weft_msg_t* m, void** objs) {
 }
 
 /* A result that does not travel (the task failed): free it and what was
- * added to it. Thread: the worker. */
+ * added to it (before a commit the list holds the function's handles).
+ * Thread: the worker. */
 static void drop_out(weft_msg_t* m) {
-  void** objs;
   uint32_t i;
   if (m == NULL)
     return;
-  if (m->state == WEFT__MSG_BUILDING && m->nxfer > 0) {
-    objs = weft__xalloc(m->nxfer * sizeof(*objs));
-    if (objs != NULL) {
-      for (i = 0; i < m->nxfer; i++)
-        objs[i] = m->xfers[i].obj;
-      free_handles(m, objs);
-      weft__xfree(objs);
+  if (m->state == WEFT__MSG_BUILDING) {
+    for (i = 0; i < m->nxfer; i++) {
+      weft__xfer_t* x = &m->xfers[i];
+      if (x->kind == WEFT_EXT_BUFFER)
+        weft_buffer_free(x->obj);
+      else if (x->kind == WEFT_EXT_PORT)
+        weft_port_free(x->obj);
+      else
+        continue; /* A shared buffer: the message's own reference. */
+      x->obj = NULL; /* Not the message's to drop. */
     }
   }
   weft_msg_free(m);
