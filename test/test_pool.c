@@ -1088,3 +1088,20 @@ Test(pool, shared_buffer_slices_copy_nothing) {
   weft_shared_unref(sh);
   cr_assert_eq(weft_pool_close(pool), 0);
 }
+
+Test(pool, destroy_cancels_pending_tasks) {
+  weft_pool_opts_t o = {.max_threads = 1, .concurrent_tasks = 2};
+  weft_pool_t* pool = new_gated_pool(&o);
+  cr_assert_eq(weft_pool_register(pool, "wait", task_wait, NULL), 0);
+  weft_task_t* t[3];
+  for (int i = 0; i < 3; i++)
+    t[i] = submit_int(pool, "wait", i);
+  WAIT_UNTIL(atomic_load(&block_started) == 2, 20000);
+  cr_assert_eq(atomic_load(&block_started), 2);
+  cr_assert_eq(weft_pool_destroy(pool), 0);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(weft_task_wait(t[i], 0), 0);
+    cr_assert_eq(weft_task_status(t[i]), WEFT_ECANCELED);
+    weft_task_free(t[i]);
+  }
+}
