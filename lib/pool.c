@@ -35,6 +35,7 @@
 #include "futex.h"
 #include "histogram.h"
 #include "internal.h"
+#include "pool_internal.h"
 
 /* Tasks one drain runs before it gives the worker's loop a turn (its
  * timers and I/O, for tasks that wait with WEFT_TASK_PENDING). */
@@ -1267,7 +1268,7 @@ int weft_pool_stats(weft_pool_t* pool, weft_pool_stats_t* out) {
   return 0;
 }
 
-static bool on_pool_thread(weft_pool_t* pool) {
+bool weft__pool_on_thread(const weft_pool_t* pool) {
   return pthread_equal(pthread_self(), pool->self) ||
          (current_pw != NULL && current_pw->pool == pool);
 }
@@ -1276,7 +1277,7 @@ static int pool_end(weft_pool_t* pool, bool destroy) {
   weft_task_t* list = NULL;
   if (pool == NULL)
     return WEFT_EINVAL;
-  if (on_pool_thread(pool))
+  if (weft__pool_on_thread(pool))
     return WEFT_EWRONGTHREAD;
   uv_mutex_lock(&pool->lock);
   pool->closed = true;
