@@ -184,7 +184,10 @@ WEFT_EXTERN bool weft_task_canceled(const weft_task_ctx_t* ctx);
 WEFT_EXTERN void* weft_task_data(const weft_task_ctx_t* ctx);
 /* Complete a task that returned WEFT_TASK_PENDING: `status` 0 sends what
  * was packed into its `result` message, a negative code fails it. `arg`
- * and `result` are freed after. Returns 0 or WEFT_EINVAL (not pending).
+ * and `result` are freed after, and `ctx` is not valid any more (call it
+ * once). Returns 0 or WEFT_EINVAL (not pending: the function has not
+ * returned WEFT_TASK_PENDING yet, or another thread than its worker's).
+ * A task cancelled meanwhile stays cancelled (its result is dropped).
  * Thread: the worker's loop. */
 WEFT_EXTERN int weft_task_done(weft_task_ctx_t* ctx, int status);
 
