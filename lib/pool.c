@@ -136,6 +136,7 @@ struct pworker_s {
   uint64_t idle_since;
 
   /* Worker thread only. */
+  msgpack_zone* zone; /* Arguments decode into it (see run_task). */
   bool in_drain;
   weft_task_t* finished; /* In this drain, to unlink at its next lock. */
   weft__tracked_t tracked;
@@ -575,13 +576,20 @@ static void complete(pworker_t* pw, weft_task_t* t, int rc) {
 
 /* Run one task taken from the queue. Thread: the worker. */
 static void run_task(pworker_t* pw, weft_task_t* t) {
+  msgpack_zone* zone;
   int rc;
   if (atomic_load_explicit(&t->settled, memory_order_acquire)) {
     finish(pw, t); /* Cancelled before it started. */
     return;
   }
   t->t_start = uv_hrtime();
-  rc = weft__msg_decode(t->arg, NULL);
+  /* Decode into the worker's own zone, reused from task to task (a zone of
+   * its own per argument was an allocation per task); a task that goes
+   * pending takes the zone with its argument. */
+  if (pw->zone == NULL)
+    pw->zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
+  zone = pw->zone;
+  rc = weft__msg_decode(t->arg, zone); /* zone NULL: one of its own. */
   if (rc == 0) {
     t->arg->state = WEFT__MSG_OWNED;
     t->out = weft__msg_alloc(WEFT__MSG_DATA, 0);
@@ -594,10 +602,18 @@ static void run_task(pworker_t* pw, weft_task_t* t) {
     rc = t->entry->fn(&t->ctx, t->arg, t->out);
     if (rc == WEFT_TASK_PENDING) {
       t->pending = true;
+      if (zone != NULL) {
+        t->arg->zone = zone; /* Freed with the argument. */
+        pw->zone = NULL;
+      }
       return;
     }
   }
   complete(pw, t, rc);
+  /* The argument is freed (or, if the worker is ending, its teardown frees
+   * it before the zone). */
+  if (zone != NULL && pw->zone == zone && t->arg == NULL)
+    msgpack_zone_clear(zone);
 }
 
 static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
@@ -685,6 +701,9 @@ static void pw_teardown(weft__tracked_t* tr) {
     t->out = NULL;
   }
   uv_mutex_unlock(&pool->lock);
+  if (pw->zone != NULL)
+    msgpack_zone_free(pw->zone); /* After the arguments decoded into it. */
+  pw->zone = NULL;
   current_pw = NULL;
 }
 

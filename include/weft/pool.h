@@ -229,7 +229,8 @@ typedef struct weft_pool_stats_s {
   uint64_t canceled;   /* Settled with WEFT_ECANCELED. */
   uint64_t rejected;   /* Submits refused with WEFT_EQUEUEFULL. */
   size_t queued;       /* Waiting for a worker now. */
-  size_t running;      /* On a worker now (pending ones included). */
+  size_t running;      /* On a worker now (pending ones included; one
+                        * that just settled may count for a moment). */
   unsigned threads;    /* Workers alive now (starting and idle too). */
   double wait_p50_us;  /* Submit to start, over completed and failed tasks. */
   double wait_p99_us;
