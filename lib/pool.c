@@ -153,6 +153,7 @@ struct weft_pool_s {
   unsigned max_threads;
   size_t max_queue;
   uint64_t idle_timeout_ms;
+  uint64_t idle_ns; /* The same, saturated. */
   unsigned concurrent;
   int nice_increment;
   int base_nice; /* The nice value of the thread that made the pool. */
@@ -960,8 +961,7 @@ static void sweep(weft_loop_t* loop, void* arg) {
   while (!pool->closed && pool->avail_tail != NULL &&
          pool->nworkers - pool->nretiring > pool->min_threads) {
     pworker_t* pw = pool->avail_tail;
-    if (pw->active != 0 ||
-        now - pw->idle_since < pool->idle_timeout_ms * 1000000u)
+    if (pw->active != 0 || now - pw->idle_since < pool->idle_ns)
       break;
     avail_remove(pool, pw);
     pw->state = PW_RETIRING;
@@ -1043,6 +1043,9 @@ int weft_pool_new(weft_pool_t** out, const weft_pool_opts_t* opts) {
   else
     pool->max_queue = o.max_queue;
   pool->idle_timeout_ms = o.idle_timeout_ms != 0 ? o.idle_timeout_ms : 1000;
+  pool->idle_ns = pool->idle_timeout_ms > UINT64_MAX / 1000000u
+                      ? UINT64_MAX
+                      : pool->idle_timeout_ms * 1000000u;
   pool->concurrent = o.concurrent_tasks != 0 ? o.concurrent_tasks : 1;
   pool->nice_increment = o.nice_increment;
   errno = 0;
@@ -1342,6 +1345,9 @@ int weft_task_wait(weft_task_t* t, int64_t timeout_ms) {
   if (timeout_ms == 0)
     return WEFT_ETIMEDOUT;
   t0 = uv_hrtime();
+  /* Past about 292 years (in ns) the deadline would wrap: no limit. */
+  if (timeout_ms > INT64_MAX / 1000000 - (int64_t)(t0 / 1000000))
+    timeout_ms = -1;
   if (timeout_ms > 0)
     deadline = t0 + (uint64_t)timeout_ms * 1000000u;
   for (i = 0; i < WAIT_PAUSES; i++) {

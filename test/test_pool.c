@@ -1011,7 +1011,11 @@ Test(pool, wait_times_out_never_early) {
   cr_assert_eq(weft_task_status(t), WEFT_EAGAIN);
   weft_msg_t* m = NULL;
   cr_assert_eq(weft_task_take_result(t, &m), WEFT_EAGAIN);
-  atomic_store(&gate, 1);
+  /* A huge timeout is no limit, not an overflow that times out early. */
+  pthread_t th;
+  pthread_create(&th, NULL, open_gate_later, NULL);
+  cr_assert_eq(weft_task_wait(t, INT64_MAX), 0);
+  pthread_join(th, NULL);
   cr_assert_eq(take_int(t), 4);
   weft_task_free(t);
   cr_assert_eq(weft_pool_close(pool), 0);
