@@ -184,7 +184,10 @@ WEFT_EXTERN bool weft_task_canceled(const weft_task_ctx_t* ctx);
 WEFT_EXTERN void* weft_task_data(const weft_task_ctx_t* ctx);
 /* Complete a task that returned WEFT_TASK_PENDING: `status` 0 sends what
  * was packed into its `result` message, a negative code fails it. `arg`
- * and `result` are freed after. Returns 0 or WEFT_EINVAL (not pending).
+ * and `result` are freed after, and `ctx` is not valid any more (call it
+ * once). Returns 0 or WEFT_EINVAL (not pending: the function has not
+ * returned WEFT_TASK_PENDING yet, or another thread than its worker's).
+ * A task cancelled meanwhile stays cancelled (its result is dropped).
  * Thread: the worker's loop. */
 WEFT_EXTERN int weft_task_done(weft_task_ctx_t* ctx, int status);
 
@@ -235,7 +238,8 @@ typedef struct weft_pool_stats_s {
   uint64_t canceled;   /* Settled with WEFT_ECANCELED. */
   uint64_t rejected;   /* Submits refused with WEFT_EQUEUEFULL. */
   size_t queued;       /* Waiting for a worker now. */
-  size_t running;      /* On a worker now (pending ones included). */
+  size_t running;      /* On a worker now (pending ones included; one
+                        * that just settled may count for a moment). */
   unsigned threads;    /* Workers alive now (starting and idle too). */
   double wait_p50_us;  /* Submit to start, over completed and failed tasks. */
   double wait_p99_us;
