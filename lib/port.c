@@ -115,7 +115,7 @@ struct pcore_s {
   atomic_int overflow;   /* A post was dropped: the owner breaches. */
   /* Set when the owner let go for good (finish_core): nobody consumes the
    * mailbox any more, so whoever pushes after that drains it (see
-   * drain_released). `draining` makes one thread at a time the consumer. */
+   * drain_released). `draining`: drains asked for and not yet done. */
   atomic_int released;
   atomic_int draining;
 
@@ -508,22 +508,23 @@ static void settle(pcore_t* p) {
  * closed checks while the owner let go lands after the owner's last drain,
  * and would wait there until the peer is freed (a request's caller would
  * wait that long for its WEFT_ECLOSED). Every pusher that sees `released`
- * after its push drains once, holding `draining` (acquire/release: the
- * mailbox's consumer moves between threads); the owner drains once after
- * it set `released`. seq_cst on `released`, with the push's seq_cst
- * exchange: a push the owner's drain missed sees the flag. A push that is
- * half done stops a drain, but its pusher drains after it. Thread: any
- * that holds a reference to `p`. */
+ * after its push asks for a drain, and so does the owner after it set
+ * `released`; seq_cst on `released`, with the push's seq_cst exchange: a
+ * push the owner's drain missed sees the flag. `draining` counts the
+ * requests: the one that moves it from 0 drains (the mailbox's consumer
+ * for that while: acq_rel moves it between threads), and goes round again
+ * while more came meanwhile; the others return at once, so a drain that
+ * frees messages which post elsewhere never waits on another drain. A push
+ * that is half done stops a drain, but its pusher asks after it.
+ * Thread: any that holds a reference to `p`. */
 static void drain_released(pcore_t* p) {
-  int idle = 0;
-  while (!atomic_compare_exchange_weak_explicit(&p->draining, &idle, 1,
-                                                memory_order_acquire,
-                                                memory_order_relaxed)) {
-    idle = 0;
-    weft__cpu_relax();
-  }
-  drop_mailbox(p);
-  atomic_store_explicit(&p->draining, 0, memory_order_release);
+  int n = 1;
+  if (atomic_fetch_add_explicit(&p->draining, 1, memory_order_acq_rel) != 0)
+    return;
+  do {
+    drop_mailbox(p);
+    n = atomic_fetch_sub_explicit(&p->draining, n, memory_order_acq_rel) - n;
+  } while (n != 0);
 }
 
 static void enqueue(pcore_t* p, weft_msg_t* msg) {

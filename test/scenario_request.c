@@ -99,6 +99,9 @@ static void blocking_calls_from_threads(void) {
 /* --- 2. replies racing timeouts --------------------------------------------- */
 
 static atomic_uint answer_seed;
+/* Answers the worker still owes (its timers): the worker ends only when
+ * they are all sent, so none is dropped with its timer. */
+static atomic_int answers_owed;
 
 typedef struct {
   weft_reply_t* r;
@@ -111,6 +114,7 @@ static void answer_later_value(weft_loop_t* loop, void* arg) {
   (void)loop;
   weft_reply_send(l->r, b.data, b.len);
   free(l);
+  atomic_fetch_sub(&answers_owed, 1);
 }
 
 /* Answers at once, after a short spin, or from a 1 ms timer: replies land
@@ -121,6 +125,7 @@ static void slow_doubler(weft_port_t* p, weft_msg_t* m) {
   later_t* l = malloc(sizeof(*l));
   (void)p;
   CHECK(l != NULL, "malloc");
+  atomic_fetch_add(&answers_owed, 1);
   l->v = msg_int(m);
   CHECK(weft_msg_take_reply(m, &l->r) == 0, "take");
   switch (rnd % 3) {
@@ -218,9 +223,10 @@ static void replies_racing_timeouts(void) {
     timedout += c[i].timedout;
   }
   CHECK(total == SCALE(1000) * 3, "every call ended once: %d", total);
-  /* The worker ends: what it still holds (timers) is answered or
-   * ECLOSED'd; every outcome that missed its call counts late, once. The
-   * callers' threads exited, so their inboxes are gone. */
+  /* Every outcome that missed its call counts late, once. The callers'
+   * threads exited, so their inboxes are gone. */
+  WAIT_UNTIL(atomic_load(&answers_owed) == 0, 10000);
+  CHECK(atomic_load(&answers_owed) == 0, "answers owed");
   CHECK(weft_worker_ref(w) == 0, "ref");
   end_worker(loop, w);
   WAIT_UNTIL(weft_request_late_replies() - late0 == (uint64_t)timedout, 5000);
