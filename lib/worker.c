@@ -923,8 +923,9 @@ int weft_worker_spawn(weft_worker_t** out,
 /* Posts come from any thread: they read only `post_core` (fixed at
  * spawn, alive until `w` is freed) and never `exited` or `port` (owner
  * loop fields); after the exit event the core is closed, so the post
- * answers WEFT_ECLOSED. The owner's own calls still refuse a handle it
- * has freed (WEFT_EINVAL) while a running worker winds down. */
+ * answers WEFT_ECLOSED. The owner's own calls refuse a handle it freed
+ * inside the exit event or terminate callback (WEFT_EINVAL) until that
+ * callback returns; after that the handle is gone. */
 #define CHECK_POSTER(w)                                 \
   do {                                                  \
     if ((w) == NULL)                                    \

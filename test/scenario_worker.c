@@ -906,6 +906,8 @@ static void h_spawner(void* arg) {
     CHECK(atomic_load(&st.echoed) == H_MSGS - 1, "echoed %lld",
           (long long)atomic_load(&st.echoed));
     CHECK(weft_worker_has_ref(w), "has_ref");
+    CHECK(weft_worker_unref(w) == 0 && !weft_worker_has_ref(w), "unref");
+    CHECK(weft_worker_ref(w) == 0 && weft_worker_has_ref(w), "ref");
     CHECK(!weft_worker_exited(w), "running");
     CHECK(weft_worker_terminate(w, h_terminated) == 0, "terminate");
     WAIT_UNTIL(atomic_load(&st.term_code) != -1, 30000);

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include <weft/weft.h>
@@ -1279,5 +1280,24 @@ Test(loop, terminate_cuts_a_turn_of_immediates, .timeout = 20) {
   cr_assert_lt(atomic_load(&chain_runs), MANY_IMMEDIATES,
                "every immediate ran before the worker stopped");
   weft_worker_free(w);
+  free_loop(loop);
+}
+
+/* Out of descriptors, weft_loop_new() answers WEFT_ENOMEM as loop.h says
+ * (it answered libuv's UV_EMFILE, which is none of weft's codes). */
+Test(loop, new_without_descriptors_is_enomem) {
+  struct rlimit old, low;
+  weft_loop_t* loop = (weft_loop_t*)&loop;
+  int err;
+  cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = 0; /* No new descriptor at all. */
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  err = weft_loop_new(&loop);
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  cr_assert_eq(err, WEFT_ENOMEM, "got %d (%s)", err, weft_err_name(err));
+  cr_assert_null(loop);
+  /* With descriptors again, a loop is made. */
+  loop = new_loop();
   free_loop(loop);
 }

@@ -1,7 +1,9 @@
 /* test_worker.c - Criterion suite for workers: lifecycle events, the
  * worker's context (isMainThread, threadId, parentPort, workerData, thread
  * name), messages both ways, exit codes, errors, terminate, ref/unref,
- * environment data, the heap limit and nested workers.
+ * environment data, the heap limit and nested workers; workers hosted for
+ * threads with no loop, freeing a running worker then its loop at once,
+ * worker data with transfers (opts.data_msg), hasRef and utilization.
  *
  * Worker threads never call cr_assert (Criterion's asserts belong to the
  * test's thread): they record what they saw in globals, which the main
@@ -2255,5 +2257,37 @@ Test(worker, utilization_of_a_busy_and_an_idle_worker) {
   cr_assert_gt(after.active, elu.busy0.active);
   weft_worker_free(elu.busy);
   weft_worker_free(elu.idle);
+  free_loop(loop);
+}
+
+/* A data message is charged to the worker's heap like a received one: one
+ * past the limit ends the worker before its entry (error WEFT_EHEAPLIMIT,
+ * exit 1, no online), and the host carries on. */
+static atomic_bool big_entry_ran;
+
+static void entry_note_ran(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  atomic_store(&big_entry_ran, true);
+}
+
+Test(worker, data_msg_over_the_heap_limit_ends_the_worker) {
+  weft_loop_t* loop = new_loop();
+  weft_worker_opts_t opts = logging_opts();
+  static char blob[2 << 20];
+  weft_msg_t* m = NULL;
+  weft_worker_t* w;
+  cr_assert_eq(weft_msg_new(&m), 0);
+  msgpack_pack_bin(weft_msg_packer(m), sizeof(blob));
+  msgpack_pack_bin_body(weft_msg_packer(m), blob, sizeof(blob));
+  opts.data_msg = m;
+  opts.max_heap_bytes = 1 << 20;
+  w = spawn_worker(loop, entry_note_ran, &opts);
+  run_loop(loop);
+  cr_assert_str_eq(ev, "ex", "events: %s", ev);
+  cr_assert_eq(error_err, WEFT_EHEAPLIMIT, "%s", weft_err_name(error_err));
+  cr_assert_eq(exit_code, 1);
+  cr_assert_not(atomic_load(&big_entry_ran));
+  weft_worker_free(w);
   free_loop(loop);
 }

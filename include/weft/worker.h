@@ -7,7 +7,9 @@
  * blocking weft_atomic_wait32/64 on the worker is woken (WEFT_ETERMINATED).
  * A worker that ends (its loop torn down) while a child of its own still
  * runs terminates the child and waits for it, blocked (no CPU), before it
- * goes: no worker outlives its owner.
+ * goes: no worker outlives its owner. A child whose handle was freed
+ * (weft_worker_free()) is not waited for: it was told to stop then, and
+ * its thread ends on its own without touching its owner's loop or heap.
  *
  * A thread that runs no loop spawns a *hosted* worker (owner NULL): weft
  * owns it on a hidden loop of its own (see weft_worker_spawn()). */
