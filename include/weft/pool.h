@@ -206,9 +206,10 @@ WEFT_EXTERN int weft_task_done(weft_task_ctx_t* ctx, int status);
  * returns 0 and runs nothing. Also WEFT_EINVAL (NULL pool or name,
  * end < begin, chunk < 0) and the errors of weft_pool_submit();
  * backpressure is waited out, not returned.
- * Thread: any except a task of this same pool (its chunks could wait for
- * the very thread that waits for them; not detected yet: the check needs
- * pool.c's on_pool_thread()); a loop thread's loop is blocked meanwhile. */
+ * Thread: any except the pool's own threads, its workers and the thread
+ * its loop-less callbacks run on (WEFT_EWRONGTHREAD: the chunks could wait
+ * for the very thread that waits for them); a loop thread's loop is
+ * blocked meanwhile. */
 WEFT_EXTERN int weft_pool_for(weft_pool_t* pool,
                               const char* name,
                               int64_t begin,
