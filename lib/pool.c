@@ -35,6 +35,7 @@
 #include "futex.h"
 #include "histogram.h"
 #include "internal.h"
+#include "pool_internal.h"
 
 /* Tasks one drain runs before it gives the worker's loop a turn (its
  * timers and I/O, for tasks that wait with WEFT_TASK_PENDING). */
@@ -135,6 +136,7 @@ struct pworker_s {
   uint64_t idle_since;
 
   /* Worker thread only. */
+  msgpack_zone* zone; /* Arguments decode into it (see run_task). */
   bool in_drain;
   weft_task_t* finished; /* In this drain, to unlink at its next lock. */
   weft__tracked_t tracked;
@@ -151,13 +153,15 @@ struct weft_pool_s {
   unsigned max_threads;
   size_t max_queue;
   uint64_t idle_timeout_ms;
+  uint64_t idle_ns; /* The same, saturated. */
   unsigned concurrent;
   int nice_increment;
   int base_nice; /* The nice value of the thread that made the pool. */
   size_t max_heap;
   size_t stack_size;
   weft_loop_t* loop; /* The pool thread's. */
-  pthread_t thread;
+  pthread_t thread;  /* Written by pthread_create(): the closer's. */
+  pthread_t self;    /* The pool thread's own id, set before `started`. */
   uint64_t created;
 
   /* Pool lock. */
@@ -404,9 +408,11 @@ static int deliver_run(weft_loop_t* loop, weft__ready_t* r) {
     call_back(loop, t);
   task_unref(t);
   if (on_pool) {
-    /* The pool thread holds the owner's reference: `pool` is alive. */
-    atomic_fetch_sub_explicit(&pool->deliveries, 1, memory_order_seq_cst);
-    maintain(pool);
+    /* The pool thread holds the owner's reference: `pool` is alive. The
+     * last delivery may be what a closing pool waits for. */
+    if (atomic_fetch_sub_explicit(&pool->deliveries, 1,
+                                  memory_order_seq_cst) == 1)
+      maintain(pool);
   }
   if (!closing)
     weft__loop_after_callback(loop);
@@ -458,19 +464,22 @@ static void free_handles(weft_msg_t* m, void** objs) {
 }
 
 /* A result that does not travel (the task failed): free it and what was
- * added to it. Thread: the worker. */
+ * added to it (before a commit the list holds the function's handles).
+ * Thread: the worker. */
 static void drop_out(weft_msg_t* m) {
-  void** objs;
   uint32_t i;
   if (m == NULL)
     return;
-  if (m->state == WEFT__MSG_BUILDING && m->nxfer > 0) {
-    objs = weft__xalloc(m->nxfer * sizeof(*objs));
-    if (objs != NULL) {
-      for (i = 0; i < m->nxfer; i++)
-        objs[i] = m->xfers[i].obj;
-      free_handles(m, objs);
-      weft__xfree(objs);
+  if (m->state == WEFT__MSG_BUILDING) {
+    for (i = 0; i < m->nxfer; i++) {
+      weft__xfer_t* x = &m->xfers[i];
+      if (x->kind == WEFT_EXT_BUFFER)
+        weft_buffer_free(x->obj);
+      else if (x->kind == WEFT_EXT_PORT)
+        weft_port_free(x->obj);
+      else
+        continue; /* A shared buffer: the message's own reference. */
+      x->obj = NULL; /* Not the message's to drop. */
     }
   }
   weft_msg_free(m);
@@ -569,13 +578,20 @@ static void complete(pworker_t* pw, weft_task_t* t, int rc) {
 
 /* Run one task taken from the queue. Thread: the worker. */
 static void run_task(pworker_t* pw, weft_task_t* t) {
+  msgpack_zone* zone;
   int rc;
   if (atomic_load_explicit(&t->settled, memory_order_acquire)) {
     finish(pw, t); /* Cancelled before it started. */
     return;
   }
   t->t_start = uv_hrtime();
-  rc = weft__msg_decode(t->arg, NULL);
+  /* Decode into the worker's own zone, reused from task to task (a zone of
+   * its own per argument was an allocation per task); a task that goes
+   * pending takes the zone with its argument. */
+  if (pw->zone == NULL)
+    pw->zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
+  zone = pw->zone;
+  rc = weft__msg_decode(t->arg, zone); /* zone NULL: one of its own. */
   if (rc == 0) {
     t->arg->state = WEFT__MSG_OWNED;
     t->out = weft__msg_alloc(WEFT__MSG_DATA, 0);
@@ -588,10 +604,18 @@ static void run_task(pworker_t* pw, weft_task_t* t) {
     rc = t->entry->fn(&t->ctx, t->arg, t->out);
     if (rc == WEFT_TASK_PENDING) {
       t->pending = true;
+      if (zone != NULL) {
+        t->arg->zone = zone; /* Freed with the argument. */
+        pw->zone = NULL;
+      }
       return;
     }
   }
   complete(pw, t, rc);
+  /* The argument is freed (or, if the worker is ending, its teardown frees
+   * it before the zone). */
+  if (zone != NULL && pw->zone == zone && t->arg == NULL)
+    msgpack_zone_clear(zone);
 }
 
 static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
@@ -679,6 +703,9 @@ static void pw_teardown(weft__tracked_t* tr) {
     t->out = NULL;
   }
   uv_mutex_unlock(&pool->lock);
+  if (pw->zone != NULL)
+    msgpack_zone_free(pw->zone); /* After the arguments decoded into it. */
+  pw->zone = NULL;
   current_pw = NULL;
 }
 
@@ -836,6 +863,26 @@ static void terminate_all(weft_pool_t* pool) {
   }
 }
 
+static void sweep(weft_loop_t* loop, void* arg);
+
+/* Check for idle workers to retire every quarter of the idle timeout, while
+ * there are workers above min_threads (an idle pool at its minimum wakes
+ * no thread). Thread: the pool thread. */
+static void arm_sweep(weft_pool_t* pool) {
+  bool want;
+  uint64_t every = pool->idle_timeout_ms / 4;
+  if (pool->sweep != 0)
+    return;
+  uv_mutex_lock(&pool->lock);
+  want = !pool->closed && pool->nworkers > pool->min_threads;
+  uv_mutex_unlock(&pool->lock);
+  /* On failure (no memory) the next spawn tries again. */
+  if (want &&
+      weft_set_interval(pool->loop, every > 0 ? every : 1, sweep, pool,
+                        &pool->sweep) != 0)
+    pool->sweep = 0;
+}
+
 /* Spawn what is needed, retire at close, end the pool thread when all is
  * done. Thread: the pool thread. */
 static void maintain(weft_pool_t* pool) {
@@ -878,6 +925,8 @@ static void maintain(weft_pool_t* pool) {
       unref_list(list);
     }
   }
+  if (n > 0)
+    arm_sweep(pool);
   if (closed) {
     bool idle;
     uv_mutex_lock(&pool->lock);
@@ -908,13 +957,12 @@ static void sweep(weft_loop_t* loop, void* arg) {
   weft_pool_t* pool = arg;
   pworker_t* list = NULL;
   uint64_t now = uv_hrtime();
-  (void)loop;
+  bool more;
   uv_mutex_lock(&pool->lock);
   while (!pool->closed && pool->avail_tail != NULL &&
          pool->nworkers - pool->nretiring > pool->min_threads) {
     pworker_t* pw = pool->avail_tail;
-    if (pw->active != 0 ||
-        now - pw->idle_since < pool->idle_timeout_ms * 1000000u)
+    if (pw->active != 0 || now - pw->idle_since < pool->idle_ns)
       break;
     avail_remove(pool, pw);
     pw->state = PW_RETIRING;
@@ -922,7 +970,12 @@ static void sweep(weft_loop_t* loop, void* arg) {
     pw->anext = list;
     list = pw;
   }
+  more = !pool->closed && pool->nworkers - pool->nretiring > pool->min_threads;
   uv_mutex_unlock(&pool->lock);
+  if (!more) {
+    weft_clear_timer(loop, pool->sweep); /* Armed again by a spawn. */
+    pool->sweep = 0;
+  }
   while (list != NULL) {
     pworker_t* pw = list;
     list = pw->anext;
@@ -941,6 +994,7 @@ static void* pool_thread(void* arg) {
   memcpy(name, pool->name, sizeof(name) - 1);
   name[sizeof(name) - 1] = '\0';
   pthread_setname_np(pthread_self(), name);
+  pool->self = pthread_self();
   lower_priority(pool);
   err = weft_loop_new(&loop);
   if (err != 0) {
@@ -952,16 +1006,7 @@ static void* pool_thread(void* arg) {
   pool->kick.run = kick_run;
   weft__loop_keepalive(loop, 1);
   pool->holds_loop = true;
-  {
-    uint64_t every = pool->idle_timeout_ms / 4;
-    err = weft_set_interval(loop, every > 0 ? every : 1, sweep, pool,
-                            &pool->sweep);
-  }
-  if (err == 0) {
-    maintain(pool); /* min_threads */
-    err = pool->start_err;
-  }
-  pool->start_err = err;
+  maintain(pool); /* min_threads */
   uv_sem_post(&pool->started);
   weft_loop_run(loop);
   weft_loop_free(loop);
@@ -999,6 +1044,9 @@ int weft_pool_new(weft_pool_t** out, const weft_pool_opts_t* opts) {
   else
     pool->max_queue = o.max_queue;
   pool->idle_timeout_ms = o.idle_timeout_ms != 0 ? o.idle_timeout_ms : 1000;
+  pool->idle_ns = pool->idle_timeout_ms > UINT64_MAX / 1000000u
+                      ? UINT64_MAX
+                      : pool->idle_timeout_ms * 1000000u;
   pool->concurrent = o.concurrent_tasks != 0 ? o.concurrent_tasks : 1;
   pool->nice_increment = o.nice_increment;
   errno = 0;
@@ -1243,8 +1291,8 @@ int weft_pool_stats(weft_pool_t* pool, weft_pool_stats_t* out) {
   return 0;
 }
 
-static bool on_pool_thread(weft_pool_t* pool) {
-  return pthread_equal(pthread_self(), pool->thread) ||
+bool weft__pool_on_thread(const weft_pool_t* pool) {
+  return pthread_equal(pthread_self(), pool->self) ||
          (current_pw != NULL && current_pw->pool == pool);
 }
 
@@ -1252,7 +1300,7 @@ static int pool_end(weft_pool_t* pool, bool destroy) {
   weft_task_t* list = NULL;
   if (pool == NULL)
     return WEFT_EINVAL;
-  if (on_pool_thread(pool))
+  if (weft__pool_on_thread(pool))
     return WEFT_EWRONGTHREAD;
   uv_mutex_lock(&pool->lock);
   pool->closed = true;
@@ -1298,6 +1346,9 @@ int weft_task_wait(weft_task_t* t, int64_t timeout_ms) {
   if (timeout_ms == 0)
     return WEFT_ETIMEDOUT;
   t0 = uv_hrtime();
+  /* Past about 292 years (in ns) the deadline would wrap: no limit. */
+  if (timeout_ms > INT64_MAX / 1000000 - (int64_t)(t0 / 1000000))
+    timeout_ms = -1;
   if (timeout_ms > 0)
     deadline = t0 + (uint64_t)timeout_ms * 1000000u;
   for (i = 0; i < WAIT_PAUSES; i++) {

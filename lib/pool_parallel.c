@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "pool_internal.h"
 
 /* Chunks per thread when the caller leaves the chunk size to us. */
 #define CHUNKS_PER_THREAD 4
@@ -162,12 +163,14 @@ int weft_pool_for(weft_pool_t* pool,
   uint64_t n;
   if (pool == NULL || name == NULL || end < begin || chunk < 0)
     return WEFT_EINVAL;
+  if (weft__pool_on_thread(pool))
+    return WEFT_EWRONGTHREAD;
   f.begin = begin;
   f.size = (uint64_t)end - (uint64_t)begin;
   f.shared = shared;
   if (chunk == 0) {
     uint64_t parts = (uint64_t)pool_threads(pool) * CHUNKS_PER_THREAD;
-    f.chunk = (f.size + parts - 1) / parts;
+    f.chunk = f.size / parts + (f.size % parts != 0); /* No overflow. */
     if (f.chunk == 0)
       f.chunk = 1;
   } else {
@@ -398,6 +401,8 @@ int weft_pool_map(weft_pool_t* pool,
   if (pool == NULL || name == NULL || results == NULL ||
       (bytes == NULL && len != 0))
     return WEFT_EINVAL;
+  if (weft__pool_on_thread(pool))
+    return WEFT_EWRONGTHREAD;
   /* Walk the bytes before decoding them, as a receiver does: refuses
    * what is not one value, too deep, or claims more than it holds. */
   err = weft__msgpack_scan(bytes, len, &need);

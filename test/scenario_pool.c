@@ -15,6 +15,7 @@
 
 #include <weft/weft.h>
 
+#include "internal.h" /* weft__failpoint_*() */
 #include "support.h"
 
 #define PLAIN_THREADS 3
@@ -70,7 +71,7 @@ static void* plain_thread(void* arg) {
     if (++n == 64 || i == PER_THREAD - 1) {
       for (int j = 0; j < n; j++) {
         weft_msg_t* m = NULL;
-        CHECK(weft_task_wait(t[j], -1) == 0, "wait");
+        CHECK(weft_task_wait(t[j], 60000) == 0, "wait");
         CHECK(weft_task_take_result(t[j], &m) == 0, "take");
         atomic_fetch_add(&plain_sum, msg_int(m));
         weft_msg_free(m);
@@ -217,7 +218,7 @@ static void* waiter_thread(void* arg) {
     t = handed[i];
     if (i % 3 == 0)
       (void)weft_task_cancel(t); /* 0, or EINVAL once it settled. */
-    CHECK(weft_task_wait(t, -1) == 0, "wait");
+    CHECK(weft_task_wait(t, 60000) == 0, "wait");
     int st = weft_task_status(t);
     if (st == 0) {
       weft_msg_t* m = NULL;
@@ -264,7 +265,7 @@ static void futures_and_cancels(void) {
   for (int i = 0; i < 2; i++)
     pthread_join(th[i], NULL);
   for (int i = 0; i < HANDOFF; i++) {
-    CHECK(weft_task_wait(with_cb[i], -1) == 0, "wait cb");
+    CHECK(weft_task_wait(with_cb[i], 60000) == 0, "wait cb");
     weft_task_free(with_cb[i]);
   }
   for (int i = 0; i < HANDOFF; i++)
@@ -351,7 +352,7 @@ static void* waiter_thread_destroy(void* arg) {
   int parity = (int)(intptr_t)arg;
   for (int i = parity; i < 64; i += 2) {
     (void)weft_task_cancel(handed[i]);
-    CHECK(weft_task_wait(handed[i], -1) == 0, "wait");
+    CHECK(weft_task_wait(handed[i], 60000) == 0, "wait");
   }
   return NULL;
 }
@@ -391,6 +392,112 @@ static void destroy_races(void) {
   atomic_store(&gate, 1);
 }
 
+/* --- Allocation failures ---------------------------------------------------
+ * With WEFT_FAILPOINTS: one round (make a pool, submit futures and loop
+ * callbacks, wait, close) with the k-th allocation failing, for every k:
+ * each call answers 0 or a named error, every accepted task settles
+ * exactly once (with its result or WEFT_ENOMEM / WEFT_ESPAWN), the pool
+ * closes, nothing leaks (ASan). */
+#ifdef WEFT_FAILPOINTS
+static bool named_alloc_error(int err) {
+  return err == WEFT_ENOMEM || err == WEFT_ESPAWN;
+}
+
+typedef struct {
+  int calls;
+  int status;
+} af_cb_t;
+
+static void af_done(void* ctx, int status, weft_msg_t* result) {
+  af_cb_t* c = ctx;
+  c->calls++;
+  c->status = status;
+  if (status == 0)
+    CHECK(msg_int(result) == 7, "callback value");
+}
+
+static void alloc_round(void) {
+  weft_pool_opts_t o = {.max_threads = 2};
+  weft_pool_t* p = NULL;
+  weft_loop_t* loop = NULL;
+  weft_task_t* t[4] = {NULL, NULL, NULL, NULL};
+  af_cb_t cbs[2] = {{0, 0}, {0, 0}};
+  bool cb_ok[2] = {false, false};
+  packed_t three = packed_int(3);
+  int err = weft_pool_new(&p, &o);
+  if (err != 0) {
+    CHECK(named_alloc_error(err), "pool_new: %s", weft_err_name(err));
+    return;
+  }
+  err = weft_pool_register(p, "twice", task_twice, NULL);
+  CHECK(err == 0 || named_alloc_error(err), "register: %s",
+        weft_err_name(err));
+  if (weft_loop_new(&loop) != 0)
+    loop = NULL;
+  for (int i = 0; i < 4; i++) {
+    err = weft_pool_submit(p, "twice", three.data, three.len, NULL, NULL,
+                           &t[i]);
+    CHECK(err == 0 || err == WEFT_ENOMEM || err == WEFT_ENOTASK,
+          "submit: %s", weft_err_name(err));
+  }
+  for (int i = 0; loop != NULL && i < 2; i++) {
+    err = weft_pool_submit(p, "twice", three.data, three.len, af_done,
+                           &cbs[i], NULL);
+    CHECK(err == 0 || err == WEFT_ENOMEM || err == WEFT_ENOTASK,
+          "submit cb: %s", weft_err_name(err));
+    cb_ok[i] = err == 0;
+  }
+  for (int i = 0; i < 4; i++) {
+    weft_msg_t* m = NULL;
+    int st;
+    if (t[i] == NULL)
+      continue;
+    CHECK(weft_task_wait(t[i], 60000) == 0, "wait");
+    st = weft_task_status(t[i]);
+    CHECK(st == 0 || named_alloc_error(st), "task: %s", weft_err_name(st));
+    if (st == 0) {
+      err = weft_task_take_result(t[i], &m);
+      CHECK(err == 0 || err == WEFT_ENOMEM, "take: %s", weft_err_name(err));
+      if (err == 0)
+        CHECK(msg_int(m) == 7, "value");
+      weft_msg_free(m);
+    }
+    weft_task_free(t[i]);
+  }
+  if (loop != NULL) {
+    CHECK(weft_loop_run(loop) == 0, "run");
+    for (int i = 0; i < 2; i++) {
+      CHECK(cbs[i].calls == (cb_ok[i] ? 1 : 0), "callback ran %d times",
+            cbs[i].calls);
+      CHECK(cbs[i].status == 0 || named_alloc_error(cbs[i].status),
+            "callback: %s", weft_err_name(cbs[i].status));
+    }
+  }
+  CHECK(weft_pool_close(p) == 0, "close");
+  if (loop != NULL)
+    CHECK(weft_loop_free(loop) == 0, "loop free");
+}
+
+static void alloc_failures(void) {
+  uint64_t n, hit = 0;
+  weft__failpoint_arm(0);
+  alloc_round();
+  n = weft__failpoint_count();
+  for (uint64_t k = 1; k <= n; k++) {
+    weft__failpoint_arm(k);
+    alloc_round();
+    hit += weft__failpoint_fired();
+  }
+  weft__failpoint_arm(0);
+  alloc_round(); /* Still usable. */
+  printf("scenario_pool: %llu allocations in a round, %llu failure points "
+         "hit\n",
+         (unsigned long long)n, (unsigned long long)hit);
+}
+#else
+static void alloc_failures(void) {}
+#endif
+
 int main(void) {
   weft_pool_opts_t o = {.max_threads = 3, .max_queue = 256};
   CHECK(weft_pool_new(&pool, &o) == 0, "pool");
@@ -403,6 +510,7 @@ int main(void) {
   CHECK(weft_pool_close(pool) == 0, "close");
   CHECK(atomic_load(&gone_cb_calls) == 0, "callback on a gone loop");
   destroy_races();
+  alloc_failures();
   printf("scenario_pool: ok (fan %d submits, %d refused; chain %d)\n",
          atomic_load(&fan_submits), atomic_load(&fan_refused),
          atomic_load(&chain_calls));

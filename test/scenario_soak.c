@@ -928,7 +928,7 @@ static void* pool_stream(void* arg) {
     }
     for (int i = 0; i < POOL_BATCH; i++) {
       int s;
-      CHECK(weft_task_wait(t[i], -1) == 0, "pool wait");
+      CHECK(weft_task_wait(t[i], 60000) == 0, "pool wait");
       s = weft_task_status(t[i]);
       CHECK(s == (canceled[i] ? WEFT_ECANCELED
                               : kind[i] == 1 ? WEFT_ERANGE

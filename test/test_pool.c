@@ -276,9 +276,11 @@ static atomic_int noloop_calls;
 static atomic_llong noloop_value;
 static pthread_t noloop_thread;
 static atomic_bool noloop_other_thread;
+static atomic_int noloop_close_err;
 
 static void on_done_noloop(void* ctx, int status, weft_msg_t* result) {
-  (void)ctx;
+  /* Closing from the pool's own thread is refused. */
+  atomic_store(&noloop_close_err, weft_pool_close(ctx));
   atomic_store(&noloop_value, status == 0 ? msg_int(result) : status);
   atomic_store(&noloop_other_thread,
                !pthread_equal(pthread_self(), noloop_thread));
@@ -292,7 +294,7 @@ Test(pool, callback_without_loop_runs_on_pool_thread) {
   noloop_thread = pthread_self();
   cr_assert_null(weft_loop_current());
   cr_assert_eq(
-      weft_pool_submit(pool, "inc", p.data, p.len, on_done_noloop, NULL, &t),
+      weft_pool_submit(pool, "inc", p.data, p.len, on_done_noloop, pool, &t),
       0);
   cr_assert_eq(weft_task_wait(t, -1), 0);
   /* The result went to the callback. */
@@ -304,6 +306,7 @@ Test(pool, callback_without_loop_runs_on_pool_thread) {
   cr_assert_eq(atomic_load(&noloop_calls), 1);
   cr_assert_eq(atomic_load(&noloop_value), 2);
   cr_assert(atomic_load(&noloop_other_thread));
+  cr_assert_eq(atomic_load(&noloop_close_err), WEFT_EWRONGTHREAD);
 }
 
 /* --- Tasks that wait on the test ------------------------------------------ */
@@ -766,6 +769,9 @@ Test(pool, statistics) {
     cr_assert_eq(weft_task_wait(t[i], -1), 0);
     weft_task_free(t[i]);
   }
+  /* A worker counts a settled task as running until it takes the pool's
+   * lock again (it unlinks it with the next one). */
+  WAIT_UNTIL(running_of(pool) == 0, 20000);
   weft_pool_stats_t s = stats_of(pool);
   cr_assert_eq(s.submitted, 10);
   cr_assert_eq(s.completed, 8);
@@ -1005,7 +1011,11 @@ Test(pool, wait_times_out_never_early) {
   cr_assert_eq(weft_task_status(t), WEFT_EAGAIN);
   weft_msg_t* m = NULL;
   cr_assert_eq(weft_task_take_result(t, &m), WEFT_EAGAIN);
-  atomic_store(&gate, 1);
+  /* A huge timeout is no limit, not an overflow that times out early. */
+  pthread_t th;
+  pthread_create(&th, NULL, open_gate_later, NULL);
+  cr_assert_eq(weft_task_wait(t, INT64_MAX), 0);
+  pthread_join(th, NULL);
   cr_assert_eq(take_int(t), 4);
   weft_task_free(t);
   cr_assert_eq(weft_pool_close(pool), 0);
@@ -1084,4 +1094,21 @@ Test(pool, shared_buffer_slices_copy_nothing) {
     cr_assert_eq(a[i], i * i);
   weft_shared_release(sh);
   cr_assert_eq(weft_pool_close(pool), 0);
+}
+
+Test(pool, destroy_cancels_pending_tasks) {
+  weft_pool_opts_t o = {.max_threads = 1, .concurrent_tasks = 2};
+  weft_pool_t* pool = new_gated_pool(&o);
+  cr_assert_eq(weft_pool_register(pool, "wait", task_wait, NULL), 0);
+  weft_task_t* t[3];
+  for (int i = 0; i < 3; i++)
+    t[i] = submit_int(pool, "wait", i);
+  WAIT_UNTIL(atomic_load(&block_started) == 2, 20000);
+  cr_assert_eq(atomic_load(&block_started), 2);
+  cr_assert_eq(weft_pool_destroy(pool), 0);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(weft_task_wait(t[i], 0), 0);
+    cr_assert_eq(weft_task_status(t[i]), WEFT_ECANCELED);
+    weft_task_free(t[i]);
+  }
 }

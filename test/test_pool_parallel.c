@@ -6,6 +6,7 @@
  * the same memory; weft_pool_map() keeps input order, moves buffers in
  * results, and reports errors; bad input gets its named error. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -67,6 +68,7 @@ static int mark(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
 
 /* "span": [b, e] without a shared buffer: counts chunks and indexes. */
 static atomic_llong indexes_seen;
+static atomic_llong lowest, highest; /* Smallest begin, largest end. */
 static int span(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   int64_t b, e;
   (void)ctx;
@@ -74,7 +76,16 @@ static int span(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   if (weft_msg_read(arg, "II", &b, &e) != 0)
     return WEFT_EDECODE;
   atomic_fetch_add(&chunks_run, 1);
-  atomic_fetch_add(&indexes_seen, (long long)(e - b));
+  /* Wraps for the widest range; that test does not read it. */
+  atomic_fetch_add(&indexes_seen, (long long)((uint64_t)e - (uint64_t)b));
+  {
+    long long old = atomic_load(&lowest);
+    while (b < old && !atomic_compare_exchange_weak(&lowest, &old, b)) {
+    }
+    old = atomic_load(&highest);
+    while (e > old && !atomic_compare_exchange_weak(&highest, &old, e)) {
+    }
+  }
   return 0;
 }
 
@@ -150,6 +161,35 @@ static int shape(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   return msgpack_pack_double(pk, 1.5);
 }
 
+/* "nested": the helpers called from a task of their own pool (the pool is
+ * the task's data) -> [for's code, map's code]. */
+static int nested(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
+  weft_pool_t* pool = weft_task_data(ctx);
+  static const unsigned char one[] = {0x91, 0x01}; /* [1] */
+  weft_msg_t* res = NULL;
+  int a, b;
+  (void)arg;
+  a = weft_pool_for(pool, "span", 0, 10, 1, NULL);
+  b = weft_pool_map(pool, "square", one, sizeof one, &res);
+  weft_msg_free(res);
+  return weft_msg_pack(result, "ii", a, b);
+}
+
+/* A loop-less completion callback (the pool's own thread) that calls the
+ * helpers: their codes go to `ctx`. */
+static atomic_int cb_codes[3];
+static void nested_cb(void* ctx, int status, weft_msg_t* result) {
+  weft_pool_t* pool = ctx;
+  static const unsigned char one[] = {0x91, 0x01};
+  weft_msg_t* res = NULL;
+  (void)result;
+  atomic_store(&cb_codes[0], weft_pool_for(pool, "span", 0, 10, 1, NULL));
+  atomic_store(&cb_codes[1],
+               weft_pool_map(pool, "square", one, sizeof one, &res));
+  weft_msg_free(res);
+  atomic_store(&cb_codes[2], status == 0 ? 1 : status); /* Last: done. */
+}
+
 static weft_pool_t* new_pool(void) {
   weft_pool_t* pool = NULL;
   weft_pool_opts_t opts;
@@ -163,6 +203,7 @@ static weft_pool_t* new_pool(void) {
   cr_assert_eq(weft_pool_register(pool, "square", square, NULL), 0);
   cr_assert_eq(weft_pool_register(pool, "bytes", bytes_task, NULL), 0);
   cr_assert_eq(weft_pool_register(pool, "shape", shape, NULL), 0);
+  cr_assert_eq(weft_pool_register(pool, "nested", nested, pool), 0);
   reset();
   return pool;
 }
@@ -224,6 +265,26 @@ Test(pool_parallel, for_without_shared_passes_begin_and_end) {
   close_pool(pool);
 }
 
+Test(pool_parallel, for_the_widest_range) {
+  weft_pool_t* pool = new_pool();
+  atomic_store(&lowest, INT64_MAX);
+  atomic_store(&highest, INT64_MIN);
+  /* 2^64 - 1 indexes in a few chunks: no overflow in the split. */
+  cr_assert_eq(weft_pool_for(pool, "span", INT64_MIN, INT64_MAX, 0, NULL), 0);
+  cr_assert_gt(atomic_load(&chunks_run), 1);
+  cr_assert_eq(atomic_load(&lowest), INT64_MIN);
+  cr_assert_eq(atomic_load(&highest), INT64_MAX);
+  /* And with a chunk size that leaves a short last chunk. */
+  reset();
+  atomic_store(&highest, INT64_MIN);
+  cr_assert_eq(weft_pool_for(pool, "span", INT64_MIN, INT64_MAX,
+                             INT64_MAX / 2, NULL),
+               0);
+  cr_assert_eq(atomic_load(&chunks_run), 5);
+  cr_assert_eq(atomic_load(&highest), INT64_MAX);
+  close_pool(pool);
+}
+
 Test(pool_parallel, for_an_empty_range_runs_nothing) {
   weft_pool_t* pool = new_pool();
   cr_assert_eq(weft_pool_for(pool, "span", 5, 5, 0, NULL), 0);
@@ -257,6 +318,34 @@ Test(pool_parallel, for_shared_buffer_is_the_same_memory_in_every_chunk) {
   /* for_once checks that every chunk saw the caller's data pointer and
    * that its writes are visible to the caller: nothing was copied. */
   for_once(pool, 0, 50);
+  close_pool(pool);
+}
+
+Test(pool_parallel, helpers_refuse_the_pools_own_threads) {
+  weft_pool_t* pool = new_pool();
+  weft_task_t* t = NULL;
+  weft_msg_t* r = NULL;
+  int a = 0, b = 0;
+  /* From a task of the pool: its chunks could wait for its own thread. */
+  cr_assert_eq(weft_pool_submit(pool, "nested", NULL, 0, NULL, NULL, &t), 0);
+  cr_assert_eq(weft_task_wait(t, -1), 0);
+  cr_assert_eq(weft_task_take_result(t, &r), 0);
+  cr_assert_eq(weft_msg_read(r, "ii", &a, &b), 0);
+  cr_assert_eq(a, WEFT_EWRONGTHREAD);
+  cr_assert_eq(b, WEFT_EWRONGTHREAD);
+  weft_msg_free(r);
+  weft_task_free(t);
+  /* From a completion callback of a loop-less submitter (the pool's own
+   * thread runs it). */
+  atomic_store(&cb_codes[2], 0);
+  cr_assert_eq(weft_pool_submit(pool, "span", "\x92\x00\x01", 3, nested_cb,
+                                pool, NULL),
+               0);
+  for (int i = 0; i < 20000 && atomic_load(&cb_codes[2]) == 0; i++)
+    sleep_ms(1);
+  cr_assert_eq(atomic_load(&cb_codes[2]), 1);
+  cr_assert_eq(atomic_load(&cb_codes[0]), WEFT_EWRONGTHREAD);
+  cr_assert_eq(atomic_load(&cb_codes[1]), WEFT_EWRONGTHREAD);
   close_pool(pool);
 }
 

@@ -184,7 +184,10 @@ WEFT_EXTERN bool weft_task_canceled(const weft_task_ctx_t* ctx);
 WEFT_EXTERN void* weft_task_data(const weft_task_ctx_t* ctx);
 /* Complete a task that returned WEFT_TASK_PENDING: `status` 0 sends what
  * was packed into its `result` message, a negative code fails it. `arg`
- * and `result` are freed after. Returns 0 or WEFT_EINVAL (not pending).
+ * and `result` are freed after, and `ctx` is not valid any more (call it
+ * once). Returns 0 or WEFT_EINVAL (not pending: the function has not
+ * returned WEFT_TASK_PENDING yet, or another thread than its worker's).
+ * A task cancelled meanwhile stays cancelled (its result is dropped).
  * Thread: the worker's loop. */
 WEFT_EXTERN int weft_task_done(weft_task_ctx_t* ctx, int status);
 
@@ -203,8 +206,10 @@ WEFT_EXTERN int weft_task_done(weft_task_ctx_t* ctx, int status);
  * returns 0 and runs nothing. Also WEFT_EINVAL (NULL pool or name,
  * end < begin, chunk < 0) and the errors of weft_pool_submit();
  * backpressure is waited out, not returned.
- * Thread: any except a pool worker of this pool (WEFT_EWRONGTHREAD); a
- * loop thread's loop is blocked meanwhile. */
+ * Thread: any except the pool's own threads, its workers and the thread
+ * its loop-less callbacks run on (WEFT_EWRONGTHREAD: the chunks could wait
+ * for the very thread that waits for them); a loop thread's loop is
+ * blocked meanwhile. */
 WEFT_EXTERN int weft_pool_for(weft_pool_t* pool,
                               const char* name,
                               int64_t begin,
@@ -234,7 +239,8 @@ typedef struct weft_pool_stats_s {
   uint64_t canceled;   /* Settled with WEFT_ECANCELED. */
   uint64_t rejected;   /* Submits refused with WEFT_EQUEUEFULL. */
   size_t queued;       /* Waiting for a worker now. */
-  size_t running;      /* On a worker now (pending ones included). */
+  size_t running;      /* On a worker now (pending ones included; one
+                        * that just settled may count for a moment). */
   unsigned threads;    /* Workers alive now (starting and idle too). */
   double wait_p50_us;  /* Submit to start, over completed and failed tasks. */
   double wait_p99_us;
