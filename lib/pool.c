@@ -123,6 +123,8 @@ struct pworker_s {
   pworker_t* all_next;   /* Pool lock: every live worker. */
   pworker_t* all_prev;
   bool terminated;       /* Pool thread only. */
+  bool retiring;         /* Pool lock: counted in nretiring (its state
+                          * turns PW_DEAD at its teardown). */
   int err;               /* Pool thread: its error event's code. */
   uint64_t born;         /* ns; fixed at spawn. */
 
@@ -759,7 +761,7 @@ static void on_worker_exit(weft_worker_t* w, int code) {
     avail_remove(pool, pw);
   if (pw->state == PW_STARTING)
     pool->nstarting--;
-  if (pw->state == PW_RETIRING)
+  if (pw->retiring)
     pool->nretiring--;
   pw->state = PW_DEAD;
   pool->nworkers--;
@@ -956,9 +958,10 @@ static int kick_run(weft_loop_t* loop, weft__ready_t* r) {
 static void sweep(weft_loop_t* loop, void* arg) {
   weft_pool_t* pool = arg;
   pworker_t* list = NULL;
-  uint64_t now = uv_hrtime();
+  uint64_t now;
   bool more;
   uv_mutex_lock(&pool->lock);
+  now = uv_hrtime(); /* Not before a worker's idle_since, set under it. */
   while (!pool->closed && pool->avail_tail != NULL &&
          pool->nworkers - pool->nretiring > pool->min_threads) {
     pworker_t* pw = pool->avail_tail;
@@ -966,6 +969,7 @@ static void sweep(weft_loop_t* loop, void* arg) {
       break;
     avail_remove(pool, pw);
     pw->state = PW_RETIRING;
+    pw->retiring = true;
     pool->nretiring++;
     pw->anext = list;
     list = pw;

@@ -660,6 +660,22 @@ Test(pool, workers_start_on_demand_and_retire_when_idle) {
   /* min_threads is never retired. */
   uv_sleep(200);
   cr_assert_eq(stats_of(pool).threads, 1);
+  /* Again: the retired ones no longer count. */
+  atomic_store(&gate, 0);
+  atomic_store(&block_started, 0);
+  for (int i = 0; i < 3; i++)
+    t[i] = submit_int(pool, "block", i);
+  WAIT_UNTIL(atomic_load(&block_started) == 3, 20000);
+  cr_assert_eq(stats_of(pool).threads, 3);
+  atomic_store(&gate, 1);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(take_int(t[i]), i);
+    weft_task_free(t[i]);
+  }
+  WAIT_UNTIL(stats_of(pool).threads == 1, 20000);
+  cr_assert_eq(stats_of(pool).threads, 1);
+  uv_sleep(200);
+  cr_assert_eq(stats_of(pool).threads, 1);
   /* And the pool still works. */
   t[0] = submit_int(pool, "inc", 1);
   cr_assert_eq(take_int(t[0]), 2);
