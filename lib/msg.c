@@ -220,7 +220,7 @@ static bool container_head(unsigned char b) {
 
 int weft__msgpack_scan(const void* bytes, size_t len, size_t* need) {
   const unsigned char* p = bytes;
-  const unsigned char* end = p + len;
+  const unsigned char* end;
   /* Items still to come in each open container; a map counts key and
    * value. Containers nest at most WEFT__MSG_MAX_DEPTH deep, so the stack
    * is fixed and the walk never allocates. */
@@ -233,6 +233,7 @@ int weft__msgpack_scan(const void* bytes, size_t len, size_t* need) {
   uint64_t zone = 0;
   if (bytes == NULL || len == 0)
     return WEFT_EDECODE;
+  end = p + len; /* Not before: NULL + 0 is undefined behaviour. */
   for (;;) {
     unsigned b;
     uint64_t skip = 0, n = 0;

@@ -52,11 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size > 0)
     memcpy(m->data, data, size);
   m->len = size;
-  m->state = WEFT__MSG_DELIVERING;
+  weft__msg_deliver(m); /* As a port hands it to its callback. */
   in_shared = weft__msg_decode(m, shared);
   FUZZ_CHECK(in_shared == own);
   if (in_shared == 0)
     fuzz_sink += fuzz_walk(weft_msg_object(m), NULL, NULL);
+  FUZZ_CHECK(!weft__msg_delivered_kept(m));
   weft_msg_free(m);
   msgpack_zone_clear(shared);
   return 0;
