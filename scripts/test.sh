@@ -33,7 +33,10 @@ LINT=${LINT:-1}
 # Any sanitizer report must fail the test that produced it.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/test/tsan.supp"
+# history_size=7: TSan keeps more of each thread's past accesses, so that a
+# report's "previous access" has its stack (at 2, the default, a rare report
+# in scenario_soak said only "failed to restore the stack").
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$PWD/test/tsan.supp"
 
 passed=0
 failed=0
