@@ -17,6 +17,16 @@
 #include "mpsc.h"
 #include "waker.h"
 
+/* The uv_hrtime() (CLOCK_MONOTONIC, ns) that lies `timeout_ms` from now,
+ * or -1 (no deadline) for a negative timeout or one so far off (over a
+ * century) that the sum would overflow. For the blocking waits on cores
+ * (weft__core_wait). Thread: any. */
+static inline int64_t weft__deadline_ns(int64_t timeout_ms) {
+  if (timeout_ms < 0 || timeout_ms > INT64_MAX / 2000000)
+    return -1;
+  return (int64_t)uv_hrtime() + timeout_ms * 1000000;
+}
+
 /* --- loop.c ----------------------------------------------------------- */
 
 /* Run `cb(loop, arg)` on `loop` as a macrotask (next-ticks and microtasks
@@ -304,6 +314,11 @@ void weft__msg_commit_transfers(weft_msg_t* msg);
 /* Decode the payload into `zone`, or with `zone` NULL into a zone of the
  * message's own: 0, WEFT_EDECODE or WEFT_ENOMEM. */
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone);
+/* Decode `msg` (into `zone`, or a zone of its own if NULL) and hand it to
+ * a caller who owns it from now on (weft_port_receive(), a blocking
+ * call's reply, a future's result): 0 and `*out`, or the decode's error
+ * with `msg` freed. */
+int weft__msg_own(weft_msg_t* msg, msgpack_zone* zone, weft_msg_t** out);
 /* Validate that `bytes` is exactly one msgpack value nested at most
  * WEFT__MSG_MAX_DEPTH deep: 0, WEFT_EDECODE or WEFT_ETOODEEP. Allocates
  * nothing (weft__msgpack_scan). */
@@ -417,7 +432,8 @@ void weft__port_enqueue_core(void* core, weft_msg_t* msg);
 int weft__inbox_new(void** inbox, void** sender);
 /* Wait on `core` (on no loop, one consumer: the caller) until a message of
  * any kind but a close is first in its mailbox (0, `*out` set, undecoded:
- * the caller owns it), `deadline_ns` (CLOCK_MONOTONIC; negative: none)
+ * the caller owns it), `deadline_ns` (uv_hrtime(); negative: none; see
+ * weft__deadline_ns())
  * passes (WEFT_ETIMEDOUT, never earlier) or a close is first in line
  * (WEFT_ECLOSED). Spins briefly, then parks as weft_port_receive_wait().
  * Thread: the core's one consumer. */

@@ -466,6 +466,17 @@ const char* weft_msg_data(const weft_msg_t* msg, size_t* len) {
 static _Thread_local const weft_msg_t* delivering;
 static _Thread_local const weft_msg_t* kept_in_callback;
 
+int weft__msg_own(weft_msg_t* msg, msgpack_zone* zone, weft_msg_t** out) {
+  int err = weft__msg_decode(msg, zone);
+  if (err != 0) {
+    weft_msg_free(msg);
+    return err;
+  }
+  msg->state = WEFT__MSG_OWNED;
+  *out = msg;
+  return 0;
+}
+
 void weft__msg_deliver(weft_msg_t* msg) {
   msg->state = WEFT__MSG_DELIVERING;
   delivering = msg;

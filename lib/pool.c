@@ -1417,7 +1417,6 @@ int weft_task_status(const weft_task_t* t) {
 
 int weft_task_take_result(weft_task_t* t, weft_msg_t** out) {
   weft_msg_t* m;
-  int err;
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
@@ -1432,14 +1431,7 @@ int weft_task_take_result(weft_task_t* t, weft_msg_t** out) {
   t->taken = true;
   m = t->result;
   t->result = NULL;
-  err = weft__msg_decode(m, NULL);
-  if (err != 0) {
-    weft_msg_free(m);
-    return err;
-  }
-  m->state = WEFT__MSG_OWNED;
-  *out = m;
-  return 0;
+  return weft__msg_own(m, NULL, out);
 }
 
 int weft_task_cancel(weft_task_t* t) {

@@ -1207,14 +1207,7 @@ static int take(pcore_t* p, weft_msg_t** out, bool foreign) {
      * peeked at: `zone` was made for it. */
     m->zone = zone; /* Freed with the message from now on. */
     zone = NULL;
-    err = weft__msg_decode(m, m->zone);
-    if (err != 0) {
-      weft_msg_free(m);
-      return err;
-    }
-    m->state = WEFT__MSG_OWNED;
-    *out = m;
-    return 0;
+    return weft__msg_own(m, m->zone, out);
   }
   if (zone != NULL)
     msgpack_zone_free(zone);
@@ -1235,12 +1228,6 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
 /* Pause iterations a blocking receive spins before it parks. */
 #define WAIT_SPIN 256
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Take the oldest message of a loop-less core whatever its kind (a
  * request's outcome is not a data message), undecoded: 0 and `*out`,
  * WEFT_EAGAIN (none) or WEFT_ECLOSED (a close is first in line). */
@@ -1255,7 +1242,7 @@ static int take_raw(pcore_t* p, weft_msg_t** out) {
 }
 
 /* The wait of weft_port_receive_wait() and weft__core_wait(): until
- * `deadline` (mono_ns(); negative: none). `raw`: take_raw(), else take(). */
+ * `deadline` (uv_hrtime(); negative: none). `raw`: take_raw(), else take(). */
 static int receive_wait(pcore_t* p,
                         int64_t deadline,
                         weft_msg_t** out,
@@ -1278,7 +1265,7 @@ static int receive_wait(pcore_t* p,
       continue;
     left = -1;
     if (deadline >= 0) {
-      left = deadline - mono_ns();
+      left = deadline - (int64_t)uv_hrtime();
       if (left <= 0)
         return WEFT_ETIMEDOUT;
     }
@@ -1315,10 +1302,7 @@ int weft_port_receive_wait(weft_port_t* port,
   p = hcore(port);
   if (p == NULL)
     return WEFT_ECLOSED;
-  if (timeout_ms > INT64_MAX / 2000000)
-    timeout_ms = -1; /* Centuries: no limit. */
-  return receive_wait(
-      p, timeout_ms >= 0 ? mono_ns() + timeout_ms * 1000000 : -1, out, false);
+  return receive_wait(p, weft__deadline_ns(timeout_ms), out, false);
 }
 
 int weft__core_wait(void* core, int64_t deadline_ns, weft_msg_t** out) {

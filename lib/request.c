@@ -657,12 +657,6 @@ static int inbox_get(tinbox_t** out) {
   return 0;
 }
 
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int blocking_call(post_fn post,
                          void* to,
                          weft_msg_t** msg,
@@ -682,10 +676,8 @@ static int blocking_call(post_fn post,
   err = route_request(*msg, t->sender, id);
   if (err != 0)
     return err;
-  if (timeout_ms > INT64_MAX / 2000000)
-    timeout_ms = 0; /* Centuries: no limit. */
-  if (timeout_ms > 0)
-    deadline = mono_ns() + timeout_ms * 1000000;
+  if (timeout_ms > 0) /* 0 or negative: no limit. */
+    deadline = weft__deadline_ns(timeout_ms);
   err = post(to, msg);
   if (err != 0) {
     unroute_request(*msg);
@@ -700,16 +692,12 @@ static int blocking_call(post_fn post,
       continue;
     }
     m->routed = false;
-    err = m->code;
-    if (err == 0)
-      err = weft__msg_decode(m, NULL);
-    if (err != 0) {
+    if (m->code != 0) {
+      err = m->code;
       weft_msg_free(m);
       return err;
     }
-    m->state = WEFT__MSG_OWNED;
-    *reply = m;
-    return 0;
+    return weft__msg_own(m, NULL, reply);
   }
 }
 
