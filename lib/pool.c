@@ -824,11 +824,10 @@ static int spawn_one(weft_pool_t* pool) {
    * of their own, never cached ones that other workers reuse. */
   if (pool->nice_increment > 0)
     o.flags = WEFT_WORKER_FRESH_THREAD;
-  err = weft_worker_spawn(&pw->w, pool->loop, worker_entry, &o);
-  if (err != 0) {
-    weft__xfree(pw);
-    return err;
-  }
+  /* On `all` before its thread starts: the worker may take a task at
+   * once, and destroy must find that task on it (linked after the spawn,
+   * a destroy in between missed the running task, which then settled with
+   * ETERMINATED or its own result instead of ECANCELED). */
   uv_mutex_lock(&pool->lock);
   pw->all_prev = NULL;
   pw->all_next = pool->all;
@@ -838,6 +837,16 @@ static int spawn_one(weft_pool_t* pool) {
   pool->nlive++;
   pool->born_sum += pw->born;
   uv_mutex_unlock(&pool->lock);
+  err = weft_worker_spawn(&pw->w, pool->loop, worker_entry, &o);
+  if (err != 0) {
+    uv_mutex_lock(&pool->lock);
+    pw_unlink_all(pool, pw);
+    pool->nlive--;
+    pool->born_sum -= pw->born;
+    uv_mutex_unlock(&pool->lock);
+    weft__xfree(pw);
+    return err;
+  }
   return 0;
 }
 

@@ -721,7 +721,8 @@ Test(pool, destroy_cancels_queued_and_running) {
     q[i] = submit_int(pool, "count", i);
   cr_assert_eq(weft_pool_destroy(pool), 0);
   cr_assert_eq(weft_task_wait(running, 0), 0);
-  cr_assert_eq(weft_task_status(running), WEFT_ECANCELED);
+  cr_assert_eq(weft_task_status(running), WEFT_ECANCELED, "%s",
+               weft_err_name(weft_task_status(running)));
   /* The running function saw the flag before its worker ended. */
   cr_assert_eq(atomic_load(&block_saw_cancel), 1);
   for (int i = 0; i < 3; i++) {
@@ -1124,7 +1125,8 @@ Test(pool, destroy_cancels_pending_tasks) {
   cr_assert_eq(weft_pool_destroy(pool), 0);
   for (int i = 0; i < 3; i++) {
     cr_assert_eq(weft_task_wait(t[i], 0), 0);
-    cr_assert_eq(weft_task_status(t[i]), WEFT_ECANCELED);
+    cr_assert_eq(weft_task_status(t[i]), WEFT_ECANCELED, "task %d: %s", i,
+                 weft_err_name(weft_task_status(t[i])));
     weft_task_free(t[i]);
   }
 }

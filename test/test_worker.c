@@ -1377,9 +1377,15 @@ static void exit_batch_handler(weft_port_t* port, weft_msg_t* msg) {
   weft_worker_exit(3);
 }
 
+static atomic_int exit_batch_posted;
+
 static void exit_batch_entry(weft_loop_t* loop, void* arg) {
   (void)loop;
   (void)arg;
+  /* The handler goes on only once main has posted all 100: otherwise the
+   * first message could end the worker while main still posts (ECLOSED). */
+  while (!atomic_load(&exit_batch_posted))
+    uv_sleep(1);
   weft_port_on_message(weft_parent_port(), exit_batch_handler);
 }
 
@@ -1395,12 +1401,14 @@ Test(worker, exit_in_handler_stops_the_batch) {
   weft_worker_opts_t opts = {0};
   int i;
   atomic_store(&exit_batch_seen, 0);
+  atomic_store(&exit_batch_posted, 0);
   exit_batch_code = -1;
   opts.events.exit = exit_batch_on_exit;
   cr_assert_eq(weft_worker_spawn(&w, loop, exit_batch_entry, &opts), 0);
   /* Queued before the worker has a handler: they arrive as one batch. */
   for (i = 0; i < 100; i++)
     cr_assert_eq(weft_worker_post(w, "\x01", 1), 0);
+  atomic_store(&exit_batch_posted, 1);
   run_loop(loop);
   cr_assert_eq(exit_batch_code, 3);
   cr_assert_eq(atomic_load(&exit_batch_seen), 1);
