@@ -2,18 +2,22 @@
 # deps.sh [--bench] - install the Debian packages weft needs, only if missing.
 #
 # Build: build-essential cmake pkg-config libuv1-dev libmsgpack-dev
-# libmimalloc-dev; samples/mandelbrot: libpng-dev; tests: libcriterion-dev
-# and gcc's sanitizer runtimes (libasan8 libtsan2 libubsan1, which
-# libgcc-12-dev normally pulls in).
-# With --bench, also nodejs (only when no `node` is on PATH).
+# libmimalloc-dev; samples/mandelbrot: libpng-dev; samples/login_api:
+# libhttp-parser-dev and libsodium-dev; tests: libcriterion-dev and gcc's
+# sanitizer runtimes (libasan8 libtsan2 libubsan1, which libgcc-12-dev
+# normally pulls in).
+# With --bench, also wrk (the login API's load) and nodejs (only when no
+# `node` is on PATH).
 set -eu
 
 pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
-      libmimalloc-dev libpng-dev libcriterion-dev libasan8 libtsan2 libubsan1"
+      libmimalloc-dev libpng-dev libhttp-parser-dev libsodium-dev
+      libcriterion-dev libasan8 libtsan2 libubsan1"
 # scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.
 pkgs="$pkgs clang clang-tidy cppcheck"
-if [ "${1:-}" = "--bench" ] && ! command -v node >/dev/null 2>&1; then
-  pkgs="$pkgs nodejs"
+if [ "${1:-}" = "--bench" ]; then
+  pkgs="$pkgs wrk"
+  command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 fi
 # Fuzzing (test/fuzz, `make fuzz` and a short run in `make test`).
 pkgs="$pkgs clang libfuzzer-14-dev libclang-rt-14-dev"

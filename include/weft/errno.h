@@ -34,7 +34,9 @@
   XX(ETOODEEP, -5014, "message nests deeper than 32 levels")                  \
   XX(EQUEUEFULL, -5015, "the pool's queue is full")                           \
   XX(ENOTASK, -5016, "no task is registered under that name")                 \
-  XX(ENOREPLY, -5017, "the request was dropped without a reply")
+  XX(ENOREPLY, -5017, "the request was dropped without a reply")            \
+  XX(ENOTLOCAL, -5018, "buffers, shared buffers and ports cannot leave the process") \
+  XX(ERESTARTS, -5019, "too many restarts within the restart window")
 
 typedef enum {
 #define WEFT__ERRNO_ENUM(name, value, _) WEFT_##name = (value),

@@ -20,6 +20,7 @@ extern "C" {
 #include "weft/format.h"
 #include "weft/request.h"
 #include "weft/pool.h"
+#include "weft/cluster.h"
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,247 @@
+/* cluster.h - Node's cluster: a primary process starts N worker processes
+ * of the same program, hands each the listening TCP sockets it asks for
+ * over an IPC pipe so that they all accept on one socket, and exchanges
+ * msgpack messages with each of them over that pipe.
+ *
+ * A child is the same program started again (as Node does: /proc/self/exe
+ * with this process's arguments, unless opts.exec/argv say otherwise); it
+ * runs main() from the start and finds out that it is a child with
+ * weft_cluster_is_primary(). Like a forked Node worker it then joins the
+ * cluster (weft_cluster_join(): the "online" event in the primary) and
+ * opens its server with weft_cluster_listen(), which in a child asks the
+ * primary for the socket:
+ *
+ *   primary                                   child (same program)
+ *   weft_cluster_new(&c, loop, &opts)
+ *   weft_cluster_fork(c, NULL) x N     ──▶    weft_cluster_is_primary() false
+ *                                             weft_cluster_join(loop, ...)
+ *   events.online(w)                   ◀──    weft_cluster_listen(loop, ...)
+ *   binds host:port once, sends it     ──▶    accepts on the shared socket
+ *   events.listening(w, host, port)
+ *
+ * The kernel spreads connections over the children that accept (Node's
+ * SCHED_NONE). The primary keeps its copy of each socket open, so a child
+ * that dies loses only the connections it had accepted: connections
+ * waiting in the accept queue go to the others, and to its replacement
+ * (opts.restart).
+ *
+ * Messages: one msgpack value per message, in order, with the message API
+ * of ports (weft_msg_new(), weft_msg_pack(), weft_msg_read(), keep).
+ * Buffers are copied; transferred buffers, shared buffers and ports cannot
+ * cross a process: a message that lists any is refused (WEFT_ENOTLOCAL).
+ * Nothing is lost or duplicated while both ends are open; what is still
+ * queued when a process dies is lost with it.
+ *
+ * Threads: everything here runs on the loop given to weft_cluster_new() or
+ * weft_cluster_join() (the process's main loop), and every event comes on
+ * that loop, followed by a drain of next-ticks and microtasks.
+ * Memory: weft owns the cluster and the worker handles; a handle stays
+ * valid until its exit event (primary) or disconnect event (child)
+ * returns. */
+#ifndef WEFT_CLUSTER_H
+#define WEFT_CLUSTER_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "weft/common.h"
+#include "weft/loop.h"
+
+typedef struct weft_cluster_s weft_cluster_t;
+/* One worker process: in the primary, a child; in a child, the child
+ * itself (its link to the primary, Node's cluster.worker). */
+typedef struct weft_cluster_worker_s weft_cluster_worker_t;
+
+/* Events. Any may be NULL. Runs on: the cluster's loop. */
+typedef struct weft_cluster_events_s {
+  /* Primary: a child process was started (by weft_cluster_fork() or a
+   * restart). */
+  void (*fork)(weft_cluster_worker_t* w);
+  /* Primary: the child joined (weft_cluster_join()). */
+  void (*online)(weft_cluster_worker_t* w);
+  /* Primary: the child got the socket for `host`:`port` (the port bound,
+   * if it asked for 0) and accepts on it. */
+  void (*listening)(weft_cluster_worker_t* w, const char* host, int port);
+  /* Both: one message from the other side. `msg` is valid for the call
+   * (weft_msg_keep() to keep it). */
+  void (*message)(weft_cluster_worker_t* w, weft_msg_t* msg);
+  /* Both: the IPC pipe closed (either side disconnected, or the other
+   * process ended). Posts fail with WEFT_ECLOSED from then on. In a
+   * child, the handle is freed when this event returns, and a child that
+   * does nothing else then ends when its loop runs out of work (close
+   * your server: Node's worker exits on disconnect the same way). */
+  void (*disconnect)(weft_cluster_worker_t* w);
+  /* Primary: the child process ended, with its exit code (`signal` 0) or
+   * the signal that killed it (`code` 0). Always the last event of a
+   * handle, after disconnect; the handle is freed when it returns. */
+  void (*exit)(weft_cluster_worker_t* w, int code, int signal);
+  /* Primary: something went wrong outside any call: a child could not be
+   * started again (a restart's uv_spawn failed), or restarts passed
+   * opts.max_restarts within opts.restart_window_ms (no more restarts
+   * until the window passes: WEFT_ERESTARTS), or a child sent bytes that
+   * are not a message (WEFT_EDECODE; that child is disconnected). `w` is
+   * the child concerned, or NULL. */
+  void (*error)(weft_cluster_t* c, weft_cluster_worker_t* w, int err);
+} weft_cluster_events_t;
+
+/* Primary options; zero means default for every field. */
+typedef struct weft_cluster_opts_s {
+  /* The program children run, and its argv (NULL-terminated, argv[0]
+   * first). Default: this program (/proc/self/exe) with this process's
+   * own arguments (/proc/self/cmdline), as Node's cluster.fork(). */
+  const char* exec;
+  char* const* argv;
+  /* Restart a child that ends unless the primary ended it
+   * (weft_cluster_worker_kill(), _disconnect(), weft_cluster_close()) or
+   * it exited with code 0 after a disconnect: the replacement is a new
+   * handle with a new id (fork, online... events again). */
+  bool restart;
+  /* Restart intensity (as Erlang's supervisors): at most `max_restarts`
+   * restarts within `restart_window_ms`; past it the cluster reports
+   * WEFT_ERESTARTS and restarts no more until the window has passed.
+   * Defaults 10 and 10000. */
+  unsigned max_restarts;
+  uint32_t restart_window_ms;
+  /* Largest message either side accepts (bytes of msgpack); a larger one
+   * is refused at the sender with WEFT_EMSGSIZE. Default 64 MiB. */
+  size_t max_message;
+  weft_cluster_events_t events;
+  void* data; /* weft_cluster_get_data(). */
+} weft_cluster_opts_t;
+
+/* Whether this process is the primary: true unless it was started by a
+ * cluster's weft_cluster_fork() (it then finds the IPC pipe in its
+ * environment). Thread: any. */
+WEFT_EXTERN bool weft_cluster_is_primary(void);
+
+/* --- Primary --------------------------------------------------------- */
+
+/* Create a cluster on `loop` (the process's main loop). `opts` may be NULL
+ * (and is copied, argv included). Children inherit the environment,
+ * stdin, stdout and stderr. A cluster with live children keeps the loop
+ * alive. Returns 0, WEFT_EINVAL (NULL out or loop; called in a child),
+ * WEFT_ENOMEM, WEFT_EWRONGTHREAD. Thread: owner of `loop`. */
+WEFT_EXTERN int weft_cluster_new(weft_cluster_t** out,
+                                 weft_loop_t* loop,
+                                 const weft_cluster_opts_t* opts);
+
+/* Start one child process (Node's cluster.fork()). `out` (may be NULL)
+ * gets its handle at once; the fork event runs before this returns.
+ * Returns 0, WEFT_EINVAL, WEFT_ECLOSED (the cluster is closing),
+ * WEFT_ENOMEM, or libuv's error from uv_spawn (e.g. UV_ENOENT).
+ * Thread: the cluster's loop. */
+WEFT_EXTERN int weft_cluster_fork(weft_cluster_t* c,
+                                  weft_cluster_worker_t** out);
+
+/* Close the cluster: stop restarting, disconnect every child, and once
+ * every child has exited close the listening sockets, call `cb` (may be
+ * NULL) and free the cluster. A child that has not exited `grace_ms` after
+ * the disconnect gets SIGKILL (0: wait without limit). Returns 0,
+ * WEFT_EINVAL, WEFT_EBUSY (already closing). Thread: the cluster's loop. */
+WEFT_EXTERN int weft_cluster_close(weft_cluster_t* c,
+                                   uint32_t grace_ms,
+                                   void (*cb)(weft_cluster_t* c));
+
+/* Live children (started and not yet exited). Thread: the cluster's loop. */
+WEFT_EXTERN unsigned weft_cluster_size(const weft_cluster_t* c);
+
+WEFT_EXTERN void* weft_cluster_get_data(const weft_cluster_t* c);
+WEFT_EXTERN weft_loop_t* weft_cluster_loop(const weft_cluster_t* c);
+
+/* Send `signum` to the child (Node's worker.kill(); default SIGTERM when
+ * 0). A child killed this way is not restarted. Returns 0, WEFT_EINVAL (a
+ * child's own handle), WEFT_ENOTSTARTED (already exited), or libuv's
+ * error. Thread: the cluster's loop. */
+WEFT_EXTERN int weft_cluster_worker_kill(weft_cluster_worker_t* w,
+                                         int signum);
+
+/* The child's process id (on a child's own handle: getpid()); 0 once a
+ * child has exited. Thread: the loop's. */
+WEFT_EXTERN int weft_cluster_worker_pid(const weft_cluster_worker_t* w);
+
+/* --- Child ----------------------------------------------------------- */
+
+/* Join the cluster that started this process: open the IPC pipe on `loop`
+ * (the process's main loop) and tell the primary (its online event).
+ * `events` (may be NULL; copied): message and disconnect apply here. `out`
+ * gets the child's own handle (Node's cluster.worker). The pipe keeps the
+ * loop alive until it closes (weft_cluster_worker_disconnect(), or the
+ * primary's disconnect or death). Returns 0, WEFT_EINVAL (NULL loop or
+ * out; this process is the primary), WEFT_EBUSY (already joined),
+ * WEFT_ENOMEM, or libuv's error opening the pipe.
+ * Thread: owner of `loop`. */
+WEFT_EXTERN int weft_cluster_join(weft_loop_t* loop,
+                                  const weft_cluster_events_t* events,
+                                  void* data,
+                                  weft_cluster_worker_t** out);
+
+/* --- Both sides ---------------------------------------------------------- */
+
+/* The worker's id: 1, 2, ... in order of forking, never reused within a
+ * primary (a replacement gets a new one). Thread: the loop's. */
+WEFT_EXTERN unsigned weft_cluster_worker_id(const weft_cluster_worker_t* w);
+
+/* Post one message to the other side (primary → child on a child's
+ * handle; child → primary on the self handle from weft_cluster_join()):
+ * `len` pre-packed bytes (one msgpack value, copied), a message built with
+ * weft_msg_new() (taken: *msg is set to NULL on success; on an error it
+ * stays the caller's), or a format string (weft_msg_pack()). Returns 0,
+ * WEFT_EINVAL, WEFT_EDECODE (not exactly one msgpack value),
+ * WEFT_ETOODEEP, WEFT_EMSGSIZE, WEFT_ENOTLOCAL (the message lists
+ * buffers, shared buffers or ports), WEFT_ECLOSED (disconnected or
+ * exited), WEFT_ENOMEM. Thread: the loop's. */
+WEFT_EXTERN int weft_cluster_worker_post(weft_cluster_worker_t* w,
+                                         const void* bytes,
+                                         size_t len);
+WEFT_EXTERN int weft_cluster_worker_post_msg(weft_cluster_worker_t* w,
+                                             weft_msg_t** msg);
+WEFT_EXTERN int weft_cluster_worker_post_fmt(weft_cluster_worker_t* w,
+                                             const char* fmt,
+                                             ...);
+
+/* Close the IPC pipe (Node's worker.disconnect()): what was posted before
+ * is still written; both sides then get the disconnect event. In the
+ * primary, a child disconnected this way that exits is not restarted.
+ * Returns 0, WEFT_EINVAL, WEFT_ECLOSED (already). Thread: the loop's. */
+WEFT_EXTERN int weft_cluster_worker_disconnect(weft_cluster_worker_t* w);
+
+/* Whether the pipe is still open. Thread: the loop's. */
+WEFT_EXTERN bool weft_cluster_worker_connected(const weft_cluster_worker_t* w);
+
+WEFT_EXTERN int weft_cluster_worker_set_data(weft_cluster_worker_t* w,
+                                             void* data);
+WEFT_EXTERN void* weft_cluster_worker_get_data(const weft_cluster_worker_t* w);
+
+/* --- Listening sockets (any process) ------------------------------------- */
+
+/* Called once the socket is ready: `status` 0 with `server` listening (its
+ * connections go to the `on_connection` given to weft_cluster_listen(),
+ * as with uv_listen()), or a negative code (libuv's bind/listen error,
+ * e.g. UV_EADDRINUSE; WEFT_ECLOSED if the primary went away first).
+ * Runs on: the loop; never inside weft_cluster_listen(). */
+typedef void (*weft_cluster_listen_cb)(uv_tcp_t* server, int status,
+                                       void* ctx);
+
+/* Listen on `host`:`port` (numeric IPv4 or IPv6 address; port 0: any free
+ * port, the same for every child) with `server`, which the caller has
+ * initialized with uv_tcp_init(weft_loop_uv(loop), server) and owns (close
+ * it with uv_close()). Outside a cluster, and in the primary, the socket
+ * is bound here. In a child that has joined, the primary binds it (once
+ * per address, shared by every child that asks for it, kept open while
+ * the cluster lives) and sends it over the pipe; the child accepts on it.
+ * `backlog` <= 0 means 511 (Node's). Returns 0 (`cb` will run once),
+ * WEFT_EINVAL (a NULL argument, a host that is not a numeric address, a
+ * port out of 0..65535), WEFT_ENOTSTARTED (a child that has not joined),
+ * WEFT_ECLOSED, WEFT_ENOMEM. Thread: owner of `loop`. */
+WEFT_EXTERN int weft_cluster_listen(weft_loop_t* loop,
+                                    uv_tcp_t* server,
+                                    const char* host,
+                                    int port,
+                                    int backlog,
+                                    uv_connection_cb on_connection,
+                                    weft_cluster_listen_cb cb,
+                                    void* ctx);
+
+#endif /* WEFT_CLUSTER_H */
