@@ -18,6 +18,10 @@
 #                    the git commit of this tree)
 #   BENCH_OUT        where the table is written (default bench/results.md;
 #                    "-" writes nothing)
+#   BENCH_LOGIN      1/0: run (default) or skip the login API under wrk
+#                    (bench/login.sh; its own knobs are listed there).
+#                    "login" in BENCH_WORKLOADS selects it too:
+#                    BENCH_WORKLOADS=login runs only it.
 #
 # Both programs print lines "RESULT <metric> <value> <unit>"; a unit ending
 # in "/s" is higher-is-better, any other unit lower-is-better.
@@ -33,6 +37,17 @@ WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput copy1m transfer atomics s
 # blocking weft_worker_call() from a thread without a loop) measures
 # ping-pong in the same process run and prints the ratio call/ping-pong.
 WEFT_ONLY=" call "
+# The login API under wrk (issue 7, bench/login.sh) runs by default, after
+# the others; like the pool's workloads it is skipped when BENCH_WORKLOADS
+# is set and does not name it. BENCH_LOGIN=0/1 overrides.
+if [[ " $WORKLOADS " == *" login "* ]]; then
+  WORKLOADS=$(echo " $WORKLOADS " | sed 's/ login / /g; s/^ *//; s/ *$//')
+  LOGIN=${BENCH_LOGIN:-1}
+elif [ -n "${BENCH_WORKLOADS:-}" ]; then
+  LOGIN=${BENCH_LOGIN:-0}
+else
+  LOGIN=${BENCH_LOGIN:-1}
+fi
 WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
@@ -154,6 +169,16 @@ for wl in $POOL_WORKLOADS; do
   done
 done
 
+# --- The login API under wrk (issue 7): bench/login.sh prints its own
+# report (markdown), appended to this one below.
+login_rc=0
+if [ "$LOGIN" = 1 ]; then
+  echo "== login API under wrk (bench/login.sh)" >&2
+  bash "$here/login.sh" >"$tmp/login.md"
+  login_rc=$?
+  [ $login_rc -ne 0 ] && echo "  bench/login.sh FAILED (exit $login_rc): see above" >&2
+fi
+
 # Metrics in table order, with the issue's aim for each:
 #   metric | aim kind (le / ge / flat / -) | aim value | aim text
 aims() {
@@ -255,7 +280,7 @@ machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuin
   [ -s "$tmp/weft.failed" ] && echo "weft runs that failed: $(sort "$tmp/weft.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   [ -s "$tmp/node.failed" ] && echo "Node runs that failed: $(sort "$tmp/node.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   echo
-  cat "$tmp/table.md"
+  if [ -n "$WORKLOADS" ]; then cat "$tmp/table.md"; else echo "(no weft_bench workload run)"; fi
   echo
   echo "Raw values (every round):"
   echo
@@ -311,6 +336,15 @@ pool_table() {
   done
 }
 pool_table >>"$tmp/report.md"
+if [ "$LOGIN" = 1 ]; then
+  {
+    echo
+    echo "### Login API under wrk (bench/login.sh)"
+    echo
+    [ $login_rc -ne 0 ] && echo "bench/login.sh FAILED (exit $login_rc); what it measured:" && echo
+    cat "$tmp/login.md"
+  } >>"$tmp/report.md"
+fi
 
 echo
 cat "$tmp/report.md"

@@ -8,11 +8,13 @@
 // POST /login with an application/x-www-form-urlencoded body
 // `user=alice&password=wonderland` verifies the password with scrypt
 // (N=16384 r=8 p=1, 32-byte output, as libsodium's
-// crypto_pwhash_scryptsalsa208sha256_ll in the C server) against the hash
-// computed at start: 200 if it matches, 401 if not (an unknown user is
-// hashed too, so the answer takes as long). GET /health is answered on the
-// loop. Bad requests 400, unknown paths 404, other methods 405, bodies over
-// 4 KiB 413, a content type other than the form 415.
+// crypto_pwhash_scryptsalsa208sha256_ll in the C server; 16-byte salts)
+// against the hash computed at start: 200 and {"ok":true,"user":"..."} if
+// it matches, 401 if not (an unknown user is hashed too, so the answer
+// takes as long). GET /health is answered on the loop with the same small
+// JSON status as the C server. A malformed form 400, unknown paths 404,
+// other methods 405 (with Allow), bodies over 4 KiB 413. The same users,
+// responses and limits as samples/login_api.c, so both do the same work.
 //
 // --threads T sets UV_THREADPOOL_SIZE (libuv's default is 4; login.sh passes
 // the CPU count, as the C server gets a pool of that many threads). It must
@@ -29,7 +31,8 @@ const http = require('http');
 const SCRYPT = { N: 16384, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 const HASH_LEN = 32;
 const MAX_BODY = 4096;
-const USERS = { alice: 'wonderland', bob: 'builder', carol: 'secret' };
+const SALT_BYTES = 16;
+const USERS = { alice: 'wonderland', bob: 'builder', carol: 'correct horse battery staple' };
 
 function parseArgs(argv) {
   const o = { port: 3000, host: '127.0.0.1', workers: 0, threads: 0 };
@@ -66,11 +69,10 @@ function scrypt(password, salt) {
   });
 }
 
-function send(res, status, body) {
-  res.writeHead(status, {
-    'Content-Type': 'application/json',
-    'Content-Length': Buffer.byteLength(body),
-  });
+function send(res, status, body, allow) {
+  const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
+  if (allow) headers.Allow = allow;
+  res.writeHead(status, headers);
   res.end(body);
 }
 
@@ -78,24 +80,25 @@ async function serve() {
   // The users' salts and hashes, computed at start (on the threadpool).
   const users = new Map();
   for (const [name, password] of Object.entries(USERS)) {
-    const salt = crypto.randomBytes(32);
+    const salt = crypto.randomBytes(SALT_BYTES);
     users.set(name, { salt, hash: await scrypt(password, salt) });
   }
-  const nobody = { salt: crypto.randomBytes(32), hash: Buffer.alloc(HASH_LEN) };
+  const nobody = { salt: crypto.randomBytes(SALT_BYTES), hash: Buffer.alloc(HASH_LEN) };
+  const started = Date.now();
+  const workerId = cluster.isWorker ? cluster.worker.id : 0;
+  let connections = 0;
+  let hashing = 0;
+  let logins = 0;
 
   const server = http.createServer((req, res) => {
     const url = req.url.split('?')[0];
     if (url === '/health') {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, '{"error":"method not allowed"}\n');
-      return send(res, 200, '{"status":"ok"}\n');
+      if (req.method !== 'GET') return send(res, 405, '{"error":"method not allowed"}', 'GET');
+      return send(res, 200, `{"status":"ok","worker":${workerId},"pid":${process.pid},` +
+        `"uptime_ms":${Date.now() - started},"connections":${connections},"hashing":${hashing},"logins":${logins}}`);
     }
-    if (url !== '/login') return send(res, 404, '{"error":"not found"}\n');
-    if (req.method !== 'POST') return send(res, 405, '{"error":"method not allowed"}\n');
-    const type = (req.headers['content-type'] || '').split(';')[0].trim().toLowerCase();
-    if (type !== 'application/x-www-form-urlencoded') {
-      req.resume();
-      return send(res, 415, '{"error":"unsupported media type"}\n');
-    }
+    if (url !== '/login') return send(res, 404, '{"error":"not found"}');
+    if (req.method !== 'POST') return send(res, 405, '{"error":"method not allowed"}', 'POST');
     const chunks = [];
     let size = 0;
     let over = false;
@@ -105,7 +108,7 @@ async function serve() {
       if (size > MAX_BODY) {
         over = true;
         res.setHeader('Connection', 'close');
-        send(res, 413, '{"error":"body too large"}\n');
+        send(res, 413, '{"error":"Content Too Large"}');
         return;
       }
       chunks.push(c);
@@ -115,19 +118,31 @@ async function serve() {
       const form = new URLSearchParams(Buffer.concat(chunks).toString('latin1'));
       const name = form.get('user');
       const password = form.get('password');
-      if (name === null || password === null) return send(res, 400, '{"error":"bad request"}\n');
+      if (name === null || password === null) {
+        return send(res, 400, '{"error":"expected a form user=...&password=..."}');
+      }
       const user = users.get(name) || nobody;
+      hashing++;
       scrypt(password, user.salt).then((key) => {
+        hashing--;
+        logins++;
         const ok = users.has(name) && crypto.timingSafeEqual(key, user.hash);
-        if (ok) send(res, 200, `{"ok":true,"user":${JSON.stringify(name)}}\n`);
-        else send(res, 401, '{"ok":false}\n');
-      }, () => send(res, 500, '{"error":"internal"}\n'));
+        if (ok) send(res, 200, `{"ok":true,"user":${JSON.stringify(name)}}`);
+        else send(res, 401, '{"error":"wrong user or password"}');
+      }, () => {
+        hashing--;
+        send(res, 500, '{"error":"internal error"}');
+      });
     });
   });
   // A client that never finishes its request does not hold a connection.
   server.headersTimeout = 10000;
   server.requestTimeout = 10000;
   server.keepAliveTimeout = 5000;
+  server.on('connection', (socket) => {
+    connections++;
+    socket.on('close', () => connections--);
+  });
   server.on('clientError', (err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     else socket.destroy();
