@@ -8,7 +8,8 @@
 #   bench/login.sh                      # after make bench (or the build below)
 #   BENCH_ROUNDS=1 BENCH_LOGIN_SECONDS=5 bench/login.sh    # a quick look
 #
-# Per round: the floor (libsodium in C, and Node's crypto.scrypt), then for
+# Per round: the floor (libsodium in C, and Node's crypto.scrypt, also with
+# fresh pages per hash as libsodium's), then for
 # each server (weft, node; who goes first alternates) and mode (one
 # process; cluster with --workers = CPUs): start the server on a free port,
 # wait for its `listening on http://HOST:PORT` line (fail loudly if it never
@@ -315,6 +316,14 @@ floor() { # ROUND
   else
     say "login.sh: bench/node/scrypt_rate.js failed"
   fi
+  # The same with glibc's mmap threshold fixed at 128 KiB: every 16 MiB
+  # buffer of OpenSSL's scrypt is then mapped and unmapped per hash, as
+  # libsodium does, so every hash page-faults its 4096 fresh pages. Tells
+  # the cost of the hash's memory from the cost of its arithmetic.
+  if out=$(MALLOC_MMAP_THRESHOLD_=131072 "$NODE" "$here/node/scrypt_rate.js" "$FLOOR_SECS" 1 "$CPUS" 2>/dev/null); then
+    echo "$out" | awk '$1 == "RESULT" {print "floor node_fresh", $2, $3}' >>"$tmp/results"
+    say "-- floor, round $1: $(echo "$out" | awk '{print $3}') hashes/s (Node crypto.scrypt, fresh pages per hash)"
+  fi
 }
 
 touch "$tmp/results"
@@ -380,7 +389,7 @@ floor_node=$(median floor node node.scrypt.rate)
   [ -s "$tmp/failed" ] && echo "FAILED runs (see stderr): $(sort "$tmp/failed" | uniq -c | awk '{printf "%s%s %s %s x%d", (NR > 1 ? ", " : ""), $2, $3, $4, $1}')."
   echo "Load: \`wrk -t1 -c$LOGIN_CONNS\` POST /login (good password) and, at the same time, \`wrk -t1 -c$HEALTH_CONNS\` GET /health with a ${HEALTH_DELAY_MS} ms pause per connection between a response and the next request; every process has $THREADS hashing threads (weft \`--threads $THREADS\`, Node UV_THREADPOOL_SIZE=$THREADS)."
   echo
-  echo "Floor, same run (all $CPUS CPUs hashing, no server): libsodium \`crypto_pwhash_scryptsalsa208sha256_ll\` (bench/scrypt_rate, the weft server's hash) $(fmt "$floor_c") hashes/s ($(fmt "$(median floor c scrypt.hash_ms)") ms per hash per thread, $(fmt "$(median floor c scrypt.faults_per_hash)") page faults per hash); OpenSSL scrypt via Node's \`crypto.scrypt\` (bench/node/scrypt_rate.js, the Node server's hash) $(fmt "$floor_node") hashes/s."
+  echo "Floor, same run (all $CPUS CPUs hashing, no server): libsodium \`crypto_pwhash_scryptsalsa208sha256_ll\` (bench/scrypt_rate, the weft server's hash) $(fmt "$floor_c") hashes/s ($(fmt "$(median floor c scrypt.hash_ms)") ms per hash per thread, $(fmt "$(median floor c scrypt.faults_per_hash)") page faults per hash); OpenSSL scrypt via Node's \`crypto.scrypt\` (bench/node/scrypt_rate.js, the Node server's hash) $(fmt "$floor_node") hashes/s, and $(fmt "$(median floor node_fresh node.scrypt.rate)") hashes/s when its 16 MiB come from fresh pages every hash as libsodium's do (MALLOC_MMAP_THRESHOLD_=131072)."
   echo
   echo "| server | mode | logins/s | % of its hash's floor | login p99 ms | /health req/s | /health p50 ms | /health p99 ms | /health p99.9 ms | /health p99 ms, no logins | non-2xx (login, health) | socket errors | server CPU % | machine busy % |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -417,7 +426,7 @@ floor_node=$(median floor node node.scrypt.rate)
   echo "Raw values (every round):"
   echo
   echo '```'
-  echo "floor  libsodium hashes/s: $(all floor c scrypt.rate); Node crypto.scrypt hashes/s: $(all floor node node.scrypt.rate)"
+  echo "floor  libsodium hashes/s: $(all floor c scrypt.rate); Node crypto.scrypt hashes/s: $(all floor node node.scrypt.rate); the same, fresh pages: $(all floor node_fresh node.scrypt.rate)"
   for mode in $MODES; do
     for side in $SIDES; do
       [ "$side" = weft ] && [ $have_weft -eq 0 ] && continue
