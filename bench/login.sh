@@ -35,9 +35,10 @@
 #   BENCH_LOGIN_THREADS  hashing threads per process: weft --threads, Node
 #                        UV_THREADPOOL_SIZE (default: CPUs)
 #   BENCH_HEALTH_CONNS   /health connections (default 2)
-#   BENCH_HEALTH_DELAY_MS  pause per /health connection (default 4; 0 = closed loop)
+#   BENCH_HEALTH_DELAY_MS  pause per /health connection (default 8; 0 = closed loop)
 #   BENCH_QUIET_WAIT     as in run.sh: wait up to this many s for a quiet machine
 #   BENCH_LOGIN_OUT      also write the report to this file
+#   BENCH_LOGIN_START_TIMEOUT  seconds a server has to print its line (30)
 #   WEFT_LOGIN_API       weft server (default build-bench/samples/login_api)
 #   WEFT_SCRYPT_RATE     floor binary (default build-bench/bench/scrypt_rate)
 #   NODE, WRK            node and wrk binaries
@@ -62,14 +63,14 @@ LOGIN_CONNS=${BENCH_LOGIN_CONNS:-$((2 * CPUS))}
 WORKERS=${BENCH_LOGIN_WORKERS:-$CPUS}
 THREADS=${BENCH_LOGIN_THREADS:-$CPUS}
 HEALTH_CONNS=${BENCH_HEALTH_CONNS:-2}
-export HEALTH_DELAY_MS=${BENCH_HEALTH_DELAY_MS:-4}
+export HEALTH_DELAY_MS=${BENCH_HEALTH_DELAY_MS:-8}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
 OUT=${BENCH_LOGIN_OUT:-}
 WEFT_LOGIN=${WEFT_LOGIN_API:-build-bench/samples/login_api}
 SCRYPT_RATE=${WEFT_SCRYPT_RATE:-build-bench/bench/scrypt_rate}
 NODE=${NODE:-node}
 WRK=${WRK:-wrk}
-START_TIMEOUT=30
+START_TIMEOUT=${BENCH_LOGIN_START_TIMEOUT:-30}
 GOOD='user=alice&password=wonderland'
 BAD='user=alice&password=wonderlant'
 FORM='Content-Type: application/x-www-form-urlencoded'
@@ -99,9 +100,10 @@ is_alive() { # PID: alive and not a zombie
   [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
 }
 stop_server() {
-  local pid=$server_pid i rc
+  local pid=$server_pid i rc was_alive=0
   [ -n "$pid" ] || return 0
   server_pid=""
+  is_alive "$pid" && was_alive=1
   kill -TERM "$pid" 2>/dev/null
   for i in $(seq 50); do is_alive "$pid" || break; sleep 0.1; done
   if is_alive "$pid"; then
@@ -110,7 +112,8 @@ stop_server() {
   fi
   wait "$pid" 2>/dev/null
   rc=$?
-  [ "$rc" -ne 0 ] && say "  note: server $pid exited with status $rc after SIGTERM (expected 0)"
+  [ "$rc" -ne 0 ] && [ $was_alive -eq 1 ] &&
+    say "  note: server $pid exited with status $rc after SIGTERM (expected 0)"
   # Children of a cluster that outlived their primary.
   if kill -0 -- "-$pid" 2>/dev/null; then
     kill -TERM -- "-$pid" 2>/dev/null
