@@ -73,14 +73,12 @@ WRK=${WRK:-wrk}
 START_TIMEOUT=${BENCH_LOGIN_START_TIMEOUT:-30}
 GOOD='user=alice&password=wonderland'
 BAD='user=alice&password=wonderlant'
-FORM='Content-Type: application/x-www-form-urlencoded'
 
 say() { echo "$*" >&2; }
 die() { say "login.sh: $*"; exit 1; }
 
 command -v "$WRK" >/dev/null 2>&1 || die "wrk not found (scripts/deps.sh --bench installs it)"
 command -v "$NODE" >/dev/null 2>&1 || die "node not found ($NODE)"
-command -v curl >/dev/null 2>&1 || die "curl not found"
 have_weft=1
 if [ ! -x "$WEFT_LOGIN" ]; then
   say "login.sh: no weft login API at $WEFT_LOGIN: the weft rows will say 'pending'"
@@ -100,12 +98,12 @@ is_alive() { # PID: alive and not a zombie
   [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
 }
 stop_server() {
-  local pid=$server_pid i rc was_alive=0
+  local pid=$server_pid rc was_alive=0
   [ -n "$pid" ] || return 0
   server_pid=""
   is_alive "$pid" && was_alive=1
   kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 50); do is_alive "$pid" || break; sleep 0.1; done
+  for _ in $(seq 50); do is_alive "$pid" || break; sleep 0.1; done
   if is_alive "$pid"; then
     say "  server $pid still running 5 s after SIGTERM: killing its process group"
     kill -KILL -- "-$pid" 2>/dev/null
@@ -170,7 +168,7 @@ group_ticks() {
 
 # start_server SIDE MODE: sets server_pid and url, or returns 1 (reported).
 start_server() {
-  local side=$1 mode=$2 port log="$tmp/server.log" i line
+  local side=$1 mode=$2 port log="$tmp/server.log" line
   local -a cmd
   port=$(free_port)
   case $side in
@@ -187,7 +185,7 @@ start_server() {
   setsid "${cmd[@]}" >"$log" 2>&1 </dev/null &
   server_pid=$!
   url=""
-  for i in $(seq $((START_TIMEOUT * 10))); do
+  for _ in $(seq $((START_TIMEOUT * 10))); do
     line=$(grep -m1 -o 'listening on http://[^ ]*' "$log")
     if [ -n "$line" ]; then url=${line#listening on }; break; fi
     is_alive "$server_pid" || break
@@ -206,25 +204,38 @@ start_server() {
   return 0
 }
 
-# check_server SIDE MODE: good login 200, wrong password 401, /health 200.
+# check_server SIDE MODE: two good logins 200, a wrong password 401,
+# /health 200 (each on a connection of its own; with Node's http client,
+# so that the bench needs no curl).
 check_server() {
-  local code want path data i
-  for i in 1 2 3 4; do
-    case $i in
-      1 | 2) path=login data=$GOOD want=200 ;;
-      3) path=login data=$BAD want=401 ;;
-      4) path=health data="" want=200 ;;
-    esac
-    if [ -n "$data" ]; then
-      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 -H "$FORM" --data "$data" "$url/$path")
-    else
-      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$url/$path")
-    fi
-    if [ "$code" != "$want" ]; then
-      say "login.sh: FAILED: $1 ($2) answered $code to ${data:+POST }/$path ${data:+($data) }instead of $want"
-      return 1
-    fi
-  done
+  local out
+  # shellcheck disable=SC2016 # JavaScript, not shell
+  if ! out=$("$NODE" -e '
+    const http = require("http");
+    const [base, good, bad] = process.argv.slice(1);
+    const ask = (path, body) => new Promise((resolve, reject) => {
+      const req = http.request(base + path, {
+        method: body === undefined ? "GET" : "POST", agent: false, timeout: 30000,
+        headers: body === undefined ? {} : { "Content-Type": "application/x-www-form-urlencoded" },
+      }, (res) => { res.resume(); res.on("end", () => resolve(res.statusCode)); });
+      req.on("timeout", () => req.destroy(new Error("no answer in 30 s")));
+      req.on("error", reject);
+      req.end(body);
+    });
+    (async () => {
+      for (const [path, body, want] of [["/login", good, 200], ["/login", good, 200],
+                                        ["/login", bad, 401], ["/health", undefined, 200]]) {
+        const code = await ask(path, body);
+        if (code !== want) {
+          console.log(`answered ${code} to ${body ? "POST" : "GET"} ${path}${body ? " (" + body + ")" : ""} instead of ${want}`);
+          process.exit(1);
+        }
+      }
+    })().catch((e) => { console.log(String(e)); process.exit(1); });
+  ' "$url" "$GOOD" "$BAD" 2>&1); then
+    say "login.sh: FAILED: $1 ($2) $out"
+    return 1
+  fi
 }
 
 # wrk_pair SECONDS TAG: the login load and the /health probe at once;
