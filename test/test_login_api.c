@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,6 +63,8 @@ static server_t start_server_argv(const char* const* args) {
   s.pid = fork();
   cr_assert(s.pid >= 0, "fork");
   if (s.pid == 0) {
+    /* A failed test ends without stop_server(): the server goes with it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(fds[1], 1);
     close(fds[0]);
     close(fds[1]);
