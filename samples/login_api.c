@@ -50,59 +50,6 @@
 #include <unistd.h>
 #include <weft/weft.h>
 
-#ifdef LOGIN_API_NO_CLUSTER /* TEMP until lib/cluster.c is merged */
-static bool tmp_is_primary(void) {
-  return true;
-}
-#define weft_cluster_is_primary tmp_is_primary
-static int tmp_listen(weft_loop_t* loop, uv_tcp_t* server, const char* host,
-                      int port, int backlog, uv_connection_cb on_connection,
-                      weft_cluster_listen_cb cb, void* ctx) {
-  struct sockaddr_storage addr;
-  int err = strchr(host, ':') != NULL
-                ? uv_ip6_addr(host, port, (struct sockaddr_in6*)&addr)
-                : uv_ip4_addr(host, port, (struct sockaddr_in*)&addr);
-  (void)loop;
-  if (err == 0)
-    err = uv_tcp_bind(server, (struct sockaddr*)&addr, 0);
-  if (err == 0)
-    err = uv_listen((uv_stream_t*)server, backlog > 0 ? backlog : 511,
-                    on_connection);
-  cb(server, err, ctx);
-  return 0;
-}
-#define weft_cluster_listen tmp_listen
-static int tmp_join(weft_loop_t* l, const weft_cluster_events_t* e, void* d,
-                    weft_cluster_worker_t** o) {
-  (void)l;
-  (void)e;
-  (void)d;
-  (void)o;
-  return WEFT_EINVAL;
-}
-#define weft_cluster_join tmp_join
-static unsigned tmp_id(const weft_cluster_worker_t* w) {
-  (void)w;
-  return 0;
-}
-#define weft_cluster_worker_id tmp_id
-static bool tmp_connected(const weft_cluster_worker_t* w) {
-  (void)w;
-  return false;
-}
-#define weft_cluster_worker_connected tmp_connected
-static int tmp_disconnect(weft_cluster_worker_t* w) {
-  (void)w;
-  return 0;
-}
-#define weft_cluster_worker_disconnect tmp_disconnect
-static void* tmp_get_data(const weft_cluster_worker_t* w) {
-  (void)w;
-  return NULL;
-}
-#define weft_cluster_worker_get_data tmp_get_data
-#endif
-
 /* --- Limits ---------------------------------------------------------------
  * A request's line and headers up to 8 KiB (431 past it), its URL up to
  * 1 KiB (414), its body up to 4 KiB (413: a Content-Length is checked
@@ -1000,7 +947,6 @@ static int run_server(const options_t* opt) {
   return srv->exit_code;
 }
 
-#ifndef LOGIN_API_NO_CLUSTER
 /* --- The cluster's primary ----------------------------------------------------------
  * With --workers N the first process only forks N children (copies of this
  * program, with the same arguments) and restarts those that die; they do
@@ -1014,6 +960,8 @@ typedef struct {
   uv_signal_t sigterm, sigint;
   unsigned listening;
   bool announced;
+  bool stopping;
+  int exit_code; /* 1 if a child did not stop cleanly when asked to. */
 } primary_t;
 
 static primary_t primary;
@@ -1032,16 +980,27 @@ static void on_child_listening(weft_cluster_worker_t* w, const char* host,
 /* A child ended. One that the cluster did not stop is restarted
  * (opts.restart); say why it ended. */
 static void on_child_exit(weft_cluster_worker_t* w, int code, int signal) {
-  if (code != 0 || signal != 0)
-    fprintf(stderr, "login_api: worker %u ended (code %d, signal %d)\n",
-            weft_cluster_worker_id(w), code, signal);
+  if (code == 0 && signal == 0)
+    return;
+  fprintf(stderr, "login_api: worker %u ended (code %d, signal %d)\n",
+          weft_cluster_worker_id(w), code, signal);
+  if (primary.stopping)
+    primary.exit_code = 1;
 }
 
+/* Children that keep dying (WEFT_ERESTARTS: e.g. the port is taken, so
+ * none can listen) end the whole cluster with exit code 1. */
 static void on_cluster_error(weft_cluster_t* c, weft_cluster_worker_t* w,
                              int err) {
-  (void)c;
   fprintf(stderr, "login_api: cluster: worker %u: %s\n",
           w != NULL ? weft_cluster_worker_id(w) : 0, weft_err_name(err));
+  if (err == WEFT_ERESTARTS && !primary.stopping) {
+    primary.stopping = true;
+    primary.exit_code = 1;
+    uv_close((uv_handle_t*)&primary.sigterm, NULL);
+    uv_close((uv_handle_t*)&primary.sigint, NULL);
+    weft_cluster_close(c, 1000, NULL);
+  }
 }
 
 static void on_primary_signal(uv_signal_t* h, int signum) {
@@ -1051,6 +1010,7 @@ static void on_primary_signal(uv_signal_t* h, int signum) {
           weft_cluster_size(pr->cluster));
   uv_close((uv_handle_t*)&pr->sigterm, NULL);
   uv_close((uv_handle_t*)&pr->sigint, NULL);
+  pr->stopping = true;
   /* Children get 30 s to finish their requests, then SIGKILL. */
   weft_cluster_close(pr->cluster, 30000, NULL);
 }
@@ -1092,10 +1052,8 @@ static int run_primary(const options_t* opt) {
   if (err != 0)
     return fail("primary loop", err);
   fprintf(stderr, "login_api[%d]: stopped\n", (int)getpid());
-  return 0;
+  return pr->exit_code;
 }
-
-#endif
 
 /* --- Options --------------------------------------------------------------------- */
 
@@ -1182,9 +1140,7 @@ int main(int argc, char** argv) {
   /* A dead client's socket must not kill the process: writes to it fail
    * with EPIPE instead. */
   signal(SIGPIPE, SIG_IGN);
-#ifndef LOGIN_API_NO_CLUSTER
   if (opt.workers > 0 && weft_cluster_is_primary())
     return run_primary(&opt);
-#endif
   return run_server(&opt);
 }
