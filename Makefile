@@ -29,6 +29,7 @@ demo: deps
 	  sample_login_api sample_login_client
 	build-demo/samples/parallel_primes $(DEMO_N)
 	scripts/login_demo.sh build-demo
+	scripts/login_demo.sh build-demo --workers 2
 
 # Lints (scripts/lint.sh), builds build/, build-asan/ and build-tsan/, runs
 # ctest in each (scenario_soak runs ~10 s there), then the install test;

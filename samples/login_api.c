@@ -50,7 +50,7 @@
 #include <unistd.h>
 #include <weft/weft.h>
 
-/* --- Limits ---------------------------------------------------------------
+/* --- Limits ----------------------------------------------------------------
  * A request's line and headers up to 8 KiB (431 past it), its URL up to
  * 1 KiB (414), its body up to 4 KiB (413: a Content-Length is checked
  * before the body is read, a chunked body as it arrives). */
@@ -75,7 +75,7 @@
 #define HASH_BYTES 32
 #define SALT_BYTES 16
 
-/* --- Options ---------------------------------------------------------------- */
+/* --- Options ------------------------------------------------------------ */
 
 typedef struct {
   const char* host;
@@ -87,7 +87,7 @@ typedef struct {
   unsigned max_conns;
 } options_t;
 
-/* --- The user table ----------------------------------------------------------
+/* --- The user table --------------------------------------------------------
  * The demo users. Their salts and hashes are made at start-up, on the
  * pool. A login for a name that is not here is checked against `nobody`
  * (a random password), so that an unknown user costs a hash as a known one
@@ -107,7 +107,7 @@ static user_t users[] = {
 #define NUSERS (sizeof(users) / sizeof(users[0]))
 static user_t nobody;
 
-/* --- The server and its connections ---------------------------------------- */
+/* --- The server and its connections ------------------------------------- */
 
 typedef enum { TIMER_NONE, TIMER_HEADER, TIMER_IDLE } timer_kind_t;
 
@@ -118,7 +118,6 @@ typedef struct {
   weft_loop_t* loop;
   weft_pool_t* pool;
   uv_tcp_t listener;
-  bool listening;
   uv_signal_t sigterm, sigint;
   weft_cluster_worker_t* self; /* In a cluster child: its link. */
   unsigned worker_id;          /* 0 outside a cluster. */
@@ -187,7 +186,7 @@ static double uptime_ms(const server_t* srv) {
   return (double)(uv_now(weft_loop_uv(srv->loop)) - srv->started_ms);
 }
 
-/* --- The task: scrypt on a pool thread ----------------------------------------
+/* --- The task: scrypt on a pool thread -------------------------------------
  * Argument [password, salt] (two bins), result the 32-byte hash (a bin).
  * It runs on a pool worker's thread: it touches nothing but its message. */
 static int scrypt_task(weft_task_ctx_t* ctx, weft_msg_t* arg,
@@ -233,7 +232,7 @@ static const uint8_t* hash_of(weft_msg_t* result) {
   return h;
 }
 
-/* --- Responses ------------------------------------------------------------- */
+/* --- Responses ---------------------------------------------------------- */
 
 static const char* reason(int status) {
   switch (status) {
@@ -394,7 +393,7 @@ static void on_timer(weft_loop_t* loop, void* arg) {
   }
 }
 
-/* --- Logins ------------------------------------------------------------------ */
+/* --- Logins ------------------------------------------------------------- */
 
 static int hex_digit(char ch) {
   if (ch >= '0' && ch <= '9')
@@ -531,7 +530,7 @@ static void login(conn_t* c, bool keep_alive) {
     c->close_after_write = true; /* on_login_hashed says Connection: close. */
 }
 
-/* --- Routing -------------------------------------------------------------- */
+/* --- Routing ------------------------------------------------------------ */
 
 /* A complete request: answer it (or start its login). */
 static void route(conn_t* c) {
@@ -557,7 +556,7 @@ static void route(conn_t* c) {
   }
 }
 
-/* --- http-parser's callbacks ------------------------------------------------
+/* --- http-parser's callbacks -----------------------------------------------
  * They run inside http_parser_execute(), on the loop. A callback that
  * returns non-zero stops the parser with an error; `reject` says which
  * status to answer then. */
@@ -639,7 +638,7 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* --- Reading and parsing ------------------------------------------------------ */
+/* --- Reading and parsing ------------------------------------------------ */
 
 /* Parse and answer what was read, one request at a time, until the input
  * is used up, a login hashes (its response must go first), the connection
@@ -690,7 +689,7 @@ static void alloc_cb(uv_handle_t* h, size_t size, uv_buf_t* buf) {
   (void)size;
   if (c->in_cap - c->in_len < 4096) {
     size_t cap = c->in_cap * 2 + 16384;
-    char* in = realloc(c->in, cap + 1);
+    char* in = realloc(c->in, cap);
     if (in == NULL) {
       *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS. */
       return;
@@ -738,7 +737,7 @@ static void stop_reading(conn_t* c) {
   c->reading = false;
 }
 
-/* --- Accepting ------------------------------------------------------------------ */
+/* --- Accepting ---------------------------------------------------------- */
 
 static void on_connection(uv_stream_t* listener, int status) {
   server_t* srv = listener->data;
@@ -773,7 +772,7 @@ static void on_connection(uv_stream_t* listener, int status) {
   set_timer(c, TIMER_HEADER, srv->opt.header_timeout_ms);
 }
 
-/* --- Start and stop --------------------------------------------------------------- */
+/* --- Start and stop ----------------------------------------------------- */
 
 /* Stop gracefully: no new connections; idle ones close now, those with a
  * login hashing or responses unwritten close after them. The loop then
@@ -822,6 +821,8 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
   server_t* srv = ctx;
   struct sockaddr_storage addr;
   int len = sizeof(addr);
+  if (srv->stopping)
+    return; /* A signal came first: the listener is closed already. */
   if (status != 0) {
     fprintf(stderr, "login_api: listen on %s:%d: %s\n", srv->opt.host,
             srv->opt.port, weft_err_name(status));
@@ -829,7 +830,6 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
     stop_server(srv, "cannot listen");
     return;
   }
-  srv->listening = true;
   uv_tcp_getsockname(listener, (struct sockaddr*)&addr, &len);
   int port = ntohs(addr.ss_family == AF_INET6
                        ? ((struct sockaddr_in6*)&addr)->sin6_port
@@ -838,7 +838,7 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
           "hashed in %.0f ms, port %d\n", (int)getpid(), srv->worker_id,
           srv->threads, NUSERS, uptime_ms(srv), port);
   /* In a cluster the primary says it, once every child listens. */
-  if (srv->self == NULL)
+  if (weft_cluster_is_primary())
     print_url(stdout, srv->opt.host, port);
 }
 
@@ -947,7 +947,7 @@ static int run_server(const options_t* opt) {
   return srv->exit_code;
 }
 
-/* --- The cluster's primary ----------------------------------------------------------
+/* --- The cluster's primary -------------------------------------------------
  * With --workers N the first process only forks N children (copies of this
  * program, with the same arguments) and restarts those that die; they do
  * the serving. It says "listening on" once all N listen on the shared
@@ -1055,7 +1055,7 @@ static int run_primary(const options_t* opt) {
   return pr->exit_code;
 }
 
-/* --- Options --------------------------------------------------------------------- */
+/* --- The command line --------------------------------------------------- */
 
 static int usage(void) {
   fprintf(stderr,

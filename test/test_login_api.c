@@ -40,7 +40,7 @@ Test(login_api, skipped) {
 }
 #else
 
-/* --- The server process ---------------------------------------------------- */
+/* --- The server process ------------------------------------------------- */
 
 typedef struct {
   pid_t pid;
@@ -127,7 +127,7 @@ static void stop_server(server_t* s) {
   close(s->out);
 }
 
-/* --- A client connection ------------------------------------------------------ */
+/* --- A client connection ------------------------------------------------ */
 
 typedef struct {
   int fd;
@@ -261,7 +261,7 @@ static response_t one(const server_t* s, const char* req) {
   return r;
 }
 
-/* --- The routes ----------------------------------------------------------------- */
+/* --- The routes --------------------------------------------------------- */
 
 Test(login_api, good_password_200_wrong_ones_401) {
   server_t s = START_DEFAULT();
@@ -330,7 +330,7 @@ Test(login_api, health_404_405) {
   stop_server(&s);
 }
 
-/* --- Bad and oversize requests --------------------------------------------------- */
+/* --- Bad and oversize requests ------------------------------------------ */
 
 Test(login_api, garbage_request_400_and_closed) {
   server_t s = START_DEFAULT();
@@ -405,7 +405,7 @@ Test(login_api, huge_header_431) {
   stop_server(&s);
 }
 
-/* --- Timeouts --------------------------------------------------------------------- */
+/* --- Timeouts ----------------------------------------------------------- */
 
 Test(login_api, truncated_request_408_after_header_timeout) {
   server_t s = START(COMMON, "--header-timeout-ms", "300",
@@ -463,7 +463,7 @@ Test(login_api, idle_keep_alive_closed_after_idle_timeout) {
   stop_server(&s);
 }
 
-/* --- Connections ---------------------------------------------------------------------- */
+/* --- Connections -------------------------------------------------------- */
 
 Test(login_api, keep_alive_several_requests) {
   server_t s = START_DEFAULT();
@@ -598,7 +598,7 @@ Test(login_api, connection_cap_503) {
   stop_server(&s);
 }
 
-/* --- Shutdown ----------------------------------------------------------------------- */
+/* --- Shutdown ----------------------------------------------------------- */
 
 Test(login_api, sigterm_finishes_the_login_in_flight_and_exits_0) {
   server_t s = START_DEFAULT();
@@ -637,7 +637,7 @@ Test(login_api, sigterm_finishes_the_login_in_flight_and_exits_0) {
   close(s.out);
 }
 
-/* --- Cluster mode (--workers 2) ------------------------------------------------------ */
+/* --- Cluster mode (--workers 2) ----------------------------------------- */
 
 /* Keep one connection to each of the two children: open connections until
  * both have answered (the kernel hands each connection to one child). */
