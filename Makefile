@@ -17,13 +17,19 @@ build: deps
 
 # The flagship: count primes on one thread and on a worker pool
 # (weft_pool_for over a shared buffer), with the speedup and the pool's
-# statistics. An optimized build of its own, so the times mean something.
+# statistics. Then the login API (samples/login_api.c): a burst of logins
+# hashed on the pool while GET /health is timed on the loop, in one
+# process and in a cluster of two (scripts/login_demo.sh). An optimized
+# build of its own, so the times mean something.
 DEMO_N ?= 20000000
 demo: deps
 	CC=$${CC:-gcc} cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release \
 	  -DWEFT_BUILD_TESTS=OFF
-	cmake --build build-demo -j $(JOBS) --target sample_parallel_primes
+	cmake --build build-demo -j $(JOBS) --target sample_parallel_primes \
+	  sample_login_api sample_login_client
 	build-demo/samples/parallel_primes $(DEMO_N)
+	scripts/login_demo.sh build-demo
+	scripts/login_demo.sh build-demo --workers 2
 
 # Lints (scripts/lint.sh), builds build/, build-asan/ and build-tsan/, runs
 # ctest in each (scenario_soak runs ~10 s there), then the install test;

@@ -50,60 +50,7 @@
 #include <unistd.h>
 #include <weft/weft.h>
 
-#ifdef LOGIN_API_NO_CLUSTER /* TEMP until lib/cluster.c is merged */
-static bool tmp_is_primary(void) {
-  return true;
-}
-#define weft_cluster_is_primary tmp_is_primary
-static int tmp_listen(weft_loop_t* loop, uv_tcp_t* server, const char* host,
-                      int port, int backlog, uv_connection_cb on_connection,
-                      weft_cluster_listen_cb cb, void* ctx) {
-  struct sockaddr_storage addr;
-  int err = strchr(host, ':') != NULL
-                ? uv_ip6_addr(host, port, (struct sockaddr_in6*)&addr)
-                : uv_ip4_addr(host, port, (struct sockaddr_in*)&addr);
-  (void)loop;
-  if (err == 0)
-    err = uv_tcp_bind(server, (struct sockaddr*)&addr, 0);
-  if (err == 0)
-    err = uv_listen((uv_stream_t*)server, backlog > 0 ? backlog : 511,
-                    on_connection);
-  cb(server, err, ctx);
-  return 0;
-}
-#define weft_cluster_listen tmp_listen
-static int tmp_join(weft_loop_t* l, const weft_cluster_events_t* e, void* d,
-                    weft_cluster_worker_t** o) {
-  (void)l;
-  (void)e;
-  (void)d;
-  (void)o;
-  return WEFT_EINVAL;
-}
-#define weft_cluster_join tmp_join
-static unsigned tmp_id(const weft_cluster_worker_t* w) {
-  (void)w;
-  return 0;
-}
-#define weft_cluster_worker_id tmp_id
-static bool tmp_connected(const weft_cluster_worker_t* w) {
-  (void)w;
-  return false;
-}
-#define weft_cluster_worker_connected tmp_connected
-static int tmp_disconnect(weft_cluster_worker_t* w) {
-  (void)w;
-  return 0;
-}
-#define weft_cluster_worker_disconnect tmp_disconnect
-static void* tmp_get_data(const weft_cluster_worker_t* w) {
-  (void)w;
-  return NULL;
-}
-#define weft_cluster_worker_get_data tmp_get_data
-#endif
-
-/* --- Limits ---------------------------------------------------------------
+/* --- Limits ----------------------------------------------------------------
  * A request's line and headers up to 8 KiB (431 past it), its URL up to
  * 1 KiB (414), its body up to 4 KiB (413: a Content-Length is checked
  * before the body is read, a chunked body as it arrives). */
@@ -128,7 +75,7 @@ static void* tmp_get_data(const weft_cluster_worker_t* w) {
 #define HASH_BYTES 32
 #define SALT_BYTES 16
 
-/* --- Options ---------------------------------------------------------------- */
+/* --- Options ------------------------------------------------------------ */
 
 typedef struct {
   const char* host;
@@ -140,7 +87,7 @@ typedef struct {
   unsigned max_conns;
 } options_t;
 
-/* --- The user table ----------------------------------------------------------
+/* --- The user table --------------------------------------------------------
  * The demo users. Their salts and hashes are made at start-up, on the
  * pool. A login for a name that is not here is checked against `nobody`
  * (a random password), so that an unknown user costs a hash as a known one
@@ -160,7 +107,7 @@ static user_t users[] = {
 #define NUSERS (sizeof(users) / sizeof(users[0]))
 static user_t nobody;
 
-/* --- The server and its connections ---------------------------------------- */
+/* --- The server and its connections ------------------------------------- */
 
 typedef enum { TIMER_NONE, TIMER_HEADER, TIMER_IDLE } timer_kind_t;
 
@@ -171,7 +118,6 @@ typedef struct {
   weft_loop_t* loop;
   weft_pool_t* pool;
   uv_tcp_t listener;
-  bool listening;
   uv_signal_t sigterm, sigint;
   weft_cluster_worker_t* self; /* In a cluster child: its link. */
   unsigned worker_id;          /* 0 outside a cluster. */
@@ -240,7 +186,7 @@ static double uptime_ms(const server_t* srv) {
   return (double)(uv_now(weft_loop_uv(srv->loop)) - srv->started_ms);
 }
 
-/* --- The task: scrypt on a pool thread ----------------------------------------
+/* --- The task: scrypt on a pool thread -------------------------------------
  * Argument [password, salt] (two bins), result the 32-byte hash (a bin).
  * It runs on a pool worker's thread: it touches nothing but its message. */
 static int scrypt_task(weft_task_ctx_t* ctx, weft_msg_t* arg,
@@ -286,7 +232,7 @@ static const uint8_t* hash_of(weft_msg_t* result) {
   return h;
 }
 
-/* --- Responses ------------------------------------------------------------- */
+/* --- Responses ---------------------------------------------------------- */
 
 static const char* reason(int status) {
   switch (status) {
@@ -447,7 +393,7 @@ static void on_timer(weft_loop_t* loop, void* arg) {
   }
 }
 
-/* --- Logins ------------------------------------------------------------------ */
+/* --- Logins ------------------------------------------------------------- */
 
 static int hex_digit(char ch) {
   if (ch >= '0' && ch <= '9')
@@ -584,7 +530,7 @@ static void login(conn_t* c, bool keep_alive) {
     c->close_after_write = true; /* on_login_hashed says Connection: close. */
 }
 
-/* --- Routing -------------------------------------------------------------- */
+/* --- Routing ------------------------------------------------------------ */
 
 /* A complete request: answer it (or start its login). */
 static void route(conn_t* c) {
@@ -610,7 +556,7 @@ static void route(conn_t* c) {
   }
 }
 
-/* --- http-parser's callbacks ------------------------------------------------
+/* --- http-parser's callbacks -----------------------------------------------
  * They run inside http_parser_execute(), on the loop. A callback that
  * returns non-zero stops the parser with an error; `reject` says which
  * status to answer then. */
@@ -692,7 +638,7 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* --- Reading and parsing ------------------------------------------------------ */
+/* --- Reading and parsing ------------------------------------------------ */
 
 /* Parse and answer what was read, one request at a time, until the input
  * is used up, a login hashes (its response must go first), the connection
@@ -743,7 +689,7 @@ static void alloc_cb(uv_handle_t* h, size_t size, uv_buf_t* buf) {
   (void)size;
   if (c->in_cap - c->in_len < 4096) {
     size_t cap = c->in_cap * 2 + 16384;
-    char* in = realloc(c->in, cap + 1);
+    char* in = realloc(c->in, cap);
     if (in == NULL) {
       *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS. */
       return;
@@ -791,7 +737,7 @@ static void stop_reading(conn_t* c) {
   c->reading = false;
 }
 
-/* --- Accepting ------------------------------------------------------------------ */
+/* --- Accepting ---------------------------------------------------------- */
 
 static void on_connection(uv_stream_t* listener, int status) {
   server_t* srv = listener->data;
@@ -826,7 +772,7 @@ static void on_connection(uv_stream_t* listener, int status) {
   set_timer(c, TIMER_HEADER, srv->opt.header_timeout_ms);
 }
 
-/* --- Start and stop --------------------------------------------------------------- */
+/* --- Start and stop ----------------------------------------------------- */
 
 /* Stop gracefully: no new connections; idle ones close now, those with a
  * login hashing or responses unwritten close after them. The loop then
@@ -875,6 +821,8 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
   server_t* srv = ctx;
   struct sockaddr_storage addr;
   int len = sizeof(addr);
+  if (srv->stopping)
+    return; /* A signal came first: the listener is closed already. */
   if (status != 0) {
     fprintf(stderr, "login_api: listen on %s:%d: %s\n", srv->opt.host,
             srv->opt.port, weft_err_name(status));
@@ -882,7 +830,6 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
     stop_server(srv, "cannot listen");
     return;
   }
-  srv->listening = true;
   uv_tcp_getsockname(listener, (struct sockaddr*)&addr, &len);
   int port = ntohs(addr.ss_family == AF_INET6
                        ? ((struct sockaddr_in6*)&addr)->sin6_port
@@ -891,7 +838,7 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
           "hashed in %.0f ms, port %d\n", (int)getpid(), srv->worker_id,
           srv->threads, NUSERS, uptime_ms(srv), port);
   /* In a cluster the primary says it, once every child listens. */
-  if (srv->self == NULL)
+  if (weft_cluster_is_primary())
     print_url(stdout, srv->opt.host, port);
 }
 
@@ -943,6 +890,12 @@ static int run_server(const options_t* opt) {
     if (err != 0)
       return fail("weft_cluster_join", err);
     srv->worker_id = weft_cluster_worker_id(srv->self);
+    /* The children accept on one socket, and the kernel wakes them all for
+     * a connection: left alone, libuv accepts every waiting connection in
+     * one go, so a burst of them lands on one child. With this, libuv
+     * yields after each accept and the others take their share (read by
+     * libuv at its first listen; a value already set is kept). */
+    setenv("UV_TCP_SINGLE_ACCEPT", "1", 0);
   }
 
   /* The pool: all its threads started now. Its threads run at a lower
@@ -1000,8 +953,7 @@ static int run_server(const options_t* opt) {
   return srv->exit_code;
 }
 
-#ifndef LOGIN_API_NO_CLUSTER
-/* --- The cluster's primary ----------------------------------------------------------
+/* --- The cluster's primary -------------------------------------------------
  * With --workers N the first process only forks N children (copies of this
  * program, with the same arguments) and restarts those that die; they do
  * the serving. It says "listening on" once all N listen on the shared
@@ -1014,6 +966,8 @@ typedef struct {
   uv_signal_t sigterm, sigint;
   unsigned listening;
   bool announced;
+  bool stopping;
+  int exit_code; /* 1 if a child did not stop cleanly when asked to. */
 } primary_t;
 
 static primary_t primary;
@@ -1032,16 +986,27 @@ static void on_child_listening(weft_cluster_worker_t* w, const char* host,
 /* A child ended. One that the cluster did not stop is restarted
  * (opts.restart); say why it ended. */
 static void on_child_exit(weft_cluster_worker_t* w, int code, int signal) {
-  if (code != 0 || signal != 0)
-    fprintf(stderr, "login_api: worker %u ended (code %d, signal %d)\n",
-            weft_cluster_worker_id(w), code, signal);
+  if (code == 0 && signal == 0)
+    return;
+  fprintf(stderr, "login_api: worker %u ended (code %d, signal %d)\n",
+          weft_cluster_worker_id(w), code, signal);
+  if (primary.stopping)
+    primary.exit_code = 1;
 }
 
+/* Children that keep dying (WEFT_ERESTARTS: e.g. the port is taken, so
+ * none can listen) end the whole cluster with exit code 1. */
 static void on_cluster_error(weft_cluster_t* c, weft_cluster_worker_t* w,
                              int err) {
-  (void)c;
   fprintf(stderr, "login_api: cluster: worker %u: %s\n",
           w != NULL ? weft_cluster_worker_id(w) : 0, weft_err_name(err));
+  if (err == WEFT_ERESTARTS && !primary.stopping) {
+    primary.stopping = true;
+    primary.exit_code = 1;
+    uv_close((uv_handle_t*)&primary.sigterm, NULL);
+    uv_close((uv_handle_t*)&primary.sigint, NULL);
+    weft_cluster_close(c, 1000, NULL);
+  }
 }
 
 static void on_primary_signal(uv_signal_t* h, int signum) {
@@ -1051,6 +1016,7 @@ static void on_primary_signal(uv_signal_t* h, int signum) {
           weft_cluster_size(pr->cluster));
   uv_close((uv_handle_t*)&pr->sigterm, NULL);
   uv_close((uv_handle_t*)&pr->sigint, NULL);
+  pr->stopping = true;
   /* Children get 30 s to finish their requests, then SIGKILL. */
   weft_cluster_close(pr->cluster, 30000, NULL);
 }
@@ -1092,12 +1058,10 @@ static int run_primary(const options_t* opt) {
   if (err != 0)
     return fail("primary loop", err);
   fprintf(stderr, "login_api[%d]: stopped\n", (int)getpid());
-  return 0;
+  return pr->exit_code;
 }
 
-#endif
-
-/* --- Options --------------------------------------------------------------------- */
+/* --- The command line --------------------------------------------------- */
 
 static int usage(void) {
   fprintf(stderr,
@@ -1182,9 +1146,7 @@ int main(int argc, char** argv) {
   /* A dead client's socket must not kill the process: writes to it fail
    * with EPIPE instead. */
   signal(SIGPIPE, SIG_IGN);
-#ifndef LOGIN_API_NO_CLUSTER
   if (opt.workers > 0 && weft_cluster_is_primary())
     return run_primary(&opt);
-#endif
   return run_server(&opt);
 }

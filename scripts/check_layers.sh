@@ -8,7 +8,7 @@
 set -euo pipefail
 
 # Bottom first.
-LAYERS=(failpoint errors heap loop buffer shared msg port worker_thread worker broadcast format request histogram pool pool_parallel)
+LAYERS=(failpoint errors heap loop buffer shared msg port worker_thread worker broadcast format cluster request histogram pool pool_parallel)
 
 declare -A rank where
 for i in "${!LAYERS[@]}"; do rank[${LAYERS[$i]}]=$i; done

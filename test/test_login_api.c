@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,7 +40,7 @@ Test(login_api, skipped) {
 }
 #else
 
-/* --- The server process ---------------------------------------------------- */
+/* --- The server process ------------------------------------------------- */
 
 typedef struct {
   pid_t pid;
@@ -62,6 +63,8 @@ static server_t start_server_argv(const char* const* args) {
   s.pid = fork();
   cr_assert(s.pid >= 0, "fork");
   if (s.pid == 0) {
+    /* A failed test ends without stop_server(): the server goes with it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     dup2(fds[1], 1);
     close(fds[0]);
     close(fds[1]);
@@ -124,7 +127,7 @@ static void stop_server(server_t* s) {
   close(s->out);
 }
 
-/* --- A client connection ------------------------------------------------------ */
+/* --- A client connection ------------------------------------------------ */
 
 typedef struct {
   int fd;
@@ -258,7 +261,7 @@ static response_t one(const server_t* s, const char* req) {
   return r;
 }
 
-/* --- The routes ----------------------------------------------------------------- */
+/* --- The routes --------------------------------------------------------- */
 
 Test(login_api, good_password_200_wrong_ones_401) {
   server_t s = START_DEFAULT();
@@ -327,7 +330,7 @@ Test(login_api, health_404_405) {
   stop_server(&s);
 }
 
-/* --- Bad and oversize requests --------------------------------------------------- */
+/* --- Bad and oversize requests ------------------------------------------ */
 
 Test(login_api, garbage_request_400_and_closed) {
   server_t s = START_DEFAULT();
@@ -402,7 +405,7 @@ Test(login_api, huge_header_431) {
   stop_server(&s);
 }
 
-/* --- Timeouts --------------------------------------------------------------------- */
+/* --- Timeouts ----------------------------------------------------------- */
 
 Test(login_api, truncated_request_408_after_header_timeout) {
   server_t s = START(COMMON, "--header-timeout-ms", "300",
@@ -460,7 +463,7 @@ Test(login_api, idle_keep_alive_closed_after_idle_timeout) {
   stop_server(&s);
 }
 
-/* --- Connections ---------------------------------------------------------------------- */
+/* --- Connections -------------------------------------------------------- */
 
 Test(login_api, keep_alive_several_requests) {
   server_t s = START_DEFAULT();
@@ -595,7 +598,7 @@ Test(login_api, connection_cap_503) {
   stop_server(&s);
 }
 
-/* --- Shutdown ----------------------------------------------------------------------- */
+/* --- Shutdown ----------------------------------------------------------- */
 
 Test(login_api, sigterm_finishes_the_login_in_flight_and_exits_0) {
   server_t s = START_DEFAULT();
@@ -632,6 +635,111 @@ Test(login_api, sigterm_finishes_the_login_in_flight_and_exits_0) {
   cr_assert(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
             "status %#x", status);
   close(s.out);
+}
+
+/* --- Cluster mode (--workers 2) ----------------------------------------- */
+
+/* Keep one connection to each of the two children: open connections until
+ * both have answered (the kernel hands each connection to one child). */
+static void connect_to_both(const server_t* s, client_t* by_worker[3]) {
+  by_worker[1] = by_worker[2] = NULL;
+  for (int i = 0; i < 1000 && (by_worker[1] == NULL || by_worker[2] == NULL);
+       i++) {
+    client_t* c = connect_to(s);
+    send_str(c, health_request);
+    response_t r = read_response(c);
+    cr_assert_eq(r.status, 200);
+    cr_assert(r.worker == 1 || r.worker == 2, "X-Worker %u", r.worker);
+    if (by_worker[r.worker] == NULL)
+      by_worker[r.worker] = c;
+    else
+      client_close(c);
+  }
+  cr_assert(by_worker[1] != NULL && by_worker[2] != NULL,
+            "only one child answered 1000 connections");
+}
+
+/* The pid a /health answer names. */
+static int health_pid(const response_t* r) {
+  const char* p = strstr(r->body, "\"pid\":");
+  cr_assert(p != NULL, "%s", r->body);
+  return atoi(p + 6);
+}
+
+Test(login_api, cluster_both_children_serve) {
+  server_t s = START(COMMON, "--workers", "2", "--threads", "1",
+                     "--header-timeout-ms", "20000", "--idle-timeout-ms",
+                     "20000");
+  client_t* by_worker[3];
+  connect_to_both(&s, by_worker);
+  int pids[3] = {0};
+  for (unsigned w = 1; w <= 2; w++) {
+    client_t* c = by_worker[w];
+    send_str(c, health_request);
+    response_t r = read_response(c);
+    pids[w] = health_pid(&r);
+    cr_assert(pids[w] != s.pid, "the primary does not serve");
+    /* The core checks, in each child: logins, a bad form, 404 and a
+     * pipelined /login, /health, /login. */
+    send_str(c, login_request("user=alice&password=wonderland", NULL));
+    r = read_response(c);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cr_assert_eq(r.worker, w);
+    send_str(c, login_request("user=alice&password=x", NULL));
+    cr_assert_eq(read_response(c).status, 401);
+    send_str(c, login_request("user=alice", NULL));
+    cr_assert_eq(read_response(c).status, 400);
+    send_str(c, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    cr_assert_eq(read_response(c).status, 404);
+    char req[2048];
+    snprintf(req, sizeof(req), "%s", login_request("user=bob&password="
+                                                   "builder", NULL));
+    strcat(req, health_request);
+    strcat(req, login_request("user=nobody&password=builder", NULL));
+    send_str(c, req);
+    cr_assert_eq(read_response(c).status, 200);
+    r = read_response(c);
+    cr_assert(strstr(r.body, "\"logins\":3") != NULL, "%s", r.body);
+    cr_assert_eq(read_response(c).status, 401);
+    cr_assert_eq(r.worker, w);
+  }
+  cr_assert_neq(pids[1], pids[2]);
+  client_close(by_worker[1]);
+  client_close(by_worker[2]);
+  /* SIGTERM to the primary stops the children too; it exits 0. */
+  stop_server(&s);
+  cr_assert(kill(pids[1], 0) != 0 && kill(pids[2], 0) != 0,
+            "a child outlived the primary");
+}
+
+Test(login_api, cluster_child_killed_is_replaced) {
+  server_t s = START(COMMON, "--workers", "2", "--threads", "1");
+  client_t* by_worker[3];
+  connect_to_both(&s, by_worker);
+  send_str(by_worker[1], health_request);
+  response_t r = read_response(by_worker[1]);
+  /* SIGKILL child 1: its connection dies, child 2 serves on, and a new
+   * child (id 3) takes its place on the same port. */
+  cr_assert(kill(health_pid(&r), SIGKILL) == 0);
+  expect_closed(by_worker[1]);
+  client_close(by_worker[1]);
+  send_str(by_worker[2], login_request("user=alice&password=wonderland",
+                                       NULL));
+  cr_assert_eq(read_response(by_worker[2]).status, 200);
+  bool seen3 = false;
+  for (int i = 0; i < 2000 && !seen3; i++) {
+    client_t* c = connect_to(&s);
+    send_str(c, health_request);
+    r = read_response(c);
+    cr_assert_eq(r.status, 200);
+    seen3 = r.worker == 3;
+    client_close(c);
+    if (!seen3)
+      sleep_ms(5);
+  }
+  cr_assert(seen3, "no replacement child served");
+  client_close(by_worker[2]);
+  stop_server(&s);
 }
 
 #endif /* LOGIN_API */
