@@ -8,10 +8,11 @@
 #   bench/login.sh                      # after make bench (or the build below)
 #   BENCH_ROUNDS=1 BENCH_LOGIN_SECONDS=5 bench/login.sh    # a quick look
 #
-# Per round: the floor (libsodium in C, and Node's crypto.scrypt, also with
-# fresh pages per hash as libsodium's), then for
-# each server (weft, node; who goes first alternates) and mode (one
-# process; cluster with --workers = CPUs): start the server on a free port,
+# Per round: Node's hash with fresh pages per hash (as libsodium's: see
+# README.md), then for each server (weft, node; who goes first alternates)
+# and mode (one process; cluster with --workers = CPUs): measure the floor
+# of that server's hash (libsodium in C, or Node's crypto.scrypt), start the
+# server on a free port,
 # wait for its `listening on http://HOST:PORT` line (fail loudly if it never
 # comes), check that a good login answers 200, a wrong password 401 and
 # /health 200, probe /health alone for WARMUP s (the "idle" latency), load
@@ -27,7 +28,7 @@
 #   BENCH_LOGIN_ROUNDS   rounds (default: BENCH_ROUNDS, else 3)
 #   BENCH_LOGIN_SECONDS  length of the measured window (default 15)
 #   BENCH_LOGIN_WARMUP   idle probe and warm-up length (default 3)
-#   BENCH_LOGIN_FLOOR_SECONDS  floor measurement per round (default 4)
+#   BENCH_LOGIN_FLOOR_SECONDS  length of each floor measurement (default 4)
 #   BENCH_LOGIN_SIDES    "weft node" (default) or one of them
 #   BENCH_LOGIN_MODES    "single cluster" (default) or one of them
 #   BENCH_LOGIN_CONNS    login connections (default 2 x CPUs)
@@ -266,9 +267,13 @@ wrk_field() {
 record() { echo "$1 $2 $3 $4" >>"$tmp/results"; }
 
 run_config() { # SIDE MODE ROUND
-  local side=$1 mode=$2 r=$3 c0 c1 g0 g1 f sock hz
+  local side=$1 mode=$2 r=$3 c0 c1 g0 g1 f sock hz fl
   say "-- $side, $mode, round $r"
   wait_quiet
+  # The floor of this server's hash, right before it runs, so that both
+  # see the same machine (it is shared: other work comes and goes).
+  fl=$(floor_of "$side")
+  say "   floor: ${fl:--} hashes/s ($([ "$side" = weft ] && echo "libsodium, C" || echo "Node crypto.scrypt"), $CPUS threads)"
   if ! start_server "$side" "$mode"; then
     failed=1; echo "$side $mode start" >>"$tmp/failed"; return
   fi
@@ -290,6 +295,7 @@ run_config() { # SIDE MODE ROUND
   fi
   hz=$(getconf CLK_TCK)
   record "$side" "$mode" logins "$(wrk_field "$f" rps)"
+  [ -n "$fl" ] && record "$side" "$mode" pct "$(awk -v l="$(wrk_field "$f" rps)" -v f="$fl" 'BEGIN {print (f > 0) ? 100 * l / f : 0}')"
   record "$side" "$mode" login.p99 "$(awk -v u="$(wrk_field "$f" p99_us)" 'BEGIN {print u / 1000}')"
   record "$side" "$mode" login.non2xx "$(wrk_field "$f" status_errors)"
   sock=$(awk -v a="$(wrk_field "$f" connect)" -v b="$(wrk_field "$f" read)" -v c="$(wrk_field "$f" write)" \
@@ -313,30 +319,35 @@ run_config() { # SIDE MODE ROUND
   say "   logins/s $(wrk_field "$tmp/run.login" rps) (non-2xx $(wrk_field "$tmp/run.login" status_errors)), /health $(wrk_field "$f" rps) req/s p50 $(wrk_field "$f" p50_us) us p99 $(wrk_field "$f" p99_us) us"
 }
 
-floor() { # ROUND
+# floor_of SIDE: the floor of that server's hash, measured now (all CPUs
+# hashing, no server), recorded as "floor c|node ..." and echoed (hashes/s;
+# empty if it could not be measured).
+floor_of() {
   local out
-  if [ -x "$SCRYPT_RATE" ]; then
-    wait_quiet
-    if out=$("$SCRYPT_RATE" "$FLOOR_SECS" 1 "$CPUS" 2>/dev/null); then
-      echo "$out" | awk '$1 == "RESULT" {print "floor c", $2, $3}' >>"$tmp/results"
-      say "-- floor, round $1: $(echo "$out" | awk '$2 == "scrypt.rate" {print $3}') hashes/s (libsodium, C, $CPUS threads)"
-    else
-      say "login.sh: $SCRYPT_RATE failed"
-    fi
-  fi
-  if out=$("$NODE" "$here/node/scrypt_rate.js" "$FLOOR_SECS" 1 "$CPUS" 2>/dev/null); then
-    echo "$out" | awk '$1 == "RESULT" {print "floor node", $2, $3}' >>"$tmp/results"
-    say "-- floor, round $1: $(echo "$out" | awk '{print $3}') hashes/s (Node crypto.scrypt, $CPUS threads)"
+  if [ "$1" = weft ]; then
+    [ -x "$SCRYPT_RATE" ] || return 0
+    out=$("$SCRYPT_RATE" "$FLOOR_SECS" 1 "$CPUS" 2>/dev/null) ||
+      { say "login.sh: $SCRYPT_RATE failed"; return 0; }
+    echo "$out" | awk '$1 == "RESULT" {print "floor c", $2, $3}' >>"$tmp/results"
+    echo "$out" | awk '$2 == "scrypt.rate" {print $3}'
   else
-    say "login.sh: bench/node/scrypt_rate.js failed"
+    out=$("$NODE" "$here/node/scrypt_rate.js" "$FLOOR_SECS" 1 "$CPUS" 2>/dev/null) ||
+      { say "login.sh: bench/node/scrypt_rate.js failed"; return 0; }
+    echo "$out" | awk '$1 == "RESULT" {print "floor node", $2, $3}' >>"$tmp/results"
+    echo "$out" | awk '{print $3}'
   fi
-  # The same with glibc's mmap threshold fixed at 128 KiB: every 16 MiB
-  # buffer of OpenSSL's scrypt is then mapped and unmapped per hash, as
-  # libsodium does, so every hash page-faults its 4096 fresh pages. Tells
-  # the cost of the hash's memory from the cost of its arithmetic.
+}
+
+# Once per round: Node's hash with glibc's mmap threshold fixed at 128 KiB:
+# every 16 MiB buffer of OpenSSL's scrypt is then mapped and unmapped per
+# hash, as libsodium does, so every hash page-faults its 4096 fresh pages.
+# Tells the cost of the hash's memory from the cost of its arithmetic.
+floor_fresh() { # ROUND
+  local out
+  wait_quiet
   if out=$(MALLOC_MMAP_THRESHOLD_=131072 "$NODE" "$here/node/scrypt_rate.js" "$FLOOR_SECS" 1 "$CPUS" 2>/dev/null); then
     echo "$out" | awk '$1 == "RESULT" {print "floor node_fresh", $2, $3}' >>"$tmp/results"
-    say "-- floor, round $1: $(echo "$out" | awk '{print $3}') hashes/s (Node crypto.scrypt, fresh pages per hash)"
+    say "-- round $1: $(echo "$out" | awk '{print $3}') hashes/s (Node crypto.scrypt, fresh pages per hash)"
   fi
 }
 
@@ -345,7 +356,7 @@ started=$(date -u '+%Y-%m-%d %H:%M UTC')
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 say "== login API (bench/login.sh): $ROUNDS rounds, ${SECS}s each, $CPUS CPUs"
 for r in $(seq 1 "$ROUNDS"); do
-  floor "$r"
+  floor_fresh "$r"
   if [ $((r % 2)) -eq 1 ]; then order=$SIDES; else order=$(echo "$SIDES" | awk '{for (i = NF; i > 0; i--) printf "%s ", $i}'); fi
   for mode in $MODES; do
     for side in $order; do
@@ -403,7 +414,7 @@ floor_node=$(median floor node node.scrypt.rate)
   [ -s "$tmp/failed" ] && echo "FAILED runs (see stderr): $(sort "$tmp/failed" | uniq -c | awk '{printf "%s%s %s %s x%d", (NR > 1 ? ", " : ""), $2, $3, $4, $1}')."
   echo "Load: \`wrk -t1 -c$LOGIN_CONNS\` POST /login (good password) and, at the same time, \`wrk -t1 -c$HEALTH_CONNS\` GET /health with a ${HEALTH_DELAY_MS} ms pause per connection between a response and the next request; every process has $THREADS hashing threads (weft \`--threads $THREADS\`, Node UV_THREADPOOL_SIZE=$THREADS)."
   echo
-  echo "Floor, same run (all $CPUS CPUs hashing, no server): libsodium \`crypto_pwhash_scryptsalsa208sha256_ll\` (bench/scrypt_rate, the weft server's hash) $(fmt "$floor_c") hashes/s ($(fmt "$(median floor c scrypt.hash_ms)") ms per hash per thread, $(fmt "$(median floor c scrypt.faults_per_hash)") page faults per hash); OpenSSL scrypt via Node's \`crypto.scrypt\` (bench/node/scrypt_rate.js, the Node server's hash) $(fmt "$floor_node") hashes/s, and $(fmt "$(median floor node_fresh node.scrypt.rate)") hashes/s when its 16 MiB come from fresh pages every hash as libsodium's do (MALLOC_MMAP_THRESHOLD_=131072)."
+  echo "Floor, same run (all $CPUS CPUs hashing, no server; measured before each server's run, medians): libsodium \`crypto_pwhash_scryptsalsa208sha256_ll\` (bench/scrypt_rate, the weft server's hash) $(fmt "$floor_c") hashes/s ($(fmt "$(median floor c scrypt.hash_ms)") ms per hash per thread, $(fmt "$(median floor c scrypt.faults_per_hash)") page faults per hash); OpenSSL scrypt via Node's \`crypto.scrypt\` (bench/node/scrypt_rate.js, the Node server's hash) $(fmt "$floor_node") hashes/s, and $(fmt "$(median floor node_fresh node.scrypt.rate)") hashes/s when its 16 MiB come from fresh pages every hash as libsodium's do (MALLOC_MMAP_THRESHOLD_=131072)."
   echo
   echo "| server | mode | logins/s | % of its hash's floor | login p99 ms | /health req/s | /health p50 ms | /health p99 ms | /health p99.9 ms | /health p99 ms, no logins | non-2xx (login, health) | socket errors | server CPU % | machine busy % |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -414,13 +425,12 @@ floor_node=$(median floor node node.scrypt.rate)
         continue
       fi
       l=$(median "$side" "$mode" logins)
-      if [ "$side" = weft ]; then fl=$floor_c; else fl=$floor_node; fi
-      pct=$(awk -v l="$l" -v f="$fl" 'BEGIN { if (l == "-" || f == "-" || f + 0 <= 0) print "-"; else printf "%.1f%%\n", 100 * l / f }')
+      pct=$(awk -v p="$(median "$side" "$mode" pct)" 'BEGIN { if (p == "-") print "-"; else printf "%.1f%%\n", p }')
       echo "| $side | $(mode_name "$mode") | $(fmt "$l") | $pct | $(fmt "$(median "$side" "$mode" login.p99)") | $(fmt "$(median "$side" "$mode" health.rps)") | $(fmt "$(median "$side" "$mode" health.p50)") | $(fmt "$(median "$side" "$mode" health.p99)") | $(fmt "$(median "$side" "$mode" health.p999)") | $(fmt "$(median "$side" "$mode" idle.p99)") | $(total "$side" "$mode" login.non2xx), $(total "$side" "$mode" health.non2xx) | $(awk -v a="$(total "$side" "$mode" login.sockerr)" -v b="$(total "$side" "$mode" health.sockerr)" 'BEGIN {print (a == "-") ? "-" : a + b}') | $(fmt "$(median "$side" "$mode" cpu.server)") | $(fmt "$(median "$side" "$mode" cpu.busy)") |"
     done
   done
   echo
-  echo "(non-2xx and socket errors: totals over all rounds; % of floor: weft against libsodium's, Node against OpenSSL's; server CPU: all the server's processes and threads, as % of all $CPUS CPUs.)"
+  echo "(non-2xx and socket errors: totals over all rounds; % of floor: each run's logins/s over the floor of the server's own hash measured right before it, weft against libsodium's, Node against OpenSSL's, median over rounds; server CPU: all the server's processes and threads, as % of all $CPUS CPUs.)"
   if [ $have_weft -eq 1 ] && [[ " $SIDES " == *" node "* ]]; then
     echo
     echo "| mode | logins/s weft/Node | logins/s weft/Node, each over its hash's floor | /health p99 Node/weft | /health p99 < 2 ms (weft; Node) | logins/s >= 95% of floor (weft; Node) |"
@@ -429,22 +439,22 @@ floor_node=$(median floor node node.scrypt.rate)
       wl=$(median weft "$mode" logins); nl=$(median node "$mode" logins)
       wp=$(median weft "$mode" health.p99); np=$(median node "$mode" health.p99)
       aim_p() { awk -v p="$1" 'BEGIN { if (p == "-") print "-"; else print (p < 2) ? "yes" : "no" }'; }
-      aim_l() { awk -v l="$1" -v f="$2" 'BEGIN { if (l == "-" || f == "-" || f + 0 <= 0) print "-"; else print (l >= 0.95 * f) ? "yes" : "no" }'; }
-      rel=$(awk -v wl="$wl" -v nl="$nl" -v fc="$floor_c" -v fn="$floor_node" 'BEGIN {
-        if (wl == "-" || nl == "-" || fc == "-" || fn == "-" || nl + 0 <= 0 || fc + 0 <= 0) print "-";
-        else printf "%.2fx\n", (wl / fc) / (nl / fn) }')
-      echo "| $(mode_name "$mode") | $(ratio "$wl" "$nl") | $rel | $(ratio "$np" "$wp") | $(aim_p "$wp"); $(aim_p "$np") | $(aim_l "$wl" "$floor_c"); $(aim_l "$nl" "$floor_node") |"
+      aim_l() { awk -v p="$1" 'BEGIN { if (p == "-") print "-"; else print (p >= 95) ? "yes" : "no" }'; }
+      wpct=$(median weft "$mode" pct); npct=$(median node "$mode" pct)
+      echo "| $(mode_name "$mode") | $(ratio "$wl" "$nl") | $(ratio "$wpct" "$npct") | $(ratio "$np" "$wp") | $(aim_p "$wp"); $(aim_p "$np") | $(aim_l "$wpct"); $(aim_l "$npct") |"
     done
   fi
   echo
   echo "Raw values (every round):"
   echo
   echo '```'
-  echo "floor  libsodium hashes/s: $(all floor c scrypt.rate); Node crypto.scrypt hashes/s: $(all floor node node.scrypt.rate); the same, fresh pages: $(all floor node_fresh node.scrypt.rate)"
+  echo "floor  libsodium hashes/s: $(all floor c scrypt.rate)"
+  echo "floor  Node crypto.scrypt hashes/s: $(all floor node node.scrypt.rate)"
+  echo "floor  the same, fresh pages per hash: $(all floor node_fresh node.scrypt.rate)"
   for mode in $MODES; do
     for side in $SIDES; do
       [ "$side" = weft ] && [ $have_weft -eq 0 ] && continue
-      for k in logins login.p99 health.rps health.p50 health.p99 health.p999 idle.p99 cpu.server cpu.busy; do
+      for k in logins pct login.p99 health.rps health.p50 health.p99 health.p999 idle.p99 cpu.server cpu.busy; do
         printf '%-5s %-8s %-12s %s\n' "$side" "$mode" "$k" "$(all "$side" "$mode" "$k")"
       done
     done
