@@ -92,11 +92,8 @@ struct weft_cluster_worker_s {
   bool listed;
   int code;
   int signal;
-  size_t max;   /* Largest frame payload read (at least CONTROL_MAX). */
   size_t limit; /* Largest message posted (opts.max_message). */
-  unsigned char* rbuf; /* Reassembly of frames read from the pipe. */
-  size_t rlen;
-  size_t rcap;
+  weft__frame_reader_t rx; /* Frames read from the pipe. */
   void* data;
   uv_process_t proc;
   uv_pipe_t pipe;
@@ -251,7 +248,7 @@ static void finish_close(weft_cluster_t* c);
 
 static void worker_free(weft_cluster_worker_t* w) {
   weft_cluster_t* c = w->c;
-  weft__xfree(w->rbuf);
+  weft__frame_reader_free(&w->rx);
   weft__xfree(w);
   if (c != NULL) {
     c->nworkers--;
@@ -659,60 +656,35 @@ static int on_frame(weft_cluster_worker_t* w, const weft__frame_t* f) {
 
 static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
   weft_cluster_worker_t* w = h->data;
-  size_t span = weft__frame_span(w->rbuf, w->rlen);
-  size_t need = w->rlen + READ_CHUNK;
+  unsigned char* base;
+  size_t len;
   (void)suggested;
-  /* Room for the whole frame being read, if its header says it is a
-   * valid one (a longer one is refused when parsed). */
-  if (span > need && span <= w->max + WEFT__FRAME_HEADER)
-    need = span;
-  if (w->rcap < need) {
-    unsigned char* p = weft__xrealloc(w->rbuf, need);
-    if (p == NULL) {
-      *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS. */
-      return;
-    }
-    w->rbuf = p;
-    w->rcap = need;
+  if (weft__frame_reader_room(&w->rx, &base, &len) != 0) {
+    *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS. */
+    return;
   }
-  *buf = uv_buf_init((char*)w->rbuf + w->rlen, (unsigned)(w->rcap - w->rlen));
+  *buf = uv_buf_init((char*)base, (unsigned)(len > UINT32_MAX ? UINT32_MAX
+                                                              : len));
 }
 
 static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   weft_cluster_worker_t* w = s->data;
-  size_t pos = 0;
   (void)buf;
   if (nread < 0) {
     close_pipe(w, false); /* EOF: the peer closed or ended. */
     return;
   }
-  w->rlen += (size_t)nread;
+  weft__frame_reader_commit(&w->rx, (size_t)nread);
+  /* A callback may disconnect: what follows is then dropped. */
   while (w->pipe_state == PIPE_OPEN) {
     weft__frame_t f;
-    long n = weft__frame_parse(w->rbuf + pos, w->rlen - pos, w->max, &f);
-    int err;
+    int n = weft__frame_reader_next(&w->rx, &f);
     if (n == 0)
       break;
-    if (n < 0) {
+    if (n < 0 || on_frame(w, &f) != 0) {
       bad_peer(w);
       return;
     }
-    err = on_frame(w, &f);
-    if (err != 0) {
-      bad_peer(w);
-      return;
-    }
-    pos += (size_t)n;
-  }
-  if (w->pipe_state != PIPE_OPEN)
-    return;
-  memmove(w->rbuf, w->rbuf + pos, w->rlen - pos);
-  w->rlen -= pos;
-  /* A large frame's room is given back once it was read. */
-  if (w->rlen == 0 && w->rcap > 4 * READ_CHUNK) {
-    weft__xfree(w->rbuf);
-    w->rbuf = NULL;
-    w->rcap = 0;
   }
 }
 
@@ -922,7 +894,8 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
   w->loop = c->loop;
   w->id = c->last_id + 1;
   w->limit = c->max;
-  w->max = c->max < CONTROL_MAX ? CONTROL_MAX : c->max;
+  weft__frame_reader_init(&w->rx, c->max < CONTROL_MAX ? CONTROL_MAX : c->max,
+                          READ_CHUNK, weft__xrealloc, weft__xfree);
   env = child_env(c, w->id, vars);
   if (env == NULL) {
     weft__xfree(w);
@@ -1140,12 +1113,12 @@ int weft_cluster_join(weft_loop_t* loop,
   s = getenv(ENV_ID);
   w->id = s != NULL ? (unsigned)strtoul(s, NULL, 10) : 0;
   s = getenv(ENV_MAX);
-  w->max = s != NULL ? (size_t)strtoull(s, NULL, 10) : 0;
-  if (w->max == 0 || w->max > UINT32_MAX - 64)
-    w->max = WEFT_MSG_DEFAULT_LIMIT;
-  w->limit = w->max;
-  if (w->max < CONTROL_MAX)
-    w->max = CONTROL_MAX;
+  w->limit = s != NULL ? (size_t)strtoull(s, NULL, 10) : 0;
+  if (w->limit == 0 || w->limit > UINT32_MAX - 64)
+    w->limit = WEFT_MSG_DEFAULT_LIMIT;
+  weft__frame_reader_init(&w->rx,
+                          w->limit < CONTROL_MAX ? CONTROL_MAX : w->limit,
+                          READ_CHUNK, weft__xrealloc, weft__xfree);
   err = uv_pipe_init(weft_loop_uv(loop), &w->pipe, 1);
   if (err != 0) {
     weft__xfree(w);

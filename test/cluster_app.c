@@ -18,7 +18,7 @@
  * A failed listen is reported as ["listen_error", status].
  * On disconnect it closes its server and ends, unless MODE says otherwise.
  * MODE: "nolisten" (no server), "exit3" (_exit(3) at once), "stubborn"
- * (ignores the disconnect: keeps its server open), "early" (calls
+ * (ignores the disconnect: keeps its server open for 10 s), "early" (calls
  * weft_cluster_listen() before joining and reports ["early", rc]). */
 #include <signal.h>
 #include <stdio.h>
@@ -151,9 +151,12 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
     if (weft_cluster_worker_post_msg(w, &m) != 0)
       weft_msg_free(m);
   } else if (strcmp(cmd, "keep") == 0 && kept == NULL) {
-    if (weft_msg_keep(msg) == 0) {
+    int err = weft_msg_keep(msg);
+    if (err == 0) {
       kept = msg;
       weft_set_timeout(loop, 5, read_kept, NULL, NULL);
+    } else {
+      weft_cluster_worker_post_fmt(w, "[si]", "kept", err);
     }
   } else if (strcmp(cmd, "exit") == 0 && o->via.array.size == 2) {
     _exit((int)a[1].via.i64);
@@ -168,10 +171,20 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
   }
 }
 
+static void close_server_task(weft_loop_t* l, void* arg) {
+  (void)l;
+  (void)arg;
+  close_server();
+}
+
 static void on_disconnect(weft_cluster_worker_t* w) {
   (void)w;
   me = NULL;
-  if (strcmp(mode, "stubborn") != 0)
+  /* Stubborn: ends only after 10 s, so that it outlives a primary that
+   * forgets to kill it, but not a failed test run. */
+  if (strcmp(mode, "stubborn") == 0)
+    weft_set_timeout(loop, 10000, close_server_task, NULL, NULL);
+  else
     close_server();
 }
 

@@ -270,6 +270,7 @@ static void serve_next(void) {
     }
   }
   if (X.step == 2) {
+    cr_assert(X.count < 2000, "the killed child was not replaced");
     if (X.count == 10 && S.victim == 0) {
       /* No request is in flight: the victim holds none. */
       S.victim = S.pids[0];
@@ -377,6 +378,49 @@ Test(cluster, messages_both_ways_in_order) {
   cr_assert_eq(X.count, NMSG);
   cr_assert_eq(X.exits, 1);
   cr_assert_eq(X.codes[1], 0);
+}
+
+/* A message of 3 MiB (read in many pieces, next to small ones). */
+#define BIG ((size_t)3 << 20)
+static unsigned char* big;
+
+static void big_online(weft_cluster_worker_t* w) {
+  size_t i;
+  big = malloc(BIG);
+  cr_assert_not_null(big);
+  for (i = 0; i < BIG; i++)
+    big[i] = (unsigned char)(i * 7 + i / 4096);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[si]", "echo", 1), 0);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[sy]", "echo", big, BIG), 0);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[si]", "echo", 2), 0);
+}
+
+static void big_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  const void* p = NULL;
+  size_t len = 0;
+  int i = 0;
+  (void)w;
+  X.count++;
+  if (X.count == 2) {
+    cr_assert_eq(weft_msg_read(m, "[*yu]", &p, &len, NULL), 0);
+    cr_assert_eq(len, BIG);
+    cr_assert(memcmp(p, big, BIG) == 0);
+    return;
+  }
+  cr_assert_eq(weft_msg_read(m, "[*iu]", &i, NULL), 0);
+  cr_assert_eq(i, X.count == 1 ? 1 : 2);
+  if (X.count == 3)
+    cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+Test(cluster, a_large_message_crosses_in_pieces) {
+  start("0", "nolisten", NULL);
+  X.on_online = big_online;
+  X.on_message = big_message;
+  fork1();
+  end();
+  free(big);
+  cr_assert_eq(X.count, 3);
 }
 
 /* The primary keeps a message and reads it from a timer; the child keeps
