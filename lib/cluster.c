@@ -85,7 +85,6 @@ struct weft_cluster_worker_s {
   int pid;
   int pipe_state;
   int handles; /* uv handles of this struct not closed yet. */
-  bool spawned;
   bool exited;
   bool no_restart;        /* The primary killed or disconnected it. */
   bool disconnect_asked;  /* Either side called disconnect. */
@@ -725,8 +724,8 @@ static char** copy_strv(char* const* argv, const char* s, size_t n) {
     return NULL;
   for (i = 0; i < n; i++) {
     const char* a = argv != NULL ? argv[i] : s;
-    size_t len = strlen(a);
-    v[i] = dup_str(a, len);
+    size_t len = a != NULL ? strlen(a) : 0;
+    v[i] = a != NULL ? dup_str(a, len) : NULL;
     if (v[i] == NULL) {
       v[i] = NULL;
       free_strv(v);
@@ -757,7 +756,7 @@ static char** own_argv(void) {
       char* p = weft__xrealloc(buf, cap == 0 ? 4096 : cap * 2);
       if (p == NULL) {
         weft__xfree(buf);
-        fclose(f);
+        (void)fclose(f);
         return NULL;
       }
       buf = p;
@@ -768,7 +767,7 @@ static char** own_argv(void) {
       break;
     len += got;
   }
-  fclose(f);
+  (void)fclose(f);
   if (len == 0 || buf[len - 1] != '\0') {
     weft__xfree(buf);
     return NULL;
@@ -794,6 +793,7 @@ int weft_cluster_new(weft_cluster_t** out,
                      const weft_cluster_opts_t* opts) {
   weft_cluster_opts_t o;
   weft_cluster_t* c;
+  const char* exec;
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
@@ -820,8 +820,8 @@ int weft_cluster_new(weft_cluster_t** out,
   c->max = o.max_message != 0 ? o.max_message : WEFT_MSG_DEFAULT_LIMIT;
   if (c->max > UINT32_MAX - 64)
     c->max = UINT32_MAX - 64; /* The frame length is 32 bits. */
-  c->exec = dup_str(o.exec != NULL ? o.exec : "/proc/self/exe",
-                    strlen(o.exec != NULL ? o.exec : "/proc/self/exe"));
+  exec = o.exec != NULL ? o.exec : "/proc/self/exe";
+  c->exec = dup_str(exec, strlen(exec));
   c->argv = o.argv != NULL ? copy_strv(o.argv, NULL, 0) : own_argv();
   c->restarts = weft__xalloc(c->max_restarts * sizeof(*c->restarts));
   if (c->exec == NULL || c->argv == NULL || c->argv[0] == NULL ||
@@ -867,9 +867,9 @@ static char** child_env(weft_cluster_t* c, unsigned id, char vars[3][64]) {
   for (i = 0; i < n; i++)
     if (strncmp(environ[i], "WEFT_CLUSTER_", 13) != 0)
       env[k++] = environ[i];
-  snprintf(vars[0], 64, "%s=%d", ENV_FD, CHILD_FD);
-  snprintf(vars[1], 64, "%s=%u", ENV_ID, id);
-  snprintf(vars[2], 64, "%s=%zu", ENV_MAX, c->max);
+  (void)snprintf(vars[0], 64, "%s=%d", ENV_FD, CHILD_FD);
+  (void)snprintf(vars[1], 64, "%s=%u", ENV_ID, id);
+  (void)snprintf(vars[2], 64, "%s=%zu", ENV_MAX, c->max);
   env[k++] = vars[0];
   env[k++] = vars[1];
   env[k++] = vars[2];
@@ -934,7 +934,6 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
   if (err != 0) {
     if (w->proc.pid != 0 && uv_process_kill(&w->proc, SIGKILL) == 0) {
       /* Started, but its pipe cannot be read: it goes, with its events. */
-      w->spawned = true;
       w->no_restart = true;
     } else {
       w->pipe_state = PIPE_CLOSING;
@@ -943,7 +942,6 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
       return err;
     }
   }
-  w->spawned = true;
   w->pid = w->proc.pid;
   c->last_id = w->id;
   c->live++;
@@ -1098,6 +1096,8 @@ int weft_cluster_join(weft_loop_t* loop,
   if (joined)
     return WEFT_EBUSY;
   s = getenv(ENV_FD);
+  if (s == NULL)
+    return WEFT_EINVAL;
   errno = 0;
   fd = strtol(s, &end, 10);
   if (errno != 0 || end == s || *end != '\0' || fd < 0 || fd > 1 << 20)

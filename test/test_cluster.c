@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 
 #include "support.h"
 
@@ -807,4 +808,12 @@ Test(cluster, outside_a_cluster) {
   cr_assert_eq(local_calls, 2);
   cr_assert_eq(local_status[0], 0);
   free_loop(loop);
+}
+
+/* A primary with the defaults starts itself again (/proc/self/exe with
+ * its own arguments): cluster_app as a primary of its own copy. */
+Test(cluster, the_default_child_is_this_program_again) {
+  int status = system(CLUSTER_APP " 127.0.0.1 0 self");
+  cr_assert(WIFEXITED(status), "status %#x", status);
+  cr_assert_eq(WEXITSTATUS(status), 0);
 }
