@@ -653,6 +653,21 @@ static int on_frame(weft_cluster_worker_t* w, const weft__frame_t* f) {
   return WEFT_EDECODE;
 }
 
+/* Handle the complete frames read so far. A callback may disconnect: what
+ * follows is then dropped. */
+static void take_frames(weft_cluster_worker_t* w) {
+  while (w->pipe_state == PIPE_OPEN) {
+    weft__frame_t f;
+    int n = weft__frame_reader_next(&w->rx, &f);
+    if (n == 0)
+      break;
+    if (n < 0 || on_frame(w, &f) != 0) {
+      bad_peer(w);
+      return;
+    }
+  }
+}
+
 static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
   weft_cluster_worker_t* w = h->data;
   unsigned char* base;
@@ -674,17 +689,7 @@ static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   weft__frame_reader_commit(&w->rx, (size_t)nread);
-  /* A callback may disconnect: what follows is then dropped. */
-  while (w->pipe_state == PIPE_OPEN) {
-    weft__frame_t f;
-    int n = weft__frame_reader_next(&w->rx, &f);
-    if (n == 0)
-      break;
-    if (n < 0 || on_frame(w, &f) != 0) {
-      bad_peer(w);
-      return;
-    }
-  }
+  take_frames(w);
 }
 
 /* --- the primary -------------------------------------------------------- */
@@ -846,8 +851,11 @@ static void on_exit_cb(uv_process_t* p, int64_t status, int signal) {
   w->signal = signal;
   w->pid = 0;
   w->c->live--;
+  /* Its exit comes after its disconnect. What it wrote before it ended
+   * was read first: libuv runs signal watchers (this callback) after the
+   * I/O of the same poll, and the pipe was readable no later. */
   if (w->pipe_state == PIPE_OPEN)
-    close_pipe(w, false); /* Its exit comes after its disconnect. */
+    close_pipe(w, false);
   else if (w->pipe_state == PIPE_CLOSED)
     emit_exit(w);
 }

@@ -11,7 +11,7 @@
  *   ["echo", x]      answered ["echo", x, id]
  *   ["keep", x]      kept (weft_msg_keep), read again from a timer, then
  *                    answered ["kept", x]
- *   ["exit", code]   _exit(code)
+ *   ["exit", code]   answers ["bye", code], then _exit(code)
  *   ["garbage"]      writes a frame of kind 0 on the pipe (fd 3)
  *   ["disconnect"]   disconnects itself
  *   ["pid"]          answered ["pid", getpid()]
@@ -161,6 +161,8 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
       weft_cluster_worker_post_fmt(w, "[si]", "kept", err);
     }
   } else if (strcmp(cmd, "exit") == 0 && o->via.array.size == 2) {
+    /* Its last words are read by the primary before the exit event. */
+    weft_cluster_worker_post_fmt(w, "[si]", "bye", (int)a[1].via.i64);
     _exit((int)a[1].via.i64);
   } else if (strcmp(cmd, "garbage") == 0) {
     static const char bad[6] = {0, 0, 0, 1, 0, 'x'};

@@ -566,6 +566,15 @@ Test(cluster, a_child_that_breaks_the_protocol_is_disconnected) {
 /* Child 1 is told to exit(5): restarted (the primary did not end it), as
  * 3, which the primary then disconnects (exit 0, not restarted). Child 2
  * is killed with SIGTERM through the API: not restarted. */
+static void life_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  int code = 0;
+  cr_assert_eq(weft_cluster_worker_id(w), 1u);
+  cr_assert_eq(weft_msg_read(m, "[si]", NULL, NULL, &code), 0);
+  cr_assert_eq(code, 5);
+  cr_assert(!X.disconnected[1], "a message after the disconnect");
+  X.count++;
+}
+
 static void life_online(weft_cluster_worker_t* w) {
   unsigned id = weft_cluster_worker_id(w);
   if (id == 1)
@@ -581,12 +590,14 @@ Test(cluster, exit_codes_signals_and_what_restarts) {
   o.restart = true;
   start("0", "nolisten", &o);
   X.on_online = life_online;
+  X.on_message = life_message;
   X.on_exit = close_on_exit;
   X.want_exits = 3;
   fork1();
   fork1();
   end();
   cr_assert_eq(X.forks, 3, "only the child that exited by itself restarts");
+  cr_assert_eq(X.count, 1, "what child 1 wrote before it ended was read");
   cr_assert_eq(X.codes[1], 5);
   cr_assert_eq(X.signals[1], 0);
   cr_assert_eq(X.codes[2], 0);
