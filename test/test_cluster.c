@@ -460,14 +460,33 @@ Test(cluster, keep_a_message_on_both_sides) {
   cr_assert_null(kept);
 }
 
+/* Calls on a child's handle from a thread that is not the loop's. */
+typedef struct {
+  weft_cluster_worker_t* w;
+  int post, post_fmt, disconnect, kill;
+} wrong_t;
+
+static void* wrong_thread(void* arg) {
+  wrong_t* t = arg;
+  t->post = weft_cluster_worker_post(t->w, "\x01", 1);
+  t->post_fmt = weft_cluster_worker_post_fmt(t->w, "i", 1);
+  t->disconnect = weft_cluster_worker_disconnect(t->w);
+  t->kill = weft_cluster_worker_kill(t->w, SIGKILL);
+  return NULL;
+}
+
 /* Posting errors at the sender; the child stays connected through all. */
 static void errors_online(weft_cluster_worker_t* w) {
+  wrong_t wt = {w, 0, 0, 0, 0};
+  pthread_t t;
   static const char two[2] = {0x01, 0x02};
   static const char bad[1] = {(char)0xc1};
   char big[100];
   weft_msg_t* m = NULL;
   weft_buffer_t* buf = NULL;
   weft_shared_t* sh = NULL;
+  weft_port_t* pa = NULL;
+  weft_port_t* pb = NULL;
   memset(big, 0, sizeof(big));
   big[0] = (char)0xc4; /* bin 8 of 98 bytes */
   big[1] = 98;
@@ -488,9 +507,21 @@ static void errors_online(weft_cluster_worker_t* w) {
   weft_msg_free(m);
   cr_assert_eq(weft_buffer_size(buf), 16u, "nothing moved");
   weft_buffer_free(buf);
+  new_channel(X.loop, &pa, &pb);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[sP]", "echo", pa),
+               WEFT_ENOTLOCAL);
+  cr_assert_eq(weft_port_post_fmt(pa, "i", 1), 0, "the port stayed here");
+  free_channel(pa, pb);
   cr_assert_eq(weft_shared_new(&sh, 64), 0);
   cr_assert_eq(weft_cluster_worker_post_fmt(w, "[H]", sh), WEFT_ENOTLOCAL);
   weft_shared_release(sh);
+  cr_assert_eq(pthread_create(&t, NULL, wrong_thread, &wt), 0);
+  cr_assert_eq(pthread_join(t, NULL), 0);
+  cr_assert_eq(wt.post, WEFT_EWRONGTHREAD);
+  cr_assert_eq(wt.post_fmt, WEFT_EWRONGTHREAD);
+  cr_assert_eq(wt.disconnect, WEFT_EWRONGTHREAD);
+  cr_assert_eq(wt.kill, WEFT_EWRONGTHREAD);
+  cr_assert(weft_cluster_worker_connected(w));
   /* Nothing was sent: the next message is the first the child sees. */
   cr_assert_eq(weft_cluster_worker_post_fmt(w, "[si]", "echo", 1), 0);
   m = NULL;
