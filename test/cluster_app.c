@@ -11,15 +11,17 @@
  *   ["echo", x]      answered ["echo", x, id]
  *   ["keep", x]      kept (weft_msg_keep), read again from a timer, then
  *                    answered ["kept", x]
- *   ["exit", code]   _exit(code)
+ *   ["exit", code]   answers ["bye", code], then _exit(code)
  *   ["garbage"]      writes a frame of kind 0 on the pipe (fd 3)
  *   ["disconnect"]   disconnects itself
  *   ["pid"]          answered ["pid", getpid()]
  * A failed listen is reported as ["listen_error", status].
  * On disconnect it closes its server and ends, unless MODE says otherwise.
  * MODE: "nolisten" (no server), "exit3" (_exit(3) at once), "stubborn"
- * (ignores the disconnect: keeps its server open), "early" (calls
- * weft_cluster_listen() before joining and reports ["early", rc]). */
+ * (ignores the disconnect: keeps its server open for 10 s), "early" (calls
+ * weft_cluster_listen() before joining and reports ["early", rc]), "self"
+ * (run as a primary with the default program and arguments: see
+ * self_primary()). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,11 +153,16 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
     if (weft_cluster_worker_post_msg(w, &m) != 0)
       weft_msg_free(m);
   } else if (strcmp(cmd, "keep") == 0 && kept == NULL) {
-    if (weft_msg_keep(msg) == 0) {
+    int err = weft_msg_keep(msg);
+    if (err == 0) {
       kept = msg;
       weft_set_timeout(loop, 5, read_kept, NULL, NULL);
+    } else {
+      weft_cluster_worker_post_fmt(w, "[si]", "kept", err);
     }
   } else if (strcmp(cmd, "exit") == 0 && o->via.array.size == 2) {
+    /* Its last words are read by the primary before the exit event. */
+    weft_cluster_worker_post_fmt(w, "[si]", "bye", (int)a[1].via.i64);
     _exit((int)a[1].via.i64);
   } else if (strcmp(cmd, "garbage") == 0) {
     static const char bad[6] = {0, 0, 0, 1, 0, 'x'};
@@ -168,11 +175,65 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
   }
 }
 
+static void close_server_task(weft_loop_t* l, void* arg) {
+  (void)l;
+  (void)arg;
+  close_server();
+}
+
 static void on_disconnect(weft_cluster_worker_t* w) {
   (void)w;
   me = NULL;
-  if (strcmp(mode, "stubborn") != 0)
+  /* Stubborn: ends only after 10 s, so that it outlives a primary that
+   * forgets to kill it, but not a failed test run. */
+  if (strcmp(mode, "stubborn") == 0)
+    weft_set_timeout(loop, 10000, close_server_task, NULL, NULL);
+  else
     close_server();
+}
+
+/* MODE "self": run as the primary of a cluster made with the defaults
+ * (this program again, with these arguments), whose one child echoes a
+ * message back; exit 0 when it did and then exited 0. */
+static weft_cluster_t* cluster;
+static int echoed;
+static int child_exit = -1;
+
+static void self_online(weft_cluster_worker_t* w) {
+  weft_cluster_worker_post_fmt(w, "[si]", "echo", 42);
+}
+
+static void self_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
+  int x = 0;
+  unsigned id = 0;
+  if (weft_msg_read(msg, "[*iu]", &x, &id) == 0 && x == 42 &&
+      id == weft_cluster_worker_id(w))
+    echoed++;
+  weft_cluster_close(cluster, 10000, NULL);
+}
+
+static void self_exit(weft_cluster_worker_t* w, int code, int sig) {
+  (void)w;
+  child_exit = sig != 0 ? 128 + sig : code;
+}
+
+static int self_primary(void) {
+  weft_cluster_opts_t o = {0};
+  int err;
+  o.events.online = self_online;
+  o.events.message = self_message;
+  o.events.exit = self_exit;
+  err = weft_cluster_new(&cluster, loop, &o);
+  if (err == 0)
+    err = weft_cluster_fork(cluster, NULL);
+  if (err != 0) {
+    fprintf(stderr, "cluster_app: %s\n", weft_err_name(err));
+    return 5;
+  }
+  weft_loop_run(loop);
+  if (weft_loop_free(loop) != 0)
+    return 4;
+  return echoed == 1 && child_exit == 0 ? 0 : 6;
 }
 
 int main(int argc, char** argv) {
@@ -187,6 +248,8 @@ int main(int argc, char** argv) {
     _exit(3);
   if (weft_loop_new(&loop) != 0)
     return 2;
+  if (strcmp(mode, "self") == 0 && weft_cluster_is_primary())
+    return self_primary();
   uv_tcp_init(weft_loop_uv(loop), &server);
   server_open = true;
   if (strcmp(mode, "early") == 0)
