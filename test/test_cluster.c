@@ -859,3 +859,26 @@ Test(cluster, the_default_child_is_this_program_again) {
   cr_assert(WIFEXITED(status), "status %#x", status);
   cr_assert_eq(WEXITSTATUS(status), 0);
 }
+
+/* A program that cannot be started: libuv's error, no handle, no event,
+ * and the cluster still closes. */
+Test(cluster, fork_of_a_missing_program_fails) {
+  weft_cluster_opts_t o = {0};
+  weft_cluster_worker_t* w = (weft_cluster_worker_t*)&o;
+  char* argv[] = {(char*)"weft-cluster-app", NULL};
+  int err;
+  memset(&X, 0, sizeof(X));
+  X.loop = new_loop();
+  o.exec = "/nonexistent/weft-cluster-app";
+  o.argv = argv;
+  o.events.fork = ev_fork;
+  cr_assert_eq(weft_cluster_new(&X.c, X.loop, &o), 0);
+  err = weft_cluster_fork(X.c, &w);
+  cr_assert_eq(err, UV_ENOENT, "got %s", weft_err_name(err));
+  cr_assert_null(w);
+  cr_assert_eq(X.forks, 0);
+  cr_assert_eq(weft_cluster_size(X.c), 0u);
+  cr_assert_eq(weft_cluster_close(X.c, 0, on_closed), 0);
+  cr_assert(!X.closed, "the close callback ran inside the call");
+  end();
+}
