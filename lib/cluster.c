@@ -461,6 +461,8 @@ static int on_listen_reply(weft_cluster_worker_t* w,
     if (uv_pipe_pending_count(&w->pipe) < 1 ||
         uv_pipe_pending_type(&w->pipe) != UV_TCP)
       return WEFT_EDECODE;
+    /* On an error libuv closes the socket: the next reply's accept
+     * gets its own. */
     status = uv_accept((uv_stream_t*)&w->pipe, (uv_stream_t*)r->server);
     if (status == 0)
       status = uv_listen((uv_stream_t*)r->server, r->backlog,

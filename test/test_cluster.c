@@ -64,7 +64,7 @@ static void ev_online(weft_cluster_worker_t* w) {
 }
 
 static void ev_listening(weft_cluster_worker_t* w, const char* host, int port) {
-  cr_assert_str_eq(host, "127.0.0.1");
+  cr_assert(strncmp(host, "127.0.0.", 8) == 0, "host %s", host);
   cr_assert(port > 0);
   X.listen_port[weft_cluster_worker_id(w)] = port;
   X.listenings++;
@@ -881,4 +881,30 @@ Test(cluster, fork_of_a_missing_program_fails) {
   cr_assert_eq(weft_cluster_close(X.c, 0, on_closed), 0);
   cr_assert(!X.closed, "the close callback ran inside the call");
   end();
+}
+
+/* A reply whose socket cannot go to the server that asked (it has one)
+ * fails with UV_EBUSY, and the socket it brought does not end up with the
+ * next request's server (libuv's uv_accept() closes it on an error: this
+ * checks that weft relies on that rightly, and reports the error). */
+static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  int s1 = 1, s2 = 1, s3 = 1, right = 0;
+  (void)w;
+  cr_assert_eq(weft_msg_read(m, "[siiii]", NULL, NULL, &s1, &s2, &s3, &right),
+               0);
+  cr_assert_eq(s1, 0);
+  cr_assert_eq(s2, UV_EBUSY, "got %s", weft_err_name(s2));
+  cr_assert_eq(s3, 0);
+  cr_assert(right, "the second server got the first one's socket");
+  X.count++;
+  cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
+  start("0", "twice", NULL);
+  X.on_message = twice_message;
+  fork1();
+  end();
+  cr_assert_eq(X.count, 1);
+  cr_assert_eq(X.listenings, 2);
 }
