@@ -908,3 +908,57 @@ Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
   cr_assert_eq(X.count, 1);
   cr_assert_eq(X.listenings, 2);
 }
+
+#ifdef WEFT_FAILPOINTS
+/* Each allocation weft makes to create a cluster, fork a child and post
+ * to it fails in turn (lib/failpoint.c): every call answers 0 or
+ * WEFT_ENOMEM, and the cluster still closes with nothing left over (ASan
+ * checks the leaks). */
+bool weft__fail_alloc(void);
+void weft__failpoint_arm(uint64_t nth);
+uint64_t weft__failpoint_count(void);
+bool weft__failpoint_fired(void);
+
+static int fp_run(void) {
+  static char* argv[] = {(char*)CLUSTER_APP, (char*)"127.0.0.1", (char*)"0",
+                         (char*)"nolisten", NULL};
+  weft_cluster_opts_t o = {0};
+  weft_cluster_t* c = NULL;
+  weft_cluster_worker_t* w = NULL;
+  int err;
+  o.exec = CLUSTER_APP;
+  o.argv = argv;
+  err = weft_cluster_new(&c, X.loop, &o);
+  if (err != 0)
+    return err;
+  err = weft_cluster_fork(c, &w);
+  if (err == 0)
+    err = weft_cluster_worker_post_fmt(w, "[si]", "echo", 1);
+  cr_assert_eq(weft_cluster_close(c, 10000, NULL), 0);
+  return err;
+}
+
+Test(cluster, allocation_failures_are_named_errors) {
+  uint64_t n, k, hit = 0;
+  int rc;
+  memset(&X, 0, sizeof(X));
+  X.loop = new_loop();
+  weft__failpoint_arm(0);
+  rc = fp_run();
+  n = weft__failpoint_count();
+  cr_assert_eq(rc, 0);
+  run_loop(X.loop);
+  cr_assert(n > 3, "only %llu allocations", (unsigned long long)n);
+  for (k = 1; k <= n; k++) {
+    weft__failpoint_arm(k);
+    rc = fp_run();
+    hit += weft__failpoint_fired();
+    cr_assert(rc == 0 || (rc == WEFT_ENOMEM && weft__failpoint_fired()),
+              "allocation %llu: %s", (unsigned long long)k, weft_err_name(rc));
+    weft__failpoint_arm(0);
+    run_loop(X.loop);
+  }
+  cr_assert(hit > 0);
+  free_loop(X.loop);
+}
+#endif
