@@ -15,6 +15,10 @@
 
 #include "support.h"
 
+#ifdef WEFT_FAILPOINTS
+#include "internal.h" /* weft__failpoint_arm() */
+#endif
+
 TestSuite(cluster, .timeout = 120);
 
 #define MAXW 16
@@ -914,11 +918,6 @@ Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
  * to it fails in turn (lib/failpoint.c): every call answers 0 or
  * WEFT_ENOMEM, and the cluster still closes with nothing left over (ASan
  * checks the leaks). */
-bool weft__fail_alloc(void);
-void weft__failpoint_arm(uint64_t nth);
-uint64_t weft__failpoint_count(void);
-bool weft__failpoint_fired(void);
-
 static int fp_run(void) {
   static char* argv[] = {(char*)CLUSTER_APP, (char*)"127.0.0.1", (char*)"0",
                          (char*)"nolisten", NULL};
