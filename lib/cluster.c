@@ -379,10 +379,11 @@ static void close_pipe(weft_cluster_worker_t* w, bool graceful) {
   uv_close((uv_handle_t*)&w->pipe, on_pipe_closed);
 }
 
-/* The peer sent something that is not our protocol. */
-static void bad_peer(weft_cluster_worker_t* w) {
+/* The peer sent something that is not our protocol (WEFT_EDECODE), or
+ * memory ran out for what it sent (WEFT_ENOMEM): the pipe is over. */
+static void bad_peer(weft_cluster_worker_t* w, int err) {
   if (w->c != NULL && w->c->events.error != NULL) {
-    w->c->events.error(w->c, w, WEFT_EDECODE);
+    w->c->events.error(w->c, w, err);
     after_callback(w->loop);
   }
   close_pipe(w, false);
@@ -460,6 +461,8 @@ static int on_listen_reply(weft_cluster_worker_t* w,
     if (uv_pipe_pending_count(&w->pipe) < 1 ||
         uv_pipe_pending_type(&w->pipe) != UV_TCP)
       return WEFT_EDECODE;
+    /* On an error libuv closes the socket: the next reply's accept
+     * gets its own. */
     status = uv_accept((uv_stream_t*)&w->pipe, (uv_stream_t*)r->server);
     if (status == 0)
       status = uv_listen((uv_stream_t*)r->server, r->backlog,
@@ -659,10 +662,12 @@ static void take_frames(weft_cluster_worker_t* w) {
   while (w->pipe_state == PIPE_OPEN) {
     weft__frame_t f;
     int n = weft__frame_reader_next(&w->rx, &f);
+    int err;
     if (n == 0)
       break;
-    if (n < 0 || on_frame(w, &f) != 0) {
-      bad_peer(w);
+    err = n < 0 ? WEFT_EDECODE : on_frame(w, &f);
+    if (err != 0) {
+      bad_peer(w, err);
       return;
     }
   }
@@ -684,6 +689,10 @@ static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
 static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   weft_cluster_worker_t* w = s->data;
   (void)buf;
+  if (nread == UV_ENOBUFS) {
+    bad_peer(w, WEFT_ENOMEM); /* No room for what it sends. */
+    return;
+  }
   if (nread < 0) {
     close_pipe(w, false); /* EOF: the peer closed or ended. */
     return;

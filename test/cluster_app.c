@@ -21,8 +21,10 @@
  * (ignores the disconnect: keeps its server open for 10 s), "early" (calls
  * weft_cluster_listen() before joining and reports ["early", rc]), "self"
  * (run as a primary with the default program and arguments: see
- * self_primary()). */
+ * self_primary()), "twice" (see on_listen_twice()). */
+#include <arpa/inet.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@
 static weft_loop_t* loop;
 static weft_cluster_worker_t* me;
 static uv_tcp_t server;
+static uv_tcp_t server2; /* MODE "twice" only. */
 static bool server_open;
 static const char* mode = "";
 static weft_msg_t* kept;
@@ -105,6 +108,8 @@ static void close_server(void) {
   if (server_open) {
     server_open = false;
     uv_close((uv_handle_t*)&server, NULL);
+    if (strcmp(mode, "twice") == 0)
+      uv_close((uv_handle_t*)&server2, NULL);
   }
 }
 
@@ -116,6 +121,27 @@ static void on_listen(uv_tcp_t* srv, int status, void* ctx) {
     if (me != NULL)
       weft_cluster_worker_post_fmt(me, "[si]", "listen_error", status);
   }
+}
+
+/* MODE "twice": the server asks twice (the second must fail: it has its
+ * socket), then a second server asks for 127.0.0.2 and must get that
+ * address, not the socket the failed reply brought. */
+static int twice_status[3];
+static int twice_done;
+
+static void on_listen_twice(uv_tcp_t* srv, int status, void* ctx) {
+  struct sockaddr_in a;
+  int n = (int)sizeof(a);
+  int right = 0;
+  (void)srv;
+  twice_status[(intptr_t)ctx] = status;
+  if (++twice_done < 3 || me == NULL)
+    return;
+  if (uv_tcp_getsockname(&server2, (struct sockaddr*)&a, &n) == 0)
+    right = a.sin_family == AF_INET &&
+            ntohl(a.sin_addr.s_addr) == 0x7f000002u;
+  weft_cluster_worker_post_fmt(me, "[siiii]", "twice", twice_status[0],
+                               twice_status[1], twice_status[2], right);
 }
 
 static void read_kept(weft_loop_t* l, void* arg) {
@@ -269,6 +295,14 @@ int main(int argc, char** argv) {
     weft_cluster_worker_post_fmt(me, "[si]", "early", early);
   if (strcmp(mode, "nolisten") == 0 || strcmp(mode, "early") == 0) {
     close_server();
+  } else if (strcmp(mode, "twice") == 0) {
+    uv_tcp_init(weft_loop_uv(loop), &server2);
+    weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
+                        on_listen_twice, (void*)0);
+    weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
+                        on_listen_twice, (void*)1);
+    weft_cluster_listen(loop, &server2, "127.0.0.2", 0, 0, on_connection,
+                        on_listen_twice, (void*)2);
   } else {
     err = weft_cluster_listen(loop, &server, argv[1], atoi(argv[2]), 0,
                               on_connection, on_listen, NULL);

@@ -15,6 +15,10 @@
 
 #include "support.h"
 
+#ifdef WEFT_FAILPOINTS
+#include "internal.h" /* weft__failpoint_arm() */
+#endif
+
 TestSuite(cluster, .timeout = 120);
 
 #define MAXW 16
@@ -64,7 +68,7 @@ static void ev_online(weft_cluster_worker_t* w) {
 }
 
 static void ev_listening(weft_cluster_worker_t* w, const char* host, int port) {
-  cr_assert_str_eq(host, "127.0.0.1");
+  cr_assert(strncmp(host, "127.0.0.", 8) == 0, "host %s", host);
   cr_assert(port > 0);
   X.listen_port[weft_cluster_worker_id(w)] = port;
   X.listenings++;
@@ -859,3 +863,101 @@ Test(cluster, the_default_child_is_this_program_again) {
   cr_assert(WIFEXITED(status), "status %#x", status);
   cr_assert_eq(WEXITSTATUS(status), 0);
 }
+
+/* A program that cannot be started: libuv's error, no handle, no event,
+ * and the cluster still closes. */
+Test(cluster, fork_of_a_missing_program_fails) {
+  weft_cluster_opts_t o = {0};
+  weft_cluster_worker_t* w = (weft_cluster_worker_t*)&o;
+  char* argv[] = {(char*)"weft-cluster-app", NULL};
+  int err;
+  memset(&X, 0, sizeof(X));
+  X.loop = new_loop();
+  o.exec = "/nonexistent/weft-cluster-app";
+  o.argv = argv;
+  o.events.fork = ev_fork;
+  cr_assert_eq(weft_cluster_new(&X.c, X.loop, &o), 0);
+  err = weft_cluster_fork(X.c, &w);
+  cr_assert_eq(err, UV_ENOENT, "got %s", weft_err_name(err));
+  cr_assert_null(w);
+  cr_assert_eq(X.forks, 0);
+  cr_assert_eq(weft_cluster_size(X.c), 0u);
+  cr_assert_eq(weft_cluster_close(X.c, 0, on_closed), 0);
+  cr_assert(!X.closed, "the close callback ran inside the call");
+  end();
+}
+
+/* A reply whose socket cannot go to the server that asked (it has one)
+ * fails with UV_EBUSY, and the socket it brought does not end up with the
+ * next request's server (libuv's uv_accept() closes it on an error: this
+ * checks that weft relies on that rightly, and reports the error). */
+static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  int s1 = 1, s2 = 1, s3 = 1, right = 0;
+  (void)w;
+  cr_assert_eq(weft_msg_read(m, "[siiii]", NULL, NULL, &s1, &s2, &s3, &right),
+               0);
+  cr_assert_eq(s1, 0);
+  cr_assert_eq(s2, UV_EBUSY, "got %s", weft_err_name(s2));
+  cr_assert_eq(s3, 0);
+  cr_assert(right, "the second server got the first one's socket");
+  X.count++;
+  cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
+  start("0", "twice", NULL);
+  X.on_message = twice_message;
+  fork1();
+  end();
+  cr_assert_eq(X.count, 1);
+  cr_assert_eq(X.listenings, 2);
+}
+
+#ifdef WEFT_FAILPOINTS
+/* Each allocation weft makes to create a cluster, fork a child and post
+ * to it fails in turn (lib/failpoint.c): every call answers 0 or
+ * WEFT_ENOMEM, and the cluster still closes with nothing left over (ASan
+ * checks the leaks). */
+static int fp_run(void) {
+  static char* argv[] = {(char*)CLUSTER_APP, (char*)"127.0.0.1", (char*)"0",
+                         (char*)"nolisten", NULL};
+  weft_cluster_opts_t o = {0};
+  weft_cluster_t* c = NULL;
+  weft_cluster_worker_t* w = NULL;
+  int err;
+  o.exec = CLUSTER_APP;
+  o.argv = argv;
+  err = weft_cluster_new(&c, X.loop, &o);
+  if (err != 0)
+    return err;
+  err = weft_cluster_fork(c, &w);
+  if (err == 0)
+    err = weft_cluster_worker_post_fmt(w, "[si]", "echo", 1);
+  cr_assert_eq(weft_cluster_close(c, 10000, NULL), 0);
+  return err;
+}
+
+Test(cluster, allocation_failures_are_named_errors) {
+  uint64_t n, k, hit = 0;
+  int rc;
+  memset(&X, 0, sizeof(X));
+  X.loop = new_loop();
+  weft__failpoint_arm(0);
+  rc = fp_run();
+  n = weft__failpoint_count();
+  cr_assert_eq(rc, 0);
+  run_loop(X.loop);
+  cr_assert(n > 3, "only %llu allocations", (unsigned long long)n);
+  for (k = 1; k <= n; k++) {
+    weft__failpoint_arm(k);
+    rc = fp_run();
+    hit += weft__failpoint_fired();
+    cr_assert(rc == 0 || (rc == WEFT_ENOMEM && weft__failpoint_fired()),
+              "allocation %llu: %s", (unsigned long long)k, weft_err_name(rc));
+    weft__failpoint_arm(0);
+    run_loop(X.loop);
+  }
+  cr_assert(hit > 0);
+  free_loop(X.loop);
+}
+#endif
