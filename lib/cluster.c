@@ -85,18 +85,14 @@ struct weft_cluster_worker_s {
   int pid;
   int pipe_state;
   int handles; /* uv handles of this struct not closed yet. */
-  bool spawned;
   bool exited;
   bool no_restart;        /* The primary killed or disconnected it. */
   bool disconnect_asked;  /* Either side called disconnect. */
   bool listed;
   int code;
   int signal;
-  size_t max;   /* Largest frame payload read (at least CONTROL_MAX). */
   size_t limit; /* Largest message posted (opts.max_message). */
-  unsigned char* rbuf; /* Reassembly of frames read from the pipe. */
-  size_t rlen;
-  size_t rcap;
+  weft__frame_reader_t rx; /* Frames read from the pipe. */
   void* data;
   uv_process_t proc;
   uv_pipe_t pipe;
@@ -251,7 +247,7 @@ static void finish_close(weft_cluster_t* c);
 
 static void worker_free(weft_cluster_worker_t* w) {
   weft_cluster_t* c = w->c;
-  weft__xfree(w->rbuf);
+  weft__frame_reader_free(&w->rx);
   weft__xfree(w);
   if (c != NULL) {
     c->nworkers--;
@@ -383,10 +379,11 @@ static void close_pipe(weft_cluster_worker_t* w, bool graceful) {
   uv_close((uv_handle_t*)&w->pipe, on_pipe_closed);
 }
 
-/* The peer sent something that is not our protocol. */
-static void bad_peer(weft_cluster_worker_t* w) {
+/* The peer sent something that is not our protocol (WEFT_EDECODE), or
+ * memory ran out for what it sent (WEFT_ENOMEM): the pipe is over. */
+static void bad_peer(weft_cluster_worker_t* w, int err) {
   if (w->c != NULL && w->c->events.error != NULL) {
-    w->c->events.error(w->c, w, WEFT_EDECODE);
+    w->c->events.error(w->c, w, err);
     after_callback(w->loop);
   }
   close_pipe(w, false);
@@ -464,6 +461,8 @@ static int on_listen_reply(weft_cluster_worker_t* w,
     if (uv_pipe_pending_count(&w->pipe) < 1 ||
         uv_pipe_pending_type(&w->pipe) != UV_TCP)
       return WEFT_EDECODE;
+    /* On an error libuv closes the socket: the next reply's accept
+     * gets its own. */
     status = uv_accept((uv_stream_t*)&w->pipe, (uv_stream_t*)r->server);
     if (status == 0)
       status = uv_listen((uv_stream_t*)r->server, r->backlog,
@@ -657,63 +656,49 @@ static int on_frame(weft_cluster_worker_t* w, const weft__frame_t* f) {
   return WEFT_EDECODE;
 }
 
-static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
-  weft_cluster_worker_t* w = h->data;
-  size_t span = weft__frame_span(w->rbuf, w->rlen);
-  size_t need = w->rlen + READ_CHUNK;
-  (void)suggested;
-  /* Room for the whole frame being read, if its header says it is a
-   * valid one (a longer one is refused when parsed). */
-  if (span > need && span <= w->max + WEFT__FRAME_HEADER)
-    need = span;
-  if (w->rcap < need) {
-    unsigned char* p = weft__xrealloc(w->rbuf, need);
-    if (p == NULL) {
-      *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS. */
+/* Handle the complete frames read so far. A callback may disconnect: what
+ * follows is then dropped. */
+static void take_frames(weft_cluster_worker_t* w) {
+  while (w->pipe_state == PIPE_OPEN) {
+    weft__frame_t f;
+    int n = weft__frame_reader_next(&w->rx, &f);
+    int err;
+    if (n == 0)
+      break;
+    err = n < 0 ? WEFT_EDECODE : on_frame(w, &f);
+    if (err != 0) {
+      bad_peer(w, err);
       return;
     }
-    w->rbuf = p;
-    w->rcap = need;
   }
-  *buf = uv_buf_init((char*)w->rbuf + w->rlen, (unsigned)(w->rcap - w->rlen));
+}
+
+static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf) {
+  weft_cluster_worker_t* w = h->data;
+  unsigned char* base;
+  size_t len;
+  (void)suggested;
+  if (weft__frame_reader_room(&w->rx, &base, &len) != 0) {
+    *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS. */
+    return;
+  }
+  *buf = uv_buf_init((char*)base, (unsigned)(len > UINT32_MAX ? UINT32_MAX
+                                                              : len));
 }
 
 static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   weft_cluster_worker_t* w = s->data;
-  size_t pos = 0;
   (void)buf;
+  if (nread == UV_ENOBUFS) {
+    bad_peer(w, WEFT_ENOMEM); /* No room for what it sends. */
+    return;
+  }
   if (nread < 0) {
     close_pipe(w, false); /* EOF: the peer closed or ended. */
     return;
   }
-  w->rlen += (size_t)nread;
-  while (w->pipe_state == PIPE_OPEN) {
-    weft__frame_t f;
-    long n = weft__frame_parse(w->rbuf + pos, w->rlen - pos, w->max, &f);
-    int err;
-    if (n == 0)
-      break;
-    if (n < 0) {
-      bad_peer(w);
-      return;
-    }
-    err = on_frame(w, &f);
-    if (err != 0) {
-      bad_peer(w);
-      return;
-    }
-    pos += (size_t)n;
-  }
-  if (w->pipe_state != PIPE_OPEN)
-    return;
-  memmove(w->rbuf, w->rbuf + pos, w->rlen - pos);
-  w->rlen -= pos;
-  /* A large frame's room is given back once it was read. */
-  if (w->rlen == 0 && w->rcap > 4 * READ_CHUNK) {
-    weft__xfree(w->rbuf);
-    w->rbuf = NULL;
-    w->rcap = 0;
-  }
+  weft__frame_reader_commit(&w->rx, (size_t)nread);
+  take_frames(w);
 }
 
 /* --- the primary -------------------------------------------------------- */
@@ -753,8 +738,8 @@ static char** copy_strv(char* const* argv, const char* s, size_t n) {
     return NULL;
   for (i = 0; i < n; i++) {
     const char* a = argv != NULL ? argv[i] : s;
-    size_t len = strlen(a);
-    v[i] = dup_str(a, len);
+    size_t len = a != NULL ? strlen(a) : 0;
+    v[i] = a != NULL ? dup_str(a, len) : NULL;
     if (v[i] == NULL) {
       v[i] = NULL;
       free_strv(v);
@@ -785,7 +770,7 @@ static char** own_argv(void) {
       char* p = weft__xrealloc(buf, cap == 0 ? 4096 : cap * 2);
       if (p == NULL) {
         weft__xfree(buf);
-        fclose(f);
+        (void)fclose(f);
         return NULL;
       }
       buf = p;
@@ -796,7 +781,7 @@ static char** own_argv(void) {
       break;
     len += got;
   }
-  fclose(f);
+  (void)fclose(f);
   if (len == 0 || buf[len - 1] != '\0') {
     weft__xfree(buf);
     return NULL;
@@ -822,6 +807,7 @@ int weft_cluster_new(weft_cluster_t** out,
                      const weft_cluster_opts_t* opts) {
   weft_cluster_opts_t o;
   weft_cluster_t* c;
+  const char* exec;
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
@@ -848,8 +834,8 @@ int weft_cluster_new(weft_cluster_t** out,
   c->max = o.max_message != 0 ? o.max_message : WEFT_MSG_DEFAULT_LIMIT;
   if (c->max > UINT32_MAX - 64)
     c->max = UINT32_MAX - 64; /* The frame length is 32 bits. */
-  c->exec = dup_str(o.exec != NULL ? o.exec : "/proc/self/exe",
-                    strlen(o.exec != NULL ? o.exec : "/proc/self/exe"));
+  exec = o.exec != NULL ? o.exec : "/proc/self/exe";
+  c->exec = dup_str(exec, strlen(exec));
   c->argv = o.argv != NULL ? copy_strv(o.argv, NULL, 0) : own_argv();
   c->restarts = weft__xalloc(c->max_restarts * sizeof(*c->restarts));
   if (c->exec == NULL || c->argv == NULL || c->argv[0] == NULL ||
@@ -874,8 +860,11 @@ static void on_exit_cb(uv_process_t* p, int64_t status, int signal) {
   w->signal = signal;
   w->pid = 0;
   w->c->live--;
+  /* Its exit comes after its disconnect. What it wrote before it ended
+   * was read first: libuv runs signal watchers (this callback) after the
+   * I/O of the same poll, and the pipe was readable no later. */
   if (w->pipe_state == PIPE_OPEN)
-    close_pipe(w, false); /* Its exit comes after its disconnect. */
+    close_pipe(w, false);
   else if (w->pipe_state == PIPE_CLOSED)
     emit_exit(w);
 }
@@ -895,9 +884,9 @@ static char** child_env(weft_cluster_t* c, unsigned id, char vars[3][64]) {
   for (i = 0; i < n; i++)
     if (strncmp(environ[i], "WEFT_CLUSTER_", 13) != 0)
       env[k++] = environ[i];
-  snprintf(vars[0], 64, "%s=%d", ENV_FD, CHILD_FD);
-  snprintf(vars[1], 64, "%s=%u", ENV_ID, id);
-  snprintf(vars[2], 64, "%s=%zu", ENV_MAX, c->max);
+  (void)snprintf(vars[0], 64, "%s=%d", ENV_FD, CHILD_FD);
+  (void)snprintf(vars[1], 64, "%s=%u", ENV_ID, id);
+  (void)snprintf(vars[2], 64, "%s=%zu", ENV_MAX, c->max);
   env[k++] = vars[0];
   env[k++] = vars[1];
   env[k++] = vars[2];
@@ -922,7 +911,8 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
   w->loop = c->loop;
   w->id = c->last_id + 1;
   w->limit = c->max;
-  w->max = c->max < CONTROL_MAX ? CONTROL_MAX : c->max;
+  weft__frame_reader_init(&w->rx, c->max < CONTROL_MAX ? CONTROL_MAX : c->max,
+                          READ_CHUNK, weft__xrealloc, weft__xfree);
   env = child_env(c, w->id, vars);
   if (env == NULL) {
     weft__xfree(w);
@@ -961,7 +951,6 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
   if (err != 0) {
     if (w->proc.pid != 0 && uv_process_kill(&w->proc, SIGKILL) == 0) {
       /* Started, but its pipe cannot be read: it goes, with its events. */
-      w->spawned = true;
       w->no_restart = true;
     } else {
       w->pipe_state = PIPE_CLOSING;
@@ -970,7 +959,6 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
       return err;
     }
   }
-  w->spawned = true;
   w->pid = w->proc.pid;
   c->last_id = w->id;
   c->live++;
@@ -1125,6 +1113,8 @@ int weft_cluster_join(weft_loop_t* loop,
   if (joined)
     return WEFT_EBUSY;
   s = getenv(ENV_FD);
+  if (s == NULL)
+    return WEFT_EINVAL;
   errno = 0;
   fd = strtol(s, &end, 10);
   if (errno != 0 || end == s || *end != '\0' || fd < 0 || fd > 1 << 20)
@@ -1140,12 +1130,12 @@ int weft_cluster_join(weft_loop_t* loop,
   s = getenv(ENV_ID);
   w->id = s != NULL ? (unsigned)strtoul(s, NULL, 10) : 0;
   s = getenv(ENV_MAX);
-  w->max = s != NULL ? (size_t)strtoull(s, NULL, 10) : 0;
-  if (w->max == 0 || w->max > UINT32_MAX - 64)
-    w->max = WEFT_MSG_DEFAULT_LIMIT;
-  w->limit = w->max;
-  if (w->max < CONTROL_MAX)
-    w->max = CONTROL_MAX;
+  w->limit = s != NULL ? (size_t)strtoull(s, NULL, 10) : 0;
+  if (w->limit == 0 || w->limit > UINT32_MAX - 64)
+    w->limit = WEFT_MSG_DEFAULT_LIMIT;
+  weft__frame_reader_init(&w->rx,
+                          w->limit < CONTROL_MAX ? CONTROL_MAX : w->limit,
+                          READ_CHUNK, weft__xrealloc, weft__xfree);
   err = uv_pipe_init(weft_loop_uv(loop), &w->pipe, 1);
   if (err != 0) {
     weft__xfree(w);

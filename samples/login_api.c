@@ -55,8 +55,8 @@
  * 1 KiB (414), its body up to 4 KiB (413: a Content-Length is checked
  * before the body is read, a chunked body as it arrives). */
 #define MAX_HEADER_BYTES 8192
-#define MAX_URL 1024
-#define MAX_BODY 4096
+#define MAX_URL          1024
+#define MAX_BODY         4096
 /* Bytes read ahead of the parser (pipelined requests waiting behind a
  * login that hashes); past it the connection stops reading until the
  * parser catches up. Also the most of responses queued for writing to a
@@ -69,9 +69,9 @@
 #define LINGER_MS 1000
 
 /* scrypt's cost: N = 2^14, r = 8, p = 1 (16 MiB and ~50 ms per hash). */
-#define SCRYPT_N 16384
-#define SCRYPT_R 8
-#define SCRYPT_P 1
+#define SCRYPT_N   16384
+#define SCRYPT_R   8
+#define SCRYPT_P   1
 #define HASH_BYTES 32
 #define SALT_BYTES 16
 
@@ -80,8 +80,8 @@
 typedef struct {
   const char* host;
   int port;
-  unsigned workers;  /* 0: one process; N: a primary and N children. */
-  unsigned threads;  /* Pool threads per process; 0: CPUs / processes. */
+  unsigned workers; /* 0: one process; N: a primary and N children. */
+  unsigned threads; /* Pool threads per process; 0: CPUs / processes. */
   uint64_t header_timeout_ms;
   uint64_t idle_timeout_ms;
   unsigned max_conns;
@@ -125,8 +125,8 @@ typedef struct {
   uint64_t started_ms;
   conn_t* conns; /* Every open connection, for the shutdown. */
   unsigned nconns;
-  unsigned hashing; /* Logins on the pool now. */
-  uint64_t logins;  /* Logins answered (200 or 401). */
+  unsigned hashing;       /* Logins on the pool now. */
+  uint64_t logins;        /* Logins answered (200 or 401). */
   unsigned users_pending; /* Start-up hashes still on the pool. */
   unsigned threads;       /* Pool threads. */
   int exit_code;
@@ -139,8 +139,8 @@ struct conn_s {
   /* The connection is freed once its handle closed and no login of it is
    * on the pool: a pool callback can find it closed, never freed. */
   int refs;
-  bool closing;   /* uv_close() called. */
-  bool lingering; /* Responses written, FIN sent, draining input. */
+  bool closing;           /* uv_close() called. */
+  bool lingering;         /* Responses written, FIN sent, draining input. */
   bool close_after_write; /* No more requests: close after the responses. */
   bool reading;
   bool peer_eof; /* The client closed its side. */
@@ -157,8 +157,8 @@ struct conn_s {
   size_t header_bytes;
   char body[MAX_BODY + 1];
   size_t body_len;
-  int reject;      /* A status to answer instead (413, 414, 431), or 0. */
-  bool hashing;    /* A login of this connection is on the pool. */
+  int reject;   /* A status to answer instead (413, 414, 431), or 0. */
+  bool hashing; /* A login of this connection is on the pool. */
 };
 
 /* A response on its way to the socket. */
@@ -189,7 +189,8 @@ static double uptime_ms(const server_t* srv) {
 /* --- The task: scrypt on a pool thread -------------------------------------
  * Argument [password, salt] (two bins), result the 32-byte hash (a bin).
  * It runs on a pool worker's thread: it touches nothing but its message. */
-static int scrypt_task(weft_task_ctx_t* ctx, weft_msg_t* arg,
+static int scrypt_task(weft_task_ctx_t* ctx,
+                       weft_msg_t* arg,
                        weft_msg_t* result) {
   const void *pw, *salt;
   size_t pw_len, salt_len;
@@ -202,15 +203,18 @@ static int scrypt_task(weft_task_ctx_t* ctx, weft_msg_t* arg,
     return WEFT_EINVAL;
   /* -1 only if its 16 MiB cannot be allocated. */
   if (crypto_pwhash_scryptsalsa208sha256_ll(pw, pw_len, salt, salt_len,
-                                            SCRYPT_N, SCRYPT_R, SCRYPT_P,
-                                            hash, sizeof(hash)) != 0)
+                                            SCRYPT_N, SCRYPT_R, SCRYPT_P, hash,
+                                            sizeof(hash)) != 0)
     return WEFT_ENOMEM;
   return weft_msg_pack(result, "y", hash, sizeof(hash));
 }
 
 /* Submit one hash of `pw` with `salt`; `done` gets the outcome on the loop. */
-static int submit_hash(server_t* srv, const char* pw, size_t pw_len,
-                       const uint8_t* salt, weft_task_done_cb done,
+static int submit_hash(server_t* srv,
+                       const char* pw,
+                       size_t pw_len,
+                       const uint8_t* salt,
+                       weft_task_done_cb done,
                        void* ctx) {
   weft_msg_t* m = NULL;
   int err = weft_msg_new(&m);
@@ -235,19 +239,25 @@ static const uint8_t* hash_of(weft_msg_t* result) {
 /* --- Responses ---------------------------------------------------------- */
 
 static const char* reason(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
-  }
+  static const struct {
+    int status;
+    const char* text;
+  } reasons[] = {
+      {200, "OK"},
+      {400, "Bad Request"},
+      {401, "Unauthorized"},
+      {404, "Not Found"},
+      {405, "Method Not Allowed"},
+      {408, "Request Timeout"},
+      {413, "Content Too Large"},
+      {414, "URI Too Long"},
+      {431, "Request Header Fields Too Large"},
+      {503, "Service Unavailable"},
+  };
+  for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+    if (reasons[i].status == status)
+      return reasons[i].text;
+  return "Internal Server Error";
 }
 
 static void free_conn_ref(conn_t* c) {
@@ -342,8 +352,12 @@ static void on_written(uv_write_t* req, int status) {
 /* Queue one response: status line, headers, a JSON body. A response that
  * ends the connection says "Connection: close" and sets close_after_write.
  * `allow` (or NULL) is the Allow header of a 405. */
-static void respond(conn_t* c, int status, bool keep_alive, const char* allow,
-                    const char* fmt, ...) {
+static void respond(conn_t* c,
+                    int status,
+                    bool keep_alive,
+                    const char* allow,
+                    const char* fmt,
+                    ...) {
   char body[512];
   va_list ap;
   va_start(ap, fmt);
@@ -433,7 +447,10 @@ static long form_decode(char* s, size_t len) {
  * place, NUL-terminated). Returns false if the form is malformed: a pair
  * without '=', a bad escape, a field missing or given twice. Other fields
  * are ignored. */
-static bool parse_form(char* body, size_t len, char** user, char** password,
+static bool parse_form(char* body,
+                       size_t len,
+                       char** user,
+                       char** password,
                        size_t* password_len) {
   *user = *password = NULL;
   body[len] = '\0';
@@ -514,13 +531,12 @@ static void login(conn_t* c, bool keep_alive) {
   }
   l->conn = c;
   l->user = user;
-  int err = submit_hash(srv, password, password_len, user->salt,
-                        on_login_hashed, l);
+  int err =
+      submit_hash(srv, password, password_len, user->salt, on_login_hashed, l);
   if (err != 0) {
     /* WEFT_EQUEUEFULL: more logins wait than the pool queues. */
     free(l);
-    respond(c, 503, keep_alive, NULL, "{\"error\":\"%s\"}",
-            weft_err_name(err));
+    respond(c, 503, keep_alive, NULL, "{\"error\":\"%s\"}", weft_err_name(err));
     return;
   }
   srv->hashing++;
@@ -781,8 +797,10 @@ static void stop_server(server_t* srv, const char* why) {
   if (srv->stopping)
     return;
   srv->stopping = true;
-  fprintf(stderr, "login_api[%d]: %s: stopping (%u connections, %u logins "
-          "hashing)\n", (int)getpid(), why, srv->nconns, srv->hashing);
+  fprintf(stderr,
+          "login_api[%d]: %s: stopping (%u connections, %u logins "
+          "hashing)\n",
+          (int)getpid(), why, srv->nconns, srv->hashing);
   uv_close((uv_handle_t*)&srv->listener, NULL);
   uv_close((uv_handle_t*)&srv->sigterm, NULL);
   uv_close((uv_handle_t*)&srv->sigint, NULL);
@@ -834,9 +852,11 @@ static void on_listening(uv_tcp_t* listener, int status, void* ctx) {
   int port = ntohs(addr.ss_family == AF_INET6
                        ? ((struct sockaddr_in6*)&addr)->sin6_port
                        : ((struct sockaddr_in*)&addr)->sin_port);
-  fprintf(stderr, "login_api[%d]: worker %u: %u pool threads, %zu users "
-          "hashed in %.0f ms, port %d\n", (int)getpid(), srv->worker_id,
-          srv->threads, NUSERS, uptime_ms(srv), port);
+  fprintf(stderr,
+          "login_api[%d]: worker %u: %u pool threads, %zu users "
+          "hashed in %.0f ms, port %d\n",
+          (int)getpid(), srv->worker_id, srv->threads, NUSERS, uptime_ms(srv),
+          port);
   /* In a cluster the primary says it, once every child listens. */
   if (weft_cluster_is_primary())
     print_url(stdout, srv->opt.host, port);
@@ -859,9 +879,9 @@ static void on_user_hashed(void* ctx, int status, weft_msg_t* result) {
   }
   if (--srv->users_pending > 0 || srv->stopping)
     return;
-  int err = weft_cluster_listen(srv->loop, &srv->listener, srv->opt.host,
-                                srv->opt.port, 0, on_connection,
-                                on_listening, srv);
+  int err =
+      weft_cluster_listen(srv->loop, &srv->listener, srv->opt.host,
+                          srv->opt.port, 0, on_connection, on_listening, srv);
   if (err != 0)
     on_listening(&srv->listener, err, srv);
 }
@@ -972,7 +992,8 @@ typedef struct {
 
 static primary_t primary;
 
-static void on_child_listening(weft_cluster_worker_t* w, const char* host,
+static void on_child_listening(weft_cluster_worker_t* w,
+                               const char* host,
                                int port) {
   primary_t* pr = &primary;
   (void)w;
@@ -996,7 +1017,8 @@ static void on_child_exit(weft_cluster_worker_t* w, int code, int signal) {
 
 /* Children that keep dying (WEFT_ERESTARTS: e.g. the port is taken, so
  * none can listen) end the whole cluster with exit code 1. */
-static void on_cluster_error(weft_cluster_t* c, weft_cluster_worker_t* w,
+static void on_cluster_error(weft_cluster_t* c,
+                             weft_cluster_worker_t* w,
                              int err) {
   fprintf(stderr, "login_api: cluster: worker %u: %s\n",
           w != NULL ? weft_cluster_worker_id(w) : 0, weft_err_name(err));
@@ -1073,8 +1095,7 @@ static int usage(void) {
 }
 
 /* A whole decimal number in [min, max], or false. */
-static bool number(const char* s, uint64_t min, uint64_t max,
-                   uint64_t* out) {
+static bool number(const char* s, uint64_t min, uint64_t max, uint64_t* out) {
   char* end;
   if (s[0] < '0' || s[0] > '9')
     return false;

@@ -178,8 +178,8 @@ static void fail_conn(conn_t* c, const char* what, int err) {
 static void alloc_cb(uv_handle_t* h, size_t size, uv_buf_t* buf) {
   conn_t* c = h->data;
   (void)size;
-  *buf = uv_buf_init(c->in + c->in_len,
-                     (unsigned)(sizeof(c->in) - 1 - c->in_len));
+  *buf =
+      uv_buf_init(c->in + c->in_len, (unsigned)(sizeof(c->in) - 1 - c->in_len));
 }
 
 static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
@@ -277,15 +277,32 @@ int main(int argc, char** argv) {
   while ((ch = getopt_long(argc, argv, "", longs, NULL)) != -1) {
     long long v = optarg != NULL ? strtoll(optarg, NULL, 10) : 0;
     switch (ch) {
-      case 'p': opt.port = (int)v; break;
-      case 'H': opt.host = optarg; break;
-      case 'n': opt.logins = (unsigned)v; break;
-      case 'c': opt.concurrency = (unsigned)v; break;
-      case 'i': opt.health_interval_ms = (uint64_t)v; break;
-      case 'u': opt.user = optarg; break;
-      case 'w': opt.password = optarg; break;
-      case 't': opt.timeout_ms = (uint64_t)v; break;
-      default: return usage();
+      case 'p':
+        opt.port = (int)v;
+        break;
+      case 'H':
+        opt.host = optarg;
+        break;
+      case 'n':
+        opt.logins = (unsigned)v;
+        break;
+      case 'c':
+        opt.concurrency = (unsigned)v;
+        break;
+      case 'i':
+        opt.health_interval_ms = (uint64_t)v;
+        break;
+      case 'u':
+        opt.user = optarg;
+        break;
+      case 'w':
+        opt.password = optarg;
+        break;
+      case 't':
+        opt.timeout_ms = (uint64_t)v;
+        break;
+      default:
+        return usage();
     }
   }
   if (optind != argc || opt.port <= 0 || opt.port > 65535 || opt.logins == 0 ||
@@ -340,10 +357,11 @@ int main(int argc, char** argv) {
          secs > 0 ? done / secs : 0.0, opt.concurrency);
   printf("login latency: p50 %.1f ms, p99 %.1f ms\n",
          quantile_ms(&login_lat, 0.5), quantile_ms(&login_lat, 0.99));
-  printf("/health while hashing: %zu requests, latency p50 %.2f ms, "
-         "p99 %.2f ms, max %.2f ms\n",
-         health_lat.n, quantile_ms(&health_lat, 0.5),
-         quantile_ms(&health_lat, 0.99), quantile_ms(&health_lat, 1.0));
+  printf(
+      "/health while hashing: %zu requests, latency p50 %.2f ms, "
+      "p99 %.2f ms, max %.2f ms\n",
+      health_lat.n, quantile_ms(&health_lat, 0.5),
+      quantile_ms(&health_lat, 0.99), quantile_ms(&health_lat, 1.0));
   printf("non-200 responses: %u, failed requests: %u\n", non200, failed);
   if (by_worker[0] != done) {
     printf("logins per worker:");

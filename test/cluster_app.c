@@ -11,16 +11,20 @@
  *   ["echo", x]      answered ["echo", x, id]
  *   ["keep", x]      kept (weft_msg_keep), read again from a timer, then
  *                    answered ["kept", x]
- *   ["exit", code]   _exit(code)
+ *   ["exit", code]   answers ["bye", code], then _exit(code)
  *   ["garbage"]      writes a frame of kind 0 on the pipe (fd 3)
  *   ["disconnect"]   disconnects itself
  *   ["pid"]          answered ["pid", getpid()]
  * A failed listen is reported as ["listen_error", status].
  * On disconnect it closes its server and ends, unless MODE says otherwise.
  * MODE: "nolisten" (no server), "exit3" (_exit(3) at once), "stubborn"
- * (ignores the disconnect: keeps its server open), "early" (calls
- * weft_cluster_listen() before joining and reports ["early", rc]). */
+ * (ignores the disconnect: keeps its server open for 10 s), "early" (calls
+ * weft_cluster_listen() before joining and reports ["early", rc]), "self"
+ * (run as a primary with the default program and arguments: see
+ * self_primary()), "twice" (see on_listen_twice()). */
+#include <arpa/inet.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +35,7 @@
 static weft_loop_t* loop;
 static weft_cluster_worker_t* me;
 static uv_tcp_t server;
+static uv_tcp_t server2; /* MODE "twice" only. */
 static bool server_open;
 static const char* mode = "";
 static weft_msg_t* kept;
@@ -103,6 +108,8 @@ static void close_server(void) {
   if (server_open) {
     server_open = false;
     uv_close((uv_handle_t*)&server, NULL);
+    if (strcmp(mode, "twice") == 0)
+      uv_close((uv_handle_t*)&server2, NULL);
   }
 }
 
@@ -114,6 +121,27 @@ static void on_listen(uv_tcp_t* srv, int status, void* ctx) {
     if (me != NULL)
       weft_cluster_worker_post_fmt(me, "[si]", "listen_error", status);
   }
+}
+
+/* MODE "twice": the server asks twice (the second must fail: it has its
+ * socket), then a second server asks for 127.0.0.2 and must get that
+ * address, not the socket the failed reply brought. */
+static int twice_status[3];
+static int twice_done;
+
+static void on_listen_twice(uv_tcp_t* srv, int status, void* ctx) {
+  struct sockaddr_in a;
+  int n = (int)sizeof(a);
+  int right = 0;
+  (void)srv;
+  twice_status[(intptr_t)ctx] = status;
+  if (++twice_done < 3 || me == NULL)
+    return;
+  if (uv_tcp_getsockname(&server2, (struct sockaddr*)&a, &n) == 0)
+    right = a.sin_family == AF_INET &&
+            ntohl(a.sin_addr.s_addr) == 0x7f000002u;
+  weft_cluster_worker_post_fmt(me, "[siiii]", "twice", twice_status[0],
+                               twice_status[1], twice_status[2], right);
 }
 
 static void read_kept(weft_loop_t* l, void* arg) {
@@ -151,11 +179,16 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
     if (weft_cluster_worker_post_msg(w, &m) != 0)
       weft_msg_free(m);
   } else if (strcmp(cmd, "keep") == 0 && kept == NULL) {
-    if (weft_msg_keep(msg) == 0) {
+    int err = weft_msg_keep(msg);
+    if (err == 0) {
       kept = msg;
       weft_set_timeout(loop, 5, read_kept, NULL, NULL);
+    } else {
+      weft_cluster_worker_post_fmt(w, "[si]", "kept", err);
     }
   } else if (strcmp(cmd, "exit") == 0 && o->via.array.size == 2) {
+    /* Its last words are read by the primary before the exit event. */
+    weft_cluster_worker_post_fmt(w, "[si]", "bye", (int)a[1].via.i64);
     _exit((int)a[1].via.i64);
   } else if (strcmp(cmd, "garbage") == 0) {
     static const char bad[6] = {0, 0, 0, 1, 0, 'x'};
@@ -168,11 +201,65 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
   }
 }
 
+static void close_server_task(weft_loop_t* l, void* arg) {
+  (void)l;
+  (void)arg;
+  close_server();
+}
+
 static void on_disconnect(weft_cluster_worker_t* w) {
   (void)w;
   me = NULL;
-  if (strcmp(mode, "stubborn") != 0)
+  /* Stubborn: ends only after 10 s, so that it outlives a primary that
+   * forgets to kill it, but not a failed test run. */
+  if (strcmp(mode, "stubborn") == 0)
+    weft_set_timeout(loop, 10000, close_server_task, NULL, NULL);
+  else
     close_server();
+}
+
+/* MODE "self": run as the primary of a cluster made with the defaults
+ * (this program again, with these arguments), whose one child echoes a
+ * message back; exit 0 when it did and then exited 0. */
+static weft_cluster_t* cluster;
+static int echoed;
+static int child_exit = -1;
+
+static void self_online(weft_cluster_worker_t* w) {
+  weft_cluster_worker_post_fmt(w, "[si]", "echo", 42);
+}
+
+static void self_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
+  int x = 0;
+  unsigned id = 0;
+  if (weft_msg_read(msg, "[*iu]", &x, &id) == 0 && x == 42 &&
+      id == weft_cluster_worker_id(w))
+    echoed++;
+  weft_cluster_close(cluster, 10000, NULL);
+}
+
+static void self_exit(weft_cluster_worker_t* w, int code, int sig) {
+  (void)w;
+  child_exit = sig != 0 ? 128 + sig : code;
+}
+
+static int self_primary(void) {
+  weft_cluster_opts_t o = {0};
+  int err;
+  o.events.online = self_online;
+  o.events.message = self_message;
+  o.events.exit = self_exit;
+  err = weft_cluster_new(&cluster, loop, &o);
+  if (err == 0)
+    err = weft_cluster_fork(cluster, NULL);
+  if (err != 0) {
+    fprintf(stderr, "cluster_app: %s\n", weft_err_name(err));
+    return 5;
+  }
+  weft_loop_run(loop);
+  if (weft_loop_free(loop) != 0)
+    return 4;
+  return echoed == 1 && child_exit == 0 ? 0 : 6;
 }
 
 int main(int argc, char** argv) {
@@ -187,6 +274,8 @@ int main(int argc, char** argv) {
     _exit(3);
   if (weft_loop_new(&loop) != 0)
     return 2;
+  if (strcmp(mode, "self") == 0 && weft_cluster_is_primary())
+    return self_primary();
   uv_tcp_init(weft_loop_uv(loop), &server);
   server_open = true;
   if (strcmp(mode, "early") == 0)
@@ -206,6 +295,14 @@ int main(int argc, char** argv) {
     weft_cluster_worker_post_fmt(me, "[si]", "early", early);
   if (strcmp(mode, "nolisten") == 0 || strcmp(mode, "early") == 0) {
     close_server();
+  } else if (strcmp(mode, "twice") == 0) {
+    uv_tcp_init(weft_loop_uv(loop), &server2);
+    weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
+                        on_listen_twice, (void*)0);
+    weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
+                        on_listen_twice, (void*)1);
+    weft_cluster_listen(loop, &server2, "127.0.0.2", 0, 0, on_connection,
+                        on_listen_twice, (void*)2);
   } else {
     err = weft_cluster_listen(loop, &server, argv[1], atoi(argv[2]), 0,
                               on_connection, on_listen, NULL);

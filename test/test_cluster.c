@@ -11,8 +11,13 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 
 #include "support.h"
+
+#ifdef WEFT_FAILPOINTS
+#include "internal.h" /* weft__failpoint_arm() */
+#endif
 
 TestSuite(cluster, .timeout = 120);
 
@@ -63,7 +68,7 @@ static void ev_online(weft_cluster_worker_t* w) {
 }
 
 static void ev_listening(weft_cluster_worker_t* w, const char* host, int port) {
-  cr_assert_str_eq(host, "127.0.0.1");
+  cr_assert(strncmp(host, "127.0.0.", 8) == 0, "host %s", host);
   cr_assert(port > 0);
   X.listen_port[weft_cluster_worker_id(w)] = port;
   X.listenings++;
@@ -270,6 +275,7 @@ static void serve_next(void) {
     }
   }
   if (X.step == 2) {
+    cr_assert(X.count < 2000, "the killed child was not replaced");
     if (X.count == 10 && S.victim == 0) {
       /* No request is in flight: the victim holds none. */
       S.victim = S.pids[0];
@@ -379,6 +385,49 @@ Test(cluster, messages_both_ways_in_order) {
   cr_assert_eq(X.codes[1], 0);
 }
 
+/* A message of 3 MiB (read in many pieces, next to small ones). */
+#define BIG ((size_t)3 << 20)
+static unsigned char* big;
+
+static void big_online(weft_cluster_worker_t* w) {
+  size_t i;
+  big = malloc(BIG);
+  cr_assert_not_null(big);
+  for (i = 0; i < BIG; i++)
+    big[i] = (unsigned char)(i * 7 + i / 4096);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[si]", "echo", 1), 0);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[sy]", "echo", big, BIG), 0);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[si]", "echo", 2), 0);
+}
+
+static void big_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  const void* p = NULL;
+  size_t len = 0;
+  int i = 0;
+  (void)w;
+  X.count++;
+  if (X.count == 2) {
+    cr_assert_eq(weft_msg_read(m, "[*yu]", &p, &len, NULL), 0);
+    cr_assert_eq(len, BIG);
+    cr_assert(memcmp(p, big, BIG) == 0);
+    return;
+  }
+  cr_assert_eq(weft_msg_read(m, "[*iu]", &i, NULL), 0);
+  cr_assert_eq(i, X.count == 1 ? 1 : 2);
+  if (X.count == 3)
+    cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+Test(cluster, a_large_message_crosses_in_pieces) {
+  start("0", "nolisten", NULL);
+  X.on_online = big_online;
+  X.on_message = big_message;
+  fork1();
+  end();
+  free(big);
+  cr_assert_eq(X.count, 3);
+}
+
 /* The primary keeps a message and reads it from a timer; the child keeps
  * one too and answers ["kept", 7] after reading it from a timer. */
 static weft_msg_t* kept;
@@ -415,14 +464,33 @@ Test(cluster, keep_a_message_on_both_sides) {
   cr_assert_null(kept);
 }
 
+/* Calls on a child's handle from a thread that is not the loop's. */
+typedef struct {
+  weft_cluster_worker_t* w;
+  int post, post_fmt, disconnect, kill;
+} wrong_t;
+
+static void* wrong_thread(void* arg) {
+  wrong_t* t = arg;
+  t->post = weft_cluster_worker_post(t->w, "\x01", 1);
+  t->post_fmt = weft_cluster_worker_post_fmt(t->w, "i", 1);
+  t->disconnect = weft_cluster_worker_disconnect(t->w);
+  t->kill = weft_cluster_worker_kill(t->w, SIGKILL);
+  return NULL;
+}
+
 /* Posting errors at the sender; the child stays connected through all. */
 static void errors_online(weft_cluster_worker_t* w) {
+  wrong_t wt = {w, 0, 0, 0, 0};
+  pthread_t t;
   static const char two[2] = {0x01, 0x02};
   static const char bad[1] = {(char)0xc1};
   char big[100];
   weft_msg_t* m = NULL;
   weft_buffer_t* buf = NULL;
   weft_shared_t* sh = NULL;
+  weft_port_t* pa = NULL;
+  weft_port_t* pb = NULL;
   memset(big, 0, sizeof(big));
   big[0] = (char)0xc4; /* bin 8 of 98 bytes */
   big[1] = 98;
@@ -443,9 +511,21 @@ static void errors_online(weft_cluster_worker_t* w) {
   weft_msg_free(m);
   cr_assert_eq(weft_buffer_size(buf), 16u, "nothing moved");
   weft_buffer_free(buf);
+  new_channel(X.loop, &pa, &pb);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[sP]", "echo", pa),
+               WEFT_ENOTLOCAL);
+  cr_assert_eq(weft_port_post_fmt(pa, "i", 1), 0, "the port stayed here");
+  free_channel(pa, pb);
   cr_assert_eq(weft_shared_new(&sh, 64), 0);
   cr_assert_eq(weft_cluster_worker_post_fmt(w, "[H]", sh), WEFT_ENOTLOCAL);
   weft_shared_release(sh);
+  cr_assert_eq(pthread_create(&t, NULL, wrong_thread, &wt), 0);
+  cr_assert_eq(pthread_join(t, NULL), 0);
+  cr_assert_eq(wt.post, WEFT_EWRONGTHREAD);
+  cr_assert_eq(wt.post_fmt, WEFT_EWRONGTHREAD);
+  cr_assert_eq(wt.disconnect, WEFT_EWRONGTHREAD);
+  cr_assert_eq(wt.kill, WEFT_EWRONGTHREAD);
+  cr_assert(weft_cluster_worker_connected(w));
   /* Nothing was sent: the next message is the first the child sees. */
   cr_assert_eq(weft_cluster_worker_post_fmt(w, "[si]", "echo", 1), 0);
   m = NULL;
@@ -521,6 +601,15 @@ Test(cluster, a_child_that_breaks_the_protocol_is_disconnected) {
 /* Child 1 is told to exit(5): restarted (the primary did not end it), as
  * 3, which the primary then disconnects (exit 0, not restarted). Child 2
  * is killed with SIGTERM through the API: not restarted. */
+static void life_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  int code = 0;
+  cr_assert_eq(weft_cluster_worker_id(w), 1u);
+  cr_assert_eq(weft_msg_read(m, "[si]", NULL, NULL, &code), 0);
+  cr_assert_eq(code, 5);
+  cr_assert(!X.disconnected[1], "a message after the disconnect");
+  X.count++;
+}
+
 static void life_online(weft_cluster_worker_t* w) {
   unsigned id = weft_cluster_worker_id(w);
   if (id == 1)
@@ -536,12 +625,14 @@ Test(cluster, exit_codes_signals_and_what_restarts) {
   o.restart = true;
   start("0", "nolisten", &o);
   X.on_online = life_online;
+  X.on_message = life_message;
   X.on_exit = close_on_exit;
   X.want_exits = 3;
   fork1();
   fork1();
   end();
   cr_assert_eq(X.forks, 3, "only the child that exited by itself restarts");
+  cr_assert_eq(X.count, 1, "what child 1 wrote before it ended was read");
   cr_assert_eq(X.codes[1], 5);
   cr_assert_eq(X.signals[1], 0);
   cr_assert_eq(X.codes[2], 0);
@@ -764,3 +855,109 @@ Test(cluster, outside_a_cluster) {
   cr_assert_eq(local_status[0], 0);
   free_loop(loop);
 }
+
+/* A primary with the defaults starts itself again (/proc/self/exe with
+ * its own arguments): cluster_app as a primary of its own copy. */
+Test(cluster, the_default_child_is_this_program_again) {
+  int status = system(CLUSTER_APP " 127.0.0.1 0 self");
+  cr_assert(WIFEXITED(status), "status %#x", status);
+  cr_assert_eq(WEXITSTATUS(status), 0);
+}
+
+/* A program that cannot be started: libuv's error, no handle, no event,
+ * and the cluster still closes. */
+Test(cluster, fork_of_a_missing_program_fails) {
+  weft_cluster_opts_t o = {0};
+  weft_cluster_worker_t* w = (weft_cluster_worker_t*)&o;
+  char* argv[] = {(char*)"weft-cluster-app", NULL};
+  int err;
+  memset(&X, 0, sizeof(X));
+  X.loop = new_loop();
+  o.exec = "/nonexistent/weft-cluster-app";
+  o.argv = argv;
+  o.events.fork = ev_fork;
+  cr_assert_eq(weft_cluster_new(&X.c, X.loop, &o), 0);
+  err = weft_cluster_fork(X.c, &w);
+  cr_assert_eq(err, UV_ENOENT, "got %s", weft_err_name(err));
+  cr_assert_null(w);
+  cr_assert_eq(X.forks, 0);
+  cr_assert_eq(weft_cluster_size(X.c), 0u);
+  cr_assert_eq(weft_cluster_close(X.c, 0, on_closed), 0);
+  cr_assert(!X.closed, "the close callback ran inside the call");
+  end();
+}
+
+/* A reply whose socket cannot go to the server that asked (it has one)
+ * fails with UV_EBUSY, and the socket it brought does not end up with the
+ * next request's server (libuv's uv_accept() closes it on an error: this
+ * checks that weft relies on that rightly, and reports the error). */
+static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  int s1 = 1, s2 = 1, s3 = 1, right = 0;
+  (void)w;
+  cr_assert_eq(weft_msg_read(m, "[siiii]", NULL, NULL, &s1, &s2, &s3, &right),
+               0);
+  cr_assert_eq(s1, 0);
+  cr_assert_eq(s2, UV_EBUSY, "got %s", weft_err_name(s2));
+  cr_assert_eq(s3, 0);
+  cr_assert(right, "the second server got the first one's socket");
+  X.count++;
+  cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
+  start("0", "twice", NULL);
+  X.on_message = twice_message;
+  fork1();
+  end();
+  cr_assert_eq(X.count, 1);
+  cr_assert_eq(X.listenings, 2);
+}
+
+#ifdef WEFT_FAILPOINTS
+/* Each allocation weft makes to create a cluster, fork a child and post
+ * to it fails in turn (lib/failpoint.c): every call answers 0 or
+ * WEFT_ENOMEM, and the cluster still closes with nothing left over (ASan
+ * checks the leaks). */
+static int fp_run(void) {
+  static char* argv[] = {(char*)CLUSTER_APP, (char*)"127.0.0.1", (char*)"0",
+                         (char*)"nolisten", NULL};
+  weft_cluster_opts_t o = {0};
+  weft_cluster_t* c = NULL;
+  weft_cluster_worker_t* w = NULL;
+  int err;
+  o.exec = CLUSTER_APP;
+  o.argv = argv;
+  err = weft_cluster_new(&c, X.loop, &o);
+  if (err != 0)
+    return err;
+  err = weft_cluster_fork(c, &w);
+  if (err == 0)
+    err = weft_cluster_worker_post_fmt(w, "[si]", "echo", 1);
+  cr_assert_eq(weft_cluster_close(c, 10000, NULL), 0);
+  return err;
+}
+
+Test(cluster, allocation_failures_are_named_errors) {
+  uint64_t n, k, hit = 0;
+  int rc;
+  memset(&X, 0, sizeof(X));
+  X.loop = new_loop();
+  weft__failpoint_arm(0);
+  rc = fp_run();
+  n = weft__failpoint_count();
+  cr_assert_eq(rc, 0);
+  run_loop(X.loop);
+  cr_assert(n > 3, "only %llu allocations", (unsigned long long)n);
+  for (k = 1; k <= n; k++) {
+    weft__failpoint_arm(k);
+    rc = fp_run();
+    hit += weft__failpoint_fired();
+    cr_assert(rc == 0 || (rc == WEFT_ENOMEM && weft__failpoint_fired()),
+              "allocation %llu: %s", (unsigned long long)k, weft_err_name(rc));
+    weft__failpoint_arm(0);
+    run_loop(X.loop);
+  }
+  cr_assert(hit > 0);
+  free_loop(X.loop);
+}
+#endif

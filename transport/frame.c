@@ -1,6 +1,8 @@
 /* frame.c - length-prefixed frames on a byte stream (see frame.h). */
 #include "frame.h"
 
+#include <string.h>
+
 void weft__frame_header(unsigned char out[WEFT__FRAME_HEADER],
                         uint8_t kind,
                         uint32_t len) {
@@ -41,4 +43,74 @@ size_t weft__frame_span(const void* bytes, size_t n) {
   if (n < WEFT__FRAME_HEADER)
     return WEFT__FRAME_HEADER;
   return WEFT__FRAME_HEADER + (size_t)header_len(bytes);
+}
+
+void weft__frame_reader_init(weft__frame_reader_t* r,
+                             size_t max,
+                             size_t chunk,
+                             void* (*grow)(void* p, size_t size),
+                             void (*release)(void* p)) {
+  memset(r, 0, sizeof(*r));
+  r->max = max;
+  r->chunk = chunk > 0 ? chunk : 1;
+  r->grow = grow;
+  r->release = release;
+}
+
+int weft__frame_reader_room(weft__frame_reader_t* r,
+                            unsigned char** base,
+                            size_t* len) {
+  size_t need;
+  size_t span;
+  if (r->pos > 0) {
+    memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+    r->len -= r->pos;
+    r->pos = 0;
+  }
+  /* A large frame's room is given back once it was taken. */
+  if (r->len == 0 && r->cap > 4 * r->chunk) {
+    r->release(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+  }
+  need = r->len + r->chunk;
+  span = weft__frame_span(r->buf, r->len);
+  /* Only a frame the parser will accept makes the room grow past a
+   * chunk: a header that claims more is refused before its payload. */
+  if (span > need && span - WEFT__FRAME_HEADER <= r->max)
+    need = span;
+  if (r->cap < need) {
+    unsigned char* p = r->grow(r->buf, need);
+    if (p == NULL)
+      return -1;
+    r->buf = p;
+    r->cap = need;
+  }
+  *base = r->buf + r->len;
+  *len = r->cap - r->len;
+  return 0;
+}
+
+void weft__frame_reader_commit(weft__frame_reader_t* r, size_t n) {
+  r->len += n;
+}
+
+int weft__frame_reader_next(weft__frame_reader_t* r, weft__frame_t* f) {
+  long n;
+  if (r->len == r->pos)
+    return 0;
+  n = weft__frame_parse(r->buf + r->pos, r->len - r->pos, r->max, f);
+  if (n <= 0)
+    return (int)n;
+  r->pos += (size_t)n;
+  return 1;
+}
+
+void weft__frame_reader_free(weft__frame_reader_t* r) {
+  if (r->buf != NULL)
+    r->release(r->buf);
+  r->buf = NULL;
+  r->len = 0;
+  r->pos = 0;
+  r->cap = 0;
 }

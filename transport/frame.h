@@ -42,4 +42,40 @@ long weft__frame_parse(const void* bytes,
  * weft__frame_parse() answered 0. Thread: any. */
 size_t weft__frame_span(const void* bytes, size_t n);
 
+/* Reassembly of the frames of one stream: read into its room, commit
+ * what was read, take the complete frames one by one. The memory comes
+ * from the caller's `grow` (realloc-like: NULL when out of memory) and
+ * `release` (free-like). Thread: one at a time. */
+typedef struct {
+  unsigned char* buf;
+  size_t len;  /* Bytes read. */
+  size_t pos;  /* Of which taken as frames. */
+  size_t cap;
+  size_t max;  /* Largest payload accepted. */
+  size_t chunk; /* Least room given for a read. */
+  void* (*grow)(void* p, size_t size);
+  void (*release)(void* p);
+} weft__frame_reader_t;
+
+void weft__frame_reader_init(weft__frame_reader_t* r,
+                             size_t max,
+                             size_t chunk,
+                             void* (*grow)(void* p, size_t size),
+                             void (*release)(void* p));
+/* Room for the next read: at least `chunk` bytes, or the whole of the
+ * frame being read when its header is in and says more (so a large frame
+ * is read in one piece). Moves the unread bytes to the front first, so
+ * frames taken before are invalid from here on. 0, or -1 out of memory. */
+int weft__frame_reader_room(weft__frame_reader_t* r,
+                            unsigned char** base,
+                            size_t* len);
+/* `n` bytes were read into the room. */
+void weft__frame_reader_commit(weft__frame_reader_t* r, size_t n);
+/* The next complete frame: 1 and `*f` (valid until the next room call),
+ * 0 when the bytes read hold no complete one, -1 when the stream is not
+ * frames (see weft__frame_parse(); the reader stays at the bad frame). */
+int weft__frame_reader_next(weft__frame_reader_t* r, weft__frame_t* f);
+/* Release the buffer (the reader may be used again: it is empty). */
+void weft__frame_reader_free(weft__frame_reader_t* r);
+
 #endif /* WEFT_TRANSPORT_FRAME_H */

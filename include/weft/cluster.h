@@ -121,7 +121,9 @@ WEFT_EXTERN bool weft_cluster_is_primary(void);
 /* Create a cluster on `loop` (the process's main loop). `opts` may be NULL
  * (and is copied, argv included). Children inherit the environment,
  * stdin, stdout and stderr. A cluster with live children keeps the loop
- * alive. Returns 0, WEFT_EINVAL (NULL out or loop; called in a child),
+ * alive. Sets SIGPIPE to ignored if it is at its default (as Node does:
+ * a write to a child that is gone must fail, not end the primary).
+ * Returns 0, WEFT_EINVAL (NULL out or loop; called in a child),
  * WEFT_ENOMEM, WEFT_EWRONGTHREAD. Thread: owner of `loop`. */
 WEFT_EXTERN int weft_cluster_new(weft_cluster_t** out,
                                  weft_loop_t* loop,
@@ -168,7 +170,8 @@ WEFT_EXTERN int weft_cluster_worker_pid(const weft_cluster_worker_t* w);
  * `events` (may be NULL; copied): message and disconnect apply here. `out`
  * gets the child's own handle (Node's cluster.worker). The pipe keeps the
  * loop alive until it closes (weft_cluster_worker_disconnect(), or the
- * primary's disconnect or death). Returns 0, WEFT_EINVAL (NULL loop or
+ * primary's disconnect or death). Ignores SIGPIPE as weft_cluster_new()
+ * does. Returns 0, WEFT_EINVAL (NULL loop or
  * out; this process is the primary), WEFT_EBUSY (already joined),
  * WEFT_ENOMEM, or libuv's error opening the pipe.
  * Thread: owner of `loop`. */

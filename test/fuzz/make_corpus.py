@@ -129,6 +129,16 @@ def main():
         for cfg in (0x15, 0x3F, 0x55, 0x00):
             write("fuzz_take", "%s-%02x" % (name, cfg),
                   bytes([cfg]) + plain[name])
+    # fuzz_frame: byte 0 = largest payload / 16, bytes 1-2 = read sizes,
+    # then frames (4-byte big-endian length, kind, payload).
+    def frame(kind, payload):
+        return struct.pack(">IB", len(payload), kind) + payload
+    msgs = frame(1, p([1, "x"])) + frame(2, b"") + frame(1, b"\x01" * 300)
+    write("fuzz_frame", "frames", b"\x40\x12\x34" + msgs)
+    write("fuzz_frame", "frames_partial", b"\x40\x00\x01" + msgs[:-7])
+    write("fuzz_frame", "kind_zero", b"\x40\x00\x02" + frame(0, b"ab"))
+    write("fuzz_frame", "too_long", b"\x01\x00\x03" + frame(1, b"y" * 20))
+    write("fuzz_frame", "huge_header", b"\xff\x00\x04\xff\xff\xff\xff\x01")
     for target, files in REGRESS.items():
         for name, data in files.items():
             write(target, name, data)
