@@ -870,15 +870,21 @@ static void on_exit_cb(uv_process_t* p, int64_t status, int signal) {
 }
 
 /* The environment of a child: ours, less any WEFT_CLUSTER_ variables, plus
- * the pipe's fd, the child's id and the message limit. */
-static char** child_env(weft_cluster_t* c, unsigned id, char vars[3][64]) {
+ * the pipe's fd, the child's id and the message limit; and
+ * UV_TCP_SINGLE_ACCEPT=1 unless ours sets it. The children accept on one
+ * socket and the kernel wakes them all for a connection: left alone,
+ * libuv accepts every waiting connection in one go, so a burst lands on
+ * the first child awake (40 logins on 8 connections to the login API's
+ * two children: 40/0); with it, libuv yields after each accept and the
+ * others take their share (20/20). */
+static char** child_env(weft_cluster_t* c, unsigned id, char vars[4][64]) {
   size_t n = 0;
   size_t k = 0;
   size_t i;
   char** env;
   while (environ != NULL && environ[n] != NULL)
     n++;
-  env = weft__xalloc((n + 4) * sizeof(*env));
+  env = weft__xalloc((n + 5) * sizeof(*env));
   if (env == NULL)
     return NULL;
   for (i = 0; i < n; i++)
@@ -890,6 +896,10 @@ static char** child_env(weft_cluster_t* c, unsigned id, char vars[3][64]) {
   env[k++] = vars[0];
   env[k++] = vars[1];
   env[k++] = vars[2];
+  if (getenv("UV_TCP_SINGLE_ACCEPT") == NULL) {
+    (void)snprintf(vars[3], 64, "UV_TCP_SINGLE_ACCEPT=1");
+    env[k++] = vars[3];
+  }
   env[k] = NULL;
   return env;
 }
@@ -899,7 +909,7 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
   weft_cluster_worker_t* w;
   uv_process_options_t po;
   uv_stdio_container_t stdio[4];
-  char vars[3][64];
+  char vars[4][64];
   char** env;
   int err;
   int i;

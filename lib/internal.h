@@ -1,8 +1,8 @@
 /* internal.h - what lib/ files share with each other; never installed.
  *
  * Layers, bottom up: failpoint, errors, heap, loop, buffer, shared, msg,
- * port, worker_thread, worker, broadcast, format, request, histogram,
- * pool, pool_parallel (transport/ below them all). A file calls only
+ * port, worker_thread, worker, broadcast, format, cluster, request,
+ * histogram, pool, pool_parallel (transport/ below them all). A file calls only
  * files below it; a lower one reports upward through a callback
  * (weft__heap_on_breach, weft__xfer_ops_t, weft__route_t) or a return
  * code.

@@ -910,12 +910,6 @@ static int run_server(const options_t* opt) {
     if (err != 0)
       return fail("weft_cluster_join", err);
     srv->worker_id = weft_cluster_worker_id(srv->self);
-    /* The children accept on one socket, and the kernel wakes them all for
-     * a connection: left alone, libuv accepts every waiting connection in
-     * one go, so a burst of them lands on one child. With this, libuv
-     * yields after each accept and the others take their share (read by
-     * libuv at its first listen; a value already set is kept). */
-    setenv("UV_TCP_SINGLE_ACCEPT", "1", 0);
   }
 
   /* The pool: all its threads started now. Its threads run at a lower

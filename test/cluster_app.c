@@ -15,6 +15,7 @@
  *   ["garbage"]      writes a frame of kind 0 on the pipe (fd 3)
  *   ["disconnect"]   disconnects itself
  *   ["pid"]          answered ["pid", getpid()]
+ *   ["env", name]    answered ["env", value] (nil when unset)
  * A failed listen is reported as ["listen_error", status].
  * On disconnect it closes its server and ends, unless MODE says otherwise.
  * MODE: "nolisten" (no server), "exit3" (_exit(3) at once), "stubborn"
@@ -198,6 +199,17 @@ static void on_message(weft_cluster_worker_t* w, weft_msg_t* msg) {
     weft_cluster_worker_disconnect(w);
   } else if (strcmp(cmd, "pid") == 0) {
     weft_cluster_worker_post_fmt(w, "[si]", "pid", (int)getpid());
+  } else if (strcmp(cmd, "env") == 0 && o->via.array.size == 2 &&
+             a[1].type == MSGPACK_OBJECT_STR && a[1].via.str.size < 64) {
+    char name[64];
+    const char* v;
+    memcpy(name, a[1].via.str.ptr, a[1].via.str.size);
+    name[a[1].via.str.size] = '\0';
+    v = getenv(name);
+    if (v != NULL)
+      weft_cluster_worker_post_fmt(w, "[ss]", "env", v);
+    else
+      weft_cluster_worker_post_fmt(w, "[sn]", "env");
   }
 }
 

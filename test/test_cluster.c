@@ -385,6 +385,50 @@ Test(cluster, messages_both_ways_in_order) {
   cr_assert_eq(X.codes[1], 0);
 }
 
+/* A child starts with UV_TCP_SINGLE_ACCEPT=1 (so that children share a
+ * burst of connections), unless the primary's environment sets it. */
+static char env_seen[16];
+
+static void env_online(weft_cluster_worker_t* w) {
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[ss]", "env",
+                                            "UV_TCP_SINGLE_ACCEPT"),
+               0);
+}
+
+static void env_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  const msgpack_object* o = weft_msg_object(m);
+  (void)w;
+  cr_assert(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 2);
+  if (o->via.array.ptr[1].type == MSGPACK_OBJECT_STR &&
+      o->via.array.ptr[1].via.str.size < sizeof(env_seen)) {
+    memcpy(env_seen, o->via.array.ptr[1].via.str.ptr,
+           o->via.array.ptr[1].via.str.size);
+    env_seen[o->via.array.ptr[1].via.str.size] = '\0';
+  } else {
+    strcpy(env_seen, "(unset)");
+  }
+  cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+static void check_child_env(const char* ours, const char* expected) {
+  if (ours != NULL)
+    cr_assert_eq(setenv("UV_TCP_SINGLE_ACCEPT", ours, 1), 0);
+  else
+    cr_assert_eq(unsetenv("UV_TCP_SINGLE_ACCEPT"), 0);
+  memset(env_seen, 0, sizeof(env_seen));
+  start("0", "nolisten", NULL);
+  X.on_online = env_online;
+  X.on_message = env_message;
+  fork1();
+  end();
+  cr_assert_str_eq(env_seen, expected);
+}
+
+Test(cluster, children_accept_one_at_a_time_unless_told_otherwise) {
+  check_child_env(NULL, "1");
+  check_child_env("0", "0");
+}
+
 /* A message of 3 MiB (read in many pieces, next to small ones). */
 #define BIG ((size_t)3 << 20)
 static unsigned char* big;

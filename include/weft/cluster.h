@@ -120,7 +120,10 @@ WEFT_EXTERN bool weft_cluster_is_primary(void);
 
 /* Create a cluster on `loop` (the process's main loop). `opts` may be NULL
  * (and is copied, argv included). Children inherit the environment,
- * stdin, stdout and stderr. A cluster with live children keeps the loop
+ * stdin, stdout and stderr, and get UV_TCP_SINGLE_ACCEPT=1 unless it is
+ * set (libuv then yields after each accept, so that the children share a
+ * burst of connections instead of the first one awake taking them all).
+ * A cluster with live children keeps the loop
  * alive. Sets SIGPIPE to ignored if it is at its default (as Node does:
  * a write to a child that is gone must fail, not end the primary).
  * Returns 0, WEFT_EINVAL (NULL out or loop; called in a child),
