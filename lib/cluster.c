@@ -596,7 +596,6 @@ static int on_listening(weft_cluster_worker_t* w,
 static int deliver(weft_cluster_worker_t* w, const unsigned char* p, size_t len) {
   void (*on_message)(weft_cluster_worker_t*, weft_msg_t*) =
       w->c != NULL ? w->c->events.message : w->events.message;
-  msgpack_zone* zone;
   weft_msg_t* m;
   int err;
   if (len == 0)
@@ -606,21 +605,12 @@ static int deliver(weft_cluster_worker_t* w, const unsigned char* p, size_t len)
     return WEFT_ENOMEM;
   memcpy(m->data, p, len);
   m->len = len;
-  zone = weft__loop_zone(w->loop);
-  err = weft__msg_decode(m, zone);
-  if (err != 0) {
-    weft_msg_free(m);
-    msgpack_zone_clear(zone);
+  err = weft__msg_hand_out(m, w->loop);
+  if (err != 0)
     return err == WEFT_ENOMEM ? err : WEFT_EDECODE;
-  }
-  weft__msg_deliver(m);
   if (on_message != NULL)
     on_message(w, m);
-  /* Kept: the callback owns it and may have freed it already. */
-  if (!weft__msg_delivered_kept(m)) {
-    weft_msg_free(m);
-    msgpack_zone_clear(weft__loop_zone(w->loop));
-  }
+  weft__msg_take_back(m, w->loop);
   after_callback(w->loop);
   return 0;
 }

@@ -345,6 +345,14 @@ size_t weft__msg_bytes(const weft_msg_t* msg);
  * Thread: the delivering loop's. */
 void weft__msg_deliver(weft_msg_t* msg);
 bool weft__msg_delivered_kept(weft_msg_t* msg);
+/* The two ends of a message callback on `loop`, for a received message:
+ * hand_out decodes `msg` into the loop's zone and marks it DELIVERING (0),
+ * or frees it and clears the zone (the decode's error: WEFT_EDECODE,
+ * WEFT_ETOODEEP, WEFT_ENOMEM); take_back, after the callback, frees it and
+ * clears the loop's zone unless the callback kept it (weft_msg_keep()).
+ * Thread: `loop`'s. */
+int weft__msg_hand_out(weft_msg_t* msg, weft_loop_t* loop);
+void weft__msg_take_back(weft_msg_t* msg, weft_loop_t* loop);
 
 /* --- buffer.c -------------------------------------------------------- */
 

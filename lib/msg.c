@@ -492,6 +492,27 @@ bool weft__msg_delivered_kept(weft_msg_t* msg) {
   return kept;
 }
 
+int weft__msg_hand_out(weft_msg_t* msg, weft_loop_t* loop) {
+  msgpack_zone* zone = weft__loop_zone(loop);
+  int err = weft__msg_decode(msg, zone);
+  if (err != 0) {
+    weft_msg_free(msg);
+    msgpack_zone_clear(zone);
+    return err;
+  }
+  weft__msg_deliver(msg); /* weft_msg_keep() may keep it. */
+  return 0;
+}
+
+void weft__msg_take_back(weft_msg_t* msg, weft_loop_t* loop) {
+  /* Kept: the callback owns it and may have freed it already. A keep
+   * takes the loop's zone with the message: clear the loop's zone of now. */
+  if (!weft__msg_delivered_kept(msg)) {
+    weft_msg_free(msg);
+    msgpack_zone_clear(weft__loop_zone(loop));
+  }
+}
+
 int weft_msg_keep(weft_msg_t* msg) {
   weft_loop_t* loop = weft_loop_current();
   int err;

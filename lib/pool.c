@@ -388,23 +388,15 @@ static void call_back(weft_loop_t* loop, weft_task_t* t) {
   weft_msg_t* msg = t->result;
   t->result = NULL;
   if (status == 0 && msg != NULL) {
-    msgpack_zone* zone = weft__loop_zone(loop);
-    int err = weft__msg_decode(msg, zone);
+    int err = weft__msg_hand_out(msg, loop); /* Freed on an error. */
     if (err != 0) {
-      weft_msg_free(msg);
-      msgpack_zone_clear(zone);
       msg = NULL;
       status = err;
-    } else {
-      weft__msg_deliver(msg); /* weft_msg_keep() may keep it. */
     }
   }
   t->cb(t->cb_ctx, status, msg);
-  /* Kept: the callback owns it and may have freed it already. */
-  if (msg != NULL && !weft__msg_delivered_kept(msg)) {
-    weft_msg_free(msg);
-    msgpack_zone_clear(weft__loop_zone(loop));
-  }
+  if (msg != NULL)
+    weft__msg_take_back(msg, loop);
 }
 
 static int deliver_run(weft_loop_t* loop, weft__ready_t* r) {

@@ -837,7 +837,6 @@ static void close_later(pcore_t* p) {
 
 /* Hand one message to the user (or to weft's hooks). */
 static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
-  msgpack_zone* zone;
   int err;
   if (m->kind == WEFT__MSG_CLOSE) {
     weft_msg_free(m);
@@ -854,24 +853,16 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
     weft_msg_free(m);
     return;
   }
-  zone = weft__loop_zone(loop);
-  err = weft__msg_decode(m, zone);
+  err = weft__msg_hand_out(m, loop);
   if (err != 0) {
-    weft_msg_free(m);
-    msgpack_zone_clear(zone);
     message_error(loop, p, err);
     return;
   }
-  weft__msg_deliver(m);
   if (p->hooks != NULL && p->hooks->message != NULL)
     p->hooks->message(p->handle, m);
   else
     p->on_message(p->handle, m);
-  /* Kept: the callback owns it and may have freed it already. */
-  if (!weft__msg_delivered_kept(m)) {
-    weft_msg_free(m);
-    msgpack_zone_clear(weft__loop_zone(loop));
-  }
+  weft__msg_take_back(m, loop);
   weft__loop_after_callback(loop);
 }
 

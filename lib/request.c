@@ -357,18 +357,15 @@ static void inbox_control(weft_port_t* port, weft_msg_t* m) {
   call_finish(ls, c);
   status = m->code;
   if (status == 0) {
-    status = weft__msg_decode(m, weft__loop_zone(loop));
-    if (status == 0) {
-      weft__msg_deliver(m); /* weft_msg_keep() may keep it. */
+    status = weft__msg_hand_out(m, loop); /* Freed on an error. */
+    if (status == 0)
       reply = m;
-    }
+  } else {
+    weft_msg_free(m); /* The replier's error: no value to hand out. */
   }
   c->cb(c->ctx, status, reply);
-  /* Kept: the callback owns it and may have freed it already. */
-  if (reply == NULL || !weft__msg_delivered_kept(m)) {
-    weft_msg_free(m);
-    msgpack_zone_clear(weft__loop_zone(loop));
-  }
+  if (reply != NULL)
+    weft__msg_take_back(reply, loop);
   weft__local_free(c);
   weft__loop_after_callback(loop);
   lstate_settled(ls);
