@@ -13,20 +13,38 @@
  * first it spins on its ready queue with a pause instruction (an answer
  * within ~0.2 us costs no system call), then it keeps checking between
  * sched_yield() calls, which leave the core to any other runnable thread,
- * until SPIN_NS have passed; then it parks in the poll. Waking a parked
- * thread costs 50-70 us on the machines we measure (design.md), so the
- * window covers a typical request/response gap and a worker's start-up;
- * it is bounded, so an idle loop sleeps after at most SPIN_NS of CPU.
- * Measured with bench/weft_bench (see bench/README.md): pausing for longer
- * slowed the other thread of a pair (4000 pauses: spawn-to-exit 185 us;
- * 200 pauses then yields: 100 us), and parking right away made each round
- * trip of a ping-pong a wake-up (54 us instead of 0.7 us). */
+ * until its spin budget has passed; then it parks in the poll. Waking a
+ * parked thread costs 50-70 us on the machines we measure (design.md), so
+ * a spin pays when the next message comes sooner than that. Measured with
+ * bench/weft_bench (see bench/README.md): pausing for longer slowed the
+ * other thread of a pair (4000 pauses: spawn-to-exit 185 us; 200 pauses
+ * then yields: 100 us), and parking right away made each round trip of a
+ * ping-pong a wake-up (54 us instead of 0.7 us).
+ *
+ * The budget adapts to how messages have been arriving (as glibc's adaptive
+ * mutexes and pool.c's future waits do), between 0 and SPIN_NS:
+ * - a spin that found work doubles it;
+ * - a spin that ran out and parked looks at the wake-up: cross-thread work
+ *   that came within SPIN_NS of the spin's start would have been caught by
+ *   a longer spin, so the budget grows to twice that gap; anything else
+ *   (work much later, or only a timer or I/O) halves it, and a gap over
+ *   SPIN_GIVE_UP_NS drops it to 0 at once.
+ * With a budget of 0 the loop parks straight away, as Node's does; the
+ * next quick answer brings the spin back. Why it matters beyond CPU: while
+ * the loop spins it does not poll its sockets, and a sched_yield() next to
+ * runnable threads (a pool hashing at nice +10) gives the core away for
+ * the rest of their time slice (up to a 4 ms tick on an HZ=250 kernel), so
+ * a loop receiving a pool result every ~20 ms answered GET /health with a
+ * 3.6 ms p99 while it spun a fixed 100 us after each result, and 0.3 ms
+ * once it stopped spinning for them (samples/login_api, bench/README.md). */
 #ifndef SPIN_PAUSES
 #define SPIN_PAUSES 200
 #endif
 #ifndef SPIN_NS
-#define SPIN_NS 100000
+#define SPIN_NS 100000u
 #endif
+#define SPIN_MIN_NS 2000
+#define SPIN_GIVE_UP_NS ((uint64_t)4 * SPIN_NS)
 /* After this much work (counted as for READY_BATCH: about one unit per
  * message) delivered without a real poll, poll anyway so sockets are not
  * starved by a message flood (timers and immediates are checked after
@@ -97,7 +115,7 @@ struct weft_loop_s {
   atomic_int stop_requested; /* Any thread: weft__loop_request_stop(). */
   /* Producers inside weft__loop_schedule() or weft__loop_request_stop():
    * a push can be consumed (and the loop closed) before its producer has
-   * finished the wake-up, so the async handle and the libuv loop are
+   * finished the wake-up, so the waker and the libuv loop are
    * closed, and the loop's memory freed, only once none is left (see
    * "Closing" in waker.h for the handshake with the waker's flag). */
   atomic_int producers;
@@ -131,6 +149,7 @@ struct weft_loop_s {
    * (weft__loop_elu_ns), ordered with nothing else. */
   _Atomic uint64_t spin_ns;
   bool recent_ready; /* Ready items were handled since the last spin. */
+  uint32_t spin_budget_ns; /* Owner only: see SPIN_NS. */
   uint64_t start_ns;
 };
 
@@ -188,7 +207,6 @@ weft_loop_t* weft_loop_current(void) {
 
 /* ---- creation ----------------------------------------------------------- */
 
-static void ready_async_cb(uv_async_t* h);
 static void check_cb(uv_check_t* h);
 static void idle_cb(uv_idle_t* h) {
   (void)h; /* Only there to keep the poll from blocking. */
@@ -211,6 +229,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   atomic_init(&loop->stop_requested, 0);
   atomic_init(&loop->producers, 0);
   atomic_init(&loop->spin_ns, 0);
+  loop->spin_budget_ns = SPIN_NS;
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
     if (err != 0) {
@@ -229,11 +248,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   loop->zone = WEFT__FAILABLE(msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE));
   if (loop->zone == NULL)
     goto fail;
-  err = weft__waker_init(&loop->waker, loop->uv, ready_async_cb);
-  if (err != 0)
-    goto fail;
-  loop->waker.async.data = loop;
-  uv_unref((uv_handle_t*)&loop->waker.async);
+  weft__waker_init(&loop->waker, loop->uv);
   uv_check_init(loop->uv, &loop->check);
   loop->check.data = loop;
   uv_check_start(&loop->check, check_cb);
@@ -292,12 +307,12 @@ static void release_slot(weft_loop_t* loop, weft_timer_id id) {
   loop->free_slot = idx + 1;
 }
 
-/* No producer touches the async handle after this returns: late ones
+/* No producer touches the waker after this returns: late ones
  * see the waker closed and skip the wake-up (waker.h, "Closing"). */
 static void wait_for_producers(weft_loop_t* loop) {
   weft__waker_close(&loop->waker);
   /* seq_cst: see waker.h; reading 0 also synchronizes with the last
-   * producer's decrement, so its uv_async_send happens before the close. */
+   * producer's decrement, so its eventfd write happens before the close. */
   while (atomic_load_explicit(&loop->producers, memory_order_seq_cst) != 0)
     sched_yield();
 }
@@ -317,7 +332,6 @@ static void close_internal(weft_loop_t* loop) {
   }
   loop->imm_head = loop->imm_tail = NULL;
   wait_for_producers(loop);
-  uv_close((uv_handle_t*)&loop->waker.async, noop_close);
   uv_close((uv_handle_t*)&loop->check, noop_close);
   uv_close((uv_handle_t*)&loop->idle, noop_close);
 }
@@ -452,9 +466,9 @@ void weft__loop_keepalive(weft_loop_t* loop, int delta) {
   int before = loop->keepalive;
   loop->keepalive += delta;
   if (before <= 0 && loop->keepalive > 0)
-    uv_ref((uv_handle_t*)&loop->waker.async);
+    uv_ref((uv_handle_t*)&loop->check);
   else if (before > 0 && loop->keepalive <= 0)
-    uv_unref((uv_handle_t*)&loop->waker.async);
+    uv_unref((uv_handle_t*)&loop->check);
 }
 
 void weft__loop_hold(weft_loop_t* loop, bool* held, bool want) {
@@ -830,7 +844,7 @@ void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
   weft__mpsc_push(&loop->ready, &r->node);
   weft__waker_wake(&loop->waker);
   /* seq_cst (a release): our last touch of the loop, wake-up included,
-   * happens before the owner closes the async handle and frees it. */
+   * happens before the owner closes the waker and frees it. */
   atomic_fetch_sub_explicit(&loop->producers, 1, memory_order_seq_cst);
 }
 
@@ -895,15 +909,14 @@ static int process_ready(weft_loop_t* loop) {
   return n;
 }
 
-static void ready_async_cb(uv_async_t* h) {
-  weft_loop_t* loop = h->data;
-  loop->depth++;
-  process_ready(loop);
-  loop->depth--;
-}
-
+/* After every poll: what other threads handed over (a wake-up is a write to
+ * libuv's own descriptor, which the poll drained: see waker.h), then the
+ * immediates. The check handle is referenced while weft__loop_keepalive()
+ * says so: an active check handle keeps a loop alive without making its
+ * poll return early. */
 static void check_cb(uv_check_t* h) {
   weft_loop_t* loop = h->data;
+  weft__waker_checked(&loop->waker);
   loop->depth++;
   process_ready(loop);
   run_immediates(loop);
@@ -912,33 +925,59 @@ static void check_cb(uv_check_t* h) {
 
 /* ---- running ------------------------------------------------------------ */
 
-/* Spin until the ready queue has something or the window closes.
- * True when something arrived. */
-static bool spin_for_work(weft_loop_t* loop) {
-  uint64_t t0 = uv_hrtime();
+static bool work_arrived(weft_loop_t* loop) {
+  return !weft__mpsc_empty(&loop->ready) ||
+         atomic_load_explicit(&loop->stop_requested, memory_order_relaxed);
+}
+
+/* Spin until the ready queue has something or the budget is spent (see
+ * SPIN_NS). True when something arrived; the budget doubles then. */
+static bool spin_for_work(weft_loop_t* loop, uint64_t t0) {
   uint64_t now = t0;
   bool found = false;
   int i;
-  for (i = 0; i < SPIN_PAUSES; i++) {
-    if (!weft__mpsc_empty(&loop->ready) ||
-        atomic_load_explicit(&loop->stop_requested, memory_order_relaxed)) {
-      found = true;
-      break;
-    }
-    weft__cpu_relax();
+  if (loop->spin_budget_ns == 0)
+    return false;
+  for (i = 0; i < SPIN_PAUSES && !found; i++) {
+    found = work_arrived(loop);
+    if (!found)
+      weft__cpu_relax();
   }
-  while (!found && now - t0 < SPIN_NS) {
+  while (!found && now - t0 < loop->spin_budget_ns) {
     sched_yield();
-    found = !weft__mpsc_empty(&loop->ready) ||
-            atomic_load_explicit(&loop->stop_requested, memory_order_relaxed);
+    found = work_arrived(loop);
     now = uv_hrtime();
   }
+  now = uv_hrtime();
   atomic_store_explicit(
       &loop->spin_ns,
       atomic_load_explicit(&loop->spin_ns, memory_order_relaxed) +
-          (uv_hrtime() - t0),
+          (now - t0),
       memory_order_relaxed);
+  if (found) {
+    uint32_t b = loop->spin_budget_ns * 2u;
+    loop->spin_budget_ns = b > SPIN_NS ? SPIN_NS : b;
+  }
   return found;
+}
+
+/* After a park that followed cross-thread traffic (the spin, if any, ran
+ * out at t0): adapt the budget to when work came (see SPIN_NS). */
+static void adapt_spin(weft_loop_t* loop, uint64_t t0, bool work_came) {
+  uint64_t gap = uv_hrtime() - t0;
+  uint32_t b = loop->spin_budget_ns;
+  if (work_came && gap < SPIN_NS) {
+    uint64_t want = 2 * gap < SPIN_MIN_NS ? SPIN_MIN_NS : 2 * gap;
+    if (want > b)
+      b = want > SPIN_NS ? SPIN_NS : (uint32_t)want;
+  } else if (gap > SPIN_GIVE_UP_NS) {
+    b = 0;
+  } else {
+    b /= 2;
+    if (b < SPIN_MIN_NS)
+      b = 0;
+  }
+  loop->spin_budget_ns = b;
 }
 
 static bool loop_busy(weft_loop_t* loop) {
@@ -976,6 +1015,8 @@ static bool loop_alive(weft_loop_t* loop) {
 
 int weft_loop_run(weft_loop_t* loop) {
   int fast = 0;
+  bool watch;
+  uint64_t idle_t0 = 0;
   CHECK_OWNER(loop);
   if (loop->running)
     return WEFT_EBUSY;
@@ -1015,9 +1056,11 @@ int weft_loop_run(weft_loop_t* loop) {
      * way: a loop woken by a timer or I/O alone parks straight away, so
      * periodic timers cost no spinning (8 workers with 1 ms intervals:
      * 44% of a core when every wake-up spun, 10% now). */
-    if (loop->recent_ready) {
+    watch = loop->recent_ready;
+    if (watch) {
       loop->recent_ready = false;
-      if (spin_for_work(loop))
+      idle_t0 = uv_hrtime();
+      if (spin_for_work(loop, idle_t0))
         continue;
     }
     weft__waker_park_begin(&loop->waker);
@@ -1025,6 +1068,10 @@ int weft_loop_run(weft_loop_t* loop) {
         !atomic_load_explicit(&loop->stop_requested, memory_order_acquire))
       uv_run(loop->uv, UV_RUN_ONCE);
     weft__waker_park_end(&loop->waker);
+    /* The wake-up's ready items ran inside that turn (its check phase)
+     * and set recent_ready again, or still wait in the queue. */
+    if (watch)
+      adapt_spin(loop, idle_t0, loop->recent_ready || work_arrived(loop));
   }
   /* Back to "parked" so producers wake a loop that nobody drives. */
   weft__waker_park_begin(&loop->waker);
@@ -1045,6 +1092,10 @@ int weft_loop_stop(weft_loop_t* loop) {
 }
 
 /* ---- utilization -------------------------------------------------------- */
+
+uint64_t weft__loop_spin_ns(weft_loop_t* loop) {
+  return atomic_load_explicit(&loop->spin_ns, memory_order_relaxed);
+}
 
 void weft__loop_elu_ns(weft_loop_t* loop, uint64_t* idle, uint64_t* total) {
   /* uv_metrics_idle_time() reads libuv's counters under libuv's own

@@ -327,6 +327,7 @@ static int deliver_run(weft_loop_t* loop, weft__ready_t* r);
  * Returns whether this call settled it. Thread: any. */
 static bool settle(weft_task_t* t, int status, weft_msg_t* result) {
   weft_pool_t* pool = t->pool;
+  weft_loop_t* to = NULL; /* Where the callback goes. */
   int expected = 0;
   uint32_t old;
   if (!atomic_compare_exchange_strong_explicit(&t->settled, &expected, 1,
@@ -357,9 +358,7 @@ static bool settle(weft_task_t* t, int status, weft_msg_t* result) {
                                                   memory_order_acq_rel,
                                                   memory_order_acquire)) {
         atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
-        weft__loop_schedule(t->loop, &t->ready);
-        /* release: the push is done; a teardown waiting on it goes on. */
-        atomic_store_explicit(&t->dstate, DS_PUSHED, memory_order_release);
+        to = t->loop;
       } else {
         weft_msg_free(t->result); /* The submitter's loop is gone. */
         t->result = NULL;
@@ -367,7 +366,7 @@ static bool settle(weft_task_t* t, int status, weft_msg_t* result) {
     } else {
       atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
       atomic_fetch_add_explicit(&pool->deliveries, 1, memory_order_seq_cst);
-      weft__loop_schedule(pool->loop, &t->ready);
+      to = pool->loop;
     }
   } else if (t->has_future) {
     t->result = result;
@@ -375,10 +374,18 @@ static bool settle(weft_task_t* t, int status, weft_msg_t* result) {
     weft_msg_free(result);
   }
   /* release: status and result are visible to a reader that sees DONE_YES.
-   */
+   * Before the callback is scheduled, so that the callback (which may run
+   * at once on another thread) finds the future settled. The task stays
+   * alive: the caller holds a reference, the callback another. */
   old = atomic_exchange_explicit(&t->done, DONE_YES, memory_order_acq_rel);
   if (old == DONE_NO_WAITERS_PARKED)
     futex_wake_all(&t->done);
+  if (to != NULL) {
+    weft__loop_schedule(to, &t->ready);
+    /* release: the push is done; a teardown waiting on it goes on. */
+    if (to == t->loop)
+      atomic_store_explicit(&t->dstate, DS_PUSHED, memory_order_release);
+  }
   return true;
 }
 

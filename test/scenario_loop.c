@@ -15,7 +15,9 @@
 #define _GNU_SOURCE /* RTLD_NEXT */
 #endif
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,26 +377,31 @@ static void terminate_cuts_chain(void) {
  * weft__loop_schedule() pushes, then wakes the loop if it is parked. The
  * loop can find the pushed task without the wake-up (a timer woke it, or
  * it was not running), finish, and close itself while the producer has not
- * made its wake-up call yet. This program replaces uv_async_send() with
- * one that, on threads that ask for it, holds the call until the loop's
- * owner says it is closing, and a little longer: the window made wide.
- * Sending on a closed libuv loop aborts (write to fd -1); a fixed weft
- * waits for the producer before it closes, or the producer sees the loop
- * closed and makes no call. (The replacement relies on libuv being a
- * shared library, as the build finds it through pkg-config: weft_static's
- * calls bind to this definition, which forwards to libuv's.) */
+ * made its wake-up call yet. The wake-up is a write of 8 bytes to the
+ * loop's eventfd (transport/waker.c). This program replaces write() with
+ * one that, on threads that ask for it, holds such a write until the
+ * loop's owner says it is closing, and a little longer: the window made
+ * wide. Then it checks that the descriptor is still open: a weft that
+ * closed the loop under the producer would write to a closed descriptor
+ * (or to whatever file took its number); a fixed weft waits for the
+ * producer before it closes, or the producer sees the loop closed and
+ * makes no call. (weft's calls bind to this definition, libweft.so's and
+ * weft_static's alike, as an executable's symbols come first; it forwards
+ * to the next one, libc's or a sanitizer's.) */
 
-typedef int (*async_send_fn)(uv_async_t* h);
-static async_send_fn real_async_send;
-static _Thread_local bool hold_sends; /* This thread's sends are held. */
+typedef ssize_t (*write_fn)(int fd, const void* buf, size_t n);
+static write_fn real_write;
+static _Thread_local bool hold_sends; /* This thread's wake-ups are held. */
 static atomic_int owner_closing;      /* The loop's owner is closing it. */
-static atomic_int held_sends;         /* Sends that were held. */
-static atomic_int in_hold;            /* Held sends not yet returned. */
+static atomic_int held_sends;         /* Wake-ups that were held. */
+static atomic_int in_hold;            /* Held wake-ups not yet returned. */
 
-int uv_async_send(uv_async_t* h) {
-  int r;
-  if (!hold_sends)
-    return real_async_send(h);
+ssize_t write(int fd, const void* buf, size_t n) {
+  ssize_t r;
+  if (real_write == NULL) /* A call before main() (one thread then). */
+    real_write = (write_fn)(uintptr_t)dlsym(RTLD_NEXT, "write");
+  if (!hold_sends || n != sizeof(uint64_t))
+    return real_write(fd, buf, n);
   /* Bounded: a fixed weft makes the owner wait for this very call. */
   atomic_fetch_add(&in_hold, 1);
   atomic_fetch_add(&held_sends, 1);
@@ -402,7 +409,9 @@ int uv_async_send(uv_async_t* h) {
     uv_sleep(1);
   if (atomic_load(&owner_closing))
     uv_sleep(30); /* Long enough for the owner to close the loop. */
-  r = real_async_send(h);
+  CHECK(fcntl(fd, F_GETFD) != -1,
+        "a late wake-up found its eventfd closed: the loop closed under it");
+  r = real_write(fd, buf, n);
   atomic_fetch_sub(&in_hold, 1);
   return r;
 }
@@ -524,8 +533,8 @@ static void late_wake_on_main_loop(void) {
 
 int main(void) {
   uv_thread_t t;
-  real_async_send = (async_send_fn)(uintptr_t)dlsym(RTLD_NEXT, "uv_async_send");
-  CHECK(real_async_send != NULL, "dlsym(uv_async_send)");
+  real_write = (write_fn)(uintptr_t)dlsym(RTLD_NEXT, "write");
+  CHECK(real_write != NULL, "dlsym(write)");
   late_wake_after_wait_async();
   late_wake_on_main_loop();
   terminate_cuts_chain();

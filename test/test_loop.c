@@ -14,6 +14,7 @@
 
 #include <weft/weft.h>
 
+#include "internal.h" /* weft__loop_spin_ns() */
 #include "support.h"
 
 TestSuite(loop, .timeout = 20);
@@ -1300,4 +1301,50 @@ Test(loop, new_without_descriptors_is_enomem) {
   /* With descriptors again, a loop is made. */
   loop = new_loop();
   free_loop(loop);
+}
+
+/* The loop spins for messages after cross-thread traffic only while they
+ * come sooner than a wake-up would cost (loop.c, SPIN_NS): messages 3 ms
+ * apart get one spin, after the first, and then none. */
+#define SELDOM_MSGS 10
+static uint64_t seldom_spin[SELDOM_MSGS + 1];
+static int seldom_n;
+
+static void seldom_on_message(weft_port_t* port, weft_msg_t* msg) {
+  (void)msg;
+  seldom_spin[++seldom_n] = weft__loop_spin_ns(weft_loop_current());
+  if (seldom_n == SELDOM_MSGS)
+    cr_assert_eq(weft_port_close(port), 0);
+}
+
+static int seldom_post_rc;
+
+static void post_seldom(void* arg) {
+  for (int i = 0; i < SELDOM_MSGS && seldom_post_rc == 0; i++) {
+    uv_sleep(3);
+    seldom_post_rc = weft_port_post(arg, ONE, sizeof(ONE));
+  }
+}
+
+Test(loop, stops_spinning_when_messages_come_seldom) {
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a = NULL, *b = NULL;
+  uv_thread_t t;
+  seldom_n = 0;
+  seldom_post_rc = 0;
+  new_channel(loop, &a, &b);
+  cr_assert_eq(weft_port_on_message(a, seldom_on_message), 0);
+  cr_assert_eq(uv_thread_create(&t, post_seldom, b), 0);
+  cr_assert_eq(weft_loop_run(loop), 0);
+  cr_assert_eq(uv_thread_join(&t), 0);
+  cr_assert_eq(seldom_post_rc, 0);
+  cr_assert_eq(seldom_n, SELDOM_MSGS);
+  /* After the first message the loop spun (its budget starts full)... */
+  cr_assert_gt(seldom_spin[2], seldom_spin[1]);
+  /* ...found nothing for 3 ms, and from then on parks at once. */
+  for (int i = 3; i <= SELDOM_MSGS; i++)
+    cr_assert_eq(seldom_spin[i], seldom_spin[2], "message %d: %llu ns > %llu",
+                 i, (unsigned long long)seldom_spin[i],
+                 (unsigned long long)seldom_spin[2]);
+  finish(loop, a, b);
 }
