@@ -33,10 +33,12 @@
  * next quick answer brings the spin back. Why it matters beyond CPU: while
  * the loop spins it does not poll its sockets, and a sched_yield() next to
  * runnable threads (a pool hashing at nice +10) gives the core away for
- * the rest of their time slice (up to a 4 ms tick on an HZ=250 kernel), so
- * a loop receiving a pool result every ~20 ms answered GET /health with a
- * 3.6 ms p99 while it spun a fixed 100 us after each result, and 0.3 ms
- * once it stopped spinning for them (samples/login_api, bench/README.md). */
+ * the rest of their time slice (up to a 4 ms tick on an HZ=250 kernel).
+ * samples/login_api, receiving a pool result every ~20 ms while its pool
+ * hashed on both cores, answered GET /health with a p99 of 3.6-3.8 ms
+ * spinning a fixed 100 us after each result and 2.6-2.8 ms with this
+ * budget (3 runs of 8 s each, wrk; the rest of that tail was libuv's
+ * uv_async_send: see transport/waker.h). */
 #ifndef SPIN_PAUSES
 #define SPIN_PAUSES 200
 #endif
