@@ -21,7 +21,8 @@
 # one probing GET /health on 2 connections, each pausing HEALTH_DELAY_MS
 # between a response and its next request (bench/wrk/health.lua: a light
 # probe, not a closed loop that would take a core from the hashing). Then
-# SIGTERM the server (its whole process group after 5 s). Reports the
+# SIGTERM the server (its whole process group after 5 s) and measure the
+# floor again (the run is held against the mean of the two). Reports the
 # medians over rounds as a markdown table on stdout; progress on stderr.
 #
 # Environment:
@@ -34,7 +35,9 @@
 #   BENCH_LOGIN_CONNS    login connections (default 2 x CPUs)
 #   BENCH_LOGIN_WORKERS  processes in cluster mode (default: CPUs)
 #   BENCH_LOGIN_THREADS  hashing threads per process: weft --threads, Node
-#                        UV_THREADPOOL_SIZE (default: CPUs)
+#                        UV_THREADPOOL_SIZE (default: each server's best
+#                        measured setting: weft its own default, CPUs /
+#                        processes; Node CPUs in every process)
 #   BENCH_HEALTH_CONNS   /health connections (default 2)
 #   BENCH_HEALTH_DELAY_MS  pause per /health connection (default 8; 0 = closed loop)
 #   BENCH_QUIET_WAIT     as in run.sh: wait up to this many s for a quiet machine
@@ -62,7 +65,7 @@ SIDES=${BENCH_LOGIN_SIDES:-"weft node"}
 MODES=${BENCH_LOGIN_MODES:-"single cluster"}
 LOGIN_CONNS=${BENCH_LOGIN_CONNS:-$((2 * CPUS))}
 WORKERS=${BENCH_LOGIN_WORKERS:-$CPUS}
-THREADS=${BENCH_LOGIN_THREADS:-$CPUS}
+THREADS=${BENCH_LOGIN_THREADS:-}
 HEALTH_CONNS=${BENCH_HEALTH_CONNS:-2}
 export HEALTH_DELAY_MS=${BENCH_HEALTH_DELAY_MS:-8}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
@@ -173,9 +176,10 @@ start_server() {
   local -a cmd
   port=$(free_port)
   case $side in
-    weft) cmd=("$WEFT_LOGIN" --host 127.0.0.1 --port "$port" --threads "$THREADS") ;;
-    node) cmd=(env "UV_THREADPOOL_SIZE=$THREADS" "$NODE" "$here/node/login_api.js"
-               --host 127.0.0.1 --port "$port" --threads "$THREADS") ;;
+    weft) cmd=("$WEFT_LOGIN" --host 127.0.0.1 --port "$port"
+               ${THREADS:+--threads "$THREADS"}) ;;
+    node) cmd=(env "UV_THREADPOOL_SIZE=${THREADS:-$CPUS}" "$NODE" "$here/node/login_api.js"
+               --host 127.0.0.1 --port "$port" --threads "${THREADS:-$CPUS}") ;;
   esac
   [ "$mode" = cluster ] && cmd+=(--workers "$WORKERS")
   say "  \$ ${cmd[*]}"
@@ -267,7 +271,7 @@ wrk_field() {
 record() { echo "$1 $2 $3 $4" >>"$tmp/results"; }
 
 run_config() { # SIDE MODE ROUND
-  local side=$1 mode=$2 r=$3 c0 c1 g0 g1 f sock hz fl
+  local side=$1 mode=$2 r=$3 c0 c1 g0 g1 f sock hz fl fl2
   say "-- $side, $mode, round $r"
   wait_quiet
   # The floor of this server's hash, right before it runs, so that both
@@ -287,6 +291,16 @@ run_config() { # SIDE MODE ROUND
   wrk_pair "$SECS" run
   c1=$(cpu_ticks); g1=$(group_ticks "$server_pid")
   stop_server
+  # And right after: this host's hash rate drifts by a few % within a
+  # minute (one 3-round run: 25.3-28.2 hashes/s), so the run is held
+  # against the mean of the floors on both sides of it.
+  fl2=$(floor_of "$side")
+  say "   floor after: ${fl2:--} hashes/s"
+  if [ -n "$fl" ] && [ -n "$fl2" ]; then
+    fl=$(awk -v a="$fl" -v b="$fl2" 'BEGIN {print (a + b) / 2}')
+  elif [ -z "$fl" ]; then
+    fl=$fl2
+  fi
   f=$tmp/run.login
   if [ -z "$(wrk_field "$f" requests)" ] || [ -z "$(wrk_field "$tmp/run.health" requests)" ]; then
     say "login.sh: FAILED: wrk gave no result for $side ($mode); its output:"
@@ -412,9 +426,9 @@ floor_node=$(median floor node node.scrypt.rate)
   [ "$QUIET_WAIT" -gt 0 ] 2>/dev/null && echo "Each run waited up to ${QUIET_WAIT}s for a quiet machine; $( [ -s "$tmp/noisy" ] && wc -l <"$tmp/noisy" || echo 0) started on a busy one anyway."
   [ $have_weft -eq 0 ] && echo "weft login API not found at $WEFT_LOGIN: weft rows pending."
   [ -s "$tmp/failed" ] && echo "FAILED runs (see stderr): $(sort "$tmp/failed" | uniq -c | awk '{printf "%s%s %s %s x%d", (NR > 1 ? ", " : ""), $2, $3, $4, $1}')."
-  echo "Load: \`wrk -t1 -c$LOGIN_CONNS\` POST /login (good password) and, at the same time, \`wrk -t1 -c$HEALTH_CONNS\` GET /health with a ${HEALTH_DELAY_MS} ms pause per connection between a response and the next request; every process has $THREADS hashing threads (weft \`--threads $THREADS\`, Node UV_THREADPOOL_SIZE=$THREADS)."
+  echo "Load: \`wrk -t1 -c$LOGIN_CONNS\` POST /login (good password) and, at the same time, \`wrk -t1 -c$HEALTH_CONNS\` GET /health with a ${HEALTH_DELAY_MS} ms pause per connection between a response and the next request; $( if [ -n "$THREADS" ]; then echo "every process has $THREADS hashing threads (weft \`--threads $THREADS\`, Node UV_THREADPOOL_SIZE=$THREADS)"; else echo "hashing threads: weft its default, $CPUS in one process and $(( CPUS / WORKERS > 0 ? CPUS / WORKERS : 1 )) per process in cluster mode (as many as cores in all); Node UV_THREADPOOL_SIZE=$CPUS in every process (with fewer, one round of its cluster fell to half its logins/s: bench/README.md)"; fi ); weft's pool at its default SCHED_IDLE."
   echo
-  echo "Floor, same run (all $CPUS CPUs hashing, no server; measured before each server's run, medians): libsodium \`crypto_pwhash_scryptsalsa208sha256_ll\` (bench/scrypt_rate, the weft server's hash) $(fmt "$floor_c") hashes/s ($(fmt "$(median floor c scrypt.hash_ms)") ms per hash per thread, $(fmt "$(median floor c scrypt.faults_per_hash)") page faults per hash); OpenSSL scrypt via Node's \`crypto.scrypt\` (bench/node/scrypt_rate.js, the Node server's hash) $(fmt "$floor_node") hashes/s, and $(fmt "$(median floor node_fresh node.scrypt.rate)") hashes/s when its 16 MiB come from fresh pages every hash as libsodium's do (MALLOC_MMAP_THRESHOLD_=131072)."
+  echo "Floor, same run (all $CPUS CPUs hashing, no server; measured right before and right after each server's run, medians): libsodium \`crypto_pwhash_scryptsalsa208sha256_ll\` (bench/scrypt_rate, the weft server's hash) $(fmt "$floor_c") hashes/s ($(fmt "$(median floor c scrypt.hash_ms)") ms per hash per thread, $(fmt "$(median floor c scrypt.faults_per_hash)") page faults per hash); OpenSSL scrypt via Node's \`crypto.scrypt\` (bench/node/scrypt_rate.js, the Node server's hash) $(fmt "$floor_node") hashes/s, and $(fmt "$(median floor node_fresh node.scrypt.rate)") hashes/s when its 16 MiB come from fresh pages every hash as libsodium's do (MALLOC_MMAP_THRESHOLD_=131072)."
   echo
   echo "| server | mode | logins/s | % of its hash's floor | login p99 ms | /health req/s | /health p50 ms | /health p99 ms | /health p99.9 ms | /health p99 ms, no logins | non-2xx (login, health) | socket errors | server CPU % | machine busy % |"
   echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -430,7 +444,7 @@ floor_node=$(median floor node node.scrypt.rate)
     done
   done
   echo
-  echo "(non-2xx and socket errors: totals over all rounds; % of floor: each run's logins/s over the floor of the server's own hash measured right before it, weft against libsodium's, Node against OpenSSL's, median over rounds; server CPU: all the server's processes and threads, as % of all $CPUS CPUs.)"
+  echo "(non-2xx and socket errors: totals over all rounds; % of floor: each run's logins/s over the mean of the floors of the server's own hash measured right before and right after it, weft against libsodium's, Node against OpenSSL's, median over rounds; server CPU: all the server's processes and threads, as % of all $CPUS CPUs.)"
   if [ $have_weft -eq 1 ] && [[ " $SIDES " == *" node "* ]]; then
     echo
     echo "| mode | logins/s weft/Node | logins/s weft/Node, each over its hash's floor | /health p99 Node/weft | /health p99 < 2 ms (weft; Node) | logins/s >= 95% of floor (weft; Node) |"

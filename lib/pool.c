@@ -169,6 +169,7 @@ struct weft_pool_s {
   uint64_t idle_ns; /* The same, saturated. */
   unsigned concurrent;
   int nice_increment;
+  bool sched_idle;
   int base_nice; /* The nice value of the thread that made the pool. */
   size_t max_heap;
   size_t stack_size;
@@ -452,9 +453,17 @@ static void task_loop_gone(weft__tracked_t* tr) {
 
 /* nice_increment: Linux keeps a nice value per thread, and a thread starts
  * with its creator's; set it from the pool maker's value, so that workers
- * (spawned by the pool thread, already lowered) are not lowered twice. */
+ * (spawned by the pool thread, already lowered) are not lowered twice.
+ * sched_idle: any thread may lower itself to SCHED_IDLE (no privilege);
+ * a failure leaves the thread as it was, as a failed setpriority does. */
 static void lower_priority(const weft_pool_t* pool) {
   int prio;
+  if (pool->sched_idle) {
+    struct sched_param sp;
+    memset(&sp, 0, sizeof(sp));
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+    return;
+  }
   if (pool->nice_increment == 0)
     return;
   prio = pool->base_nice + pool->nice_increment;
@@ -821,7 +830,7 @@ static int spawn_one(weft_pool_t* pool) {
   o.user_data = pw;
   /* A lowered priority stays with the thread: give such workers threads
    * of their own, never cached ones that other workers reuse. */
-  if (pool->nice_increment > 0)
+  if (pool->nice_increment > 0 || pool->sched_idle)
     o.flags = WEFT_WORKER_FRESH_THREAD;
   /* On `all` before its thread starts: the worker may take a task at
    * once, and destroy must find that task on it (linked after the spawn,
@@ -1072,6 +1081,7 @@ int weft_pool_new(weft_pool_t** out, const weft_pool_opts_t* opts) {
                       : pool->idle_timeout_ms * 1000000u;
   pool->concurrent = o.concurrent_tasks != 0 ? o.concurrent_tasks : 1;
   pool->nice_increment = o.nice_increment;
+  pool->sched_idle = o.sched_idle;
   errno = 0;
   pool->base_nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
   if (errno != 0)

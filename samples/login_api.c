@@ -4,8 +4,8 @@
  * no hash while every core hashes.
  *
  *   login_api [--port P] [--host H] [--workers N] [--threads T]
- *             [--header-timeout-ms MS] [--idle-timeout-ms MS]
- *             [--max-conns C]
+ *             [--pool-priority idle|nice] [--header-timeout-ms MS]
+ *             [--idle-timeout-ms MS] [--max-conns C]
  *
  *   POST /login   body user=...&password=... (a form); 200 and
  *                 {"ok":true,"user":"..."} if the password is right, 401 if
@@ -82,6 +82,7 @@ typedef struct {
   int port;
   unsigned workers; /* 0: one process; N: a primary and N children. */
   unsigned threads; /* Pool threads per process; 0: CPUs / processes. */
+  bool pool_nice;   /* Pool at nice +10 instead of SCHED_IDLE. */
   uint64_t header_timeout_ms;
   uint64_t idle_timeout_ms;
   unsigned max_conns;
@@ -913,8 +914,13 @@ static int run_server(const options_t* opt) {
   }
 
   /* The pool: all its threads started now. Its threads run at a lower
-   * priority (nice +10) than the loop: when every core hashes, the loop
-   * still gets a core at once for /health and for reading requests. */
+   * priority than the loop, so that when every core hashes the loop still
+   * gets a core at once for /health and for reading requests. SCHED_IDLE
+   * by default: a waking loop takes the core from a hash at once. At nice
+   * +10 (--pool-priority nice) the kernel may first let the hash finish
+   * its time slice, up to a 4 ms tick on an HZ=250 kernel; but the hashes
+   * keep about a tenth of the CPU when other programs fill the cores,
+   * where SCHED_IDLE ones would nearly stop (bench/README.md). */
   srv->threads = opt->threads;
   if (srv->threads == 0) {
     long per = (cpus > 0 ? cpus : 1) / (opt->workers > 0 ? opt->workers : 1);
@@ -923,6 +929,7 @@ static int run_server(const options_t* opt) {
   pool_opts.name = "scrypt";
   pool_opts.min_threads = pool_opts.max_threads = srv->threads;
   pool_opts.nice_increment = 10;
+  pool_opts.sched_idle = !opt->pool_nice;
   err = weft_pool_new(&srv->pool, &pool_opts);
   if (err == 0)
     err = weft_pool_register(srv->pool, "scrypt", scrypt_task, NULL);
@@ -1083,8 +1090,9 @@ static int usage(void) {
   fprintf(stderr,
           "usage: login_api [--port P] [--host H] [--workers N] "
           "[--threads T]\n"
-          "                 [--header-timeout-ms MS] [--idle-timeout-ms MS] "
-          "[--max-conns C]\n");
+          "                 [--pool-priority idle|nice] "
+          "[--header-timeout-ms MS]\n"
+          "                 [--idle-timeout-ms MS] [--max-conns C]\n");
   return 2;
 }
 
@@ -1111,6 +1119,7 @@ int main(int argc, char** argv) {
       {"host", required_argument, NULL, 'H'},
       {"workers", required_argument, NULL, 'w'},
       {"threads", required_argument, NULL, 't'},
+      {"pool-priority", required_argument, NULL, 'P'},
       {"header-timeout-ms", required_argument, NULL, 'h'},
       {"idle-timeout-ms", required_argument, NULL, 'i'},
       {"max-conns", required_argument, NULL, 'm'},
@@ -1136,6 +1145,14 @@ int main(int argc, char** argv) {
         if (!number(optarg, 1, 1024, &v))
           return usage();
         opt.threads = (unsigned)v;
+        break;
+      case 'P':
+        if (strcmp(optarg, "idle") == 0)
+          opt.pool_nice = false;
+        else if (strcmp(optarg, "nice") == 0)
+          opt.pool_nice = true;
+        else
+          return usage();
         break;
       case 'h':
       case 'i':

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1014,6 +1015,35 @@ Test(pool, thread_names_and_nice_increment) {
   int named = 0;
   cr_assert_eq(threads_with_nice("tnice", expect, &named), 2);
   cr_assert_eq(named, 2);
+  cr_assert_eq(weft_pool_close(pool), 0);
+}
+
+static int task_policy(weft_task_ctx_t* ctx, weft_msg_t* arg,
+                       weft_msg_t* res) {
+  (void)ctx;
+  (void)arg;
+  msgpack_pack_int(weft_msg_packer(res), sched_getscheduler(0));
+  return 0;
+}
+
+Test(pool, sched_idle_runs_tasks_at_sched_idle_and_spares_the_caller) {
+  weft_pool_opts_t o = {.name = "tidle", .max_threads = 2, .sched_idle = true};
+  weft_pool_t* pool = new_pool(&o);
+  weft_task_t* t[2] = {NULL, NULL};
+  cr_assert_eq(weft_pool_register(pool, "policy", task_policy, NULL), 0);
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(weft_pool_submit(pool, "policy", NULL, 0, NULL, NULL, &t[i]),
+                 0);
+  for (int i = 0; i < 2; i++) {
+    weft_msg_t* m = NULL;
+    cr_assert_eq(weft_task_wait(t[i], -1), 0);
+    cr_assert_eq(weft_task_take_result(t[i], &m), 0);
+    cr_assert_eq(obj_int(weft_msg_object(m)), SCHED_IDLE);
+    weft_msg_free(m);
+    weft_task_free(t[i]);
+  }
+  /* The caller keeps its policy. */
+  cr_assert_eq(sched_getscheduler(0), SCHED_OTHER);
   cr_assert_eq(weft_pool_close(pool), 0);
 }
 

@@ -90,6 +90,16 @@ typedef struct weft_pool_opts_s {
                               * pool then yields the CPU to the loops. */
   size_t max_heap_bytes;     /* Each worker's heap limit; 0: none. */
   size_t stack_size;         /* Each worker's stack; 0: default. */
+  bool sched_idle;           /* Linux SCHED_IDLE for every pool thread:
+                              * they run only on CPU time that no other
+                              * thread of the machine wants, and a waking
+                              * loop (or any normal thread) takes a core
+                              * from them at once, where nice +10 can
+                              * still keep it waiting for the rest of a
+                              * time slice. nice_increment is then moot.
+                              * The pool starves while other work fills
+                              * the cores: for a server whose loop must
+                              * answer first (samples/login_api). */
 } weft_pool_opts_t;
 
 /* Make a pool and start its min_threads workers. The calling thread needs
