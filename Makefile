@@ -54,7 +54,7 @@ bench:
 	@scripts/deps.sh --bench
 	CC=$${CC:-gcc} cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release \
 	  -DWEFT_BUILD_BENCH=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_SAMPLES=ON
-	cmake --build build-bench -j $(JOBS)  # weft_bench, scrypt_rate, samples/login_api (bench/login.sh)
+	cmake --build build-bench -j $(JOBS)  # weft_bench, weft_floor, scrypt_rate, samples/login_api (bench/login.sh)
 	@if [ -f bench/run.sh ]; then bash bench/run.sh; \
 	 else echo "make bench: bench/run.sh is missing" >&2; exit 1; fi
 

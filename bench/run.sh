@@ -18,6 +18,9 @@
 #                    the git commit of this tree)
 #   BENCH_OUT        where the table is written (default bench/results.md;
 #                    "-" writes nothing)
+#   WEFT_FLOOR       the floor binary (default build-bench/bench/weft_floor,
+#                    bench/floor.c), run first: weft's figures are also
+#                    printed as multiples of what this host allows
 #   BENCH_LOGIN      1/0: run (default) or skip the login API under wrk
 #                    (bench/login.sh; its own knobs are listed there).
 #                    "login" in BENCH_WORKLOADS selects it too:
@@ -49,6 +52,7 @@ else
   LOGIN=${BENCH_LOGIN:-1}
 fi
 WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
+FLOOR_BIN=${WEFT_FLOOR:-$(dirname "$WEFT_BIN")/weft_floor}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
 OUT=${BENCH_OUT:-bench/results.md}
@@ -105,9 +109,26 @@ run_one() {
   grep '^RESULT ' "$log" | awk -v s="$side" -v r="$r" '{printf "  %-5s r%d  %-15s %s %s\n", s, r, $2, $3, $4}' >&2
 }
 
-touch "$tmp/weft.results" "$tmp/node.results"
+touch "$tmp/weft.results" "$tmp/node.results" "$tmp/floor.results"
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 load0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
+
+# The floor first (bench/floor.c): a cache line's round trip between two
+# CPUs, on one CPU, a futex wake-up round trip, memcpy bandwidth; medians
+# of ROUNDS runs inside the program.
+if [ -x "$FLOOR_BIN" ]; then
+  echo "== floor ($ROUNDS rounds)" >&2
+  wait_quiet
+  if timeout "$TIMEOUT" "$FLOOR_BIN" "$ROUNDS" >"$tmp/floor.log" 2>&1; then
+    grep '^RESULT ' "$tmp/floor.log" | awk '{print $2, $3, $4}' >>"$tmp/floor.results"
+    grep '^RESULT ' "$tmp/floor.log" | awk '{printf "  floor     %-20s %s %s\n", $2, $3, $4}' >&2
+  else
+    echo "  floor: FAILED; last lines:" >&2
+    tail -n 5 "$tmp/floor.log" | sed 's/^/    /' >&2
+  fi
+else
+  echo "run.sh: no floor binary at $FLOOR_BIN: no floor figures" >&2
+fi
 for wl in $WORKLOADS; do
   echo "== $wl ($ROUNDS rounds)" >&2
   for r in $(seq 1 "$ROUNDS"); do
@@ -263,6 +284,50 @@ t64m=$(median transfer.64m "$tmp/weft.results")
   done
 } >"$tmp/table.md"
 
+# weft (and Node) against the floor of this host (issue 9's aims are
+# ratios to it, measured in the same run).
+floor_table() {
+  local spin futex mem
+  spin=$(median floor.spin_rtt "$tmp/floor.results")
+  [ "$spin" = - ] && return 0
+  futex=$(median floor.futex_rtt "$tmp/floor.results")
+  mem=$(median floor.memcpy1m "$tmp/floor.results")
+  # frow LABEL METRIC FLOOR KIND AIM TEXT: KIND "t" (a time: value /
+  # floor), "r" (a rate in 1/s: the time per item over the floor's time,
+  # e.g. how many line round trips one message costs), "b" (bandwidth:
+  # value / floor); AIM "le X" on the weft ratio, or "-".
+  frow() {
+    local wv nv wr nr met=""
+    wv=$(median "$2" "$tmp/weft.results")
+    nv=$(median "$2" "$tmp/node.results")
+    [ "$wv" = - ] && [ "$nv" = - ] && return 0
+    ratio_of() {
+      awk -v v="$1" -v f="$2" -v k="$3" 'BEGIN {
+        if (v == "-" || f == "-" || v + 0 <= 0 || f + 0 <= 0) { print "-"; exit }
+        if (k == "t") r = v / f; else if (k == "r") r = (1e6 / v) / f; else r = v / f
+        printf "%.2fx\n", r }'
+    }
+    wr=$(ratio_of "$wv" "$3" "$4")
+    nr=$(ratio_of "$nv" "$3" "$4")
+    if [ "$5" != - ] && [ "$wr" != - ]; then
+      met=$(awk -v r="${wr%x}" -v a="${5#le }" 'BEGIN {print (r <= a) ? "yes" : "no"}')
+    fi
+    echo "| $1 | $(fmt "$wv") | $wr | $(fmt "$nv") | $nr | ${6:-} | $met |"
+  }
+  echo
+  echo "Against the floor of this host, same run (bench/floor.c, medians of $ROUNDS): a cache line's round trip between two CPUs $(fmt "$spin") us, on one CPU (threads yielding) $(fmt "$(median floor.spin_rtt_1cpu "$tmp/floor.results")") us, a futex wake-up round trip $(fmt "$futex") us, memcpy of 1 MiB $(fmt "$mem") GB/s:"
+  echo
+  echo "| measure | weft | weft x floor | Node | Node x floor | aim | aim met |"
+  echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
+  frow "ping-pong round trip, us; floor: line round trip" pingpong.rtt "$spin" t "le 2" "<= 2x"
+  frow "wait/notify round trip, us; floor: line round trip" atomics.rtt "$spin" t "le 1.5" "<= 1.5x"
+  frow "blocking call round trip, us; floor: line round trip" call.rtt "$spin" t - ""
+  frow "one-way msgs/s; floor: line round trip per message" throughput "$spin" r - ""
+  frow "ping-pong round trip, us; floor: futex round trip" pingpong.rtt "$futex" t - ""
+  frow "1 MiB copy, GB/s; floor: memcpy" copy1m "$mem" b - ""
+}
+floor_table >>"$tmp/table.md"
+
 load1=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -sr), Node $("$NODE" --version)"
 {
@@ -285,7 +350,7 @@ machine="$(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuin
   echo "Raw values (every round):"
   echo
   echo '```'
-  for side in weft node; do
+  for side in floor weft node; do
     awk -v s="$side" '{v[$1] = v[$1] " " $2; u[$1] = $3; if (!($1 in seen)) {seen[$1]=1; order[++n]=$1}}
       END {for (i = 1; i <= n; i++) printf "%-5s %-14s %-9s%s\n", s, order[i], u[order[i]], v[order[i]]}' \
       "$tmp/$side.results"
