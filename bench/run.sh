@@ -35,7 +35,7 @@ root=$(cd "$here/.." && pwd)
 cd "$root" || exit 1
 
 ROUNDS=${BENCH_ROUNDS:-5}
-WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput copy1m transfer atomics spawn idle tick"}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput fanin fanout copy1m transfer atomics spawn idle tick"}
 # Workloads Node has no counterpart for: weft runs them alone. "call" (a
 # blocking weft_worker_call() from a thread without a loop) measures
 # ping-pong in the same process run and prints the ratio call/ping-pong.
@@ -210,6 +210,8 @@ call.pingpong.rtt - - -
 call.rtt - - -
 call.ratio le 2 <= 2x ping-pong (same run)
 throughput ge 15000000 >= 15 M msgs/s
+fanin - - -
+fanout - - -
 copy1m ge 12 >= 12 GB/s
 transfer.1k flat - flat in size
 transfer.1m flat - flat in size

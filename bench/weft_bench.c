@@ -1,7 +1,7 @@
 /* weft_bench.c - weft side of the weft vs Node.js benchmark: the same
  * workloads as bench/node/bench.js, through weft's public API only.
  *
- *   weft_bench <pingpong|call|throughput|copy1m|transfer|atomics|spawn|idle|tick> [N]
+ *   weft_bench <pingpong|call|throughput|fanin|fanout|copy1m|transfer|atomics|spawn|idle|tick> [N]
  *   weft_bench <pool|offload> [N]      (node: bench/node/pool.js)
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
@@ -331,6 +331,114 @@ static void bench_throughput(uint64_t n) {
   tp.n = n;
   weft_worker_t* w = spawn(loop, count_entry, n, tp_on_message, tp_on_online);
   finish(loop, &w, 1);
+}
+
+/* --- 2b. fanin and fanout ---------------------------------------------
+ * fanin: 8 workers each post N/8 integers to main at once (on a "go" from
+ * main, once all 8 are online); main counts them. Time from the first "go"
+ * to the last message. fanout: main posts N/8 integers to each of 8
+ * workers, one worker after the other per integer; each worker sums its
+ * own and replies once with its count. Time to the 8th reply. The same as
+ * bench/node/bench.js. */
+
+#define FAN 8
+
+/* Worker state: one per worker thread. */
+static _Thread_local struct {
+  uint64_t n, seen;
+} fan_worker;
+
+static void fanin_cb(weft_port_t* port, weft_msg_t* msg) {
+  unsigned char b[9];
+  if (is_nil(msg)) {
+    CHECK(weft_port_close(port));
+    return;
+  }
+  for (uint64_t i = 0; i < fan_worker.n; i++)
+    CHECK(weft_port_post(port, b, pack_uint(b, i)));
+}
+
+static void fanin_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  fan_worker.n = worker_n();
+  CHECK(weft_port_on_message(weft_parent_port(), fanin_cb));
+}
+
+static void fanout_cb(weft_port_t* port, weft_msg_t* msg) {
+  (void)obj_uint(weft_msg_object(msg));
+  if (++fan_worker.seen == fan_worker.n) {
+    unsigned char b[9];
+    CHECK(weft_port_post(port, b, pack_uint(b, fan_worker.seen)));
+    CHECK(weft_port_close(port));
+  }
+}
+
+static void fanout_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  fan_worker.n = worker_n();
+  CHECK(weft_port_on_message(weft_parent_port(), fanout_cb));
+}
+
+static struct {
+  weft_worker_t* w[FAN];
+  uint64_t per, got;
+  int online;
+  double t0;
+} fan;
+
+static void fanin_on_online(weft_worker_t* w) {
+  (void)w;
+  if (++fan.online < FAN) return;
+  fan.t0 = now_s();
+  for (int k = 0; k < FAN; k++) CHECK(weft_worker_post(fan.w[k], PING, sizeof PING));
+}
+
+static void fanin_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  (void)obj_uint(weft_msg_object(msg));
+  if (++fan.got < fan.per * FAN) return;
+  result("fanin", (double)(fan.per * FAN) / (now_s() - fan.t0), "msgs/s");
+  for (int k = 0; k < FAN; k++) CHECK(weft_worker_post(fan.w[k], STOP, sizeof STOP));
+}
+
+static void fanout_on_online(weft_worker_t* w) {
+  unsigned char b[9];
+  (void)w;
+  if (++fan.online < FAN) return;
+  fan.t0 = now_s();
+  for (uint64_t i = 0; i < fan.per; i++) {
+    size_t len = pack_uint(b, i);
+    for (int k = 0; k < FAN; k++) CHECK(weft_worker_post(fan.w[k], b, len));
+  }
+}
+
+static void fanout_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  if (obj_uint(weft_msg_object(msg)) != fan.per) DIE("fanout: count mismatch");
+  if (++fan.got < FAN) return;
+  result("fanout", (double)(fan.per * FAN) / (now_s() - fan.t0), "msgs/s");
+}
+
+static void bench_fan(uint64_t n, bool in) {
+  weft_loop_t* loop;
+  CHECK(weft_loop_new(&loop));
+  memset(&fan, 0, sizeof fan);
+  fan.per = n / FAN;
+  if (fan.per == 0) DIE("N must be at least %d", FAN);
+  for (int k = 0; k < FAN; k++)
+    fan.w[k] = in ? spawn(loop, fanin_entry, fan.per, fanin_on_message, fanin_on_online)
+                  : spawn(loop, fanout_entry, fan.per, fanout_on_message, fanout_on_online);
+  finish(loop, fan.w, FAN);
+}
+
+static void bench_fanin(uint64_t n) {
+  bench_fan(n, true);
+}
+
+static void bench_fanout(uint64_t n) {
+  bench_fan(n, false);
 }
 
 /* --- 3. copy1m ---------------------------------------------------------- */
@@ -986,6 +1094,8 @@ static const struct {
     {"pingpong", bench_pingpong, 500000},
     {"call", bench_call, 200000},
     {"throughput", bench_throughput, 5000000},
+    {"fanin", bench_fanin, 4000000},
+    {"fanout", bench_fanout, 4000000},
     {"copy1m", bench_copy1m, 10000},
     {"transfer", bench_transfer, 20000},
     {"atomics", bench_atomics, 500000},

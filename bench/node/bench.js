@@ -42,6 +42,13 @@ function workerMain() {
     parentPort.on('message', () => {
       if (++seen === n) { parentPort.postMessage(seen); parentPort.close(); }
     });
+  } else if (role === 'fanin') {
+    // fanin: on 'go', post the integers 0..n-1 to main, then wait for 'stop'.
+    const n = workerData.n;
+    parentPort.on('message', (m) => {
+      if (m === 'stop') { parentPort.close(); return; }
+      for (let i = 0; i < n; i++) parentPort.postMessage(i);
+    });
   } else if (role === 'sink') {
     // copy1m: ack every payload with its length (a small int).
     parentPort.on('message', (m) => {
@@ -113,6 +120,60 @@ function throughput(n) {
       for (let i = 0; i < n; i++) w.postMessage(i);
     });
     w.on('exit', resolve);
+  });
+}
+
+// fanin: 8 workers each post n/8 integers to main at once; main counts
+// them. Time from the first 'go' to the last message. fanout: main posts
+// n/8 integers to each of 8 workers, one worker after the other per
+// integer; each counts its own and replies once. Time to the 8th reply.
+const FAN = 8;
+
+function fanin(n) {
+  return new Promise((resolve) => {
+    const per = Math.floor(n / FAN);
+    const ws = [];
+    let online = 0, got = 0, exited = 0, t0 = 0;
+    for (let k = 0; k < FAN; k++) {
+      const w = spawn('fanin', { n: per });
+      ws.push(w);
+      w.on('online', () => {
+        if (++online < FAN) return;
+        t0 = performance.now();
+        for (const x of ws) x.postMessage('go');
+      });
+      w.on('message', () => {
+        if (++got < per * FAN) return;
+        const dt = (performance.now() - t0) / 1e3;
+        result('fanin', per * FAN / dt, 'msgs/s');
+        for (const x of ws) x.postMessage('stop');
+      });
+      w.on('exit', () => { if (++exited === FAN) resolve(); });
+    }
+  });
+}
+
+function fanout(n) {
+  return new Promise((resolve) => {
+    const per = Math.floor(n / FAN);
+    const ws = [];
+    let online = 0, replies = 0, exited = 0, t0 = 0;
+    for (let k = 0; k < FAN; k++) {
+      const w = spawn('count', { n: per });
+      ws.push(w);
+      w.on('online', () => {
+        if (++online < FAN) return;
+        t0 = performance.now();
+        for (let i = 0; i < per; i++) for (const x of ws) x.postMessage(i);
+      });
+      w.on('message', (seen) => {
+        if (seen !== per) throw new Error('fanout: count mismatch');
+        if (++replies < FAN) return;
+        const dt = (performance.now() - t0) / 1e3;
+        result('fanout', per * FAN / dt, 'msgs/s');
+      });
+      w.on('exit', () => { if (++exited === FAN) resolve(); });
+    }
   });
 }
 
@@ -235,6 +296,8 @@ function idle(nworkers, role = 'idle') {
 const DEFAULT_N = {
   pingpong: 50000,
   throughput: 1000000,
+  fanin: 800000,
+  fanout: 800000,
   copy1m: 2000,
   transfer: 2000,
   atomics: 50000,
@@ -244,7 +307,7 @@ const DEFAULT_N = {
 };
 
 const FUNCS = {
-  pingpong, throughput, copy1m, transfer, atomics, spawn: spawnBench, idle,
+  pingpong, throughput, fanin, fanout, copy1m, transfer, atomics, spawn: spawnBench, idle,
   tick: (n) => idle(n, 'tick'),
 };
 
