@@ -35,7 +35,7 @@ root=$(cd "$here/.." && pwd)
 cd "$root" || exit 1
 
 ROUNDS=${BENCH_ROUNDS:-5}
-WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput fanin fanout copy1m transfer atomics spawn idle tick"}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput fanin fanout copy1m transfer atomics spawn idle tick cpurate"}
 # Workloads Node has no counterpart for: weft runs them alone. "call" (a
 # blocking weft_worker_call() from a thread without a loop) measures
 # ping-pong in the same process run and prints the ratio call/ping-pong.
@@ -222,6 +222,13 @@ spawn.fresh - - -
 spawn.rate - - -
 idle8.cpu lt 1 < 1 %core
 tick8.cpu - - -
+cpurate.1w.100 le_node - <= Node's CPU
+cpurate.1w.1k le_node - <= Node's CPU
+cpurate.1w.10k le_node - <= Node's CPU
+cpurate.1w.100k le_node - <= Node's CPU
+cpurate.8w.100 le_node - <= Node's CPU
+cpurate.8w.1k le_node - <= Node's CPU
+cpurate.8w.10k le_node - <= Node's CPU
 AIMS
 }
 
@@ -272,6 +279,7 @@ t64m=$(median transfer.64m "$tmp/weft.results")
       case $kind in
         le) met=$(awk -v w="$wv" -v a="$aimv" 'BEGIN {print (w <= a) ? "yes" : "no"}') ;;
         lt) met=$(awk -v w="$wv" -v a="$aimv" 'BEGIN {print (w < a) ? "yes" : "no"}') ;;
+        le_node) met=$(awk -v w="$wv" -v n="$nv" 'BEGIN {print (n == "-") ? "-" : (w <= n) ? "yes" : "no"}') ;;
         ge) met=$(awk -v w="$wv" -v a="$aimv" 'BEGIN {print (w >= a) ? "yes" : "no"}') ;;
         flat)
           # Flat: the 64 MiB transfer costs at most 2x the 1 KiB one.
@@ -289,7 +297,7 @@ t64m=$(median transfer.64m "$tmp/weft.results")
 # weft (and Node) against the floor of this host (issue 9's aims are
 # ratios to it, measured in the same run).
 floor_table() {
-  local spin futex mem
+  local spin futex mem rows
   spin=$(median floor.spin_rtt "$tmp/floor.results")
   [ "$spin" = - ] && return 0
   futex=$(median floor.futex_rtt "$tmp/floor.results")
@@ -316,17 +324,21 @@ floor_table() {
     fi
     echo "| $1 | $(fmt "$wv") | $wr | $(fmt "$nv") | $nr | ${6:-} | $met |"
   }
+  rows=$(
+    frow "ping-pong round trip, us; floor: line round trip" pingpong.rtt "$spin" t "le 2" "<= 2x"
+    frow "wait/notify round trip, us; floor: line round trip" atomics.rtt "$spin" t "le 1.5" "<= 1.5x"
+    frow "blocking call round trip, us; floor: line round trip" call.rtt "$spin" t - ""
+    frow "one-way msgs/s; floor: line round trip per message" throughput "$spin" r - ""
+    frow "ping-pong round trip, us; floor: futex round trip" pingpong.rtt "$futex" t - ""
+    frow "1 MiB copy, GB/s; floor: memcpy" copy1m "$mem" b - ""
+  )
   echo
-  echo "Against the floor of this host, same run (bench/floor.c, medians of $ROUNDS): a cache line's round trip between two CPUs $(fmt "$spin") us, on one CPU (threads yielding) $(fmt "$(median floor.spin_rtt_1cpu "$tmp/floor.results")") us, a futex wake-up round trip $(fmt "$futex") us, memcpy of 1 MiB $(fmt "$mem") GB/s:"
+  echo "Floor of this host, same run (bench/floor.c, medians of $ROUNDS): a cache line's round trip between two CPUs $(fmt "$spin") us, on one CPU (threads yielding) $(fmt "$(median floor.spin_rtt_1cpu "$tmp/floor.results")") us, a futex wake-up round trip $(fmt "$futex") us, memcpy of 1 MiB $(fmt "$mem") GB/s$([ -n "$rows" ] && echo ". weft and Node against it:")"
+  [ -n "$rows" ] || return 0
   echo
   echo "| measure | weft | weft x floor | Node | Node x floor | aim | aim met |"
   echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
-  frow "ping-pong round trip, us; floor: line round trip" pingpong.rtt "$spin" t "le 2" "<= 2x"
-  frow "wait/notify round trip, us; floor: line round trip" atomics.rtt "$spin" t "le 1.5" "<= 1.5x"
-  frow "blocking call round trip, us; floor: line round trip" call.rtt "$spin" t - ""
-  frow "one-way msgs/s; floor: line round trip per message" throughput "$spin" r - ""
-  frow "ping-pong round trip, us; floor: futex round trip" pingpong.rtt "$futex" t - ""
-  frow "1 MiB copy, GB/s; floor: memcpy" copy1m "$mem" b - ""
+  echo "$rows"
 }
 floor_table >>"$tmp/table.md"
 

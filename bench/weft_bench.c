@@ -1,7 +1,7 @@
 /* weft_bench.c - weft side of the weft vs Node.js benchmark: the same
  * workloads as bench/node/bench.js, through weft's public API only.
  *
- *   weft_bench <pingpong|call|throughput|fanin|fanout|copy1m|transfer|atomics|spawn|idle|tick> [N]
+ *   weft_bench <pingpong|call|throughput|fanin|fanout|copy1m|transfer|atomics|spawn|idle|tick|cpurate> [N]
  *   weft_bench <pool|offload> [N]      (node: bench/node/pool.js)
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
@@ -797,6 +797,86 @@ static void bench_tick(uint64_t n) {
   run_idle(n, true);
 }
 
+/* --- 8b. cpurate: CPU at moderate message rates (issue 9) -------------
+ * Main posts [1,"ping"] to W echo workers at a fixed rate per worker (a
+ * 10 ms interval posting one message for 100/s; a 1 ms interval posting
+ * rate/1000 for more) and counts the echoes. After 0.5 s, the process's
+ * CPU time (all threads) over 2 s of wall time, as % of one core: what a
+ * server at moderate load pays for spinning and wake-ups. One run covers
+ * 1 worker at 100, 1k, 10k and 100k messages/s and 8 workers at 100, 1k
+ * and 10k each; each config also reports the echoes/s it got (a side
+ * that falls behind shows there). The same as bench/node/bench.js. */
+
+#define CR_MAX 8
+static struct {
+  weft_worker_t* ws[CR_MAX];
+  int nw;
+  unsigned per_tick;
+  uint64_t echoed, echoed0;
+  double cpu0, wall0;
+  weft_timer_id tick;
+  const char* name;
+} cr;
+
+static void cr_tick(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  for (int k = 0; k < cr.nw; k++)
+    for (unsigned i = 0; i < cr.per_tick; i++)
+      CHECK(weft_worker_post(cr.ws[k], PING, sizeof PING));
+}
+
+static void cr_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  (void)msg;
+  cr.echoed++;
+}
+
+static void cr_done(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  double cpu = cpu_s() - cr.cpu0;
+  double wall = now_s() - cr.wall0;
+  char metric[48];
+  snprintf(metric, sizeof metric, "cpurate.%s", cr.name);
+  result(metric, cpu / wall * 100.0, "%core");
+  snprintf(metric, sizeof metric, "cpurate.%s.rate", cr.name);
+  result(metric, (double)(cr.echoed - cr.echoed0) / wall, "msgs/s");
+  CHECK(weft_clear_timer(loop, cr.tick));
+  for (int k = 0; k < cr.nw; k++) CHECK(weft_worker_post(cr.ws[k], STOP, sizeof STOP));
+}
+
+static void cr_settled(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  cr.cpu0 = cpu_s();
+  cr.wall0 = now_s();
+  cr.echoed0 = cr.echoed;
+  CHECK(weft_set_timeout(loop, 2000, cr_done, NULL, NULL));
+}
+
+static void cr_run(const char* name, int nw, unsigned rate) {
+  weft_loop_t* loop;
+  CHECK(weft_loop_new(&loop));
+  memset(&cr, 0, sizeof cr);
+  cr.name = name;
+  cr.nw = nw;
+  cr.per_tick = rate >= 1000 ? rate / 1000 : 1;
+  for (int k = 0; k < nw; k++) cr.ws[k] = spawn(loop, echo_entry, 0, cr_on_message, NULL);
+  CHECK(weft_set_interval(loop, rate >= 1000 ? 1 : 1000 / rate, cr_tick, NULL, &cr.tick));
+  CHECK(weft_set_timeout(loop, 500, cr_settled, NULL, NULL));
+  finish(loop, cr.ws, nw);
+}
+
+static void bench_cpurate(uint64_t n) {
+  (void)n;
+  cr_run("1w.100", 1, 100);
+  cr_run("1w.1k", 1, 1000);
+  cr_run("1w.10k", 1, 10000);
+  cr_run("1w.100k", 1, 100000);
+  cr_run("8w.100", 8, 100);
+  cr_run("8w.1k", 8, 1000);
+  cr_run("8w.10k", 8, 10000);
+}
+
 /* --- 9. pool and offload (issue 6) ------------------------------------- */
 
 /* pool: empty tasks per second through a weft_pool, one thread per core,
@@ -1102,6 +1182,7 @@ static const struct {
     {"spawn", bench_spawn, 2000},
     {"idle", bench_idle, 8},
     {"tick", bench_tick, 8},
+    {"cpurate", bench_cpurate, 1},
 };
 
 int main(int argc, char** argv) {

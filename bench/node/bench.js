@@ -293,6 +293,51 @@ function idle(nworkers, role = 'idle') {
   });
 }
 
+// cpurate: main posts [1,'ping'] to W echo workers at a fixed rate per
+// worker (a 10 ms interval posting one message for 100/s; a 1 ms interval
+// posting rate/1000 for more) and counts the echoes; after 0.5 s, the
+// process's CPU over 2 s of wall time, as % of one core, and the echoes/s.
+function cpurateOne(name, nw, rate) {
+  return new Promise((resolve) => {
+    const ws = [];
+    const msg = [1, 'ping'];
+    const perTick = rate >= 1000 ? rate / 1000 : 1;
+    let echoed = 0, exited = 0;
+    for (let k = 0; k < nw; k++) {
+      const w = spawn('echo');
+      w.on('message', () => { echoed++; });
+      w.on('exit', () => { if (++exited === nw) resolve(); });
+      ws.push(w);
+    }
+    const tick = setInterval(() => {
+      for (const w of ws) for (let i = 0; i < perTick; i++) w.postMessage(msg);
+    }, rate >= 1000 ? 1 : 1000 / rate);
+    setTimeout(() => {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      const e0 = echoed;
+      setTimeout(() => {
+        const c = process.cpuUsage(c0);
+        const wallMs = performance.now() - t0;
+        result(`cpurate.${name}`, (c.user + c.system) / (wallMs * 1e3) * 100, '%core');
+        result(`cpurate.${name}.rate`, (echoed - e0) / (wallMs / 1e3), 'msgs/s');
+        clearInterval(tick);
+        for (const w of ws) w.postMessage('stop');
+      }, 2000);
+    }, 500);
+  });
+}
+
+async function cpurate() {
+  await cpurateOne('1w.100', 1, 100);
+  await cpurateOne('1w.1k', 1, 1000);
+  await cpurateOne('1w.10k', 1, 10000);
+  await cpurateOne('1w.100k', 1, 100000);
+  await cpurateOne('8w.100', 8, 100);
+  await cpurateOne('8w.1k', 8, 1000);
+  await cpurateOne('8w.10k', 8, 10000);
+}
+
 const DEFAULT_N = {
   pingpong: 50000,
   throughput: 1000000,
@@ -304,11 +349,13 @@ const DEFAULT_N = {
   spawn: 50,
   idle: 8,
   tick: 8,
+  cpurate: 1,
 };
 
 const FUNCS = {
   pingpong, throughput, fanin, fanout, copy1m, transfer, atomics, spawn: spawnBench, idle,
   tick: (n) => idle(n, 'tick'),
+  cpurate,
 };
 
 async function main() {
