@@ -16,6 +16,9 @@
  *   ["disconnect"]   disconnects itself
  *   ["pid"]          answered ["pid", getpid()]
  *   ["env", name]    answered ["env", value] (nil when unset)
+ * Connections are taken with weft_cluster_accept(); on its first one it
+ * also tries to take a second in the same callback and reports
+ * ["again", rc] (nothing is pending: WEFT_EAGAIN).
  * A failed listen is reported as ["listen_error", status].
  * On disconnect it closes its server and ends, unless MODE says otherwise.
  * MODE: "nolisten" (no server), "exit3" (_exit(3) at once), "stubborn"
@@ -91,7 +94,12 @@ static void conn_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     uv_close((uv_handle_t*)&k->tcp, on_conn_closed);
 }
 
+static void on_spare_closed(uv_handle_t* h) {
+  free(h);
+}
+
 static void on_connection(uv_stream_t* srv, int status) {
+  static bool again_sent;
   conn_t* k;
   if (status != 0)
     return;
@@ -100,9 +108,22 @@ static void on_connection(uv_stream_t* srv, int status) {
     return;
   uv_tcp_init(weft_loop_uv(loop), &k->tcp);
   k->tcp.data = k;
-  if (uv_accept(srv, (uv_stream_t*)&k->tcp) != 0 ||
-      uv_read_start((uv_stream_t*)&k->tcp, conn_alloc, conn_read) != 0)
+  if (weft_cluster_accept((uv_tcp_t*)srv, &k->tcp) != 0 ||
+      uv_read_start((uv_stream_t*)&k->tcp, conn_alloc, conn_read) != 0) {
     uv_close((uv_handle_t*)&k->tcp, on_conn_closed);
+    return;
+  }
+  if (!again_sent && me != NULL) {
+    uv_tcp_t* spare = calloc(1, sizeof(*spare));
+    if (spare != NULL) {
+      int rc;
+      again_sent = true;
+      uv_tcp_init(weft_loop_uv(loop), spare);
+      rc = weft_cluster_accept((uv_tcp_t*)srv, spare);
+      uv_close((uv_handle_t*)spare, on_spare_closed);
+      weft_cluster_worker_post_fmt(me, "[si]", "again", rc);
+    }
+  }
 }
 
 static void close_server(void) {
