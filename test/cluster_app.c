@@ -25,7 +25,8 @@
  * (ignores the disconnect: keeps its server open for 10 s), "early" (calls
  * weft_cluster_listen() before joining and reports ["early", rc]), "self"
  * (run as a primary with the default program and arguments: see
- * self_primary()), "twice" (see on_listen_twice()). */
+ * self_primary()), "twice" (see on_listen_twice()), "noaccept" (its
+ * on_connection takes nothing). */
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdint.h>
@@ -101,7 +102,7 @@ static void on_spare_closed(uv_handle_t* h) {
 static void on_connection(uv_stream_t* srv, int status) {
   static bool again_sent;
   conn_t* k;
-  if (status != 0)
+  if (status != 0 || strcmp(mode, "noaccept") == 0)
     return;
   k = calloc(1, sizeof(*k));
   if (k == NULL)
@@ -146,8 +147,10 @@ static void on_listen(uv_tcp_t* srv, int status, void* ctx) {
 }
 
 /* MODE "twice": the server asks twice (the second must fail: it has its
- * socket), then a second server asks for 127.0.0.2 and must get that
- * address, not the socket the failed reply brought. */
+ * socket under SCHED_NONE; under RR weft_cluster_listen() refuses it,
+ * reported here as its callback's status), then a second server asks for
+ * 127.0.0.2 and must get that address, not the socket the failed reply
+ * brought (SCHED_NONE). */
 static int twice_status[3];
 static int twice_done;
 
@@ -332,8 +335,10 @@ int main(int argc, char** argv) {
     uv_tcp_init(weft_loop_uv(loop), &server2);
     weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
                         on_listen_twice, (void*)0);
-    weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
-                        on_listen_twice, (void*)1);
+    err = weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
+                              on_listen_twice, (void*)1);
+    if (err != 0)
+      on_listen_twice(&server, err, (void*)1);
     weft_cluster_listen(loop, &server2, "127.0.0.2", 0, 0, on_connection,
                         on_listen_twice, (void*)2);
   } else {

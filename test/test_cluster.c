@@ -5,6 +5,8 @@
  * the cluster's events meanwhile. */
 #include <criterion/criterion.h>
 
+#include <errno.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -187,8 +189,13 @@ static void request(void* arg) {
   }
   for (;;) {
     ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      j->pid = -4; /* Timed out: not closed by the server. */
+      close(fd);
+      return;
+    }
     if (n <= 0)
-      break;
+      break; /* The end, or a reset (closed with the line unread). */
     len += (size_t)n;
   }
   close(fd);
@@ -196,7 +203,7 @@ static void request(void* arg) {
   if (len > 1 && buf[len - 1] == '\n')
     j->pid = atoi(buf);
   else
-    j->pid = -3;
+    j->pid = -3; /* Closed without an answer. */
 }
 
 static void queue_request(const char* line, weft_after_work_cb after) {
@@ -1168,6 +1175,8 @@ Test(cluster, fork_of_a_missing_program_fails) {
  * fails with UV_EBUSY, and the socket it brought does not end up with the
  * next request's server (libuv's uv_accept() closes it on an error: this
  * checks that weft relies on that rightly, and reports the error). */
+static bool twice_rr;
+
 static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
   int s1 = 1, s2 = 1, s3 = 1, right = 0;
   (void)w;
@@ -1176,7 +1185,9 @@ static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
   cr_assert_eq(s1, 0);
   cr_assert_eq(s2, UV_EBUSY, "got %s", weft_err_name(s2));
   cr_assert_eq(s3, 0);
-  cr_assert(right, "the second server got the first one's socket");
+  /* Under RR no server has a socket. */
+  if (!twice_rr)
+    cr_assert(right, "the second server got the first one's socket");
   X.count++;
   cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
 }
@@ -1184,6 +1195,7 @@ static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
 Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
   weft_cluster_opts_t o = {0};
   o.sched = WEFT_CLUSTER_SCHED_NONE; /* Only this policy sends sockets. */
+  twice_rr = false;
   start("0", "twice", &o);
   X.on_message = twice_message;
   fork1();
@@ -1191,6 +1203,67 @@ Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
   cr_assert_eq(X.count, 1);
   cr_assert_eq(X.listenings, 2);
 }
+
+/* Under RR a server asks once: the second weft_cluster_listen() with it
+ * is refused (WEFT_EBUSY, UV_EBUSY's value) and the others listen. */
+Test(cluster, round_robin_a_server_asks_once) {
+  weft_cluster_opts_t o = {0};
+  o.sched = WEFT_CLUSTER_SCHED_RR;
+  twice_rr = true;
+  start("0", "twice", &o);
+  X.on_message = twice_message;
+  fork1();
+  end();
+  cr_assert_eq(X.count, 1);
+  cr_assert_eq(X.listenings, 2);
+}
+
+/* Under RR a connection that the child's on_connection does not take is
+ * closed, and so is one that no child listens for (its only child was
+ * killed): the client reads the end, it does not wait. */
+static weft_cluster_worker_t* unserved_w;
+
+static void unserved_after(weft_loop_t* loop, void* arg, int status) {
+  job_t* j = arg;
+  int pid = j->pid;
+  (void)loop;
+  free(j);
+  cr_assert_eq(status, 0);
+  cr_assert_eq(pid, -3, "step %d: got %d, not a close", X.step, pid);
+  if (X.step == 1) {
+    X.step = 2;
+    cr_assert_eq(weft_cluster_worker_kill(unserved_w, SIGKILL), 0);
+  } else {
+    X.step = 3;
+    cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+  }
+}
+
+static void unserved_listening(weft_cluster_worker_t* w) {
+  (void)w;
+  X.step = 1;
+  queue_request("pid\n", unserved_after);
+}
+
+static void unserved_exit(weft_cluster_worker_t* w, int code, int sig) {
+  (void)w;
+  (void)code;
+  cr_assert_eq(sig, SIGKILL);
+  /* No child listens now; the primary's socket is still open. */
+  queue_request("pid\n", unserved_after);
+}
+
+Test(cluster, round_robin_closes_what_no_child_takes) {
+  weft_cluster_opts_t o = {0};
+  o.sched = WEFT_CLUSTER_SCHED_RR;
+  start("0", "noaccept", &o);
+  X.on_listening = unserved_listening;
+  X.on_exit = unserved_exit;
+  unserved_w = fork1();
+  end();
+  cr_assert_eq(X.step, 3);
+}
+
 
 #ifdef WEFT_FAILPOINTS
 /* Each allocation weft makes to create a cluster, fork a child and post

@@ -77,8 +77,9 @@ typedef struct weft_cluster_events_s {
   void (*fork)(weft_cluster_worker_t* w);
   /* Primary: the child joined (weft_cluster_join()). */
   void (*online)(weft_cluster_worker_t* w);
-  /* Primary: the child got the socket for `host`:`port` (the port bound,
-   * if it asked for 0) and accepts on it. */
+  /* Primary: the child listens on `host`:`port` (the port bound, if it
+   * asked for 0): under SCHED_NONE it got the socket and accepts on it;
+   * under RR connections to that address now go to it too, in turn. */
   void (*listening)(weft_cluster_worker_t* w, const char* host, int port);
   /* Both: one message from the other side. `msg` is valid for the call
    * (weft_msg_keep() to keep it). */
@@ -146,8 +147,9 @@ WEFT_EXTERN bool weft_cluster_is_primary(void);
 /* Create a cluster on `loop` (the process's main loop). `opts` may be NULL
  * (and is copied, argv included). Children inherit the environment,
  * stdin, stdout and stderr, and get UV_TCP_SINGLE_ACCEPT=1 unless it is
- * set (libuv then yields after each accept, so that the children share a
- * burst of connections instead of the first one awake taking them all).
+ * set (under SCHED_NONE libuv then yields after each accept, so that the
+ * children share a burst of connections instead of the first one awake
+ * taking them all).
  * A cluster with live children keeps the loop
  * alive. Sets SIGPIPE to ignored if it is at its default (as Node does:
  * a write to a child that is gone must fail, not end the primary).
