@@ -9,11 +9,16 @@
  * it pending on the pipe when that frame is complete, since the descriptor
  * comes with the frame's first byte.
  *
- * The primary binds each address once and calls listen() on it itself
- * without ever polling it: the accept queue exists from the first request
- * on, children accept from it, and it outlives any one child (connections
- * that wait in it when a child dies go to the others or to its
- * replacement). */
+ * The primary binds each address once. Under SCHED_NONE it calls listen()
+ * on it itself without ever polling it: the accept queue exists from the
+ * first request on, children accept from it, and it outlives any one child
+ * (connections that wait in it when a child dies go to the others or to
+ * its replacement). Under SCHED_RR (the default) the primary polls it,
+ * accepts every connection and sends each with a K_CONN frame to the next
+ * child that asked for that address (by child id, in turn); the child
+ * hands it to the server's on_connection, where weft_cluster_accept()
+ * takes it from the pipe. A child knows the policy from its environment
+ * (WEFT_CLUSTER_SCHED). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -32,6 +37,8 @@ extern char** environ;
 #define ENV_FD "WEFT_CLUSTER_FD"
 #define ENV_ID "WEFT_CLUSTER_ID"
 #define ENV_MAX "WEFT_CLUSTER_MAX_MESSAGE"
+#define ENV_SCHED "WEFT_CLUSTER_SCHED" /* "rr" or "none". */
+#define ENV_POLICY "WEFT_CLUSTER_SCHED_POLICY" /* The user's default. */
 #define CHILD_FD 3
 #define HOST_MAX 64 /* Bytes of a numeric host, its NUL included. */
 #define CONTROL_MAX 256 /* Largest control frame payload. */
@@ -44,7 +51,9 @@ enum {
   K_LISTEN = 3,       /* Child → primary: id, port, backlog, host. */
   K_LISTEN_REPLY = 4, /* Primary → child: id, status, port (+ socket). */
   K_LISTENING = 5,    /* Child → primary: port, host (accepting). */
-  K_DISCONNECT = 6    /* Child → primary: the child disconnects itself. */
+  K_DISCONNECT = 6,   /* Child → primary: the child disconnects itself. */
+  K_CONN = 7          /* Primary → child (RR): listen request id (+ the
+                       * connection). */
 };
 
 enum { PIPE_OPEN, PIPE_CLOSING, PIPE_CLOSED };
@@ -73,8 +82,24 @@ typedef struct listener_s {
   uv_tcp_t tcp;
   int port;  /* As asked (0: any). */
   int bound; /* The port bound. */
+  unsigned last_id; /* RR: the child that got the last connection. */
   char host[HOST_MAX];
 } listener_t;
+
+/* Primary, RR: child asked for listener `l` with its request `req`. */
+typedef struct {
+  listener_t* l;
+  uint32_t req;
+} sub_t;
+
+/* Child, RR: a server whose connections come over the pipe. */
+typedef struct rrsrv_s {
+  struct rrsrv_s* next;
+  uv_tcp_t* server;
+  uv_connection_cb on_connection;
+  uint32_t id; /* Its listen request's. */
+  bool ready;  /* The primary granted it. */
+} rrsrv_t;
 
 struct weft_cluster_worker_s {
   weft_cluster_t* c; /* NULL: a child's own handle. */
@@ -101,6 +126,12 @@ struct weft_cluster_worker_s {
   weft_cluster_events_t events;
   lreq_t* reqs;
   uint32_t next_req;
+  bool rr;          /* The primary schedules round robin. */
+  rrsrv_t* srvs;    /* RR servers. */
+  rrsrv_t* handing; /* Whose connection is pending on the pipe. */
+  /* A primary's handle, RR: the addresses the child asked for. */
+  sub_t* subs;
+  unsigned nsubs;
 };
 
 struct weft_cluster_s {
@@ -108,6 +139,7 @@ struct weft_cluster_s {
   weft_cluster_events_t events;
   void* data;
   bool restart;
+  bool rr; /* WEFT_CLUSTER_SCHED_RR. */
   unsigned max_restarts;
   uint64_t window_ns;
   size_t max;
@@ -191,30 +223,46 @@ static void ignore_sigpipe(void) {
 typedef struct {
   uv_write_t req;
   weft_cluster_worker_t* w;
+  uv_tcp_t* conn; /* RR: the connection sent (then closed here), or NULL. */
+  listener_t* l;  /* Its listener. */
   size_t len;
   unsigned char bytes[];
 } wreq_t;
 
 static void close_pipe(weft_cluster_worker_t* w, bool graceful);
+static void rr_hand(listener_t* l, uv_tcp_t* conn);
+static void rr_close(uv_tcp_t* conn);
 
 static void on_written(uv_write_t* req, int status) {
   wreq_t* r = weft__container_of(req, wreq_t, req);
   weft_cluster_worker_t* w = r->w;
+  uv_tcp_t* conn = r->conn;
+  listener_t* l = r->l;
   weft__xfree(r);
   /* The peer is gone (EPIPE): the pipe is over. */
   if (status < 0 && status != UV_ECANCELED && w->pipe_state == PIPE_OPEN)
     close_pipe(w, false);
+  if (conn != NULL) {
+    /* Sent: the child has its own descriptor. Not sent: the next child
+     * (this one's pipe is no longer open). */
+    if (status == 0)
+      rr_close(conn);
+    else
+      rr_hand(l, conn);
+  }
 }
 
 /* Send one frame: `a` then `b` as its payload, `handle` with it (or NULL).
  * Copied: the caller keeps nothing. 0, WEFT_ENOMEM, WEFT_ECLOSED. */
-static int send_frame(weft_cluster_worker_t* w,
-                      uint8_t kind,
-                      const void* a,
-                      size_t alen,
-                      const void* b,
-                      size_t blen,
-                      uv_stream_t* handle) {
+static int send_frame_ex(weft_cluster_worker_t* w,
+                         uint8_t kind,
+                         const void* a,
+                         size_t alen,
+                         const void* b,
+                         size_t blen,
+                         uv_stream_t* handle,
+                         uv_tcp_t* conn,
+                         listener_t* l) {
   size_t len = WEFT__FRAME_HEADER + alen + blen;
   wreq_t* r;
   uv_buf_t buf;
@@ -225,6 +273,8 @@ static int send_frame(weft_cluster_worker_t* w,
   if (r == NULL)
     return WEFT_ENOMEM;
   r->w = w;
+  r->conn = conn;
+  r->l = l;
   r->len = len;
   weft__frame_header(r->bytes, kind, (uint32_t)(alen + blen));
   if (alen > 0)
@@ -241,12 +291,28 @@ static int send_frame(weft_cluster_worker_t* w,
   return 0;
 }
 
+static int send_frame(weft_cluster_worker_t* w,
+                      uint8_t kind,
+                      const void* a,
+                      size_t alen,
+                      const void* b,
+                      size_t blen,
+                      uv_stream_t* handle) {
+  return send_frame_ex(w, kind, a, alen, b, blen, handle, NULL, NULL);
+}
+
 /* --- handles and their end -------------------------------------------- */
 
 static void finish_close(weft_cluster_t* c);
 
 static void worker_free(weft_cluster_worker_t* w) {
   weft_cluster_t* c = w->c;
+  while (w->srvs != NULL) {
+    rrsrv_t* s = w->srvs;
+    w->srvs = s->next;
+    weft__xfree(s);
+  }
+  weft__xfree(w->subs);
   weft__frame_reader_free(&w->rx);
   weft__xfree(w);
   if (c != NULL) {
@@ -456,7 +522,24 @@ static int on_listen_reply(weft_cluster_worker_t* w,
   port = (int)get32(p + 8);
   if (status > 0)
     return WEFT_EDECODE;
-  if (status == 0) {
+  if (w->rr) {
+    /* No socket: connections come one by one (K_CONN). */
+    rrsrv_t** sl = &w->srvs;
+    while (*sl != NULL && (*sl)->id != r->id)
+      sl = &(*sl)->next;
+    if (*sl == NULL)
+      return WEFT_EDECODE;
+    if (status == 0) {
+      unsigned char b[4];
+      (*sl)->ready = true;
+      put32(b, (uint32_t)port);
+      (void)send_frame(w, K_LISTENING, b, 4, r->host, strlen(r->host), NULL);
+    } else {
+      rrsrv_t* s = *sl;
+      *sl = s->next;
+      weft__xfree(s);
+    }
+  } else if (status == 0) {
     /* The socket came with this frame's first byte. */
     if (uv_pipe_pending_count(&w->pipe) < 1 ||
         uv_pipe_pending_type(&w->pipe) != UV_TCP)
@@ -479,6 +562,143 @@ static int on_listen_reply(weft_cluster_worker_t* w,
   lreq_finish(r, status);
   lreq_free(r);
   return 0;
+}
+
+static void on_dropped(uv_handle_t* h) {
+  weft_loop_t* loop = h->data;
+  weft__xfree(h);
+  weft__loop_handles(loop, -1);
+}
+
+/* Child, RR: a connection for listen request `id` is pending on the pipe:
+ * the server's on_connection, where weft_cluster_accept() takes it; one
+ * not taken there is closed (it cannot wait: the next frame may bring
+ * another descriptor). */
+static int on_conn_frame(weft_cluster_worker_t* w,
+                         const unsigned char* p,
+                         uint32_t len) {
+  rrsrv_t* s;
+  uv_tcp_t* drop;
+  uint32_t id;
+  if (len != 4 || !w->rr || uv_pipe_pending_count(&w->pipe) < 1 ||
+      uv_pipe_pending_type(&w->pipe) != UV_TCP)
+    return WEFT_EDECODE;
+  id = get32(p);
+  for (s = w->srvs; s != NULL; s = s->next)
+    if (s->id == id)
+      break;
+  if (s != NULL && s->ready && !uv_is_closing((uv_handle_t*)s->server)) {
+    w->handing = s;
+    s->on_connection((uv_stream_t*)s->server, 0);
+    w->handing = NULL;
+    after_callback(w->loop);
+  }
+  /* Not taken, or for no server: close it. If the pipe is closing, libuv
+   * closes what is pending on it. */
+  if (w->pipe_state != PIPE_OPEN || uv_pipe_pending_count(&w->pipe) < 1)
+    return 0;
+  drop = weft__xalloc(sizeof(*drop));
+  if (drop == NULL)
+    return WEFT_ENOMEM;
+  if (uv_tcp_init(weft_loop_uv(w->loop), drop) != 0) {
+    weft__xfree(drop);
+    return WEFT_ENOMEM;
+  }
+  drop->data = w->loop;
+  weft__loop_handles(w->loop, 1);
+  (void)uv_accept((uv_stream_t*)&w->pipe, (uv_stream_t*)drop);
+  uv_close((uv_handle_t*)drop, on_dropped);
+  return 0;
+}
+
+/* --- round robin in the primary ------------------------------------------ */
+
+static void on_rr_closed(uv_handle_t* h) {
+  weft_loop_t* loop = h->data;
+  weft__xfree(h);
+  weft__loop_handles(loop, -1);
+}
+
+static void rr_close(uv_tcp_t* conn) {
+  uv_close((uv_handle_t*)conn, on_rr_closed);
+}
+
+/* The request by which `w` asked for `l`, or NULL. */
+static sub_t* rr_sub(weft_cluster_worker_t* w, const listener_t* l) {
+  unsigned i;
+  for (i = 0; i < w->nsubs; i++)
+    if (w->subs[i].l == l)
+      return &w->subs[i];
+  return NULL;
+}
+
+/* The next child in turn for `l`: the lowest id above the last one served
+ * among the connected children that asked for it, else the lowest. */
+static weft_cluster_worker_t* rr_pick(listener_t* l) {
+  weft_cluster_worker_t* next = NULL;
+  weft_cluster_worker_t* first = NULL;
+  weft_cluster_worker_t* w;
+  for (w = l->c->workers; w != NULL; w = w->next) {
+    if (w->pipe_state != PIPE_OPEN || w->exited || rr_sub(w, l) == NULL)
+      continue;
+    if (first == NULL || w->id < first->id)
+      first = w;
+    if (w->id > l->last_id && (next == NULL || w->id < next->id))
+      next = w;
+  }
+  return next != NULL ? next : first;
+}
+
+/* Send `conn` (accepted on `l`) to the next child; closed when no child
+ * can take it. */
+static void rr_hand(listener_t* l, uv_tcp_t* conn) {
+  for (;;) {
+    weft_cluster_worker_t* w =
+        l->c != NULL && !l->c->closing ? rr_pick(l) : NULL;
+    unsigned char b[4];
+    int err;
+    if (w == NULL) {
+      rr_close(conn);
+      return;
+    }
+    l->last_id = w->id;
+    put32(b, rr_sub(w, l)->req);
+    err = send_frame_ex(w, K_CONN, b, sizeof(b), NULL, 0, (uv_stream_t*)conn,
+                        conn, l);
+    if (err == 0)
+      return;
+    if (err == WEFT_ENOMEM) {
+      rr_close(conn);
+      return;
+    }
+    /* The pipe cannot be written: it is over, the next child. */
+    close_pipe(w, false);
+  }
+}
+
+static void on_rr_connection(uv_stream_t* s, int status) {
+  listener_t* l = s->data;
+  uv_tcp_t* conn;
+  if (status != 0)
+    return;
+  conn = weft__xalloc(sizeof(*conn));
+  if (conn == NULL || uv_tcp_init(weft_loop_uv(l->c->loop), conn) != 0) {
+    /* No handle to take it: close it here, or libuv would stop polling
+     * the socket until it is accepted. */
+    weft__xfree(conn);
+    if (s->accepted_fd >= 0) {
+      (void)close(s->accepted_fd);
+      s->accepted_fd = -1;
+    }
+    return;
+  }
+  conn->data = l->c->loop;
+  weft__loop_handles(l->c->loop, 1);
+  if (uv_accept(s, (uv_stream_t*)conn) != 0) {
+    rr_close(conn);
+    return;
+  }
+  rr_hand(l, conn);
 }
 
 static void on_listener_closed(uv_handle_t* h) {
@@ -528,7 +748,11 @@ static int get_listener(weft_cluster_t* c,
     if (l->bound == 0)
       err = UV_EADDRINUSE;
   }
-  if (err == 0) {
+  if (err == 0 && c->rr) {
+    /* It accepts here and hands each connection on. */
+    l->c = c;
+    err = uv_listen((uv_stream_t*)&l->tcp, backlog, on_rr_connection);
+  } else if (err == 0) {
     uv_os_fd_t fd;
     err = uv_fileno((uv_handle_t*)&l->tcp, &fd);
     if (err == 0 && listen(fd, backlog) != 0)
@@ -554,6 +778,7 @@ static int on_listen_request(weft_cluster_worker_t* w,
   char host[HOST_MAX];
   unsigned char reply[12];
   listener_t* l = NULL;
+  uv_stream_t* sock;
   int port;
   int backlog;
   int status;
@@ -567,12 +792,29 @@ static int on_listen_request(weft_cluster_worker_t* w,
     return WEFT_EDECODE;
   status = c->closing ? WEFT_ECLOSED
                       : get_listener(c, host, port, backlog, &l);
+  sock = l != NULL ? (uv_stream_t*)&l->tcp : NULL;
+  if (status == 0 && c->rr) {
+    /* The child gets connections, not the socket; one server per address
+     * in a child. */
+    sub_t* subs = NULL;
+    if (rr_sub(w, l) != NULL)
+      status = WEFT_EBUSY;
+    else if ((subs = weft__xrealloc(w->subs,
+                                    (w->nsubs + 1) * sizeof(*subs))) == NULL)
+      status = WEFT_ENOMEM;
+    if (subs != NULL) {
+      w->subs = subs;
+      w->subs[w->nsubs].l = l;
+      w->subs[w->nsubs].req = get32(p);
+      w->nsubs++;
+    }
+    sock = NULL;
+  }
   memcpy(reply, p, 4);
   put32(reply + 4, (uint32_t)status);
   put32(reply + 8, (uint32_t)(l != NULL ? l->bound : 0));
   /* A failed write means the pipe is over: its disconnect follows. */
-  (void)send_frame(w, K_LISTEN_REPLY, reply, sizeof(reply), NULL, 0,
-                   l != NULL ? (uv_stream_t*)&l->tcp : NULL);
+  (void)send_frame(w, K_LISTEN_REPLY, reply, sizeof(reply), NULL, 0, sock);
   return 0;
 }
 
@@ -643,6 +885,8 @@ static int on_frame(weft_cluster_worker_t* w, const weft__frame_t* f) {
   }
   if (f->kind == K_LISTEN_REPLY)
     return on_listen_reply(w, f->payload, f->len);
+  if (f->kind == K_CONN)
+    return on_conn_frame(w, f->payload, f->len);
   return WEFT_EDECODE;
 }
 
@@ -809,6 +1053,9 @@ int weft_cluster_new(weft_cluster_t** out,
     o = *opts;
   else
     memset(&o, 0, sizeof(o));
+  if (o.sched != WEFT_CLUSTER_SCHED_DEFAULT &&
+      o.sched != WEFT_CLUSTER_SCHED_RR && o.sched != WEFT_CLUSTER_SCHED_NONE)
+    return WEFT_EINVAL;
   c = weft__xalloc(sizeof(*c));
   if (c == NULL)
     return WEFT_ENOMEM;
@@ -817,6 +1064,12 @@ int weft_cluster_new(weft_cluster_t** out,
   c->events = o.events;
   c->data = o.data;
   c->restart = o.restart;
+  if (o.sched == WEFT_CLUSTER_SCHED_DEFAULT) {
+    const char* policy = getenv(ENV_POLICY);
+    c->rr = policy == NULL || strcmp(policy, "none") != 0;
+  } else {
+    c->rr = o.sched == WEFT_CLUSTER_SCHED_RR;
+  }
   c->max_restarts = o.max_restarts != 0 ? o.max_restarts : 10;
   c->window_ns =
       (uint64_t)(o.restart_window_ms != 0 ? o.restart_window_ms : 10000) *
@@ -867,14 +1120,14 @@ static void on_exit_cb(uv_process_t* p, int64_t status, int signal) {
  * the first child awake (40 logins on 8 connections to the login API's
  * two children: 40/0); with it, libuv yields after each accept and the
  * others take their share (20/20). */
-static char** child_env(weft_cluster_t* c, unsigned id, char vars[4][64]) {
+static char** child_env(weft_cluster_t* c, unsigned id, char vars[5][64]) {
   size_t n = 0;
   size_t k = 0;
   size_t i;
   char** env;
   while (environ != NULL && environ[n] != NULL)
     n++;
-  env = weft__xalloc((n + 5) * sizeof(*env));
+  env = weft__xalloc((n + 6) * sizeof(*env));
   if (env == NULL)
     return NULL;
   for (i = 0; i < n; i++)
@@ -885,7 +1138,9 @@ static char** child_env(weft_cluster_t* c, unsigned id, char vars[4][64]) {
   (void)snprintf(vars[2], 64, "%s=%zu", ENV_MAX, c->max);
   env[k++] = vars[0];
   env[k++] = vars[1];
+  (void)snprintf(vars[4], 64, "%s=%s", ENV_SCHED, c->rr ? "rr" : "none");
   env[k++] = vars[2];
+  env[k++] = vars[4];
   if (getenv("UV_TCP_SINGLE_ACCEPT") == NULL) {
     (void)snprintf(vars[3], 64, "UV_TCP_SINGLE_ACCEPT=1");
     env[k++] = vars[3];
@@ -899,7 +1154,7 @@ static int fork_child(weft_cluster_t* c, weft_cluster_worker_t** out) {
   weft_cluster_worker_t* w;
   uv_process_options_t po;
   uv_stdio_container_t stdio[4];
-  char vars[4][64];
+  char vars[5][64];
   char** env;
   int err;
   int i;
@@ -1133,6 +1388,8 @@ int weft_cluster_join(weft_loop_t* loop,
   w->limit = s != NULL ? (size_t)strtoull(s, NULL, 10) : 0;
   if (w->limit == 0 || w->limit > UINT32_MAX - 64)
     w->limit = WEFT_MSG_DEFAULT_LIMIT;
+  s = getenv(ENV_SCHED);
+  w->rr = s != NULL && strcmp(s, "rr") == 0;
   weft__frame_reader_init(&w->rx,
                           w->limit < CONTROL_MAX ? CONTROL_MAX : w->limit,
                           READ_CHUNK, weft__xrealloc, weft__xfree);
@@ -1308,17 +1565,46 @@ int weft_cluster_listen(weft_loop_t* loop,
   r->cb = cb;
   r->ctx = ctx;
   memcpy(r->host, host, strlen(host) + 1);
-  weft__loop_handles(loop, 1);
-  if (weft_cluster_is_primary())
+  if (weft_cluster_is_primary()) {
+    weft__loop_handles(loop, 1);
     return listen_local(r, (struct sockaddr*)&ss);
+  }
+  r->id = ++self->next_req;
+  if (self->rr) {
+    /* The server gets its connections from the pipe: known from now on,
+     * so that it asks once. */
+    rrsrv_t* s;
+    for (s = self->srvs; s != NULL; s = s->next) {
+      if (s->server == server) {
+        weft__xfree(r);
+        return WEFT_EBUSY;
+      }
+    }
+    s = weft__xalloc(sizeof(*s));
+    if (s == NULL) {
+      weft__xfree(r);
+      return WEFT_ENOMEM;
+    }
+    memset(s, 0, sizeof(*s));
+    s->server = server;
+    s->on_connection = on_connection;
+    s->id = r->id;
+    s->next = self->srvs;
+    self->srvs = s;
+  }
+  weft__loop_handles(loop, 1);
   {
     unsigned char b[12];
-    r->id = ++self->next_req;
     put32(b, r->id);
     put32(b + 4, (uint32_t)port);
     put32(b + 8, (uint32_t)r->backlog);
     err = send_frame(self, K_LISTEN, b, sizeof(b), host, strlen(host), NULL);
     if (err != 0) {
+      if (self->rr) {
+        rrsrv_t* s = self->srvs;
+        self->srvs = s->next;
+        weft__xfree(s);
+      }
       lreq_free(r);
       return err;
     }
@@ -1326,4 +1612,21 @@ int weft_cluster_listen(weft_loop_t* loop,
     self->reqs = r;
   }
   return 0;
+}
+
+int weft_cluster_accept(uv_tcp_t* server, uv_tcp_t* client) {
+  rrsrv_t* s = NULL;
+  if (server == NULL || client == NULL)
+    return WEFT_EINVAL;
+  if (self != NULL && self->rr)
+    for (s = self->srvs; s != NULL; s = s->next)
+      if (s->server == server)
+        break;
+  if (s == NULL)
+    return uv_accept((uv_stream_t*)server, (uv_stream_t*)client);
+  if (self->handing != s)
+    return WEFT_EAGAIN;
+  /* Taken whatever the outcome: on an error libuv closes the descriptor. */
+  self->handing = NULL;
+  return uv_accept((uv_stream_t*)&self->pipe, (uv_stream_t*)client);
 }

@@ -768,7 +768,9 @@ static void on_connection(uv_stream_t* listener, int status) {
   c->refs = 1; /* The handle's, until on_closed(). */
   uv_tcp_init(weft_loop_uv(srv->loop), &c->tcp);
   c->tcp.data = c;
-  if (uv_accept(listener, (uv_stream_t*)&c->tcp) != 0) {
+  /* Not uv_accept(): in a cluster child (round robin, the default) the
+   * connection comes from the primary over the IPC pipe. */
+  if (weft_cluster_accept((uv_tcp_t*)listener, &c->tcp) != 0) {
     uv_close((uv_handle_t*)&c->tcp, on_closed);
     return;
   }

@@ -16,13 +16,17 @@
  *   ["disconnect"]   disconnects itself
  *   ["pid"]          answered ["pid", getpid()]
  *   ["env", name]    answered ["env", value] (nil when unset)
+ * Connections are taken with weft_cluster_accept(); on its first one it
+ * also tries to take a second in the same callback and reports
+ * ["again", rc] (nothing is pending: WEFT_EAGAIN).
  * A failed listen is reported as ["listen_error", status].
  * On disconnect it closes its server and ends, unless MODE says otherwise.
  * MODE: "nolisten" (no server), "exit3" (_exit(3) at once), "stubborn"
  * (ignores the disconnect: keeps its server open for 10 s), "early" (calls
  * weft_cluster_listen() before joining and reports ["early", rc]), "self"
  * (run as a primary with the default program and arguments: see
- * self_primary()), "twice" (see on_listen_twice()). */
+ * self_primary()), "twice" (see on_listen_twice()), "noaccept" (its
+ * on_connection takes nothing). */
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdint.h>
@@ -91,18 +95,36 @@ static void conn_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     uv_close((uv_handle_t*)&k->tcp, on_conn_closed);
 }
 
+static void on_spare_closed(uv_handle_t* h) {
+  free(h);
+}
+
 static void on_connection(uv_stream_t* srv, int status) {
+  static bool again_sent;
   conn_t* k;
-  if (status != 0)
+  if (status != 0 || strcmp(mode, "noaccept") == 0)
     return;
   k = calloc(1, sizeof(*k));
   if (k == NULL)
     return;
   uv_tcp_init(weft_loop_uv(loop), &k->tcp);
   k->tcp.data = k;
-  if (uv_accept(srv, (uv_stream_t*)&k->tcp) != 0 ||
-      uv_read_start((uv_stream_t*)&k->tcp, conn_alloc, conn_read) != 0)
+  if (weft_cluster_accept((uv_tcp_t*)srv, &k->tcp) != 0 ||
+      uv_read_start((uv_stream_t*)&k->tcp, conn_alloc, conn_read) != 0) {
     uv_close((uv_handle_t*)&k->tcp, on_conn_closed);
+    return;
+  }
+  if (!again_sent && me != NULL) {
+    uv_tcp_t* spare = calloc(1, sizeof(*spare));
+    if (spare != NULL) {
+      int rc;
+      again_sent = true;
+      uv_tcp_init(weft_loop_uv(loop), spare);
+      rc = weft_cluster_accept((uv_tcp_t*)srv, spare);
+      uv_close((uv_handle_t*)spare, on_spare_closed);
+      weft_cluster_worker_post_fmt(me, "[si]", "again", rc);
+    }
+  }
 }
 
 static void close_server(void) {
@@ -125,8 +147,10 @@ static void on_listen(uv_tcp_t* srv, int status, void* ctx) {
 }
 
 /* MODE "twice": the server asks twice (the second must fail: it has its
- * socket), then a second server asks for 127.0.0.2 and must get that
- * address, not the socket the failed reply brought. */
+ * socket under SCHED_NONE; under RR weft_cluster_listen() refuses it,
+ * reported here as its callback's status), then a second server asks for
+ * 127.0.0.2 and must get that address, not the socket the failed reply
+ * brought (SCHED_NONE). */
 static int twice_status[3];
 static int twice_done;
 
@@ -311,8 +335,10 @@ int main(int argc, char** argv) {
     uv_tcp_init(weft_loop_uv(loop), &server2);
     weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
                         on_listen_twice, (void*)0);
-    weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
-                        on_listen_twice, (void*)1);
+    err = weft_cluster_listen(loop, &server, argv[1], 0, 0, on_connection,
+                              on_listen_twice, (void*)1);
+    if (err != 0)
+      on_listen_twice(&server, err, (void*)1);
     weft_cluster_listen(loop, &server2, "127.0.0.2", 0, 0, on_connection,
                         on_listen_twice, (void*)2);
   } else {

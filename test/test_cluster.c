@@ -5,6 +5,8 @@
  * the cluster's events meanwhile. */
 #include <criterion/criterion.h>
 
+#include <errno.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -187,8 +189,13 @@ static void request(void* arg) {
   }
   for (;;) {
     ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      j->pid = -4; /* Timed out: not closed by the server. */
+      close(fd);
+      return;
+    }
     if (n <= 0)
-      break;
+      break; /* The end, or a reset (closed with the line unread). */
     len += (size_t)n;
   }
   close(fd);
@@ -196,7 +203,7 @@ static void request(void* arg) {
   if (len > 1 && buf[len - 1] == '\n')
     j->pid = atoi(buf);
   else
-    j->pid = -3;
+    j->pid = -3; /* Closed without an answer. */
 }
 
 static void queue_request(const char* line, weft_after_work_cb after) {
@@ -225,6 +232,8 @@ static struct {
   int requests_after_restart;
   int replacement;
   bool replacement_seen;
+  bool rr;          /* WEFT_CLUSTER_SCHED_RR. */
+  bool wait_victim; /* RR: no request until the victim's exit. */
 } S;
 
 static void serve_next(void);
@@ -280,6 +289,14 @@ static void serve_next(void) {
       /* No request is in flight: the victim holds none. */
       S.victim = S.pids[0];
       cr_assert_eq(kill(S.victim, SIGKILL), 0);
+      if (S.rr) {
+        /* A connection written to the victim's pipe before it was seen
+         * dead would be lost with it (Node's RR alike): wait for its
+         * exit. Under SCHED_NONE nothing waits: the accept queue is the
+         * primary's. */
+        S.wait_victim = true;
+        return;
+      }
     }
     if (S.replacement != 0 && ++S.requests_after_restart > 10) {
       X.step = 3;
@@ -324,6 +341,10 @@ static void serve_exit(weft_cluster_worker_t* w, int code, int sig) {
     cr_assert_eq(id, 1u);
     cr_assert_eq(code, 0);
     cr_assert_eq(sig, SIGKILL);
+    if (S.wait_victim) {
+      S.wait_victim = false;
+      serve_next();
+    }
   } else {
     /* Closed: the children end on their own on the disconnect. */
     cr_assert_eq(code, 0, "child %u exit code %d", id, code);
@@ -331,10 +352,12 @@ static void serve_exit(weft_cluster_worker_t* w, int code, int sig) {
   }
 }
 
-Test(cluster, two_children_share_a_socket_and_survive_sigkill) {
+static void serve_and_sigkill(weft_cluster_sched_t sched) {
   weft_cluster_opts_t o = {0};
   memset(&S, 0, sizeof(S));
+  S.rr = sched == WEFT_CLUSTER_SCHED_RR;
   o.restart = true;
+  o.sched = sched;
   start("0", "", &o);
   X.on_listening = serve_listening;
   X.on_exit = serve_exit;
@@ -349,6 +372,125 @@ Test(cluster, two_children_share_a_socket_and_survive_sigkill) {
   cr_assert_eq(X.exits, 3);
   cr_assert_eq(X.errors, 0);
   cr_assert(S.replacement_seen);
+}
+
+Test(cluster, two_children_share_a_socket_and_survive_sigkill) {
+  serve_and_sigkill(WEFT_CLUSTER_SCHED_NONE);
+}
+
+Test(cluster, round_robin_survives_sigkill) {
+  serve_and_sigkill(WEFT_CLUSTER_SCHED_RR);
+}
+
+/* --- round robin: 4 connections at once on 2 children ------------------- */
+
+typedef struct {
+  int port;
+  int pids[4];
+} four_t;
+
+/* Connect 4 sockets, then ask each for its child's pid: all 4 are open
+ * before any is served. */
+static void four_requests(void* arg) {
+  four_t* f = arg;
+  struct sockaddr_in a;
+  struct timeval tv = {10, 0};
+  int fds[4];
+  int i;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)f->port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (i = 0; i < 4; i++) {
+    f->pids[i] = -1;
+    fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+    if (fds[i] < 0)
+      continue;
+    setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fds[i], (struct sockaddr*)&a, sizeof(a)) != 0)
+      f->pids[i] = -2;
+  }
+  for (i = 0; i < 4; i++)
+    if (fds[i] >= 0 && f->pids[i] == -1 && write(fds[i], "pid\n", 4) != 4)
+      f->pids[i] = -2;
+  for (i = 0; i < 4; i++) {
+    char buf[32];
+    size_t len = 0;
+    if (fds[i] < 0)
+      continue;
+    for (;;) {
+      ssize_t n = read(fds[i], buf + len, sizeof(buf) - 1 - len);
+      if (n <= 0)
+        break;
+      len += (size_t)n;
+    }
+    close(fds[i]);
+    buf[len] = '\0';
+    if (f->pids[i] == -1)
+      f->pids[i] = len > 1 && buf[len - 1] == '\n' ? atoi(buf) : -3;
+  }
+}
+
+static struct {
+  four_t job;
+  bool done;
+  int again; /* ["again", WEFT_EAGAIN] messages. */
+  int pids[3]; /* By id. */
+} F;
+
+static void four_maybe_close(void) {
+  if (F.done && F.again == 2)
+    cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+}
+
+static void after_four(weft_loop_t* loop, void* arg, int status) {
+  (void)loop;
+  (void)arg;
+  cr_assert_eq(status, 0);
+  F.done = true;
+  four_maybe_close();
+}
+
+static void four_listening(weft_cluster_worker_t* w) {
+  F.pids[weft_cluster_worker_id(w)] = weft_cluster_worker_pid(w);
+  if (X.listenings == 2) {
+    F.job.port = X.port;
+    cr_assert_eq(weft_queue_work(X.loop, four_requests, after_four, &F.job),
+                 0);
+  }
+}
+
+static void four_message(weft_cluster_worker_t* w, weft_msg_t* m) {
+  int rc = 0;
+  (void)w;
+  cr_assert_eq(weft_msg_read(m, "[*i]", &rc), 0);
+  /* A second take in the same on_connection: nothing is pending. */
+  cr_assert_eq(rc, WEFT_EAGAIN, "got %s", weft_err_name(rc));
+  F.again++;
+  four_maybe_close();
+}
+
+Test(cluster, round_robin_gives_each_child_its_turn) {
+  weft_cluster_opts_t o = {0};
+  int i, n1 = 0, n2 = 0;
+  memset(&F, 0, sizeof(F));
+  o.sched = WEFT_CLUSTER_SCHED_RR;
+  start("0", "", &o);
+  X.on_listening = four_listening;
+  X.on_message = four_message;
+  fork1();
+  fork1();
+  end();
+  for (i = 0; i < 4; i++) {
+    cr_assert(F.job.pids[i] > 0, "connection %d failed (%d)", i,
+              F.job.pids[i]);
+    n1 += F.job.pids[i] == F.pids[1];
+    n2 += F.job.pids[i] == F.pids[2];
+  }
+  /* In turn: 1, 2, 1, 2 (the kernel may give all 4 to one child). */
+  cr_assert(n1 == 2 && n2 == 2, "child 1 got %d, child 2 got %d", n1, n2);
+  for (i = 0; i < 4; i++)
+    cr_assert_eq(F.job.pids[i], F.pids[i % 2 + 1], "connection %d", i);
 }
 
 /* --- messages -------------------------------------------------------------- */
@@ -389,10 +531,10 @@ Test(cluster, messages_both_ways_in_order) {
  * burst of connections), unless the primary's environment sets it. */
 static char env_seen[16];
 
+static const char* env_name = "UV_TCP_SINGLE_ACCEPT";
+
 static void env_online(weft_cluster_worker_t* w) {
-  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[ss]", "env",
-                                            "UV_TCP_SINGLE_ACCEPT"),
-               0);
+  cr_assert_eq(weft_cluster_worker_post_fmt(w, "[ss]", "env", env_name), 0);
 }
 
 static void env_message(weft_cluster_worker_t* w, weft_msg_t* m) {
@@ -416,12 +558,51 @@ static void check_child_env(const char* ours, const char* expected) {
   else
     cr_assert_eq(unsetenv("UV_TCP_SINGLE_ACCEPT"), 0);
   memset(env_seen, 0, sizeof(env_seen));
+  env_name = "UV_TCP_SINGLE_ACCEPT";
   start("0", "nolisten", NULL);
   X.on_online = env_online;
   X.on_message = env_message;
   fork1();
   end();
   cr_assert_str_eq(env_seen, expected);
+}
+
+/* The policy a child is told (WEFT_CLUSTER_SCHED): opts.sched, else
+ * WEFT_CLUSTER_SCHED_POLICY ("none" or RR). */
+static void check_child_sched(const char* policy,
+                              weft_cluster_sched_t sched,
+                              const char* expected) {
+  weft_cluster_opts_t o = {0};
+  if (policy != NULL)
+    cr_assert_eq(setenv("WEFT_CLUSTER_SCHED_POLICY", policy, 1), 0);
+  else
+    cr_assert_eq(unsetenv("WEFT_CLUSTER_SCHED_POLICY"), 0);
+  memset(env_seen, 0, sizeof(env_seen));
+  o.sched = sched;
+  start("0", "nolisten", &o);
+  env_name = "WEFT_CLUSTER_SCHED";
+  X.on_online = env_online;
+  X.on_message = env_message;
+  fork1();
+  end();
+  cr_assert_str_eq(env_seen, expected);
+  cr_assert_eq(unsetenv("WEFT_CLUSTER_SCHED_POLICY"), 0);
+}
+
+Test(cluster, scheduling_policy_default_and_environment) {
+  weft_cluster_opts_t o = {0};
+  weft_cluster_t* c = NULL;
+  weft_loop_t* loop;
+  check_child_sched(NULL, WEFT_CLUSTER_SCHED_DEFAULT, "rr");
+  check_child_sched("rr", WEFT_CLUSTER_SCHED_DEFAULT, "rr");
+  check_child_sched("none", WEFT_CLUSTER_SCHED_DEFAULT, "none");
+  check_child_sched("none", WEFT_CLUSTER_SCHED_RR, "rr");
+  check_child_sched(NULL, WEFT_CLUSTER_SCHED_NONE, "none");
+  loop = new_loop();
+  o.sched = (weft_cluster_sched_t)7;
+  cr_assert_eq(weft_cluster_new(&c, loop, &o), WEFT_EINVAL);
+  cr_assert_null(c);
+  free_loop(loop);
 }
 
 Test(cluster, children_accept_one_at_a_time_unless_told_otherwise) {
@@ -747,6 +928,13 @@ Test(cluster, close_kills_a_child_after_the_grace_time) {
 
 /* A port taken by a socket of our own (listening, without SO_REUSEADDR):
  * its number, `*fd` the socket. */
+static int sock_port_of(uv_tcp_t* t) {
+  struct sockaddr_in a;
+  int n = (int)sizeof(a);
+  cr_assert_eq(uv_tcp_getsockname(t, (struct sockaddr*)&a, &n), 0);
+  return ntohs(a.sin_port);
+}
+
 static int busy_port(int* fd) {
   struct sockaddr_in a;
   socklen_t n = sizeof(a);
@@ -856,6 +1044,7 @@ Test(cluster, outside_a_cluster) {
   cr_assert_eq(weft_cluster_worker_disconnect(NULL), WEFT_EINVAL);
   cr_assert_eq(weft_cluster_worker_pid(NULL), 0);
   cr_assert_eq(weft_cluster_size(NULL), 0u);
+  cr_assert_eq(weft_cluster_accept(NULL, NULL), WEFT_EINVAL);
 
   cr_assert_eq(uv_tcp_init(weft_loop_uv(loop), &s1), 0);
   cr_assert_eq(uv_tcp_init(weft_loop_uv(loop), &s2), 0);
@@ -900,6 +1089,57 @@ Test(cluster, outside_a_cluster) {
   free_loop(loop);
 }
 
+/* Outside a cluster weft_cluster_accept() is uv_accept(). */
+static struct {
+  uv_tcp_t server;
+  uv_tcp_t client;
+  uv_tcp_t spare;
+  int fd;
+  int accepted;
+  int again;
+} A;
+
+static void accept_conn(uv_stream_t* s, int status) {
+  cr_assert_eq(status, 0);
+  cr_assert_eq(weft_cluster_accept((uv_tcp_t*)s, NULL), WEFT_EINVAL);
+  A.accepted = weft_cluster_accept((uv_tcp_t*)s, &A.client);
+  A.again = weft_cluster_accept((uv_tcp_t*)s, &A.spare);
+  uv_close((uv_handle_t*)&A.client, NULL);
+  uv_close((uv_handle_t*)&A.spare, NULL);
+  uv_close((uv_handle_t*)s, NULL);
+}
+
+static void accept_listening(uv_tcp_t* s, int status, void* ctx) {
+  struct sockaddr_in a;
+  (void)ctx;
+  cr_assert_eq(status, 0);
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)sock_port_of(s));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  A.fd = socket(AF_INET, SOCK_STREAM, 0);
+  cr_assert(A.fd >= 0);
+  /* Loopback: the kernel completes it before the server accepts. */
+  cr_assert_eq(connect(A.fd, (struct sockaddr*)&a, sizeof(a)), 0);
+}
+
+Test(cluster, accept_outside_a_cluster_is_uv_accept) {
+  weft_loop_t* loop = new_loop();
+  memset(&A, 0, sizeof(A));
+  A.accepted = A.again = 1;
+  cr_assert_eq(uv_tcp_init(weft_loop_uv(loop), &A.server), 0);
+  cr_assert_eq(uv_tcp_init(weft_loop_uv(loop), &A.client), 0);
+  cr_assert_eq(uv_tcp_init(weft_loop_uv(loop), &A.spare), 0);
+  cr_assert_eq(weft_cluster_listen(loop, &A.server, "127.0.0.1", 0, 0,
+                                   accept_conn, accept_listening, NULL),
+               0);
+  run_loop(loop);
+  close(A.fd);
+  cr_assert_eq(A.accepted, 0, "got %s", weft_err_name(A.accepted));
+  cr_assert_eq(A.again, UV_EAGAIN, "got %s", weft_err_name(A.again));
+  free_loop(loop);
+}
+
 /* A primary with the defaults starts itself again (/proc/self/exe with
  * its own arguments): cluster_app as a primary of its own copy. */
 Test(cluster, the_default_child_is_this_program_again) {
@@ -935,6 +1175,8 @@ Test(cluster, fork_of_a_missing_program_fails) {
  * fails with UV_EBUSY, and the socket it brought does not end up with the
  * next request's server (libuv's uv_accept() closes it on an error: this
  * checks that weft relies on that rightly, and reports the error). */
+static bool twice_rr;
+
 static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
   int s1 = 1, s2 = 1, s3 = 1, right = 0;
   (void)w;
@@ -943,19 +1185,85 @@ static void twice_message(weft_cluster_worker_t* w, weft_msg_t* m) {
   cr_assert_eq(s1, 0);
   cr_assert_eq(s2, UV_EBUSY, "got %s", weft_err_name(s2));
   cr_assert_eq(s3, 0);
-  cr_assert(right, "the second server got the first one's socket");
+  /* Under RR no server has a socket. */
+  if (!twice_rr)
+    cr_assert(right, "the second server got the first one's socket");
   X.count++;
   cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
 }
 
 Test(cluster, a_socket_that_cannot_be_used_is_dropped) {
-  start("0", "twice", NULL);
+  weft_cluster_opts_t o = {0};
+  o.sched = WEFT_CLUSTER_SCHED_NONE; /* Only this policy sends sockets. */
+  twice_rr = false;
+  start("0", "twice", &o);
   X.on_message = twice_message;
   fork1();
   end();
   cr_assert_eq(X.count, 1);
   cr_assert_eq(X.listenings, 2);
 }
+
+/* Under RR a server asks once: the second weft_cluster_listen() with it
+ * is refused (WEFT_EBUSY, UV_EBUSY's value) and the others listen. */
+Test(cluster, round_robin_a_server_asks_once) {
+  weft_cluster_opts_t o = {0};
+  o.sched = WEFT_CLUSTER_SCHED_RR;
+  twice_rr = true;
+  start("0", "twice", &o);
+  X.on_message = twice_message;
+  fork1();
+  end();
+  cr_assert_eq(X.count, 1);
+  cr_assert_eq(X.listenings, 2);
+}
+
+/* Under RR a connection that the child's on_connection does not take is
+ * closed, and so is one that no child listens for (its only child was
+ * killed): the client reads the end, it does not wait. */
+static weft_cluster_worker_t* unserved_w;
+
+static void unserved_after(weft_loop_t* loop, void* arg, int status) {
+  job_t* j = arg;
+  int pid = j->pid;
+  (void)loop;
+  free(j);
+  cr_assert_eq(status, 0);
+  cr_assert_eq(pid, -3, "step %d: got %d, not a close", X.step, pid);
+  if (X.step == 1) {
+    X.step = 2;
+    cr_assert_eq(weft_cluster_worker_kill(unserved_w, SIGKILL), 0);
+  } else {
+    X.step = 3;
+    cr_assert_eq(weft_cluster_close(X.c, 10000, on_closed), 0);
+  }
+}
+
+static void unserved_listening(weft_cluster_worker_t* w) {
+  (void)w;
+  X.step = 1;
+  queue_request("pid\n", unserved_after);
+}
+
+static void unserved_exit(weft_cluster_worker_t* w, int code, int sig) {
+  (void)w;
+  (void)code;
+  cr_assert_eq(sig, SIGKILL);
+  /* No child listens now; the primary's socket is still open. */
+  queue_request("pid\n", unserved_after);
+}
+
+Test(cluster, round_robin_closes_what_no_child_takes) {
+  weft_cluster_opts_t o = {0};
+  o.sched = WEFT_CLUSTER_SCHED_RR;
+  start("0", "noaccept", &o);
+  X.on_listening = unserved_listening;
+  X.on_exit = unserved_exit;
+  unserved_w = fork1();
+  end();
+  cr_assert_eq(X.step, 3);
+}
+
 
 #ifdef WEFT_FAILPOINTS
 /* Each allocation weft makes to create a cluster, fork a child and post

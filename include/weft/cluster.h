@@ -1,7 +1,7 @@
 /* cluster.h - Node's cluster: a primary process starts N worker processes
- * of the same program, hands each the listening TCP sockets it asks for
- * over an IPC pipe so that they all accept on one socket, and exchanges
- * msgpack messages with each of them over that pipe.
+ * of the same program, serves the listening TCP sockets they ask for
+ * (round robin by default, as Node on Linux), and exchanges msgpack
+ * messages with each of them over an IPC pipe.
  *
  * A child is the same program started again (as Node does: /proc/self/exe
  * with this process's arguments, unless opts.exec/argv say otherwise); it
@@ -16,14 +16,30 @@
  *   weft_cluster_fork(c, NULL) x N     ──▶    weft_cluster_is_primary() false
  *                                             weft_cluster_join(loop, ...)
  *   events.online(w)                   ◀──    weft_cluster_listen(loop, ...)
- *   binds host:port once, sends it     ──▶    accepts on the shared socket
+ *   binds host:port once               ──▶    listen cb(server, 0)
  *   events.listening(w, host, port)
+ *   RR: accepts, sends each connection ──▶    on_connection(server, 0):
+ *       to the next child in turn             weft_cluster_accept()
+ *   NONE: sends the socket             ──▶    accepts on the shared socket
  *
- * The kernel spreads connections over the children that accept (Node's
- * SCHED_NONE). The primary keeps its copy of each socket open, so a child
- * that dies loses only the connections it had accepted: connections
- * waiting in the accept queue go to the others, and to its replacement
- * (opts.restart).
+ * Scheduling (opts.sched, Node's cluster.schedulingPolicy):
+ * - WEFT_CLUSTER_SCHED_RR, the default: the primary accepts every
+ *   connection and hands it over the pipe to the next child, in turn,
+ *   among the connected children that listen on that address (so 4
+ *   connections on 2 children are always 2 and 2). A connection that
+ *   cannot be written to a child (it died) goes to the next; one that no
+ *   child listens for is closed (none are queued). A connection already
+ *   written to a child that dies before it took it is lost with the child.
+ * - WEFT_CLUSTER_SCHED_NONE: every child accepts on the shared socket and
+ *   the kernel picks the child (it may give all connections to one).
+ *   Connections waiting in the accept queue when a child dies go to the
+ *   others, and to its replacement (opts.restart).
+ * - WEFT_CLUSTER_SCHED_DEFAULT: RR, unless the environment variable
+ *   WEFT_CLUSTER_SCHED_POLICY is "none" (as NODE_CLUSTER_SCHED_POLICY).
+ * Either way the primary keeps its copy of each socket open while the
+ * cluster lives. A child's on_connection calls weft_cluster_accept()
+ * where it would call uv_accept(): it works under both policies and
+ * outside a cluster.
  *
  * Messages: one msgpack value per message, in order, with the message API
  * of ports (weft_msg_new(), weft_msg_pack(), weft_msg_read(), keep).
@@ -61,8 +77,9 @@ typedef struct weft_cluster_events_s {
   void (*fork)(weft_cluster_worker_t* w);
   /* Primary: the child joined (weft_cluster_join()). */
   void (*online)(weft_cluster_worker_t* w);
-  /* Primary: the child got the socket for `host`:`port` (the port bound,
-   * if it asked for 0) and accepts on it. */
+  /* Primary: the child listens on `host`:`port` (the port bound, if it
+   * asked for 0): under SCHED_NONE it got the socket and accepts on it;
+   * under RR connections to that address now go to it too, in turn. */
   void (*listening)(weft_cluster_worker_t* w, const char* host, int port);
   /* Both: one message from the other side. `msg` is valid for the call
    * (weft_msg_keep() to keep it). */
@@ -85,6 +102,13 @@ typedef struct weft_cluster_events_s {
    * the child concerned, or NULL. */
   void (*error)(weft_cluster_t* c, weft_cluster_worker_t* w, int err);
 } weft_cluster_events_t;
+
+/* How connections reach the children (see the top of this file). */
+typedef enum weft_cluster_sched_e {
+  WEFT_CLUSTER_SCHED_DEFAULT = 0, /* RR unless WEFT_CLUSTER_SCHED_POLICY=none */
+  WEFT_CLUSTER_SCHED_RR,          /* The primary accepts, children in turn. */
+  WEFT_CLUSTER_SCHED_NONE         /* Children accept; the kernel picks. */
+} weft_cluster_sched_t;
 
 /* Primary options; zero means default for every field. */
 typedef struct weft_cluster_opts_s {
@@ -109,6 +133,8 @@ typedef struct weft_cluster_opts_s {
   size_t max_message;
   weft_cluster_events_t events;
   void* data; /* weft_cluster_get_data(). */
+  /* Scheduling policy for every address the children listen on. */
+  weft_cluster_sched_t sched;
 } weft_cluster_opts_t;
 
 /* Whether this process is the primary: true unless it was started by a
@@ -121,13 +147,15 @@ WEFT_EXTERN bool weft_cluster_is_primary(void);
 /* Create a cluster on `loop` (the process's main loop). `opts` may be NULL
  * (and is copied, argv included). Children inherit the environment,
  * stdin, stdout and stderr, and get UV_TCP_SINGLE_ACCEPT=1 unless it is
- * set (libuv then yields after each accept, so that the children share a
- * burst of connections instead of the first one awake taking them all).
+ * set (under SCHED_NONE libuv then yields after each accept, so that the
+ * children share a burst of connections instead of the first one awake
+ * taking them all).
  * A cluster with live children keeps the loop
  * alive. Sets SIGPIPE to ignored if it is at its default (as Node does:
  * a write to a child that is gone must fail, not end the primary).
- * Returns 0, WEFT_EINVAL (NULL out or loop; called in a child),
- * WEFT_ENOMEM, WEFT_EWRONGTHREAD. Thread: owner of `loop`. */
+ * Returns 0, WEFT_EINVAL (NULL out or loop; called in a child; an
+ * unknown opts.sched), WEFT_ENOMEM, WEFT_EWRONGTHREAD.
+ * Thread: owner of `loop`. */
 WEFT_EXTERN int weft_cluster_new(weft_cluster_t** out,
                                  weft_loop_t* loop,
                                  const weft_cluster_opts_t* opts);
@@ -224,7 +252,9 @@ WEFT_EXTERN void* weft_cluster_worker_get_data(const weft_cluster_worker_t* w);
 
 /* Called once the socket is ready: `status` 0 with `server` listening (its
  * connections go to the `on_connection` given to weft_cluster_listen(),
- * as with uv_listen()), or a negative code (libuv's bind/listen error,
+ * as with uv_listen(); in a child under RR, `server` has no socket of its
+ * own and is ready to get connections from the primary), or a negative
+ * code (libuv's bind/listen error,
  * e.g. UV_EADDRINUSE; WEFT_ECLOSED if the primary went away first).
  * Runs on: the loop; never inside weft_cluster_listen(). */
 typedef void (*weft_cluster_listen_cb)(uv_tcp_t* server, int status,
@@ -236,11 +266,20 @@ typedef void (*weft_cluster_listen_cb)(uv_tcp_t* server, int status,
  * it with uv_close()). Outside a cluster, and in the primary, the socket
  * is bound here. In a child that has joined, the primary binds it (once
  * per address, shared by every child that asks for it, kept open while
- * the cluster lives) and sends it over the pipe; the child accepts on it.
- * `backlog` <= 0 means 511 (Node's). Returns 0 (`cb` will run once),
- * WEFT_EINVAL (a NULL argument, a host that is not a numeric address, a
- * port out of 0..65535), WEFT_ENOTSTARTED (a child that has not joined),
- * WEFT_ECLOSED, WEFT_ENOMEM. Thread: owner of `loop`. */
+ * the cluster lives). Under SCHED_NONE it sends the socket over the pipe
+ * and the child accepts on it. Under SCHED_RR the primary accepts and
+ * each connection it hands to this child calls on_connection(server, 0),
+ * in which weft_cluster_accept() takes it (one not taken by the time
+ * on_connection returns is closed); `server` must stay valid until the
+ * disconnect event or until it is closed (a connection for a server that
+ * is closing is closed). Under RR a server asks once, and a child listens
+ * on an address with one server (a second: `cb` gets UV_EBUSY).
+ * `backlog` <= 0 means 511 (Node's; under RR, the primary's socket's).
+ * Returns 0 (`cb` will run once), WEFT_EINVAL (a NULL argument, a host
+ * that is not a numeric address, a port out of 0..65535),
+ * WEFT_ENOTSTARTED (a child that has not joined), WEFT_EBUSY (RR:
+ * `server` already asked), WEFT_ECLOSED, WEFT_ENOMEM.
+ * Thread: owner of `loop`. */
 WEFT_EXTERN int weft_cluster_listen(weft_loop_t* loop,
                                     uv_tcp_t* server,
                                     const char* host,
@@ -249,5 +288,20 @@ WEFT_EXTERN int weft_cluster_listen(weft_loop_t* loop,
                                     uv_connection_cb on_connection,
                                     weft_cluster_listen_cb cb,
                                     void* ctx);
+
+/* Take the connection that on_connection(server, 0) announces, into
+ * `client` (initialized by the caller with uv_tcp_init() on the server's
+ * loop, and owned by it: close it with uv_close()); call it where you
+ * would call uv_accept(). In a cluster child under RR it takes the
+ * connection the primary handed over (it came over the pipe, which
+ * uv_accept() on `server` cannot take), and only inside that
+ * on_connection call; elsewhere (SCHED_NONE, the primary, outside a
+ * cluster) it is uv_accept(server, client). Returns 0, WEFT_EINVAL (NULL
+ * server or client), WEFT_EAGAIN (RR: no connection is pending for
+ * `server`, e.g. outside its on_connection or taken already), or libuv's
+ * error from uv_accept() (e.g. UV_EAGAIN, UV_EBUSY: `client` has a
+ * socket already; under RR the connection is then closed).
+ * Thread: owner of the server's loop. */
+WEFT_EXTERN int weft_cluster_accept(uv_tcp_t* server, uv_tcp_t* client);
 
 #endif /* WEFT_CLUSTER_H */
