@@ -110,9 +110,10 @@ void weft__loop_request_stop(weft_loop_t* loop);
  * nanoseconds. Thread: any, while the loop is alive (a worker's owner reads
  * its worker's loop under the worker's lock). */
 void weft__loop_elu_ns(weft_loop_t* loop, uint64_t* idle, uint64_t* total);
-/* Time the loop has spent spinning for messages so far (see SPIN_NS in
- * loop.c), in nanoseconds. Thread: any, while the loop is alive. */
-uint64_t weft__loop_spin_ns(weft_loop_t* loop);
+/* How many times the loop has spun for messages so far (see SPIN_NS in
+ * loop.c; a budget of 0 makes no spin). Thread: any, while the loop is
+ * alive. */
+uint64_t weft__loop_spins(weft_loop_t* loop);
 /* Fill `out` from such a sample (idle <= total), less `since` if given
  * (weft_loop_utilization()'s arithmetic). Thread: any. */
 void weft__elu_fill(uint64_t idle_ns,

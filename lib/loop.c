@@ -150,6 +150,7 @@ struct weft_loop_s {
    * owner only; relaxed: a counter another thread may sample
    * (weft__loop_elu_ns), ordered with nothing else. */
   _Atomic uint64_t spin_ns;
+  _Atomic uint64_t spins; /* Spins made (budget > 0); as spin_ns. */
   bool recent_ready; /* Ready items were handled since the last spin. */
   uint32_t spin_budget_ns; /* Owner only: see SPIN_NS. */
   uint64_t start_ns;
@@ -231,6 +232,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   atomic_init(&loop->stop_requested, 0);
   atomic_init(&loop->producers, 0);
   atomic_init(&loop->spin_ns, 0);
+  atomic_init(&loop->spins, 0);
   loop->spin_budget_ns = SPIN_NS;
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
@@ -940,6 +942,9 @@ static bool spin_for_work(weft_loop_t* loop, uint64_t t0) {
   int i;
   if (loop->spin_budget_ns == 0)
     return false;
+  atomic_store_explicit(
+      &loop->spins, atomic_load_explicit(&loop->spins, memory_order_relaxed) + 1,
+      memory_order_relaxed);
   for (i = 0; i < SPIN_PAUSES && !found; i++) {
     found = work_arrived(loop);
     if (!found)
@@ -1095,8 +1100,8 @@ int weft_loop_stop(weft_loop_t* loop) {
 
 /* ---- utilization -------------------------------------------------------- */
 
-uint64_t weft__loop_spin_ns(weft_loop_t* loop) {
-  return atomic_load_explicit(&loop->spin_ns, memory_order_relaxed);
+uint64_t weft__loop_spins(weft_loop_t* loop) {
+  return atomic_load_explicit(&loop->spins, memory_order_relaxed);
 }
 
 void weft__loop_elu_ns(weft_loop_t* loop, uint64_t* idle, uint64_t* total) {

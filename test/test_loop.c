@@ -1305,14 +1305,18 @@ Test(loop, new_without_descriptors_is_enomem) {
 
 /* The loop spins for messages after cross-thread traffic only while they
  * come sooner than a wake-up would cost (loop.c, SPIN_NS): messages 3 ms
- * apart get one spin, after the first, and then none. */
-#define SELDOM_MSGS 10
-static uint64_t seldom_spin[SELDOM_MSGS + 1];
+ * apart get one spin, after the first, and then (almost) none. A fixed
+ * spin would spin after every one. "Almost": a message that lands between
+ * the loop's last look at its queue and its park counts as a quick one
+ * and buys one short spin; on a loaded machine that happens now and then,
+ * so the test allows a few. */
+#define SELDOM_MSGS 12
+static uint64_t seldom_spins[SELDOM_MSGS + 1];
 static int seldom_n;
 
 static void seldom_on_message(weft_port_t* port, weft_msg_t* msg) {
   (void)msg;
-  seldom_spin[++seldom_n] = weft__loop_spin_ns(weft_loop_current());
+  seldom_spins[++seldom_n] = weft__loop_spins(weft_loop_current());
   if (seldom_n == SELDOM_MSGS)
     cr_assert_eq(weft_port_close(port), 0);
 }
@@ -1339,12 +1343,13 @@ Test(loop, stops_spinning_when_messages_come_seldom) {
   cr_assert_eq(uv_thread_join(&t), 0);
   cr_assert_eq(seldom_post_rc, 0);
   cr_assert_eq(seldom_n, SELDOM_MSGS);
-  /* After the first message the loop spun (its budget starts full)... */
-  cr_assert_gt(seldom_spin[2], seldom_spin[1]);
-  /* ...found nothing for 3 ms, and from then on parks at once. */
-  for (int i = 3; i <= SELDOM_MSGS; i++)
-    cr_assert_eq(seldom_spin[i], seldom_spin[2], "message %d: %llu ns > %llu",
-                 i, (unsigned long long)seldom_spin[i],
-                 (unsigned long long)seldom_spin[2]);
+  /* The loop spun at least once (its budget starts full: after the first
+   * message, unless the second was already there)... */
+  uint64_t spins = seldom_spins[SELDOM_MSGS] - seldom_spins[1];
+  cr_assert_geq(spins, 1);
+  /* ...found nothing for 3 ms, and from then on parks at once: at most 3
+   * more spins over the 11 gaps, where a fixed spin makes 11. */
+  cr_assert_leq(spins, 4, "%llu spins over %d gaps of 3 ms",
+                (unsigned long long)spins, SELDOM_MSGS - 1);
   finish(loop, a, b);
 }
