@@ -136,21 +136,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# cpu_busy (for wait_quiet): busy share of all CPUs over 0.5 s.
+# cpu_busy and wait_quiet (a quiet machine before each run).
 # shellcheck source=bench/cpu_busy.sh
 . "$here/cpu_busy.sh"
-wait_quiet() {
-  [ "$QUIET_WAIT" -gt 0 ] 2>/dev/null || return 0
-  local start=$SECONDS busy
-  while busy=$(cpu_busy); [ "$busy" -ge 15 ]; do
-    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
-      say "  machine still ${busy}% busy after ${QUIET_WAIT}s: running anyway"
-      echo x >>"$tmp/noisy"
-      return 0
-    fi
-    sleep 1
-  done
-}
 
 free_port() {
   if command -v python3 >/dev/null 2>&1; then

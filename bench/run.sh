@@ -71,23 +71,10 @@ if ! command -v "$NODE" >/dev/null 2>&1; then
   exit 1
 fi
 
-# cpu_busy: busy share of all CPUs over 0.5 s, in percent.
+# cpu_busy and wait_quiet (a quiet machine before each run).
 # shellcheck source=bench/cpu_busy.sh
 . "$here/cpu_busy.sh"
 
-# Wait (at most QUIET_WAIT s) until other processes leave the CPUs alone.
-wait_quiet() {
-  [ "$QUIET_WAIT" -gt 0 ] 2>/dev/null || return 0
-  local start=$SECONDS busy
-  while busy=$(cpu_busy); [ "$busy" -ge 15 ]; do
-    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
-      echo "  machine still ${busy}% busy after ${QUIET_WAIT}s: running anyway" >&2
-      echo x >>"$tmp/noisy"
-      return 0
-    fi
-    sleep 1
-  done
-}
 
 # run_one SIDE WORKLOAD ROUND: append "<metric> <value> <unit>" lines to
 # $tmp/SIDE.results; a failed run is reported and contributes nothing.

@@ -166,33 +166,37 @@ typedef struct {
   int pid; /* The answer, or a negative errno. */
 } job_t;
 
-static void request(void* arg) {
-  job_t* j = arg;
+/* A socket connected to 127.0.0.1:port, with a 10 s read timeout: the
+ * descriptor, or -1 (no socket) or -2 (no connection). */
+static int connect_loopback(int port) {
   struct sockaddr_in a;
   struct timeval tv = {10, 0};
-  char buf[32];
-  size_t len = 0;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  j->pid = -1;
   if (fd < 0)
-    return;
+    return -1;
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   memset(&a, 0, sizeof(a));
   a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)j->port);
+  a.sin_port = htons((uint16_t)port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, (struct sockaddr*)&a, sizeof(a)) != 0 ||
-      write(fd, j->line, strlen(j->line)) != (ssize_t)strlen(j->line)) {
-    j->pid = -2;
+  if (connect(fd, (struct sockaddr*)&a, sizeof(a)) != 0) {
     close(fd);
-    return;
+    return -2;
   }
+  return fd;
+}
+
+/* Read `fd` to its end and close it: the pid the child answered, -3
+ * (closed without an answer, or reset) or -4 (timed out: not closed by
+ * the server). */
+static int read_pid(int fd) {
+  char buf[32];
+  size_t len = 0;
   for (;;) {
     ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      j->pid = -4; /* Timed out: not closed by the server. */
       close(fd);
-      return;
+      return -4;
     }
     if (n <= 0)
       break; /* The end, or a reset (closed with the line unread). */
@@ -200,10 +204,23 @@ static void request(void* arg) {
   }
   close(fd);
   buf[len] = '\0';
-  if (len > 1 && buf[len - 1] == '\n')
-    j->pid = atoi(buf);
-  else
-    j->pid = -3; /* Closed without an answer. */
+  return len > 1 && buf[len - 1] == '\n' ? atoi(buf) : -3;
+}
+
+static void request(void* arg) {
+  job_t* j = arg;
+  int fd = connect_loopback(j->port);
+  size_t n = strlen(j->line);
+  if (fd < 0) {
+    j->pid = fd;
+    return;
+  }
+  if (write(fd, j->line, n) != (ssize_t)n) {
+    j->pid = -2;
+    close(fd);
+    return;
+  }
+  j->pid = read_pid(fd);
 }
 
 static void queue_request(const char* line, weft_after_work_cb after) {
@@ -393,41 +410,22 @@ typedef struct {
  * before any is served. */
 static void four_requests(void* arg) {
   four_t* f = arg;
-  struct sockaddr_in a;
-  struct timeval tv = {10, 0};
   int fds[4];
   int i;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)f->port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   for (i = 0; i < 4; i++) {
-    f->pids[i] = -1;
-    fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-    if (fds[i] < 0)
-      continue;
-    setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fds[i], (struct sockaddr*)&a, sizeof(a)) != 0)
-      f->pids[i] = -2;
+    fds[i] = connect_loopback(f->port);
+    f->pids[i] = fds[i] < 0 ? fds[i] : -1;
   }
   for (i = 0; i < 4; i++)
-    if (fds[i] >= 0 && f->pids[i] == -1 && write(fds[i], "pid\n", 4) != 4)
+    if (fds[i] >= 0 && write(fds[i], "pid\n", 4) != 4)
       f->pids[i] = -2;
   for (i = 0; i < 4; i++) {
-    char buf[32];
-    size_t len = 0;
     if (fds[i] < 0)
       continue;
-    for (;;) {
-      ssize_t n = read(fds[i], buf + len, sizeof(buf) - 1 - len);
-      if (n <= 0)
-        break;
-      len += (size_t)n;
-    }
-    close(fds[i]);
-    buf[len] = '\0';
     if (f->pids[i] == -1)
-      f->pids[i] = len > 1 && buf[len - 1] == '\n' ? atoi(buf) : -3;
+      f->pids[i] = read_pid(fds[i]);
+    else
+      close(fds[i]);
   }
 }
 
