@@ -72,6 +72,12 @@ struct weft__ready_s {
  * The loop must stay open until `r` ran. Thread: any. */
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r);
 
+/* Call `cb(arg)` each time the loop has run out of work and is about to
+ * spin or park (NULL: none). The callback must not run user code; it may
+ * push work for the loop (which the loop then finds before it parks).
+ * Thread: owner loop only. */
+void weft__loop_on_idle(weft_loop_t* loop, void (*cb)(void* arg), void* arg);
+
 /* Whether weft_loop_run() is to return at the end of the current callback
  * (weft_loop_stop, terminate, weft_worker_exit). Thread: owner loop only. */
 bool weft__loop_stopping(weft_loop_t* loop);
@@ -273,6 +279,10 @@ struct weft_msg_s {
   bool backlog : 1;   /* Counted in a port's queued bytes (port.c). */
   bool routed : 1;    /* `route` is set: a request, or a request's outcome
                        * (request.c); see weft__route_t. */
+  /* What a layer above lib/ makes of the message (actors/: signals,
+   * timers), with `aux`; 0 and 0 for every message lib/ makes. lib/ never
+   * reads them. */
+  uint8_t tag;
   uint32_t nxfer;
   int32_t code; /* ERROR / EXIT: the code. */
   uint32_t capxfer;
@@ -281,6 +291,8 @@ struct weft_msg_s {
   char* data; /* Payload (inline_buf or heap). */
   weft__xfer_t* xfers;
   msgpack_zone* zone; /* Owned zone for kept or received messages. */
+  uint64_t aux;       /* See `tag`. Before the payload so that a small
+                       * payload still shares the second line with it. */
   char inline_buf[WEFT__MSG_INLINE];
   /* Cold: set up on first use. */
   msgpack_object obj;  /* Valid when `decoded`. */
@@ -503,6 +515,28 @@ size_t weft__thread_message_limit(void);
  * the worker exited), with the checks of weft_worker_post(): 0, or
  * WEFT_EINVAL (NULL, or freed by its owner). Thread: any. */
 int weft__worker_post_core(weft_worker_t* w, void** core);
+
+/* --- request.c ------------------------------------------------------ */
+
+/* Where a request goes, for layers above lib/ (actors/): `post` takes
+ * `*msg` on 0 (and sets it NULL) and leaves it to the caller on an error.
+ * Thread: the requester's. */
+typedef int (*weft__post_fn)(void* to, weft_msg_t** msg);
+/* weft_port_request_msg() through `post`: the outcome comes to `cb` on the
+ * calling thread's loop. Returns as weft_port_request_msg(). */
+int weft__request_async(weft__post_fn post,
+                        void* to,
+                        weft_msg_t** msg,
+                        int64_t timeout_ms,
+                        weft_reply_cb cb,
+                        void* ctx,
+                        uint64_t* id);
+/* weft_port_call_msg() through `post`. Thread: any (it blocks). */
+int weft__request_call(weft__post_fn post,
+                       void* to,
+                       weft_msg_t** msg,
+                       int64_t timeout_ms,
+                       weft_msg_t** reply);
 
 /* --- failpoint.c -----------------------------------------------------
  * Allocation-failure injection for tests, compiled in with the CMake option

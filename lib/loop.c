@@ -152,6 +152,8 @@ struct weft_loop_s {
   _Atomic uint64_t spin_ns;
   _Atomic uint64_t spins; /* Spins made (budget > 0); as spin_ns. */
   bool recent_ready; /* Ready items were handled since the last spin. */
+  void (*idle_hook)(void* arg); /* weft__loop_on_idle(); owner only. */
+  void* idle_arg;
   uint32_t spin_budget_ns; /* Owner only: see SPIN_NS. */
   uint64_t start_ns;
 };
@@ -840,6 +842,11 @@ bool weft__loop_has_ready(weft_loop_t* loop) {
   return !weft__mpsc_empty(&loop->ready);
 }
 
+void weft__loop_on_idle(weft_loop_t* loop, void (*cb)(void* arg), void* arg) {
+  loop->idle_hook = cb;
+  loop->idle_arg = arg;
+}
+
 void weft__loop_schedule(weft_loop_t* loop, weft__ready_t* r) {
   /* seq_cst: before our load of the waker's flag in the single order, so
    * that a closing owner either waits for us or we see the waker closed
@@ -1059,6 +1066,11 @@ int weft_loop_run(weft_loop_t* loop) {
       continue;
     if (uv_backend_timeout(loop->uv) == 0)
       continue; /* Something is due at once. */
+    if (loop->idle_hook != NULL) {
+      loop->idle_hook(loop->idle_arg);
+      if (!weft__mpsc_empty(&loop->ready))
+        continue;
+    }
     /* Spin only after cross-thread traffic, where an answer may be on its
      * way: a loop woken by a timer or I/O alone parks straight away, so
      * periodic timers cost no spinning (8 workers with 1 ms intervals:

@@ -18,6 +18,8 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
   m->scanned = false;
   m->backlog = false;
   m->routed = false;
+  m->tag = 0;
+  m->aux = 0;
   m->nxfer = 0;
   m->code = 0;
   m->capxfer = 0;
@@ -533,8 +535,11 @@ int weft_msg_keep(weft_msg_t* msg) {
     adopted = true;
   }
   /* A delivered message was decoded into the loop's zone: the message
-   * takes that zone with it and the loop starts a fresh one. */
-  msg->zone = weft__loop_take_zone(loop);
+   * takes that zone with it and the loop starts a fresh one. One kept
+   * before and handed out again (an actor's ask reply: actors/ask.c) has
+   * its zone already. */
+  if (msg->zone == NULL)
+    msg->zone = weft__loop_take_zone(loop);
   if (msg->zone == NULL) {
     if (adopted) {
       weft__heap_disown(&msg->owned);

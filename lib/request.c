@@ -182,7 +182,7 @@ static int bytes_msg(const void* bytes, size_t len, weft_msg_t** out) {
 }
 
 /* Where a request goes: a port (its handle) or a worker (its post core). */
-typedef int (*post_fn)(void* to, weft_msg_t** msg);
+typedef weft__post_fn post_fn;
 
 static int post_port(void* to, weft_msg_t** msg) {
   return weft__port_post_msg(to, msg);
@@ -980,4 +980,32 @@ int weft_msg_reply(weft_msg_t* msg, const void* bytes, size_t len) {
   if (err != 0)
     return err;
   return weft_reply_send(r, bytes, len);
+}
+
+/* ---- for layers above lib/ ---------------------------------------------- */
+
+int weft__request_async(weft__post_fn post,
+                        void* to,
+                        weft_msg_t** msg,
+                        int64_t timeout_ms,
+                        weft_reply_cb cb,
+                        void* ctx,
+                        uint64_t* id) {
+  if (id != NULL)
+    *id = 0;
+  if (cb == NULL || !buildable(msg))
+    return WEFT_EINVAL;
+  return loop_request(post, to, msg, timeout_ms, cb, ctx, id);
+}
+
+int weft__request_call(weft__post_fn post,
+                       void* to,
+                       weft_msg_t** msg,
+                       int64_t timeout_ms,
+                       weft_msg_t** reply) {
+  if (reply != NULL)
+    *reply = NULL;
+  if (reply == NULL || !buildable(msg))
+    return WEFT_EINVAL;
+  return blocking_call(post, to, msg, timeout_ms, reply);
 }

@@ -33,14 +33,31 @@ typedef struct weft__mpsc_s {
 #define weft__container_of(ptr, type, field) \
   ((type*)((char*)(ptr)-offsetof(type, field)))
 
-static inline void weft__mpsc_init(weft__mpsc_t* q) {
-  atomic_init(&q->sentinel.next, NULL);
-  atomic_init(&q->head, &q->sentinel);
-  q->tail = &q->sentinel;
+/* The same queue without the cache-line alignment: 24 bytes, for objects
+ * that have one each and must stay small (an actor's mailbox). Producers
+ * and the consumer then share a line; that is the price of the size. */
+typedef struct weft__mpsc_small_s {
+  _Atomic(weft__mpsc_node_t*) head;
+  weft__mpsc_node_t* tail;
+  weft__mpsc_node_t sentinel;
+} weft__mpsc_small_t;
+
+/* The algorithm, on the three fields of either layout. */
+
+static inline void weft__mpsc_init_at(_Atomic(weft__mpsc_node_t*)* head,
+                                      weft__mpsc_node_t** tail,
+                                      weft__mpsc_node_t* sentinel) {
+  atomic_init(&sentinel->next, NULL);
+  atomic_init(head, sentinel);
+  *tail = sentinel;
 }
 
-/* Thread: any. */
-static inline void weft__mpsc_push(weft__mpsc_t* q, weft__mpsc_node_t* n) {
+/* Thread: any. Returns the node pushed before `n` (the sentinel when the
+ * queue was empty, or a half-done push): callers that only need "was it
+ * empty" compare it with the sentinel. */
+static inline weft__mpsc_node_t* weft__mpsc_push_at(
+    _Atomic(weft__mpsc_node_t*)* head,
+    weft__mpsc_node_t* n) {
   weft__mpsc_node_t* prev;
   atomic_store_explicit(&n->next, NULL, memory_order_relaxed);
   /* acq_rel: release publishes n (and the payload written before the push)
@@ -48,40 +65,71 @@ static inline void weft__mpsc_push(weft__mpsc_t* q, weft__mpsc_node_t* n) {
    * producer, so prev->next is ours alone to write. seq_cst is used instead
    * because callers pair the push with a load of a "parked" flag (Dekker):
    * the push must not be reordered after that load. */
-  prev = atomic_exchange_explicit(&q->head, n, memory_order_seq_cst);
+  prev = atomic_exchange_explicit(head, n, memory_order_seq_cst);
   /* release: the consumer's acquire load of prev->next sees n's payload. */
   atomic_store_explicit(&prev->next, n, memory_order_release);
+  return prev;
 }
 
 /* The oldest node, or NULL if empty or a push is half done.
  * Thread: consumer only. */
-static inline weft__mpsc_node_t* weft__mpsc_pop(weft__mpsc_t* q) {
-  weft__mpsc_node_t* tail = q->tail;
+static inline weft__mpsc_node_t* weft__mpsc_pop_at(
+    _Atomic(weft__mpsc_node_t*)* head,
+    weft__mpsc_node_t** tailp,
+    weft__mpsc_node_t* sentinel) {
+  weft__mpsc_node_t* tail = *tailp;
   weft__mpsc_node_t* next =
       atomic_load_explicit(&tail->next, memory_order_acquire);
-  if (tail == &q->sentinel) {
+  if (tail == sentinel) {
     if (next == NULL)
       return NULL;
-    q->tail = next;
+    *tailp = next;
     tail = next;
     next = atomic_load_explicit(&next->next, memory_order_acquire);
   }
   if (next != NULL) {
-    q->tail = next;
+    *tailp = next;
     return tail;
   }
   /* tail is the last linked node. If a producer already swapped head, its
    * link is on the way: report nothing for now. */
-  if (tail != atomic_load_explicit(&q->head, memory_order_acquire))
+  if (tail != atomic_load_explicit(head, memory_order_acquire))
     return NULL;
   /* Put the sentinel back behind tail so tail can be handed out. */
-  weft__mpsc_push(q, &q->sentinel);
+  weft__mpsc_push_at(head, sentinel);
   next = atomic_load_explicit(&tail->next, memory_order_acquire);
   if (next != NULL) {
-    q->tail = next;
+    *tailp = next;
     return tail;
   }
   return NULL;
+}
+
+/* True when nothing was pushed that has not been popped, counting pushes
+ * that are half done as present. Thread: consumer only. */
+static inline bool weft__mpsc_empty_at(_Atomic(weft__mpsc_node_t*)* head,
+                                       weft__mpsc_node_t* tail,
+                                       weft__mpsc_node_t* sentinel) {
+  /* seq_cst: pairs with the producers' seq_cst exchange for the
+   * park/wake handshake (see waker.h). */
+  return tail == sentinel &&
+         atomic_load_explicit(head, memory_order_seq_cst) == sentinel;
+}
+
+/* The aligned queue. */
+
+static inline void weft__mpsc_init(weft__mpsc_t* q) {
+  weft__mpsc_init_at(&q->head, &q->tail, &q->sentinel);
+}
+
+/* Thread: any. */
+static inline void weft__mpsc_push(weft__mpsc_t* q, weft__mpsc_node_t* n) {
+  (void)weft__mpsc_push_at(&q->head, n);
+}
+
+/* Thread: consumer only. */
+static inline weft__mpsc_node_t* weft__mpsc_pop(weft__mpsc_t* q) {
+  return weft__mpsc_pop_at(&q->head, &q->tail, &q->sentinel);
 }
 
 /* The oldest node not yet popped, left in the queue, or NULL. A later pop
@@ -93,13 +141,32 @@ static inline weft__mpsc_node_t* weft__mpsc_peek(weft__mpsc_t* q) {
   return atomic_load_explicit(&q->sentinel.next, memory_order_acquire);
 }
 
-/* True when nothing was pushed that has not been popped, counting pushes
- * that are half done as present. Thread: consumer only. */
+/* Thread: consumer only. */
 static inline bool weft__mpsc_empty(weft__mpsc_t* q) {
-  /* seq_cst: pairs with the producers' seq_cst exchange for the
-   * park/wake handshake (see waker.h). */
-  return q->tail == &q->sentinel &&
-         atomic_load_explicit(&q->head, memory_order_seq_cst) == &q->sentinel;
+  return weft__mpsc_empty_at(&q->head, q->tail, &q->sentinel);
+}
+
+/* The small queue: the same calls. */
+
+static inline void weft__mpscs_init(weft__mpsc_small_t* q) {
+  weft__mpsc_init_at(&q->head, &q->tail, &q->sentinel);
+}
+
+/* Thread: any. True when the queue was empty before this push (counting
+ * a half-done push as present). */
+static inline bool weft__mpscs_push(weft__mpsc_small_t* q,
+                                    weft__mpsc_node_t* n) {
+  return weft__mpsc_push_at(&q->head, n) == &q->sentinel;
+}
+
+/* Thread: consumer only. */
+static inline weft__mpsc_node_t* weft__mpscs_pop(weft__mpsc_small_t* q) {
+  return weft__mpsc_pop_at(&q->head, &q->tail, &q->sentinel);
+}
+
+/* Thread: consumer only. */
+static inline bool weft__mpscs_empty(weft__mpsc_small_t* q) {
+  return weft__mpsc_empty_at(&q->head, q->tail, &q->sentinel);
 }
 
 #endif /* WEFT_TRANSPORT_MPSC_H */

@@ -36,7 +36,12 @@
   XX(ENOTASK, -5016, "no task is registered under that name")                 \
   XX(ENOREPLY, -5017, "the request was dropped without a reply")            \
   XX(ENOTLOCAL, -5018, "buffers, shared buffers and ports cannot leave the process") \
-  XX(ERESTARTS, -5019, "too many restarts within the restart window")
+  XX(ERESTARTS, -5019, "too many restarts within the restart window")        \
+  XX(EEXIST, UV_EEXIST, "the name is taken")                                   \
+  XX(ENOENT, UV_ENOENT, "no such name")                                        \
+  XX(EDEADACTOR, -5020, "the actor has ended, or never was")                  \
+  XX(EMAILBOXFULL, -5021, "the actor's mailbox is over its high-water mark")  \
+  XX(EKILLED, -5022, "the actor was killed")
 
 typedef enum {
 #define WEFT__ERRNO_ENUM(name, value, _) WEFT_##name = (value),

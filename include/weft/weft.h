@@ -21,6 +21,7 @@ extern "C" {
 #include "weft/request.h"
 #include "weft/pool.h"
 #include "weft/cluster.h"
+#include "weft/actor.h"
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,560 @@
+/* actor.c - spawning, sending, an actor's turn, its end.
+ *
+ * Who runs an actor. `sched` is RUN_IDLE while nobody holds the actor.
+ * A push that finds the mailbox empty (the queue's exchange returned the
+ * sentinel) swaps `sched` to RUN_HELD and, if it was idle, queues the
+ * actor: exactly one party holds it. At the end of a turn the holder
+ * either keeps it (more mail: queue it again; muted: a mute record holds
+ * it) or lets go: store RUN_IDLE, then look at the mailbox's head once
+ * more, and take it back (swap) if a push came in between and saw
+ * RUN_HELD. Both sides use seq_cst (the push's exchange, the swap, the
+ * store and the load), so either the pusher sees RUN_IDLE or the holder
+ * sees the push: no actor is left with mail and nobody to run it, and no
+ * actor runs on two schedulers. Between letting go and the last look
+ * another scheduler may already run (and end) the actor, so the holder
+ * keeps a reference on the actor's slot for that window: the end waits
+ * for it (address.c).
+ *
+ * Backpressure (Pony's muting). After each turn the actor compares its
+ * mailbox length (pushes counted by senders, pops by itself) with the
+ * system's marks and sets or clears `overloaded`. An actor that sent to an
+ * overloaded actor during its turn (and is not overloaded itself, so two
+ * actors flooding each other never both stop) is muted: it leaves a
+ * record in the receiver's `mutees` and is not run again until the
+ * receiver drains below the low mark (or ends) and unmutes it. Senders
+ * outside the actors get WEFT_EMAILBOXFULL instead: they cannot be
+ * paused. Memory stays bounded by the marks plus what one turn of each
+ * sender sends. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static _Thread_local weft_actor_t* tl_actor;
+
+weft_actor_t* weft__actor_current(void) {
+  return tl_actor;
+}
+
+weft__actor_x_t* weft__actor_x(weft_actor_t* a) {
+  if (a->x == NULL)
+    a->x = WEFT__FAILABLE(calloc(1, sizeof(*a->x)));
+  return a->x;
+}
+
+weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
+                            size_t len) {
+  weft_msg_t* m = weft__msg_alloc(WEFT__MSG_DATA, len);
+  if (m == NULL)
+    return NULL;
+  if (len > 0)
+    memcpy(m->data, bytes, len);
+  m->len = len;
+  m->tag = (uint8_t)tag;
+  m->aux = aux;
+  m->state = WEFT__MSG_QUEUED;
+  return m;
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside) {
+  weft_actor_t* a = weft__slot_enter(to);
+  bool was_empty;
+  if (a == NULL)
+    return WEFT_EDEADACTOR;
+  if (atomic_load_explicit(&a->sys->closing, memory_order_acquire)) {
+    weft__slot_leave(to);
+    return WEFT_EDEADACTOR;
+  }
+  if (from_outside &&
+      atomic_load_explicit(&a->overloaded, memory_order_relaxed)) {
+    weft__slot_leave(to);
+    return WEFT_EMAILBOXFULL;
+  }
+  msg->state = WEFT__MSG_QUEUED;
+  /* relaxed: a count the owner reads after its turn; off by a few is
+   * fine for a high-water mark. */
+  atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+  was_empty = weft__mpscs_push(&a->mbox, &msg->node);
+  /* seq_cst: see "Who runs an actor". */
+  if (was_empty && atomic_exchange_explicit(&a->sched, WEFT__RUN_HELD,
+                                            memory_order_seq_cst) ==
+                       WEFT__RUN_IDLE)
+    weft__sched_queue(a);
+  weft__slot_leave(to);
+  return 0;
+}
+
+/* A user message: checks of a port post, no ports, and a value that
+ * decodes (refused here: a behaviour has no messageerror). */
+static int seal(weft_msg_t* m) {
+  uint32_t i;
+  int err;
+  if (m->len == 0)
+    return WEFT_EDECODE;
+  if (m->len > WEFT_MSG_DEFAULT_LIMIT)
+    return WEFT_EMSGSIZE;
+  err = weft__msg_seal(m);
+  if (err != 0)
+    return err;
+  if (!m->scanned) {
+    err = weft__msgpack_validate(m->data, m->len);
+    if (err != 0)
+      return err;
+  }
+  for (i = 0; i < m->nxfer; i++)
+    if (m->xfers[i].kind == WEFT_EXT_PORT)
+      return WEFT_EINVAL;
+  if (m->nxfer > 0) {
+    err = weft__msg_check_transfers(m);
+    if (err != 0)
+      return err;
+  }
+  return 0;
+}
+
+/* Send a sealed message as the current actor (or from outside). */
+static int send_sealed(weft_actor_id to, weft_msg_t* m) {
+  weft_actor_t* self = tl_actor;
+  weft_actor_t* a;
+  int err;
+  m->tag = WEFT__TAG_PLAIN;
+  m->aux = self != NULL ? self->id : 0;
+  if (self == NULL)
+    return weft__actor_push(to, m, true);
+  err = weft__actor_push(to, m, false);
+  if (err == 0 && self->mute_on == 0 &&
+      !atomic_load_explicit(&self->overloaded, memory_order_relaxed) &&
+      (a = weft__slot_enter(to)) != NULL) {
+    if (atomic_load_explicit(&a->overloaded, memory_order_relaxed) &&
+        a != self)
+      self->mute_on = to;
+    weft__slot_leave(to);
+  }
+  return err;
+}
+
+int weft_actor_send_msg(weft_actor_id to, weft_msg_t** msg) {
+  int err;
+  if (msg == NULL || *msg == NULL || (*msg)->state != WEFT__MSG_BUILDING ||
+      (*msg)->routed)
+    return WEFT_EINVAL;
+  err = seal(*msg);
+  if (err != 0)
+    return err;
+  if (!weft__slot_alive(to))
+    return WEFT_EDEADACTOR; /* Before the transfers commit. */
+  weft__msg_commit_transfers(*msg);
+  err = send_sealed(to, *msg);
+  if (err == 0)
+    *msg = NULL;
+  /* A push refused after the commit (the actor ended just now, or its
+   * mailbox filled): the transfers went with the message, as for a post
+   * to a port that closed meanwhile; the caller frees it. */
+  return err;
+}
+
+int weft_actor_send(weft_actor_id to, const void* bytes, size_t len) {
+  weft_msg_t* m;
+  int err;
+  if (bytes == NULL || len == 0)
+    return len == 0 && bytes != NULL ? WEFT_EDECODE : WEFT_EINVAL;
+  if (len > WEFT_MSG_DEFAULT_LIMIT)
+    return WEFT_EMSGSIZE;
+  m = weft__msg_alloc(WEFT__MSG_DATA, len);
+  if (m == NULL)
+    return WEFT_ENOMEM;
+  memcpy(m->data, bytes, len);
+  m->len = len;
+  err = seal(m);
+  if (err == 0)
+    err = send_sealed(to, m);
+  if (err != 0)
+    weft_msg_free(m);
+  return err;
+}
+
+int weft_actor_send_fn(weft_actor_id to,
+                       int (*pack)(msgpack_packer* pk, void* arg),
+                       void* arg) {
+  weft_msg_t* m;
+  int err;
+  if (pack == NULL)
+    return WEFT_EINVAL;
+  err = weft_msg_new(&m);
+  if (err != 0)
+    return err;
+  err = pack(weft_msg_packer(m), arg);
+  if (err > 0)
+    err = WEFT_EPACK;
+  if (err == 0)
+    err = weft_actor_send_msg(to, &m);
+  weft_msg_free(m);
+  return err;
+}
+
+int weft_actor_send_fmt(weft_actor_id to, const char* fmt, ...) {
+  weft_msg_t* m;
+  va_list ap;
+  int err = weft_msg_new(&m);
+  if (err != 0)
+    return err;
+  va_start(ap, fmt);
+  err = weft_msg_vpack(m, fmt, ap);
+  va_end(ap);
+  if (err == 0)
+    err = weft_actor_send_msg(to, &m);
+  weft_msg_free(m);
+  return err;
+}
+
+/* ---- spawning -------------------------------------------------------------- */
+
+int weft_actor_spawn(weft_actor_system_t* sys,
+                     weft_behaviour_fn fn,
+                     void* state,
+                     const weft_actor_opts_t* opts,
+                     weft_actor_id* out) {
+  weft_actor_t* a;
+  weft_actor_t* self = tl_actor;
+  weft_actor_id link = opts != NULL ? opts->link : 0;
+  int err;
+  if (out != NULL)
+    *out = 0;
+  if (sys == NULL || fn == NULL)
+    return WEFT_EINVAL;
+  if (atomic_load_explicit(&sys->closing, memory_order_acquire))
+    return WEFT_ECLOSED;
+  a = weft__xalloc(sizeof(*a));
+  if (a == NULL)
+    return WEFT_ENOMEM;
+  memset(a, 0, sizeof(*a));
+  a->ready.run = weft__actor_run;
+  weft__mpscs_init(&a->mbox);
+  atomic_init(&a->sched, WEFT__RUN_IDLE);
+  atomic_init(&a->muted, WEFT__MUTE_NO);
+  atomic_init(&a->pushed, 0);
+  atomic_init(&a->overloaded, false);
+  atomic_init(&a->mutees, NULL);
+  a->fn = fn;
+  a->state = state;
+  a->sys = sys;
+  if (opts != NULL && (opts->flags & WEFT_ACTOR_TRAP_EXIT))
+    a->flags |= WEFT__A_TRAP;
+  if (opts != NULL &&
+      (opts->on_stop != NULL || opts->mailbox_limit != 0 || link != 0)) {
+    if (weft__actor_x(a) == NULL) {
+      weft__xfree(a);
+      return WEFT_ENOMEM;
+    }
+    a->x->on_stop = opts->on_stop;
+    a->x->mailbox_limit = opts->mailbox_limit;
+  }
+  if (link != 0) {
+    err = weft__link_add(a, link);
+    if (err != 0) {
+      free(a->x);
+      weft__xfree(a);
+      return err;
+    }
+  }
+  err = weft__slot_alloc(a, &a->id);
+  if (err != 0) {
+    if (a->x != NULL)
+      free(a->x->links);
+    free(a->x);
+    weft__xfree(a);
+    return err;
+  }
+  weft__system_live(sys, 1);
+  if (opts != NULL && opts->name != NULL) {
+    err = weft_actor_register(sys, opts->name, a->id);
+    if (err != 0)
+      goto undo;
+  }
+  if (link != 0) {
+    /* The other side: our own table if the linker is the caller, else a
+     * LINK signal, which an actor that ended answers with its EXIT. */
+    if (self != NULL && self->id == link) {
+      err = weft__link_add(self, a->id);
+    } else {
+      weft_msg_t* m = weft__actor_msg(WEFT__TAG_LINK, a->id, NULL, 0);
+      err = m == NULL ? WEFT_ENOMEM : weft__actor_push(link, m, false);
+      if (err != 0)
+        weft_msg_free(m);
+    }
+    if (err != 0)
+      goto undo;
+  }
+  if (out != NULL)
+    *out = a->id;
+  return 0;
+undo:
+  /* Nobody could have sent to it yet except by guessing its id: end it
+   * quietly, as if it had never run. */
+  if (a->x != NULL)
+    a->x->on_stop = NULL;
+  if (a->x != NULL)
+    a->x->nlinks = 0;
+  weft__actor_destroy(a, NULL);
+  return err;
+}
+
+/* ---- a turn ---------------------------------------------------------------- */
+
+static void dead_letter(weft_actor_t* a, weft_msg_t* m) {
+  weft_actor_system_t* sys = a->sys;
+  atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
+  if (sys->dead_letter != NULL && weft__msg_decode(m, NULL) == 0) {
+    m->state = WEFT__MSG_OWNED;
+    sys->dead_letter(sys->dead_letter_arg, a->id, m);
+  }
+  weft_msg_free(m);
+}
+
+static void handle(weft_actor_t* a, weft_loop_t* loop, weft_msg_t* m) {
+  int rc;
+  if (m->tag == WEFT__TAG_ASK_REPLY) {
+    weft__ask_deliver(a, m);
+    return;
+  }
+  if (m->tag == WEFT__TAG_TIMER) {
+    if (!weft__timer_arrived(a, m))
+      return;
+  } else if (m->tag != WEFT__TAG_PLAIN) {
+    bool deliver = false;
+    if (weft__link_signal(a, m, &deliver) && !deliver)
+      return;
+  }
+  if (weft__msg_hand_out(m, loop) != 0) {
+    /* Sealed at the sender, so only memory can fail here. */
+    atomic_fetch_add_explicit(&a->sys->dead_letters, 1, memory_order_relaxed);
+    return;
+  }
+  rc = a->fn(a, a->state, m);
+  weft__msg_take_back(m, loop);
+  if (rc < 0 && !(a->flags & WEFT__A_STOP)) {
+    a->flags |= WEFT__A_STOP;
+    a->reason = rc;
+  }
+}
+
+typedef struct mute_rec_s {
+  struct mute_rec_s* next;
+  weft_actor_id who;
+} mute_rec_t;
+
+/* Unmute every actor muted on `a`. */
+static void unmute_all(weft_actor_t* a) {
+  mute_rec_t* r = atomic_exchange_explicit(&a->mutees, NULL,
+                                           memory_order_seq_cst);
+  while (r != NULL) {
+    mute_rec_t* next = r->next;
+    weft_actor_t* m = weft__slot_enter(r->who);
+    if (m != NULL) {
+      unsigned yes = WEFT__MUTE_YES;
+      /* The one who clears the mute holds the actor (see actor.c). */
+      if (atomic_compare_exchange_strong_explicit(&m->muted, &yes,
+                                                  WEFT__MUTE_NO,
+                                                  memory_order_seq_cst,
+                                                  memory_order_relaxed))
+        weft__sched_queue(m);
+      weft__slot_leave(r->who);
+    }
+    free(r);
+    r = next;
+  }
+}
+
+/* Try to mute `a` on the actor it sent to. True: a mute record holds `a`
+ * now (or whoever cleared it first queued it). Called under a reference
+ * on a's own slot. */
+static bool mute(weft_actor_t* a) {
+  weft_actor_id on = a->mute_on;
+  weft_actor_t* t;
+  mute_rec_t* r;
+  void* head;
+  bool still;
+  unsigned yes = WEFT__MUTE_YES;
+  a->mute_on = 0;
+  t = weft__slot_enter(on);
+  if (t == NULL)
+    return false;
+  r = WEFT__FAILABLE(malloc(sizeof(*r)));
+  if (r == NULL ||
+      !atomic_load_explicit(&t->overloaded, memory_order_seq_cst)) {
+    free(r);
+    weft__slot_leave(on);
+    return false;
+  }
+  r->who = a->id;
+  atomic_store_explicit(&a->muted, WEFT__MUTE_YES, memory_order_seq_cst);
+  head = atomic_load_explicit(&t->mutees, memory_order_relaxed);
+  do {
+    r->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &t->mutees, &head, r, memory_order_seq_cst, memory_order_relaxed));
+  /* seq_cst, against the receiver clearing `overloaded` and then taking
+   * the records: either it takes ours, or we see the flag clear. */
+  still = atomic_load_explicit(&t->overloaded, memory_order_seq_cst);
+  weft__slot_leave(on);
+  if (still)
+    return true;
+  /* Drained meanwhile: unmute ourselves, unless the receiver did. */
+  return !atomic_compare_exchange_strong_explicit(
+      &a->muted, &yes, WEFT__MUTE_NO, memory_order_seq_cst,
+      memory_order_relaxed);
+}
+
+/* After a turn: the mailbox's length against the marks and the limit. */
+static void check_load(weft_actor_t* a) {
+  weft_actor_system_t* sys = a->sys;
+  uint64_t len =
+      atomic_load_explicit(&a->pushed, memory_order_relaxed) - a->popped;
+  bool over = atomic_load_explicit(&a->overloaded, memory_order_relaxed);
+  if (a->x != NULL && a->x->mailbox_limit != 0 &&
+      len > a->x->mailbox_limit) {
+    a->flags |= WEFT__A_STOP;
+    a->reason = WEFT_EMAILBOXFULL;
+    return;
+  }
+  if (!over && len > sys->high_water) {
+    atomic_store_explicit(&a->overloaded, true, memory_order_seq_cst);
+  } else if (over && len < sys->low_water) {
+    atomic_store_explicit(&a->overloaded, false, memory_order_seq_cst);
+    unmute_all(a);
+  }
+}
+
+int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
+  weft_actor_t* a = weft__container_of(r, weft_actor_t, ready);
+  weft_actor_system_t* sys = a->sys;
+  weft__sched_t* s = weft__sched_current();
+  weft_actor_id id;
+  unsigned n = 0;
+  /* A scheduler being stopped: leave the actor where it is (held); the
+   * system's free ends it. */
+  if (weft__loop_closing(loop) || weft__loop_stopping(loop) ||
+      atomic_load_explicit(&sys->closing, memory_order_acquire))
+    return 1;
+  if (weft__sched_give(s, a))
+    return 1;
+  tl_actor = a;
+  while (n < sys->batch) {
+    weft__mpsc_node_t* node = weft__mpscs_pop(&a->mbox);
+    if (node == NULL)
+      break;
+    n++;
+    handle(a, loop, weft__container_of(node, weft_msg_t, node));
+    if (a->flags & WEFT__A_STOP)
+      break;
+  }
+  a->popped += n;
+  if (!(a->flags & WEFT__A_STOP))
+    check_load(a);
+  tl_actor = NULL;
+  if (a->flags & WEFT__A_STOP) {
+    weft__actor_end(a, a->reason);
+    weft__loop_after_callback(loop);
+    return (int)n + 1;
+  }
+  if (!weft__mpscs_empty(&a->mbox) && a->mute_on == 0) {
+    weft__sched_queue(a); /* Still ours: to the back of the queue. */
+  } else {
+    /* Let go (see "Who runs an actor"), under a reference on our slot. */
+    id = a->id;
+    if (weft__slot_enter(id) != NULL) {
+      if (a->mute_on == 0 || !mute(a)) {
+        atomic_store_explicit(&a->sched, WEFT__RUN_IDLE, memory_order_seq_cst);
+        if (atomic_load_explicit(&a->mbox.head, memory_order_seq_cst) !=
+                &a->mbox.sentinel &&
+            atomic_exchange_explicit(&a->sched, WEFT__RUN_HELD,
+                                     memory_order_seq_cst) == WEFT__RUN_IDLE)
+          weft__sched_queue(a);
+      }
+      weft__slot_leave(id);
+    }
+  }
+  weft__loop_after_callback(loop);
+  return (int)n + 1;
+}
+
+/* ---- the end --------------------------------------------------------------- */
+
+static void release(weft_actor_t* a, int reason, bool signal, bool named) {
+  weft__actor_x_t* x = a->x;
+  weft__mpsc_node_t* node;
+  weft_actor_system_t* sys = a->sys;
+  if (named)
+    weft__registry_drop_id(sys, a->id);
+  if (signal)
+    weft__link_end(a, reason);
+  weft__timer_end(a);
+  while ((node = weft__mpscs_pop(&a->mbox)) != NULL) {
+    weft_msg_t* m = weft__container_of(node, weft_msg_t, node);
+    if (m->tag == WEFT__TAG_ASK_REPLY)
+      weft__ask_drop(m);
+    else if (m->tag == WEFT__TAG_PLAIN)
+      dead_letter(a, m);
+    else if (!signal || !weft__link_queued_at_end(a, m, reason))
+      weft_msg_free(m);
+  }
+  unmute_all(a);
+  if (x != NULL && x->on_stop != NULL)
+    x->on_stop(a->state, reason);
+  if (x != NULL) {
+    free(x->links);
+    free(x->watchers);
+    free(x->monitors);
+    free(x->timers);
+    free(x);
+  }
+  weft__slot_free(a->id);
+  weft__xfree(a);
+  weft__system_live(sys, -1);
+}
+
+void weft__actor_end(weft_actor_t* a, int reason) {
+  release(a, reason, true, weft__slot_close_named(a->id));
+}
+
+void weft__actor_destroy(weft_actor_t* a, void* arg) {
+  (void)arg;
+  /* The system is going: no signals (their receivers go too). */
+  release(a, WEFT_ECLOSED, false, weft__slot_close_named(a->id));
+}
+
+/* ---- inside a behaviour ---------------------------------------------------- */
+
+weft_actor_id weft_actor_self(const weft_actor_t* self) {
+  return self != NULL ? self->id : 0;
+}
+
+weft_actor_system_t* weft_actor_system(const weft_actor_t* self) {
+  return self != NULL ? self->sys : NULL;
+}
+
+weft_loop_t* weft_actor_loop(const weft_actor_t* self) {
+  weft__sched_t* s = weft__sched_current();
+  if (self == NULL || s == NULL)
+    return NULL;
+  return s->loop;
+}
+
+weft_actor_id weft_actor_sender(const weft_msg_t* msg) {
+  if (msg == NULL || msg->tag != WEFT__TAG_PLAIN)
+    return 0;
+  return msg->aux;
+}
+
+int weft_actor_stop(weft_actor_t* self, int reason) {
+  if (self == NULL)
+    return WEFT_EINVAL;
+  if (!(self->flags & WEFT__A_STOP)) {
+    self->flags |= WEFT__A_STOP;
+    self->reason = reason;
+  }
+  return 0;
+}

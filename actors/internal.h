@@ -1,0 +1,255 @@
+/* internal.h - what the files of actors/ share; never installed.
+ *
+ * Files, bottom up: address (ids, slots, the table), system (schedulers
+ * and the run queues), actor (spawn, send, a turn, the end), link (links,
+ * monitors, exit signals), ask, timer, registry, supervisor. actors/
+ * calls into lib/ through lib/internal.h; lib/ knows nothing of actors.
+ *
+ * An actor is held by exactly one party at a time, which alone may run
+ * or queue it: a scheduler's run queue, the scheduler running it, a
+ * mailbox it is muted on, or nobody (its mailbox is empty; the send that
+ * finds it so queues it). `sched` arbitrates: see actor.c. */
+#ifndef WEFT_ACTORS_INTERNAL_H
+#define WEFT_ACTORS_INTERNAL_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "weft/actor.h"
+#include "../lib/internal.h"
+
+/* --- message tags (weft_msg_t.tag; 0: plain) ----------------------------- */
+enum {
+  WEFT__TAG_PLAIN = 0,     /* aux: the sending actor's id, or 0. */
+  WEFT__TAG_LINK = 1,      /* aux: the actor that linked to us. */
+  WEFT__TAG_UNLINK = 2,    /* aux: the actor that unlinked. */
+  WEFT__TAG_MONITOR = 3,   /* aux: the watcher; value [ref]. */
+  WEFT__TAG_DEMONITOR = 4, /* aux: the ref. */
+  WEFT__TAG_EXIT = 5,      /* A linked actor ended. aux: it; value
+                            * ["EXIT", from, reason]. */
+  WEFT__TAG_EXIT_SENT = 6, /* weft_actor_exit(); as TAG_EXIT. */
+  WEFT__TAG_DOWN = 7,      /* aux: the ref; ["DOWN", from, ref, reason]. */
+  WEFT__TAG_TIMER = 8,     /* aux: the timer's id; the user's value. */
+  WEFT__TAG_ASK_REPLY = 9, /* aux: the ask's record; a kept reply (code
+                            * 0) or an empty message carrying the code. */
+  WEFT__TAG_UNMUTE = 10    /* Not a message: see mute records. */
+};
+
+/* --- address.c ------------------------------------------------------------
+ * A process-wide table of slots. A slot's `state` packs its generation
+ * (high 32 bits), a DEAD bit, and the number of senders inside a push
+ * (low 31 bits): a sender enters with a CAS that checks the generation and
+ * the bit, so an actor is freed only after every push into it is done
+ * and after no new one can start. Slot memory is never freed: an old id
+ * always reads a valid slot. */
+#define WEFT__SLOT_DEAD ((uint64_t)1 << 31)
+#define WEFT__SLOT_NAMED ((uint64_t)1 << 30) /* Has a registry entry. */
+#define WEFT__SLOT_REFS ((uint64_t)WEFT__SLOT_NAMED - 1)
+
+typedef struct weft__slot_s {
+  _Atomic uint64_t state;
+  _Atomic(weft_actor_t*) actor;
+} weft__slot_t;
+
+/* A fresh slot for `a` (generation published with it): 0 and `*id`, or
+ * WEFT_ENOMEM. The actor is reachable from then on. Thread: any. */
+int weft__slot_alloc(weft_actor_t* a, weft_actor_id* id);
+/* Enter the slot of `id`: the live actor, held until weft__slot_leave(),
+ * or NULL (ended, never was, or being freed). Thread: any. */
+weft_actor_t* weft__slot_enter(weft_actor_id id);
+void weft__slot_leave(weft_actor_id id);
+/* The owner ends its actor: no new sender gets in; returns once every
+ * sender inside is out. Thread: the actor's turn. */
+void weft__slot_close(weft_actor_id id);
+/* Mark that `id` has a name (the caller holds its slot). Thread: any. */
+void weft__slot_mark_named(weft_actor_id id);
+/* Close (as weft__slot_close) and say whether the actor had a name. */
+bool weft__slot_close_named(weft_actor_id id);
+/* Give the slot back with the next generation. Thread: any, after close. */
+void weft__slot_free(weft_actor_id id);
+/* Whether `id` still names a live (not closed) actor. Thread: any. */
+bool weft__slot_alive(weft_actor_id id);
+/* Call `fn` on every actor of `sys` still in the table (system free, after
+ * its schedulers are gone). Thread: the system's freer. */
+void weft__slot_each(weft_actor_system_t* sys,
+                     void (*fn)(weft_actor_t* a, void* arg),
+                     void* arg);
+
+/* --- system.c -------------------------------------------------------------- */
+
+typedef struct weft__sched_s {
+  weft_actor_system_t* sys;
+  unsigned index;
+  weft_worker_t* worker;
+  weft_loop_t* loop; /* Set before the system is handed out. */
+  weft__tracked_t tracked;  /* Its loop's teardown: timers. */
+  void* timers;             /* timer.c's records on this loop. */
+} weft__sched_t;
+
+struct weft_actor_system_s {
+  unsigned nsched;
+  unsigned batch;
+  size_t high_water;
+  size_t low_water;
+  void (*dead_letter)(void* arg, weft_actor_id to, weft_msg_t* msg);
+  void* dead_letter_arg;
+  weft__sched_t* scheds;
+  /* Bit i: scheduler i has nothing to run and takes actors (see
+   * weft__sched_idle). */
+  alignas(64) _Atomic uint64_t idle_mask;
+  atomic_uint next; /* Round robin for actors queued from outside. */
+  atomic_bool closing;
+  _Atomic uint64_t dead_letters;
+  alignas(64) _Atomic size_t live; /* Actors alive. */
+  uv_mutex_t lock;                 /* live == 0 waits, online, exits. */
+  uv_cond_t cond;
+  unsigned spawned;  /* Scheduler workers made. */
+  unsigned online;   /* Their loops up (scheds[i].loop set). */
+  unsigned started;  /* Online when the stop began. */
+  unsigned quiesced; /* In their stop task. */
+  unsigned exited;
+  void* registry; /* registry.c, under its own lock. */
+  uv_mutex_t reg_lock;
+  char name[12];
+};
+
+/* The scheduler the calling thread is, or NULL. Thread: any. */
+weft__sched_t* weft__sched_current(void);
+/* Queue the runnable actor `a` (the caller holds it; see the file
+ * comment): on the calling scheduler if it is one of a's system's, unless
+ * that one has work waiting and another is idle; else on an idle
+ * scheduler or the next in turn. Thread: any. */
+void weft__sched_queue(weft_actor_t* a);
+/* Give `a`, which is about to run on `s`, to an idle scheduler if work
+ * waits behind it on `s`. True when given. Thread: the scheduler `s`. */
+bool weft__sched_give(weft__sched_t* s, weft_actor_t* a);
+/* An actor live count step, and the wake-up of weft_actor_system_wait()
+ * at 0. Thread: any. */
+void weft__system_live(weft_actor_system_t* sys, int delta);
+
+/* --- actor.c --------------------------------------------------------------- */
+
+/* Cold parts of an actor, made on first use: links, monitors, timers,
+ * name, limits. Thread: the actor's turn (the owner) only. */
+typedef struct weft__actor_x_s {
+  weft_actor_id* links;
+  size_t nlinks, caplinks;
+  struct weft__watch_s* watchers; /* Who monitors us. */
+  size_t nwatchers, capwatchers;
+  uint64_t* monitors; /* Refs of our monitors ([ref, target] pairs). */
+  size_t nmonitors, capmonitors;
+  void** timers; /* timer.c's records. */
+  size_t ntimers, captimers;
+  weft_actor_stop_fn on_stop;
+  size_t mailbox_limit;
+} weft__actor_x_t;
+
+typedef struct weft__watch_s {
+  weft_actor_id who;
+  uint64_t ref;
+} weft__watch_t;
+
+/* Actor flags (owner only). */
+enum {
+  WEFT__A_TRAP = 1u,     /* Trap exits. */
+  WEFT__A_STOP = 2u,     /* End after this message (`reason`). */
+  WEFT__A_LINKING = 4u   /* Spawned with a link not yet confirmed. */
+};
+
+/* Values of `sched`. */
+enum {
+  WEFT__RUN_IDLE = 0, /* Nobody holds it: the next send queues it. */
+  WEFT__RUN_HELD = 1  /* Queued, running, or muted. */
+};
+
+/* Values of `muted`. */
+enum { WEFT__MUTE_NO = 0, WEFT__MUTE_YES = 1 };
+
+/* 128 bytes with mimalloc's size classes (checked in test_actor). */
+struct weft_actor_s {
+  weft__ready_t ready;     /* On a scheduler loop's run queue. */
+  weft__mpsc_small_t mbox; /* Messages (weft_msg_t.node). */
+  atomic_uint sched;       /* WEFT__RUN_*. */
+  atomic_uint muted;       /* WEFT__MUTE_*; set by the actor, cleared by
+                            * whoever unmutes it (CAS). */
+  /* Senders count pushes; the owner reads it after each turn to see the
+   * mailbox's length (pushed - popped) against the marks. */
+  _Atomic uint64_t pushed;
+  uint64_t popped;          /* Owner only. */
+  atomic_bool overloaded;   /* Over the high-water mark (senders read). */
+  uint8_t flags;            /* WEFT__A_*; owner only. */
+  int32_t reason;           /* With WEFT__A_STOP. */
+  weft_behaviour_fn fn;
+  void* state;
+  weft_actor_system_t* sys;
+  weft_actor_id id;
+  weft__actor_x_t* x;
+  /* Actors muted on us (mute records, pushed by any thread, taken whole
+   * by the owner). */
+  _Atomic(void*) mutees;
+  /* Owner only, during a turn: an overloaded actor we sent to. */
+  weft_actor_id mute_on;
+};
+
+/* The actor whose turn the calling thread runs, or NULL. Thread: any. */
+weft_actor_t* weft__actor_current(void);
+/* The cold part, made if needed (NULL: out of memory). Owner only. */
+weft__actor_x_t* weft__actor_x(weft_actor_t* a);
+/* Push `msg` (tag and aux set by the caller) into `to`'s mailbox and queue
+ * the actor if that push made it runnable. `plain_sender` is the actor
+ * sending (for backpressure), or NULL for weft's own signals, which are
+ * never refused for load. 0, WEFT_EDEADACTOR or WEFT_EMAILBOXFULL; on an
+ * error the caller still owns `msg`. Thread: any. */
+int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside);
+/* A message of `len` bytes (copied), tag and aux set. NULL: no memory. */
+weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
+                            size_t len);
+/* End `a` now (from its turn): links, monitors, mailbox, timers, name,
+ * on_stop, slot. Thread: the actor's turn. */
+void weft__actor_end(weft_actor_t* a, int reason);
+/* Free what is left of an actor when its system is freed (no scheduler
+ * runs any more). Thread: the system's freer. */
+void weft__actor_destroy(weft_actor_t* a, void* arg);
+/* Run a turn of `a` (its ready item). */
+int weft__actor_run(weft_loop_t* loop, weft__ready_t* r);
+
+/* --- link.c ---------------------------------------------------------------- */
+
+/* Handle a signal message in `a`'s turn; returns true when it was one
+ * (consumed: freed or delivered). May mark `a` to stop. */
+bool weft__link_signal(weft_actor_t* a, weft_msg_t* msg, bool* deliver);
+/* At the end of `a`: tell links and watchers, and answer link/monitor
+ * signals still queued. */
+void weft__link_end(weft_actor_t* a, int reason);
+/* The signals still queued at the end: answer them (true: consumed). */
+bool weft__link_queued_at_end(weft_actor_t* a, weft_msg_t* msg, int reason);
+/* Record a link both ways for a spawn: the child side. */
+int weft__link_add(weft_actor_t* a, weft_actor_id other);
+
+/* --- ask.c ----------------------------------------------------------------- */
+
+/* Deliver an ask outcome in the asker's turn (tag ASK_REPLY); frees it
+ * unless the callback kept the reply. */
+void weft__ask_deliver(weft_actor_t* a, weft_msg_t* msg);
+/* An outcome for an asker that ended: free it. */
+void weft__ask_drop(weft_msg_t* msg);
+
+/* --- timer.c --------------------------------------------------------------- */
+
+/* A timer message in the owner's turn: true when it is to be delivered
+ * (the timer is live); a cancelled one is freed. */
+bool weft__timer_arrived(weft_actor_t* a, weft_msg_t* msg);
+/* Cancel every timer of the ending actor. */
+void weft__timer_end(weft_actor_t* a);
+/* A scheduler loop's teardown: release the records of its timers. */
+void weft__timer_sched_end(weft__sched_t* s);
+
+/* --- registry.c ------------------------------------------------------------ */
+
+int weft__registry_init(weft_actor_system_t* sys);
+void weft__registry_free(weft_actor_system_t* sys);
+/* Remove the name of `id`, if it has one. Thread: any. */
+void weft__registry_drop_id(weft_actor_system_t* sys, weft_actor_id id);
+
+#endif /* WEFT_ACTORS_INTERNAL_H */

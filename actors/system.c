@@ -1,0 +1,346 @@
+/* system.c - an actor system: its scheduler threads and where a runnable
+ * actor is queued.
+ *
+ * A scheduler is a hosted weft worker (weft/worker.h: owned by weft's host
+ * thread, so a system works from a program with no loop) whose loop runs
+ * forever: its ready queue, the loop's one many-producer queue, is the
+ * scheduler's run queue, and the loop's spin-then-park is the scheduler's
+ * idle policy. An actor's turn is a ready item (actor.c).
+ *
+ * Balance. The run queue has one consumer, so it cannot be stolen from.
+ * Instead an idle scheduler advertises itself in `idle_mask` (the loop
+ * calls weft__sched_idle before it spins or parks) and busy ones give it
+ * work: an actor about to run on a scheduler that has more queued behind
+ * it, and an actor made runnable on a scheduler whose queue is not empty,
+ * go to an idle scheduler instead (the giver claims the idle bit first, so
+ * one advertisement takes one actor). Actors made runnable from outside
+ * the system go to an idle scheduler, or round robin.
+ *
+ * Heaps. Actors move between schedulers, and with them the messages they
+ * keep: a scheduler's thread therefore runs with no worker heap of its own
+ * (weft__heap_set_current(NULL)), so that what is kept on one scheduler
+ * may be freed on another. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+static _Thread_local weft__sched_t* tl_sched;
+
+weft__sched_t* weft__sched_current(void) {
+  return tl_sched;
+}
+
+static void sched_idle(void* arg) {
+  weft__sched_t* s = arg;
+  uint64_t bit = (uint64_t)1 << s->index;
+  /* relaxed: a hint; the giver's claim (fetch_and) decides. */
+  if ((atomic_load_explicit(&s->sys->idle_mask, memory_order_relaxed) & bit) ==
+      0)
+    atomic_fetch_or_explicit(&s->sys->idle_mask, bit, memory_order_relaxed);
+}
+
+/* Clear our idle bit once we have work again. */
+static void sched_busy(weft__sched_t* s) {
+  uint64_t bit = (uint64_t)1 << s->index;
+  if (atomic_load_explicit(&s->sys->idle_mask, memory_order_relaxed) & bit)
+    atomic_fetch_and_explicit(&s->sys->idle_mask, ~bit, memory_order_relaxed);
+}
+
+/* Claim an idle scheduler other than `self` (may be NULL): its index, or
+ * -1. */
+static int claim_idle(weft_actor_system_t* sys, const weft__sched_t* self) {
+  uint64_t mask = atomic_load_explicit(&sys->idle_mask, memory_order_relaxed);
+  if (self != NULL)
+    mask &= ~((uint64_t)1 << self->index);
+  while (mask != 0) {
+    int i = __builtin_ctzll(mask);
+    uint64_t bit = (uint64_t)1 << i;
+    if (atomic_fetch_and_explicit(&sys->idle_mask, ~bit,
+                                  memory_order_relaxed) &
+        bit)
+      return i;
+    mask &= ~bit;
+  }
+  return -1;
+}
+
+void weft__sched_queue(weft_actor_t* a) {
+  weft_actor_system_t* sys = a->sys;
+  weft__sched_t* s = tl_sched;
+  int i;
+  if (s != NULL && s->sys == sys) {
+    /* Locality first: a message answered on this scheduler stays here
+     * (ping-pong never crosses cores). Only work that would wait goes. */
+    if (atomic_load_explicit(&sys->idle_mask, memory_order_relaxed) != 0 &&
+        weft__loop_has_ready(s->loop) && (i = claim_idle(sys, s)) >= 0) {
+      weft__loop_schedule(sys->scheds[i].loop, &a->ready);
+      return;
+    }
+    weft__loop_schedule(s->loop, &a->ready);
+    return;
+  }
+  i = claim_idle(sys, NULL);
+  if (i < 0)
+    i = (int)(atomic_fetch_add_explicit(&sys->next, 1, memory_order_relaxed) %
+              sys->nsched);
+  weft__loop_schedule(sys->scheds[i].loop, &a->ready);
+}
+
+bool weft__sched_give(weft__sched_t* s, weft_actor_t* a) {
+  weft_actor_system_t* sys = s->sys;
+  int i;
+  sched_busy(s);
+  if (atomic_load_explicit(&sys->idle_mask, memory_order_relaxed) == 0 ||
+      !weft__loop_has_ready(s->loop))
+    return false;
+  i = claim_idle(sys, s);
+  if (i < 0)
+    return false;
+  weft__loop_schedule(sys->scheds[i].loop, &a->ready);
+  return true;
+}
+
+void weft__system_live(weft_actor_system_t* sys, int delta) {
+  /* acq_rel: an end's effects (on_stop) happen before a waiter that sees
+   * the count reach 0 returns. */
+  size_t before = atomic_fetch_add_explicit(&sys->live, (size_t)(ptrdiff_t)delta,
+                                            memory_order_acq_rel);
+  if (delta < 0 && before == (size_t)-delta) {
+    uv_mutex_lock(&sys->lock);
+    uv_cond_broadcast(&sys->cond);
+    uv_mutex_unlock(&sys->lock);
+  }
+}
+
+static void sched_teardown(weft__tracked_t* t) {
+  weft__sched_t* s = weft__container_of(t, weft__sched_t, tracked);
+  weft__loop_untrack(t);
+  weft__timer_sched_end(s);
+}
+
+static void sched_entry(weft_loop_t* loop, void* arg) {
+  weft__sched_t* s = arg;
+  weft_actor_system_t* sys = s->sys;
+  /* See "Heaps" in the file comment. */
+  weft__heap_set_current(NULL);
+  tl_sched = s;
+  s->tracked.teardown = sched_teardown;
+  weft__loop_track(loop, &s->tracked);
+  weft__loop_keepalive(loop, 1); /* Until the system ends. */
+  weft__loop_on_idle(loop, sched_idle, s);
+  uv_mutex_lock(&sys->lock);
+  s->loop = loop; /* Under the lock: stop_schedulers() reads it. */
+  sys->online++;
+  uv_cond_broadcast(&sys->cond);
+  uv_mutex_unlock(&sys->lock);
+}
+
+static void sched_exit(weft_worker_t* w, int code) {
+  weft__sched_t* s = weft_worker_get_data(w);
+  weft_actor_system_t* sys = s->sys;
+  (void)code;
+  uv_mutex_lock(&sys->lock);
+  sys->exited++;
+  uv_cond_broadcast(&sys->cond);
+  uv_mutex_unlock(&sys->lock);
+}
+
+static void sched_error(weft_worker_t* w, int err, const char* text) {
+  weft__sched_t* s = weft_worker_get_data(w);
+  (void)err;
+  /* A behaviour called weft_report_error() or broke a limit: the
+   * scheduler is gone with what it ran. Say so; the others go on. */
+  fprintf(stderr, "weft: actor scheduler %s-%u ended: %s\n", s->sys->name,
+          s->index, text != NULL ? text : "error");
+}
+
+/* The last task of a scheduler (system free): wait until every scheduler
+ * is here, so that none runs a turn (and queues an actor on a loop that
+ * is gone) any more, then end. */
+static void sched_stop(weft_loop_t* loop, void* arg) {
+  weft__sched_t* s = arg;
+  weft_actor_system_t* sys = s->sys;
+  uv_mutex_lock(&sys->lock);
+  sys->quiesced++;
+  uv_cond_broadcast(&sys->cond);
+  while (sys->quiesced < sys->started)
+    uv_cond_wait(&sys->cond, &sys->lock);
+  uv_mutex_unlock(&sys->lock);
+  weft__loop_keepalive(loop, -1);
+  weft_worker_exit(0);
+}
+
+/* Stop the schedulers that came online and free every one spawned. */
+static void stop_schedulers(weft_actor_system_t* sys) {
+  unsigned i;
+  uv_mutex_lock(&sys->lock);
+  sys->started = sys->online;
+  uv_mutex_unlock(&sys->lock);
+  for (i = 0; i < sys->nsched; i++)
+    if (sys->scheds[i].loop != NULL &&
+        weft__loop_post_task(sys->scheds[i].loop, sched_stop,
+                             &sys->scheds[i]) != 0)
+      weft_worker_terminate(sys->scheds[i].worker, NULL); /* No memory. */
+  uv_mutex_lock(&sys->lock);
+  while (sys->exited < sys->spawned)
+    uv_cond_wait(&sys->cond, &sys->lock);
+  uv_mutex_unlock(&sys->lock);
+  for (i = 0; i < sys->nsched; i++) {
+    weft_worker_free(sys->scheds[i].worker);
+    sys->scheds[i].worker = NULL;
+  }
+}
+
+int weft_actor_system_new(weft_actor_system_t** out,
+                          const weft_actor_system_opts_t* opts) {
+  weft_actor_system_opts_t o;
+  weft_actor_system_t* sys;
+  unsigned i;
+  int err = 0;
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  memset(&o, 0, sizeof(o));
+  if (opts != NULL)
+    o = *opts;
+  if (o.schedulers == 0)
+    o.schedulers = uv_available_parallelism();
+  if (o.schedulers > 64)
+    return WEFT_EINVAL;
+  if (o.batch == 0)
+    o.batch = 100;
+  if (o.high_water == 0)
+    o.high_water = 4096;
+  if (o.low_water == 0)
+    o.low_water = o.high_water / 2;
+  if (o.low_water > o.high_water)
+    return WEFT_EINVAL;
+  sys = weft__xalloc64(sizeof(*sys));
+  if (sys == NULL)
+    return WEFT_ENOMEM;
+  sys->scheds = WEFT__FAILABLE(calloc(o.schedulers, sizeof(*sys->scheds)));
+  if (sys->scheds == NULL) {
+    weft__xfree(sys);
+    return WEFT_ENOMEM;
+  }
+  sys->nsched = o.schedulers;
+  sys->batch = o.batch;
+  sys->high_water = o.high_water;
+  sys->low_water = o.low_water;
+  sys->dead_letter = o.dead_letter;
+  sys->dead_letter_arg = o.dead_letter_arg;
+  snprintf(sys->name, sizeof(sys->name), "%s",
+           o.name != NULL ? o.name : "weft-actor");
+  if (uv_mutex_init(&sys->lock) != 0) {
+    free(sys->scheds);
+    weft__xfree(sys);
+    return WEFT_ENOMEM;
+  }
+  if (uv_cond_init(&sys->cond) != 0) {
+    uv_mutex_destroy(&sys->lock);
+    free(sys->scheds);
+    weft__xfree(sys);
+    return WEFT_ENOMEM;
+  }
+  err = weft__registry_init(sys);
+  for (i = 0; err == 0 && i < sys->nsched; i++) {
+    weft_worker_opts_t wo;
+    char name[32]; /* Threads show 15 bytes of it. */
+    weft__sched_t* s = &sys->scheds[i];
+    s->sys = sys;
+    s->index = i;
+    snprintf(name, sizeof(name), "%s-%u", sys->name, i);
+    memset(&wo, 0, sizeof(wo));
+    wo.name = name;
+    wo.user_data = s;
+    wo.arg = s;
+    wo.events.exit = sched_exit;
+    wo.events.error = sched_error;
+    err = weft_worker_spawn(&s->worker, NULL, sched_entry, &wo);
+    if (err == 0) {
+      uv_mutex_lock(&sys->lock);
+      sys->spawned++;
+      uv_mutex_unlock(&sys->lock);
+    }
+  }
+  /* Wait for every loop (or its worker's early end): from then on any
+   * thread may queue on the loops, and a stop reaches each. */
+  uv_mutex_lock(&sys->lock);
+  while (sys->online + sys->exited < sys->spawned)
+    uv_cond_wait(&sys->cond, &sys->lock);
+  if (err == 0 && sys->online < sys->nsched)
+    err = WEFT_ESPAWN;
+  uv_mutex_unlock(&sys->lock);
+  if (err != 0) {
+    stop_schedulers(sys);
+    weft__registry_free(sys);
+    uv_cond_destroy(&sys->cond);
+    uv_mutex_destroy(&sys->lock);
+    free(sys->scheds);
+    weft__xfree(sys);
+    return err;
+  }
+  *out = sys;
+  return 0;
+}
+
+static bool on_own_scheduler(const weft_actor_system_t* sys) {
+  return tl_sched != NULL && tl_sched->sys == sys;
+}
+
+int weft_actor_system_wait(weft_actor_system_t* sys, int64_t timeout_ms) {
+  int64_t deadline;
+  int err = 0;
+  if (sys == NULL)
+    return WEFT_EINVAL;
+  if (on_own_scheduler(sys))
+    return WEFT_EBUSY;
+  deadline = timeout_ms > 0 ? weft__deadline_ns(timeout_ms) : -1;
+  uv_mutex_lock(&sys->lock);
+  while (atomic_load_explicit(&sys->live, memory_order_acquire) != 0) {
+    if (deadline < 0) {
+      uv_cond_wait(&sys->cond, &sys->lock);
+    } else {
+      int64_t left = deadline - (int64_t)uv_hrtime();
+      if (left <= 0 ||
+          uv_cond_timedwait(&sys->cond, &sys->lock, (uint64_t)left) != 0) {
+        if (atomic_load_explicit(&sys->live, memory_order_acquire) != 0)
+          err = WEFT_ETIMEDOUT;
+        break;
+      }
+    }
+  }
+  uv_mutex_unlock(&sys->lock);
+  return err;
+}
+
+int weft_actor_system_free(weft_actor_system_t* sys) {
+  if (sys == NULL)
+    return 0;
+  if (on_own_scheduler(sys))
+    return WEFT_EBUSY;
+  atomic_store_explicit(&sys->closing, true, memory_order_release);
+  stop_schedulers(sys);
+  /* No scheduler runs: the actors left are ours alone. */
+  weft__slot_each(sys, weft__actor_destroy, NULL);
+  weft__registry_free(sys);
+  uv_cond_destroy(&sys->cond);
+  uv_mutex_destroy(&sys->lock);
+  free(sys->scheds);
+  weft__xfree(sys);
+  return 0;
+}
+
+size_t weft_actor_system_count(const weft_actor_system_t* sys) {
+  if (sys == NULL)
+    return 0;
+  return atomic_load_explicit(&sys->live, memory_order_relaxed);
+}
+
+uint64_t weft_actor_system_dead_letters(const weft_actor_system_t* sys) {
+  if (sys == NULL)
+    return 0;
+  return atomic_load_explicit(&sys->dead_letters, memory_order_relaxed);
+}
