@@ -15,16 +15,16 @@
  * keeps a reference on the actor's slot for that window: the end waits
  * for it (address.c).
  *
- * Backpressure (Pony's muting). After each turn the actor compares its
- * mailbox length (pushes counted by senders, pops by itself) with the
- * system's marks and sets or clears `overloaded`. An actor that sent to an
- * overloaded actor during its turn (and is not overloaded itself, so two
- * actors flooding each other never both stop) is muted: it leaves a
- * record in the receiver's `mutees` and is not run again until the
- * receiver drains below the low mark (or ends) and unmutes it. Senders
- * outside the actors get WEFT_EMAILBOXFULL instead: they cannot be
- * paused. Memory stays bounded by the marks plus what one turn of each
- * sender sends. */
+ * Backpressure (Pony's muting). A mailbox's length is its pushes (counted
+ * by the senders) less its pops (published by its owner after each
+ * turn). An actor whose send leaves a mailbox over the system's high-water
+ * mark (and that is not over the mark itself, so two actors flooding each
+ * other never both stop) ends its turn after that message and is muted:
+ * it leaves a record in the receiver's `mutees` and is not run again until
+ * the receiver, after a turn, is below the low mark (or ends) and unmutes
+ * it. Senders outside the actors get WEFT_EMAILBOXFULL instead: they
+ * cannot be paused. A mailbox then holds at most the high mark plus what
+ * each sender sends while handling one message. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +59,22 @@ weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
 
 /* ---- sending ------------------------------------------------------------- */
 
+/* The length of a's mailbox, give or take the pushes and pops in flight.
+ * seq_cst on `popped`: the mute handshake (see mute()). */
+static uint64_t backlog(weft_actor_t* a) {
+  uint64_t pushed = atomic_load_explicit(&a->pushed, memory_order_relaxed);
+  uint64_t popped = atomic_load_explicit(&a->popped, memory_order_seq_cst);
+  return pushed > popped ? pushed - popped : 0;
+}
+
 int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside) {
+  return weft__actor_push_load(to, msg, from_outside, NULL);
+}
+
+int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
+                          bool from_outside, bool* over) {
   weft_actor_t* a = weft__slot_enter(to);
+  uint64_t n;
   bool was_empty;
   if (a == NULL)
     return WEFT_EDEADACTOR;
@@ -68,15 +82,16 @@ int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside) {
     weft__slot_leave(to);
     return WEFT_EDEADACTOR;
   }
-  if (from_outside &&
-      atomic_load_explicit(&a->overloaded, memory_order_relaxed)) {
+  if (from_outside && backlog(a) > a->sys->high_water) {
     weft__slot_leave(to);
     return WEFT_EMAILBOXFULL;
   }
   msg->state = WEFT__MSG_QUEUED;
-  /* relaxed: a count the owner reads after its turn; off by a few is
-   * fine for a high-water mark. */
-  atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed);
+  /* relaxed: a count for the marks; off by the pushes in flight. */
+  n = atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed) + 1;
+  if (over != NULL)
+    *over = n - atomic_load_explicit(&a->popped, memory_order_relaxed) >
+            a->sys->high_water;
   was_empty = weft__mpscs_push(&a->mbox, &msg->node);
   /* seq_cst: see "Who runs an actor". */
   if (was_empty && atomic_exchange_explicit(&a->sched, WEFT__RUN_HELD,
@@ -118,21 +133,16 @@ static int seal(weft_msg_t* m) {
 /* Send a sealed message as the current actor (or from outside). */
 static int send_sealed(weft_actor_id to, weft_msg_t* m) {
   weft_actor_t* self = tl_actor;
-  weft_actor_t* a;
+  bool over = false;
   int err;
   m->tag = WEFT__TAG_PLAIN;
   m->aux = self != NULL ? self->id : 0;
   if (self == NULL)
     return weft__actor_push(to, m, true);
-  err = weft__actor_push(to, m, false);
-  if (err == 0 && self->mute_on == 0 &&
-      !atomic_load_explicit(&self->overloaded, memory_order_relaxed) &&
-      (a = weft__slot_enter(to)) != NULL) {
-    if (atomic_load_explicit(&a->overloaded, memory_order_relaxed) &&
-        a != self)
-      self->mute_on = to;
-    weft__slot_leave(to);
-  }
+  err = weft__actor_push_load(to, m, false, &over);
+  if (err == 0 && over && self->mute_on == 0 && to != self->id &&
+      backlog(self) <= self->sys->high_water)
+    self->mute_on = to;
   return err;
 }
 
@@ -236,7 +246,7 @@ int weft_actor_spawn(weft_actor_system_t* sys,
   atomic_init(&a->sched, WEFT__RUN_IDLE);
   atomic_init(&a->muted, WEFT__MUTE_NO);
   atomic_init(&a->pushed, 0);
-  atomic_init(&a->overloaded, false);
+  atomic_init(&a->popped, 0);
   atomic_init(&a->mutees, NULL);
   a->fn = fn;
   a->state = state;
@@ -383,8 +393,7 @@ static bool mute(weft_actor_t* a) {
   if (t == NULL)
     return false;
   r = WEFT__FAILABLE(malloc(sizeof(*r)));
-  if (r == NULL ||
-      !atomic_load_explicit(&t->overloaded, memory_order_seq_cst)) {
+  if (r == NULL || backlog(t) < t->sys->low_water) {
     free(r);
     weft__slot_leave(on);
     return false;
@@ -396,9 +405,10 @@ static bool mute(weft_actor_t* a) {
     r->next = head;
   } while (!atomic_compare_exchange_weak_explicit(
       &t->mutees, &head, r, memory_order_seq_cst, memory_order_relaxed));
-  /* seq_cst, against the receiver clearing `overloaded` and then taking
-   * the records: either it takes ours, or we see the flag clear. */
-  still = atomic_load_explicit(&t->overloaded, memory_order_seq_cst);
+  /* seq_cst (backlog's load of `popped`), against the receiver publishing
+   * its pops and then taking the records: either it takes ours, or we see
+   * it below the low mark. */
+  still = backlog(t) >= t->sys->low_water;
   weft__slot_leave(on);
   if (still)
     return true;
@@ -408,24 +418,24 @@ static bool mute(weft_actor_t* a) {
       memory_order_relaxed);
 }
 
-/* After a turn: the mailbox's length against the marks and the limit. */
-static void check_load(weft_actor_t* a) {
-  weft_actor_system_t* sys = a->sys;
-  uint64_t len =
-      atomic_load_explicit(&a->pushed, memory_order_relaxed) - a->popped;
-  bool over = atomic_load_explicit(&a->overloaded, memory_order_relaxed);
+/* After a turn of `n` messages: publish the pops, then the mailbox's
+ * length against the limit and the low mark. */
+static void check_load(weft_actor_t* a, unsigned n) {
+  uint64_t len;
+  /* seq_cst: before our look at `mutees` (see mute()). */
+  atomic_store_explicit(
+      &a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + n,
+      memory_order_seq_cst);
+  len = backlog(a);
   if (a->x != NULL && a->x->mailbox_limit != 0 &&
       len > a->x->mailbox_limit) {
     a->flags |= WEFT__A_STOP;
     a->reason = WEFT_EMAILBOXFULL;
     return;
   }
-  if (!over && len > sys->high_water) {
-    atomic_store_explicit(&a->overloaded, true, memory_order_seq_cst);
-  } else if (over && len < sys->low_water) {
-    atomic_store_explicit(&a->overloaded, false, memory_order_seq_cst);
+  if (len < a->sys->low_water &&
+      atomic_load_explicit(&a->mutees, memory_order_seq_cst) != NULL)
     unmute_all(a);
-  }
 }
 
 int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
@@ -448,12 +458,11 @@ int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
       break;
     n++;
     handle(a, loop, weft__container_of(node, weft_msg_t, node));
-    if (a->flags & WEFT__A_STOP)
-      break;
+    if (a->flags & WEFT__A_STOP || a->mute_on != 0)
+      break; /* Ended, or to be muted now. */
   }
-  a->popped += n;
   if (!(a->flags & WEFT__A_STOP))
-    check_load(a);
+    check_load(a, n);
   tl_actor = NULL;
   if (a->flags & WEFT__A_STOP) {
     weft__actor_end(a, a->reason);

@@ -173,12 +173,12 @@ struct weft_actor_s {
   atomic_uint sched;       /* WEFT__RUN_*. */
   atomic_uint muted;       /* WEFT__MUTE_*; set by the actor, cleared by
                             * whoever unmutes it (CAS). */
-  /* Senders count pushes; the owner reads it after each turn to see the
-   * mailbox's length (pushed - popped) against the marks. */
+  /* The mailbox's length is pushed - popped: senders count their pushes,
+   * the owner publishes its pops after each turn. Both on the line the
+   * push writes anyway. */
   _Atomic uint64_t pushed;
-  uint64_t popped;          /* Owner only. */
-  atomic_bool overloaded;   /* Over the high-water mark (senders read). */
-  uint8_t flags;            /* WEFT__A_*; owner only. */
+  _Atomic uint64_t popped; /* Written by the owner only. */
+  uint8_t flags;           /* WEFT__A_*; owner only. */
   int32_t reason;           /* With WEFT__A_STOP. */
   weft_behaviour_fn fn;
   void* state;
@@ -197,11 +197,16 @@ weft_actor_t* weft__actor_current(void);
 /* The cold part, made if needed (NULL: out of memory). Owner only. */
 weft__actor_x_t* weft__actor_x(weft_actor_t* a);
 /* Push `msg` (tag and aux set by the caller) into `to`'s mailbox and queue
- * the actor if that push made it runnable. `plain_sender` is the actor
- * sending (for backpressure), or NULL for weft's own signals, which are
- * never refused for load. 0, WEFT_EDEADACTOR or WEFT_EMAILBOXFULL; on an
- * error the caller still owns `msg`. Thread: any. */
+ * the actor if that push made it runnable. `from_outside`: a sender that
+ * is not an actor, refused over the high-water mark; actors and weft's
+ * own signals are never refused for load. 0, WEFT_EDEADACTOR or
+ * WEFT_EMAILBOXFULL; on an error the caller still owns `msg`.
+ * Thread: any. */
 int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside);
+/* The same, and `*over` (may be NULL): the push left the mailbox over the
+ * high-water mark. */
+int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
+                          bool from_outside, bool* over);
 /* A message of `len` bytes (copied), tag and aux set. NULL: no memory. */
 weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
                             size_t len);
