@@ -197,7 +197,7 @@ bool weft__slot_alive(weft_actor_id id) {
   return (uint32_t)(st >> 32) == gen && (st & WEFT__SLOT_DEAD) == 0;
 }
 
-void weft__slot_each(weft_actor_system_t* sys,
+void weft__slot_each(const weft_actor_system_t* sys,
                      void (*fn)(weft_actor_t* a, void* arg),
                      void* arg) {
   uint32_t i, n;

@@ -15,11 +15,33 @@
 
 #include "internal.h"
 
+/* The record rides in the message's `aux` (64 bits), through a union:
+ * no integer-to-pointer cast. */
+_Static_assert(sizeof(void*) <= sizeof(uint64_t), "a pointer fits in aux");
+
 typedef struct ask_s {
   weft_actor_id asker; /* 0: a loop asker. */
   weft_ask_cb cb;
   void* arg;
 } ask_t;
+
+typedef union {
+  uint64_t aux;
+  ask_t* k;
+} ask_aux_t;
+
+static uint64_t aux_of(ask_t* k) {
+  ask_aux_t u;
+  u.aux = 0;
+  u.k = k;
+  return u.aux;
+}
+
+static ask_t* record_of(const weft_msg_t* m) {
+  ask_aux_t u;
+  u.aux = m->aux;
+  return u.k;
+}
 
 static int translate(int status) {
   return status == WEFT_ECLOSED ? WEFT_EDEADACTOR : status;
@@ -62,15 +84,16 @@ static void outcome(void* ctx, int status, weft_msg_t* reply) {
     m->code = reply != NULL ? WEFT_ENOMEM : status;
   }
   m->tag = WEFT__TAG_ASK_REPLY;
-  m->aux = (uint64_t)(uintptr_t)k;
+  m->aux = aux_of(k);
   if (weft__actor_push(k->asker, m, false) != 0) {
     weft_msg_free(m); /* The asker ended: nobody to tell. */
     free(k);
   }
 }
 
+
 void weft__ask_deliver(weft_actor_t* a, weft_msg_t* m) {
-  ask_t* k = (ask_t*)(uintptr_t)m->aux;
+  ask_t* k = record_of(m);
   int status = m->code;
   m->tag = WEFT__TAG_PLAIN;
   m->aux = 0;
@@ -89,7 +112,7 @@ void weft__ask_deliver(weft_actor_t* a, weft_msg_t* m) {
 }
 
 void weft__ask_drop(weft_msg_t* m) {
-  free((ask_t*)(uintptr_t)m->aux);
+  free(record_of(m));
   weft_msg_free(m);
 }
 

@@ -72,7 +72,7 @@ void weft__slot_free(weft_actor_id id);
 bool weft__slot_alive(weft_actor_id id);
 /* Call `fn` on every actor of `sys` still in the table (system free, after
  * its schedulers are gone). Thread: the system's freer. */
-void weft__slot_each(weft_actor_system_t* sys,
+void weft__slot_each(const weft_actor_system_t* sys,
                      void (*fn)(weft_actor_t* a, void* arg),
                      void* arg);
 

@@ -18,8 +18,12 @@ typedef struct entry_s {
 } entry_t;
 
 typedef struct {
-  entry_t** buckets; /* By name. */
-  entry_t** by_id;
+  entry_t* head;
+} chain_t;
+
+typedef struct {
+  chain_t* buckets; /* By name. */
+  chain_t* by_id;
   size_t mask;
   size_t count;
 } table_t;
@@ -59,9 +63,9 @@ void weft__registry_free(weft_actor_system_t* sys) {
   if (t == NULL)
     return;
   for (i = 0; i <= t->mask; i++)
-    while (t->buckets[i] != NULL) {
-      entry_t* e = t->buckets[i];
-      t->buckets[i] = e->next;
+    while (t->buckets[i].head != NULL) {
+      entry_t* e = t->buckets[i].head;
+      t->buckets[i].head = e->next;
       free(e);
     }
   free(t->buckets);
@@ -72,14 +76,14 @@ void weft__registry_free(weft_actor_system_t* sys) {
 }
 
 static entry_t** find(table_t* t, const char* name) {
-  entry_t** pp = &t->buckets[hash(name) & t->mask];
+  entry_t** pp = &t->buckets[hash(name) & t->mask].head;
   while (*pp != NULL && strcmp((*pp)->name, name) != 0)
     pp = &(*pp)->next;
   return pp;
 }
 
 static entry_t** find_id(table_t* t, weft_actor_id id) {
-  entry_t** pp = &t->by_id[id_hash(id, t->mask)];
+  entry_t** pp = &t->by_id[id_hash(id, t->mask)].head;
   while (*pp != NULL && (*pp)->id != id)
     pp = &(*pp)->id_next;
   return pp;
@@ -87,21 +91,21 @@ static entry_t** find_id(table_t* t, weft_actor_id id) {
 
 static void grow(table_t* t) {
   size_t n = (t->mask + 1) * 2, i;
-  entry_t** b = WEFT__FAILABLE(calloc(n, sizeof(*b)));
-  entry_t** d = WEFT__FAILABLE(calloc(n, sizeof(*d)));
+  chain_t* b = WEFT__FAILABLE(calloc(n, sizeof(*b)));
+  chain_t* d = WEFT__FAILABLE(calloc(n, sizeof(*d)));
   if (b == NULL || d == NULL) {
     free(b);
     free(d);
     return; /* Longer chains; still correct. */
   }
   for (i = 0; i <= t->mask; i++)
-    while (t->buckets[i] != NULL) {
-      entry_t* e = t->buckets[i];
-      t->buckets[i] = e->next;
-      e->next = b[hash(e->name) & (n - 1)];
-      b[hash(e->name) & (n - 1)] = e;
-      e->id_next = d[id_hash(e->id, n - 1)];
-      d[id_hash(e->id, n - 1)] = e;
+    while (t->buckets[i].head != NULL) {
+      entry_t* e = t->buckets[i].head;
+      t->buckets[i].head = e->next;
+      e->next = b[hash(e->name) & (n - 1)].head;
+      b[hash(e->name) & (n - 1)].head = e;
+      e->id_next = d[id_hash(e->id, n - 1)].head;
+      d[id_hash(e->id, n - 1)].head = e;
     }
   free(t->buckets);
   free(t->by_id);
@@ -110,12 +114,14 @@ static void grow(table_t* t) {
   t->mask = n - 1;
 }
 
-/* Unlink `e` (found by name at `pp`) from both chains. Under the lock. */
-static void unlink_entry(table_t* t, entry_t** pp) {
-  entry_t* e = *pp;
+/* Unlink `e` from both chains. Under the lock. */
+static void unlink_entry(table_t* t, entry_t* e) {
+  entry_t** pp = find(t, e->name);
   entry_t** ip = find_id(t, e->id);
-  *pp = e->next;
-  *ip = e->id_next;
+  if (*pp == e)
+    *pp = e->next;
+  if (*ip == e)
+    *ip = e->id_next;
   t->count--;
 }
 
@@ -191,7 +197,7 @@ int weft_actor_unregister(weft_actor_system_t* sys, const char* name) {
   pp = find(t, name);
   if (*pp != NULL) {
     e = *pp;
-    unlink_entry(t, pp);
+    unlink_entry(t, e);
   }
   uv_mutex_unlock(&sys->reg_lock);
   free(e);
@@ -205,7 +211,7 @@ void weft__registry_drop_id(weft_actor_system_t* sys, weft_actor_id id) {
   t = sys->registry;
   e = *find_id(t, id);
   if (e != NULL)
-    unlink_entry(t, find(t, e->name));
+    unlink_entry(t, e);
   uv_mutex_unlock(&sys->reg_lock);
   free(e);
 }

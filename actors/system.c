@@ -152,7 +152,7 @@ static void sched_error(weft_worker_t* w, int err, const char* text) {
   (void)err;
   /* A behaviour called weft_report_error() or broke a limit: the
    * scheduler is gone with what it ran. Say so; the others go on. */
-  fprintf(stderr, "weft: actor scheduler %s-%u ended: %s\n", s->sys->name,
+  (void)fprintf(stderr, "weft: actor scheduler %s-%u ended: %s\n", s->sys->name,
           s->index, text != NULL ? text : "error");
 }
 
@@ -231,7 +231,7 @@ int weft_actor_system_new(weft_actor_system_t** out,
   sys->low_water = o.low_water;
   sys->dead_letter = o.dead_letter;
   sys->dead_letter_arg = o.dead_letter_arg;
-  snprintf(sys->name, sizeof(sys->name), "%s",
+  (void)snprintf(sys->name, sizeof(sys->name), "%s",
            o.name != NULL ? o.name : "weft-actor");
   if (uv_mutex_init(&sys->lock) != 0) {
     free(sys->scheds);
@@ -251,7 +251,7 @@ int weft_actor_system_new(weft_actor_system_t** out,
     weft__sched_t* s = &sys->scheds[i];
     s->sys = sys;
     s->index = i;
-    snprintf(name, sizeof(name), "%s-%u", sys->name, i);
+    (void)snprintf(name, sizeof(name), "%s-%u", sys->name, i);
     memset(&wo, 0, sizeof(wo));
     wo.name = name;
     wo.user_data = s;

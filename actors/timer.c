@@ -35,14 +35,16 @@ typedef struct atimer_s {
 
 static _Atomic uint64_t next_id = 1;
 
-static void unref(atimer_t* t) {
+/* Drop `n` references; the last one frees. */
+static void unref(atimer_t* t, int n) {
   /* acq_rel: the last owner sees the other's writes before freeing. */
-  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+  if (atomic_fetch_sub_explicit(&t->refs, n, memory_order_acq_rel) == n)
     free(t);
 }
 
-/* Take the loop's reference off (the loop timer is gone or going). */
-static void off_loop(atimer_t* t) {
+/* The loop timer is gone or going: off the scheduler's list. The caller
+ * then drops the loop's reference. */
+static void unlist(atimer_t* t) {
   weft__sched_t* s = t->sched;
   t->on_loop = false;
   if (t->prev != NULL)
@@ -51,7 +53,6 @@ static void off_loop(atimer_t* t) {
     s->timers = t->next;
   if (t->next != NULL)
     t->next->prev = t->prev;
-  unref(t);
 }
 
 static void fire(weft_loop_t* loop, void* arg) {
@@ -67,7 +68,8 @@ static void fire(weft_loop_t* loop, void* arg) {
   if (!t->every || err == WEFT_EDEADACTOR) {
     if (t->every)
       weft_clear_timer(loop, t->tid);
-    off_loop(t); /* A one-shot's loop timer is released after it runs. */
+    unlist(t); /* A one-shot's loop timer is released after it runs. */
+    unref(t, 1);
   }
 }
 
@@ -129,14 +131,16 @@ int weft_actor_send_after(weft_actor_t* self, uint64_t ms, bool every,
 static void drop(weft__actor_x_t* x, size_t i) {
   atimer_t* t = x->timers[i];
   weft__sched_t* s = weft__sched_current();
+  int refs = 1; /* The actor's. */
   atomic_store_explicit(&t->cancelled, true, memory_order_release);
   /* On the timer's own loop the loop timer goes now (no later firing). */
   if (s == t->sched && t->on_loop) {
     weft_clear_timer(s->loop, t->tid);
-    off_loop(t);
+    unlist(t);
+    refs = 2;
   }
   x->timers[i] = x->timers[--x->ntimers];
-  unref(t);
+  unref(t, refs);
 }
 
 int weft_actor_cancel_timer(weft_actor_t* self, uint64_t id) {
@@ -174,6 +178,12 @@ void weft__timer_end(weft_actor_t* a) {
 }
 
 void weft__timer_sched_end(weft__sched_t* s) {
-  while (s->timers != NULL)
-    off_loop(s->timers); /* The loop drops its timers unrun. */
+  atimer_t* t = s->timers;
+  s->timers = NULL;
+  while (t != NULL) { /* The loop drops its timers unrun. */
+    atimer_t* next = t->next;
+    t->on_loop = false;
+    unref(t, 1);
+    t = next;
+  }
 }

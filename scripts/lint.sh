@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lint.sh - static analysis of lib/ and transport/: clang-tidy with the
+# lint.sh - static analysis of lib/, transport/ and actors/: clang-tidy with the
 # checks in .clang-tidy, then cppcheck with .cppcheck-suppressions. Any
 # finding fails (exit 1). Run by `make lint` and as one step of `make test`.
 #
@@ -35,7 +35,7 @@ if ! CC=$cc cmake -S . -B "$LINT_DIR" -DCMAKE_BUILD_TYPE=Debug \
   exit 1
 fi
 
-sources=(lib/*.c transport/*.c)
+sources=(lib/*.c transport/*.c actors/*.c)
 status=0
 
 echo "lint: $("$tidy" --version | grep -m1 -o 'version [0-9.]*') on" \
@@ -48,7 +48,7 @@ if ! printf '%s\n' "${sources[@]}" |
   status=1
 fi
 
-echo "lint: $(cppcheck --version) on lib/ transport/"
+echo "lint: $(cppcheck --version) on lib/ transport/ actors/"
 # -D: what CMakeLists.txt defines for lib/, and the compiler and platform
 # (so cppcheck checks the configuration that is built, not every #ifdef).
 if ! cppcheck --std=c11 --platform=unix64 --quiet -j "$JOBS" \
@@ -59,7 +59,7 @@ if ! cppcheck --std=c11 --platform=unix64 --quiet -j "$JOBS" \
        -D_GNU_SOURCE -D_POSIX_C_SOURCE=200809L \
        -D__GNUC__ -D__linux__ -D__x86_64__ \
        --template='{file}:{line}: {severity}: {message} [{id}]' \
-       lib transport; then
+       lib transport actors; then
   echo "lint: cppcheck reported findings (above)" >&2
   status=1
 fi
