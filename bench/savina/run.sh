@@ -15,11 +15,15 @@
 #   SAVINA_WEFT       weft's binary (default $SAVINA_BUILD/bench/savina_weft)
 #   SAVINA_CAF        CAF's binary (default $SAVINA_BUILD/bench/savina_caf)
 #   ERL, ERLC         the Erlang runtime and compiler (default erl, erlc)
+#   SAVINA_OFFHEAP_WORKLOADS  the workloads erlang_offheap runs (default
+#                     "fjthroughput fjcreation")
 #
 # Peers: weft = savina_weft <workload>; caf = savina_caf <workload> (CAF's
 # default scheduler count); caf2 = the same with --scheduler.max-threads=2;
 # erlang = erl -noshell +P 4000000 (default schedulers); erlang_offheap =
-# the same with +hmqd off_heap, fjthroughput only.
+# the same with +hmqd off_heap (every process's mailbox off its heap), only
+# for the workloads where a mailbox grows long: fjthroughput (the workers')
+# and fjcreation (the driver's); SAVINA_OFFHEAP_WORKLOADS changes that list.
 # Every program prints "RESULT savina.<workload> <value> <unit>" (ms or
 # B/actor, both lower-is-better) and exits non-zero when its check fails.
 # A peer whose program is missing shows "n/a"; a run that fails or times out
@@ -40,6 +44,7 @@ WEFT_BIN=${SAVINA_WEFT:-$BUILD/bench/savina_weft}
 CAF_BIN=${SAVINA_CAF:-$BUILD/bench/savina_caf}
 ERL=${ERL:-erl}
 ERLC=${ERLC:-erlc}
+OFFHEAP_WORKLOADS=${SAVINA_OFFHEAP_WORKLOADS:-"fjthroughput fjcreation"}
 
 case $ROUNDS in
   ''|*[!0-9]*|0) echo "run.sh: ROUNDS must be a positive integer" >&2; exit 2 ;;
@@ -83,10 +88,10 @@ peer_cmd() {
 
 # applies PEER WORKLOAD: whether that peer runs that workload at all.
 applies() {
-  [ "$1" != erlang_offheap ] || [ "$2" = fjthroughput ]
+  [ "$1" != erlang_offheap ] || [[ " $OFFHEAP_WORKLOADS " == *" $2 "* ]]
 }
 
-declare -A vals fails units
+declare -A vals fails units info
 start=$(date +%s)
 echo "run.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $ROUNDS round(s), workloads: $WORKLOADS; peers: $PEERS" >&2
 
@@ -112,6 +117,9 @@ for w in $WORKLOADS; do
         vals[$w,$p]="${vals[$w,$p]:-} $3"
         units[$w]=$4
         echo "  $w $p round $((r + 1)): $3 $4" >&2
+        # What the runtime said about its threads (savina_caf and savina.erl
+        # print it on stderr), once per peer.
+        [ -n "${info[$p]:-}" ] || info[$p]=$(grep -m1 -i 'scheduler' "$tmp/err")
       else
         fails[$w,$p]=$((${fails[$w,$p]:-0} + 1))
         if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then why="timed out after ${TIMEOUT}s"; else why="exit $rc"; fi
@@ -164,4 +172,8 @@ for w in $WORKLOADS; do
 done
 echo
 echo "Medians of $ROUNDS round(s); \"weft vs best peer\" = best of CAF and Erlang / weft (above 1x: weft better)."
+for p in $PEERS; do
+  [ -n "${info[$p]:-}" ] && echo "- $p: $(peer_cmd "$p" '<workload>' | sed "s|$tmp|<ebin>|") (${info[$p]})"
+done
+[ -n "${SAVINA_SCALE:-}" ] && echo "SAVINA_SCALE=$SAVINA_SCALE: every size divided by $SAVINA_SCALE (not the Savina sizes)."
 echo "Total time: $(($(date +%s) - start)) s."
