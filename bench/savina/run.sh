@@ -173,7 +173,10 @@ done
 echo
 echo "Medians of $ROUNDS round(s); \"weft vs best peer\" = best of CAF and Erlang / weft (above 1x: weft better)."
 for p in $PEERS; do
-  [ -n "${info[$p]:-}" ] && echo "- $p: $(peer_cmd "$p" '<workload>' | sed "s|$tmp|<ebin>|") (${info[$p]})"
+  [ -n "${avail[$p]:-}" ] || continue
+  line="- $p: $(peer_cmd "$p" '<workload>' | sed "s|$tmp|<ebin>|")"
+  [ -n "${info[$p]:-}" ] && line="$line (${info[$p]})"
+  echo "$line"
 done
 [ -n "${SAVINA_SCALE:-}" ] && echo "SAVINA_SCALE=$SAVINA_SCALE: every size divided by $SAVINA_SCALE (not the Savina sizes)."
 echo "Total time: $(($(date +%s) - start)) s."
