@@ -6,8 +6,8 @@
 # libhttp-parser-dev and libsodium-dev; tests: libcriterion-dev and gcc's
 # sanitizer runtimes (libasan8 libtsan2 libubsan1, which libgcc-12-dev
 # normally pulls in).
-# With --bench, also wrk (the login API's load) and nodejs (only when no
-# `node` is on PATH).
+# With --bench, also wrk (the login API's load), nodejs (only when no
+# `node` is on PATH) and the Savina peers libcaf-dev and erlang-nox.
 set -eu
 
 pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
@@ -16,7 +16,7 @@ pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
 # scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.
 pkgs="$pkgs clang clang-tidy cppcheck"
 if [ "${1:-}" = "--bench" ]; then
-  pkgs="$pkgs wrk"
+  pkgs="$pkgs wrk libcaf-dev erlang-nox"
   command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 fi
 # Fuzzing (test/fuzz, `make fuzz` and a short run in `make test`).
