@@ -1,9 +1,10 @@
 /* internal.h - what the files of actors/ share; never installed.
  *
- * Files, bottom up: address (ids, slots, the table), system (schedulers
- * and the run queues), actor (spawn, send, a turn, the end), link (links,
- * monitors, exit signals), ask, timer, registry, supervisor. actors/
- * calls into lib/ through lib/internal.h; lib/ knows nothing of actors.
+ * Files: address (ids, slots, the table), system (schedulers and the run
+ * queues), actor (spawn, send, a turn, the end), link (links, monitors,
+ * exit signals), ask, timer, registry, worker_child, supervisor. They call
+ * each other; actors/ calls into lib/ through lib/internal.h, and lib/
+ * knows nothing of actors (scripts/check_layers.sh checks both).
  *
  * An actor is held by exactly one party at a time, which alone may run
  * or queue it: a scheduler's run queue, the scheduler running it, a
@@ -17,6 +18,7 @@
 #include <stdbool.h>
 
 #include "weft/actor.h"
+#include "weft/supervisor.h"
 #include "../lib/internal.h"
 
 /* --- message tags (weft_msg_t.tag; 0: plain) ----------------------------- */
@@ -249,6 +251,16 @@ bool weft__timer_arrived(weft_actor_t* a, weft_msg_t* msg);
 void weft__timer_end(weft_actor_t* a);
 /* A scheduler loop's teardown: release the records of its timers. */
 void weft__timer_sched_end(weft__sched_t* s);
+
+/* --- worker_child.c -------------------------------------------------------- */
+
+/* Spawn the actor that stands for a worker child of `spec`, linked to
+ * `link`; it starts the worker in its first turn. 0 and `*out`, or the
+ * codes of weft_actor_spawn(). Thread: the supervisor's turn. */
+int weft__worker_child_spawn(weft_actor_system_t* sys,
+                             const weft_child_spec_t* spec,
+                             weft_actor_id link,
+                             weft_actor_id* out);
 
 /* --- registry.c ------------------------------------------------------------ */
 

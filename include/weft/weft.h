@@ -22,6 +22,7 @@ extern "C" {
 #include "weft/pool.h"
 #include "weft/cluster.h"
 #include "weft/actor.h"
+#include "weft/supervisor.h"
 
 #ifdef __cplusplus
 }
