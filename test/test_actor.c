@@ -317,6 +317,8 @@ static int answerer(weft_actor_t* self, void* state, weft_msg_t* msg) {
   }
   if (v == 99)
     return weft_msg_take_reply(msg, &held);
+  if (v == -2)
+    return WEFT_ERANGE; /* Fails on the request, unanswered. */
   p = packed_int(v + 1);
   return weft_msg_reply(msg, p.data, p.len);
 }
@@ -349,6 +351,12 @@ Test(actor, call_from_a_thread_without_a_loop) {
   cr_assert_eq(msg_int(reply), 6);
   weft_msg_free(reply);
   cr_assert_gt(weft_request_late_replies(), late, "the late reply is counted");
+  cr_assert_eq(weft_actor_spawn(sys, answerer, NULL, NULL, &dead), 0);
+  p = packed_int(-2);
+  cr_assert_eq(weft_actor_call(dead, p.data, p.len, 5000, &reply), WEFT_ERANGE,
+               "an actor that fails on a request answers with its reason");
+  cr_assert_eq(weft_actor_call(dead, p.data, p.len, 5000, &reply),
+               WEFT_EDEADACTOR);
   cr_assert_eq(weft_actor_spawn(sys, answerer, NULL, NULL, &dead), 0);
   cr_assert_eq(weft_actor_exit(dead, WEFT_EKILLED), 0);
   cr_assert(UNTIL(weft_actor_system_count(sys) == 1));
