@@ -956,6 +956,202 @@ static void* pool_stream(void* arg) {
   return NULL;
 }
 
+/* --- Actors beside the rounds -----------------------------------------------
+ * A thread of its own runs actor rounds until the time is up: a ring of
+ * relays (a random size) carries token streams to a sink that checks each
+ * stream's order and counts and keeps the streams' checksums; meanwhile
+ * short-lived actors, linked in pairs and watched by a monitor actor, are
+ * spawned and killed: every kill must bring exactly one DOWN, and each
+ * pair's partner must end with the killed one's reason. At the end of a
+ * round the relays are killed and the system must be back to its
+ * long-lived actors. */
+
+#define A_STREAMS 8
+
+typedef struct {
+  weft_actor_id next;
+  weft_actor_id sink;
+} relay_t;
+
+typedef struct {
+  uint64_t next[A_STREAMS];
+  uint64_t sum[A_STREAMS]; /* FNV-1a over the seqs, in arrival order */
+  uint64_t got;
+  uint64_t bad;
+} asink_t;
+
+static uint64_t actor_msgs, actor_rounds, actor_churn;
+
+static uint64_t fnv(uint64_t h, uint64_t v) {
+  for (int i = 0; i < 8; i++)
+    h = (h ^ ((v >> (8 * i)) & 0xff)) * 1099511628211ull;
+  return h;
+}
+
+/* [stream, seq, hops left] */
+static int relay(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  relay_t* r = state;
+  uint64_t st, seq, hops;
+  (void)self;
+  if (weft_msg_read(msg, "[UUU]", &st, &seq, &hops) != 0)
+    return WEFT_EDECODE;
+  if (hops == 0)
+    return weft_actor_send_fmt(r->sink, "[UU]", st, seq);
+  return weft_actor_send_fmt(r->next, "[UUU]", st, seq, hops - 1);
+}
+
+static int asink(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  asink_t* k = state;
+  uint64_t st, seq;
+  (void)self;
+  if (weft_msg_is_request(msg)) {
+    weft_reply_t* r;
+    uint64_t out[A_STREAMS + 2];
+    packed_t p;
+    memcpy(out, k->sum, sizeof(k->sum));
+    out[A_STREAMS] = k->got;
+    out[A_STREAMS + 1] = k->bad;
+    p = packed_u64s(out, A_STREAMS + 2);
+    if (weft_msg_take_reply(msg, &r) == 0)
+      weft_reply_send(r, p.data, p.len);
+    return 0;
+  }
+  if (weft_msg_read(msg, "[UU]", &st, &seq) != 0 || st >= A_STREAMS ||
+      seq != k->next[st]) {
+    k->bad++;
+    return 0;
+  }
+  k->next[st]++;
+  k->sum[st] = fnv(k->sum[st], seq);
+  k->got++;
+  return 0;
+}
+
+static atomic_ullong downs_seen, partner_ok;
+
+/* Monitors every id it is sent; counts DOWNs. */
+static int awatch(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  uint64_t id, ref;
+  (void)state;
+  if (weft_actor_signal(msg, NULL) == WEFT_SIGNAL_DOWN) {
+    atomic_fetch_add(&downs_seen, 1);
+    return 0;
+  }
+  if (weft_msg_is_request(msg))
+    return weft_msg_reply(msg, "\xc0", 1);
+  if (weft_msg_read(msg, "U", &id) == 0)
+    return weft_actor_monitor(self, id, &ref);
+  return 0;
+}
+
+static int idle_actor(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  (void)self;
+  (void)state;
+  (void)msg;
+  return 0;
+}
+
+static void partner_stop(void* state, int reason) {
+  (void)state;
+  if (reason == WEFT_ERANGE || reason == WEFT_EKILLED)
+    atomic_fetch_add(&partner_ok, 1);
+}
+
+static void* actor_stream(void* arg) {
+  weft_actor_system_t* sys = NULL;
+  weft_actor_system_opts_t so = {.schedulers = 2};
+  asink_t* k = calloc(1, sizeof(*k));
+  uint64_t prng = seed ^ 0xac7, sent_sum[A_STREAMS], seq[A_STREAMS] = {0};
+  uint64_t kills = 0, pairs = 0;
+  weft_actor_id sink, watcher;
+  (void)arg;
+  for (int i = 0; i < A_STREAMS; i++)
+    sent_sum[i] = 0;
+  CHECK(weft_actor_system_new(&sys, &so) == 0, "actor system");
+  CHECK(weft_actor_spawn(sys, asink, k, NULL, &sink) == 0, "sink");
+  CHECK(weft_actor_spawn(sys, awatch, NULL, NULL, &watcher) == 0, "watcher");
+  while (now_ns() < t_end_ns) {
+    size_t n = 16 + splitmix(&prng) % 241;
+    weft_actor_id* ring = calloc(n, sizeof(*ring));
+    relay_t* rs = calloc(n, sizeof(*rs));
+    weft_msg_t* r = NULL;
+    for (size_t i = 0; i < n; i++) {
+      rs[i].sink = sink;
+      CHECK(weft_actor_spawn(sys, relay, &rs[i], NULL, &ring[i]) == 0,
+            "relay");
+    }
+    for (size_t i = 0; i < n; i++)
+      rs[i].next = ring[(i + 1) % n];
+    for (int t = 0; t < 200; t++) {
+      uint64_t st = splitmix(&prng) % A_STREAMS;
+      int err;
+      /* A stream always enters at the same relay, so it follows one path
+       * and keeps its order. */
+      while ((err = weft_actor_send_fmt(ring[st % n], "[UUU]", st, seq[st],
+                                        (uint64_t)(n + st))) ==
+             WEFT_EMAILBOXFULL)
+        uv_sleep(1);
+      CHECK(err == 0, "token send: %s", weft_err_name(err));
+      sent_sum[st] = fnv(sent_sum[st], seq[st]);
+      seq[st]++;
+      actor_msgs += n + st + 1;
+      /* Churn: a linked pair, one watched; the watched one is killed. */
+      if (t % 20 == 0) {
+        weft_actor_id a, b;
+        weft_actor_opts_t po = {.on_stop = partner_stop};
+        CHECK(weft_actor_spawn(sys, idle_actor, NULL, NULL, &a) == 0, "a");
+        po.link = a;
+        CHECK(weft_actor_spawn(sys, idle_actor, NULL, &po, &b) == 0, "b");
+        CHECK(weft_actor_send_fmt(watcher, "U", a) == 0, "watch");
+        CHECK(weft_actor_exit(a, (splitmix(&prng) & 1) ? WEFT_ERANGE
+                                                        : WEFT_EKILLED) == 0,
+              "kill");
+        kills++;
+        pairs++;
+        actor_churn++;
+      }
+    }
+    /* Everything of the round arrived, in order, once. */
+    for (;;) {
+      const msgpack_object* o;
+      uint64_t total = 0;
+      CHECK(weft_actor_call(sink, "\xc0", 1, 60000, &r) == 0, "sink call");
+      o = weft_msg_object(r);
+      for (int i = 0; i < A_STREAMS; i++)
+        total += seq[i];
+      if (o->via.array.ptr[A_STREAMS].via.u64 == total) {
+        for (int i = 0; i < A_STREAMS; i++)
+          CHECK(o->via.array.ptr[i].via.u64 == sent_sum[i],
+                "actor stream %d: checksum differs", i);
+        CHECK(o->via.array.ptr[A_STREAMS + 1].via.u64 == 0,
+              "actor tokens out of order");
+        weft_msg_free(r);
+        break;
+      }
+      weft_msg_free(r);
+      uv_sleep(1);
+    }
+    for (size_t i = 0; i < n; i++)
+      CHECK(weft_actor_exit(ring[i], WEFT_EKILLED) == 0, "relay kill");
+    WAIT_UNTIL(weft_actor_system_count(sys) == 2, 60000);
+    CHECK(weft_actor_system_count(sys) == 2, "%zu actors left over",
+          weft_actor_system_count(sys));
+    WAIT_UNTIL(atomic_load(&downs_seen) == kills, 60000);
+    CHECK(atomic_load(&downs_seen) == kills, "DOWNs: %llu of %llu",
+          (unsigned long long)atomic_load(&downs_seen),
+          (unsigned long long)kills);
+    CHECK(atomic_load(&partner_ok) == pairs, "linked partners: %llu of %llu",
+          (unsigned long long)atomic_load(&partner_ok),
+          (unsigned long long)pairs);
+    free(ring);
+    free(rs);
+    actor_rounds++;
+  }
+  CHECK(weft_actor_system_free(sys) == 0, "actor system free");
+  free(k);
+  return NULL;
+}
+
 int main(int argc, char** argv) {
   const char* d = argc > 1 ? argv[1] : getenv("SOAK_SECONDS");
   const char* sd = getenv("SOAK_SEED");
@@ -988,10 +1184,12 @@ int main(int argc, char** argv) {
   CHECK(weft_broadcast_new(loop, BC_NAME, &main_bc) == 0, "broadcast_new");
   CHECK(weft_broadcast_on_message(main_bc, on_main_bcast) == 0, "handler");
   start_round(loop, NULL);
-  pthread_t pool_th;
+  pthread_t pool_th, actor_th;
   pthread_create(&pool_th, NULL, pool_stream, NULL);
+  pthread_create(&actor_th, NULL, actor_stream, NULL);
   err = weft_loop_run(loop);
   pthread_join(pool_th, NULL);
+  pthread_join(actor_th, NULL);
   CHECK(err == 0, "weft_loop_run: %s", weft_err_name(err));
   /* Let the cleared watchdog's handle finish closing. */
   CHECK(weft_loop_run(loop) == 0, "second run");
@@ -1003,14 +1201,17 @@ int main(int argc, char** argv) {
   CHECK(err == 0, "weft_loop_free: %s", weft_err_name(err));
 
   printf("scenario_soak: %llu messages in %.1f s (%llu rounds, %llu workers, "
-         "%llu port moves, %llu buffers moved from main, %llu pool tasks), lost %llu, duplicated %llu, reordered %llu, "
+         "%llu port moves, %llu buffers moved from main, %llu pool tasks), "
+         "actors: %llu messages in %llu rounds, %llu linked pairs killed; "
+         "lost %llu, duplicated %llu, reordered %llu, "
          "corrupt %llu, RSS before %.1f MiB after %.1f MiB (highest between "
          "rounds %.1f MiB, warm-up %.0f s), "
          "seed %llu\n",
          (unsigned long long)messages, elapsed, (unsigned long long)rounds,
          (unsigned long long)spawns, (unsigned long long)ports_moved,
          (unsigned long long)buffers_moved, (unsigned long long)pool_tasks,
-         (unsigned long long)lost, (unsigned long long)duplicated,
+         (unsigned long long)actor_msgs, (unsigned long long)actor_rounds,
+         (unsigned long long)actor_churn, (unsigned long long)lost, (unsigned long long)duplicated,
          (unsigned long long)reordered, (unsigned long long)corrupt,
          rss_before / 1048576.0, rss_after / 1048576.0, rss_max / 1048576.0,
          warmup_ns / 1e9,

@@ -37,11 +37,15 @@
   XX(ENOREPLY, -5017, "the request was dropped without a reply")            \
   XX(ENOTLOCAL, -5018, "buffers, shared buffers and ports cannot leave the process") \
   XX(ERESTARTS, -5019, "too many restarts within the restart window")        \
-  XX(EEXIST, UV_EEXIST, "the name is taken")                                   \
-  XX(ENOENT, UV_ENOENT, "no such name")                                        \
   XX(EDEADACTOR, -5020, "the actor has ended, or never was")                  \
   XX(EMAILBOXFULL, -5021, "the actor's mailbox is over its high-water mark")  \
   XX(EKILLED, -5022, "the actor was killed")
+
+/* libuv's own codes, under weft names where weft's API returns them (the
+ * actor registry: a name taken, no such name); weft_strerror() gives
+ * libuv's text for them, as for every libuv code. */
+#define WEFT_EEXIST UV_EEXIST
+#define WEFT_ENOENT UV_ENOENT
 
 typedef enum {
 #define WEFT__ERRNO_ENUM(name, value, _) WEFT_##name = (value),
