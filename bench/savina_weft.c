@@ -6,11 +6,11 @@
  *   savina_weft <workload> [divisor]
  *
  * workload: pingpong counting threadring fjthroughput fjcreation big
- * chameneos idlemem. `divisor` (default 1) divides the workload's message
- * (or actor) counts, for quick runs under the sanitizers. Prints one line
- * "RESULT savina.<workload> <value> <unit>": milliseconds from the first
- * spawn to the driver's completion (uv_hrtime), or for idlemem the RSS
- * increase per idle actor in bytes. Exits 0, 1 when the run's own check
+ * chameneos idlemem. `divisor` (1 to 1000, default 1) divides the
+ * workload's message (or actor) counts, for quick runs under the
+ * sanitizers. Prints one line "RESULT savina.<workload> <value> <unit>":
+ * milliseconds from the first spawn to the driver's completion
+ * (uv_hrtime), or for idlemem the RSS increase per idle actor in bytes. Exits 0, 1 when the run's own check
  * (counts, checksums) fails or a weft call fails, 2 on bad arguments.
  * WEFT_SCHEDULERS sets the scheduler count (default: one per CPU).
  *
@@ -283,8 +283,8 @@ static int ring_member(weft_actor_t* self, void* state, weft_msg_t* m) {
       /* The last exit reaches a member that has ended: dead or a dead
        * letter, as in Savina. */
       err = left > 0 ? try_tell(r->next, TR_EXIT, left - 1) : 0;
-      if (err != 0 && err != WEFT_EDEADACTOR)
-        return err;
+      if (err != WEFT_EDEADACTOR)
+        CHECK(err);
       return weft_actor_stop(self, 0);
     default:
       return unexpected(kind);
@@ -666,7 +666,7 @@ int main(int argc, char** argv) {
   if (argc == 3) {
     char* end;
     div = strtoul(argv[2], &end, 10);
-    if (*end != '\0' || div == 0 || div > 1000000)
+    if (*end != '\0' || div == 0 || div > 1000)
       return usage();
   }
   for (i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
