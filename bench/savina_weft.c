@@ -10,8 +10,9 @@
  * workload's message (or actor) counts, for quick runs under the
  * sanitizers. Prints one line "RESULT savina.<workload> <value> <unit>":
  * milliseconds from the first spawn to the driver's completion
- * (uv_hrtime), or for idlemem the RSS increase per idle actor in bytes. Exits 0, 1 when the run's own check
- * (counts, checksums) fails or a weft call fails, 2 on bad arguments.
+ * (uv_hrtime), or for idlemem the RSS increase per idle actor in bytes.
+ * Exits 0, 1 when the run's own check (counts, checksums) fails or a weft
+ * call fails, 2 on bad arguments.
  * WEFT_SCHEDULERS sets the scheduler count (default: one per CPU).
  *
  * Messages are one msgpack unsigned integer: a kind in the low 3 bits and
