@@ -37,12 +37,12 @@
 
 /* A weft call or a check that fails inside an actor ends the run at once:
  * the protocol cannot finish without it. */
-#define DIE(...)                                                           \
-  do {                                                                     \
-    fprintf(stderr, "savina_weft: " __VA_ARGS__);                          \
-    fputc('\n', stderr);                                                   \
-    fflush(stderr);                                                        \
-    _Exit(1);                                                              \
+#define DIE(...)                                  \
+  do {                                            \
+    fprintf(stderr, "savina_weft: " __VA_ARGS__); \
+    fputc('\n', stderr);                          \
+    fflush(stderr);                               \
+    _Exit(1);                                     \
   } while (0)
 
 #define CHECK(expr)                                                        \
@@ -106,7 +106,8 @@ static int unexpected(unsigned kind) {
   DIE("unexpected message kind %u", kind);
 }
 
-static weft_actor_id spawn(weft_actor_system_t* sys, weft_behaviour_fn fn,
+static weft_actor_id spawn(weft_actor_system_t* sys,
+                           weft_behaviour_fn fn,
                            void* state) {
   weft_actor_id id;
   CHECK(weft_actor_spawn(sys, fn, state, NULL, &id));
@@ -632,7 +633,8 @@ static bool idlemem(weft_actor_system_t* sys, unsigned div, double* bytes) {
   return weft_actor_system_count(sys) == n;
 }
 
-/* ---- main ------------------------------------------------------------------ */
+/* ---- main ------------------------------------------------------------------
+ */
 
 static const struct {
   const char* name;
