@@ -6,11 +6,11 @@
  *   savina_weft <workload> [divisor]
  *
  * workload: pingpong counting threadring fjthroughput fjcreation big
- * chameneos idlemem. `divisor` (1 to 1000, default 1) divides the
+ * chameneos idle. `divisor` (1 to 1000, default 1) divides the
  * workload's message (or actor) counts, for quick runs under the
  * sanitizers. Prints one line "RESULT savina.<workload> <value> <unit>":
  * milliseconds from the first spawn to the driver's completion
- * (uv_hrtime), or for idlemem the RSS increase per idle actor in bytes.
+ * (uv_hrtime), or for idle the RSS increase per idle actor in bytes.
  * Exits 0, 1 when the run's own check (counts, checksums) fails or a weft
  * call fails, 2 on bad arguments.
  * WEFT_SCHEDULERS sets the scheduler count (default: one per CPU).
@@ -644,7 +644,7 @@ static const struct {
     {"pingpong", pingpong, "ms"},     {"counting", counting, "ms"},
     {"threadring", threadring, "ms"}, {"fjthroughput", fjthroughput, "ms"},
     {"fjcreation", fjcreation, "ms"}, {"big", big, "ms"},
-    {"chameneos", chameneos, "ms"},   {"idlemem", idlemem, "B/actor"},
+    {"chameneos", chameneos, "ms"},   {"idle", idlemem, "B/actor"},
 };
 
 static int usage(void) {
