@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "futex.h"
 #include "internal.h"
 
 static _Thread_local weft_actor_t* tl_actor;
@@ -140,6 +141,7 @@ static int send_sealed(weft_actor_id to, weft_msg_t* m) {
   if (self == NULL)
     return weft__actor_push(to, m, true);
   err = weft__actor_push_load(to, m, false, &over);
+  weft__sched_sent(weft__sched_current());
   if (err == 0 && over && self->mute_on == 0 && to != self->id &&
       backlog(self) <= self->sys->high_water)
     self->mute_on = to;
@@ -183,6 +185,56 @@ int weft_actor_send(weft_actor_id to, const void* bytes, size_t len) {
     err = send_sealed(to, m);
   if (err != 0)
     weft_msg_free(m);
+  return err;
+}
+
+/* Whether `to`'s mailbox has room for a sender from outside now; false
+ * also when the actor is gone (the send then says why). */
+static bool has_room(weft_actor_id to) {
+  weft_actor_t* a = weft__slot_enter(to);
+  bool room = true;
+  if (a != NULL) {
+    room = backlog(a) <= a->sys->high_water;
+    weft__slot_leave(to);
+  }
+  return room;
+}
+
+int weft__actor_wait_room(weft_actor_id to, int64_t deadline) {
+  weft_actor_t* a = weft__slot_enter(to);
+  weft_actor_system_t* sys;
+  uint32_t seq;
+  int err = 0;
+  if (a == NULL)
+    return WEFT_EDEADACTOR;
+  sys = a->sys; /* Lives while the actor does: the caller's to keep. */
+  weft__slot_leave(to);
+  seq = atomic_load_explicit(&sys->room_seq, memory_order_seq_cst);
+  atomic_fetch_add_explicit(&sys->room_waiters, 1, memory_order_seq_cst);
+  if (!has_room(to)) {
+    int64_t left = -1;
+    if (deadline >= 0)
+      left = deadline - (int64_t)uv_hrtime();
+    if (deadline >= 0 && left <= 0)
+      err = WEFT_EMAILBOXFULL;
+    else /* Woken by any actor's drain: look again. A bound of 10 ms
+          * covers a receiver that ends instead of draining. */
+      (void)weft__futex_wait(&sys->room_seq, seq,
+                             left < 0 || left > 10000000 ? 10000000 : left);
+  }
+  atomic_fetch_sub_explicit(&sys->room_waiters, 1, memory_order_seq_cst);
+  return err;
+}
+
+int weft_actor_send_wait(weft_actor_id to, const void* bytes, size_t len,
+                         int64_t timeout_ms) {
+  int64_t deadline = timeout_ms > 0 ? weft__deadline_ns(timeout_ms) : -1;
+  int err;
+  if (tl_actor != NULL || weft__sched_current() != NULL)
+    return WEFT_EBUSY;
+  while ((err = weft_actor_send(to, bytes, len)) == WEFT_EMAILBOXFULL &&
+         (err = weft__actor_wait_room(to, deadline)) == 0) {
+  }
   return err;
 }
 
@@ -434,6 +486,13 @@ static void check_load(weft_actor_t* a, unsigned n) {
       &a->popped, atomic_load_explicit(&a->popped, memory_order_relaxed) + n,
       memory_order_seq_cst);
   len = backlog(a);
+  if (len <= a->sys->high_water &&
+      atomic_load_explicit(&a->sys->room_waiters, memory_order_seq_cst) > 0) {
+    /* seq_cst: after our `popped` store, against a waiter that counts
+     * itself and then looks at our length (weft_actor_send_wait()). */
+    atomic_fetch_add_explicit(&a->sys->room_seq, 1, memory_order_seq_cst);
+    weft__futex_wake_all(&a->sys->room_seq);
+  }
   if (a->x != NULL && a->x->mailbox_limit != 0 &&
       len > a->x->mailbox_limit) {
     a->flags |= WEFT__A_STOP;
@@ -456,8 +515,7 @@ int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
   if (weft__loop_closing(loop) || weft__loop_stopping(loop) ||
       atomic_load_explicit(&sys->closing, memory_order_acquire))
     return 1;
-  if (weft__sched_give(s, a))
-    return 1;
+  weft__sched_turn(s);
   tl_actor = a;
   while (n < sys->batch) {
     weft__mpsc_node_t* node = weft__mpscs_pop(&a->mbox);

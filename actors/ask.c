@@ -170,6 +170,7 @@ int weft_actor_call(weft_actor_id to,
                     size_t len,
                     int64_t timeout_ms,
                     weft_msg_t** reply) {
+  int64_t deadline = timeout_ms > 0 ? weft__deadline_ns(timeout_ms) : -1;
   weft_msg_t* m;
   int err;
   if (reply == NULL)
@@ -178,8 +179,17 @@ int weft_actor_call(weft_actor_id to,
   if (weft__sched_current() != NULL)
     return WEFT_EBUSY;
   err = request_msg(bytes, len, &m);
-  if (err == 0)
-    err = translate(weft__request_call(post_actor, &to, &m, timeout_ms, reply));
+  /* A mailbox over its mark: wait for room within the same time limit
+   * (the request is still ours when its post is refused). */
+  while (err == 0) {
+    int64_t left_ms = timeout_ms;
+    if (deadline >= 0)
+      left_ms = (deadline - (int64_t)uv_hrtime()) / 1000000 + 1;
+    err = weft__request_call(post_actor, &to, &m, left_ms, reply);
+    if (err != WEFT_EMAILBOXFULL)
+      break;
+    err = weft__actor_wait_room(to, deadline);
+  }
   weft_msg_free(m);
-  return err;
+  return translate(err == WEFT_EMAILBOXFULL ? WEFT_ETIMEDOUT : err);
 }

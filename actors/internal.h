@@ -80,6 +80,12 @@ void weft__slot_each(const weft_actor_system_t* sys,
 
 /* --- system.c -------------------------------------------------------------- */
 
+/* A scheduler's ring: actors it made runnable, stealable (system.c). */
+#define WEFT__RING 1024
+/* A turn that has sent this many messages wakes an idle scheduler to
+ * steal from its ring (system.c). */
+#define STEAL_NOTIFY_SENDS 64
+
 typedef struct weft__sched_s {
   weft_actor_system_t* sys;
   unsigned index;
@@ -87,6 +93,15 @@ typedef struct weft__sched_s {
   weft_loop_t* loop; /* Set before the system is handed out. */
   weft__tracked_t tracked;  /* Its loop's teardown: timers. */
   void* timers;             /* timer.c's records on this loop. */
+  weft__ready_t drain;      /* Runs the ring's actors. */
+  bool drain_pending;       /* Owner only. */
+  unsigned sends;           /* In the turn in progress; owner only. */
+  weft__ready_t steal_item; /* "Come and steal", from a busy scheduler. */
+  atomic_bool steal_pending;
+  /* Consumers (any scheduler) take at `top`; the owner adds at `bottom`. */
+  alignas(64) _Atomic size_t top;
+  alignas(64) _Atomic size_t bottom;
+  _Atomic(weft_actor_t*) ring[WEFT__RING];
 } weft__sched_t;
 
 struct weft_actor_system_s {
@@ -103,6 +118,11 @@ struct weft_actor_system_s {
   atomic_uint next; /* Round robin for actors queued from outside. */
   atomic_bool closing;
   _Atomic uint64_t dead_letters;
+  /* weft_actor_send_wait(): threads waiting for room in a mailbox, and
+   * the word they sleep on, bumped when an actor with waiters around ends
+   * a turn at or below the high-water mark (actor.c). */
+  alignas(64) atomic_int room_waiters;
+  _Atomic uint32_t room_seq;
   alignas(64) _Atomic size_t live; /* Actors alive. */
   uv_mutex_t lock;                 /* live == 0 waits, online, exits. */
   uv_cond_t cond;
@@ -123,9 +143,10 @@ weft__sched_t* weft__sched_current(void);
  * that one has work waiting and another is idle; else on an idle
  * scheduler or the next in turn. Thread: any. */
 void weft__sched_queue(weft_actor_t* a);
-/* Give `a`, which is about to run on `s`, to an idle scheduler if work
- * waits behind it on `s`. True when given. Thread: the scheduler `s`. */
-bool weft__sched_give(weft__sched_t* s, weft_actor_t* a);
+/* A turn starts on `s` / a behaviour on `s` sent a message: the stealing
+ * heuristics (system.c). Thread: the scheduler `s`. */
+void weft__sched_turn(weft__sched_t* s);
+void weft__sched_sent(weft__sched_t* s);
 /* An actor live count step, and the wake-up of weft_actor_system_wait()
  * at 0. Thread: any. */
 void weft__system_live(weft_actor_system_t* sys, int delta);
@@ -209,6 +230,11 @@ int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside);
  * high-water mark. */
 int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
                           bool from_outside, bool* over);
+/* Sleep until `to`'s mailbox is at or below the high-water mark (0), or
+ * the deadline (uv_hrtime(); negative: none) passes (WEFT_EMAILBOXFULL),
+ * or the actor is gone (WEFT_EDEADACTOR). May return 0 early (woken by
+ * another actor's drain): callers try again. Thread: not a scheduler. */
+int weft__actor_wait_room(weft_actor_id to, int64_t deadline);
 /* A message of `len` bytes (copied), tag and aux set. NULL: no memory. */
 weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
                             size_t len);

@@ -7,14 +7,26 @@
  * scheduler's run queue, and the loop's spin-then-park is the scheduler's
  * idle policy. An actor's turn is a ready item (actor.c).
  *
- * Balance. The run queue has one consumer, so it cannot be stolen from.
- * Instead an idle scheduler advertises itself in `idle_mask` (the loop
- * calls weft__sched_idle before it spins or parks) and busy ones give it
- * work: an actor about to run on a scheduler that has more queued behind
- * it, and an actor made runnable on a scheduler whose queue is not empty,
- * go to an idle scheduler instead (the giver claims the idle bit first, so
- * one advertisement takes one actor). Actors made runnable from outside
- * the system go to an idle scheduler, or round robin.
+ * Run queues and stealing. An actor made runnable by a behaviour goes to
+ * the back of its scheduler's ring (a bounded queue with one producer, the
+ * scheduler itself, and many consumers: the scheduler takes from the
+ * front, and so may other schedulers), so a conversation stays on one
+ * core and what piles up can be stolen. A "drain" item on the scheduler
+ * loop's ready queue runs the ring's actors, a bounded number per turn of
+ * the loop, so that messages from other threads, timers and I/O get their
+ * turn too. Actors made runnable from another thread go straight on the
+ * loop's ready queue (its one consumer cannot be stolen from) of an idle
+ * scheduler, or round robin; so do a ring's overflow.
+ * A scheduler that runs out of work advertises itself in `idle_mask` (the
+ * loop calls sched_idle before it spins or parks) and first tries to steal
+ * from the other rings. A busy scheduler wakes an idle one ("come and
+ * steal") when its ring holds more than the actor it just queued, or when
+ * the turn in progress keeps sending (every STEAL_NOTIFY_SENDS sends): an
+ * actor that floods another keeps its scheduler, and the receiver moves to
+ * the idle core. A single message answered at once is never stolen, so a
+ * ping-pong stays on one core. Not covered: an actor woken by a turn that
+ * then computes without sending waits for that turn to end while the other
+ * schedulers sleep (only a scheduler that comes idle meanwhile steals it).
  *
  * Heaps. Actors move between schedulers, and with them the messages they
  * keep: a scheduler's thread therefore runs with no worker heap of its own
@@ -32,10 +44,15 @@ weft__sched_t* weft__sched_current(void) {
   return tl_sched;
 }
 
+static bool steal(weft__sched_t* s);
+
+/* The loop ran out of work: steal, or say we are idle. */
 static void sched_idle(void* arg) {
   weft__sched_t* s = arg;
   uint64_t bit = (uint64_t)1 << s->index;
-  /* relaxed: a hint; the giver's claim (fetch_and) decides. */
+  if (steal(s))
+    return;
+  /* relaxed: a hint; the claim (fetch_and) decides. */
   if ((atomic_load_explicit(&s->sys->idle_mask, memory_order_relaxed) & bit) ==
       0)
     atomic_fetch_or_explicit(&s->sys->idle_mask, bit, memory_order_relaxed);
@@ -66,19 +83,133 @@ static int claim_idle(weft_actor_system_t* sys, const weft__sched_t* self) {
   return -1;
 }
 
+/* ---- the ring: one producer (the owner), many consumers ---------------- */
+
+static bool ring_push(weft__sched_t* s, weft_actor_t* a) {
+  size_t b = atomic_load_explicit(&s->bottom, memory_order_relaxed);
+  size_t t = atomic_load_explicit(&s->top, memory_order_acquire);
+  if (b - t >= WEFT__RING)
+    return false;
+  atomic_store_explicit(&s->ring[b & (WEFT__RING - 1)], a,
+                        memory_order_relaxed);
+  /* release: the entry (and the actor's state before it was queued)
+   * before a consumer that sees the new bottom. */
+  atomic_store_explicit(&s->bottom, b + 1, memory_order_release);
+  return true;
+}
+
+/* The oldest entry, or NULL. Any thread. */
+static weft_actor_t* ring_take(weft__sched_t* s) {
+  size_t t = atomic_load_explicit(&s->top, memory_order_acquire);
+  for (;;) {
+    size_t b = atomic_load_explicit(&s->bottom, memory_order_acquire);
+    weft_actor_t* a;
+    if (t >= b)
+      return NULL;
+    a = atomic_load_explicit(&s->ring[t & (WEFT__RING - 1)],
+                             memory_order_relaxed);
+    /* The slot is overwritten only after top passed it, so if the CAS
+     * finds top still at t, `a` is the entry queued there. acq_rel: the
+     * winner owns `a` from here. */
+    if (atomic_compare_exchange_weak_explicit(&s->top, &t, t + 1,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      return a;
+  }
+}
+
+static size_t ring_len(weft__sched_t* s) {
+  size_t b = atomic_load_explicit(&s->bottom, memory_order_relaxed);
+  size_t t = atomic_load_explicit(&s->top, memory_order_relaxed);
+  return b > t ? b - t : 0;
+}
+
+/* Budget of actor turns per run of the drain item. */
+#define DRAIN_TURNS 64
+
+static void drain_soon(weft__sched_t* s) {
+  if (!s->drain_pending) {
+    s->drain_pending = true;
+    weft__loop_schedule(s->loop, &s->drain);
+  }
+}
+
+static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
+  weft__sched_t* s = weft__container_of(r, weft__sched_t, drain);
+  int n = 1, turns;
+  s->drain_pending = false;
+  for (turns = 0; turns < DRAIN_TURNS; turns++) {
+    weft_actor_t* a = ring_take(s);
+    if (a == NULL)
+      break;
+    n += weft__actor_run(loop, &a->ready);
+    if (weft__loop_stopping(loop) || weft__loop_closing(loop))
+      break;
+  }
+  if (ring_len(s) > 0 && !weft__loop_closing(loop))
+    drain_soon(s); /* The rest after what else the loop has queued. */
+  return n;
+}
+
+/* Steal one actor from another scheduler's ring into ours. (Half of the
+ * ring at once was measured too: no better on the Savina workloads, and
+ * fjthroughput slower, bench/savina_weft.c, side by side.) */
+static bool steal(weft__sched_t* s) {
+  weft_actor_system_t* sys = s->sys;
+  unsigned i;
+  for (i = 1; i < sys->nsched; i++) {
+    weft__sched_t* v = &sys->scheds[(s->index + i) % sys->nsched];
+    weft_actor_t* a = ring_take(v);
+    if (a != NULL) {
+      if (!ring_push(s, a))
+        weft__loop_schedule(s->loop, &a->ready);
+      else
+        drain_soon(s);
+      return true;
+    }
+  }
+  return false;
+}
+
+static int steal_run(weft_loop_t* loop, weft__ready_t* r) {
+  weft__sched_t* s = weft__container_of(r, weft__sched_t, steal_item);
+  (void)loop;
+  atomic_store_explicit(&s->steal_pending, false, memory_order_relaxed);
+  sched_busy(s);
+  (void)steal(s);
+  return 1;
+}
+
+/* Wake an idle scheduler other than `s` to steal from `s`'s ring. */
+static void notify_idle(weft__sched_t* s) {
+  weft_actor_system_t* sys = s->sys;
+  int i;
+  if (atomic_load_explicit(&sys->idle_mask, memory_order_relaxed) == 0 ||
+      (i = claim_idle(sys, s)) < 0)
+    return;
+  if (!atomic_exchange_explicit(&sys->scheds[i].steal_pending, true,
+                                memory_order_relaxed))
+    weft__loop_schedule(sys->scheds[i].loop, &sys->scheds[i].steal_item);
+}
+
+void weft__sched_sent(weft__sched_t* s) {
+  if (++s->sends % STEAL_NOTIFY_SENDS == 0 && ring_len(s) > 0)
+    notify_idle(s);
+}
+
 void weft__sched_queue(weft_actor_t* a) {
   weft_actor_system_t* sys = a->sys;
   weft__sched_t* s = tl_sched;
   int i;
   if (s != NULL && s->sys == sys) {
-    /* Locality first: a message answered on this scheduler stays here
-     * (ping-pong never crosses cores). Only work that would wait goes. */
-    if (atomic_load_explicit(&sys->idle_mask, memory_order_relaxed) != 0 &&
-        weft__loop_has_ready(s->loop) && (i = claim_idle(sys, s)) >= 0) {
-      weft__loop_schedule(sys->scheds[i].loop, &a->ready);
+    bool more = ring_len(s) > 0;
+    if (ring_push(s, a)) {
+      drain_soon(s);
+      if (more)
+        notify_idle(s);
       return;
     }
-    weft__loop_schedule(s->loop, &a->ready);
+    weft__loop_schedule(s->loop, &a->ready); /* The ring is full. */
     return;
   }
   i = claim_idle(sys, NULL);
@@ -88,18 +219,9 @@ void weft__sched_queue(weft_actor_t* a) {
   weft__loop_schedule(sys->scheds[i].loop, &a->ready);
 }
 
-bool weft__sched_give(weft__sched_t* s, weft_actor_t* a) {
-  weft_actor_system_t* sys = s->sys;
-  int i;
+void weft__sched_turn(weft__sched_t* s) {
+  s->sends = 0;
   sched_busy(s);
-  if (atomic_load_explicit(&sys->idle_mask, memory_order_relaxed) == 0 ||
-      !weft__loop_has_ready(s->loop))
-    return false;
-  i = claim_idle(sys, s);
-  if (i < 0)
-    return false;
-  weft__loop_schedule(sys->scheds[i].loop, &a->ready);
-  return true;
 }
 
 void weft__system_live(weft_actor_system_t* sys, int delta) {
@@ -129,6 +251,8 @@ static void sched_entry(weft_loop_t* loop, void* arg) {
   s->tracked.teardown = sched_teardown;
   weft__loop_track(loop, &s->tracked);
   weft__loop_keepalive(loop, 1); /* Until the system ends. */
+  s->drain.run = drain_run;
+  s->steal_item.run = steal_run;
   weft__loop_on_idle(loop, sched_idle, s);
   uv_mutex_lock(&sys->lock);
   s->loop = loop; /* Under the lock: stop_schedulers() reads it. */
@@ -220,7 +344,9 @@ int weft_actor_system_new(weft_actor_system_t** out,
   sys = weft__xalloc64(sizeof(*sys));
   if (sys == NULL)
     return WEFT_ENOMEM;
-  sys->scheds = WEFT__FAILABLE(calloc(o.schedulers, sizeof(*sys->scheds)));
+  /* Zeroed and 64-byte aligned: each ring's indexes have lines of their
+   * own. */
+  sys->scheds = weft__xalloc64(o.schedulers * sizeof(*sys->scheds));
   if (sys->scheds == NULL) {
     weft__xfree(sys);
     return WEFT_ENOMEM;
@@ -234,13 +360,13 @@ int weft_actor_system_new(weft_actor_system_t** out,
   (void)snprintf(sys->name, sizeof(sys->name), "%s",
            o.name != NULL ? o.name : "weft-actor");
   if (uv_mutex_init(&sys->lock) != 0) {
-    free(sys->scheds);
+    weft__xfree(sys->scheds);
     weft__xfree(sys);
     return WEFT_ENOMEM;
   }
   if (uv_cond_init(&sys->cond) != 0) {
     uv_mutex_destroy(&sys->lock);
-    free(sys->scheds);
+    weft__xfree(sys->scheds);
     weft__xfree(sys);
     return WEFT_ENOMEM;
   }
@@ -278,7 +404,7 @@ int weft_actor_system_new(weft_actor_system_t** out,
     weft__registry_free(sys);
     uv_cond_destroy(&sys->cond);
     uv_mutex_destroy(&sys->lock);
-    free(sys->scheds);
+    weft__xfree(sys->scheds);
     weft__xfree(sys);
     return err;
   }
@@ -328,7 +454,7 @@ int weft_actor_system_free(weft_actor_system_t* sys) {
   weft__registry_free(sys);
   uv_cond_destroy(&sys->cond);
   uv_mutex_destroy(&sys->lock);
-  free(sys->scheds);
+  weft__xfree(sys->scheds);
   weft__xfree(sys);
   return 0;
 }

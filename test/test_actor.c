@@ -951,6 +951,63 @@ Test(actor, an_outside_sender_gets_emailboxfull_over_the_high_water_mark) {
   rec_free(r);
 }
 
+static void* open_gate_later(void* arg) {
+  (void)arg;
+  sleep_ms(100);
+  atomic_store(&gate_open, 1);
+  return NULL;
+}
+
+static atomic_int wait_in_behaviour;
+
+static int tries_send_wait(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  (void)state;
+  (void)msg;
+  atomic_store(&wait_in_behaviour,
+               weft_actor_send_wait(weft_actor_self(self), "\x01", 1, 10));
+  return weft_actor_stop(self, 0);
+}
+
+Test(actor, send_wait_sleeps_until_the_mailbox_drains) {
+  weft_actor_system_t* sys = NULL;
+  weft_actor_system_opts_t so = {0};
+  rec_t* r = rec_new();
+  weft_actor_id id, t;
+  weft_msg_t* reply = NULL;
+  pthread_t th;
+  uint64_t t0;
+  int i;
+  so.schedulers = 1;
+  so.high_water = 100;
+  cr_assert_eq(weft_actor_system_new(&sys, &so), 0);
+  atomic_store(&gate_open, 0);
+  cr_assert_eq(weft_actor_spawn(sys, gated, r, NULL, &id), 0);
+  for (i = 0; i < 101; i++)
+    cr_assert_eq(send_int(id, i), 0);
+  cr_assert_eq(send_int(id, 0), WEFT_EMAILBOXFULL);
+  t0 = now_ns();
+  cr_assert_eq(weft_actor_send_wait(id, "\x01", 1, 50), WEFT_EMAILBOXFULL,
+               "nothing drains while the gate is shut: the time runs out");
+  cr_assert_geq(now_ns() - t0, 50 * 1000000ull);
+  t0 = now_ns();
+  cr_assert_eq(weft_actor_call(id, "\x01", 1, 50, &reply), WEFT_ETIMEDOUT,
+               "a call waits for room within its timeout, never EMAILBOXFULL");
+  cr_assert_geq(now_ns() - t0, 50 * 1000000ull);
+  pthread_create(&th, NULL, open_gate_later, NULL);
+  t0 = now_ns();
+  cr_assert_eq(weft_actor_send_wait(id, "\x01", 1, 20000), 0);
+  cr_assert_geq(now_ns() - t0, 50 * 1000000ull, "it waited for the drain");
+  pthread_join(th, NULL);
+  cr_assert(UNTIL(rec_count(r) == 102), "all delivered");
+  cr_assert_eq(weft_actor_spawn(sys, tries_send_wait, NULL, NULL, &t), 0);
+  cr_assert_eq(send_int(t, 1), 0);
+  cr_assert(UNTIL(atomic_load(&wait_in_behaviour) == WEFT_EBUSY));
+  cr_assert_eq(weft_actor_send_wait(WEFT_ACTOR_NONE, "\x01", 1, 10),
+               WEFT_EDEADACTOR);
+  weft_actor_system_free(sys);
+  rec_free(r);
+}
+
 typedef struct {
   weft_actor_id to;
   atomic_llong sent;

@@ -201,9 +201,12 @@ Test(supervisor, one_for_all_restarts_all_after_the_old_ones_ended) {
   cr_assert_neq(a[2], b[2]);
   cr_assert(UNTIL(count(starts, 2) == 2));
   log_copy(log, sizeof(log));
-  /* Started A B C; B failed; C and A were ended (reverse order); then
-   * A B C started again, in order. */
-  cr_assert_str_eq(log, "+A+B+C-B-C-A+A+B+C", "log %s", log);
+  /* Started A B C; B failed; C and A were killed (in reverse order; they
+   * end in whichever order their schedulers get to it); only then A B C
+   * started again, in order. */
+  cr_assert(strcmp(log, "+A+B+C-B-C-A+A+B+C") == 0 ||
+                strcmp(log, "+A+B+C-B-A-C+A+B+C") == 0,
+            "log %s", log);
   weft_actor_system_free(sys);
 }
 

@@ -44,4 +44,10 @@ static inline void weft__futex_wake(_Atomic uint32_t* word) {
   syscall(SYS_futex, (uint32_t*)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* Wake every thread sleeping on `word`. */
+static inline void weft__futex_wake_all(_Atomic uint32_t* word) {
+  syscall(SYS_futex, (uint32_t*)word, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL,
+          NULL, 0);
+}
+
 #endif /* WEFT_TRANSPORT_FUTEX_H */

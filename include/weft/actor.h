@@ -187,6 +187,17 @@ WEFT_EXTERN int weft_actor_spawn(weft_actor_system_t* sys,
 WEFT_EXTERN int weft_actor_send(weft_actor_id to,
                                 const void* bytes,
                                 size_t len);
+/* weft_actor_send() for threads outside the actors that would rather wait
+ * than get WEFT_EMAILBOXFULL: while the mailbox is over the high-water
+ * mark, sleep (no CPU) until the actor has drained below it, for at most
+ * `timeout_ms` in all (0 or less: no limit). Returns as weft_actor_send()
+ * (WEFT_EMAILBOXFULL only when the time ran out); WEFT_EBUSY inside a
+ * behaviour or on a scheduler thread (an actor is muted instead).
+ * Thread: any but the system's schedulers. */
+WEFT_EXTERN int weft_actor_send_wait(weft_actor_id to,
+                                     const void* bytes,
+                                     size_t len,
+                                     int64_t timeout_ms);
 /* Pack straight into the message: `pack` packs one value. Returns as
  * weft_actor_send(), plus WEFT_EPACK or `pack`'s own negative code. */
 WEFT_EXTERN int weft_actor_send_fn(weft_actor_id to,
@@ -240,7 +251,9 @@ WEFT_EXTERN int weft_actor_ask(weft_actor_t* self,
 
 /* Ask and wait, for code outside the actors (a plain main, a thread with
  * no loop): blocks the calling thread (spin briefly, then park) until the
- * reply, an error or the timeout (> 0; 0 or less: none).
+ * reply, an error or the timeout (> 0; 0 or less: none). A mailbox over
+ * its high-water mark is waited on within the same timeout, as
+ * weft_actor_send_wait() does (never WEFT_EMAILBOXFULL).
  * Returns 0 and `*reply` (the caller frees it with weft_msg_free()), or
  * the codes of weft_ask_cb's `status` and weft_actor_ask()'s; WEFT_EBUSY
  * when called from a behaviour (it would block a scheduler: use
