@@ -25,6 +25,10 @@
 #                    (bench/login.sh; its own knobs are listed there).
 #                    "login" in BENCH_WORKLOADS selects it too:
 #                    BENCH_WORKLOADS=login runs only it.
+#   BENCH_SAVINA     1/0: run (default) or skip the Savina actor benchmarks,
+#                    weft vs CAF vs Erlang (bench/savina/run.sh; its knobs
+#                    SAVINA_* are listed there). "savina" in
+#                    BENCH_WORKLOADS selects it, as "login" does.
 #
 # Both programs print lines "RESULT <metric> <value> <unit>"; a unit ending
 # in "/s" is higher-is-better, any other unit lower-is-better.
@@ -43,6 +47,14 @@ WEFT_ONLY=" call "
 # The login API under wrk (issue 7, bench/login.sh) runs by default, after
 # the others; like the pool's workloads it is skipped when BENCH_WORKLOADS
 # is set and does not name it. BENCH_LOGIN=0/1 overrides.
+if [[ " $WORKLOADS " == *" savina "* ]]; then
+  WORKLOADS=$(echo " $WORKLOADS " | sed 's/ savina / /g; s/^ *//; s/ *$//')
+  SAVINA=${BENCH_SAVINA:-1}
+elif [ -n "${BENCH_WORKLOADS:-}" ]; then
+  SAVINA=${BENCH_SAVINA:-0}
+else
+  SAVINA=${BENCH_SAVINA:-1}
+fi
 if [[ " $WORKLOADS " == *" login "* ]]; then
   WORKLOADS=$(echo " $WORKLOADS " | sed 's/ login / /g; s/^ *//; s/ *$//')
   LOGIN=${BENCH_LOGIN:-1}
@@ -179,6 +191,13 @@ done
 
 # --- The login API under wrk (issue 7): bench/login.sh prints its own
 # report (markdown), appended to this one below.
+savina_rc=0
+if [ "$SAVINA" = 1 ]; then
+  echo "== Savina actor benchmarks: weft, CAF, Erlang (bench/savina/run.sh)" >&2
+  bash "$here/savina/run.sh" >"$tmp/savina.md"
+  savina_rc=$?
+  [ $savina_rc -ne 0 ] && echo "  bench/savina/run.sh FAILED (exit $savina_rc): see above" >&2
+fi
 login_rc=0
 if [ "$LOGIN" = 1 ]; then
   echo "== login API under wrk (bench/login.sh)" >&2
@@ -402,6 +421,15 @@ pool_table() {
   done
 }
 pool_table >>"$tmp/report.md"
+if [ "$SAVINA" = 1 ]; then
+  {
+    echo
+    echo "### Savina actor benchmarks: weft vs CAF vs Erlang (bench/savina/run.sh)"
+    echo
+    [ $savina_rc -ne 0 ] && echo "bench/savina/run.sh FAILED (exit $savina_rc); what it measured:" && echo
+    cat "$tmp/savina.md"
+  } >>"$tmp/report.md"
+fi
 if [ "$LOGIN" = 1 ]; then
   {
     echo
