@@ -532,7 +532,7 @@ int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
   if (weft__loop_closing(loop) || weft__loop_stopping(loop) ||
       atomic_load_explicit(&sys->closing, memory_order_acquire))
     return 1;
-  weft__sched_turn(s);
+  weft__sched_turn(s, true);
   tl_actor = a;
   while (n < sys->batch) {
     weft__mpsc_node_t* node = weft__mpscs_pop(&a->mbox);
@@ -546,6 +546,7 @@ int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
   if (!(a->flags & WEFT__A_STOP))
     check_load(a, n);
   tl_actor = NULL;
+  weft__sched_turn(s, false);
   if (a->flags & WEFT__A_STOP) {
     weft__actor_end(a, a->reason);
     weft__loop_after_callback(loop);

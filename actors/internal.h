@@ -85,6 +85,9 @@ void weft__slot_each(const weft_actor_system_t* sys,
 /* A turn that has sent this many messages wakes an idle scheduler to
  * steal from its ring (system.c). */
 #define STEAL_NOTIFY_SENDS 64
+/* How often an idle scheduler looks for actors that wait behind a long
+ * turn, while another scheduler is busy (system.c). */
+#define POLL_MS 1
 
 typedef struct weft__sched_s {
   weft_actor_system_t* sys;
@@ -98,6 +101,13 @@ typedef struct weft__sched_s {
   unsigned sends;           /* In the turn in progress; owner only. */
   weft__ready_t steal_item; /* "Come and steal", from a busy scheduler. */
   atomic_bool steal_pending;
+  weft__ready_t poke; /* "Start polling" (a no-op that wakes the loop). */
+  atomic_bool poke_pending;
+  atomic_bool in_turn; /* A turn is under way (read by pollers). */
+  atomic_bool polling; /* Idle, with a poll timer (read by wakers). */
+  bool poll_armed;     /* Owner only. */
+  bool seen_valid;     /* seen_top holds the last poll's fronts. */
+  size_t seen_top[64]; /* Owner only: each ring's `top` at the last poll. */
   /* Consumers (any scheduler) take at `top`; the owner adds at `bottom`. */
   alignas(64) _Atomic size_t top;
   alignas(64) _Atomic size_t bottom;
@@ -143,9 +153,9 @@ weft__sched_t* weft__sched_current(void);
  * that one has work waiting and another is idle; else on an idle
  * scheduler or the next in turn. Thread: any. */
 void weft__sched_queue(weft_actor_t* a);
-/* A turn starts on `s` / a behaviour on `s` sent a message: the stealing
- * heuristics (system.c). Thread: the scheduler `s`. */
-void weft__sched_turn(weft__sched_t* s);
+/* A turn starts (`start`) or ends on `s` / a behaviour on `s` sent a
+ * message: the stealing heuristics (system.c). Thread: the scheduler. */
+void weft__sched_turn(weft__sched_t* s, bool start);
 void weft__sched_sent(weft__sched_t* s);
 /* An actor live count step, and the wake-up of weft_actor_system_wait()
  * at 0. Thread: any. */

@@ -908,6 +908,48 @@ Test(actor, a_busy_actor_yields_its_scheduler_after_a_batch) {
   weft_actor_system_free(sys);
 }
 
+static atomic_int woken_ran;
+static atomic_int ran_during_turn;
+
+static int woken(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  (void)self;
+  (void)state;
+  (void)msg;
+  atomic_store(&woken_ran, 1);
+  return 0;
+}
+
+/* Sends to the actor it is given, then computes (without sending) until
+ * that actor ran or 10 s passed. */
+static int long_turn(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  uint64_t t0 = now_ns();
+  (void)self;
+  (void)state;
+  if (weft_actor_send(*(weft_actor_id*)state, "\x01", 1) != 0)
+    return WEFT_EINVAL;
+  (void)msg;
+  while (!atomic_load(&woken_ran) && now_ns() - t0 < 10000000000ull) {
+  }
+  atomic_store(&ran_during_turn, atomic_load(&woken_ran));
+  return weft_actor_stop(self, 0);
+}
+
+Test(actor, an_actor_woken_by_a_long_turn_runs_on_an_idle_scheduler) {
+  weft_actor_system_t* sys = new_system(2);
+  weft_actor_id w, l;
+  atomic_store(&woken_ran, 0);
+  atomic_store(&ran_during_turn, -1);
+  cr_assert_eq(weft_actor_spawn(sys, woken, NULL, NULL, &w), 0);
+  cr_assert_eq(weft_actor_spawn(sys, long_turn, &w, NULL, &l), 0);
+  sleep_ms(20); /* Both schedulers idle and parked. */
+  cr_assert_eq(send_int(l, 1), 0);
+  cr_assert(UNTIL(atomic_load(&ran_during_turn) >= 0));
+  /* The woken actor was queued behind a turn that never ends by itself:
+   * it ran only because the other scheduler took it (stale-entry poll). */
+  cr_assert_eq(atomic_load(&ran_during_turn), 1);
+  weft_actor_system_free(sys);
+}
+
 /* --- Backpressure ---------------------------------------------------------------- */
 
 static atomic_int gate_open;
