@@ -60,6 +60,18 @@ weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
 
 /* ---- sending ------------------------------------------------------------- */
 
+int weft__actor_tell(weft_actor_id to, int tag, uint64_t aux,
+                     const void* bytes, size_t len) {
+  weft_msg_t* m = weft__actor_msg(tag, aux, bytes, len);
+  int err;
+  if (m == NULL)
+    return WEFT_ENOMEM;
+  err = weft__actor_push(to, m, false);
+  if (err != 0)
+    weft_msg_free(m);
+  return err;
+}
+
 /* The length of a's mailbox, give or take the pushes and pops in flight.
  * seq_cst on `popped`: the mute handshake (see mute()). */
 static uint64_t backlog(weft_actor_t* a) {
@@ -359,10 +371,7 @@ int weft_actor_spawn(weft_actor_system_t* sys,
     if (self != NULL && self->id == link) {
       err = weft__link_add(self, a->id);
     } else {
-      weft_msg_t* m = weft__actor_msg(WEFT__TAG_LINK, a->id, NULL, 0);
-      err = m == NULL ? WEFT_ENOMEM : weft__actor_push(link, m, false);
-      if (err != 0)
-        weft_msg_free(m);
+      err = weft__actor_tell(link, WEFT__TAG_LINK, a->id, NULL, 0);
     }
     if (err != 0)
       goto undo;

@@ -245,6 +245,11 @@ int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
  * or the actor is gone (WEFT_EDEADACTOR). May return 0 early (woken by
  * another actor's drain): callers try again. Thread: not a scheduler. */
 int weft__actor_wait_room(weft_actor_id to, int64_t deadline);
+/* weft's own message (a signal, a timer, a start): weft__actor_msg() and
+ * weft__actor_push() as weft's, never refused for load; freed if it could
+ * not go. 0, WEFT_EDEADACTOR or WEFT_ENOMEM. Thread: any. */
+int weft__actor_tell(weft_actor_id to, int tag, uint64_t aux,
+                     const void* bytes, size_t len);
 /* A message of `len` bytes (copied), tag and aux set. NULL: no memory. */
 weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
                             size_t len);

@@ -104,64 +104,38 @@ static int watchers_add(weft__actor_x_t* x, weft_actor_id who, uint64_t ref) {
 
 /* ---- signal messages ------------------------------------------------------- */
 
-/* ["EXIT", from, reason] with `tag` (EXIT or EXIT_SENT) to `to`. */
-static int send_exit(weft_actor_id to, int tag, weft_actor_id from,
-                     int reason) {
-  weft_msg_t* m;
-  int err;
+/* Send `to` a signal whose value is [name, from, (ref,) reason]: EXIT
+ * (["EXIT", from, reason], `tag` EXIT or EXIT_SENT, aux `from`) or DOWN
+ * (["DOWN", from, ref, reason], aux `ref`). */
+static int send_signal(weft_actor_id to, int tag, weft_actor_id from,
+                       uint64_t ref, int reason) {
+  bool down = tag == WEFT__TAG_DOWN;
   msgpack_sbuffer sb;
   msgpack_packer pk;
+  int err;
   msgpack_sbuffer_init(&sb);
   msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_array(&pk, 3);
-  msgpack_pack_str_with_body(&pk, "EXIT", 4);
+  msgpack_pack_array(&pk, down ? 4 : 3);
+  msgpack_pack_str_with_body(&pk, down ? "DOWN" : "EXIT", 4);
   msgpack_pack_uint64(&pk, from);
+  if (down)
+    msgpack_pack_uint64(&pk, ref);
   msgpack_pack_int(&pk, reason);
-  m = sb.data == NULL ? NULL : weft__actor_msg(tag, from, sb.data, sb.size);
+  err = sb.data == NULL ? WEFT_ENOMEM
+                        : weft__actor_tell(to, tag, down ? ref : from, sb.data,
+                                           sb.size);
   msgpack_sbuffer_destroy(&sb);
-  if (m == NULL)
-    return WEFT_ENOMEM;
-  err = weft__actor_push(to, m, false);
-  if (err != 0)
-    weft_msg_free(m);
   return err;
+}
+
+static int send_exit(weft_actor_id to, int tag, weft_actor_id from,
+                     int reason) {
+  return send_signal(to, tag, from, 0, reason);
 }
 
 static int send_down(weft_actor_id to, uint64_t ref, weft_actor_id from,
                      int reason) {
-  weft_msg_t* m;
-  int err;
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_array(&pk, 4);
-  msgpack_pack_str_with_body(&pk, "DOWN", 4);
-  msgpack_pack_uint64(&pk, from);
-  msgpack_pack_uint64(&pk, ref);
-  msgpack_pack_int(&pk, reason);
-  m = sb.data == NULL ? NULL : weft__actor_msg(WEFT__TAG_DOWN, ref, sb.data,
-                                               sb.size);
-  msgpack_sbuffer_destroy(&sb);
-  if (m == NULL)
-    return WEFT_ENOMEM;
-  err = weft__actor_push(to, m, false);
-  if (err != 0)
-    weft_msg_free(m);
-  return err;
-}
-
-/* A bare signal (LINK, UNLINK, DEMONITOR; MONITOR carries [ref]). */
-static int send_bare(weft_actor_id to, int tag, uint64_t aux,
-                     const void* bytes, size_t len) {
-  weft_msg_t* m = weft__actor_msg(tag, aux, bytes, len);
-  int err;
-  if (m == NULL)
-    return WEFT_ENOMEM;
-  err = weft__actor_push(to, m, false);
-  if (err != 0)
-    weft_msg_free(m);
-  return err;
+  return send_signal(to, WEFT__TAG_DOWN, from, ref, reason);
 }
 
 /* The ref a MONITOR signal carries: [ref] as msgpack. */
@@ -291,7 +265,7 @@ void weft__link_end(weft_actor_t* a, int reason) {
     send_down(x->watchers[i].who, x->watchers[i].ref, a->id, reason);
   /* Monitors we held: tell their targets, so they do not keep us. */
   for (i = 0; i + 1 < x->nmonitors; i += 2)
-    send_bare(x->monitors[i + 1], WEFT__TAG_DEMONITOR, x->monitors[i], NULL,
+    weft__actor_tell(x->monitors[i + 1], WEFT__TAG_DEMONITOR, x->monitors[i], NULL,
               0);
 }
 
@@ -324,7 +298,7 @@ int weft_actor_link(weft_actor_t* self, weft_actor_id other) {
   err = ids_add(&x->links, &x->nlinks, &x->caplinks, other);
   if (err != 0)
     return err;
-  err = send_bare(other, WEFT__TAG_LINK, self->id, NULL, 0);
+  err = weft__actor_tell(other, WEFT__TAG_LINK, self->id, NULL, 0);
   if (err == WEFT_EDEADACTOR)
     /* Gone already: its EXIT comes to us now, as if it ended then. */
     return send_exit(self->id, WEFT__TAG_EXIT, other, WEFT_EDEADACTOR) ==
@@ -341,7 +315,7 @@ int weft_actor_unlink(weft_actor_t* self, weft_actor_id other) {
     return WEFT_EINVAL;
   if (self->x == NULL || !ids_remove(self->x->links, &self->x->nlinks, other))
     return 0;
-  send_bare(other, WEFT__TAG_UNLINK, self->id, NULL, 0);
+  weft__actor_tell(other, WEFT__TAG_UNLINK, self->id, NULL, 0);
   return 0;
 }
 
@@ -367,7 +341,7 @@ int weft_actor_monitor(weft_actor_t* self, weft_actor_id target,
   msgpack_pack_array(&pk, 1);
   msgpack_pack_uint64(&pk, r);
   err = sb.data == NULL ? WEFT_ENOMEM
-                        : send_bare(target, WEFT__TAG_MONITOR, self->id,
+                        : weft__actor_tell(target, WEFT__TAG_MONITOR, self->id,
                                     sb.data, sb.size);
   msgpack_sbuffer_destroy(&sb);
   if (err == WEFT_EDEADACTOR)
@@ -387,7 +361,7 @@ int weft_actor_demonitor(weft_actor_t* self, uint64_t ref) {
   t = monitors_remove(self->x, ref);
   if (t == 0)
     return WEFT_EINVAL;
-  send_bare(t, WEFT__TAG_DEMONITOR, ref, NULL, 0);
+  weft__actor_tell(t, WEFT__TAG_DEMONITOR, ref, NULL, 0);
   return 0;
 }
 

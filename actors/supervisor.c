@@ -252,7 +252,6 @@ int weft_supervisor_spawn(weft_actor_system_t* sys,
                           weft_actor_id* out) {
   weft_actor_opts_t o;
   sup_t* s;
-  weft_msg_t* go;
   size_t i;
   int err;
   if (out != NULL)
@@ -303,9 +302,7 @@ int weft_supervisor_spawn(weft_actor_system_t* sys,
   if (out != NULL)
     *out = s->self;
   /* Its first turn starts the children. */
-  go = weft__actor_msg(WEFT__TAG_PLAIN, 0, "\xc0", 1);
-  if (go == NULL || weft__actor_push(s->self, go, false) != 0) {
-    weft_msg_free(go);
+  if (weft__actor_tell(s->self, WEFT__TAG_PLAIN, 0, "\xc0", 1) != 0) {
     (void)weft_actor_exit(s->self, WEFT_EKILLED);
     return WEFT_ENOMEM;
   }

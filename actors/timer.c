@@ -57,13 +57,9 @@ static void unlist(atimer_t* t) {
 
 static void fire(weft_loop_t* loop, void* arg) {
   atimer_t* t = arg;
-  weft_msg_t* m;
   int err = WEFT_EDEADACTOR;
   if (!atomic_load_explicit(&t->cancelled, memory_order_acquire)) {
-    m = weft__actor_msg(WEFT__TAG_TIMER, t->id, t->bytes, t->len);
-    err = m == NULL ? WEFT_ENOMEM : weft__actor_push(t->to, m, false);
-    if (err != 0)
-      weft_msg_free(m);
+    err = weft__actor_tell(t->to, WEFT__TAG_TIMER, t->id, t->bytes, t->len);
   }
   if (!t->every || err == WEFT_EDEADACTOR) {
     if (t->every)

@@ -74,7 +74,6 @@ int weft__worker_child_spawn(weft_actor_system_t* sys,
                              weft_actor_id* out) {
   weft_actor_opts_t ao;
   wchild_t* c = WEFT__FAILABLE(calloc(1, sizeof(*c)));
-  weft_msg_t* go;
   int err;
   if (c == NULL)
     return WEFT_ENOMEM;
@@ -102,10 +101,7 @@ int weft__worker_child_spawn(weft_actor_system_t* sys,
   *out = c->self;
   /* Its first turn starts the worker. Without memory for the message the
    * actor ends at once; its supervisor sees it. */
-  go = weft__actor_msg(WEFT__TAG_PLAIN, 0, "\xc0", 1);
-  if (go == NULL || weft__actor_push(c->self, go, false) != 0) {
-    weft_msg_free(go);
+  if (weft__actor_tell(c->self, WEFT__TAG_PLAIN, 0, "\xc0", 1) != 0)
     (void)weft_actor_exit(c->self, WEFT_EKILLED);
-  }
   return 0;
 }
