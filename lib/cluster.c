@@ -1307,8 +1307,14 @@ int weft_cluster_close(weft_cluster_t* c,
     w->disconnect_asked = true;
     close_pipe(w, true);
   }
-  if (grace_ms > 0 && c->live > 0)
+  if (grace_ms > 0 && c->live > 0) {
+    /* Count the grace from this call, not from the loop's cached clock,
+     * which lags while a callback runs (a child was killed before its grace
+     * ran out once in cluster/close_kills_a_child_after_the_grace_time);
+     * weft's own timers do the same (loop.h). */
+    uv_update_time(weft_loop_uv(c->loop));
     uv_timer_start(&c->grace, on_grace, grace_ms, 0);
+  }
   if (c->nworkers == 0)
     finish_close(c);
   return 0;
