@@ -70,8 +70,11 @@ static int sink(weft_actor_t* self, void* state, weft_msg_t* msg) {
     s->ranges++;
   }
   if (s->done != NULL && s->ranges == LIMIT / RANGE) {
-    weft_reply_send_fmt(s->done, "I", s->primes);
+    /* Take the reply out first: once answered, main may go on, and the
+     * state is main's. */
+    weft_reply_t* done = s->done;
     s->done = NULL;
+    weft_reply_send_fmt(done, "I", s->primes);
   }
   return 0;
 }

@@ -35,6 +35,17 @@ static int send_int(weft_actor_id to, int64_t v) {
   return err;
 }
 
+/* Answer the request held in *slot with v, touching the state no more
+ * after the answer: several states here live on main's stack, and main
+ * returns (reusing that stack) as soon as its call has the answer, maybe
+ * before this scheduler thread runs again. A CI run once saw the old
+ * order, answer then `*slot = NULL`, zero a return address of main's. */
+static void reply_last(weft_reply_t** slot, int64_t v) {
+  weft_reply_t* r = *slot;
+  *slot = NULL;
+  weft_reply_send_fmt(r, "I", v);
+}
+
 /* --- 1. ping-pong ------------------------------------------------------- */
 
 typedef struct {
@@ -117,8 +128,9 @@ static int sink(weft_actor_t* self, void* state, weft_msg_t* msg) {
     s->count++;
   }
   if (s->done != NULL && s->count == s->want) {
-    weft_reply_send_fmt(s->done, "I", s->sum);
-    s->done = NULL;
+    /* The reply last: the state is on main's stack, and main may return
+     * as soon as it has the answer (see reply_last()). */
+    reply_last(&s->done, s->sum);
   }
   return 0;
 }
@@ -208,10 +220,8 @@ static int orderer(weft_actor_t* self, void* state, weft_msg_t* msg) {
     o->next[who]++;
     o->total++;
   }
-  if (o->done != NULL && o->total == SENDERS * PER_SENDER) {
-    weft_reply_send_fmt(o->done, "I", o->total);
-    o->done = NULL;
-  }
+  if (o->done != NULL && o->total == SENDERS * PER_SENDER)
+    reply_last(&o->done, o->total);
   return 0;
 }
 
@@ -336,10 +346,8 @@ static int slow(weft_actor_t* self, void* state, weft_msg_t* msg) {
       spin++;
     s->got++;
   }
-  if (s->done != NULL && s->got == FLOOD) {
-    weft_reply_send_fmt(s->done, "I", s->got);
-    s->done = NULL;
-  }
+  if (s->done != NULL && s->got == FLOOD)
+    reply_last(&s->done, s->got);
   return 0;
 }
 
