@@ -352,6 +352,9 @@ int weft__msgpack_scan(const void* bytes, size_t len, size_t* need);
  * are not one msgpack value pass (the receiver reports WEFT_EDECODE, as
  * Node's messageerror). */
 int weft__msg_seal(weft_msg_t* msg);
+/* The check weft__msg_seal() makes, on bytes that travel without a message
+ * (a port's inline slot): 0 or WEFT_ETOODEEP. */
+int weft__msg_seal_bytes(const void* bytes, size_t len);
 /* Bytes a queued message holds (header and payload). */
 size_t weft__msg_bytes(const weft_msg_t* msg);
 /* Hand `msg` to a message callback: it is DELIVERING until the callback

@@ -341,6 +341,14 @@ int weft__msg_seal(weft_msg_t* msg) {
   return 0;
 }
 
+int weft__msg_seal_bytes(const void* bytes, size_t len) {
+  const unsigned char* b = bytes;
+  if (len == 0 || !container_head(b[0]))
+    return 0;
+  return weft__msgpack_scan(bytes, len, NULL) == WEFT_ETOODEEP ? WEFT_ETOODEEP
+                                                                : 0;
+}
+
 size_t weft__msg_bytes(const weft_msg_t* msg) {
   return sizeof(*msg) + (msg->data != msg->inline_buf ? msg->cap : 0);
 }
@@ -353,6 +361,62 @@ static size_t msg_charge(const weft_msg_t* msg) {
 }
 
 static void msg_release_owned(weft__owned_t* o);
+
+/* An integer, nil or a bool decoded without msgpack_unpack(), which costs
+ * more than the rest of a small message's delivery (its parser's set-up);
+ * the same object it makes: an integer below 0 NEGATIVE_INTEGER, any other
+ * POSITIVE_INTEGER, whatever the width it was packed in. False for any
+ * other value (floats included) and for bytes of the wrong length. */
+static bool decode_int(weft_msg_t* msg) {
+  const unsigned char* b = (const unsigned char*)msg->data;
+  msgpack_object* o = &msg->obj;
+  int64_t v;
+  int n;
+  if (b[0] <= 0x7f || b[0] >= 0xe0) {
+    if (msg->len != 1)
+      return false;
+    v = (int8_t)b[0];
+    goto integer;
+  }
+  switch (b[0]) {
+    case 0xc0:
+    case 0xc2:
+    case 0xc3:
+      if (msg->len != 1)
+        return false;
+      o->type = b[0] == 0xc0 ? MSGPACK_OBJECT_NIL : MSGPACK_OBJECT_BOOLEAN;
+      if (b[0] != 0xc0)
+        o->via.boolean = b[0] == 0xc3;
+      return true;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+      n = 1 << (b[0] - 0xcc);
+      if (msg->len != (size_t)n + 1)
+        return false;
+      o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+      o->via.u64 = be(b + 1, n);
+      return true;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+      n = 1 << (b[0] - 0xd0);
+      if (msg->len != (size_t)n + 1)
+        return false;
+      v = n == 1   ? (int8_t)b[1]
+          : n == 2 ? (int16_t)be(b + 1, 2)
+          : n == 4 ? (int32_t)be(b + 1, 4)
+                   : (int64_t)be(b + 1, 8);
+      goto integer;
+    default:
+      return false;
+  }
+integer:
+  if (v < 0) {
+    o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    o->via.i64 = v;
+  } else {
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = (uint64_t)v;
+  }
+  return true;
+}
 
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
   size_t off = 0;
@@ -387,6 +451,10 @@ int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
     if (msg->zone == NULL)
       return WEFT_ENOMEM;
     zone = msg->zone;
+  }
+  if (decode_int(msg)) {
+    msg->decoded = true;
+    return 0;
   }
   r = msgpack_unpack(msg->data, msg->len, &off, zone, &msg->obj);
   /* msgpack's unpack answers with positive success codes; weft turns

@@ -55,6 +55,7 @@
 
 #include "futex.h"
 #include "internal.h"
+#include "mbox.h"
 
 /* `scheduled` doubles as a futex word (see unpark()). */
 _Static_assert(sizeof(atomic_int) == sizeof(uint32_t), "futex word");
@@ -92,7 +93,7 @@ typedef struct {
 
 struct pcore_s {
   pnode_t home;    /* The core's own ready node. */
-  weft__mpsc_t mb; /* Incoming messages; consumer: the owning loop. */
+  weft__mbox_t mb; /* Incoming messages; consumer: the owning loop. */
   /* Any thread. */
   alignas(64) atomic_int scheduled; /* IDLE, QUEUED or HELD. */
   atomic_int refs;
@@ -136,6 +137,8 @@ struct pcore_s {
   bool internal;      /* A worker's parent port: weft_port_free() refuses it. */
   bool in_run;        /* Being drained by port_run (off the ready queue,
                        * `scheduled` still QUEUED). */
+  bool pop_nomem;     /* The last pop found an inline message and had no
+                       * memory for it: it waits first in line. */
 };
 
 /* The user's handle. After a transfer the sender's handle is a husk with
@@ -183,13 +186,9 @@ static void core_ref(pcore_t* p) {
  * the worker ends with WEFT_EHEAPLIMIT (Node: ERR_WORKER_OUT_OF_MEMORY).
  * Cost: nothing for ports of unlimited loops (one relaxed load); one
  * atomic add and one sub per message otherwise. Thread: any. */
-static bool backlog_admit(pcore_t* p, weft_msg_t* m) {
-  size_t limit = atomic_load_explicit(&p->qlimit, memory_order_relaxed);
-  size_t bytes, before;
-  if (limit == 0 || m->kind != WEFT__MSG_DATA)
-    return true;
-  bytes = weft__msg_bytes(m);
-  before = atomic_fetch_add_explicit(&p->queued, bytes, memory_order_relaxed);
+static bool backlog_admit_bytes(pcore_t* p, size_t limit, size_t bytes) {
+  size_t before =
+      atomic_fetch_add_explicit(&p->queued, bytes, memory_order_relaxed);
   if (bytes > limit || before > limit - bytes) {
     atomic_fetch_sub_explicit(&p->queued, bytes, memory_order_relaxed);
     /* seq_cst, with the exchange in schedule() and the load in
@@ -198,6 +197,15 @@ static bool backlog_admit(pcore_t* p, weft_msg_t* m) {
     atomic_store_explicit(&p->overflow, 1, memory_order_seq_cst);
     return false;
   }
+  return true;
+}
+
+static bool backlog_admit(pcore_t* p, weft_msg_t* m) {
+  size_t limit = atomic_load_explicit(&p->qlimit, memory_order_relaxed);
+  if (limit == 0 || m->kind != WEFT__MSG_DATA)
+    return true;
+  if (!backlog_admit_bytes(p, limit, weft__msg_bytes(m)))
+    return false;
   m->backlog = true;
   return true;
 }
@@ -267,13 +275,50 @@ static void transit_leave(weft_msg_t* m) {
   uv_mutex_unlock(&transit_lock);
 }
 
-/* Pop the oldest message of `p`'s mailbox (consumer only). */
+/* An inline message's flag: its bytes count in the port's backlog. */
+#define INLINE_COUNTED 0x80000000u
+
+/* What an inline message counts in a backlog: the message it becomes. */
+#define INLINE_BYTES sizeof(weft_msg_t)
+
+/* The kind of the oldest message, or -1 when none is ready (consumer). */
+static int peek_kind(pcore_t* p) {
+  weft__mbox_item_t it;
+  if (!weft__mbox_peek(&p->mb, &it))
+    return -1;
+  if (it.node == NULL)
+    return WEFT__MSG_DATA;
+  return weft__container_of(it.node, weft_msg_t, node)->kind;
+}
+
+/* Pop the oldest message of `p`'s mailbox (consumer only). An inline one
+ * becomes a message of this thread's (freed here too: no cross-thread
+ * free); out of memory for it, NULL with `pop_nomem` set, and it stays
+ * first in line. */
 static weft_msg_t* pop_msg(pcore_t* p) {
-  weft__mpsc_node_t* n = weft__mpsc_pop(&p->mb);
+  weft__mbox_item_t it;
   weft_msg_t* m;
-  if (n == NULL)
+  p->pop_nomem = false;
+  if (!weft__mbox_peek(&p->mb, &it))
     return NULL;
-  m = weft__container_of(n, weft_msg_t, node);
+  if (it.node == NULL) {
+    uint32_t len = it.len & ~INLINE_COUNTED;
+    m = weft__msg_alloc(WEFT__MSG_DATA, len);
+    if (m == NULL) {
+      p->pop_nomem = true;
+      return NULL;
+    }
+    memcpy(m->data, it.data, len);
+    m->len = len;
+    m->state = WEFT__MSG_QUEUED;
+    if (it.len & INLINE_COUNTED)
+      atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES,
+                                memory_order_relaxed);
+    weft__mbox_next(&p->mb, &it);
+    return m;
+  }
+  weft__mbox_next(&p->mb, &it);
+  m = weft__container_of(it.node, weft_msg_t, node);
   backlog_release(p, m);
   if (m->nxfer != 0 && carries_ports(m))
     transit_leave(m);
@@ -281,9 +326,17 @@ static weft_msg_t* pop_msg(pcore_t* p) {
 }
 
 static void drop_mailbox(pcore_t* p) {
-  weft_msg_t* m;
-  while ((m = pop_msg(p)) != NULL)
-    weft_msg_free(m);
+  weft__mbox_item_t it;
+  while (weft__mbox_peek(&p->mb, &it)) {
+    if (it.node == NULL) { /* Inline: nothing to free. */
+      if (it.len & INLINE_COUNTED)
+        atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES,
+                                  memory_order_relaxed);
+      weft__mbox_next(&p->mb, &it);
+      continue;
+    }
+    weft_msg_free(pop_msg(p));
+  }
 }
 
 static void core_unref(pcore_t* p) {
@@ -293,6 +346,7 @@ static void core_unref(pcore_t* p) {
   /* Nobody can push now: producers reach a core through its peer, which
    * held a reference until it was released itself. */
   drop_mailbox(p);
+  weft__mbox_destroy(&p->mb);
   weft_msg_free(p->close_msg);
   uv_mutex_destroy(&p->lock);
   if (p->node->heap)
@@ -310,12 +364,17 @@ static pcore_t* core_alloc(void) {
     weft__xfree(p);
     return NULL;
   }
-  if (uv_mutex_init(&p->lock) != 0) {
+  if (weft__mbox_init(&p->mb, weft__xalloc64, weft__xfree) != 0) {
     weft_msg_free(p->close_msg);
     weft__xfree(p);
     return NULL;
   }
-  weft__mpsc_init(&p->mb);
+  if (uv_mutex_init(&p->lock) != 0) {
+    weft__mbox_destroy(&p->mb);
+    weft_msg_free(p->close_msg);
+    weft__xfree(p);
+    return NULL;
+  }
   /* Not started and no close listener: nothing to schedule yet. */
   atomic_init(&p->scheduled, HELD);
   atomic_init(&p->refs, 1); /* The handle's (or the travelling message's). */
@@ -501,7 +560,7 @@ static void settle(pcore_t* p) {
   atomic_compare_exchange_strong_explicit(&p->scheduled, &cur, want,
                                           memory_order_seq_cst,
                                           memory_order_seq_cst);
-  if (want == IDLE && !weft__mpsc_empty(&p->mb))
+  if (want == IDLE && !weft__mbox_empty(&p->mb))
     schedule(p);
 }
 
@@ -540,7 +599,7 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
     schedule(p);
     return;
   }
-  weft__mpsc_push(&p->mb, &msg->node);
+  weft__mbox_push_node(&p->mb, &msg->node);
   schedule(p);
   if (atomic_load_explicit(&p->released, memory_order_seq_cst))
     drain_released(p);
@@ -872,13 +931,13 @@ static void dispatch(weft_loop_t* loop, pcore_t* p, weft_msg_t* m) {
 static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
   int i;
   for (i = 0; i < PORT_LINGER; i++) {
-    if (!weft__mpsc_empty(&p->mb))
+    if (!weft__mbox_empty(&p->mb))
       return true;
     if (weft__loop_has_ready(loop))
       return false;
     weft__cpu_relax();
   }
-  return !weft__mpsc_empty(&p->mb);
+  return !weft__mbox_empty(&p->mb);
 }
 
 /* The loop popped one of `p`'s ready nodes (the port's or an orphan):
@@ -923,9 +982,9 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
          !weft__loop_stopping(loop)) {
     weft_msg_t* m = pop_msg(p);
     if (m == NULL) {
-      if (wait_for_more(loop, p))
+      if (!p->pop_nomem && wait_for_more(loop, p))
         continue;
-      break;
+      break; /* Out of memory: the next run tries again. */
     }
     n++;
     dispatch(loop, p, m);
@@ -953,9 +1012,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
   if (!deliverable(p) && !p->close_emitted && !weft__loop_closing(loop)) {
     /* Not started: data waits for a handler, but a close at the head of
      * the queue is handled now, as Node does, so both ends see 'close'. */
-    weft__mpsc_node_t* head = weft__mpsc_peek(&p->mb);
-    if (head != NULL &&
-        weft__container_of(head, weft_msg_t, node)->kind == WEFT__MSG_CLOSE) {
+    if (peek_kind(p) == WEFT__MSG_CLOSE) {
       weft_msg_t* m = pop_msg(p);
       if (m != NULL)
         dispatch(loop, p, m);
@@ -963,13 +1020,45 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
   }
   if (core_loop(p) == loop && (!p->close_emitted || p->hooks != NULL)) {
     if (p->close_pending && !p->close_emitted &&
-        (!deliverable(p) || weft__mpsc_empty(&p->mb)))
+        (!deliverable(p) || weft__mbox_empty(&p->mb)))
       emit_close(p);
-    else if (deliverable(p) && !weft__mpsc_empty(&p->mb))
+    else if (deliverable(p) && !weft__mbox_empty(&p->mb))
       schedule(p); /* A push landed after the drain: go round again. */
   }
   core_unref(p);
   return n + 1;
+}
+
+/* ---- posting small values inline ----------------------------------------- */
+
+/* A value of WEFT__MBOX_INLINE bytes or fewer goes in the peer's mailbox
+ * slot itself: no message is allocated by the sender, none is freed across
+ * threads by the receiver (which makes one of its own to hand out). The
+ * checks of post_core() were made. 0 when it went (or was dropped over a
+ * backlog limit, as post_core's are), -1 to take the message path: no
+ * slot could be had, or the mailbox holds messages that went around the
+ * slots (see mbox.h), which this one must not pass. */
+static int post_inline(pcore_t* p, const void* bytes, size_t len) {
+  pcore_t* y = p->peer;
+  size_t limit = atomic_load_explicit(&y->qlimit, memory_order_relaxed);
+  uint32_t flag = 0;
+  if (limit != 0) {
+    if (!backlog_admit_bytes(y, limit, INLINE_BYTES)) {
+      schedule(y); /* The owner breaches (see backlog_admit). */
+      return 0;
+    }
+    flag = INLINE_COUNTED;
+  }
+  if (weft__mbox_push_inline(&y->mb, bytes, (uint32_t)len, flag) != 0) {
+    if (flag != 0)
+      atomic_fetch_sub_explicit(&y->queued, INLINE_BYTES,
+                                memory_order_relaxed);
+    return -1;
+  }
+  schedule(y);
+  if (atomic_load_explicit(&y->released, memory_order_seq_cst))
+    drain_released(y);
+  return 0;
 }
 
 /* ---- public API --------------------------------------------------------- */
@@ -1049,6 +1138,13 @@ static int post_core(pcore_t* p, weft_msg_t** msg) {
   err = weft__msg_seal(*msg); /* WEFT_ETOODEEP */
   if (err != 0)
     return err;
+  if ((*msg)->len <= WEFT__MBOX_INLINE && (*msg)->nxfer == 0 &&
+      (*msg)->kind == WEFT__MSG_DATA && !(*msg)->routed &&
+      post_inline(p, (*msg)->data, (*msg)->len) == 0) {
+    weft_msg_free(*msg); /* Ours, on our thread: a cheap free. */
+    *msg = NULL;
+    return 0;
+  }
   if ((*msg)->nxfer > 0) {
     err = check_channel_ports(*msg, p);
     if (err == 0)
@@ -1094,6 +1190,15 @@ int weft__core_post(void* core, const void* bytes, size_t len) {
     return WEFT_ECLOSED;
   if (len > atomic_load_explicit(&p->max_msg, memory_order_relaxed))
     return WEFT_EMSGSIZE;
+  if (len <= WEFT__MBOX_INLINE) {
+    if (is_closed(p) || is_closed(p->peer))
+      return WEFT_ECLOSED;
+    err = weft__msg_seal_bytes(bytes, len);
+    if (err != 0)
+      return err;
+    if (post_inline(p, bytes, len) == 0)
+      return 0;
+  }
   m = weft__msg_alloc(WEFT__MSG_DATA, len);
   if (m == NULL)
     return WEFT_ENOMEM;
@@ -1146,37 +1251,35 @@ int weft_port_post_fn(weft_port_t* port, weft_pack_cb pack, void* arg) {
  * touches no loop state, so a close at the head of the mailbox is left
  * there (the owner loop handles it when it frees or reads the port). */
 static int take(pcore_t* p, weft_msg_t** out, bool foreign) {
-  weft__mpsc_node_t* node;
+  int kind;
   weft_msg_t* m;
   msgpack_zone* zone = NULL;
   int err;
   for (;;) {
-    if (p->close_emitted || (is_closed(p) && weft__mpsc_empty(&p->mb))) {
+    if (p->close_emitted || (is_closed(p) && weft__mbox_empty(&p->mb))) {
       err = WEFT_ECLOSED;
       break;
     }
     /* The decode zone comes before the message leaves the mailbox: out of
      * memory, the caller gets WEFT_ENOMEM and the message stays first in
      * line for the next call (an accepted message is never lost). */
-    node = weft__mpsc_peek(&p->mb);
-    if (node == NULL) {
+    kind = peek_kind(p);
+    if (kind < 0) {
       err = WEFT_EAGAIN;
       break;
     }
-    if (foreign &&
-        weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_CLOSE) {
+    if (foreign && kind == WEFT__MSG_CLOSE) {
       err = WEFT_ECLOSED;
       break;
     }
-    if (zone == NULL &&
-        weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_DATA) {
+    if (zone == NULL && kind == WEFT__MSG_DATA) {
       zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
       if (zone == NULL)
         return WEFT_ENOMEM;
     }
     m = pop_msg(p);
     if (m == NULL) {
-      err = WEFT_EAGAIN;
+      err = p->pop_nomem ? WEFT_ENOMEM : WEFT_EAGAIN;
       break;
     }
     if (m->kind == WEFT__MSG_CLOSE) {
@@ -1223,13 +1326,15 @@ int weft_port_receive(weft_port_t* port, weft_msg_t** out) {
  * request's outcome is not a data message), undecoded: 0 and `*out`,
  * WEFT_EAGAIN (none) or WEFT_ECLOSED (a close is first in line). */
 static int take_raw(pcore_t* p, weft_msg_t** out) {
-  weft__mpsc_node_t* node = weft__mpsc_peek(&p->mb);
-  if (node == NULL)
+  int kind = peek_kind(p);
+  if (kind < 0)
     return WEFT_EAGAIN;
-  if (weft__container_of(node, weft_msg_t, node)->kind == WEFT__MSG_CLOSE)
+  if (kind == WEFT__MSG_CLOSE)
     return WEFT_ECLOSED;
   *out = pop_msg(p);
-  return *out == NULL ? WEFT_EAGAIN : 0;
+  if (*out == NULL)
+    return p->pop_nomem ? WEFT_ENOMEM : WEFT_EAGAIN;
+  return 0;
 }
 
 /* The wait of weft_port_receive_wait() and weft__core_wait(): until
@@ -1250,9 +1355,9 @@ static int receive_wait(pcore_t* p,
     if (err != WEFT_EAGAIN)
       return err;
     /* Spin briefly: a sender mid-stream costs no syscall either side. */
-    for (i = 0; i < WAIT_SPIN && weft__mpsc_empty(&p->mb); i++)
+    for (i = 0; i < WAIT_SPIN && weft__mbox_empty(&p->mb); i++)
       weft__cpu_relax();
-    if (!weft__mpsc_empty(&p->mb))
+    if (!weft__mbox_empty(&p->mb))
       continue;
     left = -1;
     if (deadline >= 0) {
@@ -1266,7 +1371,7 @@ static int receive_wait(pcore_t* p,
             &p->scheduled, &held, PARKED, memory_order_seq_cst,
             memory_order_seq_cst))
       return WEFT_EBUSY;
-    if (weft__mpsc_empty(&p->mb))
+    if (weft__mbox_empty(&p->mb))
       weft__futex_wait((_Atomic uint32_t*)&p->scheduled, PARKED, left);
     /* Woken, timed out, interrupted or the push was seen: back to HELD
      * unless a producer did it already, and look again. */
