@@ -375,7 +375,7 @@ static bool decode_int(weft_msg_t* msg) {
   if (b[0] <= 0x7f || b[0] >= 0xe0) {
     if (msg->len != 1)
       return false;
-    v = (int8_t)b[0];
+    v = b[0] <= 0x7f ? (int64_t)b[0] : (int64_t)b[0] - 256;
     goto integer;
   }
   switch (b[0]) {
@@ -399,7 +399,7 @@ static bool decode_int(weft_msg_t* msg) {
       n = 1 << (b[0] - 0xd0);
       if (msg->len != (size_t)n + 1)
         return false;
-      v = n == 1   ? (int8_t)b[1]
+      v = n == 1   ? (b[1] <= 0x7f ? (int64_t)b[1] : (int64_t)b[1] - 256)
           : n == 2 ? (int16_t)be(b + 1, 2)
           : n == 4 ? (int32_t)be(b + 1, 4)
                    : (int64_t)be(b + 1, 8);

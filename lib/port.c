@@ -301,7 +301,7 @@ static weft_msg_t* pop_msg(pcore_t* p) {
   p->pop_nomem = false;
   if (!weft__mbox_peek(&p->mb, &it))
     return NULL;
-  if (it.node == NULL) {
+  if (it.node == NULL && it.data != NULL) {
     uint32_t len = it.len & ~INLINE_COUNTED;
     m = weft__msg_alloc(WEFT__MSG_DATA, len);
     if (m == NULL) {

@@ -145,6 +145,75 @@ Test(msg, data_gives_the_raw_bytes_of_a_received_message) {
   finish(loop, a, b);
 }
 
+/* Integers, nil and bools are decoded without msgpack_unpack (msg.c's
+ * decode_int): the object must be the one msgpack_unpack makes, for every
+ * width an integer can be packed in (not only the shortest), whether the
+ * value travelled inline in the port's slot (weft_port_post, 20 bytes or
+ * fewer) or as a message; and bytes of the wrong length still fail. */
+Test(msg, integers_nil_and_bools_decode_as_msgpack_unpack_decodes_them) {
+  static const struct {
+    unsigned char b[9];
+    size_t len;
+  } cases[] = {
+      {{0x00}, 1}, {{0x7f}, 1}, {{0xe0}, 1}, {{0xff}, 1},
+      {{0xc0}, 1}, {{0xc2}, 1}, {{0xc3}, 1},
+      {{0xcc, 0xff}, 2}, {{0xcc, 0x05}, 2},
+      {{0xcd, 0xff, 0xfe}, 3}, {{0xce, 0x80, 0, 0, 1}, 5},
+      {{0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9},
+      {{0xd0, 0x80}, 2}, {{0xd0, 0x7f}, 2}, {{0xd0, 0xff}, 2},
+      {{0xd1, 0x80, 0x00}, 3}, {{0xd1, 0x00, 0x01}, 3},
+      {{0xd2, 0xff, 0xff, 0xff, 0xfe}, 5}, {{0xd2, 0x7f, 0, 0, 0}, 5},
+      {{0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0}, 9},
+      {{0xd3, 0, 0, 0, 0, 0, 0, 0, 3}, 9},
+      {{0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9},
+  };
+  weft_loop_t* loop = new_loop();
+  weft_port_t *a, *b;
+  size_t i;
+  int how;
+  new_channel(loop, &a, &b);
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (how = 0; how < 2; how++) {
+      msgpack_zone zone;
+      msgpack_object want;
+      size_t off = 0;
+      weft_msg_t *m = NULL, *got = NULL;
+      const msgpack_object* o;
+      if (how == 0) {
+        cr_assert_eq(weft_port_post(a, cases[i].b, cases[i].len), 0);
+      } else {
+        cr_assert_eq(weft_msg_new(&m), 0);
+        cr_assert_eq(weft_msg_append(m, cases[i].b, cases[i].len), 0);
+        cr_assert_eq(weft_port_post_msg(a, &m), 0);
+      }
+      cr_assert_eq(weft_port_receive(b, &got), 0, "case %zu", i);
+      o = weft_msg_object(got);
+      cr_assert_not_null(o);
+      msgpack_zone_init(&zone, 256);
+      cr_assert_eq(msgpack_unpack((const char*)cases[i].b, cases[i].len, &off,
+                                  &zone, &want),
+                   MSGPACK_UNPACK_SUCCESS);
+      cr_assert_eq(o->type, want.type, "case %zu: type %d, want %d", i,
+                   (int)o->type, (int)want.type);
+      cr_assert(msgpack_object_equal(*o, want), "case %zu: value", i);
+      msgpack_zone_destroy(&zone);
+      weft_msg_free(got);
+    }
+  }
+  /* Too short and too long for the head byte: not one value. */
+  {
+    static const unsigned char bad[][3] = {{0xcd, 0x01}, {0x05, 0x05},
+                                           {0xc0, 0xc0}, {0xd1, 0x01}};
+    weft_msg_t* got = NULL;
+    for (i = 0; i < 4; i++) {
+      cr_assert_eq(weft_port_post(a, bad[i], 2), 0);
+      cr_assert_eq(weft_port_receive(b, &got), WEFT_EDECODE, "bad %zu", i);
+      cr_assert_null(got);
+    }
+  }
+  finish(loop, a, b);
+}
+
 /* --- keep ---------------------------------------------------------------- */
 
 #define KEEP_N 40

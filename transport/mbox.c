@@ -2,6 +2,8 @@
  * the ones the consumer moved past. */
 #include "mbox.h"
 
+weft__mpsc_node_t weft__mbox_inline_mark;
+
 /* Spare segments a queue keeps for its next links (a stream then links
  * without allocating); more are freed. */
 #define MBOX_SPARES 2

@@ -54,11 +54,13 @@
 /* Bytes a slot carries inline. 20: a slot is 32 bytes, two to a line. */
 #define WEFT__MBOX_INLINE 20
 
-/* A slot's word: 0 until written; INL for inline bytes; else the node. */
-#define WEFT__MBOX_INL ((uintptr_t)1)
+/* A slot's word: NULL until written; WEFT__MBOX_INL (the address of a
+ * node nobody pushes) for inline bytes; else the node pushed. */
+extern weft__mpsc_node_t weft__mbox_inline_mark;
+#define WEFT__MBOX_INL (&weft__mbox_inline_mark)
 
 typedef struct {
-  _Atomic(uintptr_t) word;
+  _Atomic(weft__mpsc_node_t*) word;
   uint32_t len;   /* Inline bytes, with the caller's flag bit (see push). */
   unsigned char data[WEFT__MBOX_INLINE];
 } weft__mbox_slot_t;
@@ -168,7 +170,7 @@ static inline void weft__mbox_push_node(weft__mbox_t* q,
   slot = weft__mbox_claim_(q);
   if (slot != NULL) {
     /* release: the message's contents before the consumer's acquire. */
-    atomic_store_explicit(&slot->word, (uintptr_t)n, memory_order_release);
+    atomic_store_explicit(&slot->word, n, memory_order_release);
   } else {
     /* seq_cst: counted before it can be seen, so that a push after ours
      * (by us, or one ordered after us) comes here too. */
@@ -191,7 +193,7 @@ static inline bool weft__mbox_peek(weft__mbox_t* q, weft__mbox_item_t* it) {
   weft__mbox_seg_t* s = q->head_seg;
   uint64_t off = q->head - s->base;
   weft__mbox_slot_t* slot;
-  uintptr_t w;
+  weft__mpsc_node_t* w;
   if (off == WEFT__MBOX_SLOTS) {
     weft__mbox_seg_t* next =
         atomic_load_explicit(&s->next, memory_order_acquire);
@@ -205,7 +207,7 @@ static inline bool weft__mbox_peek(weft__mbox_t* q, weft__mbox_item_t* it) {
   slot = &s->slots[off];
   /* acquire: the payload written before the word. */
   w = atomic_load_explicit(&slot->word, memory_order_acquire);
-  if (w == 0)
+  if (w == NULL)
     goto array_empty;
   it->over = false;
   if (w == WEFT__MBOX_INL) {
@@ -213,16 +215,14 @@ static inline bool weft__mbox_peek(weft__mbox_t* q, weft__mbox_item_t* it) {
     it->data = slot->data;
     it->len = slot->len;
   } else {
-    it->node = (weft__mpsc_node_t*)w;
+    it->node = w;
     it->data = NULL;
     it->len = 0;
   }
   return true;
 array_empty:
   /* `over` is only for after the array: pushes made while it held
-   * anything went there too. A claim half done comes first. */
-  if (atomic_load_explicit(&q->tail, memory_order_seq_cst) != q->head)
-    return false;
+   * anything went there too. */
   if (atomic_load_explicit(&q->nover, memory_order_seq_cst) == 0)
     return false;
   /* Popped here and kept: a node queue's pop may not return a node its
@@ -230,6 +230,12 @@ array_empty:
   if (q->over_item == NULL)
     q->over_item = weft__mpscs_pop(&q->over);
   if (q->over_item == NULL)
+    return false;
+  /* The array is looked at after the pop, not before: the pop acquires
+   * the push, so every slot its producer claimed before (one of them may
+   * have been claimed after an earlier look) shows in `tail` now. A claim
+   * half done, or made meanwhile by another producer, comes first. */
+  if (atomic_load_explicit(&q->tail, memory_order_seq_cst) != q->head)
     return false;
   it->node = q->over_item;
   it->over = true;
