@@ -367,11 +367,15 @@ static int futex_wait(_Atomic uint32_t* word,
   return weft__futex_wait(word, expected, left);
 }
 
-/* How long a waiter spins before it parks. Parking and being woken costs
- * 50-70 us here while a spinning peer answers in well under a microsecond,
- * so spinning up to a fraction of the parking cost wins whenever the notify
- * comes soon, and costs a bounded amount of CPU when it does not. */
+/* How long a waiter watches the slot before it queues (see
+ * slot_changes_soon). Parking and being woken costs 50-70 us here while a
+ * spinning peer answers in well under a microsecond, so spinning up to a
+ * fraction of the parking cost wins whenever the notify comes soon, and
+ * costs a bounded amount of CPU when it does not. */
 #define SPIN_NS 20000
+/* How long a queued waiter spins before it parks: after SPIN_NS of
+ * watching, only for a notify that comes without a change of the slot. */
+#define SPIN_QUEUED_NS 2000
 /* Extra spin granted once when the slot changes under a spinning waiter:
  * the thread that changed it usually notifies right after. */
 #define SPIN_EXTRA_NS 20000
@@ -383,6 +387,38 @@ static bool slot_equals(void* addr, size_t width, int64_t expected) {
            (int32_t)expected;
   return atomic_load_explicit((_Atomic int64_t*)addr, memory_order_seq_cst) ==
          expected;
+}
+
+/* Watch the slot, unqueued, until it stops holding `expected` (true), or
+ * for up to SPIN_NS, the deadline or a stop request (false: then queue).
+ * Why. A queued waiter costs its notifier a lock and a store to the
+ * waiter's own word, and the waiter a line that comes back: three or four
+ * trips of a cache line between the cores where the slot alone takes
+ * one. A wait decides when it compares the slot; a change seen while we
+ * watch is what a call made a moment later would see ("not-equal"), and
+ * a notify that came meanwhile found no waiter, as it would have before
+ * that later call. So two threads that hand a slot back and forth with
+ * store + notify and wait pay one line's round trip, the floor
+ * (bench/README.md, atomics.rtt). */
+static bool slot_changes_soon(void* addr,
+                              size_t width,
+                              int64_t expected,
+                              int64_t deadline,
+                              const weft__wait_intr_t* in) {
+  int64_t end = now_ns() + SPIN_NS;
+  unsigned i;
+  if (end > deadline)
+    end = deadline;
+  for (i = 1;; i++) {
+    if (!slot_equals(addr, width, expected))
+      return true;
+    weft__cpu_relax();
+    if ((i & 31) == 0 &&
+        (now_ns() >= end ||
+         (in != NULL &&
+          atomic_load_explicit(&in->stopped, memory_order_relaxed))))
+      return false;
+  }
 }
 
 /* --- Interrupting a worker's waits (terminate) ------------------------- */
@@ -488,7 +524,7 @@ static uint32_t wait_queued(bucket_t* b,
    * interrupter's CAS), so what it wrote before is visible once we
    * return. A spinning waiter is never futex-woken, so it may leave at
    * once. */
-  spin_end = now_ns() + SPIN_NS;
+  spin_end = now_ns() + SPIN_QUEUED_NS;
   for (unsigned i = 1;; i++) {
     state = atomic_load_explicit(&w->state, memory_order_acquire);
     if (state != W_WAITING)
@@ -572,6 +608,10 @@ static int wait_sync(weft_shared_t* sh,
   w.addr = addr;
   w.async = false;
   atomic_init(&w.state, W_WAITING);
+  if (slot_changes_soon(addr, width, expected, deadline, in)) {
+    *result = WEFT_WAIT_NOT_EQUAL;
+    return 0;
+  }
 
   /* Queue, then read the slot, both under the lock: a notify after our
    * read finds us queued (see bucket_t.nwaiters for the lock-free path). */
