@@ -85,6 +85,9 @@ bool weft__loop_stopping(weft_loop_t* loop);
 /* Whether the loop's ready queue has something (a hint for spinning).
  * Thread: owner loop only. */
 bool weft__loop_has_ready(weft_loop_t* loop);
+/* How long the loop would spin now for cross-thread work before parking
+ * (its adaptive budget, ns; 0 when work rarely comes soon). Owner only. */
+uint32_t weft__loop_spin_budget(const weft_loop_t* loop);
 
 /* Objects that must be closed when a worker's loop is torn down (ports,
  * broadcast channels, async waits, child workers). */

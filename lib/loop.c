@@ -838,6 +838,10 @@ bool weft__loop_stopping(weft_loop_t* loop) {
   return stop_now(loop);
 }
 
+uint32_t weft__loop_spin_budget(const weft_loop_t* loop) {
+  return loop->spin_budget_ns;
+}
+
 bool weft__loop_has_ready(weft_loop_t* loop) {
   return !weft__mpsc_empty(&loop->ready);
 }

@@ -73,11 +73,14 @@ typedef struct weft__mbox_seg_s {
 } weft__mbox_seg_t;
 
 typedef struct {
-  /* Producers, any thread. */
+  /* Producers, any thread: written by every push. */
   alignas(64) _Atomic uint64_t tail;     /* The next index to claim. */
   _Atomic(weft__mbox_seg_t*) tail_seg;   /* The segment that holds it. */
   atomic_uint inflight;                  /* Producers inside a push. */
-  atomic_uint nover;                     /* Pushed on `over`, not popped. */
+  /* Read by every push and by a waiting consumer, written rarely: a line
+   * of its own, so that a consumer waiting for more does not take the
+   * producers' line from them. */
+  alignas(64) atomic_uint nover;         /* Pushed on `over`, not popped. */
   pthread_mutex_t grow;                  /* Linking; the spare list. */
   weft__mbox_seg_t* spares;              /* Under `grow`. */
   int nspares;                           /* Under `grow`. */
@@ -185,6 +188,24 @@ static inline void weft__mbox_push_node(weft__mbox_t* q,
 static inline bool weft__mbox_empty(weft__mbox_t* q) {
   return atomic_load_explicit(&q->tail, memory_order_seq_cst) == q->head &&
          atomic_load_explicit(&q->nover, memory_order_seq_cst) == 0;
+}
+
+/* Whether the oldest item looks written, reading only the line the next
+ * push writes (and `over`'s count): for a consumer that waits for more,
+ * without taking the producers' line (weft__mbox_empty() reads `tail`).
+ * False for a push half done. Thread: consumer. */
+static inline bool weft__mbox_ready(weft__mbox_t* q) {
+  weft__mbox_seg_t* s = q->head_seg;
+  uint64_t off = q->head - s->base;
+  if (off == WEFT__MBOX_SLOTS) {
+    s = atomic_load_explicit(&s->next, memory_order_acquire);
+    off = 0;
+  }
+  /* relaxed: a hint; peek reads it again with acquire. */
+  if (s != NULL &&
+      atomic_load_explicit(&s->slots[off].word, memory_order_relaxed) != NULL)
+    return true;
+  return atomic_load_explicit(&q->nover, memory_order_relaxed) != 0;
 }
 
 /* The oldest item, left in the queue: true and `*it`, or false (nothing,
