@@ -79,7 +79,8 @@ range() {
 lower() { echo "$1" | sed 's/\[\([^:]*\):.*/\1/'; }
 # mx VALUE: a multiple or ratio as a label, "4.41x", "15.3x", "1969x".
 mx() {
-  awk -v r="$1" 'BEGIN {if (r >= 100) printf "%.0fx", r; else if (r >= 10) printf "%.1fx", r; else printf "%.2fx", r}'
+  awk -v r="$1" 'BEGIN {if (r >= 100) printf "%.0fx", r; else if (r >= 10) printf "%.1fx", r;
+    else if (r >= 1) printf "%.2fx", r; else printf "%.2gx", r}'
 }
 
 gp="$d/chart.gp"
@@ -139,7 +140,7 @@ EOF
 # A panel whose workloads were not run: its title and a note, no axes.
 empty_panel() {
   cat <<'EOF'
-unset xtics; unset ytics; unset border; unset grid; unset logscale
+unset xtics; unset ytics; unset border; unset grid; unset logscale; unset key
 set xrange [0:1]; set yrange [0:1]
 set label 1 "not measured in this run" at graph 0.5,0.5 center
 plot NaN notitle
@@ -352,13 +353,16 @@ ratios() {
   for m in $(awk '$1 == "weft" && $2 ~ /^cpurate\.[0-9]+w\.[0-9]+k?$/ {print $2}' "$med"); do
     specs+=("$m|CPU at $(echo "$m" | awk -F. '{print $3 "/s per worker, " substr($2, 1, length($2) - 1) " worker" ($2 == "1w" ? "" : "s")}')")
   done
-  specs+=("pool.tasks|pool: empty tasks/s (Node: Piscina)")
+  specs+=("pool.tasks|pool: empty tasks/s (Node: Piscina)"
+          "offload.primes.cold|primes on the pool, speedup"
+          "offload.mandel.cold|Mandelbrot on the pool, speedup")
   for spec in "${specs[@]}"; do
     metric=${spec%%|*} label=${spec#*|}
     w=$(val weft "$metric") n=$(val node "$metric")
     [ -n "$w" ] && [ -n "$n" ] || continue
     u=$(awk -v m="$metric" '$2 == m {print $4; exit}' "$med")
-    r=$(awk -v w="$w" -v n="$n" -v u="$u" 'BEGIN {printf "%.4g\n", (u ~ /\/s$/) ? w / n : n / w}')
+    # Rates (".../s") and speedups ("x") are higher-is-better.
+    r=$(awk -v w="$w" -v n="$n" -v u="$u" 'BEGIN {printf "%.4g\n", (u ~ /\/s$/ || u == "x") ? w / n : n / w}')
     printf '%d %s "%s"\n' "$i" "$r" \
       "$(mx "$r")" >>"$d/ratio.dat"
     tics="$tics${tics:+, }$(gq "$label") $i"
@@ -376,7 +380,7 @@ ratios() {
   cat <<EOF
 unset grid; set grid xtics mxtics lc rgb '#dddddd'
 set ytics ($tics) nomirror font ',11'
-set yrange [$i-0.4:-0.6]
+set yrange [$(( i > 14 ? i : 14 ))-0.4:-0.6]
 set logscale x; set xrange $xr
 set format x '%gx'
 set xtics nomirror
