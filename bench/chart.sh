@@ -2,6 +2,11 @@
 # bench/chart.sh - draw the bench's medians as SVG charts with gnuplot.
 #
 #   bench/chart.sh MEDIANS OUTDIR "TITLE"
+#   bench/chart.sh --report REPORT.md OUTDIR
+#
+# The second form redraws the charts of an earlier run from its report
+# (bench/results.md, or any BENCH_OUT of run.sh): the medians of the raw
+# values it lists, the title from its header.
 #
 # MEDIANS has one line per measured metric, "<side> <metric> <median>
 # <unit>", side being weft, node or floor (bench/run.sh writes it from the
@@ -22,19 +27,39 @@
 set -u
 
 if [ $# -ne 3 ]; then
-  echo "usage: bench/chart.sh MEDIANS OUTDIR TITLE" >&2
+  echo "usage: bench/chart.sh MEDIANS OUTDIR TITLE | --report REPORT.md OUTDIR" >&2
   exit 2
 fi
-med=$1 outdir=$2 title=$3
 if ! command -v gnuplot >/dev/null 2>&1; then
   echo "chart.sh: gnuplot not found (scripts/deps.sh --bench installs gnuplot-nox): no charts" >&2
   exit 0
 fi
-[ -r "$med" ] || { echo "chart.sh: cannot read $med" >&2; exit 1; }
-mkdir -p "$outdir" || exit 1
-
 d=$(mktemp -d "${TMPDIR:-/tmp}/weft-chart.XXXXXX")
 trap 'rm -rf "$d"' EXIT
+if [ "$1" = --report ]; then
+  report=$2 outdir=$3 med="$d/medians.txt"
+  [ -r "$report" ] || { echo "chart.sh: cannot read $report" >&2; exit 1; }
+  # The raw block: "<side> <metric> <unit> <value>...", one line a metric;
+  # the median as run.sh takes it.
+  awk '/^Raw values/ {raw = 1; next} raw && /^```/ {if (++fence == 2) exit; next}
+       raw && fence == 1 && NF >= 4 {
+         n = 0; for (i = 4; i <= NF; i++) v[++n] = $i + 0
+         for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+         m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+         print $1, $2, m, $3 }' "$report" >"$med"
+  [ -s "$med" ] || { echo "chart.sh: no raw values in $report" >&2; exit 1; }
+  title=$(awk '
+    /^Measured / {when = $2 " " $3 " " $4; r = $0; sub(/.*BENCH_ROUNDS=/, "", r); sub(/\).*/, "", r)}
+    /^Machine: / {m = $0; sub(/^Machine: /, "", m); cpus = m; sub(/\), .*/, ")", cpus)
+                  node = m; sub(/.*, Node /, "", node); sub(/\.$/, "", node)}
+    /^weft at commit / {rev = $0; sub(/^weft at commit /, "", rev); sub(/\.$/, "", rev)}
+    END {printf "weft %s vs Node %s · bench/run.sh, %s, medians of %s round%s · %s\n",
+         rev, node, when, r, (r == 1 ? "" : "s"), cpus}' "$report")
+else
+  med=$1 outdir=$2 title=$3
+  [ -r "$med" ] || { echo "chart.sh: cannot read $med" >&2; exit 1; }
+fi
+mkdir -p "$outdir" || exit 1
 
 # val SIDE METRIC: the median, or nothing if it was not measured (or is not
 # a positive number: a log scale cannot show it, and 0 means "not run").
@@ -370,7 +395,7 @@ ratios() {
     hi=$(awk -v a="$hi" -v b="$r" 'BEGIN {print (b + 0 > a + 0) ? b : a}')
     i=$((i + 1))
   done
-  echo "set title 'weft better by: Node / weft for times and CPU, weft / Node for rates (medians; right of 1x weft wins)'"
+  echo "set title 'weft better by: Node / weft for times and CPU, weft / Node for rates and speedups (medians; right of 1x weft wins)'"
   if [ $i -eq 0 ]; then empty_panel; return; fi
   local xr
   xr=$(awk -v lo="$lo" -v hi="$hi" 'BEGIN {
