@@ -111,7 +111,7 @@ mx() {
 gp="$d/chart.gp"
 {
   echo "set encoding utf8"
-  echo "set terminal svg size 1280,1500 dynamic font 'sans,12' background rgb 'white'"
+  echo "set terminal svg size 1280,1500 fixed font 'sans,12' background rgb 'white'"
   echo "set output $(gq "$outdir/chart.svg")"
   echo "set termoption noenhanced"
   echo "set datafile missing '?'"
@@ -459,7 +459,7 @@ if [ -s "$d/cr.dat" ]; then
        END {for (k in w) if (k in n) print k, w[k] / n[k]}' "$d/cr.dat" | sort -k1,1n -k2,2g >"$d/cr.ratio.dat"
   {
     echo "set encoding utf8"
-    echo "set terminal svg size 1280,560 dynamic font 'sans,12' background rgb 'white'"
+    echo "set terminal svg size 1280,560 fixed font 'sans,12' background rgb 'white'"
     echo "set output $(gq "$outdir/cpurate.svg")"
     echo "set termoption noenhanced"
     echo "set multiplot title $(gq "CPU at moderate message rates (cpurate): $title") font ',14'"
