@@ -271,7 +271,7 @@ floorpanel() {
   echo "set title $(gq "weft and Node as multiples of this host's floor (same run)")"
   if [ -z "$spin$mem" ]; then empty_panel; return; fi
   : >"$d/floor.dat"
-  : >"$d/aims.gp"
+  : >"$d/aims.dat"
   for spec in "pingpong.rtt|ping-pong\nround trip|t|2|$spin" \
               "atomics.rtt|wait/notify\nround trip|t|1.5|$spin" \
               "call.rtt|blocking call\nround trip|t|-|$spin" \
@@ -299,7 +299,7 @@ floorpanel() {
     done
     if [ "$aim" != - ]; then
       # The aim as a red bar across weft's bar; its value in the tick label.
-      echo "set arrow from $i-0.42,$aim to $i+0.02,$aim nohead lw 3 lc rgb '#d62020' front" >>"$d/aims.gp"
+      echo "$i $aim" >>"$d/aims.dat"
       label="$label\n(aim ≤ ${aim}x)"
     fi
     tics="$tics${tics:+, }$(gq "$label") $i"
@@ -309,7 +309,14 @@ floorpanel() {
   # Reference lines (drawn as arrows, named in the key by empty plots).
   local fx="" refs=""
   echo "set arrow from graph 0,first 1 to graph 1,first 1 nohead lw 1.5 lc rgb '#333333' back"
-  refs="NaN with lines lw 1.5 lc rgb '#333333' title '1x: the floor', NaN with lines lw 3 lc rgb '#d62020' title 'aim (issue 9)'"
+  refs="NaN with lines lw 1.5 lc rgb '#333333' title '1x: the floor'"
+  # The aims: red marks across weft's bars, drawn before the value labels
+  # (their boxes keep a label readable where the two meet).
+  local aimplot=""
+  if [ -s "$d/aims.dat" ]; then
+    aimplot="'$d/aims.dat' using (\$1-0.42):2:(0.44):(0) with vectors nohead lw 3 lc rgb '#d62020' notitle, "
+    refs="$refs, NaN with lines lw 3 lc rgb '#d62020' title 'aim (issue 9)'"
+  fi
   if [ -n "$futex" ] && [ -n "$spin" ]; then
     fx=$(awk -v f="$futex" -v s="$spin" 'BEGIN {printf "%.4g\n", f / s}')
     hi=$(awk -v a="$hi" -v b="$fx" 'BEGIN {print (b + 0 > a + 0) ? b : a}')
@@ -320,7 +327,6 @@ floorpanel() {
   [ -n "$spin" ] && parts="a cache line's round trip between the CPUs $(num "$spin") µs"
   [ -n "$mem" ] && parts="$parts${parts:+; }memcpy $(num "$mem") GB/s (copy)"
   echo "set title $(gq "weft and Node as multiples of this host's floor (same run)\nfloor: $parts")"
-  cat "$d/aims.gp"
   echo "set xtics ($tics) nomirror scale 0"
   echo "set xrange [-0.6:$((i - 1)).6]"
   # Headroom above the bars for the key.
@@ -330,10 +336,11 @@ floorpanel() {
   echo "set ylabel 'multiple of the floor (log scale; lower is better)'"
   echo "set key top left font ',10' samplen 2"
   cat <<EOF
+set style textbox opaque noborder margins 1,1
 plot '$d/floor.dat' using (\$1-0.2):2:(\$1-0.38):(\$1-0.02):(flo):2 with boxxyerror lc rgb weft title 'weft', \\
      '' using (\$1+0.2):3:(\$1+0.02):(\$1+0.38):(flo):3 with boxxyerror lc rgb node title 'Node', \\
-     '' using (\$1-0.2):2:4 with labels offset 0,0.7 font ',10' notitle, \\
-     '' using (\$1+0.2):3:5 with labels offset 0,0.7 font ',10' notitle, \\
+     $aimplot'$d/floor.dat' using (\$1-0.2):2:4 with labels boxed offset 0,0.8 font ',10' notitle, \\
+     '' using (\$1+0.2):3:5 with labels boxed offset 0,0.8 font ',10' notitle, \\
      $refs
 EOF
   reset_panel
@@ -427,8 +434,10 @@ EOF
   echo "unset multiplot"
 } >>"$gp"
 
-wrote=""
-if gnuplot "$gp" 2>"$d/chart.err"; then
+wrote="" kept=""
+if ! awk '$1 == "weft" || $1 == "node" {found = 1} END {exit !found}' "$med"; then
+  kept="chart.svg"
+elif gnuplot "$gp" 2>"$d/chart.err"; then
   wrote="$outdir/chart.svg"
 else
   echo "chart.sh: gnuplot failed on chart.svg:" >&2
@@ -520,5 +529,9 @@ if [ -s "$d/cr.dat" ]; then
     sed 's/^/  /' "$d/cpurate.err" >&2
   fi
 fi
+[ -s "$d/cr.dat" ] || kept="$kept${kept:+ and }cpurate.svg"
 [ -n "$wrote" ] && echo "(charts written to $wrote)"
+# A chart whose workloads were not run is left as it was: say so, as its
+# title (commit, date) is another run's.
+[ -n "$kept" ] && echo "(not redrawn, no workload of theirs in this run: $kept in $outdir; any there is from an earlier run)"
 exit 0
