@@ -18,6 +18,10 @@
 #                    the git commit of this tree)
 #   BENCH_OUT        where the table is written (default bench/results.md;
 #                    "-" writes nothing)
+#   BENCH_CHARTS     where the charts of the run go (bench/chart.sh, with
+#                    gnuplot: chart.svg, cpurate.svg); default: the folder
+#                    of BENCH_OUT (bench/), none when BENCH_OUT is "-";
+#                    "-" writes none
 #   WEFT_FLOOR       the floor binary (default build-bench/bench/weft_floor,
 #                    bench/floor.c), run first: weft's figures are also
 #                    printed as multiples of what this host allows
@@ -69,6 +73,7 @@ NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
 OUT=${BENCH_OUT:-bench/results.md}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+if [ "$OUT" = - ]; then CHARTS=${BENCH_CHARTS:--}; else CHARTS=${BENCH_CHARTS:-$(dirname "$OUT")}; fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/weft-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -444,4 +449,26 @@ echo
 cat "$tmp/report.md"
 if [ "$OUT" != - ]; then
   cp "$tmp/report.md" "$OUT" && echo && echo "(written to $OUT)"
+fi
+
+# --- The charts (bench/chart.sh, gnuplot): the medians of this run, one
+# line "<side> <metric> <median> <unit>" each, drawn as SVG. Without
+# gnuplot chart.sh says so and the bench is done all the same.
+if [ "$CHARTS" != - ]; then
+  for side in floor weft node; do
+    awk '!seen[$1]++ {print $1, $3}' "$tmp/$side.results" | while read -r metric unit; do
+      echo "$side $metric $(median "$metric" "$tmp/$side.results") $unit"
+    done
+  done >"$tmp/medians.txt"
+  if [ -n "${BENCH_REV:-}" ]; then
+    chart_rev=$BENCH_REV
+  else
+    chart_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "?")
+    [ "$(git -C "$root" status --porcelain -- lib transport include 2>/dev/null | wc -l)" -gt 0 ] &&
+      chart_rev="$chart_rev + uncommitted changes"
+  fi
+  echo
+  bash "$here/chart.sh" "$tmp/medians.txt" "$CHARTS" \
+    "weft $chart_rev vs Node $("$NODE" --version) · bench/run.sh, $started, medians of $ROUNDS round$([ "$ROUNDS" -ne 1 ] && echo s) · $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))" ||
+    echo "run.sh: bench/chart.sh failed: no charts" >&2
 fi

@@ -7,7 +7,8 @@
 # sanitizer runtimes (libasan8 libtsan2 libubsan1, which libgcc-12-dev
 # normally pulls in).
 # With --bench, also wrk (the login API's load), nodejs (only when no
-# `node` is on PATH) and the Savina peers libcaf-dev and erlang-nox.
+# `node` is on PATH), the Savina peers libcaf-dev and erlang-nox, and
+# gnuplot-nox (bench/chart.sh draws the charts).
 set -eu
 
 pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
@@ -16,7 +17,7 @@ pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev
 # scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.
 pkgs="$pkgs clang clang-tidy cppcheck"
 if [ "${1:-}" = "--bench" ]; then
-  pkgs="$pkgs wrk libcaf-dev erlang-nox"
+  pkgs="$pkgs wrk libcaf-dev erlang-nox gnuplot-nox"
   command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 fi
 # Fuzzing (test/fuzz, `make fuzz` and a short run in `make test`).
