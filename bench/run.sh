@@ -43,7 +43,7 @@ root=$(cd "$here/.." && pwd)
 cd "$root" || exit 1
 
 ROUNDS=${BENCH_ROUNDS:-5}
-WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput fanin fanout copy1m transfer atomics spawn idle tick cpurate"}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput throughput1cpu fanin fanout copy1m transfer atomics spawn idle tick cpurate"}
 # Workloads Node has no counterpart for: weft runs them alone. "call" (a
 # blocking weft_worker_call() from a thread without a loop) measures
 # ping-pong in the same process run and prints the ratio call/ping-pong.
@@ -95,15 +95,26 @@ fi
 
 # run_one SIDE WORKLOAD ROUND: append "<metric> <value> <unit>" lines to
 # $tmp/SIDE.results; a failed run is reported and contributes nothing.
+# "throughput1cpu" is the throughput workload with both threads on one CPU
+# (taskset -c 0): no cache line crosses cores, so what it costs per
+# message against the same workload across CPUs shows whether a message
+# pays a line's trip (issue 9: within 1.5x). Its metric: throughput.1cpu.
 run_one() {
-  local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc
+  local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc run=$2 pin=()
   wait_quiet
+  if [ "$wl" = throughput1cpu ]; then
+    run=throughput
+    pin=(taskset -c 0)
+  fi
   if [ "$side" = weft ]; then
-    timeout "$TIMEOUT" "$WEFT_BIN" "$wl" >"$log" 2>&1
+    timeout "$TIMEOUT" "${pin[@]}" "$WEFT_BIN" "$run" >"$log" 2>&1
   else
-    timeout "$TIMEOUT" "$NODE" "$here/node/bench.js" "$wl" >"$log" 2>&1
+    timeout "$TIMEOUT" "${pin[@]}" "$NODE" "$here/node/bench.js" "$run" >"$log" 2>&1
   fi
   rc=$?
+  if [ "$wl" = throughput1cpu ]; then
+    sed -i 's/^RESULT throughput /RESULT throughput.1cpu /' "$log"
+  fi
   if [ $rc -ne 0 ]; then
     echo "  $side $wl round $r: FAILED (exit $rc$([ $rc -eq 124 ] && echo ', timeout')); last lines:" >&2
     tail -n 5 "$log" | sed 's/^/    /' >&2
@@ -221,6 +232,7 @@ call.pingpong.rtt - - -
 call.rtt - - -
 call.ratio le 2 <= 2x ping-pong (same run)
 throughput ge 15000000 >= 15 M msgs/s
+throughput.1cpu - - -
 fanin - - -
 fanout - - -
 copy1m ge 12 >= 12 GB/s
@@ -335,11 +347,27 @@ floor_table() {
     fi
     echo "| $1 | $(fmt "$wv") | $wr | $(fmt "$nv") | $nr | ${6:-} | $met |"
   }
+  # One-way on one CPU over one-way across CPUs: what crossing cores costs
+  # per message (aim: at most 1.5x).
+  xrow() {
+    local w1 wx n1 nx wr nr met=""
+    w1=$(median throughput.1cpu "$tmp/weft.results")
+    wx=$(median throughput "$tmp/weft.results")
+    n1=$(median throughput.1cpu "$tmp/node.results")
+    nx=$(median throughput "$tmp/node.results")
+    [ "$w1" = - ] && [ "$n1" = - ] && return 0
+    ratio2() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 <= 0) print "-"; else printf "%.2fx\n", a / b }'; }
+    wr=$(ratio2 "$w1" "$wx")
+    nr=$(ratio2 "$n1" "$nx")
+    [ "$wr" != - ] && met=$(awk -v r="${wr%x}" 'BEGIN {print (r <= 1.5) ? "yes" : "no"}')
+    echo "| one-way msgs/s on one CPU; weft x / Node x: one CPU over across CPUs | $(fmt "$w1") | $wr | $(fmt "$n1") | $nr | <= 1.5x | $met |"
+  }
   rows=$(
     frow "ping-pong round trip, us; floor: line round trip" pingpong.rtt "$spin" t "le 2" "<= 2x"
     frow "wait/notify round trip, us; floor: line round trip" atomics.rtt "$spin" t "le 1.5" "<= 1.5x"
     frow "blocking call round trip, us; floor: line round trip" call.rtt "$spin" t - ""
     frow "one-way msgs/s; floor: line round trip per message" throughput "$spin" r - ""
+    xrow
     frow "ping-pong round trip, us; floor: futex round trip" pingpong.rtt "$futex" t - ""
     frow "1 MiB copy, GB/s; floor: memcpy" copy1m "$mem" b - ""
   )
