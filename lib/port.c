@@ -1375,7 +1375,7 @@ static int receive_wait(pcore_t* p,
     if (err != WEFT_EAGAIN)
       return err;
     /* Spin briefly: a sender mid-stream costs no syscall either side. */
-    for (i = 0; i < WAIT_SPIN && weft__mbox_empty(&p->mb); i++)
+    for (i = 0; i < WAIT_SPIN && !weft__mbox_ready(&p->mb); i++)
       weft__cpu_relax();
     if (!weft__mbox_empty(&p->mb))
       continue;
