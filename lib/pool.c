@@ -190,7 +190,9 @@ struct weft_pool_s {
   unsigned nstarting;
   unsigned nretiring;
   bool closed;
-  bool kick_pending;
+  bool kick_pending; /* `kick` is on the pool loop's ready queue: set by
+                      * kick(), cleared only by kick_run(), which the pop
+                      * runs (a node pushed while linked breaks the queue). */
   bool finished; /* The pool thread is ending: nothing may wake it. */
   pworker_t* all;         /* Every spawned worker not yet exited. */
   unsigned nlive;         /* How many of them have `born` in born_sum. */
@@ -919,7 +921,6 @@ static void maintain(weft_pool_t* pool) {
   unsigned n = 0, i;
   bool closed, destroying, done = false;
   uv_mutex_lock(&pool->lock);
-  pool->kick_pending = false;
   closed = pool->closed;
   destroying = atomic_load_explicit(&pool->destroying, memory_order_relaxed);
   if (!destroying) {
@@ -977,8 +978,16 @@ static void maintain(weft_pool_t* pool) {
 
 static int kick_run(weft_loop_t* loop, weft__ready_t* r) {
   weft_pool_t* pool = weft__container_of(r, weft_pool_t, kick);
-  if (!weft__loop_closing(loop))
-    maintain(pool);
+  if (weft__loop_closing(loop))
+    return 1;
+  /* Popped: the next kick may push it again. Only here, not in
+   * maintain(), which also runs while `kick` is still queued (after the
+   * last callback, in a worker's exit): a kick then pushed it a second
+   * time and the queue lost what followed it. */
+  uv_mutex_lock(&pool->lock);
+  pool->kick_pending = false;
+  uv_mutex_unlock(&pool->lock);
+  maintain(pool);
   return 1;
 }
 

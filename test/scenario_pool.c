@@ -392,6 +392,115 @@ static void destroy_races(void) {
   atomic_store(&gate, 1);
 }
 
+/* --- A kick while the pool thread's wake-up is queued -----------------------
+ * The pool thread's wake-up item (its "kick") may be on its loop's ready
+ * queue once at a time. A maintain() run outside that item (after the last
+ * callback on the pool thread, or in a worker's exit event) used to clear
+ * the flag that says so: the next kick pushed the item again while it was
+ * still linked, and the queue lost what had been pushed after it (the CI
+ * hang of alloc_round: a worker's exit, queued behind the kick on its
+ * port's node, never ran, and close waited for that worker forever). The
+ * steps below build that order every time, on the pool thread: callback A
+ * (the last one counted for the pool thread) leaves [U, kick, X] queued
+ * and returns (maintain); U's callback submits, which kicks again; X's
+ * callback must still run. */
+static weft_pool_t* kpool;
+static atomic_int kq_started[2], kq_open[2];
+static atomic_int kq_a_calls, kq_u_calls, kq_x_calls;
+
+/* [i]: says it started, then waits for kq_open[i] (or its worker's end). */
+static int task_gated(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
+  int64_t i = msg_int(arg);
+  (void)res;
+  atomic_store(&kq_started[i], 1);
+  while (!atomic_load(&kq_open[i])) {
+    if (weft_task_canceled(ctx) || weft_should_stop())
+      return WEFT_ECANCELED;
+    uv_sleep(1);
+  }
+  return 0;
+}
+
+static void kq_wait_flag(atomic_int* flag, const char* what) {
+  for (int ms = 0; !atomic_load(flag); ms++) {
+    CHECK(ms < 30000, "%s: not within 30 s", what);
+    uv_sleep(1);
+  }
+}
+
+/* Nothing queued or running: the one worker is on the available list (it
+ * counts a task as running until it is back there). */
+static void kq_wait_idle(void) {
+  for (int ms = 0;; ms++) {
+    weft_pool_stats_t st;
+    CHECK(weft_pool_stats(kpool, &st) == 0, "stats");
+    if (st.queued == 0 && st.running == 0)
+      return;
+    CHECK(ms < 30000, "worker not idle within 30 s");
+    uv_sleep(1);
+  }
+}
+
+static void kq_submit(const char* name, int64_t v, weft_task_done_cb cb) {
+  packed_t p = packed_int(v);
+  int err = weft_pool_submit(kpool, name, p.data, p.len, cb, NULL, NULL);
+  CHECK(err == 0, "submit %s: %s", name, weft_err_name(err));
+}
+
+static void kq_x_cb(void* ctx, int status, weft_msg_t* result) {
+  (void)ctx;
+  (void)result;
+  CHECK(status == 0, "X: %s", weft_err_name(status));
+  atomic_fetch_add(&kq_x_calls, 1);
+}
+
+/* After A's return: the worker is busy, so this submit kicks. */
+static void kq_u_cb(void* ctx, int status, weft_msg_t* result) {
+  (void)ctx;
+  (void)result;
+  CHECK(status == 0, "U: %s", weft_err_name(status));
+  atomic_fetch_add(&kq_u_calls, 1);
+  kq_submit("twice", 1, NULL);
+}
+
+/* On the pool thread, counted (its submitter has no loop). Submits made
+ * here deliver to the pool's loop without being counted. */
+static void kq_a_cb(void* ctx, int status, weft_msg_t* result) {
+  (void)ctx;
+  (void)result;
+  CHECK(status == 0, "A: %s", weft_err_name(status));
+  atomic_fetch_add(&kq_a_calls, 1);
+  kq_wait_idle(); /* Else the next submit could kick now. */
+  kq_submit("twice", 2, kq_u_cb);
+  kq_wait_idle(); /* U is queued. */
+  kq_submit("gated", 0, kq_x_cb);
+  kq_wait_flag(&kq_started[0], "gated 0"); /* The worker is busy. */
+  kq_submit("gated", 1, NULL); /* The kick: [U, kick]. */
+  atomic_store(&kq_open[0], 1);
+  kq_wait_flag(&kq_started[1], "gated 1"); /* X is queued: [U, kick, X]. */
+}
+
+static void kick_while_queued(void) {
+  weft_pool_opts_t o = {.min_threads = 1, .max_threads = 2};
+  weft_task_t* t = NULL;
+  CHECK(weft_pool_new(&kpool, &o) == 0, "pool");
+  CHECK(weft_pool_register(kpool, "twice", task_twice, NULL) == 0, "reg");
+  CHECK(weft_pool_register(kpool, "gated", task_gated, NULL) == 0, "reg");
+  /* The worker is up and idle. */
+  CHECK(weft_pool_submit(kpool, "twice", NULL, 0, NULL, NULL, &t) == 0, "s");
+  CHECK(weft_task_wait(t, 60000) == 0, "wait");
+  weft_task_free(t);
+  kq_wait_idle();
+  kq_submit("twice", 3, kq_a_cb);
+  kq_wait_flag(&kq_x_calls, "X's callback (lost from the pool's queue?)");
+  atomic_store(&kq_open[1], 1);
+  CHECK(weft_pool_close(kpool) == 0, "close");
+  CHECK(atomic_load(&kq_a_calls) == 1 && atomic_load(&kq_u_calls) == 1 &&
+            atomic_load(&kq_x_calls) == 1,
+        "callbacks ran %d, %d, %d times", atomic_load(&kq_a_calls),
+        atomic_load(&kq_u_calls), atomic_load(&kq_x_calls));
+}
+
 /* --- Allocation failures ---------------------------------------------------
  * With WEFT_FAILPOINTS: one round (make a pool, submit futures and loop
  * callbacks, wait, close) with the k-th allocation failing, for every k:
@@ -510,6 +619,7 @@ int main(void) {
   CHECK(weft_pool_close(pool) == 0, "close");
   CHECK(atomic_load(&gone_cb_calls) == 0, "callback on a gone loop");
   destroy_races();
+  kick_while_queued();
   alloc_failures();
   printf("scenario_pool: ok (fan %d submits, %d refused; chain %d)\n",
          atomic_load(&fan_submits), atomic_load(&fan_refused),
