@@ -356,8 +356,12 @@ int weft__msgpack_scan(const void* bytes, size_t len, size_t* need);
  * Node's messageerror). */
 int weft__msg_seal(weft_msg_t* msg);
 /* The check weft__msg_seal() makes, on bytes that travel without a message
- * (a port's inline slot): 0 or WEFT_ETOODEEP. */
-int weft__msg_seal_bytes(const void* bytes, size_t len);
+ * (a port's inline slot): 0 and `*need` (0 for a scalar: no walk needed),
+ * 1 when the bytes are not one value (they pass, unwalked, as with
+ * weft__msg_seal), or WEFT_ETOODEEP. */
+int weft__msg_seal_bytes(const void* bytes, size_t len, size_t* need);
+/* Whether a msgpack value starting with byte `b` is an array or a map. */
+bool weft__msgpack_container_head(unsigned char b);
 /* Bytes a queued message holds (header and payload). */
 size_t weft__msg_bytes(const weft_msg_t* msg);
 /* Hand `msg` to a message callback: it is DELIVERING until the callback

@@ -220,6 +220,10 @@ static bool container_head(unsigned char b) {
   return (b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf);
 }
 
+bool weft__msgpack_container_head(unsigned char b) {
+  return container_head(b);
+}
+
 int weft__msgpack_scan(const void* bytes, size_t len, size_t* need) {
   const unsigned char* p = bytes;
   const unsigned char* end;
@@ -341,12 +345,16 @@ int weft__msg_seal(weft_msg_t* msg) {
   return 0;
 }
 
-int weft__msg_seal_bytes(const void* bytes, size_t len) {
+int weft__msg_seal_bytes(const void* bytes, size_t len, size_t* need) {
   const unsigned char* b = bytes;
+  int err;
+  *need = 0;
   if (len == 0 || !container_head(b[0]))
     return 0;
-  return weft__msgpack_scan(bytes, len, NULL) == WEFT_ETOODEEP ? WEFT_ETOODEEP
-                                                                : 0;
+  err = weft__msgpack_scan(bytes, len, need);
+  if (err == WEFT_ETOODEEP)
+    return err;
+  return err == 0 ? 0 : 1;
 }
 
 size_t weft__msg_bytes(const weft_msg_t* msg) {

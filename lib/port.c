@@ -277,8 +277,16 @@ static void transit_leave(weft_msg_t* m) {
   uv_mutex_unlock(&transit_lock);
 }
 
-/* An inline message's flag: its bytes count in the port's backlog. */
+/* An inline slot's length word: the length in the low byte, then what
+ * decoding it allocates (`need`: at most 24 bytes per payload byte, so 16
+ * bits hold it), INLINE_SCANNED when the sender walked it (the receiver
+ * then need not), and INLINE_COUNTED when it counts in the port's backlog. */
 #define INLINE_COUNTED 0x80000000u
+#define INLINE_SCANNED 0x40000000u
+#define INLINE_LEN(w) ((w)&0xffu)
+#define INLINE_NEED(w) (((w) >> 8) & 0xffffu)
+_Static_assert(WEFT__MBOX_INLINE <= 0xff && 24 * WEFT__MBOX_INLINE <= 0xffff,
+               "inline length word");
 
 /* What an inline message counts in a backlog: the message it becomes. */
 #define INLINE_BYTES sizeof(weft_msg_t)
@@ -304,7 +312,7 @@ static weft_msg_t* pop_msg(pcore_t* p) {
   if (!weft__mbox_peek(&p->mb, &it))
     return NULL;
   if (it.node == NULL && it.data != NULL) {
-    uint32_t len = it.len & ~INLINE_COUNTED;
+    uint32_t len = INLINE_LEN(it.len);
     m = weft__msg_alloc(WEFT__MSG_DATA, len);
     if (m == NULL) {
       p->pop_nomem = true;
@@ -313,6 +321,10 @@ static weft_msg_t* pop_msg(pcore_t* p) {
     memcpy(m->data, it.data, len);
     m->len = len;
     m->state = WEFT__MSG_QUEUED;
+    if (it.len & INLINE_SCANNED) { /* Walked at the sender (or a scalar). */
+      m->scanned = true;
+      m->need = INLINE_NEED(it.len);
+    }
     if (it.len & INLINE_COUNTED)
       atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES,
                                 memory_order_relaxed);
@@ -1051,6 +1063,17 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
 
 /* ---- posting small values inline ----------------------------------------- */
 
+/* What weft__msg_seal() learnt of `m`, as an inline slot carries it: a
+ * container it walked (with what decoding allocates), or a scalar (no walk
+ * needed); 0 for bytes that are not one value (the receiver finds out). */
+static uint32_t sealed_meta(const weft_msg_t* m) {
+  if (m->scanned)
+    return INLINE_SCANNED | (uint32_t)m->need << 8;
+  return weft__msgpack_container_head((unsigned char)m->data[0])
+             ? 0
+             : INLINE_SCANNED;
+}
+
 /* A value of WEFT__MBOX_INLINE bytes or fewer goes in the peer's mailbox
  * slot itself: no message is allocated by the sender, none is freed across
  * threads by the receiver (which makes one of its own to hand out). The
@@ -1058,19 +1081,20 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
  * backlog limit, as post_core's are), -1 to take the message path: no
  * slot could be had, or the mailbox holds messages that went around the
  * slots (see mbox.h), which this one must not pass. */
-static int post_inline(pcore_t* p, const void* bytes, size_t len) {
+static int post_inline(pcore_t* p, const void* bytes, size_t len,
+                       uint32_t meta) {
   pcore_t* y = p->peer;
   size_t limit = atomic_load_explicit(&y->qlimit, memory_order_relaxed);
-  uint32_t flag = 0;
+  uint32_t flag = meta;
   if (limit != 0) {
     if (!backlog_admit_bytes(y, limit, INLINE_BYTES)) {
       schedule(y); /* The owner breaches (see backlog_admit). */
       return 0;
     }
-    flag = INLINE_COUNTED;
+    flag |= INLINE_COUNTED;
   }
   if (weft__mbox_push_inline(&y->mb, bytes, (uint32_t)len, flag) != 0) {
-    if (flag != 0)
+    if (flag & INLINE_COUNTED)
       atomic_fetch_sub_explicit(&y->queued, INLINE_BYTES,
                                 memory_order_relaxed);
     return -1;
@@ -1160,7 +1184,7 @@ static int post_core(pcore_t* p, weft_msg_t** msg) {
     return err;
   if ((*msg)->len <= WEFT__MBOX_INLINE && (*msg)->nxfer == 0 &&
       (*msg)->kind == WEFT__MSG_DATA && !(*msg)->routed &&
-      post_inline(p, (*msg)->data, (*msg)->len) == 0) {
+      post_inline(p, (*msg)->data, (*msg)->len, sealed_meta(*msg)) == 0) {
     weft_msg_free(*msg); /* Ours, on our thread: a cheap free. */
     *msg = NULL;
     return 0;
@@ -1213,10 +1237,12 @@ int weft__core_post(void* core, const void* bytes, size_t len) {
   if (len <= WEFT__MBOX_INLINE) {
     if (is_closed(p) || is_closed(p->peer))
       return WEFT_ECLOSED;
-    err = weft__msg_seal_bytes(bytes, len);
-    if (err != 0)
+    size_t need;
+    err = weft__msg_seal_bytes(bytes, len, &need);
+    if (err < 0)
       return err;
-    if (post_inline(p, bytes, len) == 0)
+    if (post_inline(p, bytes, len,
+                    err == 0 ? INLINE_SCANNED | (uint32_t)need << 8 : 0) == 0)
       return 0;
   }
   m = weft__msg_alloc(WEFT__MSG_DATA, len);
