@@ -854,7 +854,10 @@ bool weft_msg_is_request(const weft_msg_t* msg) {
          delivered(msg);
 }
 
-int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out) {
+/* `list`: put the handle on its worker's list (one taken to be answered
+ * later); weft_msg_reply() answers at once, on this thread, and skips the
+ * list's two turns of its lock. */
+static int take_reply(weft_msg_t* msg, weft_reply_t** out, bool list) {
   weft_msg_t* r;
   if (out == NULL)
     return WEFT_EINVAL;
@@ -864,9 +867,14 @@ int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out) {
   r = msg->route.reply;
   msg->routed = false;
   msg->route.reply = NULL;
-  register_handle(r);
+  if (list)
+    register_handle(r);
   *out = (weft_reply_t*)r;
   return 0;
+}
+
+int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out) {
+  return take_reply(msg, out, true);
 }
 
 int weft_reply_send(weft_reply_t* r, const void* bytes, size_t len) {
@@ -976,7 +984,7 @@ void weft_reply_free(weft_reply_t* r) {
 
 int weft_msg_reply(weft_msg_t* msg, const void* bytes, size_t len) {
   weft_reply_t* r;
-  int err = weft_msg_take_reply(msg, &r);
+  int err = take_reply(msg, &r, false);
   if (err != 0)
     return err;
   return weft_reply_send(r, bytes, len);
