@@ -454,15 +454,15 @@ int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
     msg->owned.release = msg_release_owned;
     msg->has_owned = msg->owned.heap != NULL;
   }
+  if (decode_int(msg)) { /* Allocates nothing: no zone of its own. */
+    msg->decoded = true;
+    return 0;
+  }
   if (zone == NULL) {
     msg->zone = WEFT__FAILABLE(msgpack_zone_new(WEFT__MSG_ZONE_CHUNK));
     if (msg->zone == NULL)
       return WEFT_ENOMEM;
     zone = msg->zone;
-  }
-  if (decode_int(msg)) {
-    msg->decoded = true;
-    return 0;
   }
   r = msgpack_unpack(msg->data, msg->len, &off, zone, &msg->obj);
   /* msgpack's unpack answers with positive success codes; weft turns
