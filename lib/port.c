@@ -55,6 +55,7 @@
 
 #include "futex.h"
 #include "internal.h"
+#include "trace.h"
 
 /* `scheduled` doubles as a futex word (see unpark()). */
 _Static_assert(sizeof(atomic_int) == sizeof(uint32_t), "futex word");
@@ -540,8 +541,10 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
     schedule(p);
     return;
   }
+  WEFT__TRACE_POST(msg);
   weft__mpsc_push(&p->mb, &msg->node);
   schedule(p);
+  WEFT__TRACE_POSTED();
   if (atomic_load_explicit(&p->released, memory_order_seq_cst))
     drain_released(p);
 }
@@ -914,6 +917,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     return 1;
   }
   p->in_run = true;
+  WEFT__TRACE_QUEUE(&p->mb);
   /* `scheduled` stays QUEUED while we drain, so producers only push. Hooked
    * ports go on after 'close': a worker's exit follows it. core_loop()
    * first: once the port moved (a handler may transfer it), its other
@@ -928,7 +932,9 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
       break;
     }
     n++;
+    WEFT__TRACE_DELIVER(m);
     dispatch(loop, p, m);
+    WEFT__TRACE_END();
   }
   if (core_loop(p) != loop) {
     /* Moved away inside the drain; detach() released `scheduled`. */

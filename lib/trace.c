@@ -1,0 +1,818 @@
+/* trace.c - the timeline trace (include/weft/trace.h, docs/trace.md): each
+ * thread records fixed-size events into a buffer of its own; the buffers are
+ * turned into Chrome trace event JSON under one lock when one is full, when
+ * its thread ends and at the stop.
+ *
+ * Buffers. A thread's buffer (tbuf_t) has one writer, the thread. It writes
+ * record `len` and then publishes it with a release store of `len + 1`;
+ * whoever writes the buffer out (holding `lock`) reads `len` with acquire
+ * and formats records [flushed, len) only, so it never reads a record being
+ * written. The writer resets `len` to 0, grows the array, or ends the
+ * buffer only under `lock`. A buffer belongs to one trace (`epoch`): the
+ * first event a thread records in a new trace drops what is left from an
+ * earlier one (events recorded while a stop ran).
+ *
+ * Times are nanoseconds since the start of the trace (CLOCK_MONOTONIC, as
+ * uv_hrtime()). A message's arrow: the sender stamps the message
+ * (weft_msg_t.trace) with the time of the post, its track and the trace's
+ * epoch; the receiver records one event for the delivery's span that
+ * carries the stamp, written out as the arrow's start ("s", on the
+ * sender's track, bound to the span around the post), the span ("B") and
+ * the arrow's end ("f", bound to that span). Both ends of an arrow are
+ * thus written together: a message posted and never delivered has no
+ * arrow, and none points to nothing. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_getname_np */
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "trace.h"
+
+atomic_int weft__trace_on;
+
+/* A thread's buffer starts with FIRST_CAP records and doubles up to
+ * MAX_CAP (32 bytes each: 32 MiB); a full one is written out. */
+#define FIRST_CAP 4096u
+#define MAX_CAP (1u << 20)
+/* Deepest nesting of spans whose begin times the writer-out keeps (to
+ * close them at the stop); deeper ones are still written. */
+#define MAX_DEPTH 64
+/* A mailbox is counted up to this many messages. */
+#define QUEUE_COUNT_MAX 100000
+/* Stamp: 44 bits of time (4.8 hours), 14 of track, 6 of epoch. */
+#define STAMP_TS_BITS 44
+#define STAMP_TRACK_MAX 0x3fffu
+#define STAMP_EPOCH_MASK 0x3fu
+
+enum { R_BEGIN, R_END, R_DELIVER, R_INSTANT, R_COUNTER };
+
+typedef struct {
+  uint64_t ts;
+  const char* name;
+  /* R_BEGIN, R_INSTANT: the detail (a copy in the buffer's strings) or
+   * NULL; R_DELIVER: the message's stamp; R_COUNTER: the value. */
+  uint64_t a;
+  /* R_INSTANT: the code; R_COUNTER: the key (NULL: the thread's name). */
+  union {
+    int32_t code;
+    const char* key;
+  } b;
+} rec_t;
+
+/* Copies of detail strings, in blocks freed with the buffer. */
+typedef struct strblock_s {
+  struct strblock_s* next;
+  size_t used;
+  char data[4096];
+} strblock_t;
+
+typedef struct tbuf_s tbuf_t;
+struct tbuf_s {
+  tbuf_t* next;       /* Under `lock`: the list of buffers. */
+  rec_t* recs;        /* Replaced under `lock` only. */
+  uint8_t* types;     /* One per record (R_*); as `recs`. */
+  uint32_t cap;       /* Changed under `lock` (by the writer). */
+  _Atomic uint32_t len; /* Writer: release; writer-out: acquire. */
+  uint32_t flushed;   /* Under `lock`. */
+  uint32_t track;     /* Set at creation. */
+  unsigned epoch;     /* Set by the writer under `lock`; read under it. */
+  /* Writer only. */
+  int depth;          /* Spans begun and not yet ended in this trace. */
+  bool post_open;     /* A "post" span of weft__trace_post is open. */
+  const char* cache_src[8]; /* Recent detail strings and their copies. */
+  char* cache_copy[8];
+  unsigned cache_next;
+  strblock_t* strs;
+  /* Under `lock`: the writer-out's state. */
+  bool named;         /* thread_name written in this trace. */
+  int fdepth;
+  uint64_t fstack[MAX_DEPTH];
+  char name[64];
+};
+
+static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t lock;
+static pthread_key_t exit_key;
+static _Thread_local tbuf_t* tl;
+
+/* Under `lock`. */
+static FILE* out;
+static char* out_buf;
+static bool out_first; /* No event written yet (no comma before it). */
+static tbuf_t* bufs;
+static uint32_t next_track = 1;
+static uint64_t next_flow;
+static int pid;
+
+/* Written under `lock` before `weft__trace_on` is set (release); read by
+ * the writers after their acquire load of it. */
+static _Atomic uint64_t t0;
+static atomic_uint epoch = 1;
+
+static void free_tbuf(tbuf_t* tb);
+static void retire(tbuf_t* tb);
+
+static void thread_gone(void* arg) {
+  tbuf_t* tb = arg;
+  uv_mutex_lock(&lock);
+  retire(tb);
+  uv_mutex_unlock(&lock);
+  if (tl == tb)
+    tl = NULL;
+}
+
+static void init(void) {
+  if (uv_mutex_init(&lock) != 0 || pthread_key_create(&exit_key, thread_gone))
+    abort(); /* Only fails without resources at start-up. */
+  pid = (int)getpid();
+}
+
+static uint64_t clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now(void) {
+  uint64_t base = atomic_load_explicit(&t0, memory_order_relaxed);
+  uint64_t t = clock_ns();
+  return t > base ? t - base : 0;
+}
+
+/* ---- writing JSON (under `lock`) ----------------------------------------- */
+
+typedef struct {
+  char b[768];
+  size_t n;
+} line_t;
+
+static void l_raw(line_t* l, const char* s) {
+  size_t k = strlen(s);
+  if (k > sizeof(l->b) - l->n - 1)
+    k = sizeof(l->b) - l->n - 1;
+  memcpy(l->b + l->n, s, k);
+  l->n += k;
+}
+
+/* A JSON string, quoted; at most 128 bytes of `s`. */
+static void l_str(line_t* l, const char* s) {
+  static const char hex[] = "0123456789abcdef";
+  size_t i;
+  l->b[l->n++] = '"';
+  for (i = 0; s != NULL && s[i] != '\0' && i < 128; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      l->b[l->n++] = '\\';
+      l->b[l->n++] = (char)c;
+    } else if (c < 0x20 || c >= 0x7f) {
+      /* Control bytes, and bytes that may not be UTF-8: escaped. */
+      l->b[l->n++] = '\\';
+      l->b[l->n++] = 'u';
+      l->b[l->n++] = '0';
+      l->b[l->n++] = '0';
+      l->b[l->n++] = hex[c >> 4];
+      l->b[l->n++] = hex[c & 15];
+    } else {
+      l->b[l->n++] = (char)c;
+    }
+  }
+  l->b[l->n++] = '"';
+}
+
+static void l_u64(line_t* l, uint64_t v) {
+  char tmp[24];
+  int k = 0;
+  do {
+    tmp[k++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (k > 0)
+    l->b[l->n++] = tmp[--k];
+}
+
+static void l_i64(line_t* l, int64_t v) {
+  if (v < 0) {
+    l->b[l->n++] = '-';
+    l_u64(l, (uint64_t)0 - (uint64_t)v);
+  } else {
+    l_u64(l, (uint64_t)v);
+  }
+}
+
+/* Microseconds with three decimals. */
+static void l_ts(line_t* l, uint64_t ns) {
+  unsigned frac = (unsigned)(ns % 1000);
+  l_u64(l, ns / 1000);
+  l->b[l->n++] = '.';
+  l->b[l->n++] = (char)('0' + frac / 100);
+  l->b[l->n++] = (char)('0' + frac / 10 % 10);
+  l->b[l->n++] = (char)('0' + frac % 10);
+}
+
+/* {"ph":"<ph>","pid":..,"tid":..,"ts":..,"cat":"weft","name":"<name>"
+ * (no category and name when `name` is NULL: an end). */
+static void l_head(line_t* l, char ph, uint32_t tid, uint64_t ts,
+                   const char* name) {
+  l->n = 0;
+  l_raw(l, out_first ? "\n{\"ph\":\"" : ",\n{\"ph\":\"");
+  out_first = false;
+  l->b[l->n++] = ph;
+  l_raw(l, "\",\"pid\":");
+  l_u64(l, (uint64_t)pid);
+  l_raw(l, ",\"tid\":");
+  l_u64(l, tid);
+  l_raw(l, ",\"ts\":");
+  l_ts(l, ts);
+  if (name != NULL) {
+    l_raw(l, ",\"cat\":\"weft\",\"name\":");
+    l_str(l, name);
+  }
+}
+
+static void l_put(line_t* l) {
+  l->b[l->n++] = '}';
+  fwrite(l->b, 1, l->n, out);
+}
+
+static void put_meta(uint32_t tid, const char* what, const char* key,
+                     const char* sval, int64_t ival) {
+  line_t l;
+  l_head(&l, 'M', tid, 0, what);
+  l_raw(&l, ",\"args\":{\"");
+  l_raw(&l, key);
+  l_raw(&l, "\":");
+  if (sval != NULL)
+    l_str(&l, sval);
+  else
+    l_i64(&l, ival);
+  l_raw(&l, "}");
+  l_put(&l);
+}
+
+static void put_end(tbuf_t* tb, uint64_t ts) {
+  line_t l;
+  uint64_t b = tb->fdepth <= MAX_DEPTH ? tb->fstack[tb->fdepth - 1] : 0;
+  /* An end at least 2 ns after its begin, so that the arrow's end (1 ns
+   * after the begin) falls inside the span. */
+  if (ts < b + 2)
+    ts = b + 2;
+  tb->fdepth--;
+  l_head(&l, 'E', tb->track, ts, NULL);
+  l_put(&l);
+}
+
+static void push_begin(tbuf_t* tb, uint64_t ts) {
+  if (tb->fdepth < MAX_DEPTH)
+    tb->fstack[tb->fdepth] = ts;
+  tb->fdepth++;
+}
+
+/* One arrow from a stamp to the delivery at `ts` on `tb` (whose span began
+ * at `ts`); nothing for a stamp of another trace or a bad one. */
+static void put_flow(tbuf_t* tb, uint64_t stamp, uint64_t ts) {
+  line_t l;
+  uint64_t sts = stamp >> (64 - STAMP_TS_BITS);
+  uint32_t strack = (uint32_t)(stamp >> 6) & STAMP_TRACK_MAX;
+  uint64_t id;
+  if (stamp == 0 ||
+      (stamp & STAMP_EPOCH_MASK) !=
+          (atomic_load_explicit(&epoch, memory_order_relaxed) &
+           STAMP_EPOCH_MASK) ||
+      strack == 0 || sts > ts)
+    return;
+  id = next_flow++;
+  l_head(&l, 's', strack, sts, "message");
+  l_raw(&l, ",\"id\":");
+  l_u64(&l, id);
+  l_put(&l);
+  l_head(&l, 'f', tb->track, ts + 1, "message");
+  l_raw(&l, ",\"bp\":\"e\",\"id\":");
+  l_u64(&l, id);
+  l_put(&l);
+}
+
+/* Write records [flushed, upto) of `tb`. */
+static void emit(tbuf_t* tb, uint32_t upto) {
+  uint32_t i;
+  if (out == NULL || upto <= tb->flushed)
+    return;
+  if (!tb->named) {
+    tb->named = true;
+    put_meta(tb->track, "thread_name", "name", tb->name, 0);
+    put_meta(tb->track, "thread_sort_index", "sort_index", NULL,
+             (int64_t)tb->track);
+  }
+  for (i = tb->flushed; i < upto; i++) {
+    const rec_t* r = &tb->recs[i];
+    line_t l;
+    switch (tb->types[i]) {
+      case R_BEGIN:
+      case R_DELIVER:
+        l_head(&l, 'B', tb->track, r->ts, r->name);
+        if (tb->types[i] == R_BEGIN && r->a != 0) {
+          l_raw(&l, ",\"args\":{\"detail\":");
+          l_str(&l, (const char*)(uintptr_t)r->a);
+          l_raw(&l, "}");
+        }
+        l_put(&l);
+        push_begin(tb, r->ts);
+        if (tb->types[i] == R_DELIVER)
+          put_flow(tb, r->a, r->ts);
+        break;
+      case R_END:
+        if (tb->fdepth > 0) /* Else its begin came before the trace. */
+          put_end(tb, r->ts);
+        break;
+      case R_INSTANT:
+        l_head(&l, 'i', tb->track, r->ts, r->name);
+        l_raw(&l, ",\"s\":\"t\",\"args\":{\"code\":");
+        l_i64(&l, r->b.code);
+        if (r->a != 0) {
+          l_raw(&l, ",\"detail\":");
+          l_str(&l, (const char*)(uintptr_t)r->a);
+        }
+        l_raw(&l, "}");
+        l_put(&l);
+        break;
+      case R_COUNTER:
+        l_head(&l, 'C', tb->track, r->ts, r->name);
+        l_raw(&l, ",\"args\":{");
+        l_str(&l, r->b.key != NULL ? r->b.key : tb->name);
+        l_raw(&l, ":");
+        l_i64(&l, (int64_t)r->a);
+        l_raw(&l, "}");
+        l_put(&l);
+        break;
+      default:
+        break;
+    }
+  }
+  tb->flushed = upto;
+}
+
+/* Write out what `tb` holds of the running trace and close its open spans
+ * at `ts`. */
+static void emit_all(tbuf_t* tb, uint64_t ts) {
+  if (out == NULL ||
+      tb->epoch != atomic_load_explicit(&epoch, memory_order_relaxed))
+    return;
+  emit(tb, atomic_load_explicit(&tb->len, memory_order_acquire));
+  while (tb->fdepth > 0)
+    put_end(tb, ts);
+}
+
+/* Under `lock`: write out and free a buffer whose thread is done with it. */
+static void retire(tbuf_t* tb) {
+  tbuf_t** pp;
+  if (tb == NULL)
+    return;
+  emit_all(tb, now());
+  for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == tb) {
+      *pp = tb->next;
+      break;
+    }
+  }
+  free_tbuf(tb);
+}
+
+static void free_strs(tbuf_t* tb) {
+  while (tb->strs != NULL) {
+    strblock_t* s = tb->strs;
+    tb->strs = s->next;
+    free(s);
+  }
+  memset(tb->cache_src, 0, sizeof(tb->cache_src));
+  memset(tb->cache_copy, 0, sizeof(tb->cache_copy));
+}
+
+static void free_tbuf(tbuf_t* tb) {
+  free_strs(tb);
+  free(tb->recs);
+  free(tb->types);
+  free(tb);
+}
+
+/* ---- the writer's side ----------------------------------------------------- */
+
+static void name_thread(tbuf_t* tb, const char* name) {
+  char buf[32] = "";
+  long tid = (long)syscall(SYS_gettid);
+  if (name != NULL) {
+    snprintf(tb->name, sizeof(tb->name), "%s", name);
+    return;
+  }
+  if (tid == (long)pid) {
+    snprintf(tb->name, sizeof(tb->name), "main");
+    return;
+  }
+  if (pthread_getname_np(pthread_self(), buf, sizeof(buf)) != 0 ||
+      buf[0] == '\0' || strcmp(buf, program_invocation_short_name) == 0 ||
+      strncmp(buf, program_invocation_short_name, 15) == 0)
+    snprintf(tb->name, sizeof(tb->name), "thread %ld", tid);
+  else
+    snprintf(tb->name, sizeof(tb->name), "%s", buf);
+}
+
+/* The calling thread's buffer for trace `e`, made or reset for it; NULL
+ * when that trace is over, or out of memory. */
+static tbuf_t* attach(const char* name) {
+  tbuf_t* tb = tl;
+  unsigned e;
+  uv_mutex_lock(&lock);
+  e = atomic_load_explicit(&epoch, memory_order_relaxed);
+  if (out == NULL) {
+    uv_mutex_unlock(&lock);
+    return NULL;
+  }
+  if (tb == NULL) {
+    tb = calloc(1, sizeof(*tb));
+    if (tb != NULL) {
+      tb->recs = malloc(FIRST_CAP * sizeof(rec_t));
+      tb->types = malloc(FIRST_CAP);
+    }
+    if (tb == NULL || tb->recs == NULL || tb->types == NULL) {
+      if (tb != NULL)
+        free_tbuf(tb);
+      uv_mutex_unlock(&lock);
+      return NULL;
+    }
+    tb->cap = FIRST_CAP;
+    tb->track = next_track++;
+    tb->next = bufs;
+    bufs = tb;
+    name_thread(tb, name);
+    tl = tb;
+    pthread_setspecific(exit_key, tb);
+  } else {
+    /* Left from an earlier trace: start over. */
+    atomic_store_explicit(&tb->len, 0, memory_order_relaxed);
+    tb->flushed = 0;
+    tb->depth = 0;
+    tb->post_open = false;
+    tb->named = false;
+    tb->fdepth = 0;
+    free_strs(tb);
+    if (name != NULL)
+      name_thread(tb, name);
+  }
+  tb->epoch = e;
+  uv_mutex_unlock(&lock);
+  return tb;
+}
+
+/* The calling thread's buffer in the running trace, or NULL. */
+static tbuf_t* cur(void) {
+  tbuf_t* tb = tl;
+  /* acquire: pairs with weft_trace_start()'s release, so that `t0` and
+   * `epoch` are the new trace's. */
+  if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
+    return NULL;
+  if (tb != NULL &&
+      tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+    return tb;
+  return attach(NULL);
+}
+
+/* Make room for one record: grow the buffer, or write it out when it is
+ * at its largest. False when there is none (out of memory). */
+static bool make_room(tbuf_t* tb) {
+  bool ok = true;
+  uv_mutex_lock(&lock);
+  if (tb->cap < MAX_CAP) {
+    uint32_t ncap = tb->cap * 2;
+    rec_t* r = realloc(tb->recs, ncap * sizeof(rec_t));
+    uint8_t* t = r != NULL ? realloc(tb->types, ncap) : NULL;
+    if (r != NULL)
+      tb->recs = r;
+    if (t != NULL) {
+      tb->types = t;
+      tb->cap = ncap;
+    }
+  }
+  if (atomic_load_explicit(&tb->len, memory_order_relaxed) == tb->cap) {
+    if (tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+      emit(tb, tb->cap);
+    /* The writer-out's depth stays: the ends of spans open now come in
+     * the next part of the buffer. */
+    atomic_store_explicit(&tb->len, 0, memory_order_release);
+    tb->flushed = 0;
+    ok = out != NULL;
+  }
+  uv_mutex_unlock(&lock);
+  return ok;
+}
+
+static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
+                   uint64_t a, uint64_t b) {
+  uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
+  rec_t* r;
+  if (n == tb->cap) {
+    if (!make_room(tb))
+      return;
+    n = atomic_load_explicit(&tb->len, memory_order_relaxed);
+  }
+  r = &tb->recs[n];
+  r->ts = ts;
+  r->name = name;
+  r->a = a;
+  if (type == R_COUNTER)
+    r->b.key = (const char*)(uintptr_t)b;
+  else
+    r->b.code = (int32_t)b;
+  tb->types[n] = (uint8_t)type;
+  /* release: the record is complete before the writer-out reads it. */
+  atomic_store_explicit(&tb->len, n + 1, memory_order_release);
+}
+
+/* A copy of `s` that lives as long as the buffer's records. */
+static const char* keep_str(tbuf_t* tb, const char* s) {
+  size_t k;
+  unsigned i;
+  strblock_t* b = tb->strs;
+  char* copy;
+  if (s == NULL)
+    return NULL;
+  for (i = 0; i < 8; i++) {
+    if (tb->cache_src[i] == s && strcmp(tb->cache_copy[i], s) == 0)
+      return tb->cache_copy[i];
+  }
+  k = strnlen(s, 127) + 1;
+  if (b == NULL || sizeof(b->data) - b->used < k) {
+    b = malloc(sizeof(*b));
+    if (b == NULL)
+      return NULL;
+    b->used = 0;
+    /* Under `lock`: the writer-out may read the list's strings. */
+    uv_mutex_lock(&lock);
+    b->next = tb->strs;
+    tb->strs = b;
+    uv_mutex_unlock(&lock);
+  }
+  copy = b->data + b->used;
+  memcpy(copy, s, k - 1);
+  copy[k - 1] = '\0';
+  b->used += k;
+  i = tb->cache_next++ % 8;
+  tb->cache_src[i] = s;
+  tb->cache_copy[i] = copy;
+  return copy;
+}
+
+void weft__trace_begin(const char* name, const char* detail) {
+  tbuf_t* tb = cur();
+  if (tb == NULL)
+    return;
+  tb->depth++;
+  record(tb, R_BEGIN, now(), name, (uintptr_t)keep_str(tb, detail), 0);
+}
+
+bool weft__trace_begin_if(bool cond, const char* name) {
+  tbuf_t* tb;
+  if (!cond || (tb = cur()) == NULL)
+    return false;
+  tb->depth++;
+  record(tb, R_BEGIN, now(), name, 0, 0);
+  return true;
+}
+
+void weft__trace_end(void) {
+  tbuf_t* tb = cur();
+  if (tb == NULL || tb->depth == 0)
+    return; /* Its begin came before this trace. */
+  tb->depth--;
+  record(tb, R_END, now(), NULL, 0, 0);
+}
+
+void weft__trace_instant(const char* name, const char* detail, int code) {
+  tbuf_t* tb = cur();
+  if (tb == NULL)
+    return;
+  record(tb, R_INSTANT, now(), name, (uintptr_t)keep_str(tb, detail),
+         (uint64_t)(uint32_t)code);
+}
+
+static void counter(const char* name, const char* key, int64_t value) {
+  tbuf_t* tb = cur();
+  if (tb == NULL)
+    return;
+  record(tb, R_COUNTER, now(), name, (uint64_t)value, (uintptr_t)key);
+}
+
+void weft__trace_counter(const char* name, const char* key, int64_t value) {
+  counter(name, key, value);
+}
+
+void weft__trace_queue(const weft__mpsc_t* q) {
+  /* The consumer walks its own queue from the oldest node: links are
+   * published with release (mpsc.h), read here with acquire. */
+  weft__mpsc_t* m = (weft__mpsc_t*)q;
+  weft__mpsc_node_t* n = m->tail;
+  int64_t count = 0;
+  while (n != NULL && count < QUEUE_COUNT_MAX) {
+    if (n != &m->sentinel)
+      count++;
+    n = atomic_load_explicit(&n->next, memory_order_acquire);
+  }
+  counter("queued messages", NULL, count);
+}
+
+void weft__trace_post(weft_msg_t* msg) {
+  tbuf_t* tb = cur();
+  uint64_t t;
+  if (tb == NULL)
+    return;
+  t = now();
+  if (tb->depth == 0 && !tb->post_open) {
+    /* No span around the post: the arrow needs one to start from. */
+    record(tb, R_BEGIN, t, "post", 0, 0);
+    tb->depth++;
+    tb->post_open = true;
+    t++;
+  }
+  if (t >> STAMP_TS_BITS != 0 || tb->track > STAMP_TRACK_MAX)
+    return;
+  msg->trace = t << (64 - STAMP_TS_BITS) | (uint64_t)tb->track << 6 |
+               (tb->epoch & STAMP_EPOCH_MASK);
+}
+
+void weft__trace_posted(void) {
+  tbuf_t* tb = cur();
+  if (tb == NULL || !tb->post_open)
+    return;
+  tb->post_open = false;
+  weft__trace_end();
+}
+
+static const char* msg_span_name(const weft_msg_t* msg) {
+  switch (msg->kind) {
+    case WEFT__MSG_DATA:
+      return msg->tag != 0 ? "actor message" : "message";
+    case WEFT__MSG_CLOSE:
+      return "close";
+    case WEFT__MSG_ONLINE:
+      return "worker online";
+    case WEFT__MSG_ERROR:
+      return "worker error";
+    case WEFT__MSG_EXIT:
+      return "worker exit";
+    case WEFT__MSG_REPLY:
+      return "reply";
+    default:
+      return "message";
+  }
+}
+
+void weft__trace_deliver(weft_msg_t* msg) {
+  tbuf_t* tb = cur();
+  uint64_t stamp = msg->trace;
+  if (tb == NULL)
+    return;
+  msg->trace = 0;
+  tb->depth++;
+  record(tb, R_DELIVER, now(), msg_span_name(msg), stamp, 0);
+}
+
+void weft__trace_thread_start(const char* name) {
+  if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
+    return;
+  if (tl != NULL) {
+    /* A cached thread that ran another worker: that one's track ends. */
+    uv_mutex_lock(&lock);
+    retire(tl);
+    uv_mutex_unlock(&lock);
+    tl = NULL;
+    pthread_setspecific(exit_key, NULL);
+  }
+  attach(name);
+}
+
+void weft__trace_thread_exit(int code) {
+  tbuf_t* tb = cur();
+  if (tb == NULL)
+    return;
+  weft__trace_instant("worker exit", NULL, code);
+  uv_mutex_lock(&lock);
+  retire(tb);
+  uv_mutex_unlock(&lock);
+  tl = NULL;
+  pthread_setspecific(exit_key, NULL);
+}
+
+void weft__trace_work_begin(void) {
+  tbuf_t* tb = tl;
+  if (tb == NULL ||
+      tb->epoch != atomic_load_explicit(&epoch, memory_order_relaxed)) {
+    char name[32];
+    if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
+      return;
+    snprintf(name, sizeof(name), "uv threadpool %ld",
+             (long)syscall(SYS_gettid));
+    if (attach(tb == NULL ? name : NULL) == NULL)
+      return;
+  }
+  weft__trace_begin("work", NULL);
+}
+
+/* ---- start and stop ------------------------------------------------------------ */
+
+int weft_trace_start(const char* path) {
+  FILE* f;
+  int err;
+  line_t l;
+  if (path == NULL || path[0] == '\0')
+    return WEFT_EINVAL;
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  if (out != NULL) {
+    uv_mutex_unlock(&lock);
+    return WEFT_EBUSY;
+  }
+  f = fopen(path, "w");
+  if (f == NULL) {
+    err = uv_translate_sys_error(errno);
+    uv_mutex_unlock(&lock);
+    return err;
+  }
+  out_buf = malloc(1 << 20);
+  if (out_buf != NULL)
+    setvbuf(f, out_buf, _IOFBF, 1 << 20);
+  out = f;
+  out_first = true;
+  next_flow = 1;
+  fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", out);
+  l_head(&l, 'M', 0, 0, "process_name");
+  l_raw(&l, ",\"args\":{\"name\":\"weft\"}");
+  l_put(&l);
+  atomic_store_explicit(&t0, clock_ns(), memory_order_relaxed);
+  atomic_store_explicit(&epoch,
+                        atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  /* release: `t0` and `epoch` before any writer sees the trace on. */
+  atomic_store_explicit(&weft__trace_on, 1, memory_order_release);
+  uv_mutex_unlock(&lock);
+  return 0;
+}
+
+int weft_trace_stop(void) {
+  tbuf_t* tb;
+  uint64_t ts;
+  int err = 0;
+  uv_once(&once, init);
+  uv_mutex_lock(&lock);
+  if (out == NULL) {
+    uv_mutex_unlock(&lock);
+    return WEFT_ENOTSTARTED;
+  }
+  atomic_store_explicit(&weft__trace_on, 0, memory_order_relaxed);
+  ts = now();
+  for (tb = bufs; tb != NULL; tb = tb->next)
+    emit_all(tb, ts);
+  fputs("\n]}\n", out);
+  if (fflush(out) != 0 || ferror(out))
+    err = uv_translate_sys_error(errno != 0 ? errno : EIO);
+  if (fclose(out) != 0 && err == 0)
+    err = uv_translate_sys_error(errno);
+  out = NULL;
+  free(out_buf);
+  out_buf = NULL;
+  /* Events recorded from now on belong to no trace (see `epoch`). */
+  atomic_store_explicit(&epoch,
+                        atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  uv_mutex_unlock(&lock);
+  return err;
+}
+
+int weft_trace_running(void) {
+  return atomic_load_explicit(&weft__trace_on, memory_order_relaxed);
+}
+
+static uv_once_t env_once = UV_ONCE_INIT;
+
+static void stop_at_exit(void) {
+  (void)weft_trace_stop();
+}
+
+static void env_start(void) {
+  const char* path = getenv("WEFT_TRACE");
+  if (path == NULL || path[0] == '\0')
+    return;
+  if (weft_trace_start(path) != 0) {
+    fprintf(stderr, "weft: WEFT_TRACE=%s: cannot write the trace\n", path);
+    return;
+  }
+  atexit(stop_at_exit);
+}
+
+void weft__trace_env(void) {
+  uv_once(&env_once, env_start);
+}
