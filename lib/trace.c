@@ -3,17 +3,23 @@
  * turned into Chrome trace event JSON under one lock when one is full, when
  * its thread ends and at the stop.
  *
- * Buffers. A thread's buffer (tbuf_t) has one writer, the thread. It writes
- * record `len` and then publishes it with a release store of `len + 1`;
- * whoever writes the buffer out (holding `lock`) reads `len` with acquire
- * and formats records [flushed, len) only, so it never reads a record being
- * written. The writer resets `len` to 0, grows the array, or ends the
- * buffer only under `lock`. A buffer belongs to one trace (`epoch`): the
+ * Buffers. A thread's buffer (tbuf_t) is a list of chunks with one writer,
+ * the thread. It writes record `len` of its last chunk and then publishes
+ * it with a release store of `len + 1`; whoever writes the buffer out
+ * (holding `lock`) reads `len` with acquire and formats records up to it
+ * only, so it never reads a record being written. The writer adds a chunk
+ * (no copy: a buffer that doubled by realloc spent 13% of a traced
+ * flood's time in memmove), empties the buffer or ends it only under
+ * `lock`. A buffer belongs to one trace (`epoch`): the
  * first event a thread records in a new trace drops what is left from an
  * earlier one (events recorded while a stop ran).
  *
- * Times are nanoseconds since the start of the trace (CLOCK_MONOTONIC, as
- * uv_hrtime()). A message's arrow: the sender stamps the message
+ * Times are recorded in ticks since the start of the trace: the CPU's
+ * time-stamp counter on x86-64 (an invariant TSC: ~15 ns a read against
+ * ~40 ns for clock_gettime() on the hosts we measure, and a message's
+ * delivery reads the clock three times), else CLOCK_MONOTONIC
+ * nanoseconds. They become nanoseconds when written out, at the ratio of
+ * ticks to CLOCK_MONOTONIC_RAW nanoseconds measured since the start. A message's arrow: the sender stamps the message
  * (weft_msg_t.trace) with the time of the post, its track and the trace's
  * epoch; the receiver records one event for the delivery's span that
  * carries the stamp, written out as the arrow's start ("s", on the
@@ -29,24 +35,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <x86intrin.h>
+#define WEFT__TRACE_TSC 1
+#endif
 
 #include "internal.h"
 #include "trace.h"
 
 atomic_int weft__trace_on;
 
-/* A thread's buffer starts with FIRST_CAP records and doubles up to
- * MAX_CAP (32 bytes each: 32 MiB); a full one is written out. */
-#define FIRST_CAP 4096u
-#define MAX_CAP (1u << 20)
+/* A thread's buffer grows by chunks of CHUNK records (33 bytes each) up to
+ * MAX_CHUNKS (32 MiB); a full one is written out. */
+#define CHUNK 16384u
+#define MAX_CHUNKS 64u
 /* Deepest nesting of spans whose begin times the writer-out keeps (to
  * close them at the stop); deeper ones are still written. */
 #define MAX_DEPTH 64
-/* A mailbox is counted up to this many messages. */
-#define QUEUE_COUNT_MAX 100000
+/* A mailbox is counted up to this many messages, at most once per
+ * QUEUE_EVERY_NS on a thread: walking the list touches every waiting
+ * message (a flood of 300,000 queued messages, counted in full at each
+ * batch of the port's, ran 30 times slower). */
+#define QUEUE_COUNT_MAX 1000
+#define QUEUE_EVERY_NS 1000000u
 /* Stamp: 44 bits of time (4.8 hours), 14 of track, 6 of epoch. */
 #define STAMP_TS_BITS 44
 #define STAMP_TRACK_MAX 0x3fffu
@@ -74,19 +89,30 @@ typedef struct strblock_s {
   char data[4096];
 } strblock_t;
 
+typedef struct chunk_s chunk_t;
+struct chunk_s {
+  chunk_t* next;
+  rec_t recs[CHUNK];
+  uint8_t types[CHUNK]; /* R_* */
+};
+
 typedef struct tbuf_s tbuf_t;
 struct tbuf_s {
   tbuf_t* next;       /* Under `lock`: the list of buffers. */
-  rec_t* recs;        /* Replaced under `lock` only. */
-  uint8_t* types;     /* One per record (R_*); as `recs`. */
-  uint32_t cap;       /* Changed under `lock` (by the writer). */
-  _Atomic uint32_t len; /* Writer: release; writer-out: acquire. */
-  uint32_t flushed;   /* Under `lock`. */
+  chunk_t* first;     /* Changed under `lock` only. */
+  chunk_t* last;      /* Written to; as `first`. */
+  uint32_t nchunks;   /* As `first`. */
+  _Atomic uint32_t len; /* In `last`. Writer: release; writer-out:
+                         * acquire; reset under `lock`. */
+  chunk_t* fchunk;    /* Under `lock`: where writing out goes on. */
+  uint32_t fidx;
   uint32_t track;     /* Set at creation. */
   unsigned epoch;     /* Set by the writer under `lock`; read under it. */
   /* Writer only. */
   int depth;          /* Spans begun and not yet ended in this trace. */
   bool post_open;     /* A "post" span of weft__trace_post is open. */
+  uint64_t queue_ts;  /* When a mailbox was last counted (+1). */
+  uint64_t last_ts;   /* The time of the last record. */
   const char* cache_src[8]; /* Recent detail strings and their copies. */
   char* cache_copy[8];
   unsigned cache_next;
@@ -94,14 +120,20 @@ struct tbuf_s {
   /* Under `lock`: the writer-out's state. */
   bool named;         /* thread_name written in this trace. */
   int fdepth;
-  uint64_t fstack[MAX_DEPTH];
+  uint64_t fstack[MAX_DEPTH]; /* Nanoseconds. */
   char name[64];
 };
 
 static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t lock;
 static pthread_key_t exit_key;
+/* initial-exec: one instruction to reach it from the shared library too
+ * (the default model calls __tls_get_addr at every event). */
+#if defined(__GNUC__) || defined(__clang__)
+static _Thread_local __attribute__((tls_model("initial-exec"))) tbuf_t* tl;
+#else
 static _Thread_local tbuf_t* tl;
+#endif
 
 /* Under `lock`. */
 static FILE* out;
@@ -114,11 +146,20 @@ static int pid;
 
 /* Written under `lock` before `weft__trace_on` is set (release); read by
  * the writers after their acquire load of it. */
-static _Atomic uint64_t t0;
+static _Atomic uint64_t t0; /* Ticks. */
+/* Under `lock`: CLOCK_MONOTONIC_RAW at the start, and nanoseconds per
+ * tick (see calibrate). */
+static uint64_t raw0;
+static double tick_ns = 1.0;
+/* QUEUE_EVERY_NS in ticks; as `t0`. */
+static _Atomic uint64_t queue_every;
 static atomic_uint epoch = 1;
 
 static void free_tbuf(tbuf_t* tb);
+static void chunk_free(chunk_t* c);
+static chunk_t* chunk_take(void);
 static void retire(tbuf_t* tb);
+static void empty(tbuf_t* tb);
 
 static void thread_gone(void* arg) {
   tbuf_t* tb = arg;
@@ -135,16 +176,49 @@ static void init(void) {
   pid = (int)getpid();
 }
 
+#ifndef WEFT__TRACE_TSC
 static uint64_t clock_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+#endif
 
+static uint64_t raw_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t ticks(void) {
+#ifdef WEFT__TRACE_TSC
+  return __rdtsc();
+#else
+  return clock_ns();
+#endif
+}
+
+/* Ticks since the start of the trace. */
 static uint64_t now(void) {
   uint64_t base = atomic_load_explicit(&t0, memory_order_relaxed);
-  uint64_t t = clock_ns();
+  uint64_t t = ticks();
   return t > base ? t - base : 0;
+}
+
+/* Under `lock`, before writing events out: nanoseconds per tick over the
+ * whole trace so far (both clocks run at fixed rates; the longer the span,
+ * the smaller the error a clock read's jitter makes). */
+static void calibrate(void) {
+#ifdef WEFT__TRACE_TSC
+  uint64_t t = now();
+  uint64_t ns = raw_ns() - raw0;
+  if (t > 0 && ns >= 100000)
+    tick_ns = (double)ns / (double)t;
+#endif
+}
+
+static uint64_t to_ns(uint64_t t) {
+  return (uint64_t)((double)t * tick_ns);
 }
 
 /* ---- writing JSON (under `lock`) ----------------------------------------- */
@@ -279,7 +353,7 @@ static void push_begin(tbuf_t* tb, uint64_t ts) {
  * at `ts`); nothing for a stamp of another trace or a bad one. */
 static void put_flow(tbuf_t* tb, uint64_t stamp, uint64_t ts) {
   line_t l;
-  uint64_t sts = stamp >> (64 - STAMP_TS_BITS);
+  uint64_t sts = to_ns(stamp >> (64 - STAMP_TS_BITS));
   uint32_t strack = (uint32_t)(stamp >> 6) & STAMP_TRACK_MAX;
   uint64_t id;
   if (stamp == 0 ||
@@ -299,40 +373,39 @@ static void put_flow(tbuf_t* tb, uint64_t stamp, uint64_t ts) {
   l_put(&l);
 }
 
-/* Write records [flushed, upto) of `tb`. */
-static void emit(tbuf_t* tb, uint32_t upto) {
-  uint32_t i;
-  if (out == NULL || upto <= tb->flushed)
-    return;
-  if (!tb->named) {
+/* Write the records of chunk `c` from `i` to `upto`. */
+static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
+                       uint32_t upto) {
+  if (!tb->named && i < upto) {
     tb->named = true;
     put_meta(tb->track, "thread_name", "name", tb->name, 0);
     put_meta(tb->track, "thread_sort_index", "sort_index", NULL,
              (int64_t)tb->track);
   }
-  for (i = tb->flushed; i < upto; i++) {
-    const rec_t* r = &tb->recs[i];
+  for (; i < upto; i++) {
+    const rec_t* r = &c->recs[i];
+    uint64_t ns = to_ns(r->ts);
     line_t l;
-    switch (tb->types[i]) {
+    switch (c->types[i]) {
       case R_BEGIN:
       case R_DELIVER:
-        l_head(&l, 'B', tb->track, r->ts, r->name);
-        if (tb->types[i] == R_BEGIN && r->a != 0) {
+        l_head(&l, 'B', tb->track, ns, r->name);
+        if (c->types[i] == R_BEGIN && r->a != 0) {
           l_raw(&l, ",\"args\":{\"detail\":");
           l_str(&l, (const char*)(uintptr_t)r->a);
           l_raw(&l, "}");
         }
         l_put(&l);
-        push_begin(tb, r->ts);
-        if (tb->types[i] == R_DELIVER)
-          put_flow(tb, r->a, r->ts);
+        push_begin(tb, ns);
+        if (c->types[i] == R_DELIVER)
+          put_flow(tb, r->a, ns);
         break;
       case R_END:
         if (tb->fdepth > 0) /* Else its begin came before the trace. */
-          put_end(tb, r->ts);
+          put_end(tb, ns);
         break;
       case R_INSTANT:
-        l_head(&l, 'i', tb->track, r->ts, r->name);
+        l_head(&l, 'i', tb->track, ns, r->name);
         l_raw(&l, ",\"s\":\"t\",\"args\":{\"code\":");
         l_i64(&l, r->b.code);
         if (r->a != 0) {
@@ -343,7 +416,7 @@ static void emit(tbuf_t* tb, uint32_t upto) {
         l_put(&l);
         break;
       case R_COUNTER:
-        l_head(&l, 'C', tb->track, r->ts, r->name);
+        l_head(&l, 'C', tb->track, ns, r->name);
         l_raw(&l, ",\"args\":{");
         l_str(&l, r->b.key != NULL ? r->b.key : tb->name);
         l_raw(&l, ":");
@@ -355,7 +428,24 @@ static void emit(tbuf_t* tb, uint32_t upto) {
         break;
     }
   }
-  tb->flushed = upto;
+}
+
+/* Write what `tb` recorded since the last time, up to `upto` in its last
+ * chunk. */
+static void emit(tbuf_t* tb, uint32_t upto) {
+  if (out == NULL)
+    return;
+  calibrate();
+  while (tb->fchunk != tb->last) {
+    if (tb->fidx < CHUNK)
+      emit_chunk(tb, tb->fchunk, tb->fidx, CHUNK);
+    tb->fchunk = tb->fchunk->next;
+    tb->fidx = 0;
+  }
+  if (upto > tb->fidx) {
+    emit_chunk(tb, tb->last, tb->fidx, upto);
+    tb->fidx = upto;
+  }
 }
 
 /* Write out what `tb` holds of the running trace and close its open spans
@@ -374,7 +464,8 @@ static void retire(tbuf_t* tb) {
   tbuf_t** pp;
   if (tb == NULL)
     return;
-  emit_all(tb, now());
+  calibrate();
+  emit_all(tb, to_ns(now()));
   for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == tb) {
       *pp = tb->next;
@@ -396,8 +487,11 @@ static void free_strs(tbuf_t* tb) {
 
 static void free_tbuf(tbuf_t* tb) {
   free_strs(tb);
-  free(tb->recs);
-  free(tb->types);
+  while (tb->first != NULL) {
+    chunk_t* c = tb->first;
+    tb->first = c->next;
+    chunk_free(c);
+  }
   free(tb);
 }
 
@@ -436,16 +530,16 @@ static tbuf_t* attach(const char* name) {
   if (tb == NULL) {
     tb = calloc(1, sizeof(*tb));
     if (tb != NULL) {
-      tb->recs = malloc(FIRST_CAP * sizeof(rec_t));
-      tb->types = malloc(FIRST_CAP);
+      tb->first = tb->last = tb->fchunk = chunk_take();
+      tb->nchunks = 1;
     }
-    if (tb == NULL || tb->recs == NULL || tb->types == NULL) {
+    if (tb == NULL || tb->first == NULL) {
       if (tb != NULL)
         free_tbuf(tb);
       uv_mutex_unlock(&lock);
       return NULL;
     }
-    tb->cap = FIRST_CAP;
+    tb->first->next = NULL;
     tb->track = next_track++;
     tb->next = bufs;
     bufs = tb;
@@ -454,10 +548,10 @@ static tbuf_t* attach(const char* name) {
     pthread_setspecific(exit_key, tb);
   } else {
     /* Left from an earlier trace: start over. */
-    atomic_store_explicit(&tb->len, 0, memory_order_relaxed);
-    tb->flushed = 0;
+    empty(tb);
     tb->depth = 0;
     tb->post_open = false;
+    tb->queue_ts = 0;
     tb->named = false;
     tb->fdepth = 0;
     free_strs(tb);
@@ -482,29 +576,90 @@ static tbuf_t* cur(void) {
   return attach(NULL);
 }
 
-/* Make room for one record: grow the buffer, or write it out when it is
- * at its largest. False when there is none (out of memory). */
+/* Chunks. A chunk's pages are touched once per record as the thread
+ * writes: a first touch of each page was a page fault in the middle of the
+ * thread's work (on the VMs we measure, 92% of a traced flood's recording
+ * time). So chunks are mapped with their pages present (MAP_POPULATE: one
+ * system call), and up to POOL_MAX chunks written out are kept for reuse
+ * by any thread, in this trace or the next. */
+#define POOL_MAX 16
+static chunk_t* pool; /* Under `lock`. */
+static int pool_len;  /* Under `lock`. */
+
+static chunk_t* chunk_new(void) {
+#ifdef MAP_POPULATE
+  void* p = mmap(NULL, sizeof(chunk_t), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+#else
+  return malloc(sizeof(chunk_t));
+#endif
+}
+
+/* Under `lock` (the pool) or not (a new chunk). */
+static chunk_t* chunk_take(void) {
+  chunk_t* c = pool;
+  if (c != NULL) {
+    pool = c->next;
+    pool_len--;
+    return c;
+  }
+  return chunk_new();
+}
+
+/* Under `lock`. */
+static void chunk_free(chunk_t* c) {
+  if (pool_len < POOL_MAX) {
+    c->next = pool;
+    pool = c;
+    pool_len++;
+    return;
+  }
+#ifdef MAP_POPULATE
+  munmap(c, sizeof(chunk_t));
+#else
+  free(c);
+#endif
+}
+
+/* Under `lock`: drop every record, keeping the first chunk. */
+static void empty(tbuf_t* tb) {
+  while (tb->first->next != NULL) {
+    chunk_t* c = tb->first->next;
+    tb->first->next = c->next;
+    chunk_free(c);
+  }
+  tb->last = tb->fchunk = tb->first;
+  tb->nchunks = 1;
+  tb->fidx = 0;
+  atomic_store_explicit(&tb->len, 0, memory_order_release);
+}
+
+/* The last chunk is full: add one, or write the buffer out when it is at
+ * its largest. False when no room could be made (out of memory, or no
+ * trace runs any more). */
 static bool make_room(tbuf_t* tb) {
   bool ok = true;
+  chunk_t* c = NULL;
   uv_mutex_lock(&lock);
-  if (tb->cap < MAX_CAP) {
-    uint32_t ncap = tb->cap * 2;
-    rec_t* r = realloc(tb->recs, ncap * sizeof(rec_t));
-    uint8_t* t = r != NULL ? realloc(tb->types, ncap) : NULL;
-    if (r != NULL)
-      tb->recs = r;
-    if (t != NULL) {
-      tb->types = t;
-      tb->cap = ncap;
-    }
-  }
-  if (atomic_load_explicit(&tb->len, memory_order_relaxed) == tb->cap) {
-    if (tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
-      emit(tb, tb->cap);
+  if (tb->nchunks < MAX_CHUNKS && pool != NULL)
+    c = chunk_take();
+  uv_mutex_unlock(&lock);
+  if (tb->nchunks < MAX_CHUNKS && c == NULL)
+    c = chunk_new(); /* Outside the lock: it maps pages. */
+  uv_mutex_lock(&lock);
+  if (c != NULL) {
+    c->next = NULL;
+    tb->last->next = c;
+    tb->last = c;
+    tb->nchunks++;
+    atomic_store_explicit(&tb->len, 0, memory_order_release);
+  } else {
     /* The writer-out's depth stays: the ends of spans open now come in
      * the next part of the buffer. */
-    atomic_store_explicit(&tb->len, 0, memory_order_release);
-    tb->flushed = 0;
+    if (tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+      emit(tb, CHUNK);
+    empty(tb);
     ok = out != NULL;
   }
   uv_mutex_unlock(&lock);
@@ -515,20 +670,21 @@ static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
                    uint64_t a, uint64_t b) {
   uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   rec_t* r;
-  if (n == tb->cap) {
+  if (n == CHUNK) {
     if (!make_room(tb))
       return;
-    n = atomic_load_explicit(&tb->len, memory_order_relaxed);
+    n = 0;
   }
-  r = &tb->recs[n];
+  r = &tb->last->recs[n];
   r->ts = ts;
+  tb->last_ts = ts;
   r->name = name;
   r->a = a;
   if (type == R_COUNTER)
     r->b.key = (const char*)(uintptr_t)b;
   else
     r->b.code = (int32_t)b;
-  tb->types[n] = (uint8_t)type;
+  tb->last->types[n] = (uint8_t)type;
   /* release: the record is complete before the writer-out reads it. */
   atomic_store_explicit(&tb->len, n + 1, memory_order_release);
 }
@@ -617,6 +773,17 @@ void weft__trace_queue(const weft__mpsc_t* q) {
   weft__mpsc_t* m = (weft__mpsc_t*)q;
   weft__mpsc_node_t* n = m->tail;
   int64_t count = 0;
+  tbuf_t* tb = cur();
+  uint64_t t;
+  if (tb == NULL)
+    return;
+  /* The time of the thread's last event, not a clock read. */
+  t = tb->last_ts + 1;
+  if (tb->queue_ts != 0 &&
+      t - tb->queue_ts <
+          atomic_load_explicit(&queue_every, memory_order_relaxed))
+    return;
+  tb->queue_ts = t;
   while (n != NULL && count < QUEUE_COUNT_MAX) {
     if (n != &m->sentinel)
       count++;
@@ -636,7 +803,7 @@ void weft__trace_post(weft_msg_t* msg) {
     record(tb, R_BEGIN, t, "post", 0, 0);
     tb->depth++;
     tb->post_open = true;
-    t++;
+    t += 8; /* Inside the span, a nanosecond or more after its begin. */
   }
   if (t >> STAMP_TS_BITS != 0 || tb->track > STAMP_TRACK_MAX)
     return;
@@ -752,7 +919,25 @@ int weft_trace_start(const char* path) {
   l_head(&l, 'M', 0, 0, "process_name");
   l_raw(&l, ",\"args\":{\"name\":\"weft\"}");
   l_put(&l);
-  atomic_store_explicit(&t0, clock_ns(), memory_order_relaxed);
+  raw0 = raw_ns();
+  atomic_store_explicit(&t0, ticks(), memory_order_relaxed);
+#ifdef WEFT__TRACE_TSC
+  {
+    /* A first estimate, good to a few percent, for buffers written out
+     * within the first 100 us. */
+    uint64_t r1, k1;
+    do {
+      r1 = raw_ns();
+      k1 = ticks();
+    } while (r1 - raw0 < 20000);
+    tick_ns = (double)(r1 - raw0) /
+              (double)(k1 - atomic_load_explicit(&t0, memory_order_relaxed));
+  }
+#else
+  tick_ns = 1.0;
+#endif
+  atomic_store_explicit(&queue_every, (uint64_t)(QUEUE_EVERY_NS / tick_ns),
+                        memory_order_relaxed);
   atomic_store_explicit(&epoch,
                         atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
                         memory_order_relaxed);
@@ -773,7 +958,8 @@ int weft_trace_stop(void) {
     return WEFT_ENOTSTARTED;
   }
   atomic_store_explicit(&weft__trace_on, 0, memory_order_relaxed);
-  ts = now();
+  calibrate();
+  ts = to_ns(now());
   for (tb = bufs; tb != NULL; tb = tb->next)
     emit_all(tb, ts);
   fputs("\n]}\n", out);
