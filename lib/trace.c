@@ -19,7 +19,10 @@
  * ~40 ns for clock_gettime() on the hosts we measure, and a message's
  * delivery reads the clock three times), else CLOCK_MONOTONIC
  * nanoseconds. They become nanoseconds when written out, at the ratio of
- * ticks to CLOCK_MONOTONIC_RAW nanoseconds measured since the start. A message's arrow: the sender stamps the message
+ * ticks to CLOCK_MONOTONIC_RAW nanoseconds measured over CALIBRATE_NS at
+ * the start (a few parts in 100,000) and kept for the whole trace, so that
+ * every event of it is converted alike: an arrow's start stays inside the
+ * span it was recorded in. A message's arrow: the sender stamps the message
  * (weft_msg_t.trace) with the time of the post, its track and the trace's
  * epoch; the receiver records one event for the delivery's span that
  * carries the stamp, written out as the arrow's start ("s", on the
@@ -64,6 +67,8 @@ atomic_int weft__trace_on;
 #define QUEUE_EVERY_NS 1000000u
 /* Stamp: 44 bits of time (4.8 hours), 14 of track, 6 of epoch. */
 #define STAMP_TS_BITS 44
+/* How long weft_trace_start() measures the tick rate. */
+#define CALIBRATE_NS 200000u
 #define STAMP_TRACK_MAX 0x3fffu
 #define STAMP_EPOCH_MASK 0x3fu
 
@@ -121,6 +126,7 @@ struct tbuf_s {
   bool named;         /* thread_name written in this trace. */
   int fdepth;
   uint64_t fstack[MAX_DEPTH]; /* Nanoseconds. */
+  uint64_t fmax;      /* The latest time written on the track. */
   char name[64];
 };
 
@@ -148,7 +154,7 @@ static int pid;
  * the writers after their acquire load of it. */
 static _Atomic uint64_t t0; /* Ticks. */
 /* Under `lock`: CLOCK_MONOTONIC_RAW at the start, and nanoseconds per
- * tick (see calibrate). */
+ * tick. */
 static uint64_t raw0;
 static double tick_ns = 1.0;
 /* QUEUE_EVERY_NS in ticks; as `t0`. */
@@ -203,18 +209,6 @@ static uint64_t now(void) {
   uint64_t base = atomic_load_explicit(&t0, memory_order_relaxed);
   uint64_t t = ticks();
   return t > base ? t - base : 0;
-}
-
-/* Under `lock`, before writing events out: nanoseconds per tick over the
- * whole trace so far (both clocks run at fixed rates; the longer the span,
- * the smaller the error a clock read's jitter makes). */
-static void calibrate(void) {
-#ifdef WEFT__TRACE_TSC
-  uint64_t t = now();
-  uint64_t ns = raw_ns() - raw0;
-  if (t > 0 && ns >= 100000)
-    tick_ns = (double)ns / (double)t;
-#endif
 }
 
 static uint64_t to_ns(uint64_t t) {
@@ -338,6 +332,11 @@ static void put_end(tbuf_t* tb, uint64_t ts) {
    * after the begin) falls inside the span. */
   if (ts < b + 2)
     ts = b + 2;
+  /* A span closed at the stop ends no earlier than what came before it on
+   * the track (an inner span's end). */
+  if (ts < tb->fmax)
+    ts = tb->fmax;
+  tb->fmax = ts;
   tb->fdepth--;
   l_head(&l, 'E', tb->track, ts, NULL);
   l_put(&l);
@@ -386,6 +385,8 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
     const rec_t* r = &c->recs[i];
     uint64_t ns = to_ns(r->ts);
     line_t l;
+    if (ns > tb->fmax)
+      tb->fmax = ns;
     switch (c->types[i]) {
       case R_BEGIN:
       case R_DELIVER:
@@ -435,7 +436,6 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
 static void emit(tbuf_t* tb, uint32_t upto) {
   if (out == NULL)
     return;
-  calibrate();
   while (tb->fchunk != tb->last) {
     if (tb->fidx < CHUNK)
       emit_chunk(tb, tb->fchunk, tb->fidx, CHUNK);
@@ -464,7 +464,6 @@ static void retire(tbuf_t* tb) {
   tbuf_t** pp;
   if (tb == NULL)
     return;
-  calibrate();
   emit_all(tb, to_ns(now()));
   for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == tb) {
@@ -554,6 +553,7 @@ static tbuf_t* attach(const char* name) {
     tb->queue_ts = 0;
     tb->named = false;
     tb->fdepth = 0;
+    tb->fmax = 0;
     free_strs(tb);
     if (name != NULL)
       name_thread(tb, name);
@@ -923,13 +923,13 @@ int weft_trace_start(const char* path) {
   atomic_store_explicit(&t0, ticks(), memory_order_relaxed);
 #ifdef WEFT__TRACE_TSC
   {
-    /* A first estimate, good to a few percent, for buffers written out
-     * within the first 100 us. */
+    /* Ticks against nanoseconds while the caller waits (see the top of
+     * the file). */
     uint64_t r1, k1;
     do {
       r1 = raw_ns();
       k1 = ticks();
-    } while (r1 - raw0 < 20000);
+    } while (r1 - raw0 < CALIBRATE_NS);
     tick_ns = (double)(r1 - raw0) /
               (double)(k1 - atomic_load_explicit(&t0, memory_order_relaxed));
   }
@@ -958,7 +958,6 @@ int weft_trace_stop(void) {
     return WEFT_ENOTSTARTED;
   }
   atomic_store_explicit(&weft__trace_on, 0, memory_order_relaxed);
-  calibrate();
   ts = to_ns(now());
   for (tb = bufs; tb != NULL; tb = tb->next)
     emit_all(tb, ts);
