@@ -159,6 +159,11 @@ Test(trace, a_run_with_workers_writes_a_well_formed_trace) {
   cr_assert_geq(tc_count(&t, 'B', "pool task", "tpool"), 3);
   cr_assert_geq(tc_count(&t, 'B', "worker online", "main"), WORKERS);
   cr_assert_geq(tc_count(&t, 'B', "worker exit", "main"), WORKERS);
+  /* Callbacks the loop runs are never inside one another. */
+  cr_assert_eq(tc_nested(&t, "message"), 0);
+  cr_assert_eq(tc_nested(&t, "immediate"), 0);
+  cr_assert_eq(tc_nested(&t, "timeout"), 0);
+  cr_assert_eq(tc_nested(&t, "worker online"), 0);
   /* Markers. */
   cr_assert_eq(tc_count(&t, 'i', "worker spawn", "main"), WORKERS);
   cr_assert_eq(tc_count(&t, 'i', "worker online", "trace-w0"), 1);
@@ -261,4 +266,59 @@ Test(trace, a_stop_and_a_start_inside_a_callback_leave_both_files_whole) {
   tc_free(&t);
   remove(path);
   remove(second_path);
+}
+
+/* A thread that ran a worker while one trace ran runs the next worker (the
+ * thread cache) in the next trace: the new worker gets a track under its
+ * own name. */
+static void alpha_entry(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  cr_assert_eq(weft_set_timeout(loop, 20, w_noop, NULL, NULL), 0);
+}
+
+static void alpha_online(weft_worker_t* w) {
+  (void)w;
+  cr_assert_eq(weft_trace_stop(), 0); /* While alpha still runs. */
+}
+
+static void beta_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  cr_assert_eq(port_post_int(weft_parent_port(), 7), 0);
+  weft_port_close(weft_parent_port());
+}
+
+Test(trace, a_cached_thread_shows_its_next_worker_under_that_name) {
+  char p1[256], p2[256];
+  weft_loop_t* loop;
+  weft_worker_t* w;
+  weft_worker_opts_t opts = {0};
+  tc_trace_t t;
+  trace_path(p1, sizeof(p1), "alpha");
+  trace_path(p2, sizeof(p2), "beta");
+  loop = new_loop();
+  cr_assert_eq(weft_trace_start(p1), 0);
+  opts.name = "alpha";
+  opts.events.online = alpha_online;
+  w = spawn_worker(loop, alpha_entry, &opts);
+  run_loop(loop);
+  weft_worker_free(w);
+  cr_assert_eq(weft_trace_start(p2), 0);
+  opts.name = "beta";
+  opts.events.online = NULL;
+  w = spawn_worker(loop, beta_entry, &opts);
+  run_loop(loop);
+  weft_worker_free(w);
+  free_loop(loop);
+  cr_assert_eq(weft_trace_stop(), 0);
+  load_and_check(p2, &t);
+  cr_assert_eq(tc_tracks_named(&t, "beta", false), 1);
+  cr_assert_eq(tc_tracks_named(&t, "alpha", false), 0);
+  cr_assert_eq(tc_count(&t, 'i', "worker online", "beta"), 1);
+  tc_free(&t);
+  load_and_check(p1, &t);
+  cr_assert_eq(tc_tracks_named(&t, "alpha", false), 1);
+  tc_free(&t);
+  remove(p1);
+  remove(p2);
 }

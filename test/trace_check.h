@@ -387,6 +387,30 @@ static inline int tc_count(const tc_trace_t* t, char ph, const char* name,
   return n;
 }
 
+/* Spans named `name` that begin while another span is open on their track
+ * (a callback the loop runs is never inside another one). */
+static inline int tc_nested(const tc_trace_t* t, const char* name) {
+  size_t i, j;
+  int n = 0;
+  for (i = 0; i < t->n; i++) {
+    const tc_event_t* e = &t->ev[i];
+    int depth = 0;
+    if (e->ph != 'B' || strcmp(e->name, name) != 0)
+      continue;
+    for (j = 0; j < i; j++) {
+      if (t->ev[j].tid != e->tid)
+        continue;
+      if (t->ev[j].ph == 'B')
+        depth++;
+      else if (t->ev[j].ph == 'E')
+        depth--;
+    }
+    if (depth > 0)
+      n++;
+  }
+  return n;
+}
+
 typedef struct {
   long tid;
   double b, e;
