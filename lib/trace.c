@@ -130,6 +130,9 @@ struct tbuf_s {
   char name[64];
 };
 
+/* MAX_CHUNKS, or fewer for tests (weft__trace_max_chunks). */
+static atomic_uint max_chunks = MAX_CHUNKS;
+
 static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t lock;
 static pthread_key_t exit_key;
@@ -641,11 +644,12 @@ static void empty(tbuf_t* tb) {
 static bool make_room(tbuf_t* tb) {
   bool ok = true;
   chunk_t* c = NULL;
+  unsigned max = atomic_load_explicit(&max_chunks, memory_order_relaxed);
   uv_mutex_lock(&lock);
-  if (tb->nchunks < MAX_CHUNKS && pool != NULL)
+  if (tb->nchunks < max && pool != NULL)
     c = chunk_take();
   uv_mutex_unlock(&lock);
-  if (tb->nchunks < MAX_CHUNKS && c == NULL)
+  if (tb->nchunks < max && c == NULL)
     c = chunk_new(); /* Outside the lock: it maps pages. */
   uv_mutex_lock(&lock);
   if (c != NULL) {
@@ -975,6 +979,11 @@ int weft_trace_stop(void) {
                         memory_order_relaxed);
   uv_mutex_unlock(&lock);
   return err;
+}
+
+void weft__trace_max_chunks(unsigned n) {
+  atomic_store_explicit(&max_chunks, n > 0 && n < MAX_CHUNKS ? n : MAX_CHUNKS,
+                        memory_order_relaxed);
 }
 
 int weft_trace_running(void) {
