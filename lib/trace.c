@@ -107,6 +107,7 @@ struct tbuf_s {
   chunk_t* first;     /* Changed under `lock` only. */
   chunk_t* last;      /* Written to; as `first`. */
   uint32_t nchunks;   /* As `first`. */
+  uint32_t cap;       /* Records a chunk takes: CHUNK (tests: fewer). */
   _Atomic uint32_t len; /* In `last`. Writer: release; writer-out:
                          * acquire; reset under `lock`. */
   chunk_t* fchunk;    /* Under `lock`: where writing out goes on. */
@@ -130,8 +131,9 @@ struct tbuf_s {
   char name[64];
 };
 
-/* MAX_CHUNKS, or fewer for tests (weft__trace_max_chunks). */
+/* MAX_CHUNKS and CHUNK, or fewer for tests (weft__trace_limit). */
 static atomic_uint max_chunks = MAX_CHUNKS;
+static atomic_uint chunk_cap = CHUNK;
 
 static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t lock;
@@ -440,8 +442,8 @@ static void emit(tbuf_t* tb, uint32_t upto) {
   if (out == NULL)
     return;
   while (tb->fchunk != tb->last) {
-    if (tb->fidx < CHUNK)
-      emit_chunk(tb, tb->fchunk, tb->fidx, CHUNK);
+    if (tb->fidx < tb->cap)
+      emit_chunk(tb, tb->fchunk, tb->fidx, tb->cap);
     tb->fchunk = tb->fchunk->next;
     tb->fidx = 0;
   }
@@ -542,6 +544,7 @@ static tbuf_t* attach(const char* name) {
       return NULL;
     }
     tb->first->next = NULL;
+    tb->cap = atomic_load_explicit(&chunk_cap, memory_order_relaxed);
     tb->track = next_track++;
     tb->next = bufs;
     bufs = tb;
@@ -662,7 +665,7 @@ static bool make_room(tbuf_t* tb) {
     /* The writer-out's depth stays: the ends of spans open now come in
      * the next part of the buffer. */
     if (tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
-      emit(tb, CHUNK);
+      emit(tb, tb->cap);
     empty(tb);
     ok = out != NULL;
   }
@@ -674,7 +677,7 @@ static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
                    uint64_t a, uint64_t b) {
   uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   rec_t* r;
-  if (n == CHUNK) {
+  if (n == tb->cap) {
     if (!make_room(tb))
       return;
     n = 0;
@@ -981,8 +984,12 @@ int weft_trace_stop(void) {
   return err;
 }
 
-void weft__trace_max_chunks(unsigned n) {
-  atomic_store_explicit(&max_chunks, n > 0 && n < MAX_CHUNKS ? n : MAX_CHUNKS,
+void weft__trace_limit(unsigned chunks, unsigned records) {
+  atomic_store_explicit(&max_chunks,
+                        chunks > 0 && chunks < MAX_CHUNKS ? chunks : MAX_CHUNKS,
+                        memory_order_relaxed);
+  atomic_store_explicit(&chunk_cap,
+                        records > 0 && records < CHUNK ? records : CHUNK,
                         memory_order_relaxed);
 }
 

@@ -48,9 +48,10 @@ void weft__trace_deliver(weft_msg_t* msg);
 void weft__trace_thread_start(const char* name);
 void weft__trace_thread_exit(int code);
 void weft__trace_work_begin(void);
-/* Tests: write a thread's buffer out when it holds `n` chunks of 16,384
- * events instead of 64 (0: 64 again). Thread: any. */
-void weft__trace_max_chunks(unsigned n);
+/* Tests: threads whose buffers are made from now on write them out when
+ * they hold `chunks` chunks (0: 64) of `records` events (0: 16,384).
+ * Thread: any. */
+void weft__trace_limit(unsigned chunks, unsigned records);
 
 /* Start the trace WEFT_TRACE names, once per process (trace.c uses
  * uv_once). Not a tracing hook: called where the first loop is made. */

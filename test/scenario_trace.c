@@ -14,7 +14,7 @@
 #include <weft/weft.h>
 
 #include "support.h"
-#include "trace.h" /* weft__trace_max_chunks() */
+#include "trace.h" /* weft__trace_limit() */
 #include "trace_check.h"
 
 #define WORKERS 3
@@ -120,7 +120,7 @@ int main(void) {
            dir != NULL && dir[0] != '\0' ? dir : "/tmp", (int)getpid());
   /* Buffers written out when one chunk is full: while other threads stop
    * traces. */
-  weft__trace_max_chunks(1);
+  weft__trace_limit(1, 1024);
   CHECK(weft_trace_start(path) == 0, "weft_trace_start");
   loop = new_loop();
   for (i = 0; i < WORKERS; i++) {
