@@ -383,8 +383,9 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
   if (!tb->named && i < upto) {
     tb->named = true;
     put_meta(tb->track, "thread_name", "name", tb->name, 0);
+    /* Main first, then the tracks in the order their threads began. */
     put_meta(tb->track, "thread_sort_index", "sort_index", NULL,
-             (int64_t)tb->track);
+             strcmp(tb->name, "main") == 0 ? 0 : (int64_t)tb->track);
   }
   for (; i < upto; i++) {
     const rec_t* r = &c->recs[i];
@@ -922,7 +923,8 @@ int weft_trace_start(const char* path) {
   out = f;
   out_first = true;
   next_flow = 1;
-  fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[", out);
+  /* No displayTimeUnit: Perfetto would read "ns" as the unit of "ts". */
+  fputs("{\"traceEvents\":[", out);
   l_head(&l, 'M', 0, 0, "process_name");
   l_raw(&l, ",\"args\":{\"name\":\"weft\"}");
   l_put(&l);
