@@ -79,7 +79,10 @@ typedef struct {
   const char* name;
   /* R_BEGIN, R_INSTANT: the detail (a copy in the buffer's strings) or
    * NULL; R_DELIVER: the message's stamp; R_COUNTER: the value. */
-  uint64_t a;
+  union {
+    const char* str;
+    uint64_t u;
+  } a;
   /* R_INSTANT: the code; R_COUNTER: the key (NULL: the thread's name). */
   union {
     int32_t code;
@@ -238,9 +241,9 @@ static void l_raw(line_t* l, const char* s) {
 /* A JSON string, quoted; at most 128 bytes of `s`. */
 static void l_str(line_t* l, const char* s) {
   static const char hex[] = "0123456789abcdef";
-  size_t i;
+  size_t i, k = s != NULL ? strnlen(s, 128) : 0;
   l->b[l->n++] = '"';
-  for (i = 0; s != NULL && s[i] != '\0' && i < 128; i++) {
+  for (i = 0; i < k; i++) {
     unsigned char c = (unsigned char)s[i];
     if (c == '"' || c == '\\') {
       l->b[l->n++] = '\\';
@@ -312,7 +315,7 @@ static void l_head(line_t* l, char ph, uint32_t tid, uint64_t ts,
 
 static void l_put(line_t* l) {
   l->b[l->n++] = '}';
-  fwrite(l->b, 1, l->n, out);
+  (void)fwrite(l->b, 1, l->n, out); /* Errors: ferror() at the stop. */
 }
 
 static void put_meta(uint32_t tid, const char* what, const char* key,
@@ -397,15 +400,15 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
       case R_BEGIN:
       case R_DELIVER:
         l_head(&l, 'B', tb->track, ns, r->name);
-        if (c->types[i] == R_BEGIN && r->a != 0) {
+        if (c->types[i] == R_BEGIN && r->a.str != NULL) {
           l_raw(&l, ",\"args\":{\"detail\":");
-          l_str(&l, (const char*)(uintptr_t)r->a);
+          l_str(&l, r->a.str);
           l_raw(&l, "}");
         }
         l_put(&l);
         push_begin(tb, ns);
         if (c->types[i] == R_DELIVER)
-          put_flow(tb, r->a, ns);
+          put_flow(tb, r->a.u, ns);
         break;
       case R_END:
         if (tb->fdepth > 0) /* Else its begin came before the trace. */
@@ -415,9 +418,9 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         l_head(&l, 'i', tb->track, ns, r->name);
         l_raw(&l, ",\"s\":\"t\",\"args\":{\"code\":");
         l_i64(&l, r->b.code);
-        if (r->a != 0) {
+        if (r->a.str != NULL) {
           l_raw(&l, ",\"detail\":");
-          l_str(&l, (const char*)(uintptr_t)r->a);
+          l_str(&l, r->a.str);
         }
         l_raw(&l, "}");
         l_put(&l);
@@ -427,7 +430,7 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         l_raw(&l, ",\"args\":{");
         l_str(&l, r->b.key != NULL ? r->b.key : tb->name);
         l_raw(&l, ":");
-        l_i64(&l, (int64_t)r->a);
+        l_i64(&l, (int64_t)r->a.u);
         l_raw(&l, "}");
         l_put(&l);
         break;
@@ -506,19 +509,19 @@ static void name_thread(tbuf_t* tb, const char* name) {
   char buf[32] = "";
   long tid = (long)syscall(SYS_gettid);
   if (name != NULL) {
-    snprintf(tb->name, sizeof(tb->name), "%s", name);
+    (void)snprintf(tb->name, sizeof(tb->name), "%s", name);
     return;
   }
   if (tid == (long)pid) {
-    snprintf(tb->name, sizeof(tb->name), "main");
+    (void)snprintf(tb->name, sizeof(tb->name), "main");
     return;
   }
   if (pthread_getname_np(pthread_self(), buf, sizeof(buf)) != 0 ||
       buf[0] == '\0' || strcmp(buf, program_invocation_short_name) == 0 ||
       strncmp(buf, program_invocation_short_name, 15) == 0)
-    snprintf(tb->name, sizeof(tb->name), "thread %ld", tid);
+    (void)snprintf(tb->name, sizeof(tb->name), "thread %ld", tid);
   else
-    snprintf(tb->name, sizeof(tb->name), "%s", buf);
+    (void)snprintf(tb->name, sizeof(tb->name), "%s", buf);
 }
 
 /* The calling thread's buffer for trace `e`, made or reset for it; NULL
@@ -674,27 +677,50 @@ static bool make_room(tbuf_t* tb) {
   return ok;
 }
 
-static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
-                   uint64_t a, uint64_t b) {
+/* The next record of `tb`, to fill and then commit(); NULL when there is
+ * no room. */
+static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
   uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   rec_t* r;
   if (n == tb->cap) {
     if (!make_room(tb))
-      return;
+      return NULL;
     n = 0;
   }
   r = &tb->last->recs[n];
   r->ts = ts;
-  tb->last_ts = ts;
   r->name = name;
-  r->a = a;
-  if (type == R_COUNTER)
-    r->b.key = (const char*)(uintptr_t)b;
-  else
-    r->b.code = (int32_t)b;
   tb->last->types[n] = (uint8_t)type;
+  tb->last_ts = ts;
+  return r;
+}
+
+static void commit(tbuf_t* tb) {
+  uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   /* release: the record is complete before the writer-out reads it. */
   atomic_store_explicit(&tb->len, n + 1, memory_order_release);
+}
+
+/* A record with a string (a detail, or NULL) and a code. */
+static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
+                   const char* str, int32_t code) {
+  rec_t* r = slot(tb, type, ts, name);
+  if (r == NULL)
+    return;
+  r->a.str = str;
+  r->b.code = code;
+  commit(tb);
+}
+
+/* A record with a number (a stamp, a value) and a counter's key. */
+static void record_u(tbuf_t* tb, int type, uint64_t ts, const char* name,
+                     uint64_t u, const char* key) {
+  rec_t* r = slot(tb, type, ts, name);
+  if (r == NULL)
+    return;
+  r->a.u = u;
+  r->b.key = key;
+  commit(tb);
 }
 
 /* A copy of `s` that lives as long as the buffer's records. */
@@ -736,7 +762,7 @@ void weft__trace_begin(const char* name, const char* detail) {
   if (tb == NULL)
     return;
   tb->depth++;
-  record(tb, R_BEGIN, now(), name, (uintptr_t)keep_str(tb, detail), 0);
+  record(tb, R_BEGIN, now(), name, keep_str(tb, detail), 0);
 }
 
 bool weft__trace_begin_if(bool cond, const char* name) {
@@ -744,7 +770,7 @@ bool weft__trace_begin_if(bool cond, const char* name) {
   if (!cond || (tb = cur()) == NULL)
     return false;
   tb->depth++;
-  record(tb, R_BEGIN, now(), name, 0, 0);
+  record(tb, R_BEGIN, now(), name, NULL, 0);
   return true;
 }
 
@@ -753,22 +779,21 @@ void weft__trace_end(void) {
   if (tb == NULL || tb->depth == 0)
     return; /* Its begin came before this trace. */
   tb->depth--;
-  record(tb, R_END, now(), NULL, 0, 0);
+  record(tb, R_END, now(), NULL, NULL, 0);
 }
 
 void weft__trace_instant(const char* name, const char* detail, int code) {
   tbuf_t* tb = cur();
   if (tb == NULL)
     return;
-  record(tb, R_INSTANT, now(), name, (uintptr_t)keep_str(tb, detail),
-         (uint64_t)(uint32_t)code);
+  record(tb, R_INSTANT, now(), name, keep_str(tb, detail), code);
 }
 
 static void counter(const char* name, const char* key, int64_t value) {
   tbuf_t* tb = cur();
   if (tb == NULL)
     return;
-  record(tb, R_COUNTER, now(), name, (uint64_t)value, (uintptr_t)key);
+  record_u(tb, R_COUNTER, now(), name, (uint64_t)value, key);
 }
 
 void weft__trace_counter(const char* name, const char* key, int64_t value) {
@@ -808,7 +833,7 @@ void weft__trace_post(weft_msg_t* msg) {
   t = now();
   if (tb->depth == 0 && !tb->post_open) {
     /* No span around the post: the arrow needs one to start from. */
-    record(tb, R_BEGIN, t, "post", 0, 0);
+    record(tb, R_BEGIN, t, "post", NULL, 0);
     tb->depth++;
     tb->post_open = true;
     t += 8; /* Inside the span, a nanosecond or more after its begin. */
@@ -853,7 +878,7 @@ void weft__trace_deliver(weft_msg_t* msg) {
     return;
   msg->trace = 0;
   tb->depth++;
-  record(tb, R_DELIVER, now(), msg_span_name(msg), stamp, 0);
+  record_u(tb, R_DELIVER, now(), msg_span_name(msg), stamp, NULL);
 }
 
 void weft__trace_thread_start(const char* name) {
@@ -889,7 +914,7 @@ void weft__trace_work_begin(void) {
     char name[32];
     if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
       return;
-    snprintf(name, sizeof(name), "uv threadpool %ld",
+    (void)snprintf(name, sizeof(name), "uv threadpool %ld",
              (long)syscall(SYS_gettid));
     if (attach(tb == NULL ? name : NULL) == NULL)
       return;
@@ -919,12 +944,12 @@ int weft_trace_start(const char* path) {
   }
   out_buf = malloc(1 << 20);
   if (out_buf != NULL)
-    setvbuf(f, out_buf, _IOFBF, 1 << 20);
+    (void)setvbuf(f, out_buf, _IOFBF, 1 << 20);
   out = f;
   out_first = true;
   next_flow = 1;
   /* No displayTimeUnit: Perfetto would read "ns" as the unit of "ts". */
-  fputs("{\"traceEvents\":[", out);
+  (void)fputs("{\"traceEvents\":[", out);
   l_head(&l, 'M', 0, 0, "process_name");
   l_raw(&l, ",\"args\":{\"name\":\"weft\"}");
   l_put(&l);
@@ -970,7 +995,7 @@ int weft_trace_stop(void) {
   ts = to_ns(now());
   for (tb = bufs; tb != NULL; tb = tb->next)
     emit_all(tb, ts);
-  fputs("\n]}\n", out);
+  (void)fputs("\n]}\n", out);
   if (fflush(out) != 0 || ferror(out))
     err = uv_translate_sys_error(errno != 0 ? errno : EIO);
   if (fclose(out) != 0 && err == 0)
@@ -1010,10 +1035,12 @@ static void env_start(void) {
   if (path == NULL || path[0] == '\0')
     return;
   if (weft_trace_start(path) != 0) {
-    fprintf(stderr, "weft: WEFT_TRACE=%s: cannot write the trace\n", path);
+    (void)fprintf(stderr, "weft: WEFT_TRACE=%s: cannot write the trace\n",
+                  path);
     return;
   }
-  atexit(stop_at_exit);
+  if (atexit(stop_at_exit) != 0)
+    (void)weft_trace_stop(); /* No way to finish it at exit. */
 }
 
 void weft__trace_env(void) {
