@@ -300,8 +300,9 @@ struct weft_msg_s {
   weft__owned_t owned; /* Valid when `has_owned`. */
   size_t need;         /* Valid when `scanned`: bytes decoding allocates. */
   weft__route_t route; /* Valid when `routed`. */
-  /* Set by a post while a trace runs (trace.c): when, from which track;
-   * 0: none. Read and cleared at delivery. */
+  /* Set by a post while a trace runs (trace.c): when, from which track,
+   * for messages whose payload leaves no room for it in `inline_buf`.
+   * Never cleared: trace.c checks it. */
   uint64_t trace;
 };
 

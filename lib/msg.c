@@ -20,7 +20,6 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
   m->routed = false;
   m->tag = 0;
   m->aux = 0;
-  m->trace = 0;
   m->nxfer = 0;
   m->code = 0;
   m->capxfer = 0;
