@@ -151,6 +151,10 @@ static _Thread_local __attribute__((tls_model("initial-exec"))) tbuf_t* tl;
 #else
 static _Thread_local tbuf_t* tl;
 #endif
+/* The trace in which the thread's worker exited (its track is complete:
+ * the exit message it posts then is not recorded), until the thread starts
+ * the next worker; 0: none. */
+static _Thread_local unsigned tl_done;
 
 /* Under `lock`. */
 static FILE* out;
@@ -586,6 +590,9 @@ static tbuf_t* cur(void) {
   if (tb != NULL &&
       tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
     return tb;
+  if (tl_done != 0 &&
+      tl_done == atomic_load_explicit(&epoch, memory_order_relaxed))
+    return NULL;
   return attach(NULL);
 }
 
@@ -909,6 +916,7 @@ void weft__trace_deliver(weft_msg_t* msg) {
 }
 
 void weft__trace_thread_start(const char* name) {
+  tl_done = 0;
   if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
     return;
   if (tl != NULL) {
@@ -927,6 +935,7 @@ void weft__trace_thread_exit(int code) {
   if (tb == NULL)
     return;
   weft__trace_instant("worker exit", NULL, code);
+  tl_done = tb->epoch;
   uv_mutex_lock(&lock);
   retire(tb);
   uv_mutex_unlock(&lock);

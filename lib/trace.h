@@ -129,7 +129,9 @@ void weft__trace_limit(unsigned chunks, unsigned records);
   } while (0)
 
 /* A worker thread begins a new track named `name` (a cached thread runs
- * one worker after another); at its exit it marks it and writes it out. */
+ * one worker after another); at its exit, before it tells its owner, it
+ * marks the exit and writes the track out (the thread records nothing more
+ * until its next THREAD_START). */
 #define WEFT__TRACE_THREAD_START(name)     \
   do {                                     \
     if (WEFT__TRACING())                   \

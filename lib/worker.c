@@ -541,8 +541,8 @@ done:
   uv_mutex_unlock(&w->lock);
   /* A handle freed while this ran released its port: the exit message then
    * waits in a core no loop reads and goes with it. */
-  weft__port_enqueue_core(w->post_core, exit_msg);
   WEFT__TRACE_THREAD_EXIT(code);
+  weft__port_enqueue_core(w->post_core, exit_msg);
   worker_unref(w);
 }
 

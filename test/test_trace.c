@@ -312,9 +312,11 @@ Test(trace, a_cached_thread_shows_its_next_worker_under_that_name) {
   free_loop(loop);
   cr_assert_eq(weft_trace_stop(), 0);
   load_and_check(p2, &t);
+  /* (alpha's thread may still record its own exit into this trace: its
+   * exit message reaches main before the thread's last event.) */
   cr_assert_eq(tc_tracks_named(&t, "beta", false), 1);
-  cr_assert_eq(tc_tracks_named(&t, "alpha", false), 0);
   cr_assert_eq(tc_count(&t, 'i', "worker online", "beta"), 1);
+  cr_assert_eq(tc_count(&t, 'i', "worker online", "alpha"), 0);
   tc_free(&t);
   load_and_check(p1, &t);
   cr_assert_eq(tc_tracks_named(&t, "alpha", false), 1);
