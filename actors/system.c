@@ -45,6 +45,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "trace.h"
 
 static _Thread_local weft__sched_t* tl_sched;
 
@@ -164,7 +165,9 @@ static int drain_run(weft_loop_t* loop, weft__ready_t* r) {
     weft_actor_t* a = ring_take(s);
     if (a == NULL)
       break;
+    WEFT__TRACE_BEGIN("actor turn");
     n += weft__actor_run(loop, &a->ready);
+    WEFT__TRACE_END();
     if (weft__loop_stopping(loop) || weft__loop_closing(loop))
       break;
   }

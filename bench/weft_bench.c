@@ -1,7 +1,7 @@
 /* weft_bench.c - weft side of the weft vs Node.js benchmark: the same
  * workloads as bench/node/bench.js, through weft's public API only.
  *
- *   weft_bench <pingpong|call|throughput|fanin|fanout|copy1m|transfer|atomics|spawn|idle|tick|cpurate> [N]
+ *   weft_bench <pingpong|call|throughput|fanin|fanout|copy1m|transfer|atomics|spawn|idle|tick|cpurate|trace> [N]
  *   weft_bench <pool|offload> [N]      (node: bench/node/pool.js)
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
@@ -50,8 +50,11 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static bool quiet; /* "trace": its runs print only the summary. */
+
 static void result(const char* metric, double value, const char* unit) {
   double a = value < 0 ? -value : value;
+  if (quiet) return;
   if (a >= 100)
     printf("RESULT %s %.1f %s\n", metric, value, unit);
   else
@@ -309,6 +312,7 @@ static void count_entry(weft_loop_t* loop, void* arg) {
 static struct {
   uint64_t n;
   double t0;
+  double rate; /* The result, for "trace". */
 } tp;
 
 static void tp_on_online(weft_worker_t* w) {
@@ -322,6 +326,7 @@ static void tp_on_message(weft_worker_t* w, weft_msg_t* msg) {
   double dt = now_s() - tp.t0;
   uint64_t sum = obj_uint(weft_msg_object(msg));
   if (sum != tp.n * (tp.n - 1) / 2) DIE("throughput: wrong sum %" PRIu64, sum);
+  tp.rate = (double)tp.n / dt;
   result("throughput", (double)tp.n / dt, "msgs/s");
 }
 
@@ -1164,6 +1169,49 @@ static bool pool_workload(int argc, char** argv) {
   return false;
 }
 
+/* --- trace: what a running trace costs --------------------------------
+ * pingpong (N/10 round trips) and throughput (N messages) without a trace,
+ * then with one (weft_trace_start() to a file in $TMPDIR, stopped after
+ * each run, so that writing the file is not timed), three times in turn;
+ * the best of each, and the first traced throughput run apart (its trace
+ * buffers are fresh memory; later runs reuse them). The ratios say how many times slower the traced run
+ * was (docs/trace.md: the aim is at most 1.1). */
+
+static void bench_trace(uint64_t n) {
+  char path[256];
+  const char* dir = getenv("TMPDIR");
+  double rtt[2] = {1e30, 1e30}, rate[2] = {0, 0}, first = 0;
+  snprintf(path, sizeof path, "%s/weft_bench_trace.%d.json",
+           dir != NULL && dir[0] != '\0' ? dir : "/tmp", (int)getpid());
+  quiet = true;
+  for (int round = 0; round < 3; round++) {
+    for (int on = 0; on < 2; on++) {
+      pp.got = 0;
+      if (on) CHECK(weft_trace_start(path));
+      bench_pingpong(n / 10);
+      if (on) CHECK(weft_trace_stop());
+      if (pp.rtt_us < rtt[on]) rtt[on] = pp.rtt_us;
+      tp_worker.seen = tp_worker.sum = 0;
+      if (on) CHECK(weft_trace_start(path));
+      bench_throughput(n);
+      if (on) CHECK(weft_trace_stop());
+      if (tp.rate > rate[on]) rate[on] = tp.rate;
+      if (on && round == 0) first = tp.rate;
+    }
+  }
+  remove(path);
+  quiet = false;
+  result("trace.pingpong.off", rtt[0], "us");
+  result("trace.pingpong.on", rtt[1], "us");
+  result("trace.pingpong.ratio", rtt[1] / rtt[0], "x");
+  result("trace.throughput.off", rate[0], "msgs/s");
+  result("trace.throughput.on", rate[1], "msgs/s");
+  result("trace.throughput.ratio", rate[0] / rate[1], "x");
+  /* The first traced run writes to fresh memory (docs/trace.md). */
+  result("trace.throughput.on.first", first, "msgs/s");
+  result("trace.throughput.ratio.first", rate[0] / first, "x");
+}
+
 /* --- main --------------------------------------------------------------- */
 
 static const struct {
@@ -1183,6 +1231,7 @@ static const struct {
     {"idle", bench_idle, 8},
     {"tick", bench_tick, 8},
     {"cpurate", bench_cpurate, 1},
+    {"trace", bench_trace, 300000},
 };
 
 int main(int argc, char** argv) {

@@ -1,6 +1,6 @@
 /* internal.h - what lib/ files share with each other; never installed.
  *
- * Layers, bottom up: failpoint, errors, heap, loop, buffer, shared, msg,
+ * Layers, bottom up: failpoint, trace, errors, heap, loop, buffer, shared, msg,
  * port, worker_thread, worker, broadcast, format, cluster, request,
  * histogram, pool, pool_parallel (transport/ below them all). A file calls only
  * files below it; a lower one reports upward through a callback
@@ -303,6 +303,10 @@ struct weft_msg_s {
   weft__owned_t owned; /* Valid when `has_owned`. */
   size_t need;         /* Valid when `scanned`: bytes decoding allocates. */
   weft__route_t route; /* Valid when `routed`. */
+  /* Set by a post while a trace runs (trace.c): when, from which track,
+   * for messages whose payload leaves no room for it in `inline_buf`.
+   * Never cleared: trace.c checks it. */
+  uint64_t trace;
 };
 
 /* Deepest nesting of containers a message may have: msgpack-c's unpacker

@@ -8,6 +8,7 @@
 
 #include "futex.h"
 #include "internal.h"
+#include "trace.h"
 
 /* How a loop waits for cross-thread messages once it has nothing to do:
  * first it spins on its ready queue with a pause instruction (an answer
@@ -223,6 +224,7 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
+  WEFT__TRACE_ENV();
   if (current_loop != NULL)
     return WEFT_EBUSY;
   /* Other threads push onto the loop's ready queue: it lives in the
@@ -527,9 +529,11 @@ static bool stop_asked(weft_loop_t* loop) {
 
 void weft__loop_after_callback(weft_loop_t* loop) {
   task_t t;
+  bool traced;
   if (loop->draining)
     return; /* A task called weft_loop_drain(): the outer drain goes on. */
   loop->draining = true;
+  traced = WEFT__TRACE_BEGIN_IF(loop->ticks.len + loop->micro.len > 0, "ticks");
   /* Node: all next-ticks, then all microtasks (those queued by microtasks
    * included), and again while a microtask queued a next-tick. A stop
    * request (terminate) cuts the drain between two callbacks, as Node's
@@ -541,6 +545,7 @@ void weft__loop_after_callback(weft_loop_t* loop) {
     while (!stop_asked(loop) && ring_pop(&loop->micro, &t))
       t.cb(loop, t.arg);
   }
+  WEFT__TRACE_END_IF(traced);
   loop->draining = false;
 }
 
@@ -616,8 +621,10 @@ static void timer_cb(uv_timer_t* h) {
   if (loop->closing)
     return;
   loop->depth++;
+  WEFT__TRACE_BEGIN(t->kind == TIMER_INTERVAL ? "interval" : "timeout");
   cb(loop, arg);
   weft__loop_after_callback(loop);
+  WEFT__TRACE_END();
   loop->depth--;
 }
 
@@ -777,8 +784,10 @@ static void run_immediates(weft_loop_t* loop) {
     imm_unlink(loop, t);
     release_slot(loop, t->id);
     weft__local_free(t);
+    WEFT__TRACE_BEGIN("immediate");
     cb(loop, arg);
     weft__loop_after_callback(loop);
+    WEFT__TRACE_END();
   }
 }
 
@@ -786,7 +795,9 @@ static void run_immediates(weft_loop_t* loop) {
 
 static void work_run(uv_work_t* req) {
   work_t* w = req->data;
+  WEFT__TRACE_WORK_BEGIN();
   w->work(w->arg);
+  WEFT__TRACE_END();
 }
 
 static void work_after(uv_work_t* req, int status) {
@@ -801,9 +812,11 @@ static void work_after(uv_work_t* req, int status) {
   if (loop->closing && status == 0)
     status = WEFT_ECANCELED;
   loop->depth++;
+  WEFT__TRACE_BEGIN("after work");
   after(loop, arg, status == UV_ECANCELED ? WEFT_ECANCELED : status);
   if (!loop->closing)
     weft__loop_after_callback(loop);
+  WEFT__TRACE_END();
   loop->depth--;
 }
 
@@ -870,9 +883,11 @@ static int posted_task_run(weft_loop_t* loop, weft__ready_t* r) {
   weft__xfree(p);
   /* During teardown the task still runs: posted tasks are weft's own
    * completions (async waits, exits) that must release what they hold. */
+  WEFT__TRACE_BEGIN("task");
   cb(loop, arg);
   if (!loop->closing)
     weft__loop_after_callback(loop);
+  WEFT__TRACE_END();
   return 1;
 }
 

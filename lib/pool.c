@@ -35,6 +35,7 @@
 #include "futex.h"
 #include "histogram.h"
 #include "internal.h"
+#include "trace.h"
 #include "pool_internal.h"
 
 /* Tasks one drain runs before it gives the worker's loop a turn (its
@@ -278,6 +279,7 @@ static void queue_unlink(weft_pool_t* pool, weft_task_t* t) {
   t->next = t->prev = NULL;
   t->where = AT_NONE;
   pool->queued--;
+  WEFT__TRACE_COUNTER("pool queue", "tasks", pool->queued);
 }
 
 /* Pool lock held. */
@@ -624,7 +626,9 @@ static void run_task(pworker_t* pw, weft_task_t* t) {
       weft__msg_start_packer(t->out);
   }
   if (rc == 0) {
+    WEFT__TRACE_BEGIN_DETAIL("pool task", t->entry->name);
     rc = t->entry->fn(&t->ctx, t->arg, t->out);
+    WEFT__TRACE_END();
     if (rc == WEFT_TASK_PENDING) {
       t->pending = true;
       if (zone != NULL) {
@@ -1240,6 +1244,7 @@ static int submit(weft_pool_t* pool,
     pool->qhead = t;
   pool->qtail = t;
   pool->queued++;
+  WEFT__TRACE_COUNTER("pool queue", "tasks", pool->queued);
   if (pool->avail != NULL) {
     pworker_t* pw = pool->avail;
     avail_remove(pool, pw);

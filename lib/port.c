@@ -56,6 +56,7 @@
 #include "futex.h"
 #include "internal.h"
 #include "mbox.h"
+#include "trace.h"
 
 /* `scheduled` doubles as a futex word (see unpark()). */
 _Static_assert(sizeof(atomic_int) == sizeof(uint32_t), "futex word");
@@ -283,6 +284,10 @@ static void transit_leave(weft_msg_t* m) {
  * then need not), and INLINE_COUNTED when it counts in the port's backlog. */
 #define INLINE_COUNTED 0x80000000u
 #define INLINE_SCANNED 0x40000000u
+/* A trace's stamp (the start of the post's arrow: lib/trace.c) rides in
+ * the slot's last 8 bytes, after a payload of at most INLINE_STAMP_AT. */
+#define INLINE_STAMPED 0x20000000u
+#define INLINE_STAMP_AT (WEFT__MBOX_INLINE - 8)
 #define INLINE_LEN(w) ((w)&0xffu)
 #define INLINE_NEED(w) (((w) >> 8) & 0xffffu)
 _Static_assert(WEFT__MBOX_INLINE <= 0xff && 24 * WEFT__MBOX_INLINE <= 0xffff,
@@ -324,6 +329,11 @@ static weft_msg_t* pop_msg(pcore_t* p) {
     if (it.len & INLINE_SCANNED) { /* Walked at the sender (or a scalar). */
       m->scanned = true;
       m->need = INLINE_NEED(it.len);
+    }
+    if (it.len & INLINE_STAMPED) {
+      uint64_t stamp;
+      memcpy(&stamp, it.data + INLINE_STAMP_AT, sizeof(stamp));
+      weft__trace_restamp(m, stamp);
     }
     if (it.len & INLINE_COUNTED)
       atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES,
@@ -613,8 +623,10 @@ static void enqueue(pcore_t* p, weft_msg_t* msg) {
     schedule(p);
     return;
   }
+  WEFT__TRACE_POST(msg);
   weft__mbox_push_node(&p->mb, &msg->node);
   schedule(p);
+  WEFT__TRACE_POSTED();
   if (atomic_load_explicit(&p->released, memory_order_seq_cst))
     drain_released(p);
 }
@@ -1005,6 +1017,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     return 1;
   }
   p->in_run = true;
+  WEFT__TRACE_QUEUE(weft__mbox_length(&p->mb));
   /* `scheduled` stays QUEUED while we drain, so producers only push. Hooked
    * ports go on after 'close': a worker's exit follows it. core_loop()
    * first: once the port moved (a handler may transfer it), its other
@@ -1019,7 +1032,9 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
       break; /* Out of memory: the next run tries again. */
     }
     n++;
+    WEFT__TRACE_DELIVER(m);
     dispatch(loop, p, m);
+    WEFT__TRACE_END();
   }
   if (core_loop(p) != loop) {
     /* Moved away inside the drain; detach() released `scheduled`. */
@@ -1085,7 +1100,20 @@ static int post_inline(pcore_t* p, const void* bytes, size_t len,
                        uint32_t meta) {
   pcore_t* y = p->peer;
   size_t limit = atomic_load_explicit(&y->qlimit, memory_order_relaxed);
-  uint32_t flag = meta;
+  uint32_t flag = meta | (uint32_t)len;
+  unsigned char stamped[WEFT__MBOX_INLINE];
+  size_t copy = len;
+  if (WEFT__TRACING()) {
+    uint64_t stamp;
+    if (len > INLINE_STAMP_AT)
+      return -1; /* No room for the stamp: the message path has one. */
+    stamp = weft__trace_stamp();
+    memcpy(stamped, bytes, len);
+    memcpy(stamped + INLINE_STAMP_AT, &stamp, sizeof(stamp));
+    bytes = stamped;
+    copy = WEFT__MBOX_INLINE;
+    flag |= INLINE_STAMPED;
+  }
   if (limit != 0) {
     if (!backlog_admit_bytes(y, limit, INLINE_BYTES)) {
       schedule(y); /* The owner breaches (see backlog_admit). */
@@ -1093,13 +1121,17 @@ static int post_inline(pcore_t* p, const void* bytes, size_t len,
     }
     flag |= INLINE_COUNTED;
   }
-  if (weft__mbox_push_inline(&y->mb, bytes, (uint32_t)len, flag) != 0) {
+  if (weft__mbox_push_inline(&y->mb, bytes, (uint32_t)copy, flag) != 0) {
     if (flag & INLINE_COUNTED)
       atomic_fetch_sub_explicit(&y->queued, INLINE_BYTES,
                                 memory_order_relaxed);
+    if (flag & INLINE_STAMPED)
+      WEFT__TRACE_POSTED();
     return -1;
   }
   schedule(y);
+  if (flag & INLINE_STAMPED)
+    WEFT__TRACE_POSTED();
   if (atomic_load_explicit(&y->released, memory_order_seq_cst))
     drain_released(y);
   return 0;

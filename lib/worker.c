@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "trace.h"
 
 typedef struct env_entry_s {
   struct env_entry_s* next;
@@ -403,6 +404,7 @@ static void worker_main(void* arg) {
   int err;
 
   pthread_setname_np(pthread_self(), w->name);
+  WEFT__TRACE_THREAD_START(w->name);
   if (w->has_data_msg) {
     /* The spawner commits the message's transfers right after it started
      * this thread (weft_worker_spawn); a few microseconds. */
@@ -465,10 +467,13 @@ static void worker_main(void* arg) {
   if (atomic_load_explicit(&w->stop, memory_order_acquire))
     weft__loop_request_stop(loop);
 
+  WEFT__TRACE_INSTANT("worker online", w->name, 0);
   weft__port_enqueue_core(w->post_core, w->online_msg);
   w->online_msg = NULL;
   if (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+    WEFT__TRACE_BEGIN("worker entry");
     w->entry(loop, w->arg);
+    WEFT__TRACE_END();
     if (!atomic_load_explicit(&w->stop, memory_order_acquire))
       weft_loop_run(loop);
   }
@@ -536,6 +541,7 @@ done:
   uv_mutex_unlock(&w->lock);
   /* A handle freed while this ran released its port: the exit message then
    * waits in a core no loop reads and goes with it. */
+  WEFT__TRACE_THREAD_EXIT(code);
   weft__port_enqueue_core(w->post_core, exit_msg);
   worker_unref(w);
 }
@@ -862,6 +868,7 @@ static int spawn_start(weft_worker_t* w, weft_loop_t* owner) {
     w->port = NULL;
     return err;
   }
+  WEFT__TRACE_INSTANT("worker spawn", w->name, (int)w->thread_id);
   weft__loop_handles(owner, 1);
   weft__loop_track(owner, &w->tracked);
   update_keepalive(w);

@@ -86,7 +86,7 @@ static void push(weft__mbox_t* q, uint32_t who, uint64_t seq, bool inl) {
     unsigned char b[12];
     memcpy(b, &who, 4);
     memcpy(b + 4, &seq, 8);
-    if (weft__mbox_push_inline(q, b, 12, (uint32_t)(seq & 1) << 31) == 0)
+    if (weft__mbox_push_inline(q, b, 12, 12 | (uint32_t)(seq & 1) << 31) == 0)
       return;
   }
   item_t* x = malloc(sizeof(*x));
@@ -134,7 +134,7 @@ static void one_thread(void) {
       CHECK(cut - want <= 4 * WEFT__MBOX_SLOTS, "inline never refused");
       memcpy(b, &zero, 4);
       memcpy(b + 4, &cut, 8);
-      if (weft__mbox_push_inline(&q, b, 12, 0) != 0)
+      if (weft__mbox_push_inline(&q, b, 12, 12) != 0)
         break;
       cut++;
     }
@@ -144,7 +144,7 @@ static void one_thread(void) {
     atomic_store(&fail_mode, 0);
     /* `over` holds some: later pushes, inline asked or not, follow them
      * (memory is back, but the slots would pass them). */
-    CHECK(weft__mbox_push_inline(&q, b, 4, 0) == -1,
+    CHECK(weft__mbox_push_inline(&q, b, 4, 4) == -1,
           "inline refused while over holds messages");
     for (i = 5; i < 9; i++)
       push(&q, 0, cut + i, true);

@@ -144,18 +144,19 @@ static inline weft__mbox_slot_t* weft__mbox_claim_(weft__mbox_t* q) {
   }
 }
 
-/* Push `len` (<= WEFT__MBOX_INLINE) bytes inline; `flag` (bit 31 or 0) is
- * returned with them. 0, or -1: push a node instead. Thread: any. */
+/* Push `len` (<= WEFT__MBOX_INLINE) bytes inline, with `word` (the
+ * caller's: its length and flags) returned with them. 0, or -1: push a
+ * node instead. Thread: any. */
 static inline int weft__mbox_push_inline(weft__mbox_t* q,
                                          const void* bytes,
                                          uint32_t len,
-                                         uint32_t flag) {
+                                         uint32_t word) {
   weft__mbox_slot_t* slot;
   atomic_fetch_add_explicit(&q->inflight, 1, memory_order_seq_cst);
   slot = weft__mbox_claim_(q);
   if (slot != NULL) {
     memcpy(slot->data, bytes, len);
-    slot->len = len | flag;
+    slot->len = word;
     /* release: the bytes before the word the consumer acquires. */
     atomic_store_explicit(&slot->word, WEFT__MBOX_INL, memory_order_release);
   }
@@ -181,6 +182,14 @@ static inline void weft__mbox_push_node(weft__mbox_t* q,
     (void)weft__mpscs_push(&q->over, n);
   }
   atomic_fetch_sub_explicit(&q->inflight, 1, memory_order_release);
+}
+
+/* Items pushed and not yet taken (half-done pushes included): for a
+ * trace's counter. Thread: consumer. */
+static inline int64_t weft__mbox_length(weft__mbox_t* q) {
+  return (int64_t)(atomic_load_explicit(&q->tail, memory_order_relaxed) -
+                   q->head) +
+         (int64_t)atomic_load_explicit(&q->nover, memory_order_relaxed);
 }
 
 /* True when everything pushed was taken, counting half-done pushes as

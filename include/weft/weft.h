@@ -23,6 +23,7 @@ extern "C" {
 #include "weft/cluster.h"
 #include "weft/actor.h"
 #include "weft/supervisor.h"
+#include "weft/trace.h"
 
 #ifdef __cplusplus
 }

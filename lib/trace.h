@@ -1,0 +1,161 @@
+/* trace.h - the hooks other lib/ (and actors/) files put where something
+ * happens that a trace shows (include/weft/trace.h; docs/trace.md).
+ *
+ * While no trace runs, every hook is one branch on `weft__trace_on`, a
+ * relaxed load the compiler is told is unlikely to be set; the work is out
+ * of line in trace.c. Spans: a BEGIN hook and an END hook in the same
+ * function, around the callback. A trace started or stopped between the two
+ * is safe: trace.c drops an END whose BEGIN it did not record and closes at
+ * the stop a span left open.
+ *
+ * Names (`name`) are string literals: trace.c keeps the pointer until the
+ * trace is written. `detail` strings are copied. */
+#ifndef WEFT_LIB_TRACE_H
+#define WEFT_LIB_TRACE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mpsc.h"
+#include "weft/common.h"
+
+/* Set while a trace runs. relaxed: a hook that sees it late or early only
+ * records one event more or less; trace.c orders its own state. */
+extern atomic_int weft__trace_on;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define WEFT__UNLIKELY(x) (x)
+#endif
+
+#define WEFT__TRACING() \
+  WEFT__UNLIKELY(atomic_load_explicit(&weft__trace_on, memory_order_relaxed))
+
+/* Out of line: only called while tracing. Thread: any (each records on the
+ * calling thread's track). */
+void weft__trace_env(void);
+void weft__trace_begin(const char* name, const char* detail);
+bool weft__trace_begin_if(bool cond, const char* name);
+void weft__trace_end(void);
+void weft__trace_instant(const char* name, const char* detail, int code);
+void weft__trace_counter(const char* name, const char* key, int64_t value);
+void weft__trace_queue(int64_t count);
+void weft__trace_post(weft_msg_t* msg);
+/* For a post that carries no message (a port's inline slot): the stamp
+ * weft__trace_post() would write (0: none), and the call that puts one on
+ * the message the receiver makes of the slot. End the post with
+ * WEFT__TRACE_POSTED() as for a message. */
+uint64_t weft__trace_stamp(void);
+void weft__trace_restamp(weft_msg_t* msg, uint64_t stamp);
+void weft__trace_posted(void);
+void weft__trace_deliver(weft_msg_t* msg);
+void weft__trace_thread_start(const char* name);
+void weft__trace_thread_exit(int code);
+void weft__trace_work_begin(void);
+/* Tests: threads whose buffers are made from now on write them out when
+ * they hold `chunks` chunks (0: 64) of `records` events (0: 16,384).
+ * Thread: any. */
+void weft__trace_limit(unsigned chunks, unsigned records);
+
+/* Start the trace WEFT_TRACE names, once per process (trace.c uses
+ * uv_once). Not a tracing hook: called where the first loop is made. */
+#define WEFT__TRACE_ENV() weft__trace_env()
+
+/* A span on the calling thread, around one callback. */
+#define WEFT__TRACE_BEGIN(name)         \
+  do {                                  \
+    if (WEFT__TRACING())                \
+      weft__trace_begin((name), NULL);  \
+  } while (0)
+#define WEFT__TRACE_BEGIN_DETAIL(name, detail) \
+  do {                                         \
+    if (WEFT__TRACING())                       \
+      weft__trace_begin((name), (detail));     \
+  } while (0)
+#define WEFT__TRACE_END()  \
+  do {                     \
+    if (WEFT__TRACING())   \
+      weft__trace_end();   \
+  } while (0)
+/* A span that only some calls have (a batch that may be empty): true when
+ * it began; end it with WEFT__TRACE_END_IF(that). */
+#define WEFT__TRACE_BEGIN_IF(cond, name) \
+  (WEFT__TRACING() && weft__trace_begin_if((cond), (name)))
+#define WEFT__TRACE_END_IF(began) \
+  do {                            \
+    if (WEFT__UNLIKELY(began))    \
+      weft__trace_end();          \
+  } while (0)
+
+/* An instant marker (worker spawn, online, exit), with a detail string
+ * (copied; may be NULL) and a code. */
+#define WEFT__TRACE_INSTANT(name, detail, code)       \
+  do {                                                \
+    if (WEFT__TRACING())                              \
+      weft__trace_instant((name), (detail), (code));  \
+  } while (0)
+
+/* A counter sample: series `key` (a literal) of counter `name`. */
+#define WEFT__TRACE_COUNTER(name, key, value)                \
+  do {                                                       \
+    if (WEFT__TRACING())                                     \
+      weft__trace_counter((name), (key), (int64_t)(value));  \
+  } while (0)
+
+/* The messages waiting in a mailbox (`count`, evaluated only when
+ * tracing: consumer only), as a counter. */
+#define WEFT__TRACE_QUEUE(count)   \
+  do {                             \
+    if (WEFT__TRACING())           \
+      weft__trace_queue((count));  \
+  } while (0)
+
+/* Around the push of a message: POST stamps it with the time and the
+ * sender's track (the start of its arrow; a post outside any span gets a
+ * "post" span of its own), POSTED ends that span. */
+#define WEFT__TRACE_POST(msg)    \
+  do {                           \
+    if (WEFT__TRACING())         \
+      weft__trace_post((msg));   \
+  } while (0)
+#define WEFT__TRACE_POSTED()   \
+  do {                         \
+    if (WEFT__TRACING())       \
+      weft__trace_posted();    \
+  } while (0)
+
+/* Begin the span of a message's delivery (named after its kind) with the
+ * arrow from its post; end it with WEFT__TRACE_END(). Reads `msg` only
+ * here, before the callback may free it. */
+#define WEFT__TRACE_DELIVER(msg)   \
+  do {                             \
+    if (WEFT__TRACING())           \
+      weft__trace_deliver((msg));  \
+  } while (0)
+
+/* A worker thread begins a new track named `name` (a cached thread runs
+ * one worker after another); at its exit, before it tells its owner, it
+ * marks the exit and writes the track out (the thread records nothing more
+ * until its next THREAD_START). */
+#define WEFT__TRACE_THREAD_START(name)     \
+  do {                                     \
+    if (WEFT__TRACING())                   \
+      weft__trace_thread_start((name));    \
+  } while (0)
+#define WEFT__TRACE_THREAD_EXIT(code)      \
+  do {                                     \
+    if (WEFT__TRACING())                   \
+      weft__trace_thread_exit((code));     \
+  } while (0)
+
+/* weft_queue_work()'s work on a libuv threadpool thread: a "work" span on
+ * that thread's track (named "uv threadpool"); END as above. */
+#define WEFT__TRACE_WORK_BEGIN()   \
+  do {                             \
+    if (WEFT__TRACING())           \
+      weft__trace_work_begin();    \
+  } while (0)
+
+#endif /* WEFT_LIB_TRACE_H */

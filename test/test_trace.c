@@ -1,0 +1,326 @@
+/* test_trace.c - the timeline trace (include/weft/trace.h, docs/trace.md):
+ * a run with workers, messages, timers, immediates, next-ticks, libuv
+ * threadpool work and pool tasks writes a file that parses as JSON, has one
+ * named track per thread that ran, closed and nested spans, and arrows whose
+ * two ends pair up (test/trace_check.h); the API's error codes; WEFT_TRACE;
+ * a stop and a start inside a callback. */
+#include <criterion/criterion.h>
+#include <stdint.h>
+
+#include <weft/weft.h>
+
+#include "support.h"
+#include "trace_check.h"
+
+TestSuite(trace, .timeout = 60);
+
+#define WORKERS 2
+#define MSGS 20
+
+static void trace_path(char* buf, size_t cap, const char* tag) {
+  const char* dir = getenv("TMPDIR");
+  snprintf(buf, cap, "%s/weft_test_trace_%s_%d.json",
+           dir != NULL && dir[0] != '\0' ? dir : "/tmp", tag, (int)getpid());
+}
+
+static void load_and_check(const char* path, tc_trace_t* t) {
+  size_t nflows = 0;
+  cr_assert(tc_load(path, t), "%s: %s", path, t->err);
+  cr_assert(tc_check(t, &nflows), "%s: %s", path, t->err);
+}
+
+/* --- worker side ---------------------------------------------------------- */
+
+static void w_noop(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+}
+
+static void w_work(void* arg) {
+  (void)arg;
+  sleep_ms(1);
+}
+
+static void w_after(weft_loop_t* loop, void* arg, int status) {
+  (void)loop;
+  (void)arg;
+  (void)status;
+}
+
+static void w_on_message(weft_port_t* port, weft_msg_t* msg) {
+  int64_t v = msg_int(msg);
+  if (v < 0) {
+    weft_port_close(port); /* The worker ends when its loop is empty. */
+    return;
+  }
+  weft_next_tick(weft_loop_current(), w_noop, NULL);
+  cr_assert_eq(port_post_int(port, v), 0);
+}
+
+static void w_entry(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  cr_assert_eq(weft_port_on_message(weft_parent_port(), w_on_message), 0);
+  cr_assert_eq(weft_set_timeout(loop, 1, w_noop, NULL, NULL), 0);
+  cr_assert_eq(weft_set_immediate(loop, w_noop, NULL, NULL), 0);
+  cr_assert_eq(weft_queue_work(loop, w_work, w_after, NULL), 0);
+}
+
+/* --- main side ------------------------------------------------------------ */
+
+static weft_worker_t* workers[WORKERS];
+static int replies[WORKERS];
+static int pool_done;
+
+static void post_int(weft_worker_t* w, int64_t v) {
+  packed_t p = packed_int(v);
+  cr_assert_eq(weft_worker_post(w, p.data, p.len), 0);
+}
+
+static void m_on_message(weft_worker_t* w, weft_msg_t* msg) {
+  int i = w == workers[0] ? 0 : 1;
+  (void)msg;
+  if (++replies[i] == MSGS)
+    post_int(w, -1);
+}
+
+static int task_twice(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* res) {
+  (void)ctx;
+  return msgpack_pack_int64(weft_msg_packer(res), msg_int(arg) * 2) == 0
+             ? 0
+             : WEFT_ENOMEM;
+}
+
+static void pool_cb(void* ctx, int status, weft_msg_t* result) {
+  (void)ctx;
+  (void)result;
+  cr_assert_eq(status, 0);
+  pool_done++;
+}
+
+Test(trace, a_run_with_workers_writes_a_well_formed_trace) {
+  char path[256];
+  weft_loop_t* loop;
+  weft_pool_t* pool = NULL;
+  weft_pool_opts_t popts = {0};
+  tc_trace_t t;
+  int i, k;
+  trace_path(path, sizeof(path), "run");
+  cr_assert_eq(weft_trace_start(path), 0);
+  cr_assert(weft_trace_running());
+  loop = new_loop();
+  popts.name = "tpool";
+  popts.max_threads = 1;
+  cr_assert_eq(weft_pool_new(&pool, &popts), 0);
+  cr_assert_eq(weft_pool_register(pool, "twice", task_twice, NULL), 0);
+  for (i = 0; i < WORKERS; i++) {
+    weft_worker_opts_t opts = {0};
+    opts.name = i == 0 ? "trace-w0" : "trace-w1";
+    opts.events.message = m_on_message;
+    workers[i] = spawn_worker(loop, w_entry, &opts);
+    for (k = 0; k < MSGS; k++)
+      post_int(workers[i], k);
+  }
+  for (k = 0; k < 3; k++) {
+    packed_t p = packed_int(k);
+    cr_assert_eq(
+        weft_pool_submit(pool, "twice", p.data, p.len, pool_cb, NULL, NULL), 0);
+  }
+  cr_assert_eq(weft_set_timeout(loop, 2, w_noop, NULL, NULL), 0);
+  cr_assert_eq(weft_set_immediate(loop, w_noop, NULL, NULL), 0);
+  run_loop(loop);
+  cr_assert_eq(replies[0], MSGS);
+  cr_assert_eq(replies[1], MSGS);
+  cr_assert_eq(pool_done, 3);
+  for (i = 0; i < WORKERS; i++)
+    weft_worker_free(workers[i]);
+  free_loop(loop);
+  cr_assert_eq(weft_pool_close(pool), 0);
+  cr_assert_eq(weft_trace_stop(), 0);
+  cr_assert(!weft_trace_running());
+
+  load_and_check(path, &t);
+  /* One track per thread that ran. */
+  cr_assert_eq(tc_tracks_named(&t, "main", false), 1);
+  cr_assert_eq(tc_tracks_named(&t, "trace-w0", false), 1);
+  cr_assert_eq(tc_tracks_named(&t, "trace-w1", false), 1);
+  cr_assert_geq(tc_tracks_named(&t, "uv threadpool", true), 1);
+  cr_assert_geq(tc_tracks_named(&t, "tpool", true), 1);
+  /* Spans for the callbacks each thread ran. */
+  cr_assert_geq(tc_count(&t, 'B', "message", "main"), WORKERS * MSGS);
+  cr_assert_geq(tc_count(&t, 'B', "message", "trace-w0"), MSGS);
+  cr_assert_geq(tc_count(&t, 'B', "message", "trace-w1"), MSGS);
+  cr_assert_geq(tc_count(&t, 'B', "ticks", "trace-w0"), 1);
+  cr_assert_geq(tc_count(&t, 'B', "timeout", "trace-w1"), 1);
+  cr_assert_geq(tc_count(&t, 'B', "timeout", "main"), 1);
+  cr_assert_geq(tc_count(&t, 'B', "immediate", "trace-w0"), 1);
+  cr_assert_geq(tc_count(&t, 'B', "immediate", "main"), 1);
+  cr_assert_geq(tc_count(&t, 'B', "work", "uv threadpool"), WORKERS);
+  cr_assert_geq(tc_count(&t, 'B', "after work", "trace-w"), WORKERS);
+  cr_assert_geq(tc_count(&t, 'B', "pool task", "tpool"), 3);
+  cr_assert_geq(tc_count(&t, 'B', "worker online", "main"), WORKERS);
+  cr_assert_geq(tc_count(&t, 'B', "worker exit", "main"), WORKERS);
+  /* Callbacks the loop runs are never inside one another. */
+  cr_assert_eq(tc_nested(&t, "message"), 0);
+  cr_assert_eq(tc_nested(&t, "immediate"), 0);
+  cr_assert_eq(tc_nested(&t, "timeout"), 0);
+  cr_assert_eq(tc_nested(&t, "worker online"), 0);
+  /* Markers. */
+  cr_assert_eq(tc_count(&t, 'i', "worker spawn", "main"), WORKERS);
+  cr_assert_eq(tc_count(&t, 'i', "worker online", "trace-w0"), 1);
+  cr_assert_eq(tc_count(&t, 'i', "worker exit", "trace-w1"), 1);
+  /* Arrows: each request and each answer (tc_check paired them). */
+  cr_assert_geq(tc_count(&t, 's', NULL, "main"), WORKERS * MSGS);
+  cr_assert_geq(tc_count(&t, 'f', NULL, "main"), WORKERS * MSGS);
+  cr_assert_geq(tc_count(&t, 's', NULL, "trace-w0"), MSGS);
+  /* Counters. */
+  cr_assert_geq(tc_count(&t, 'C', "queued messages", NULL), 1);
+  cr_assert_geq(tc_count(&t, 'C', "pool queue", NULL), 1);
+  tc_free(&t);
+  remove(path);
+}
+
+Test(trace, start_and_stop_answer_their_error_codes) {
+  char path[256];
+  tc_trace_t t;
+  trace_path(path, sizeof(path), "api");
+  cr_assert_eq(weft_trace_start(NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_trace_start(""), WEFT_EINVAL);
+  cr_assert_eq(weft_trace_stop(), WEFT_ENOTSTARTED);
+  cr_assert_eq(weft_trace_start("/nonexistent-weft-dir/t.json"), UV_ENOENT);
+  cr_assert(!weft_trace_running());
+  cr_assert_eq(weft_trace_start(path), 0);
+  cr_assert_eq(weft_trace_start(path), WEFT_EBUSY);
+  cr_assert(weft_trace_running());
+  cr_assert_eq(weft_trace_stop(), 0);
+  cr_assert(!weft_trace_running());
+  cr_assert_eq(weft_trace_stop(), WEFT_ENOTSTARTED);
+  /* An empty trace is still a valid file. */
+  load_and_check(path, &t);
+  tc_free(&t);
+  remove(path);
+}
+
+Test(trace, weft_trace_in_the_environment_traces_from_the_first_loop) {
+  char path[256];
+  weft_loop_t* loop;
+  tc_trace_t t;
+  trace_path(path, sizeof(path), "env");
+  cr_assert_eq(setenv("WEFT_TRACE", path, 1), 0);
+  cr_assert(!weft_trace_running());
+  loop = new_loop();
+  cr_assert(weft_trace_running());
+  cr_assert_eq(weft_set_timeout(loop, 1, w_noop, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_eq(weft_trace_stop(), 0);
+  /* Read once: a later loop starts nothing. */
+  loop = new_loop();
+  cr_assert(!weft_trace_running());
+  free_loop(loop);
+  unsetenv("WEFT_TRACE");
+  load_and_check(path, &t);
+  cr_assert_eq(tc_tracks_named(&t, "main", false), 1);
+  cr_assert_eq(tc_count(&t, 'B', "timeout", "main"), 1);
+  tc_free(&t);
+  remove(path);
+}
+
+static char second_path[256];
+static int imm_ran;
+
+static void imm_cb(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  imm_ran++;
+}
+
+/* Inside a timer's span: the first trace ends (its open spans closed at
+ * the stop), the second begins (the timer's end, whose begin it did not
+ * see, is left out). */
+static void swap_traces(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  cr_assert_eq(weft_trace_stop(), 0);
+  cr_assert_eq(weft_trace_start(second_path), 0);
+  cr_assert_eq(weft_set_immediate(loop, imm_cb, NULL, NULL), 0);
+}
+
+Test(trace, a_stop_and_a_start_inside_a_callback_leave_both_files_whole) {
+  char path[256];
+  weft_loop_t* loop;
+  tc_trace_t t;
+  trace_path(path, sizeof(path), "first");
+  trace_path(second_path, sizeof(second_path), "second");
+  cr_assert_eq(weft_trace_start(path), 0);
+  loop = new_loop();
+  cr_assert_eq(weft_set_timeout(loop, 1, swap_traces, NULL, NULL), 0);
+  run_and_free(loop);
+  cr_assert_eq(imm_ran, 1);
+  cr_assert_eq(weft_trace_stop(), 0);
+  load_and_check(path, &t);
+  cr_assert_eq(tc_count(&t, 'B', "timeout", "main"), 1);
+  cr_assert_eq(tc_count(&t, 'E', NULL, "main"), 1);
+  tc_free(&t);
+  load_and_check(second_path, &t);
+  cr_assert_eq(tc_count(&t, 'B', "immediate", "main"), 1);
+  cr_assert_eq(tc_count(&t, 'B', "timeout", "main"), 0);
+  cr_assert_eq(tc_count(&t, 'E', NULL, "main"), 1);
+  tc_free(&t);
+  remove(path);
+  remove(second_path);
+}
+
+/* A thread that ran a worker while one trace ran runs the next worker (the
+ * thread cache) in the next trace: the new worker gets a track under its
+ * own name. */
+static void alpha_entry(weft_loop_t* loop, void* arg) {
+  (void)arg;
+  cr_assert_eq(weft_set_timeout(loop, 20, w_noop, NULL, NULL), 0);
+}
+
+static void alpha_online(weft_worker_t* w) {
+  (void)w;
+  cr_assert_eq(weft_trace_stop(), 0); /* While alpha still runs. */
+}
+
+static void beta_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  cr_assert_eq(port_post_int(weft_parent_port(), 7), 0);
+  weft_port_close(weft_parent_port());
+}
+
+Test(trace, a_cached_thread_shows_its_next_worker_under_that_name) {
+  char p1[256], p2[256];
+  weft_loop_t* loop;
+  weft_worker_t* w;
+  weft_worker_opts_t opts = {0};
+  tc_trace_t t;
+  trace_path(p1, sizeof(p1), "alpha");
+  trace_path(p2, sizeof(p2), "beta");
+  loop = new_loop();
+  cr_assert_eq(weft_trace_start(p1), 0);
+  opts.name = "alpha";
+  opts.events.online = alpha_online;
+  w = spawn_worker(loop, alpha_entry, &opts);
+  run_loop(loop);
+  weft_worker_free(w);
+  cr_assert_eq(weft_trace_start(p2), 0);
+  opts.name = "beta";
+  opts.events.online = NULL;
+  w = spawn_worker(loop, beta_entry, &opts);
+  run_loop(loop);
+  weft_worker_free(w);
+  free_loop(loop);
+  cr_assert_eq(weft_trace_stop(), 0);
+  load_and_check(p2, &t);
+  /* (alpha's thread may still record its own exit into this trace: its
+   * exit message reaches main before the thread's last event.) */
+  cr_assert_eq(tc_tracks_named(&t, "beta", false), 1);
+  cr_assert_eq(tc_count(&t, 'i', "worker online", "beta"), 1);
+  cr_assert_eq(tc_count(&t, 'i', "worker online", "alpha"), 0);
+  tc_free(&t);
+  load_and_check(p1, &t);
+  cr_assert_eq(tc_tracks_named(&t, "alpha", false), 1);
+  tc_free(&t);
+  remove(p1);
+  remove(p2);
+}
