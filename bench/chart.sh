@@ -25,6 +25,8 @@
 # Needs gnuplot (scripts/deps.sh --bench installs gnuplot-nox); without it
 # this says so and exits 0, so the bench goes on.
 set -u
+# shellcheck source=bench/fmt.sh
+. "$(cd "$(dirname "$0")" && pwd)/fmt.sh"
 
 if [ $# -ne 3 ]; then
   echo "usage: bench/chart.sh MEDIANS OUTDIR TITLE | --report REPORT.md OUTDIR" >&2
@@ -68,20 +70,8 @@ val() {
 }
 # gq STRING: STRING as a gnuplot double-quoted string ("\n" stays a newline).
 gq() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\\([^n]\)/\\\\\1/g; s/"/\\"/g')"; }
-# num VALUE: VALUE formatted for a label (3 significant digits, thousands
-# separated), as run.sh's table does.
-num() {
-  awk -v v="$1" 'BEGIN {
-    a = v < 0 ? -v : v
-    if (a >= 1000) { s = sprintf("%.0f", v); n = length(s); o = "";
-      for (i = n; i > 0; i -= 3) { st = i - 2; if (st < 1) st = 1;
-        o = substr(s, st, i - st + 1) (o == "" ? "" : "," o) } print o }
-    else if (a >= 100) printf "%.0f\n", v
-    else if (a >= 10) printf "%.1f\n", v
-    else if (a >= 1) printf "%.2f\n", v
-    else if (a >= 0.01) printf "%.3f\n", v
-    else printf "%.2g\n", v }'
-}
+# num VALUE: VALUE formatted for a label (fmt.sh).
+num() { fmt "$1"; }
 # si VALUE: 3.76M, 514k, ... for rates.
 si() {
   awk -v v="$1" 'BEGIN {

@@ -139,6 +139,8 @@ trap 'exit 143' TERM
 # cpu_busy and wait_quiet (a quiet machine before each run).
 # shellcheck source=bench/cpu_busy.sh
 . "$here/cpu_busy.sh"
+# shellcheck source=bench/fmt.sh
+. "$here/fmt.sh"
 
 free_port() {
   if command -v python3 >/dev/null 2>&1; then
@@ -381,18 +383,6 @@ total() { # SIDE MODE METRIC: sum over rounds
 }
 all() { # SIDE MODE METRIC: every round's value
   awk -v s="$1" -v m="$2" -v k="$3" '$1 == s && $2 == m && $3 == k {printf "%s%s", (n++ ? " " : ""), $4}' "$tmp/results"
-}
-fmt() { # a number, 3 significant digits, thousands separated
-  awk -v v="$1" 'BEGIN {
-    if (v == "-" || v == "") { print "-"; exit }
-    a = v < 0 ? -v : v
-    if (a >= 1000) { s = sprintf("%.0f", v); n = length(s); o = "";
-      for (i = n; i > 0; i -= 3) { st = i - 2; if (st < 1) st = 1;
-        o = substr(s, st, i - st + 1) (o == "" ? "" : "," o) } print o }
-    else if (a >= 100) printf "%.0f\n", v
-    else if (a >= 10) printf "%.1f\n", v
-    else if (a >= 1) printf "%.2f\n", v
-    else printf "%.3f\n", v }'
 }
 ratio() { # A B: A/B as "1.23x", or "-"
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a + 0 <= 0 || b + 0 <= 0) print "-";

@@ -91,6 +91,8 @@ fi
 # cpu_busy and wait_quiet (a quiet machine before each run).
 # shellcheck source=bench/cpu_busy.sh
 . "$here/cpu_busy.sh"
+# shellcheck source=bench/fmt.sh
+. "$here/fmt.sh"
 
 
 # run_one SIDE WORKLOAD ROUND: append "<metric> <value> <unit>" lines to
@@ -261,19 +263,6 @@ median() { # median of the values of metric $1 in file $2
          if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
 unit_of() { awk -v m="$1" '$1 == m {print $3; exit}' "$tmp/weft.results" "$tmp/node.results"; }
-fmt() {
-  awk -v v="$1" 'BEGIN {
-    if (v == "-" || v == "") { print "-"; exit }
-    a = v < 0 ? -v : v
-    if (a >= 1000) { s = sprintf("%.0f", v); n = length(s); o = "";
-      for (i = n; i > 0; i -= 3) { st = i - 2; if (st < 1) st = 1;
-        o = substr(s, st, i - st + 1) (o == "" ? "" : "," o) } print o }
-    else if (a >= 100) printf "%.0f\n", v
-    else if (a >= 10) printf "%.1f\n", v
-    else if (a >= 1) printf "%.2f\n", v
-    else if (a >= 0.01) printf "%.3f\n", v
-    else printf "%.2g\n", v }'
-}
 
 t1k=$(median transfer.1k "$tmp/weft.results")
 t64m=$(median transfer.64m "$tmp/weft.results")
