@@ -43,11 +43,11 @@ root=$(cd "$here/.." && pwd)
 cd "$root" || exit 1
 
 ROUNDS=${BENCH_ROUNDS:-5}
-WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput throughput1cpu fanin fanout copy1m transfer atomics spawn idle tick cpurate"}
+WORKLOADS=${BENCH_WORKLOADS:-"pingpong call throughput throughput1cpu fanin fanout copy1m transfer atomics spawn idle tick cpurate trace"}
 # Workloads Node has no counterpart for: weft runs them alone. "call" (a
 # blocking weft_worker_call() from a thread without a loop) measures
 # ping-pong in the same process run and prints the ratio call/ping-pong.
-WEFT_ONLY=" call "
+WEFT_ONLY=" call trace "
 # The login API under wrk (issue 7, bench/login.sh) runs by default, after
 # the others; like the pool's workloads it is skipped when BENCH_WORKLOADS
 # is set and does not name it. BENCH_LOGIN=0/1 overrides.
@@ -254,6 +254,13 @@ cpurate.1w.100k le_node - <= Node's CPU
 cpurate.8w.100 le_node - <= Node's CPU
 cpurate.8w.1k le_node - <= Node's CPU
 cpurate.8w.10k le_node - <= Node's CPU
+trace.pingpong.off - - -
+trace.pingpong.on - - -
+trace.pingpong.ratio le 1.1 <= 1.1x with tracing on
+trace.throughput.off - - -
+trace.throughput.on - - -
+trace.throughput.ratio le 1.1 <= 1.1x with tracing on
+trace.throughput.ratio.first - - -
 AIMS
 }
 
