@@ -101,9 +101,21 @@ fi
 # (taskset -c 0): no cache line crosses cores, so what it costs per
 # message against the same workload across CPUs shows whether a message
 # pays a line's trip (issue 9: within 1.5x). Its metric: throughput.1cpu.
+#
+# The workloads compared with the floor also get the floor measured right
+# before each of their runs (weft_floor 1, under a second): the host's line
+# turn-around can change threefold within minutes, so a floor taken at the
+# start may belong to another phase than the workload. Each such run adds
+# "<metric>.xfloor" (its value over that adjacent floor: a time over the
+# line's round trip; for a rate, the time per message over it), which the
+# floor table prefers to the ratio against the start's floor.
+XFLOOR=" pingpong call throughput atomics "
 run_one() {
-  local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc run=$2 pin=()
+  local side=$1 wl=$2 r=$3 log="$tmp/$1.$2.$3.log" rc run=$2 pin=() adj=""
   wait_quiet
+  if [[ $XFLOOR == *" $wl "* ]] && [ -x "$FLOOR_BIN" ]; then
+    adj=$(timeout 60 "$FLOOR_BIN" 1 2>/dev/null | awk '$2 == "floor.spin_rtt" {print $3}')
+  fi
   if [ "$wl" = throughput1cpu ]; then
     run=throughput
     pin=(taskset -c 0)
@@ -124,6 +136,14 @@ run_one() {
   fi
   grep '^RESULT ' "$log" | awk '{print $2, $3, $4}' >>"$tmp/$side.results"
   grep '^RESULT ' "$log" | awk -v s="$side" -v r="$r" '{printf "  %-5s r%d  %-15s %s %s\n", s, r, $2, $3, $4}' >&2
+  if [ -n "$adj" ]; then
+    grep '^RESULT ' "$log" | awk -v f="$adj" -v s="$side" -v r="$r" '
+      $2 ~ /^(pingpong\.rtt|call\.rtt|atomics\.rtt|throughput)$/ && $3 + 0 > 0 && f + 0 > 0 {
+        x = ($4 ~ /\/s$/) ? (1e6 / $3) / f : $3 / f
+        printf "%s.xfloor %.4f x\n", $2, x >> "/dev/stdout"
+        printf "  %-5s r%d  %-15s %.2f x (floor just before: %s us)\n", s, r, $2 ".xfloor", x, f > "/dev/stderr"
+      }' >>"$tmp/$side.results"
+  fi
 }
 
 touch "$tmp/weft.results" "$tmp/node.results" "$tmp/floor.results"
@@ -338,6 +358,15 @@ floor_table() {
     }
     wr=$(ratio_of "$wv" "$3" "$4")
     nr=$(ratio_of "$nv" "$3" "$4")
+    # The median of the ratios to the floor measured just before each run,
+    # when there are (see run_one), for the line round trip's rows.
+    if [ "$3" = "$spin" ]; then
+      local wa na
+      wa=$(median "$2.xfloor" "$tmp/weft.results")
+      na=$(median "$2.xfloor" "$tmp/node.results")
+      [ "$wa" != - ] && wr=$(awk -v v="$wa" 'BEGIN {printf "%.2fx\n", v}')
+      [ "$na" != - ] && nr=$(awk -v v="$na" 'BEGIN {printf "%.2fx\n", v}')
+    fi
     if [ "$5" != - ] && [ "$wr" != - ]; then
       met=$(awk -v r="${wr%x}" -v a="${5#le }" 'BEGIN {print (r <= a) ? "yes" : "no"}')
     fi
@@ -368,7 +397,7 @@ floor_table() {
     frow "1 MiB copy, GB/s; floor: memcpy" copy1m "$mem" b - ""
   )
   echo
-  echo "Floor of this host, same run (bench/floor.c, medians of $ROUNDS): a cache line's round trip between two CPUs $(fmt "$spin") us, on one CPU (threads yielding) $(fmt "$(median floor.spin_rtt_1cpu "$tmp/floor.results")") us, a futex wake-up round trip $(fmt "$futex") us, memcpy of 1 MiB $(fmt "$mem") GB/s$([ -n "$rows" ] && echo ". weft and Node against it:")"
+  echo "Floor of this host, same run (bench/floor.c, medians of $ROUNDS): a cache line's round trip between two CPUs $(fmt "$spin") us, on one CPU (threads yielding) $(fmt "$(median floor.spin_rtt_1cpu "$tmp/floor.results")") us, a futex wake-up round trip $(fmt "$futex") us, memcpy of 1 MiB $(fmt "$mem") GB/s$([ -n "$rows" ] && echo ". weft and Node against it (the line round trip's rows: the median over runs of each run's value over the floor measured just before it, as the host's line can change within minutes):")"
   [ -n "$rows" ] || return 0
   echo
   echo "| measure | weft | weft x floor | Node | Node x floor | aim | aim met |"
