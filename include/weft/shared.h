@@ -146,8 +146,12 @@ typedef enum {
 } weft_wait_result_t;
 
 /* Atomics.wait: if the slot holds `expected`, block the calling thread
- * until a notify on that slot or `timeout_ms` (negative: forever). Spins
- * briefly before it sleeps on a futex. Blocking freezes the caller's loop:
+ * until a notify on that slot or `timeout_ms` (negative: forever). First it
+ * watches the slot for up to 20 us without queuing: if the slot stops
+ * holding `expected` meanwhile, it returns WEFT_WAIT_NOT_EQUAL, what a call
+ * made a moment later would return (so a store then notify from another
+ * thread may meet "not-equal" where Node would say "ok", and that notify
+ * counts no waiter); then it queues, spins briefly and sleeps on a futex. Blocking freezes the caller's loop:
  * on a loop thread prefer the async form. Returns 0 with `*result` set,
  * WEFT_EINVAL, WEFT_ERANGE, or WEFT_ETERMINATED (`*result` not set).
  * On a worker's thread the wait is interrupted when the worker is asked to
