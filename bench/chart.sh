@@ -280,6 +280,15 @@ floorpanel() {
         printf "%.4g\n", r }'
     }
     wr=$(mult "$w") nr=$(mult "$n")
+    # The median ratio to the floor measured just before each run, when
+    # run.sh measured one (<metric>.xfloor): the host's line can change
+    # within a run, and the start's floor may be another phase's.
+    if [ "$fl" = "$spin" ]; then
+      local wx nx
+      wx=$(val weft "$metric.xfloor") nx=$(val node "$metric.xfloor")
+      [ -n "$wx" ] && wr=$wx
+      [ -n "$nx" ] && nr=$nx
+    fi
     printf '%d %s %s "%s" "%s"\n' "$i" "$wr" "$nr" \
       "$([ "$wr" != "?" ] && mx "$wr")" "$([ "$nr" != "?" ] && mx "$nr")" >>"$d/floor.dat"
     for v in $wr $nr; do
@@ -314,7 +323,7 @@ floorpanel() {
     refs="$refs, NaN with lines dt 2 lw 1.5 lc rgb '#7a4fa0' title $(gq "futex wake-up round trip, $(num "$futex") µs = $(mx "$fx")")"
   fi
   local parts=""
-  [ -n "$spin" ] && parts="a cache line's round trip between the CPUs $(num "$spin") µs"
+  [ -n "$spin" ] && parts="a cache line's round trip between the CPUs $(num "$spin") µs at the start$([ -n "$(val weft pingpong.rtt.xfloor)$(val weft atomics.rtt.xfloor)" ] && echo ", each run's own just before it")"
   [ -n "$mem" ] && parts="$parts${parts:+; }memcpy $(num "$mem") GB/s (copy)"
   echo "set title $(gq "weft and Node as multiples of this host's floor (same run)\nfloor: $parts")"
   echo "set xtics ($tics) nomirror scale 0"
