@@ -115,20 +115,6 @@ int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
   return 0;
 }
 
-/* The whole length of a msgpack value of fixed size that starts with `b`
- * (ints, floats, nil, bools), or 0 for the others. */
-static size_t fixed_len(unsigned char b) {
-  if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3))
-    return b == 0xc1 ? 0 : 1; /* fixint, negative fixint, nil, bools */
-  switch (b) {
-    case 0xcc: case 0xd0: return 2;
-    case 0xcd: case 0xd1: return 3;
-    case 0xca: case 0xce: case 0xd2: return 5;
-    case 0xcb: case 0xcf: case 0xd3: return 9;
-    default: return 0;
-  }
-}
-
 /* A user message: checks of a port post, no ports, and a value that
  * decodes (refused here: a behaviour has no messageerror). */
 static int seal(weft_msg_t* m) {
@@ -144,7 +130,7 @@ static int seal(weft_msg_t* m) {
   /* A number, nil or bool is whole when its length is right: no walk
    * (the scan was 9% of Savina's fjthroughput, whose messages are one
    * byte). */
-  if (!m->scanned && fixed_len((unsigned char)m->data[0]) != m->len) {
+  if (!m->scanned && weft__msgpack_scalar_len((unsigned char)m->data[0]) != m->len) {
     err = weft__msgpack_validate(m->data, m->len);
     if (err != 0)
       return err;

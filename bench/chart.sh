@@ -70,6 +70,15 @@ val() {
 }
 # gq STRING: STRING as a gnuplot double-quoted string ("\n" stays a newline).
 gq() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\\([^n]\)/\\\\\1/g; s/"/\\"/g')"; }
+# widen VALUE...: stretch the caller's `lo` and `hi` (empty: unset) over
+# the values (bash's dynamic scope: the panel functions' locals).
+widen() {
+  local v
+  for v in "$@"; do
+    lo=$(awk -v a="$lo" -v b="$v" 'BEGIN {print (a == "" || b + 0 < a + 0) ? b : a}')
+    hi=$(awk -v a="$hi" -v b="$v" 'BEGIN {print (a == "" || b + 0 > a + 0) ? b : a}')
+  done
+}
 # num VALUE: VALUE formatted for a label (fmt.sh).
 num() { fmt "$1"; }
 # si VALUE: 3.76M, 514k, ... for rates.
@@ -127,10 +136,7 @@ bars() {
     printf '%d %s %s "%s" "%s"\n' "$i" "${w:-?}" "${n:-?}" \
       "$([ -n "$w" ] && num "$w")" "$([ -n "$n" ] && num "$n")" >>"$d/$name.dat"
     tics="$tics${tics:+, }$(gq "$label") $i"
-    for v in $w $n; do
-      lo=$(awk -v a="$lo" -v b="$v" 'BEGIN {print (a == "" || b + 0 < a + 0) ? b : a}')
-      hi=$(awk -v a="$hi" -v b="$v" 'BEGIN {print (a == "" || b + 0 > a + 0) ? b : a}')
-    done
+    widen $w $n
     i=$((i + 1))
   done
   echo "set title $(gq "$ptitle")"
@@ -198,10 +204,7 @@ rates() {
     printf '%d %s %s "%s" "%s"\n' "$i" "${w:-?}" "${n:-?}" \
       "$([ -n "$w" ] && si "$w")" "$([ -n "$n" ] && si "$n")" >>"$d/rate.dat"
     tics="$tics${tics:+, }$(gq "$label") $i"
-    for v in $w $n; do
-      lo=$(awk -v a="$lo" -v b="$v" 'BEGIN {print (a == "" || b + 0 < a + 0) ? b : a}')
-      hi=$(awk -v a="$hi" -v b="$v" 'BEGIN {print (a == "" || b + 0 > a + 0) ? b : a}')
-    done
+    widen $w $n
     i=$((i + 1))
   done
   cw=$(val weft copy1m) cn=$(val node copy1m) cx=$i

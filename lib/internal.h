@@ -366,6 +366,9 @@ int weft__msg_seal(weft_msg_t* msg);
 int weft__msg_seal_bytes(const void* bytes, size_t len, size_t* need);
 /* Whether a msgpack value starting with byte `b` is an array or a map. */
 bool weft__msgpack_container_head(unsigned char b);
+/* The whole length of a msgpack value of fixed size starting with byte `b`
+ * (integers, floats, nil, bools), or 0 for any other. */
+size_t weft__msgpack_scalar_len(unsigned char b);
 /* Bytes a queued message holds (header and payload). */
 size_t weft__msg_bytes(const weft_msg_t* msg);
 /* Hand `msg` to a message callback: it is DELIVERING until the callback

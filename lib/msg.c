@@ -224,6 +224,18 @@ bool weft__msgpack_container_head(unsigned char b) {
   return container_head(b);
 }
 
+size_t weft__msgpack_scalar_len(unsigned char b) {
+  if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3))
+    return b == 0xc1 ? 0 : 1; /* fixint, negative fixint, nil, bools */
+  switch (b) {
+    case 0xcc: case 0xd0: return 2;
+    case 0xcd: case 0xd1: return 3;
+    case 0xca: case 0xce: case 0xd2: return 5;
+    case 0xcb: case 0xcf: case 0xd3: return 9;
+    default: return 0;
+  }
+}
+
 int weft__msgpack_scan(const void* bytes, size_t len, size_t* need) {
   const unsigned char* p = bytes;
   const unsigned char* end;
@@ -333,15 +345,16 @@ int weft__msgpack_validate(const void* bytes, size_t len) {
 }
 
 int weft__msg_seal(weft_msg_t* msg) {
-  int err;
-  /* Only a container can nest or make the receiver allocate: a message
-   * whose value is a scalar (the common small message) is not walked. */
-  if (msg->len == 0 || !container_head((unsigned char)msg->data[0]))
-    return 0;
-  err = weft__msgpack_scan(msg->data, msg->len, &msg->need);
-  if (err == WEFT_ETOODEEP)
+  size_t need;
+  int err = weft__msg_seal_bytes(msg->data, msg->len, &need);
+  if (err < 0)
     return err;
-  msg->scanned = err == 0;
+  /* Only a container was walked; a scalar (the common small message) is
+   * left as it is. */
+  if (msg->len > 0 && container_head((unsigned char)msg->data[0])) {
+    msg->scanned = err == 0;
+    msg->need = need;
+  }
   return 0;
 }
 
@@ -380,9 +393,9 @@ static bool decode_int(weft_msg_t* msg) {
   msgpack_object* o = &msg->obj;
   int64_t v;
   int n;
+  if (weft__msgpack_scalar_len(b[0]) != msg->len)
+    return false;
   if (b[0] <= 0x7f || b[0] >= 0xe0) {
-    if (msg->len != 1)
-      return false;
     v = b[0] <= 0x7f ? (int64_t)b[0] : (int64_t)b[0] - 256;
     goto integer;
   }
@@ -390,30 +403,24 @@ static bool decode_int(weft_msg_t* msg) {
     case 0xc0:
     case 0xc2:
     case 0xc3:
-      if (msg->len != 1)
-        return false;
       o->type = b[0] == 0xc0 ? MSGPACK_OBJECT_NIL : MSGPACK_OBJECT_BOOLEAN;
       if (b[0] != 0xc0)
         o->via.boolean = b[0] == 0xc3;
       return true;
     case 0xcc: case 0xcd: case 0xce: case 0xcf:
       n = 1 << (b[0] - 0xcc);
-      if (msg->len != (size_t)n + 1)
-        return false;
       o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
       o->via.u64 = be(b + 1, n);
       return true;
     case 0xd0: case 0xd1: case 0xd2: case 0xd3:
       n = 1 << (b[0] - 0xd0);
-      if (msg->len != (size_t)n + 1)
-        return false;
       v = n == 1   ? (b[1] <= 0x7f ? (int64_t)b[1] : (int64_t)b[1] - 256)
           : n == 2 ? (int16_t)be(b + 1, 2)
           : n == 4 ? (int32_t)be(b + 1, 4)
                    : (int64_t)be(b + 1, 8);
       goto integer;
     default:
-      return false;
+      return false; /* A float: msgpack_unpack makes those. */
   }
 integer:
   if (v < 0) {

@@ -296,6 +296,12 @@ _Static_assert(WEFT__MBOX_INLINE <= 0xff && 24 * WEFT__MBOX_INLINE <= 0xffff,
 /* What an inline message counts in a backlog: the message it becomes. */
 #define INLINE_BYTES sizeof(weft_msg_t)
 
+/* An inline item left the mailbox: its backlog count goes (consumer). */
+static void inline_release(pcore_t* p, uint32_t word) {
+  if (word & INLINE_COUNTED)
+    atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES, memory_order_relaxed);
+}
+
 /* The kind of the oldest message, or -1 when none is ready (consumer). */
 static int peek_kind(pcore_t* p) {
   weft__mbox_item_t it;
@@ -335,9 +341,7 @@ static weft_msg_t* pop_msg(pcore_t* p) {
       memcpy(&stamp, it.data + INLINE_STAMP_AT, sizeof(stamp));
       weft__trace_restamp(m, stamp);
     }
-    if (it.len & INLINE_COUNTED)
-      atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES,
-                                memory_order_relaxed);
+    inline_release(p, it.len);
     weft__mbox_next(&p->mb, &it);
     return m;
   }
@@ -353,9 +357,7 @@ static void drop_mailbox(pcore_t* p) {
   weft__mbox_item_t it;
   while (weft__mbox_peek(&p->mb, &it)) {
     if (it.node == NULL) { /* Inline: nothing to free. */
-      if (it.len & INLINE_COUNTED)
-        atomic_fetch_sub_explicit(&p->queued, INLINE_BYTES,
-                                  memory_order_relaxed);
+      inline_release(p, it.len);
       weft__mbox_next(&p->mb, &it);
       continue;
     }
