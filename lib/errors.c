@@ -1,4 +1,6 @@
 /* errors.c - names and messages for weft's error codes (and libuv's). */
+#include <string.h>
+
 #include "weft/errno.h"
 
 /* libuv's own uv_strerror()/uv_err_name() allocate a string for codes they
@@ -42,4 +44,20 @@ const char* weft_err_name(int err) {
     default:
       return uv_text(err, 1);
   }
+}
+
+int weft_err_code(const char* name) {
+  if (name == NULL)
+    return 0;
+#define XX(code, value, text)       \
+  if (strcmp(name, #code) == 0)     \
+    return WEFT_##code;
+  WEFT_ERRNO_MAP(XX)
+#undef XX
+#define XX(code, text)              \
+  if (strcmp(name, #code) == 0)     \
+    return UV_##code;
+  UV_ERRNO_MAP(XX)
+#undef XX
+  return 0;
 }

@@ -413,6 +413,27 @@ typedef struct {
 int weft__channel_new_detached(weft_loop_t* loop,
                                weft_port_t** local,
                                void** remote);
+/* A channel whose far end is a function: a message posted on `local` (from
+ * any thread, after the post's checks and seal) goes to `sink(ctx, msg)` on
+ * the poster's thread, which takes it (sets *msg to NULL) and returns 0, or
+ * leaves it to the poster and returns an error code. A request's outcome
+ * (weft__request_unroute) comes with it. `local` lives on `loop` like any
+ * port; `far` is held by the caller until weft__sink_close(far), which
+ * closes the channel (`local` sees 'close'). `sink_free(ctx)` runs when the
+ * far core is freed: no post is inside `sink` then or later (posters reach
+ * the far core through `local`, which holds it while they post).
+ * Thread: owner of `loop`. */
+typedef int (*weft__sink_fn)(void* ctx, weft_msg_t** msg);
+int weft__channel_new_sink(weft_loop_t* loop,
+                           weft__sink_fn sink,
+                           void (*sink_free)(void* ctx),
+                           void* ctx,
+                           weft_port_t** local,
+                           void** far);
+/* Whether `local` of the sink channel is closed (freed by its owner): then
+ * nothing can be posted to the sink any more. Thread: any. */
+bool weft__sink_abandoned(void* far);
+void weft__sink_close(void* far);
 /* Make `h` weft's own: hooks instead of user callbacks, always started,
  * never keeps its loop alive, not torn down with its loop (the hook owner
  * releases it with weft__port_release()). */
@@ -554,6 +575,17 @@ int weft__request_call(weft__post_fn post,
                        weft_msg_t** msg,
                        int64_t timeout_ms,
                        weft_msg_t** reply);
+
+/* For lib/node.c. weft__request_route makes `m` (being built) a request
+ * whose outcome is posted on `core` (a held core, e.g. a sink channel's
+ * local end: the sink then gets a WEFT__MSG_REPLY message with route.id =
+ * *id, `code` set for an error outcome, else the reply's bytes); the sink
+ * frees it with weft__outcome_done(). weft__request_unroute takes a posted
+ * request's outcome off it, as the reply handle a replier would take (NULL:
+ * `m` is no request); `m` is then plain data. Thread: any. */
+int weft__request_route(weft_msg_t* m, void* core, uint64_t* id);
+weft_reply_t* weft__request_unroute(weft_msg_t* m);
+void weft__outcome_done(weft_msg_t* out);
 
 /* --- failpoint.c -----------------------------------------------------
  * Allocation-failure injection for tests, compiled in with the CMake option

@@ -142,6 +142,13 @@ struct pcore_s {
                        * `scheduled` still QUEUED). */
   bool pop_nomem;     /* The last pop found an inline message and had no
                        * memory for it: it waits first in line. */
+
+  /* A far end that is a function (weft__channel_new_sink): what is posted
+   * to it goes to `sink` on the poster's thread, never to the mailbox.
+   * Fixed before the pair is shared. */
+  weft__sink_fn sink;
+  void* sink_ctx;
+  void (*sink_free)(void* ctx); /* When the far core is freed. */
 };
 
 /* The user's handle. After a transfer the sender's handle is a husk with
@@ -375,6 +382,8 @@ static void core_unref(pcore_t* p) {
   weft__mbox_destroy(&p->mb);
   weft_msg_free(p->close_msg);
   uv_mutex_destroy(&p->lock);
+  if (p->sink_free != NULL)
+    p->sink_free(p->sink_ctx); /* No post can be inside the sink now. */
   if (p->node->heap)
     weft__xfree(p->node); /* Not queued: a queued node holds a reference. */
   atomic_fetch_sub_explicit(&live_cores, 1, memory_order_relaxed);
@@ -784,6 +793,30 @@ int weft__channel_new_detached(weft_loop_t* loop,
   attach(a, loop);
   *remote = b;
   return 0;
+}
+
+int weft__channel_new_sink(weft_loop_t* loop,
+                           weft__sink_fn sink,
+                           void (*sink_free)(void* ctx),
+                           void* ctx,
+                           weft_port_t** local,
+                           void** far) {
+  int err = weft__channel_new_detached(loop, local, far);
+  if (err == 0) {
+    pcore_t* b = *far;
+    b->sink = sink;
+    b->sink_free = sink_free;
+    b->sink_ctx = ctx;
+  }
+  return err;
+}
+
+bool weft__sink_abandoned(void* far) {
+  return is_closed(((pcore_t*)far)->peer);
+}
+
+void weft__sink_close(void* far) {
+  drop_in_transit(far);
 }
 
 int weft__inbox_new(void** inbox, void** sender) {
@@ -1216,6 +1249,8 @@ static int post_core(pcore_t* p, weft_msg_t** msg) {
   err = weft__msg_seal(*msg); /* WEFT_ETOODEEP */
   if (err != 0)
     return err;
+  if (p->peer->sink != NULL)
+    return p->peer->sink(p->peer->sink_ctx, msg);
   if ((*msg)->len <= WEFT__MBOX_INLINE && (*msg)->nxfer == 0 &&
       (*msg)->kind == WEFT__MSG_DATA && !(*msg)->routed &&
       post_inline(p, (*msg)->data, (*msg)->len, sealed_meta(*msg)) == 0) {
@@ -1268,7 +1303,7 @@ int weft__core_post(void* core, const void* bytes, size_t len) {
     return WEFT_ECLOSED;
   if (len > atomic_load_explicit(&p->max_msg, memory_order_relaxed))
     return WEFT_EMSGSIZE;
-  if (len <= WEFT__MBOX_INLINE) {
+  if (len <= WEFT__MBOX_INLINE && p->peer->sink == NULL) {
     if (is_closed(p) || is_closed(p->peer))
       return WEFT_ECLOSED;
     size_t need;

@@ -990,6 +990,28 @@ int weft_msg_reply(weft_msg_t* msg, const void* bytes, size_t len) {
   return weft_reply_send(r, bytes, len);
 }
 
+/* ---- for the node (lib/node.c) -------------------------------------------- */
+
+int weft__request_route(weft_msg_t* m, void* core, uint64_t* id) {
+  *id = new_id();
+  return route_request(m, core, *id);
+}
+
+weft_reply_t* weft__request_unroute(weft_msg_t* m) {
+  weft_msg_t* out;
+  if (!m->routed || m->kind != WEFT__MSG_DATA || m->route.drop != request_drop)
+    return NULL;
+  out = m->route.reply;
+  m->routed = false;
+  m->route.reply = NULL;
+  return (weft_reply_t*)out;
+}
+
+void weft__outcome_done(weft_msg_t* out) {
+  out->routed = false; /* Delivered to its sink: not a late reply. */
+  weft_msg_free(out);
+}
+
 /* ---- for layers above lib/ ---------------------------------------------- */
 
 int weft__request_async(weft__post_fn post,

@@ -39,7 +39,10 @@
   XX(ERESTARTS, -5019, "too many restarts within the restart window")        \
   XX(EDEADACTOR, -5020, "the actor has ended, or never was")                  \
   XX(EMAILBOXFULL, -5021, "the actor's mailbox is over its high-water mark")  \
-  XX(EKILLED, -5022, "the actor was killed")
+  XX(EKILLED, -5022, "the actor was killed")                                  \
+  XX(ENORESPONDERS, -5023, "no node in the cluster serves that name")          \
+  XX(ENOTCONNECTED, -5024, "the node is not connected to its cluster")        \
+  XX(ESLOWCONSUMER, -5025, "a remote receiver fell behind and dropped messages")
 
 /* libuv's own codes, under weft names where weft's API returns them (the
  * actor registry: a name taken, no such name); weft_strerror() gives
@@ -62,5 +65,11 @@ WEFT_EXTERN const char* weft_strerror(int err);
 /* The code's name without prefix, e.g. "ECLOSED". Never NULL; static.
  * Thread: any. */
 WEFT_EXTERN const char* weft_err_name(int err);
+
+/* The code named `name` (weft_err_name()'s answer, e.g. "ECLOSED", or a
+ * libuv name such as "ETIMEDOUT"); 0 for NULL or a name it does not know.
+ * The wire of remote calls names errors this way (docs/node.md).
+ * Thread: any. */
+WEFT_EXTERN int weft_err_code(const char* name);
 
 #endif /* WEFT_ERRNO_H */

@@ -24,6 +24,7 @@ extern "C" {
 #include "weft/actor.h"
 #include "weft/supervisor.h"
 #include "weft/trace.h"
+#include "weft/node.h"
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,187 @@
+/* node.h - this process as a node of a cluster of processes and hosts,
+ * joined through NATS (https://nats.io; Debian's nats-server and libnats).
+ *
+ * A node exports ports under names; another node gets an ordinary port for
+ * such a name and uses it as it uses any port: weft_port_post/_msg/_fn,
+ * weft_port_request and weft_port_call (request.h) work unchanged, from
+ * any thread, and the receiver answers with weft_msg_reply or a reply
+ * handle as it always does. Nothing changes for a program that never
+ * joins: NATS is used only by a joined node.
+ *
+ *   weft_node_opts_t o = {.servers = "nats://127.0.0.1:4222",
+ *                         .name = "b"};
+ *   weft_node_join(loop, &o, &node);
+ *   weft_node_export(node, "sum", worker_side_port);   // on node "b"
+ *   ...
+ *   weft_node_port(node, "b", "sum", &p);              // on node "a"
+ *   weft_port_call(p, "\x92\x01\x02", 3, 1000, &reply);
+ *
+ * Semantics across hosts (docs/node.md has the wire):
+ * - Copies: a message is its msgpack bytes, published once; the receiver
+ *   owns its copy. Buffers listed for transfer, shared buffers and ports
+ *   cannot leave the process: posting one on a remote port answers
+ *   WEFT_ENOTLOCAL.
+ * - Order: messages from one thread to one exported name arrive in the
+ *   order they were posted (one connection per node; NATS keeps order per
+ *   connection and subject; one delivery thread per export).
+ * - Delivery: at most once. While both nodes stay connected nothing posted
+ *   is lost or duplicated; a post to a name that no node exports is dropped
+ *   by NATS, which cannot tell (use a request to find out: it answers
+ *   WEFT_ENORESPONDERS); posts made while disconnected wait in the client's
+ *   reconnect buffer and go when it reconnects.
+ * - Requests: the reply, the replier's error (by name), WEFT_ENORESPONDERS
+ *   when no node exports the name, WEFT_ETIMEDOUT at the requester's
+ *   timeout, WEFT_ENOTCONNECTED when the node leaves first.
+ * - Untrusted input: every payload from the network is checked to be
+ *   exactly one msgpack value within the limits before it becomes a
+ *   message; others are dropped and counted (weft_node_stats), and a
+ *   request among them is answered with the error (EDECODE, EMSGSIZE).
+ */
+#ifndef WEFT_NODE_H
+#define WEFT_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weft/common.h"
+#include "weft/loop.h"
+#include "weft/port.h"
+#include "weft/worker.h"
+
+typedef struct weft_node_s weft_node_t;
+
+typedef enum {
+  WEFT_NODE_CONNECTED = 1, /* Connected to a server of the cluster. */
+  WEFT_NODE_DISCONNECTED,  /* Lost it; reconnecting (posts are buffered). */
+  WEFT_NODE_RECONNECTED,
+  WEFT_NODE_CLOSED, /* For good: reconnect attempts ran out. */
+  WEFT_NODE_ERROR   /* An asynchronous error; `code` says which (e.g.
+                     * WEFT_ESLOWCONSUMER, UV_EACCES for a refused
+                     * permission). */
+} weft_node_event_kind;
+
+typedef struct {
+  weft_node_event_kind kind;
+  int code; /* WEFT_NODE_ERROR: the error; else 0. */
+} weft_node_event_t;
+
+/* Runs on the node's loop. */
+typedef void (*weft_node_event_cb)(weft_node_t* node,
+                                   const weft_node_event_t* ev,
+                                   void* ctx);
+
+typedef struct {
+  /* Required: NATS server URLs, comma-separated ("nats://host:port,...";
+   * "tls://" with tls_ca). */
+  const char* servers;
+  /* Required: this node's name, unique in the cluster: 1-64 of
+   * [A-Za-z0-9_-]. */
+  const char* name;
+  /* The cluster: nodes of different clusters on the same servers do not
+   * see each other. Same characters; NULL: "weft". */
+  const char* cluster;
+  /* Credentials, as the servers require (all optional): user and password,
+   * a NATS credentials file, or an nkey (public key and seed file); TLS
+   * with a trusted CA file, and a client certificate and key for mutual
+   * TLS. */
+  const char* user;
+  const char* password;
+  const char* creds_file;
+  const char* nkey;
+  const char* nkey_seed_file;
+  const char* tls_ca;
+  const char* tls_cert;
+  const char* tls_key;
+  int64_t connect_timeout_ms; /* Per attempt; 0: 2000. */
+  int64_t reconnect_wait_ms;  /* Between attempts; 0: 250. */
+  int max_reconnect;          /* Attempts before CLOSED; 0: 120; -1: always. */
+  /* How long this node keeps an unanswered request of its own, or another
+   * node's request to one of its exports, before it forgets it (the
+   * requester's own timeout is what it sees); 0: 60000. */
+  int64_t request_ttl_ms;
+  weft_node_event_cb on_event; /* May be NULL. */
+  void* ctx;
+} weft_node_opts_t;
+
+/* Join the cluster through `opts->servers`: returns at once while the
+ * client connects (nats.c retries in the background; WEFT_NODE_CONNECTED
+ * comes to on_event). Exports and ports may be made before it connects;
+ * what is published meanwhile waits in the client's buffer. A joined node
+ * keeps `loop` alive until weft_node_leave(). Returns 0, WEFT_EINVAL (NULL,
+ * no servers, a bad name or URL, a credentials file that cannot be read),
+ * WEFT_ENOMEM, WEFT_EWRONGTHREAD. Thread: `loop`'s. The first connection
+ * attempt runs on this thread, bounded by connect_timeout_ms (a refused
+ * connection returns at once). */
+WEFT_EXTERN int weft_node_join(weft_loop_t* loop,
+                               const weft_node_opts_t* opts,
+                               weft_node_t** out);
+
+/* Serve `name` (same characters as node names): what other nodes post or
+ * request on it is posted on `port` from this process, so it reaches
+ * `port`'s peer (a worker's end, or a port with a message callback), which
+ * answers requests as local ones. The node holds `port`'s channel: the
+ * port may be freed (later messages are dropped and counted, requests
+ * answered WEFT_ECLOSED). 0, WEFT_EINVAL, WEFT_EEXIST (exported already),
+ * WEFT_ENOMEM, WEFT_ENOTCONNECTED (the node left), WEFT_EWRONGTHREAD.
+ * Thread: the node's loop. */
+WEFT_EXTERN int weft_node_export(weft_node_t* node,
+                                 const char* name,
+                                 weft_port_t* port);
+/* Serve `name` with worker `w`: what other nodes post or request on it
+ * arrives on the worker's parent port (weft_parent_port()), as
+ * weft_worker_post() from this process would. The node holds what it
+ * needs: `w` may be freed (later messages are dropped and counted).
+ * Returns as weft_node_export(). Thread: the node's loop. */
+WEFT_EXTERN int weft_node_export_worker(weft_node_t* node,
+                                        const char* name,
+                                        weft_worker_t* w);
+/* Stop serving `name`. 0, WEFT_ENOENT, WEFT_EINVAL, WEFT_EWRONGTHREAD.
+ * Thread: the node's loop. */
+WEFT_EXTERN int weft_node_unexport(weft_node_t* node, const char* name);
+
+/* A port on the node's loop whose messages go to `name` exported by node
+ * `node_name` (which need not be up yet). Post, request and call on it
+ * from any thread; it may be transferred to a worker like any port. Free
+ * it with weft_port_free() (the caller owns it); it closes (its close
+ * event runs) when the node leaves. 0, WEFT_EINVAL, WEFT_ENOMEM,
+ * WEFT_ENOTCONNECTED (the node left), WEFT_EWRONGTHREAD.
+ * Thread: the node's loop. */
+WEFT_EXTERN int weft_node_port(weft_node_t* node,
+                               const char* node_name,
+                               const char* name,
+                               weft_port_t** out);
+
+typedef struct {
+  uint64_t published;       /* Messages and requests sent. */
+  uint64_t received;        /* Messages and requests that became messages. */
+  uint64_t replies;         /* Replies that settled a request of ours. */
+  uint64_t dropped_decode;  /* Payloads that were not one msgpack value. */
+  uint64_t dropped_size;    /* Payloads over the export's port limit. */
+  uint64_t dropped_closed;  /* For an export whose port was freed. */
+  uint64_t late_replies;    /* For requests already settled or forgotten. */
+  uint64_t slow_consumer;   /* Messages NATS dropped: a receiver fell behind. */
+} weft_node_stats_t;
+
+/* Counters since join. 0 or WEFT_EINVAL. Thread: any. */
+WEFT_EXTERN int weft_node_stats(weft_node_t* node, weft_node_stats_t* out);
+
+/* This node's name (static until weft_node_leave). Thread: any. */
+WEFT_EXTERN const char* weft_node_name(const weft_node_t* node);
+
+/* Whether the client is connected now. Thread: any. */
+WEFT_EXTERN bool weft_node_connected(const weft_node_t* node);
+
+/* Send what is buffered and wait until the server has it, at most
+ * `timeout_ms`: 0, WEFT_ETIMEDOUT, WEFT_ENOTCONNECTED. Blocks the calling
+ * thread (for tests and orderly shutdown). Thread: any. */
+WEFT_EXTERN int weft_node_flush(weft_node_t* node, int64_t timeout_ms);
+
+/* Leave the cluster and free the node: exports stop, requests of ours
+ * still waiting settle with WEFT_ENOTCONNECTED, ports from
+ * weft_node_port() close, and the loop is no longer kept alive by it.
+ * Blocks while the client closes its connection. 0, WEFT_EINVAL,
+ * WEFT_EWRONGTHREAD. Thread: the node's loop. */
+WEFT_EXTERN int weft_node_leave(weft_node_t* node);
+
+#endif /* WEFT_NODE_H */

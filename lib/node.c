@@ -1,0 +1,948 @@
+/* node.c - a process as a node of a cluster over NATS (weft/node.h):
+ * exported ports, ports to other nodes' exports, requests across hosts.
+ *
+ * Subjects (docs/node.md; <c> the cluster, <n> a node):
+ *   weft.<c>.<n>.p.<name>  an export: a post is a message, a request one
+ *                          with a NATS reply subject
+ *   weft.<c>.<n>.r.<id>    <n>'s replies: one subscription on .r.*
+ * A payload is one msgpack value, as weft's messages carry it; an error
+ * reply has no payload and a `Weft-Error: <name>` header.
+ *
+ * No new thread and no extra hop: a post on a remote port publishes from
+ * the posting thread (the port's far end is a sink, port.c); a message
+ * from the network is posted on the exported port from nats.c's delivery
+ * thread; a request from the network is routed (request.c) so that its
+ * outcome comes to another sink, which publishes the reply from the
+ * replier's thread. A reply to one of our requests settles its outcome
+ * from nats.c's thread, as a local replier would.
+ *
+ * Lifetime. The parts that nats.c's threads and the sinks reach live in
+ * `shared_t`, counted: the node, each export's subscription (until its
+ * completion callback), the inbox subscription, and each sink's far core
+ * (until port.c frees it) hold a reference. `lock` (read: whoever
+ * publishes; write: leave) keeps the connection from closing under a
+ * publish; after leave, publishers find `closed` and answer
+ * WEFT_ENOTCONNECTED. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "nats.h"
+#include "weft/node.h"
+
+#define NAME_MAX_LEN 64
+#define SUBJECT_MAX 256
+
+/* ---- pending tables ----------------------------------------------------- */
+
+/* Ids waiting for something (a reply from the network, or an outcome from a
+ * local replier), each with a value and a deadline. The ttl is the same for
+ * all, so insertion order is deadline order: expiry pops from the front.
+ * Under the shared lock `plock`. */
+typedef struct pend_s pend_t;
+struct pend_s {
+  pend_t* hnext;            /* Hash chain. */
+  pend_t *prev, *next;      /* Insertion order. */
+  uint64_t id;
+  uint64_t deadline_ms;
+  void* val;
+};
+
+typedef struct {
+  pend_t* head;
+} pbucket_t;
+
+typedef struct {
+  pbucket_t* buckets;
+  size_t mask;
+  size_t count;
+  pend_t head; /* Insertion-order ring. */
+} ptable_t;
+
+static int ptable_init(ptable_t* t) {
+  t->mask = 63;
+  t->buckets = weft__xzalloc((t->mask + 1) * sizeof(*t->buckets));
+  t->count = 0;
+  t->head.prev = t->head.next = &t->head;
+  return t->buckets == NULL ? WEFT_ENOMEM : 0;
+}
+
+static void ptable_grow(ptable_t* t) {
+  size_t n = 2 * (t->mask + 1), i;
+  pbucket_t* b = weft__xzalloc(n * sizeof(*b));
+  if (b == NULL)
+    return; /* Longer chains; still correct. */
+  for (i = 0; i <= t->mask; i++) {
+    pend_t* e = t->buckets[i].head;
+    while (e != NULL) {
+      pend_t* next = e->hnext;
+      e->hnext = b[e->id & (n - 1)].head;
+      b[e->id & (n - 1)].head = e;
+      e = next;
+    }
+  }
+  weft__xfree(t->buckets);
+  t->buckets = b;
+  t->mask = n - 1;
+}
+
+static void ptable_put(ptable_t* t, pend_t* e) {
+  pend_t** pp;
+  if (t->count > 2 * t->mask)
+    ptable_grow(t);
+  pp = &t->buckets[e->id & t->mask].head;
+  e->hnext = *pp;
+  *pp = e;
+  e->prev = t->head.prev;
+  e->next = &t->head;
+  t->head.prev->next = e;
+  t->head.prev = e;
+  t->count++;
+}
+
+static void ptable_unlink(ptable_t* t, pend_t* e) {
+  pend_t** pp = &t->buckets[e->id & t->mask].head;
+  while (*pp != e)
+    pp = &(*pp)->hnext;
+  *pp = e->hnext;
+  e->prev->next = e->next;
+  e->next->prev = e->prev;
+  t->count--;
+}
+
+/* Take entry `id` out (NULL: not there). */
+static pend_t* ptable_take(ptable_t* t, uint64_t id) {
+  pend_t* e;
+  for (e = t->buckets[id & t->mask].head; e != NULL; e = e->hnext) {
+    if (e->id == id) {
+      ptable_unlink(t, e);
+      return e;
+    }
+  }
+  return NULL;
+}
+
+/* Take the oldest entry if it expired by `now_ms` (or any, with now_ms
+ * UINT64_MAX). */
+static pend_t* ptable_expired(ptable_t* t, uint64_t now_ms) {
+  pend_t* e = t->head.next;
+  if (e == &t->head || e->deadline_ms > now_ms)
+    return NULL;
+  ptable_unlink(t, e);
+  return e;
+}
+
+/* ---- the shared part ------------------------------------------------------ */
+
+typedef struct {
+  atomic_int refs;
+  pthread_rwlock_t lock; /* Read: publishing. Write: closing. */
+  bool closed;           /* Under `lock`. */
+  weft__nats_t* conn;
+  uint64_t ttl_ms;
+
+  pthread_mutex_t plock;
+  ptable_t calls;   /* Our requests: id -> outcome (weft_reply_t*). */
+  ptable_t answers; /* Requests to our exports: id -> reply subject. */
+  atomic_uint_least64_t next_call;
+
+  /* Held by the node until it leaves, under `hlock` (nats.c's threads use
+   * them): the events port's peer, and the reply sink channel's local end
+   * (what a request from the network is routed to). */
+  pthread_mutex_t hlock;
+  void* events;
+  void* reply_core;
+
+  char inbox[160]; /* "weft.<c>.<n>.r.": names of 64 at most. */
+  size_t inbox_len;
+  char prefix[80]; /* "weft.<c>." */
+
+  /* Relaxed counters. */
+  atomic_uint_least64_t published, received, replies, dropped_decode,
+      dropped_size, dropped_closed, late_replies, slow_consumer;
+} shared_t;
+
+static void count(atomic_uint_least64_t* c) {
+  atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static uint64_t now_ms(void) {
+  return uv_hrtime() / 1000000u;
+}
+
+static void shared_ref(shared_t* sh) {
+  atomic_fetch_add_explicit(&sh->refs, 1, memory_order_relaxed);
+}
+
+static void shared_unref(void* arg) {
+  shared_t* sh = arg;
+  if (atomic_fetch_sub_explicit(&sh->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  weft__xfree(sh->calls.buckets);
+  weft__xfree(sh->answers.buckets);
+  pthread_mutex_destroy(&sh->plock);
+  pthread_mutex_destroy(&sh->hlock);
+  pthread_rwlock_destroy(&sh->lock);
+  weft__xfree(sh);
+}
+
+/* Publish under the read lock: WEFT_ENOTCONNECTED once the node left. */
+static int publish(shared_t* sh,
+                   const char* subject,
+                   const char* reply,
+                   const void* data,
+                   size_t len,
+                   const char* error) {
+  int err = WEFT_ENOTCONNECTED;
+  pthread_rwlock_rdlock(&sh->lock);
+  if (!sh->closed)
+    err = weft__nats_publish(sh->conn, subject, reply, data, len, error);
+  pthread_rwlock_unlock(&sh->lock);
+  if (err == 0)
+    count(&sh->published);
+  return err;
+}
+
+/* Events from nats.c's threads, posted to the node's loop as [kind, code]. */
+static void post_event(shared_t* sh, int kind, int code) {
+  unsigned char b[7] = {0x92, (unsigned char)kind, 0xd2, 0, 0, 0, 0};
+  uint32_t u = (uint32_t)code;
+  b[3] = (unsigned char)(u >> 24);
+  b[4] = (unsigned char)(u >> 16);
+  b[5] = (unsigned char)(u >> 8);
+  b[6] = (unsigned char)u;
+  pthread_mutex_lock(&sh->hlock);
+  if (sh->events != NULL)
+    weft__core_post(sh->events, b, sizeof(b));
+  pthread_mutex_unlock(&sh->hlock);
+}
+
+static void on_nats_event(void* ctx, int event, int code) {
+  shared_t* sh = ctx;
+  switch (event) {
+    case WEFT__NATS_CONNECTED:
+      post_event(sh, WEFT_NODE_CONNECTED, 0);
+      break;
+    case WEFT__NATS_DISCONNECTED:
+      post_event(sh, WEFT_NODE_DISCONNECTED, 0);
+      break;
+    case WEFT__NATS_RECONNECTED:
+      post_event(sh, WEFT_NODE_RECONNECTED, 0);
+      break;
+    case WEFT__NATS_CLOSED:
+      post_event(sh, WEFT_NODE_CLOSED, 0);
+      break;
+    default:
+      if (code == WEFT_ESLOWCONSUMER)
+        count(&sh->slow_consumer);
+      post_event(sh, WEFT_NODE_ERROR, code);
+      break;
+  }
+}
+
+/* ---- the node ------------------------------------------------------------- */
+
+typedef struct export_s export_t;
+typedef struct far_s far_t;
+
+struct export_s {
+  export_t* next; /* The node's list (its loop only). */
+  shared_t* sh;   /* Referenced until the subscription completes. */
+  void* core;     /* The exported port, held (pair). */
+  weft__nats_sub_t* sub;
+  char name[NAME_MAX_LEN + 1];
+};
+
+/* A sink channel's far core, for closing them when the node leaves. */
+struct far_s {
+  far_t* next;
+  void* core;
+};
+
+struct weft_node_s {
+  weft_loop_t* loop;
+  shared_t* sh;
+  weft_port_t* events; /* Receives post_event()'s messages, */
+  weft_port_t* events_out; /* posted on its peer (held: sh->events). */
+  weft_port_t* replies; /* The reply sink channel's local end. */
+  void* replies_far;
+  weft__nats_sub_t* inbox_sub;
+  export_t* exports;
+  far_t* fars;
+  uv_timer_t sweep; /* Forgets what outlived the ttl. */
+  weft_node_event_cb on_event;
+  void* ctx;
+  char name[NAME_MAX_LEN + 1];
+  char cluster[NAME_MAX_LEN + 1];
+};
+
+/* 1-64 of [A-Za-z0-9_-]: safe as one subject token. */
+static bool valid_name(const char* s) {
+  size_t n = 0;
+  if (s == NULL)
+    return false;
+  for (; s[n] != '\0'; n++) {
+    char c = s[n];
+    if (n >= NAME_MAX_LEN ||
+        !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_' || c == '-'))
+      return false;
+  }
+  return n > 0;
+}
+
+/* Copy a name valid_name() accepted into a buffer of NAME_MAX_LEN + 1. */
+static void copy_name(char* dst, const char* name) {
+  size_t n = strlen(name);
+  memcpy(dst, name, n + 1);
+}
+
+/* "weft.<cluster>.<node>.p.<name>" */
+static int export_subject(const char* cluster,
+                          const char* node,
+                          const char* name,
+                          char* out) {
+  int n = snprintf(out, SUBJECT_MAX, "weft.%s.%s.p.%s", cluster, node, name);
+  return n > 0 && n < SUBJECT_MAX ? 0 : WEFT_EINVAL;
+}
+
+/* ---- requests of ours: the remote port's sink ----------------------------- */
+
+typedef struct {
+  shared_t* sh;
+  char subject[SUBJECT_MAX];
+} rport_t;
+
+static void rport_free(void* ctx) {
+  rport_t* r = ctx;
+  shared_unref(r->sh);
+  weft__xfree(r);
+}
+
+/* A post or request on a remote port, on the poster's thread. */
+static int rport_sink(void* ctx, weft_msg_t** msg) {
+  rport_t* r = ctx;
+  shared_t* sh = r->sh;
+  weft_msg_t* m = *msg;
+  weft_reply_t* out;
+  pend_t* e;
+  char reply[SUBJECT_MAX];
+  int err;
+  if (m->nxfer > 0)
+    return WEFT_ENOTLOCAL;
+  if (!m->routed) {
+    err = publish(sh, r->subject, NULL, m->data, m->len, NULL);
+    if (err == 0) {
+      weft_msg_free(m);
+      *msg = NULL;
+    }
+    return err;
+  }
+  /* A request: its outcome waits in `calls` under a fresh id, which the
+   * reply subject carries. In the table before the publish: the reply may
+   * come before the publish returns. */
+  e = weft__xalloc(sizeof(*e));
+  if (e == NULL)
+    return WEFT_ENOMEM;
+  e->id = atomic_fetch_add_explicit(&sh->next_call, 1, memory_order_relaxed);
+  e->deadline_ms = now_ms() + sh->ttl_ms;
+  e->val = m->route.reply;
+  (void)snprintf(reply, sizeof(reply), "%s%llu", sh->inbox,
+           (unsigned long long)e->id);
+  pthread_mutex_lock(&sh->plock);
+  ptable_put(&sh->calls, e);
+  pthread_mutex_unlock(&sh->plock);
+  err = publish(sh, r->subject, reply, m->data, m->len, NULL);
+  if (err != 0) {
+    uint64_t id = e->id;
+    pthread_mutex_lock(&sh->plock);
+    e = ptable_take(&sh->calls, id);
+    pthread_mutex_unlock(&sh->plock);
+    if (e != NULL) {
+      /* Nothing went out: the request is the poster's again, whole
+       * (request.c settles it with this error). */
+      weft__xfree(e);
+      return err;
+    }
+    /* The sweep settled it meanwhile (its ttl passed): only ours to free. */
+  }
+  /* From the publish on, the outcome belongs to whoever takes its entry
+   * (a reply, the sweep, leave): not touched here. */
+  out = weft__request_unroute(m);
+  (void)out;
+  weft_msg_free(m);
+  *msg = NULL;
+  return 0;
+}
+
+/* A reply to one of our requests (nats.c's thread). */
+static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
+  shared_t* sh = ctx;
+  const char* tail = nm->subject + sh->inbox_len;
+  char* end;
+  unsigned long long id;
+  pend_t* e;
+  weft_reply_t* out;
+  if (strlen(nm->subject) <= sh->inbox_len) {
+    count(&sh->dropped_decode);
+    return;
+  }
+  id = strtoull(tail, &end, 10);
+  if (*end != '\0') {
+    count(&sh->dropped_decode);
+    return;
+  }
+  pthread_mutex_lock(&sh->plock);
+  e = ptable_take(&sh->calls, id);
+  pthread_mutex_unlock(&sh->plock);
+  if (e == NULL) {
+    count(&sh->late_replies);
+    return;
+  }
+  out = e->val;
+  weft__xfree(e);
+  count(&sh->replies);
+  if (nm->status != 0) {
+    weft_reply_error(out, nm->status);
+  } else if (nm->error != NULL) {
+    int code = weft_err_code(nm->error);
+    weft_reply_error(out, code < 0 ? code : WEFT_EDECODE);
+  } else if (nm->len == 0) {
+    count(&sh->dropped_decode);
+    weft_reply_error(out, WEFT_EDECODE);
+  } else if (weft_reply_send(out, nm->data, nm->len) == WEFT_EDECODE) {
+    count(&sh->dropped_decode); /* The requester got WEFT_EDECODE. */
+  }
+}
+
+/* ---- requests to our exports ---------------------------------------------- */
+
+/* An outcome of a request that came from the network: publish it to the
+ * request's reply subject, on the replier's thread. */
+static int reply_sink(void* ctx, weft_msg_t** msg) {
+  shared_t* sh = ctx;
+  weft_msg_t* m = *msg;
+  pend_t* e;
+  pthread_mutex_lock(&sh->plock);
+  e = ptable_take(&sh->answers, m->route.id);
+  pthread_mutex_unlock(&sh->plock);
+  if (e != NULL) {
+    const char* subject = e->val;
+    if (m->code != 0)
+      publish(sh, subject, NULL, NULL, 0, weft_err_name(m->code));
+    else if (m->nxfer > 0)
+      publish(sh, subject, NULL, NULL, 0, weft_err_name(WEFT_ENOTLOCAL));
+    else
+      publish(sh, subject, NULL, m->data, m->len, NULL);
+    weft__xfree(e->val);
+    weft__xfree(e);
+  }
+  /* Without an entry the requester's ttl passed: nothing to answer. */
+  weft__outcome_done(m);
+  *msg = NULL;
+  return 0;
+}
+
+static void answer_error(shared_t* sh, const char* reply, int code) {
+  if (reply != NULL && reply[0] != '\0')
+    publish(sh, reply, NULL, NULL, 0, weft_err_name(code));
+}
+
+/* A message or request for an export (nats.c's delivery thread). */
+static void export_message(void* ctx, const weft__nats_msg_t* nm) {
+  export_t* x = ctx;
+  shared_t* sh = x->sh;
+  const char* reply = nm->reply != NULL && nm->reply[0] != '\0' ? nm->reply
+                                                                 : NULL;
+  weft_msg_t* m;
+  pend_t* e = NULL;
+  int err;
+  if (nm->len == 0 || weft__msgpack_validate(nm->data, nm->len) != 0) {
+    count(&sh->dropped_decode);
+    answer_error(sh, reply, WEFT_EDECODE);
+    return;
+  }
+  m = weft__msg_alloc(WEFT__MSG_DATA, nm->len);
+  if (m == NULL) {
+    answer_error(sh, reply, WEFT_ENOMEM);
+    return;
+  }
+  memcpy(m->data, nm->data, nm->len);
+  m->len = nm->len;
+  if (reply != NULL) {
+    size_t rlen = strlen(reply) + 1;
+    char* subject = weft__xalloc(rlen);
+    int routed = WEFT_ENOTCONNECTED;
+    e = weft__xalloc(sizeof(*e));
+    if (subject != NULL && e != NULL) {
+      pthread_mutex_lock(&sh->hlock);
+      if (sh->reply_core != NULL)
+        routed = weft__request_route(m, sh->reply_core, &e->id);
+      pthread_mutex_unlock(&sh->hlock);
+    }
+    if (routed != 0) {
+      weft__xfree(subject);
+      weft__xfree(e);
+      weft_msg_free(m);
+      answer_error(sh, reply, routed);
+      return;
+    }
+    memcpy(subject, reply, rlen);
+    e->val = subject;
+    e->deadline_ms = now_ms() + sh->ttl_ms;
+    pthread_mutex_lock(&sh->plock);
+    ptable_put(&sh->answers, e);
+    pthread_mutex_unlock(&sh->plock);
+  }
+  err = weft__core_post_msg(x->core, &m);
+  if (err == 0) {
+    count(&sh->received);
+    return;
+  }
+  if (err == WEFT_EMSGSIZE)
+    count(&sh->dropped_size);
+  else
+    count(&sh->dropped_closed);
+  if (reply == NULL) {
+    weft_msg_free(m);
+    return;
+  }
+  /* Freed as an undelivered request, it settles as WEFT_ECLOSED through
+   * reply_sink; say the real reason instead. */
+  pthread_mutex_lock(&sh->plock);
+  e = ptable_take(&sh->answers, e->id);
+  pthread_mutex_unlock(&sh->plock);
+  weft_msg_free(m); /* Its outcome finds no entry in reply_sink. */
+  if (e != NULL) {
+    answer_error(sh, reply, err);
+    weft__xfree(e->val);
+    weft__xfree(e);
+  }
+}
+
+static void export_done(void* ctx) {
+  export_t* x = ctx;
+  weft__port_unhold_pair(x->core);
+  shared_unref(x->sh);
+  weft__xfree(x);
+}
+
+/* ---- events and expiry on the node's loop ---------------------------------- */
+
+static void events_message(weft_port_t* port, weft_msg_t* msg) {
+  weft_node_t* node = weft_port_get_data(port);
+  const msgpack_object* o = weft_msg_object(msg);
+  weft_node_event_t ev;
+  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+    return;
+  ev.kind = (weft_node_event_kind)o->via.array.ptr[0].via.u64;
+  ev.code = (int)o->via.array.ptr[1].via.i64;
+  if (node->on_event != NULL)
+    node->on_event(node, &ev, node->ctx);
+}
+
+/* Settle or forget what outlived the ttl (all of it, with `all`). */
+static void expire(shared_t* sh, bool all) {
+  uint64_t now = all ? UINT64_MAX : now_ms();
+  pend_t* e;
+  for (;;) {
+    pthread_mutex_lock(&sh->plock);
+    e = ptable_expired(&sh->calls, now);
+    pthread_mutex_unlock(&sh->plock);
+    if (e == NULL)
+      break;
+    weft_reply_error(e->val, all ? WEFT_ENOTCONNECTED : WEFT_ETIMEDOUT);
+    weft__xfree(e);
+  }
+  for (;;) {
+    pthread_mutex_lock(&sh->plock);
+    e = ptable_expired(&sh->answers, now);
+    pthread_mutex_unlock(&sh->plock);
+    if (e == NULL)
+      break;
+    weft__xfree(e->val);
+    weft__xfree(e);
+  }
+}
+
+static void sweep_cb(uv_timer_t* t) {
+  weft_node_t* node = t->data;
+  expire(node->sh, false);
+}
+
+/* ---- API ------------------------------------------------------------------ */
+
+static shared_t* shared_new(uint64_t ttl_ms) {
+  shared_t* sh = weft__xzalloc(sizeof(*sh));
+  if (sh == NULL)
+    return NULL;
+  atomic_init(&sh->refs, 1);
+  atomic_init(&sh->next_call, 1);
+  sh->ttl_ms = ttl_ms;
+  if (pthread_rwlock_init(&sh->lock, NULL) != 0) {
+    weft__xfree(sh);
+    return NULL;
+  }
+  pthread_mutex_init(&sh->plock, NULL);
+  pthread_mutex_init(&sh->hlock, NULL);
+  if (ptable_init(&sh->calls) != 0 || ptable_init(&sh->answers) != 0) {
+    shared_unref(sh);
+    return NULL;
+  }
+  return sh;
+}
+
+static void node_free_parts(weft_node_t* node) {
+  shared_t* sh = node->sh;
+  void *events = NULL, *reply_core = NULL;
+  if (sh != NULL) {
+    pthread_mutex_lock(&sh->hlock);
+    events = sh->events;
+    reply_core = sh->reply_core;
+    sh->events = sh->reply_core = NULL;
+    pthread_mutex_unlock(&sh->hlock);
+  }
+  if (events != NULL)
+    weft__port_unhold_pair(events);
+  if (reply_core != NULL)
+    weft__port_unhold_pair(reply_core);
+  if (node->events != NULL)
+    weft_port_free(node->events);
+  if (node->events_out != NULL)
+    weft_port_free(node->events_out);
+  if (node->replies != NULL)
+    weft_port_free(node->replies);
+  if (node->replies_far != NULL)
+    weft__sink_close(node->replies_far);
+  if (node->sh != NULL)
+    shared_unref(node->sh);
+  weft__xfree(node);
+}
+
+static void sweep_closed(uv_handle_t* h) {
+  node_free_parts(h->data);
+}
+
+int weft_node_join(weft_loop_t* loop,
+                   const weft_node_opts_t* opts,
+                   weft_node_t** out) {
+  weft_node_t* node;
+  shared_t* sh;
+  weft_port_t* evout = NULL;
+  weft__nats_opts_t no;
+  char conn_name[2 * NAME_MAX_LEN + 8];
+  int err;
+  if (out != NULL)
+    *out = NULL;
+  if (loop == NULL || opts == NULL || out == NULL || opts->servers == NULL ||
+      opts->servers[0] == '\0' || !valid_name(opts->name) ||
+      (opts->cluster != NULL && !valid_name(opts->cluster)))
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(loop))
+    return WEFT_EWRONGTHREAD;
+  node = weft__xzalloc(sizeof(*node));
+  if (node == NULL)
+    return WEFT_ENOMEM;
+  node->loop = loop;
+  node->on_event = opts->on_event;
+  node->ctx = opts->ctx;
+  copy_name(node->name, opts->name);
+  copy_name(node->cluster, opts->cluster != NULL ? opts->cluster : "weft");
+  sh = shared_new(opts->request_ttl_ms > 0 ? (uint64_t)opts->request_ttl_ms
+                                           : 60000u);
+  if (sh == NULL) {
+    weft__xfree(node);
+    return WEFT_ENOMEM;
+  }
+  node->sh = sh;
+  (void)snprintf(sh->prefix, sizeof(sh->prefix), "weft.%s.", node->cluster);
+  (void)snprintf(sh->inbox, sizeof(sh->inbox), "weft.%s.%s.r.", node->cluster,
+           node->name);
+  sh->inbox_len = strlen(sh->inbox);
+
+  /* Events: a channel on the loop, posted on from nats.c's threads. */
+  err = weft_channel_new(loop, &node->events, &evout);
+  if (err == 0) {
+    node->events_out = evout;
+    sh->events = weft__port_hold_pair(evout);
+    weft_port_set_data(node->events, node);
+    err = weft_port_on_message(node->events, events_message);
+  }
+  /* Replies to requests from the network: a sink channel. */
+  if (err == 0) {
+    shared_ref(sh);
+    err = weft__channel_new_sink(loop, reply_sink, shared_unref, sh,
+                                 &node->replies, &node->replies_far);
+    if (err != 0)
+      shared_unref(sh);
+  }
+  if (err == 0) {
+    sh->reply_core = weft__port_hold_pair(node->replies);
+    weft_port_unref(node->replies); /* The events port keeps the loop. */
+  }
+  if (err != 0) {
+    node_free_parts(node);
+    return err;
+  }
+
+  memset(&no, 0, sizeof(no));
+  (void)snprintf(conn_name, sizeof(conn_name), "weft:%s:%s", node->cluster,
+           node->name);
+  no.servers = opts->servers;
+  no.name = conn_name;
+  no.user = opts->user;
+  no.password = opts->password;
+  no.creds_file = opts->creds_file;
+  no.nkey = opts->nkey;
+  no.nkey_seed_file = opts->nkey_seed_file;
+  no.tls_ca = opts->tls_ca;
+  no.tls_cert = opts->tls_cert;
+  no.tls_key = opts->tls_key;
+  no.connect_timeout_ms =
+      opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 2000;
+  no.reconnect_wait_ms =
+      opts->reconnect_wait_ms > 0 ? opts->reconnect_wait_ms : 250;
+  no.max_reconnect = opts->max_reconnect != 0 ? opts->max_reconnect : 120;
+  err = weft__nats_connect(&no, on_nats_event, sh, &sh->conn);
+  if (err == 0) {
+    char subject[SUBJECT_MAX];
+    (void)snprintf(subject, sizeof(subject), "%s*", sh->inbox);
+    shared_ref(sh);
+    err = weft__nats_subscribe(sh->conn, subject, NULL, inbox_message,
+                               shared_unref, sh, &node->inbox_sub);
+    if (err != 0) {
+      shared_unref(sh);
+      weft__nats_close(sh->conn);
+      sh->conn = NULL;
+    }
+  }
+  if (err != 0) {
+    node_free_parts(node);
+    return err;
+  }
+  uv_timer_init(weft_loop_uv(loop), &node->sweep);
+  node->sweep.data = node;
+  uv_timer_start(&node->sweep, sweep_cb, 1000, 1000);
+  uv_unref((uv_handle_t*)&node->sweep);
+  *out = node;
+  return 0;
+}
+
+/* Serve `name` by posting on `core` (held by the caller for us). */
+static int export_core(weft_node_t* node, const char* name, void* core) {
+  export_t* x;
+  char subject[SUBJECT_MAX];
+  int err;
+  for (x = node->exports; x != NULL; x = x->next) {
+    if (strcmp(x->name, name) == 0)
+      return WEFT_EEXIST;
+  }
+  err = export_subject(node->cluster, node->name, name, subject);
+  if (err != 0)
+    return err;
+  x = weft__xzalloc(sizeof(*x));
+  if (x == NULL)
+    return WEFT_ENOMEM;
+  copy_name(x->name, name);
+  x->core = core;
+  x->sh = node->sh;
+  shared_ref(node->sh);
+  err = weft__nats_subscribe(node->sh->conn, subject, NULL, export_message,
+                             export_done, x, &x->sub);
+  if (err != 0) {
+    shared_unref(node->sh);
+    weft__xfree(x);
+    return err;
+  }
+  x->next = node->exports;
+  node->exports = x;
+  return 0;
+}
+
+static int export_check(weft_node_t* node, const char* name) {
+  if (node == NULL || !valid_name(name))
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(node->loop))
+    return WEFT_EWRONGTHREAD;
+  if (node->sh->conn == NULL)
+    return WEFT_ENOTCONNECTED;
+  return 0;
+}
+
+int weft_node_export(weft_node_t* node, const char* name, weft_port_t* port) {
+  void* core;
+  int err = export_check(node, name);
+  if (err != 0)
+    return err;
+  if (port == NULL || weft_port_closed(port))
+    return WEFT_EINVAL;
+  core = weft__port_hold_pair(port);
+  err = export_core(node, name, core);
+  if (err != 0)
+    weft__port_unhold_pair(core);
+  return err;
+}
+
+int weft_node_export_worker(weft_node_t* node,
+                            const char* name,
+                            weft_worker_t* w) {
+  void* core = NULL;
+  int err = export_check(node, name);
+  if (err != 0)
+    return err;
+  if (w == NULL || weft__worker_post_core(w, &core) != 0)
+    return WEFT_EINVAL;
+  weft__core_hold_pair(core);
+  err = export_core(node, name, core);
+  if (err != 0)
+    weft__port_unhold_pair(core);
+  return err;
+}
+
+int weft_node_unexport(weft_node_t* node, const char* name) {
+  export_t** pp;
+  if (node == NULL || name == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(node->loop))
+    return WEFT_EWRONGTHREAD;
+  for (pp = &node->exports; *pp != NULL; pp = &(*pp)->next) {
+    if (strcmp((*pp)->name, name) == 0) {
+      export_t* x = *pp;
+      *pp = x->next;
+      weft__nats_unsubscribe(x->sub); /* export_done frees x. */
+      return 0;
+    }
+  }
+  return WEFT_ENOENT;
+}
+
+/* Close the far cores of remote ports their owners freed. */
+static void prune_fars(weft_node_t* node) {
+  far_t** pp = &node->fars;
+  while (*pp != NULL) {
+    far_t* f = *pp;
+    if (weft__sink_abandoned(f->core)) {
+      *pp = f->next;
+      weft__sink_close(f->core);
+      weft__xfree(f);
+    } else {
+      pp = &f->next;
+    }
+  }
+}
+
+int weft_node_port(weft_node_t* node,
+                   const char* node_name,
+                   const char* name,
+                   weft_port_t** out) {
+  rport_t* r;
+  far_t* f;
+  int err;
+  if (out != NULL)
+    *out = NULL;
+  if (node == NULL || out == NULL || !valid_name(node_name) ||
+      !valid_name(name))
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(node->loop))
+    return WEFT_EWRONGTHREAD;
+  if (node->sh->conn == NULL)
+    return WEFT_ENOTCONNECTED;
+  prune_fars(node);
+  r = weft__xzalloc(sizeof(*r));
+  f = weft__xzalloc(sizeof(*f));
+  if (r == NULL || f == NULL) {
+    weft__xfree(r);
+    weft__xfree(f);
+    return WEFT_ENOMEM;
+  }
+  r->sh = node->sh;
+  err = export_subject(node->cluster, node_name, name, r->subject);
+  if (err == 0) {
+    shared_ref(node->sh);
+    err = weft__channel_new_sink(node->loop, rport_sink, rport_free, r, out,
+                                 &f->core);
+    if (err != 0) {
+      shared_unref(node->sh);
+    }
+  }
+  if (err != 0) {
+    weft__xfree(r);
+    weft__xfree(f);
+    return err;
+  }
+  f->next = node->fars;
+  node->fars = f;
+  return 0;
+}
+
+int weft_node_stats(weft_node_t* node, weft_node_stats_t* out) {
+  shared_t* sh;
+  if (node == NULL || out == NULL)
+    return WEFT_EINVAL;
+  sh = node->sh;
+#define LOAD(f) atomic_load_explicit(&sh->f, memory_order_relaxed)
+  out->published = LOAD(published);
+  out->received = LOAD(received);
+  out->replies = LOAD(replies);
+  out->dropped_decode = LOAD(dropped_decode);
+  out->dropped_size = LOAD(dropped_size);
+  out->dropped_closed = LOAD(dropped_closed);
+  out->late_replies = LOAD(late_replies);
+  out->slow_consumer = LOAD(slow_consumer);
+#undef LOAD
+  return 0;
+}
+
+const char* weft_node_name(const weft_node_t* node) {
+  return node == NULL ? NULL : node->name;
+}
+
+bool weft_node_connected(const weft_node_t* node) {
+  return node != NULL && node->sh->conn != NULL &&
+         weft__nats_connected(node->sh->conn);
+}
+
+int weft_node_flush(weft_node_t* node, int64_t timeout_ms) {
+  int err = WEFT_ENOTCONNECTED;
+  if (node == NULL)
+    return WEFT_EINVAL;
+  pthread_rwlock_rdlock(&node->sh->lock);
+  if (!node->sh->closed)
+    err = weft__nats_flush(node->sh->conn, timeout_ms);
+  pthread_rwlock_unlock(&node->sh->lock);
+  return err;
+}
+
+int weft_node_leave(weft_node_t* node) {
+  shared_t* sh;
+  weft__nats_t* conn;
+  if (node == NULL)
+    return WEFT_EINVAL;
+  if (!weft__loop_on_thread(node->loop))
+    return WEFT_EWRONGTHREAD;
+  sh = node->sh;
+  while (node->exports != NULL) {
+    export_t* x = node->exports;
+    node->exports = x->next;
+    weft__nats_unsubscribe(x->sub);
+  }
+  weft__nats_unsubscribe(node->inbox_sub);
+  pthread_rwlock_wrlock(&sh->lock);
+  sh->closed = true;
+  conn = sh->conn;
+  pthread_rwlock_unlock(&sh->lock);
+  /* No publish is running or will run: close (waits for nats.c). */
+  weft__nats_close(conn);
+  expire(sh, true);
+  while (node->fars != NULL) {
+    far_t* f = node->fars;
+    node->fars = f->next;
+    weft__sink_close(f->core);
+    weft__xfree(f);
+  }
+  node->on_event = NULL; /* Events still queued are not reported. */
+  uv_close((uv_handle_t*)&node->sweep, sweep_closed);
+  return 0;
+}

@@ -1,0 +1,500 @@
+/* test_node.c - Criterion suite for nodes over NATS (weft/node.h): join and
+ * events, posts in order between two nodes, requests with replies, replier
+ * errors and "no responders", blocking calls from a thread with no loop,
+ * untrusted payloads from the network, what cannot leave the process, bad
+ * input, and leaving with requests in flight. Each test starts its own
+ * nats-server on a free loopback port (test/nats_server.h). */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include <weft/weft.h>
+
+#include "internal.h"
+#include "nats.h" /* Raw publishes, as a foreign client would make them. */
+#include "nats_server.h"
+#include "support.h"
+
+static nats_server_t server;
+
+static void start_server(void) {
+  cr_assert_eq(nats_server_start(&server, NULL), 0, "nats-server started");
+}
+
+static void stop_server(void) {
+  nats_server_stop(&server);
+}
+
+TestSuite(node, .init = start_server, .fini = stop_server, .timeout = 60);
+
+/* --- helpers ------------------------------------------------------------- */
+
+typedef struct {
+  atomic_int connected, closed, errors;
+  int last_error;
+} events_t;
+
+static void on_event(weft_node_t* node, const weft_node_event_t* ev,
+                     void* ctx) {
+  events_t* e = ctx;
+  (void)node;
+  if (ev->kind == WEFT_NODE_CONNECTED)
+    e->connected++;
+  else if (ev->kind == WEFT_NODE_CLOSED)
+    e->closed++;
+  else if (ev->kind == WEFT_NODE_ERROR) {
+    e->errors++;
+    e->last_error = ev->code;
+  }
+}
+
+static weft_node_t* join(weft_loop_t* loop, const char* name, events_t* ev) {
+  weft_node_opts_t o = {0};
+  weft_node_t* node = NULL;
+  o.servers = server.url;
+  o.name = name;
+  o.cluster = "test";
+  o.on_event = on_event;
+  o.ctx = ev;
+  cr_assert_eq(weft_node_join(loop, &o, &node), 0);
+  cr_assert_not_null(node);
+  return node;
+}
+
+/* Run `loop` until `*flag` is set (or the suite's timeout). */
+typedef struct {
+  weft_loop_t* loop;
+  atomic_int* flag;
+  uv_timer_t timer;
+} until_t;
+
+static void until_tick(uv_timer_t* t) {
+  until_t* u = t->data;
+  if (atomic_load(u->flag))
+    weft_loop_stop(u->loop);
+}
+
+static void run_until(weft_loop_t* loop, atomic_int* flag) {
+  until_t u = {loop, flag, {0}};
+  uv_timer_init(weft_loop_uv(loop), &u.timer);
+  u.timer.data = &u;
+  uv_timer_start(&u.timer, until_tick, 1, 1);
+  while (!atomic_load(flag))
+    weft_loop_run(loop);
+  uv_close((uv_handle_t*)&u.timer, NULL);
+  uv_run(weft_loop_uv(loop), UV_RUN_NOWAIT);
+}
+
+/* Subscriptions reach the server before anything is published to them:
+ * flush both nodes (the server answers a flush after it processed what
+ * came before it). */
+static void settle(weft_node_t* a, weft_node_t* b) {
+  cr_assert_eq(weft_node_flush(a, 5000), 0);
+  if (b != NULL)
+    cr_assert_eq(weft_node_flush(b, 5000), 0);
+}
+
+/* --- receivers ------------------------------------------------------------ */
+
+typedef struct {
+  atomic_int count;
+  int64_t next; /* The value expected next. */
+  int out_of_order;
+  atomic_int done;
+  int want;
+} seq_t;
+
+static void seq_message(weft_port_t* p, weft_msg_t* m) {
+  seq_t* s = weft_port_get_data(p);
+  int64_t v = msg_int(m);
+  if (v != s->next)
+    s->out_of_order++;
+  s->next = v + 1;
+  if (atomic_fetch_add(&s->count, 1) + 1 == s->want)
+    atomic_store(&s->done, 1);
+}
+
+/* Answers an integer with itself plus one; a negative one with that error
+ * code (a replier's error travels by name). */
+static void plus_one(weft_port_t* p, weft_msg_t* m) {
+  int64_t v = msg_int(m);
+  (void)p;
+  cr_assert(weft_msg_is_request(m));
+  if (v < 0) {
+    weft_reply_t* r = NULL;
+    cr_assert_eq(weft_msg_take_reply(m, &r), 0);
+    cr_assert_eq(weft_reply_error(r, (int)v), 0);
+  } else {
+    packed_t b = packed_int(v + 1);
+    cr_assert_eq(weft_msg_reply(m, b.data, b.len), 0);
+  }
+}
+
+typedef struct {
+  atomic_int done;
+  int status;
+  int64_t value;
+} answer_t;
+
+static void on_answer(void* ctx, int status, weft_msg_t* reply) {
+  answer_t* a = ctx;
+  a->status = status;
+  a->value = reply != NULL ? msg_int(reply) : INT64_MIN;
+  atomic_store(&a->done, 1);
+}
+
+static void request_int(weft_port_t* p, int64_t v, int64_t timeout_ms,
+                        answer_t* a) {
+  packed_t b = packed_int(v);
+  atomic_store(&a->done, 0);
+  cr_assert_eq(
+      weft_port_request(p, b.data, b.len, timeout_ms, on_answer, a, NULL), 0);
+}
+
+/* A served name on node `b`: its port's peer runs `handler`. */
+static void serve(weft_loop_t* loop, weft_node_t* node, const char* name,
+                  weft_port_message_cb handler, void* data,
+                  weft_port_t** in, weft_port_t** out) {
+  new_channel(loop, in, out);
+  cr_assert_eq(weft_port_set_data(*out, data), 0);
+  cr_assert_eq(weft_port_on_message(*out, handler), 0);
+  cr_assert_eq(weft_port_unref(*out), 0);
+  cr_assert_eq(weft_node_export(node, name, *in), 0);
+}
+
+/* --- tests ---------------------------------------------------------------- */
+
+Test(node, join_connects_and_leaves) {
+  weft_loop_t* loop = new_loop();
+  events_t ev = {0};
+  weft_node_t* node = join(loop, "a", &ev);
+  cr_assert_str_eq(weft_node_name(node), "a");
+  run_until(loop, &ev.connected);
+  cr_assert_eq(atomic_load(&ev.connected), 1, "one CONNECTED event");
+  cr_assert(weft_node_connected(node));
+  cr_assert_eq(weft_node_leave(node), 0);
+  run_and_free(loop); /* Left: nothing keeps the loop alive. */
+}
+
+Test(node, posts_arrive_in_order) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0}, eb = {0};
+  weft_node_t* a = join(loop, "a", &ea);
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *in, *out, *remote = NULL;
+  weft_node_stats_t st;
+  seq_t s = {0};
+  int i;
+  s.want = 2000;
+  serve(loop, b, "seq", seq_message, &s, &in, &out);
+  cr_assert_eq(weft_node_port(a, "b", "seq", &remote), 0);
+  settle(a, b);
+  for (i = 0; i < s.want; i++)
+    cr_assert_eq(port_post_int(remote, i), 0);
+  run_until(loop, &s.done);
+  cr_assert_eq(atomic_load(&s.count), s.want);
+  cr_assert_eq(s.out_of_order, 0, "in the order posted");
+  cr_assert_eq(weft_node_stats(b, &st), 0);
+  cr_assert_eq(st.received, (uint64_t)s.want);
+  cr_assert_eq(weft_node_stats(a, &st), 0);
+  cr_assert_eq(st.published, (uint64_t)s.want);
+  cr_assert_eq(weft_port_free(remote), 0);
+  cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(in, out);
+  run_and_free(loop);
+}
+
+Test(node, request_reply_and_errors) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0}, eb = {0};
+  weft_node_t* a = join(loop, "a", &ea);
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *in, *out, *remote, *nobody;
+  answer_t ans;
+  serve(loop, b, "plus", plus_one, NULL, &in, &out);
+  cr_assert_eq(weft_node_port(a, "b", "plus", &remote), 0);
+  cr_assert_eq(weft_node_port(a, "b", "nobody", &nobody), 0);
+  settle(a, b);
+
+  request_int(remote, 41, 5000, &ans);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.status, 0, "%s", weft_err_name(ans.status));
+  cr_assert_eq(ans.value, 42);
+
+  /* The replier's error comes back by name as the same code. */
+  request_int(remote, WEFT_EQUEUEFULL, 5000, &ans);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.status, WEFT_EQUEUEFULL, "%s", weft_err_name(ans.status));
+
+  /* Nobody serves that name: NATS says so at once (no timeout). */
+  request_int(nobody, 1, 30000, &ans);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.status, WEFT_ENORESPONDERS, "%s",
+               weft_err_name(ans.status));
+
+  /* After unexport the name has no responder either. */
+  cr_assert_eq(weft_node_unexport(b, "plus"), 0);
+  cr_assert_eq(weft_node_unexport(b, "plus"), WEFT_ENOENT);
+  settle(b, a);
+  request_int(remote, 1, 30000, &ans);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.status, WEFT_ENORESPONDERS, "%s",
+               weft_err_name(ans.status));
+
+  weft_port_free(remote);
+  weft_port_free(nobody);
+  cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(in, out);
+  run_and_free(loop);
+}
+
+/* A thread with no loop calls a remote name and blocks for the reply. */
+typedef struct {
+  weft_port_t* remote;
+  int status;
+  int64_t value;
+  atomic_int done;
+} caller_t;
+
+static void* caller_main(void* arg) {
+  caller_t* c = arg;
+  packed_t b = packed_int(99);
+  weft_msg_t* reply = NULL;
+  c->status = weft_port_call(c->remote, b.data, b.len, 10000, &reply);
+  if (reply != NULL) {
+    c->value = msg_int(reply);
+    weft_msg_free(reply);
+  }
+  atomic_store(&c->done, 1);
+  return NULL;
+}
+
+Test(node, blocking_call_from_a_thread_without_loop) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0}, eb = {0};
+  weft_node_t* a = join(loop, "a", &ea);
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *in, *out;
+  caller_t c = {0};
+  pthread_t t;
+  serve(loop, b, "plus", plus_one, NULL, &in, &out);
+  cr_assert_eq(weft_node_port(a, "b", "plus", &c.remote), 0);
+  settle(a, b);
+  cr_assert_eq(pthread_create(&t, NULL, caller_main, &c), 0);
+  run_until(loop, &c.done); /* Node b's replier runs on this loop. */
+  pthread_join(t, NULL);
+  cr_assert_eq(c.status, 0, "%s", weft_err_name(c.status));
+  cr_assert_eq(c.value, 100);
+  weft_port_free(c.remote);
+  cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(in, out);
+  run_and_free(loop);
+}
+
+/* Foreign bytes on an export's subject: dropped and counted, and a request
+ * among them is answered with the error's name. */
+typedef struct {
+  atomic_int done;
+  char error[32];
+  int status;
+} raw_reply_t;
+
+static void raw_reply(void* ctx, const weft__nats_msg_t* m) {
+  raw_reply_t* r = ctx;
+  snprintf(r->error, sizeof(r->error), "%s", m->error ? m->error : "");
+  r->status = m->status;
+  atomic_store(&r->done, 1);
+}
+
+Test(node, malformed_payloads_are_dropped_and_counted) {
+  weft_loop_t* loop = new_loop();
+  events_t eb = {0};
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *in, *out;
+  weft__nats_opts_t o = {0};
+  weft__nats_t* raw = NULL;
+  weft__nats_sub_t* sub = NULL;
+  weft_node_stats_t st;
+  raw_reply_t rr = {0};
+  seq_t s = {0};
+  const char* subject = "weft.test.b.p.seq";
+  static const unsigned char bad[][4] = {
+      {0x92, 0x01, 0, 0}, /* An array of 2 with one element. */
+      {0xc1, 0, 0, 0},    /* Never used. */
+      {0x01, 0x02, 0, 0}, /* Two values. */
+  };
+  static const size_t bad_len[] = {2, 1, 2};
+  size_t i;
+  s.want = 1;
+  serve(loop, b, "seq", seq_message, &s, &in, &out);
+  settle(b, NULL);
+  o.servers = server.url;
+  o.max_reconnect = 1;
+  cr_assert_eq(weft__nats_connect(&o, NULL, NULL, &raw), 0);
+  cr_assert_eq(weft__nats_subscribe(raw, "raw.reply", NULL, raw_reply, NULL,
+                                    &rr, &sub),
+               0);
+  for (i = 0; i < 3; i++)
+    cr_assert_eq(
+        weft__nats_publish(raw, subject, NULL, bad[i], bad_len[i], NULL), 0);
+  cr_assert_eq(weft__nats_publish(raw, subject, NULL, "", 0, NULL), 0);
+  /* A malformed request: answered EDECODE. */
+  cr_assert_eq(weft__nats_publish(raw, subject, "raw.reply", bad[0], 2, NULL),
+               0);
+  /* Then a good one (0): it arrives, after the bad ones. */
+  cr_assert_eq(weft__nats_publish(raw, subject, NULL, "\x00", 1, NULL), 0);
+  cr_assert_eq(weft__nats_flush(raw, 5000), 0);
+  run_until(loop, &s.done);
+  run_until(loop, &rr.done);
+  cr_assert_str_eq(rr.error, "EDECODE");
+  cr_assert_eq(weft_node_stats(b, &st), 0);
+  cr_assert_eq(st.dropped_decode, 5, "got %llu",
+               (unsigned long long)st.dropped_decode);
+  cr_assert_eq(st.received, 1);
+  cr_assert_eq(atomic_load(&s.count), 1);
+  weft__nats_unsubscribe(sub);
+  weft__nats_close(raw);
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(in, out);
+  run_and_free(loop);
+}
+
+Test(node, buffers_and_ports_cannot_leave_the_process) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0};
+  weft_node_t* a = join(loop, "a", &ea);
+  weft_port_t *remote, *x, *y;
+  weft_buffer_t* buf = NULL;
+  weft_msg_t* m = NULL;
+  cr_assert_eq(weft_node_port(a, "b", "any", &remote), 0);
+  cr_assert_eq(weft_buffer_new(&buf, 16), 0);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_buffer(m, buf), 0);
+  cr_assert_eq(weft_port_post_msg(remote, &m), WEFT_ENOTLOCAL);
+  cr_assert_not_null(m, "the message is still the caller's");
+  cr_assert(!weft_buffer_detached(buf), "the buffer was not moved");
+  weft_msg_free(m);
+  new_channel(loop, &x, &y);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_port(m, x), 0);
+  cr_assert_eq(weft_port_post_msg(remote, &m), WEFT_ENOTLOCAL);
+  weft_msg_free(m);
+  weft_buffer_free(buf);
+  free_channel(x, y);
+  weft_port_free(remote);
+  cr_assert_eq(weft_node_leave(a), 0);
+  run_and_free(loop);
+}
+
+Test(node, bad_input) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0};
+  weft_node_opts_t o = {0};
+  weft_node_t* node = NULL;
+  weft_port_t *in, *out, *p = NULL;
+  cr_assert_eq(weft_node_join(loop, NULL, &node), WEFT_EINVAL);
+  o.name = "a";
+  cr_assert_eq(weft_node_join(loop, &o, &node), WEFT_EINVAL, "no servers");
+  o.servers = server.url;
+  o.name = "a.b";
+  cr_assert_eq(weft_node_join(loop, &o, &node), WEFT_EINVAL, "dot in name");
+  o.name = "a*";
+  cr_assert_eq(weft_node_join(loop, &o, &node), WEFT_EINVAL, "wildcard");
+  o.name = "";
+  cr_assert_eq(weft_node_join(loop, &o, &node), WEFT_EINVAL, "empty");
+  o.name = "a";
+  o.cluster = "x>";
+  cr_assert_eq(weft_node_join(loop, &o, &node), WEFT_EINVAL, "cluster");
+  cr_assert_null(node);
+  node = join(loop, "a", &ea);
+  new_channel(loop, &in, &out);
+  cr_assert_eq(weft_node_export(node, "x.y", in), WEFT_EINVAL);
+  cr_assert_eq(weft_node_export(node, "x", NULL), WEFT_EINVAL);
+  cr_assert_eq(weft_node_export(node, "x", in), 0);
+  cr_assert_eq(weft_node_export(node, "x", in), WEFT_EEXIST);
+  cr_assert_eq(weft_node_unexport(node, "nope"), WEFT_ENOENT);
+  cr_assert_eq(weft_node_port(node, "b", "y z", &p), WEFT_EINVAL);
+  cr_assert_eq(weft_node_port(node, "b.c", "y", &p), WEFT_EINVAL);
+  cr_assert_null(p);
+  cr_assert_eq(weft_node_leave(node), 0);
+  free_channel(in, out);
+  run_and_free(loop);
+}
+
+/* Leaving settles our requests still waiting with WEFT_ENOTCONNECTED and
+ * closes the node's ports. */
+static void ignore(weft_port_t* p, weft_msg_t* m) {
+  (void)p;
+  weft_msg_keep(m); /* Never answered while the test runs. */
+  weft_port_set_data(p, m);
+}
+
+typedef struct {
+  atomic_int closed;
+} closed_t;
+
+static void on_closed(weft_port_t* p) {
+  closed_t* c = weft_port_get_data(p);
+  atomic_store(&c->closed, 1);
+}
+
+Test(node, leave_settles_requests_and_closes_ports) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0}, eb = {0};
+  weft_node_t* a = join(loop, "a", &ea);
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *in, *out, *remote;
+  weft_msg_t* kept;
+  answer_t ans;
+  closed_t cl = {0};
+  serve(loop, b, "sink", ignore, NULL, &in, &out);
+  cr_assert_eq(weft_node_port(a, "b", "sink", &remote), 0);
+  cr_assert_eq(weft_port_set_data(remote, &cl), 0);
+  cr_assert_eq(weft_port_on_close(remote, on_closed), 0);
+  settle(a, b);
+  request_int(remote, 7, 60000, &ans);
+  while (weft_port_get_data(out) == NULL)
+    uv_run(weft_loop_uv(loop), UV_RUN_ONCE);
+  cr_assert_eq(atomic_load(&ans.done), 0);
+  cr_assert_eq(weft_node_leave(a), 0);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.status, WEFT_ENOTCONNECTED, "%s",
+               weft_err_name(ans.status));
+  run_until(loop, &cl.closed);
+  cr_assert_eq(port_post_int(remote, 1), WEFT_ECLOSED);
+  weft_port_free(remote);
+  kept = weft_port_get_data(out);
+  weft_msg_free(kept); /* Its request settles: late for b's sink. */
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(in, out);
+  run_and_free(loop);
+}
+
+/* A server that is not there: join still returns at once, and the node
+ * reports CLOSED when its attempts ran out. */
+Test(node, unreachable_servers_end_in_closed) {
+  weft_loop_t* loop = new_loop();
+  events_t ev = {0};
+  weft_node_opts_t o = {0};
+  weft_node_t* node = NULL;
+  char url[64];
+  snprintf(url, sizeof(url), "nats://127.0.0.1:%d", nats_free_port());
+  o.servers = url;
+  o.name = "lonely";
+  o.max_reconnect = 2;
+  o.reconnect_wait_ms = 20;
+  o.on_event = on_event;
+  o.ctx = &ev;
+  cr_assert_eq(weft_node_join(loop, &o, &node), 0);
+  cr_assert(!weft_node_connected(node));
+  run_until(loop, &ev.closed);
+  cr_assert_eq(atomic_load(&ev.connected), 0);
+  cr_assert_eq(weft_node_leave(node), 0);
+  run_and_free(loop);
+}

@@ -1,0 +1,349 @@
+/* nats.c - the NATS back-end (nats.h) on nats.c 3.4 (Debian's libnats).
+ *
+ * Lifetime. nats.c calls back with our pointers from its own threads until
+ * the connection's "closed" callback (for the connection) and a
+ * subscription's "complete" callback (for the subscription) have run, so a
+ * wrapper is freed only after those: weft__nats_close() waits for the
+ * closed callback, a subscription frees itself in its complete callback. */
+#include "nats.h"
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "weft/errno.h"
+
+struct weft__nats_s {
+  natsConnection* nc;
+  weft__nats_event_cb on_event;
+  void* ctx;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool closed; /* The closed callback ran. Under `lock`. */
+};
+
+struct weft__nats_sub_s {
+  /* Two: the owner's (until weft__nats_unsubscribe) and nats.c's (until the
+   * complete callback, which also comes when the connection closes). */
+  atomic_int refs;
+  natsSubscription* sub;
+  weft__nats_msg_cb cb;
+  weft__nats_done_cb done;
+  void* ctx;
+};
+
+/* nats.c's status as weft's code. */
+static int status_code(natsStatus s) {
+  switch (s) {
+    case NATS_OK:
+      return 0;
+    case NATS_NO_MEMORY:
+      return WEFT_ENOMEM;
+    case NATS_TIMEOUT:
+      return WEFT_ETIMEDOUT;
+    case NATS_MAX_PAYLOAD:
+      return WEFT_EMSGSIZE;
+    case NATS_SLOW_CONSUMER:
+      return WEFT_ESLOWCONSUMER;
+    case NATS_NO_RESPONDERS:
+      return WEFT_ENORESPONDERS;
+    case NATS_CONNECTION_CLOSED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_NO_SERVER:
+    case NATS_NOT_YET_CONNECTED:
+    case NATS_STALE_CONNECTION:
+      return WEFT_ENOTCONNECTED;
+    case NATS_CONNECTION_AUTH_FAILED:
+    case NATS_NOT_PERMITTED:
+      return UV_EACCES;
+    case NATS_INVALID_ARG:
+    case NATS_INVALID_SUBJECT:
+    case NATS_INVALID_SUBSCRIPTION:
+    case NATS_ILLEGAL_STATE:
+    case NATS_ERR:
+    case NATS_IO_ERROR:
+    case NATS_SSL_ERROR:
+    case NATS_PROTOCOL_ERROR:
+    case NATS_SYS_ERROR:
+    default:
+      return WEFT_EINVAL;
+  }
+}
+
+static void emit(weft__nats_t* c, int event, int code) {
+  if (c->on_event != NULL)
+    c->on_event(c->ctx, event, code);
+}
+
+static void on_connected(natsConnection* nc, void* closure) {
+  (void)nc;
+  emit(closure, WEFT__NATS_CONNECTED, 0);
+}
+
+static void on_disconnected(natsConnection* nc, void* closure) {
+  (void)nc;
+  emit(closure, WEFT__NATS_DISCONNECTED, 0);
+}
+
+static void on_reconnected(natsConnection* nc, void* closure) {
+  (void)nc;
+  emit(closure, WEFT__NATS_RECONNECTED, 0);
+}
+
+static void on_closed(natsConnection* nc, void* closure) {
+  weft__nats_t* c = closure;
+  (void)nc;
+  emit(c, WEFT__NATS_CLOSED, 0);
+  pthread_mutex_lock(&c->lock);
+  c->closed = true;
+  pthread_cond_broadcast(&c->cond);
+  pthread_mutex_unlock(&c->lock);
+}
+
+static void on_error(natsConnection* nc,
+                     natsSubscription* sub,
+                     natsStatus err,
+                     void* closure) {
+  (void)nc;
+  (void)sub;
+  emit(closure, WEFT__NATS_ERROR, status_code(err));
+}
+
+/* Options from ours; NATS_OK or the first failing call's status. */
+static natsStatus make_options(const weft__nats_opts_t* o,
+                               weft__nats_t* c,
+                               natsOptions** out) {
+  natsOptions* opts = NULL;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK)
+    s = natsOptions_SetURL(opts, o->servers);
+  if (s == NATS_OK && o->name != NULL)
+    s = natsOptions_SetName(opts, o->name);
+  if (s == NATS_OK && o->user != NULL)
+    s = natsOptions_SetUserInfo(opts, o->user, o->password);
+  if (s == NATS_OK && o->creds_file != NULL)
+    s = natsOptions_SetUserCredentialsFromFiles(opts, o->creds_file, NULL);
+  if (s == NATS_OK && o->nkey != NULL)
+    s = natsOptions_SetNKeyFromSeed(opts, o->nkey, o->nkey_seed_file);
+  if (s == NATS_OK && o->tls_ca != NULL) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK)
+      s = natsOptions_LoadCATrustedCertificates(opts, o->tls_ca);
+  }
+  if (s == NATS_OK && o->tls_cert != NULL)
+    s = natsOptions_LoadCertificatesChain(opts, o->tls_cert, o->tls_key);
+  if (s == NATS_OK && o->connect_timeout_ms > 0)
+    s = natsOptions_SetTimeout(opts, o->connect_timeout_ms);
+  if (s == NATS_OK && o->reconnect_wait_ms > 0)
+    s = natsOptions_SetReconnectWait(opts, o->reconnect_wait_ms);
+  if (s == NATS_OK)
+    s = natsOptions_SetMaxReconnect(opts, o->max_reconnect);
+  if (s == NATS_OK && o->ping_interval_ms > 0)
+    s = natsOptions_SetPingInterval(opts, o->ping_interval_ms);
+  if (s == NATS_OK && o->max_pending_msgs > 0)
+    s = natsOptions_SetMaxPendingMsgs(opts, o->max_pending_msgs);
+  if (s == NATS_OK)
+    s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, c);
+  if (s == NATS_OK)
+    s = natsOptions_SetDisconnectedCB(opts, on_disconnected, c);
+  if (s == NATS_OK)
+    s = natsOptions_SetReconnectedCB(opts, on_reconnected, c);
+  if (s == NATS_OK)
+    s = natsOptions_SetClosedCB(opts, on_closed, c);
+  if (s == NATS_OK)
+    s = natsOptions_SetErrorHandler(opts, on_error, c);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts);
+    return s;
+  }
+  *out = opts;
+  return NATS_OK;
+}
+
+int weft__nats_connect(const weft__nats_opts_t* o,
+                       weft__nats_event_cb on_event,
+                       void* ctx,
+                       weft__nats_t** out) {
+  weft__nats_t* c;
+  natsOptions* opts = NULL;
+  natsStatus s;
+  *out = NULL;
+  if (o == NULL || o->servers == NULL)
+    return WEFT_EINVAL;
+  c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return WEFT_ENOMEM;
+  c->on_event = on_event;
+  c->ctx = ctx;
+  pthread_mutex_init(&c->lock, NULL);
+  pthread_cond_init(&c->cond, NULL);
+  s = make_options(o, c, &opts);
+  if (s == NATS_OK) {
+    s = natsConnection_Connect(&c->nc, opts);
+    natsOptions_Destroy(opts);
+  }
+  if (s == NATS_OK) {
+    emit(c, WEFT__NATS_CONNECTED, 0); /* At once: no callback comes. */
+  } else if (s != NATS_NOT_YET_CONNECTED) {
+    natsConnection_Destroy(c->nc); /* NULL-safe. */
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+    return s == NATS_NO_MEMORY ? WEFT_ENOMEM : WEFT_EINVAL;
+  }
+  *out = c;
+  return 0;
+}
+
+int weft__nats_publish(weft__nats_t* c,
+                       const char* subject,
+                       const char* reply,
+                       const void* data,
+                       size_t len,
+                       const char* error) {
+  natsStatus s;
+  natsMsg* m = NULL;
+  if (c == NULL || subject == NULL || len > INT32_MAX)
+    return WEFT_EINVAL;
+  if (error == NULL && reply == NULL)
+    return status_code(
+        natsConnection_Publish(c->nc, subject, data, (int)len));
+  if (error == NULL)
+    return status_code(natsConnection_PublishRequest(c->nc, subject, reply,
+                                                     data, (int)len));
+  s = natsMsg_Create(&m, subject, reply, data, (int)len);
+  if (s == NATS_OK)
+    s = natsMsgHeader_Set(m, "Weft-Error", error);
+  if (s == NATS_OK)
+    s = natsConnection_PublishMsg(c->nc, m);
+  natsMsg_Destroy(m);
+  return status_code(s);
+}
+
+static void sub_message(natsConnection* nc,
+                        natsSubscription* sub,
+                        natsMsg* msg,
+                        void* closure) {
+  weft__nats_sub_t* s = closure;
+  weft__nats_msg_t m;
+  const char* err = NULL;
+  (void)nc;
+  (void)sub;
+  m.subject = natsMsg_GetSubject(msg);
+  m.reply = natsMsg_GetReply(msg);
+  m.data = natsMsg_GetData(msg);
+  m.len = (size_t)natsMsg_GetDataLength(msg);
+  m.status = natsMsg_IsNoResponders(msg) ? WEFT_ENORESPONDERS : 0;
+  if (natsMsgHeader_Get(msg, "Weft-Error", &err) != NATS_OK)
+    err = NULL;
+  m.error = err;
+  s->cb(s->ctx, &m);
+  natsMsg_Destroy(msg);
+}
+
+static void sub_unref(weft__nats_sub_t* s) {
+  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  natsSubscription_Destroy(s->sub);
+  if (s->done != NULL)
+    s->done(s->ctx);
+  free(s);
+}
+
+static void sub_complete(void* closure) {
+  sub_unref(closure);
+}
+
+int weft__nats_subscribe(weft__nats_t* c,
+                         const char* subject,
+                         const char* queue,
+                         weft__nats_msg_cb cb,
+                         weft__nats_done_cb done,
+                         void* ctx,
+                         weft__nats_sub_t** out) {
+  weft__nats_sub_t* s;
+  natsStatus st;
+  *out = NULL;
+  if (c == NULL || subject == NULL || cb == NULL)
+    return WEFT_EINVAL;
+  s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return WEFT_ENOMEM;
+  atomic_init(&s->refs, 2);
+  s->cb = cb;
+  s->done = done;
+  s->ctx = ctx;
+  if (queue != NULL)
+    st = natsConnection_QueueSubscribe(&s->sub, c->nc, subject, queue,
+                                       sub_message, s);
+  else
+    st = natsConnection_Subscribe(&s->sub, c->nc, subject, sub_message, s);
+  if (st == NATS_OK)
+    st = natsSubscription_SetOnCompleteCB(s->sub, sub_complete, s);
+  if (st != NATS_OK) {
+    if (s->sub != NULL) {
+      /* Subscribed but no completion: nothing may touch `s` once it is
+       * freed, so stop delivery first (no message can have come: the
+       * callback needs the server's round trip). */
+      natsSubscription_Unsubscribe(s->sub);
+      natsSubscription_Destroy(s->sub);
+    }
+    free(s);
+    return status_code(st);
+  }
+  *out = s;
+  return 0;
+}
+
+uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s) {
+  int64_t n = 0;
+  if (natsSubscription_GetDropped(s->sub, &n) != NATS_OK || n < 0)
+    return 0;
+  return (uint64_t)n;
+}
+
+void weft__nats_unsubscribe(weft__nats_sub_t* s) {
+  /* Closed already (with the connection) is fine: nats.c answers
+   * NATS_INVALID_SUBSCRIPTION and the object is still ours. */
+  natsSubscription_Unsubscribe(s->sub);
+  sub_unref(s);
+}
+
+int weft__nats_flush(weft__nats_t* c, int64_t timeout_ms) {
+  return status_code(natsConnection_FlushTimeout(c->nc, timeout_ms));
+}
+
+int64_t weft__nats_max_payload(weft__nats_t* c) {
+  return natsConnection_GetMaxPayload(c->nc);
+}
+
+bool weft__nats_connected(weft__nats_t* c) {
+  return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void weft__nats_close(weft__nats_t* c) {
+  struct timespec until;
+  bool closed;
+  if (c == NULL)
+    return;
+  natsConnection_Close(c->nc);
+  /* nats.c runs the closed callback on its own thread, after Close(). */
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  pthread_mutex_lock(&c->lock);
+  while (!c->closed) {
+    if (pthread_cond_timedwait(&c->cond, &c->lock, &until) != 0)
+      break;
+  }
+  closed = c->closed;
+  pthread_mutex_unlock(&c->lock);
+  natsConnection_Destroy(c->nc);
+  if (!closed)
+    return; /* Never seen to close: leave `c` to a late callback. */
+  pthread_mutex_destroy(&c->lock);
+  pthread_cond_destroy(&c->cond);
+  free(c);
+}

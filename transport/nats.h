@@ -1,0 +1,114 @@
+/* nats.h - the NATS back-end: one connection to a cluster of nats-server
+ * processes (nats.c, Debian's libnats), subjects to publish on, and
+ * subscriptions whose messages come to a callback. It knows bytes,
+ * subjects and a few headers, nothing of weft's messages: lib/node.c maps
+ * ports, requests and replies onto it (the arrows go lib -> transport).
+ *
+ * Threads. nats.c runs its own threads: a reader per connection, a flusher,
+ * and the threads that deliver a subscription's messages (one per
+ * subscription, in subscription order). Callbacks run there; publishing is
+ * allowed from any thread and never waits for the network (nats.c buffers
+ * and its flusher writes), except when its buffer is full. */
+#ifndef WEFT_TRANSPORT_NATS_H
+#define WEFT_TRANSPORT_NATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct weft__nats_s weft__nats_t;
+typedef struct weft__nats_sub_s weft__nats_sub_t;
+
+/* Connection events (the second argument of weft__nats_event_cb). */
+enum {
+  WEFT__NATS_CONNECTED = 1, /* First connection made. */
+  WEFT__NATS_DISCONNECTED,  /* Lost; reconnecting. */
+  WEFT__NATS_RECONNECTED,
+  WEFT__NATS_CLOSED, /* For good: reconnects exhausted, or closed. */
+  WEFT__NATS_ERROR   /* An asynchronous error: `code` says which. */
+};
+
+typedef struct {
+  const char* servers; /* "nats://h:p[,nats://h2:p2...]" */
+  const char* name;    /* The connection's name, shown by the server. */
+  const char* user;
+  const char* password;
+  const char* creds_file; /* NATS credentials (JWT + nkey seed). */
+  const char* nkey;           /* An nkey user's public key, and */
+  const char* nkey_seed_file; /* the file of its seed (signs the nonce). */
+  const char* tls_ca;   /* Trusted CA file: TLS is used when set. */
+  const char* tls_cert; /* Client certificate and key (mutual TLS). */
+  const char* tls_key;
+  int64_t connect_timeout_ms;
+  int64_t reconnect_wait_ms;
+  int max_reconnect; /* -1: forever. */
+  int64_t ping_interval_ms;
+  int max_pending_msgs; /* Per subscription; 0: nats.c's default. */
+} weft__nats_opts_t;
+
+/* A message as a subscription delivers it. Valid during the callback only.
+ * `status`: 0, or WEFT_ENORESPONDERS for the server's "no responders"
+ * answer to a request; `error`: the value of the `Weft-Error` header (an
+ * error name, docs/node.md) or NULL. */
+typedef struct {
+  const char* subject;
+  const char* reply; /* NULL: not a request. */
+  const char* data;
+  size_t len;
+  int status;
+  const char* error;
+} weft__nats_msg_t;
+
+typedef void (*weft__nats_event_cb)(void* ctx, int event, int code);
+typedef void (*weft__nats_msg_cb)(void* ctx, const weft__nats_msg_t* m);
+/* After weft__nats_unsubscribe(), once the subscription's last callback
+ * has returned (on nats.c's thread or the unsubscriber's). */
+typedef void (*weft__nats_done_cb)(void* ctx);
+
+/* Start connecting; returns at once (nats.c retries in the background and
+ * buffers what is published meanwhile). `on_event` runs on nats.c's
+ * threads. 0, WEFT_EINVAL (bad options or files), WEFT_ENOMEM.
+ * Thread: any. */
+int weft__nats_connect(const weft__nats_opts_t* opts,
+                       weft__nats_event_cb on_event,
+                       void* ctx,
+                       weft__nats_t** out);
+/* Publish `len` bytes on `subject` (with `reply` for a request; `error`:
+ * a Weft-Error header instead of a payload when not NULL). 0,
+ * WEFT_ENOTCONNECTED (closed for good), WEFT_EMSGSIZE (over the server's
+ * max_payload), WEFT_ENOMEM, WEFT_EINVAL. Thread: any. */
+int weft__nats_publish(weft__nats_t* c,
+                       const char* subject,
+                       const char* reply,
+                       const void* data,
+                       size_t len,
+                       const char* error);
+/* Subscribe to `subject` (a queue group member when `queue` is set).
+ * Messages come to `cb` on one nats.c thread, in order. Thread: any. */
+int weft__nats_subscribe(weft__nats_t* c,
+                         const char* subject,
+                         const char* queue,
+                         weft__nats_msg_cb cb,
+                         weft__nats_done_cb done,
+                         void* ctx,
+                         weft__nats_sub_t** out);
+/* Messages the server or the client dropped for this subscription because
+ * it fell behind (its pending limit). Thread: any. */
+uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s);
+/* Stop delivery (also after the connection closed, which ends delivery
+ * too); `done` runs once the last callback has returned, then the
+ * subscription is freed. Call it exactly once per subscription.
+ * Thread: any. */
+void weft__nats_unsubscribe(weft__nats_sub_t* s);
+/* Send what is buffered and wait for the server's answer, at most
+ * `timeout_ms`: 0, WEFT_ETIMEDOUT, WEFT_ENOTCONNECTED. Blocks.
+ * Thread: any. */
+int weft__nats_flush(weft__nats_t* c, int64_t timeout_ms);
+/* Largest payload the server takes (0 before the first connection). */
+int64_t weft__nats_max_payload(weft__nats_t* c);
+bool weft__nats_connected(weft__nats_t* c);
+/* Close and free: no callback runs after it returns. Blocks while nats.c
+ * ends its threads. Thread: any but nats.c's. */
+void weft__nats_close(weft__nats_t* c);
+
+#endif /* WEFT_TRANSPORT_NATS_H */
