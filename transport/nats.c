@@ -55,6 +55,7 @@ static int status_code(natsStatus s) {
     case NATS_NO_SERVER:
     case NATS_NOT_YET_CONNECTED:
     case NATS_STALE_CONNECTION:
+    case NATS_INSUFFICIENT_BUFFER: /* The reconnect buffer is full. */
       return WEFT_ENOTCONNECTED;
     case NATS_CONNECTION_AUTH_FAILED:
     case NATS_NOT_PERMITTED:
