@@ -34,6 +34,8 @@
 
 #define NAME_MAX_LEN 64
 #define SUBJECT_MAX 256
+/* A heartbeat: msgpack [instance (uint64), leaving (0 or 1)]. */
+#define BEAT_LEN 11
 
 /* ---- pending tables ----------------------------------------------------- */
 
@@ -48,6 +50,9 @@ struct pend_s {
   uint64_t id;
   uint64_t deadline_ms;
   void* val;
+  /* Our calls: the node that serves them (settled WEFT_ENOTCONNECTED when
+   * it goes down). Empty for requests to our exports. */
+  char node[NAME_MAX_LEN + 1];
 };
 
 typedef struct {
@@ -156,6 +161,14 @@ typedef struct {
   void* reply_core;
 
   char inbox[160]; /* "weft.<c>.<n>.r.": names of 64 at most. */
+  char presence[160]; /* "weft.<c>.presence.": + a node's name. */
+  size_t presence_len;
+  char self[NAME_MAX_LEN + 1];
+  uint64_t instance; /* Random per join: a restarted node is a new one. */
+  /* Members seen (other nodes), under `mlock`. */
+  pthread_mutex_t mlock;
+  struct member_s* members;
+  uint64_t down_after_ms;
   size_t inbox_len;
   char prefix[80]; /* "weft.<c>." */
 
@@ -176,10 +189,24 @@ static void shared_ref(shared_t* sh) {
   atomic_fetch_add_explicit(&sh->refs, 1, memory_order_relaxed);
 }
 
+typedef struct member_s member_t;
+struct member_s {
+  member_t* next;
+  uint64_t instance;
+  uint64_t last_ms; /* When its last heartbeat came. */
+  char name[NAME_MAX_LEN + 1];
+};
+
 static void shared_unref(void* arg) {
   shared_t* sh = arg;
   if (atomic_fetch_sub_explicit(&sh->refs, 1, memory_order_acq_rel) != 1)
     return;
+  while (sh->members != NULL) {
+    member_t* m = sh->members;
+    sh->members = m->next;
+    weft__xfree(m);
+  }
+  pthread_mutex_destroy(&sh->mlock);
   weft__xfree(sh->calls.buckets);
   weft__xfree(sh->answers.buckets);
   pthread_mutex_destroy(&sh->plock);
@@ -189,33 +216,57 @@ static void shared_unref(void* arg) {
 }
 
 /* Publish under the read lock: WEFT_ENOTCONNECTED once the node left. */
+static int publish_uncounted(shared_t* sh,
+                             const char* subject,
+                             const char* reply,
+                             const void* data,
+                             size_t len,
+                             const char* error) {
+  int err = WEFT_ENOTCONNECTED;
+  pthread_rwlock_rdlock(&sh->lock);
+  if (!sh->closed)
+    err = weft__nats_publish(sh->conn, subject, reply, data, len, error);
+  pthread_rwlock_unlock(&sh->lock);
+  return err;
+}
+
+/* The same for messages, requests and replies (stats.published). */
 static int publish(shared_t* sh,
                    const char* subject,
                    const char* reply,
                    const void* data,
                    size_t len,
                    const char* error) {
-  int err = WEFT_ENOTCONNECTED;
-  pthread_rwlock_rdlock(&sh->lock);
-  if (!sh->closed)
-    err = weft__nats_publish(sh->conn, subject, reply, data, len, error);
-  pthread_rwlock_unlock(&sh->lock);
+  int err = publish_uncounted(sh, subject, reply, data, len, error);
   if (err == 0)
     count(&sh->published);
   return err;
 }
 
-/* Events from nats.c's threads, posted to the node's loop as [kind, code]. */
-static void post_event(shared_t* sh, int kind, int code) {
-  unsigned char b[7] = {0x92, (unsigned char)kind, 0xd2, 0, 0, 0, 0};
+/* Events from nats.c's threads and the loop's timers, posted to the node's
+ * loop as [kind, code, node name or nil]. */
+static void post_event(shared_t* sh, int kind, int code, const char* node) {
+  unsigned char b[3 + 5 + 2 + NAME_MAX_LEN];
+  size_t n = 0, len = node != NULL ? strlen(node) : 0;
   uint32_t u = (uint32_t)code;
-  b[3] = (unsigned char)(u >> 24);
-  b[4] = (unsigned char)(u >> 16);
-  b[5] = (unsigned char)(u >> 8);
-  b[6] = (unsigned char)u;
+  b[n++] = 0x93;
+  b[n++] = (unsigned char)kind;
+  b[n++] = 0xd2;
+  b[n++] = (unsigned char)(u >> 24);
+  b[n++] = (unsigned char)(u >> 16);
+  b[n++] = (unsigned char)(u >> 8);
+  b[n++] = (unsigned char)u;
+  if (node == NULL) {
+    b[n++] = 0xc0;
+  } else {
+    b[n++] = 0xd9; /* str8 */
+    b[n++] = (unsigned char)len;
+    for (size_t i = 0; i < len; i++)
+      b[n++] = (unsigned char)node[i];
+  }
   pthread_mutex_lock(&sh->hlock);
   if (sh->events != NULL)
-    weft__core_post(sh->events, b, sizeof(b));
+    weft__core_post(sh->events, b, n);
   pthread_mutex_unlock(&sh->hlock);
 }
 
@@ -223,21 +274,21 @@ static void on_nats_event(void* ctx, int event, int code) {
   shared_t* sh = ctx;
   switch (event) {
     case WEFT__NATS_CONNECTED:
-      post_event(sh, WEFT_NODE_CONNECTED, 0);
+      post_event(sh, WEFT_NODE_CONNECTED, 0, NULL);
       break;
     case WEFT__NATS_DISCONNECTED:
-      post_event(sh, WEFT_NODE_DISCONNECTED, 0);
+      post_event(sh, WEFT_NODE_DISCONNECTED, 0, NULL);
       break;
     case WEFT__NATS_RECONNECTED:
-      post_event(sh, WEFT_NODE_RECONNECTED, 0);
+      post_event(sh, WEFT_NODE_RECONNECTED, 0, NULL);
       break;
     case WEFT__NATS_CLOSED:
-      post_event(sh, WEFT_NODE_CLOSED, 0);
+      post_event(sh, WEFT_NODE_CLOSED, 0, NULL);
       break;
     default:
       if (code == WEFT_ESLOWCONSUMER)
         count(&sh->slow_consumer);
-      post_event(sh, WEFT_NODE_ERROR, code);
+      post_event(sh, WEFT_NODE_ERROR, code, NULL);
       break;
   }
 }
@@ -272,6 +323,9 @@ struct weft_node_s {
   export_t* exports;
   far_t* fars;
   uv_timer_t sweep; /* Forgets what outlived the ttl. */
+  uv_timer_t beat;  /* Heartbeats, and who fell silent. */
+  weft__nats_sub_t* presence_sub;
+  int timers_closed;
   weft_node_event_cb on_event;
   void* ctx;
   char name[NAME_MAX_LEN + 1];
@@ -313,6 +367,7 @@ static int export_subject(const char* cluster,
 typedef struct {
   shared_t* sh;
   char subject[SUBJECT_MAX];
+  char node[NAME_MAX_LEN + 1]; /* The node that serves it. */
 } rport_t;
 
 static void rport_free(void* ctx) {
@@ -349,6 +404,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   e->id = atomic_fetch_add_explicit(&sh->next_call, 1, memory_order_relaxed);
   e->deadline_ms = now_ms() + sh->ttl_ms;
   e->val = m->route.reply;
+  copy_name(e->node, r->node);
   (void)snprintf(reply, sizeof(reply), "%s%llu", sh->inbox,
            (unsigned long long)e->id);
   pthread_mutex_lock(&sh->plock);
@@ -491,6 +547,7 @@ static void export_message(void* ctx, const weft__nats_msg_t* nm) {
     }
     memcpy(subject, reply, rlen);
     e->val = subject;
+    e->node[0] = '\0';
     e->deadline_ms = now_ms() + sh->ttl_ms;
     pthread_mutex_lock(&sh->plock);
     ptable_put(&sh->answers, e);
@@ -529,16 +586,176 @@ static void export_done(void* ctx) {
   weft__xfree(x);
 }
 
+/* ---- membership ------------------------------------------------------------ */
+
+/* Settle our calls waiting on `node` (gone): WEFT_ENOTCONNECTED, Erlang's
+ * noconnection. */
+static void fail_calls_to(shared_t* sh, const char* node) {
+  for (;;) {
+    pend_t* e;
+    pthread_mutex_lock(&sh->plock);
+    for (e = sh->calls.head.next; e != &sh->calls.head; e = e->next) {
+      if (strcmp(e->node, node) == 0)
+        break;
+    }
+    if (e != &sh->calls.head)
+      ptable_unlink(&sh->calls, e);
+    else
+      e = NULL;
+    pthread_mutex_unlock(&sh->plock);
+    if (e == NULL)
+      return;
+    weft_reply_error(e->val, WEFT_ENOTCONNECTED);
+    weft__xfree(e);
+  }
+}
+
+static void member_down(shared_t* sh, const char* name) {
+  fail_calls_to(sh, name);
+  post_event(sh, WEFT_NODE_DOWN, 0, name);
+}
+
+/* Publish our heartbeat (`leaving`: the last one). */
+static void beat(shared_t* sh, bool leaving) {
+  char subject[SUBJECT_MAX];
+  unsigned char b[BEAT_LEN];
+  int i;
+  b[0] = 0x92;
+  b[1] = 0xcf; /* uint64 */
+  for (i = 0; i < 8; i++)
+    b[2 + i] = (unsigned char)(sh->instance >> (56 - 8 * i));
+  b[10] = leaving ? 1 : 0;
+  (void)snprintf(subject, sizeof(subject), "%s%s", sh->presence, sh->self);
+  (void)publish_uncounted(sh, subject, NULL, b, sizeof(b), NULL);
+}
+
+/* A heartbeat (nats.c's thread): a new node or a new instance of one is
+ * up (and the old instance down); a leaving one is down. A newcomer gets
+ * our heartbeat at once, so that it need not wait a whole period. */
+static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
+  shared_t* sh = ctx;
+  const char* name = nm->subject + sh->presence_len;
+  const unsigned char* b = (const unsigned char*)nm->data;
+  member_t **pp, *m;
+  uint64_t instance = 0;
+  bool leaving, up = false, down = false;
+  int i;
+  if (strlen(nm->subject) <= sh->presence_len || !valid_name(name) ||
+      nm->len != BEAT_LEN || b[0] != 0x92 || b[1] != 0xcf || b[10] > 1) {
+    count(&sh->dropped_decode);
+    return;
+  }
+  for (i = 0; i < 8; i++)
+    instance = instance << 8 | b[2 + i];
+  leaving = b[10] == 1;
+  if (strcmp(name, sh->self) == 0 && instance == sh->instance)
+    return; /* Our own. */
+  pthread_mutex_lock(&sh->mlock);
+  pp = &sh->members;
+  while (*pp != NULL && strcmp((*pp)->name, name) != 0)
+    pp = &(*pp)->next;
+  m = *pp;
+  if (m != NULL && (leaving || m->instance != instance)) {
+    if (leaving && m->instance != instance) {
+      m = NULL; /* An old instance's goodbye: the new one stays. */
+    } else {
+      *pp = m->next;
+      down = true;
+      if (!leaving) {
+        m->instance = instance; /* Restarted: down, then up again. */
+        m->next = sh->members;
+        sh->members = m;
+        up = true;
+      } else {
+        weft__xfree(m);
+        m = NULL;
+      }
+    }
+  } else if (m == NULL && !leaving) {
+    m = weft__xzalloc(sizeof(*m));
+    if (m != NULL) {
+      copy_name(m->name, name);
+      m->instance = instance;
+      m->next = sh->members;
+      sh->members = m;
+      up = true;
+    }
+  }
+  if (m != NULL)
+    m->last_ms = now_ms();
+  pthread_mutex_unlock(&sh->mlock);
+  if (down)
+    member_down(sh, name);
+  if (up) {
+    post_event(sh, WEFT_NODE_UP, 0, name);
+    beat(sh, false);
+  }
+}
+
+/* Members silent for down_after_ms are down. Thread: the node's loop. */
+static void check_members(shared_t* sh) {
+  uint64_t now = now_ms();
+  for (;;) {
+    member_t **pp, *gone = NULL;
+    pthread_mutex_lock(&sh->mlock);
+    for (pp = &sh->members; *pp != NULL; pp = &(*pp)->next) {
+      if (now - (*pp)->last_ms > sh->down_after_ms) {
+        gone = *pp;
+        *pp = gone->next;
+        break;
+      }
+    }
+    pthread_mutex_unlock(&sh->mlock);
+    if (gone == NULL)
+      return;
+    member_down(sh, gone->name);
+    weft__xfree(gone);
+  }
+}
+
+static void beat_cb(uv_timer_t* t) {
+  weft_node_t* node = t->data;
+  beat(node->sh, false);
+  check_members(node->sh);
+}
+
+bool weft_node_is_up(weft_node_t* node, const char* name) {
+  member_t* m;
+  bool up = false;
+  if (node == NULL || name == NULL)
+    return false;
+  if (strcmp(name, node->name) == 0)
+    return true;
+  pthread_mutex_lock(&node->sh->mlock);
+  for (m = node->sh->members; m != NULL; m = m->next) {
+    if (strcmp(m->name, name) == 0) {
+      up = true;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&node->sh->mlock);
+  return up;
+}
+
 /* ---- events and expiry on the node's loop ---------------------------------- */
 
 static void events_message(weft_port_t* port, weft_msg_t* msg) {
   weft_node_t* node = weft_port_get_data(port);
   const msgpack_object* o = weft_msg_object(msg);
   weft_node_event_t ev;
-  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+  char name[NAME_MAX_LEN + 1];
+  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 3)
     return;
   ev.kind = (weft_node_event_kind)o->via.array.ptr[0].via.u64;
   ev.code = (int)o->via.array.ptr[1].via.i64;
+  ev.node = NULL;
+  if (o->via.array.ptr[2].type == MSGPACK_OBJECT_STR &&
+      o->via.array.ptr[2].via.str.size <= NAME_MAX_LEN) {
+    memcpy(name, o->via.array.ptr[2].via.str.ptr,
+           o->via.array.ptr[2].via.str.size);
+    name[o->via.array.ptr[2].via.str.size] = '\0';
+    ev.node = name;
+  }
   if (node->on_event != NULL)
     node->on_event(node, &ev, node->ctx);
 }
@@ -621,8 +838,10 @@ static void node_free_parts(weft_node_t* node) {
   weft__xfree(node);
 }
 
-static void sweep_closed(uv_handle_t* h) {
-  node_free_parts(h->data);
+static void timer_closed(uv_handle_t* h) {
+  weft_node_t* node = h->data;
+  if (++node->timers_closed == 2)
+    node_free_parts(node);
 }
 
 int weft_node_join(weft_loop_t* loop,
@@ -633,6 +852,7 @@ int weft_node_join(weft_loop_t* loop,
   weft_port_t* evout = NULL;
   weft__nats_opts_t no;
   char conn_name[2 * NAME_MAX_LEN + 8];
+  uint64_t heartbeat_ms;
   int err;
   if (out != NULL)
     *out = NULL;
@@ -642,6 +862,7 @@ int weft_node_join(weft_loop_t* loop,
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(loop))
     return WEFT_EWRONGTHREAD;
+  heartbeat_ms = opts->heartbeat_ms > 0 ? (uint64_t)opts->heartbeat_ms : 500;
   node = weft__xzalloc(sizeof(*node));
   if (node == NULL)
     return WEFT_ENOMEM;
@@ -658,6 +879,15 @@ int weft_node_join(weft_loop_t* loop,
   }
   node->sh = sh;
   (void)snprintf(sh->prefix, sizeof(sh->prefix), "weft.%s.", node->cluster);
+  (void)snprintf(sh->presence, sizeof(sh->presence), "weft.%s.presence.",
+                 node->cluster);
+  sh->presence_len = strlen(sh->presence);
+  copy_name(sh->self, node->name);
+  if (uv_random(NULL, NULL, &sh->instance, sizeof(sh->instance), 0, NULL) !=
+      0)
+    sh->instance = uv_hrtime() ^ (uint64_t)(uintptr_t)sh;
+  sh->down_after_ms = opts->down_after_ms > 0 ? (uint64_t)opts->down_after_ms
+                                              : 4 * heartbeat_ms;
   (void)snprintf(sh->inbox, sizeof(sh->inbox), "weft.%s.%s.r.", node->cluster,
            node->name);
   sh->inbox_len = strlen(sh->inbox);
@@ -714,6 +944,17 @@ int weft_node_join(weft_loop_t* loop,
                                shared_unref, sh, &node->inbox_sub);
     if (err != 0) {
       shared_unref(sh);
+    } else {
+      (void)snprintf(subject, sizeof(subject), "%s*", sh->presence);
+      shared_ref(sh);
+      err = weft__nats_subscribe(sh->conn, subject, NULL, presence_message,
+                                 shared_unref, sh, &node->presence_sub);
+      if (err != 0) {
+        shared_unref(sh);
+        weft__nats_unsubscribe(node->inbox_sub);
+      }
+    }
+    if (err != 0) {
       weft__nats_close(sh->conn);
       sh->conn = NULL;
     }
@@ -726,6 +967,10 @@ int weft_node_join(weft_loop_t* loop,
   node->sweep.data = node;
   uv_timer_start(&node->sweep, sweep_cb, 1000, 1000);
   uv_unref((uv_handle_t*)&node->sweep);
+  uv_timer_init(weft_loop_uv(loop), &node->beat);
+  node->beat.data = node;
+  uv_timer_start(&node->beat, beat_cb, 0, heartbeat_ms);
+  uv_unref((uv_handle_t*)&node->beat);
   *out = node;
   return 0;
 }
@@ -858,6 +1103,7 @@ int weft_node_port(weft_node_t* node,
     return WEFT_ENOMEM;
   }
   r->sh = node->sh;
+  copy_name(r->node, node_name);
   err = export_subject(node->cluster, node_name, name, r->subject);
   if (err == 0) {
     shared_ref(node->sh);
@@ -929,6 +1175,11 @@ int weft_node_leave(weft_node_t* node) {
     weft__nats_unsubscribe(x->sub);
   }
   weft__nats_unsubscribe(node->inbox_sub);
+  weft__nats_unsubscribe(node->presence_sub);
+  /* Say goodbye, so that the others see us down now, not after
+   * down_after_ms; bounded, the server may be gone. */
+  beat(sh, true);
+  (void)weft__nats_flush(sh->conn, 500);
   pthread_rwlock_wrlock(&sh->lock);
   sh->closed = true;
   conn = sh->conn;
@@ -943,6 +1194,7 @@ int weft_node_leave(weft_node_t* node) {
     weft__xfree(f);
   }
   node->on_event = NULL; /* Events still queued are not reported. */
-  uv_close((uv_handle_t*)&node->sweep, sweep_closed);
+  uv_close((uv_handle_t*)&node->beat, timer_closed);
+  uv_close((uv_handle_t*)&node->sweep, timer_closed);
   return 0;
 }

@@ -5,6 +5,7 @@
  * input, and leaving with requests in flight. Each test starts its own
  * nats-server on a free loopback port (test/nats_server.h). */
 #include <criterion/criterion.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -33,8 +34,9 @@ TestSuite(node, .init = start_server, .fini = stop_server, .timeout = 60);
 /* --- helpers ------------------------------------------------------------- */
 
 typedef struct {
-  atomic_int connected, closed, errors;
+  atomic_int connected, closed, errors, up, down;
   int last_error;
+  char last_up[72], last_down[72];
 } events_t;
 
 static void on_event(weft_node_t* node, const weft_node_event_t* ev,
@@ -46,8 +48,16 @@ static void on_event(weft_node_t* node, const weft_node_event_t* ev,
   else if (ev->kind == WEFT_NODE_CLOSED)
     e->closed++;
   else if (ev->kind == WEFT_NODE_ERROR) {
-    e->errors++;
     e->last_error = ev->code;
+    e->errors++;
+  } else if (ev->kind == WEFT_NODE_UP) {
+    cr_assert_not_null(ev->node);
+    snprintf(e->last_up, sizeof(e->last_up), "%s", ev->node);
+    e->up++;
+  } else if (ev->kind == WEFT_NODE_DOWN) {
+    cr_assert_not_null(ev->node);
+    snprintf(e->last_down, sizeof(e->last_down), "%s", ev->node);
+    e->down++;
   }
 }
 
@@ -496,5 +506,162 @@ Test(node, unreachable_servers_end_in_closed) {
   run_until(loop, &ev.closed);
   cr_assert_eq(atomic_load(&ev.connected), 0);
   cr_assert_eq(weft_node_leave(node), 0);
+  run_and_free(loop);
+}
+
+/* --- other processes ------------------------------------------------------ */
+
+/* test/node_app as node `name`, started and connected ("ready"). */
+static pid_t start_node_app(const char* name) {
+  int fds[2];
+  pid_t pid;
+  char line[64] = {0};
+  size_t n = 0;
+  cr_assert_eq(pipe(fds), 0);
+  pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    execl(NODE_APP, NODE_APP, server.url, name, "100", (char*)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  while (n < sizeof(line) - 1 && strstr(line, "ready\n") == NULL) {
+    struct pollfd p = {fds[0], POLLIN, 0};
+    ssize_t r;
+    cr_assert_eq(poll(&p, 1, 20000), 1, "node_app %s is ready", name);
+    r = read(fds[0], line + n, sizeof(line) - 1 - n);
+    cr_assert(r > 0, "node_app %s exited early", name);
+    n += (size_t)r;
+  }
+  close(fds[0]);
+  return pid;
+}
+
+static weft_node_t* join_watching(weft_loop_t* loop, const char* name,
+                                  events_t* ev) {
+  weft_node_opts_t o = {0};
+  weft_node_t* node = NULL;
+  o.servers = server.url;
+  o.name = name;
+  o.cluster = "test";
+  o.heartbeat_ms = 100;
+  o.down_after_ms = 600;
+  o.on_event = on_event;
+  o.ctx = ev;
+  cr_assert_eq(weft_node_join(loop, &o, &node), 0);
+  return node;
+}
+
+/* Wait until `*counter` reaches `want`. */
+typedef struct {
+  weft_loop_t* loop;
+  atomic_int* counter;
+  int want;
+} count_wait_t;
+
+static void count_tick(uv_timer_t* t) {
+  count_wait_t* c = t->data;
+  if (atomic_load(c->counter) >= c->want)
+    weft_loop_stop(c->loop);
+}
+
+static void run_until_count(weft_loop_t* loop, atomic_int* counter, int want) {
+  count_wait_t c = {loop, counter, want};
+  uv_timer_t timer;
+  uv_timer_init(weft_loop_uv(loop), &timer);
+  timer.data = &c;
+  uv_timer_start(&timer, count_tick, 1, 1);
+  while (atomic_load(counter) < want)
+    weft_loop_run(loop);
+  uv_close((uv_handle_t*)&timer, NULL);
+  uv_run(weft_loop_uv(loop), UV_RUN_NOWAIT);
+}
+
+typedef struct {
+  atomic_int done;
+  int status;
+  char name[16];
+  int64_t pid;
+} who_t;
+
+static void on_who(void* ctx, int status, weft_msg_t* reply) {
+  who_t* w = ctx;
+  const char* s = NULL;
+  size_t len = 0;
+  int pid = 0;
+  w->status = status;
+  if (reply != NULL && weft_msg_read(reply, "si", &s, &len, &pid) == 0) {
+    snprintf(w->name, sizeof(w->name), "%.*s", (int)len, s);
+    w->pid = pid;
+  }
+  atomic_store(&w->done, 1);
+}
+
+static void ask_who(weft_loop_t* loop, weft_port_t* p, who_t* w) {
+  memset(w, 0, sizeof(*w));
+  cr_assert_eq(weft_port_request(p, "\xc0", 1, 10000, on_who, w, NULL), 0);
+  run_until(loop, &w->done);
+}
+
+/* Another process is a node: it is seen up, serves calls, is seen down
+ * when killed (its caller's waiting call settles ENOTCONNECTED at once, not
+ * at its timeout), comes back as a new instance, and leaves cleanly. */
+Test(node, a_killed_node_is_seen_down_and_rejoins) {
+  weft_loop_t* loop = new_loop();
+  events_t ev = {0};
+  weft_node_t* a = join_watching(loop, "a", &ev);
+  weft_port_t *who, *plus, *hold;
+  who_t w;
+  answer_t ans, held;
+  pid_t b;
+  int status;
+  cr_assert_eq(weft_node_port(a, "b", "who", &who), 0);
+  cr_assert_eq(weft_node_port(a, "b", "plus", &plus), 0);
+  cr_assert_eq(weft_node_port(a, "b", "hold", &hold), 0);
+
+  b = start_node_app("b");
+  run_until_count(loop, &ev.up, 1);
+  cr_assert_str_eq(ev.last_up, "b");
+  cr_assert(weft_node_is_up(a, "b"));
+  ask_who(loop, who, &w);
+  cr_assert_eq(w.status, 0, "%s", weft_err_name(w.status));
+  cr_assert_str_eq(w.name, "b");
+  cr_assert_eq(w.pid, b, "the reply came from the child");
+  request_int(plus, 41, 10000, &ans);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.value, 42);
+
+  request_int(hold, 1, 60000, &held); /* b never answers it. */
+  cr_assert_eq(weft_node_flush(a, 5000), 0);
+  cr_assert_eq(kill(b, SIGKILL), 0);
+  cr_assert_eq(waitpid(b, &status, 0), b);
+  run_until_count(loop, &ev.down, 1);
+  cr_assert_str_eq(ev.last_down, "b");
+  cr_assert(!weft_node_is_up(a, "b"));
+  run_until(loop, &held.done);
+  cr_assert_eq(held.status, WEFT_ENOTCONNECTED, "%s",
+               weft_err_name(held.status));
+
+  /* Back, as a new process: up again, and served by the new one. */
+  b = start_node_app("b");
+  run_until_count(loop, &ev.up, 2);
+  ask_who(loop, who, &w);
+  cr_assert_eq(w.status, 0, "%s", weft_err_name(w.status));
+  cr_assert_eq(w.pid, b);
+
+  /* A clean leave is seen as down too. */
+  cr_assert_eq(kill(b, SIGTERM), 0);
+  cr_assert_eq(waitpid(b, &status, 0), b);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "node_app left cleanly");
+  run_until_count(loop, &ev.down, 2);
+
+  weft_port_free(who);
+  weft_port_free(plus);
+  weft_port_free(hold);
+  cr_assert_eq(weft_node_leave(a), 0);
   run_and_free(loop);
 }

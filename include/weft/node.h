@@ -56,14 +56,20 @@ typedef enum {
   WEFT_NODE_DISCONNECTED,  /* Lost it; reconnecting (posts are buffered). */
   WEFT_NODE_RECONNECTED,
   WEFT_NODE_CLOSED, /* For good: reconnect attempts ran out. */
-  WEFT_NODE_ERROR   /* An asynchronous error; `code` says which (e.g.
+  WEFT_NODE_ERROR,  /* An asynchronous error; `code` says which (e.g.
                      * WEFT_ESLOWCONSUMER, UV_EACCES for a refused
                      * permission). */
+  WEFT_NODE_UP,     /* Node `node` joined (or came back, or restarted). */
+  WEFT_NODE_DOWN    /* Node `node` left, or fell silent for down_after_ms
+                     * (died, or cut off from us): our calls still waiting
+                     * on it settled with WEFT_ENOTCONNECTED. */
 } weft_node_event_kind;
 
 typedef struct {
   weft_node_event_kind kind;
-  int code; /* WEFT_NODE_ERROR: the error; else 0. */
+  int code;         /* WEFT_NODE_ERROR: the error; else 0. */
+  const char* node; /* UP, DOWN: the other node's name (valid during the
+                     * callback); else NULL. */
 } weft_node_event_t;
 
 /* Runs on the node's loop. */
@@ -100,6 +106,11 @@ typedef struct {
    * node's request to one of its exports, before it forgets it (the
    * requester's own timeout is what it sees); 0: 60000. */
   int64_t request_ttl_ms;
+  /* Membership: every node publishes a heartbeat each heartbeat_ms (0:
+   * 500) and sees another DOWN after down_after_ms of silence (0: four
+   * heartbeats). A node that leaves says so, and is DOWN at once. */
+  int64_t heartbeat_ms;
+  int64_t down_after_ms;
   weft_node_event_cb on_event; /* May be NULL. */
   void* ctx;
 } weft_node_opts_t;
@@ -168,6 +179,10 @@ WEFT_EXTERN int weft_node_stats(weft_node_t* node, weft_node_stats_t* out);
 
 /* This node's name (static until weft_node_leave). Thread: any. */
 WEFT_EXTERN const char* weft_node_name(const weft_node_t* node);
+
+/* Whether node `name` is up as this node sees it (its heartbeats come;
+ * true for this node's own name). Thread: any. */
+WEFT_EXTERN bool weft_node_is_up(weft_node_t* node, const char* name);
 
 /* Whether the client is connected now. Thread: any. */
 WEFT_EXTERN bool weft_node_connected(const weft_node_t* node);
