@@ -937,26 +937,30 @@ int weft_node_join(weft_loop_t* loop,
   no.max_reconnect = opts->max_reconnect != 0 ? opts->max_reconnect : 120;
   err = weft__nats_connect(&no, on_nats_event, sh, &sh->conn);
   if (err == 0) {
+    /* A connection refused meanwhile answers ENOTCONNECTED here: the node
+     * is joined and closed, as its events say. */
     char subject[SUBJECT_MAX];
+    int e;
     (void)snprintf(subject, sizeof(subject), "%s*", sh->inbox);
     shared_ref(sh);
-    err = weft__nats_subscribe(sh->conn, subject, NULL, inbox_message,
-                               shared_unref, sh, &node->inbox_sub);
-    if (err != 0) {
+    e = weft__nats_subscribe(sh->conn, subject, NULL, inbox_message,
+                             shared_unref, sh, &node->inbox_sub);
+    if (e != 0)
       shared_unref(sh);
-    } else {
+    if (e == 0) {
       (void)snprintf(subject, sizeof(subject), "%s*", sh->presence);
       shared_ref(sh);
-      err = weft__nats_subscribe(sh->conn, subject, NULL, presence_message,
-                                 shared_unref, sh, &node->presence_sub);
-      if (err != 0) {
+      e = weft__nats_subscribe(sh->conn, subject, NULL, presence_message,
+                               shared_unref, sh, &node->presence_sub);
+      if (e != 0)
         shared_unref(sh);
-        weft__nats_unsubscribe(node->inbox_sub);
-      }
     }
-    if (err != 0) {
+    if (e != 0 && e != WEFT_ENOTCONNECTED) {
+      if (node->inbox_sub != NULL)
+        weft__nats_unsubscribe(node->inbox_sub);
       weft__nats_close(sh->conn);
       sh->conn = NULL;
+      err = e;
     }
   }
   if (err != 0) {
@@ -1011,7 +1015,7 @@ static int export_check(weft_node_t* node, const char* name) {
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(node->loop))
     return WEFT_EWRONGTHREAD;
-  if (node->sh->conn == NULL)
+  if (node->sh->conn == NULL || weft__nats_closed(node->sh->conn))
     return WEFT_ENOTCONNECTED;
   return 0;
 }
@@ -1092,7 +1096,7 @@ int weft_node_port(weft_node_t* node,
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(node->loop))
     return WEFT_EWRONGTHREAD;
-  if (node->sh->conn == NULL)
+  if (node->sh->conn == NULL || weft__nats_closed(node->sh->conn))
     return WEFT_ENOTCONNECTED;
   prune_fars(node);
   r = weft__xzalloc(sizeof(*r));
@@ -1174,8 +1178,10 @@ int weft_node_leave(weft_node_t* node) {
     node->exports = x->next;
     weft__nats_unsubscribe(x->sub);
   }
-  weft__nats_unsubscribe(node->inbox_sub);
-  weft__nats_unsubscribe(node->presence_sub);
+  if (node->inbox_sub != NULL)
+    weft__nats_unsubscribe(node->inbox_sub);
+  if (node->presence_sub != NULL)
+    weft__nats_unsubscribe(node->presence_sub);
   /* Say goodbye, so that the others see us down now, not after
    * down_after_ms; bounded, the server may be gone. */
   beat(sh, true);

@@ -3,7 +3,7 @@
 #
 # Build: build-essential cmake pkg-config libuv1-dev libmsgpack-dev
 # libmimalloc-dev libnats-dev (lib/node.c); nats-server for the node's
-# tests; samples/mandelbrot: libpng-dev; samples/login_api:
+# tests (openssl makes their TLS certificates); samples/mandelbrot: libpng-dev; samples/login_api:
 # libhttp-parser-dev and libsodium-dev; tests: libcriterion-dev and gcc's
 # sanitizer runtimes (libasan8 libtsan2 libubsan1, which libgcc-12-dev
 # normally pulls in).
@@ -12,7 +12,7 @@
 # gnuplot-nox (bench/chart.sh draws the charts).
 set -eu
 
-pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libnats-dev nats-server
+pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libnats-dev nats-server openssl
       libmimalloc-dev libpng-dev libhttp-parser-dev libsodium-dev
       libcriterion-dev libasan8 libtsan2 libubsan1"
 # scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.

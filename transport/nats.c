@@ -74,6 +74,19 @@ static int status_code(natsStatus s) {
   }
 }
 
+/* Why a connection ended for good (nats.c retries only some failures):
+ * the server refused our credentials (UV_EACCES: nats.c says so in its
+ * status, or only in its error text, depending on when the server's -ERR
+ * arrives), or anything else (WEFT_ENOTCONNECTED: no TLS where the server
+ * wants it, a broken handshake, attempts exhausted). */
+static int refusal(natsStatus s, const char* text) {
+  if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED ||
+      (text != NULL && (strstr(text, "Authorization") != NULL ||
+                        strstr(text, "Authentication") != NULL)))
+    return UV_EACCES;
+  return WEFT_ENOTCONNECTED;
+}
+
 static void emit(weft__nats_t* c, int event, int code) {
   if (c->on_event != NULL)
     c->on_event(c->ctx, event, code);
@@ -96,7 +109,10 @@ static void on_reconnected(natsConnection* nc, void* closure) {
 
 static void on_closed(natsConnection* nc, void* closure) {
   weft__nats_t* c = closure;
-  (void)nc;
+  const char* text = NULL;
+  natsStatus s = natsConnection_GetLastError(nc, &text);
+  if (s != NATS_OK && refusal(s, text) == UV_EACCES)
+    emit(c, WEFT__NATS_ERROR, UV_EACCES);
   emit(c, WEFT__NATS_CLOSED, 0);
   pthread_mutex_lock(&c->lock);
   c->closed = true;
@@ -147,8 +163,6 @@ static natsStatus make_options(const weft__nats_opts_t* o,
   if (s == NATS_OK && o->max_pending_msgs > 0)
     s = natsOptions_SetMaxPendingMsgs(opts, o->max_pending_msgs);
   if (s == NATS_OK)
-    s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, c);
-  if (s == NATS_OK)
     s = natsOptions_SetDisconnectedCB(opts, on_disconnected, c);
   if (s == NATS_OK)
     s = natsOptions_SetReconnectedCB(opts, on_reconnected, c);
@@ -171,6 +185,7 @@ int weft__nats_connect(const weft__nats_opts_t* o,
   weft__nats_t* c;
   natsOptions* opts = NULL;
   natsStatus s;
+  int err = 0;
   *out = NULL;
   if (o == NULL || o->servers == NULL)
     return WEFT_EINVAL;
@@ -182,18 +197,45 @@ int weft__nats_connect(const weft__nats_opts_t* o,
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
   s = make_options(o, c, &opts);
-  if (s == NATS_OK) {
+  if (s != NATS_OK) {
+    err = s == NATS_NO_MEMORY ? WEFT_ENOMEM : WEFT_EINVAL;
+  } else {
+    /* The first attempt without nats.c's retry-on-failed-connect: then a
+     * server that refuses us says so here (with it, the refusal can come
+     * in the background and nats.c reports only "no server" at the end).
+     * Only when no server answered at all is it retried in the
+     * background. */
     s = natsConnection_Connect(&c->nc, opts);
+    if (s == NATS_NO_SERVER) {
+      natsConnection_Destroy(c->nc); /* NULL-safe */
+      c->nc = NULL;
+      s = natsOptions_SetRetryOnFailedConnect(opts, true, on_connected, c);
+      if (s == NATS_OK)
+        s = natsConnection_Connect(&c->nc, opts);
+    }
     natsOptions_Destroy(opts);
+    if (s == NATS_OK) {
+      emit(c, WEFT__NATS_CONNECTED, 0); /* At once: no callback comes. */
+    } else if (s == NATS_NO_MEMORY) {
+      err = WEFT_ENOMEM;
+    } else if (s != NATS_NOT_YET_CONNECTED) {
+      /* Refused for good on the first attempt: a closed connection, as
+       * if the background attempts had ended so (the same events). */
+      int why = refusal(s, nats_GetLastError(NULL));
+      natsConnection_Destroy(c->nc); /* NULL-safe */
+      c->nc = NULL;
+      c->closed = true;
+      if (why == UV_EACCES)
+        emit(c, WEFT__NATS_ERROR, why);
+      emit(c, WEFT__NATS_CLOSED, 0);
+    }
   }
-  if (s == NATS_OK) {
-    emit(c, WEFT__NATS_CONNECTED, 0); /* At once: no callback comes. */
-  } else if (s != NATS_NOT_YET_CONNECTED) {
+  if (err != 0) {
     natsConnection_Destroy(c->nc); /* NULL-safe. */
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c);
-    return s == NATS_NO_MEMORY ? WEFT_ENOMEM : WEFT_EINVAL;
+    return err;
   }
   *out = c;
   return 0;
@@ -209,6 +251,8 @@ int weft__nats_publish(weft__nats_t* c,
   natsMsg* m = NULL;
   if (c == NULL || subject == NULL || len > INT32_MAX)
     return WEFT_EINVAL;
+  if (c->nc == NULL)
+    return WEFT_ENOTCONNECTED;
   if (error == NULL && reply == NULL)
     return status_code(
         natsConnection_Publish(c->nc, subject, data, (int)len));
@@ -270,6 +314,8 @@ int weft__nats_subscribe(weft__nats_t* c,
   *out = NULL;
   if (c == NULL || subject == NULL || cb == NULL)
     return WEFT_EINVAL;
+  if (c->nc == NULL || natsConnection_IsClosed(c->nc))
+    return WEFT_ENOTCONNECTED;
   s = calloc(1, sizeof(*s));
   if (s == NULL)
     return WEFT_ENOMEM;
@@ -293,7 +339,10 @@ int weft__nats_subscribe(weft__nats_t* c,
       natsSubscription_Destroy(s->sub);
     }
     free(s);
-    return status_code(st);
+    /* Closed meanwhile (refused in the background): nats.c answers that
+     * with several statuses. */
+    return natsConnection_IsClosed(c->nc) ? WEFT_ENOTCONNECTED
+                                          : status_code(st);
   }
   *out = s;
   return 0;
@@ -314,15 +363,21 @@ void weft__nats_unsubscribe(weft__nats_sub_t* s) {
 }
 
 int weft__nats_flush(weft__nats_t* c, int64_t timeout_ms) {
+  if (c->nc == NULL)
+    return WEFT_ENOTCONNECTED;
   return status_code(natsConnection_FlushTimeout(c->nc, timeout_ms));
 }
 
 int64_t weft__nats_max_payload(weft__nats_t* c) {
-  return natsConnection_GetMaxPayload(c->nc);
+  return c->nc == NULL ? 0 : natsConnection_GetMaxPayload(c->nc);
+}
+
+bool weft__nats_closed(weft__nats_t* c) {
+  return c->nc == NULL || natsConnection_IsClosed(c->nc);
 }
 
 bool weft__nats_connected(weft__nats_t* c) {
-  return natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
+  return c->nc != NULL && natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED;
 }
 
 void weft__nats_close(weft__nats_t* c) {
@@ -330,7 +385,8 @@ void weft__nats_close(weft__nats_t* c) {
   bool closed;
   if (c == NULL)
     return;
-  natsConnection_Close(c->nc);
+  if (c->nc != NULL)
+    natsConnection_Close(c->nc);
   /* nats.c runs the closed callback on its own thread, after Close(). */
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += 10;

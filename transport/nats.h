@@ -24,8 +24,9 @@ enum {
   WEFT__NATS_CONNECTED = 1, /* First connection made. */
   WEFT__NATS_DISCONNECTED,  /* Lost; reconnecting. */
   WEFT__NATS_RECONNECTED,
-  WEFT__NATS_CLOSED, /* For good: reconnects exhausted, or closed. */
-  WEFT__NATS_ERROR   /* An asynchronous error: `code` says which. */
+  WEFT__NATS_CLOSED, /* For good: refused, reconnects exhausted, or closed. */
+  WEFT__NATS_ERROR   /* An asynchronous error: `code` says which (UV_EACCES
+                      * before CLOSED: the server refused us). */
 };
 
 typedef struct {
@@ -65,10 +66,13 @@ typedef void (*weft__nats_msg_cb)(void* ctx, const weft__nats_msg_t* m);
  * has returned (on nats.c's thread or the unsubscriber's). */
 typedef void (*weft__nats_done_cb)(void* ctx);
 
-/* Start connecting; returns at once (nats.c retries in the background and
- * buffers what is published meanwhile). `on_event` runs on nats.c's
- * threads. 0, WEFT_EINVAL (bad options or files), WEFT_ENOMEM.
- * Thread: any. */
+/* Start connecting: one attempt here, then nats.c retries in the
+ * background and buffers what is published meanwhile. `on_event` runs on
+ * nats.c's threads (and here: CONNECTED when the first attempt succeeds;
+ * ERROR with UV_EACCES when the server refused the credentials, and CLOSED,
+ * when it failed in a way nats.c does not retry: then the connection is
+ * closed, publishes and subscribes answer WEFT_ENOTCONNECTED). 0,
+ * WEFT_EINVAL (bad options or files), WEFT_ENOMEM. Thread: any. */
 int weft__nats_connect(const weft__nats_opts_t* opts,
                        weft__nats_event_cb on_event,
                        void* ctx,
@@ -107,6 +111,8 @@ int weft__nats_flush(weft__nats_t* c, int64_t timeout_ms);
 /* Largest payload the server takes (0 before the first connection). */
 int64_t weft__nats_max_payload(weft__nats_t* c);
 bool weft__nats_connected(weft__nats_t* c);
+/* Closed for good (refused, attempts ran out): it never connects again. */
+bool weft__nats_closed(weft__nats_t* c);
 /* Close and free: no callback runs after it returns. Blocks while nats.c
  * ends its threads. Thread: any but nats.c's. */
 void weft__nats_close(weft__nats_t* c);

@@ -119,9 +119,14 @@ typedef struct {
  * client connects (nats.c retries in the background; WEFT_NODE_CONNECTED
  * comes to on_event). Exports and ports may be made before it connects;
  * what is published meanwhile waits in the client's buffer. A joined node
- * keeps `loop` alive until weft_node_leave(). Returns 0, WEFT_EINVAL (NULL,
- * no servers, a bad name or URL, a credentials file that cannot be read),
- * WEFT_ENOMEM, WEFT_EWRONGTHREAD. Thread: `loop`'s. The first connection
+ * keeps `loop` alive until weft_node_leave(). The cluster's answer comes
+ * as events, never as join's result: a server that refuses the node (wrong
+ * or no credentials: WEFT_NODE_ERROR with UV_EACCES first; no TLS where it
+ * wants TLS) or attempts that ran out end in WEFT_NODE_CLOSED without
+ * WEFT_NODE_CONNECTED; the node stays valid (exports and ports answer
+ * WEFT_ENOTCONNECTED) until weft_node_leave(). Returns 0, WEFT_EINVAL (NULL,
+ * no servers, a bad name or URL, a credentials or CA file that cannot be
+ * read), WEFT_ENOMEM, WEFT_EWRONGTHREAD. Thread: `loop`'s. The first connection
  * attempt runs on this thread, bounded by connect_timeout_ms (a refused
  * connection returns at once). */
 WEFT_EXTERN int weft_node_join(weft_loop_t* loop,
@@ -134,7 +139,8 @@ WEFT_EXTERN int weft_node_join(weft_loop_t* loop,
  * answers requests as local ones. The node holds `port`'s channel: the
  * port may be freed (later messages are dropped and counted, requests
  * answered WEFT_ECLOSED). 0, WEFT_EINVAL, WEFT_EEXIST (exported already),
- * WEFT_ENOMEM, WEFT_ENOTCONNECTED (the node left), WEFT_EWRONGTHREAD.
+ * WEFT_ENOMEM, WEFT_ENOTCONNECTED (the node's connection closed for good:
+ * WEFT_NODE_CLOSED), WEFT_EWRONGTHREAD.
  * Thread: the node's loop. */
 WEFT_EXTERN int weft_node_export(weft_node_t* node,
                                  const char* name,
@@ -156,7 +162,7 @@ WEFT_EXTERN int weft_node_unexport(weft_node_t* node, const char* name);
  * from any thread; it may be transferred to a worker like any port. Free
  * it with weft_port_free() (the caller owns it); it closes (its close
  * event runs) when the node leaves. 0, WEFT_EINVAL, WEFT_ENOMEM,
- * WEFT_ENOTCONNECTED (the node left), WEFT_EWRONGTHREAD.
+ * WEFT_ENOTCONNECTED (closed for good: WEFT_NODE_CLOSED), WEFT_EWRONGTHREAD.
  * Thread: the node's loop. */
 WEFT_EXTERN int weft_node_port(weft_node_t* node,
                                const char* node_name,
