@@ -2,14 +2,16 @@
 # deps.sh [--bench] - install the Debian packages weft needs, only if missing.
 #
 # Build: build-essential cmake pkg-config libuv1-dev libmsgpack-dev
-# libmimalloc-dev libnats-dev (lib/node.c); nats-server for the node's
-# tests (openssl makes their TLS certificates); samples/mandelbrot: libpng-dev; samples/login_api:
-# libhttp-parser-dev and libsodium-dev; tests: libcriterion-dev and gcc's
-# sanitizer runtimes (libasan8 libtsan2 libubsan1, which libgcc-12-dev
-# normally pulls in).
-# With --bench, also wrk (the login API's load), nodejs (only when no
-# `node` is on PATH), the Savina peers libcaf-dev and erlang-nox, and
-# gnuplot-nox (bench/chart.sh draws the charts).
+# libmimalloc-dev libnats-dev (lib/node.c); samples/mandelbrot: libpng-dev;
+# samples/login_api: libhttp-parser-dev and libsodium-dev; tests:
+# libcriterion-dev and gcc's sanitizer runtimes (libasan8 libtsan2
+# libubsan1, which libgcc-12-dev normally pulls in), nats-server and openssl
+# (test_node starts its own servers and makes their TLS certificates), and
+# nodejs and npm (test/interop: test_node's Node.js client; installed only
+# when no `node` or `npm` is on PATH).
+# With --bench, also wrk (the login API's load), the Savina peers
+# libcaf-dev and erlang-nox, and gnuplot-nox (bench/chart.sh draws the
+# charts).
 set -eu
 
 pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libnats-dev nats-server openssl
@@ -17,9 +19,11 @@ pkgs="build-essential cmake pkg-config libuv1-dev libmsgpack-dev libnats-dev nat
       libcriterion-dev libasan8 libtsan2 libubsan1"
 # scripts/lint.sh (make test, make lint) and the clang builds of .ci/run.
 pkgs="$pkgs clang clang-tidy cppcheck"
+# test_node's Node.js client (test/interop): node and npm.
+command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 if [ "${1:-}" = "--bench" ]; then
   pkgs="$pkgs wrk libcaf-dev erlang-nox gnuplot-nox"
-  command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 fi
 # Fuzzing (test/fuzz, `make fuzz` and a short run in `make test`).
 pkgs="$pkgs clang libfuzzer-14-dev libclang-rt-14-dev"

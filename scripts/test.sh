@@ -103,6 +103,17 @@ if [ "$LINT" != 0 ]; then
   fi
 fi
 
+# test_node's foreign client (test/interop/weft_client.mjs) runs on Node.js
+# with the `nats` and `@msgpack/msgpack` packages from npm, at the versions
+# of its package-lock.json.
+if [ ! -d test/interop/node_modules/nats ]; then
+  echo "=== npm ci (test/interop: nats, @msgpack/msgpack)"
+  if ! (cd test/interop && npm ci --no-audit --no-fund --silent); then
+    failed=$((failed + 1))
+    problems+=("npm ci in test/interop failed: test_node's Node.js client cannot run")
+  fi
+fi
+
 run_build build "$CC"
 run_build build-asan "$CC" -DWEFT_SANITIZE=address,undefined
 run_build build-tsan "$TSAN_CC" -DWEFT_SANITIZE=thread \

@@ -901,3 +901,60 @@ Test(node_security, a_node_cannot_use_another_nodes_subjects) {
   cr_assert_eq(weft_node_leave(b), 0);
   run_and_free(loop);
 }
+
+/* --- a client in another language ----------------------------------------- */
+
+/* Node.js with the `nats` npm package calls node b's exports using only
+ * the wire of docs/node.md (test/interop/weft_client.mjs checks the
+ * replies, the error header, EDECODE and "no responders"); b receives its
+ * 100 posts in order. */
+typedef struct {
+  pid_t pid;
+  int status;
+  atomic_int exited;
+  weft_loop_t* loop;
+} child_wait_t;
+
+static void child_tick(uv_timer_t* t) {
+  child_wait_t* c = t->data;
+  if (waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
+    atomic_store(&c->exited, 1);
+    uv_timer_stop(t);
+  }
+}
+
+Test(node, a_nodejs_client_calls_node_exports) {
+  weft_loop_t* loop = new_loop();
+  events_t eb = {0};
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *pin, *pout, *sin, *sout;
+  seq_t s = {0};
+  child_wait_t c = {0};
+  uv_timer_t t;
+  s.want = 100;
+  serve(loop, b, "plus", plus_one, NULL, &pin, &pout);
+  serve(loop, b, "seq", seq_message, &s, &sin, &sout);
+  settle(b, NULL);
+  c.pid = fork();
+  cr_assert(c.pid >= 0);
+  if (c.pid == 0) {
+    execlp("node", "node", INTEROP_DIR "/weft_client.mjs", server.url,
+           (char*)NULL);
+    _exit(127);
+  }
+  uv_timer_init(weft_loop_uv(loop), &t);
+  t.data = &c;
+  uv_timer_start(&t, child_tick, 10, 10);
+  run_until(loop, &c.exited);
+  uv_close((uv_handle_t*)&t, NULL);
+  cr_assert(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0,
+            "weft_client.mjs failed (status %d; is `npm ci` done in "
+            "test/interop?)",
+            c.status);
+  run_until(loop, &s.done);
+  cr_assert_eq(s.out_of_order, 0, "the posts came in order");
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(pin, pout);
+  free_channel(sin, sout);
+  run_and_free(loop);
+}
