@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -80,6 +81,8 @@ static inline int nats_server_start(nats_server_t* s,
     return -1;
   if (s->pid == 0) {
     int devnull = open("/dev/null", O_WRONLY);
+    /* A test that crashes or times out takes its servers with it. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (devnull >= 0 && getenv("WEFT_TEST_NATS_LOG") == NULL) {
       dup2(devnull, 1);
       dup2(devnull, 2);

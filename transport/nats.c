@@ -129,6 +129,35 @@ static void on_error(natsConnection* nc,
   emit(closure, WEFT__NATS_ERROR, status_code(err));
 }
 
+/* "u1,u2,..." as nats.c's server list. natsOptions_SetURL() of nats.c 3.4
+ * takes such a list but then never connects ("no server available", seen
+ * with two live servers), so the list is split here (spaces trimmed) and
+ * given to natsOptions_SetServers(). */
+#define MAX_SERVERS 32
+
+static natsStatus set_servers(natsOptions* opts, const char* list) {
+  char* copy = strdup(list);
+  const char* urls[MAX_SERVERS];
+  int n = 0;
+  natsStatus s;
+  char *p, *save = NULL;
+  if (copy == NULL)
+    return NATS_NO_MEMORY;
+  for (p = strtok_r(copy, ",", &save); p != NULL && n < MAX_SERVERS;
+       p = strtok_r(NULL, ",", &save)) {
+    char* end = p + strlen(p);
+    while (*p == ' ')
+      p++;
+    while (end > p && end[-1] == ' ')
+      *--end = '\0';
+    if (*p != '\0')
+      urls[n++] = p;
+  }
+  s = n == 0 ? NATS_INVALID_ARG : natsOptions_SetServers(opts, urls, n);
+  free(copy);
+  return s;
+}
+
 /* Options from ours; NATS_OK or the first failing call's status. */
 static natsStatus make_options(const weft__nats_opts_t* o,
                                weft__nats_t* c,
@@ -136,7 +165,11 @@ static natsStatus make_options(const weft__nats_opts_t* o,
   natsOptions* opts = NULL;
   natsStatus s = natsOptions_Create(&opts);
   if (s == NATS_OK)
-    s = natsOptions_SetURL(opts, o->servers);
+    s = set_servers(opts, o->servers);
+  /* In the order given: a node prefers its first server (and its
+   * neighbours stay on theirs); the others are for failing over. */
+  if (s == NATS_OK)
+    s = natsOptions_SetNoRandomize(opts, true);
   if (s == NATS_OK && o->name != NULL)
     s = natsOptions_SetName(opts, o->name);
   if (s == NATS_OK && o->user != NULL)

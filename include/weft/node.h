@@ -79,7 +79,9 @@ typedef void (*weft_node_event_cb)(weft_node_t* node,
 
 typedef struct {
   /* Required: NATS server URLs, comma-separated ("nats://host:port,...";
-   * "tls://" with tls_ca). */
+   * "tls://" with tls_ca), tried in this order: the first is where the
+   * node connects when it can, the others are where it fails over (and
+   * the servers tell it of more). */
   const char* servers;
   /* Required: this node's name, unique in the cluster: 1-64 of
    * [A-Za-z0-9_-]. */
