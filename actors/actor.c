@@ -58,6 +58,74 @@ weft_msg_t* weft__actor_msg(int tag, uint64_t aux, const void* bytes,
   return m;
 }
 
+/* ---- light messages ------------------------------------------------------
+ * A plain value of LIGHT_MAX bytes or fewer with nothing transferred (an
+ * integer, a short array: most actor traffic) travels as a 32-byte node
+ * instead of a weft_msg_t (320 bytes): a third of a line to allocate, write,
+ * move across cores and free, where a message took five lines and the page
+ * faults of a mailbox that grows. The receiver hands it to its behaviour in
+ * its scheduler's spare weft_msg_t, filled from the node; the spare is
+ * reused for the next light message unless the behaviour kept it
+ * (weft_msg_keep(): then the scheduler makes another). A light node shares
+ * the mailbox with weft_msg_t nodes (signals, asks, big values, transfers),
+ * in one order; its `kind` byte sits where a weft_msg_t has its kind, so
+ * the consumer tells the two apart from the node. */
+#define LIGHT_MAX 14
+#define LIGHT_KIND 0xffu
+
+typedef struct {
+  weft__mpsc_node_t node;
+  uint8_t kind; /* LIGHT_KIND, at weft_msg_t's `kind`. */
+  uint8_t len;
+  unsigned char data[LIGHT_MAX];
+  uint64_t aux; /* The sender's id, or 0. */
+} light_t;
+
+_Static_assert(sizeof(light_t) == 32, "a light message is 32 bytes");
+_Static_assert(offsetof(weft_msg_t, node) == 0 &&
+                   offsetof(light_t, node) == 0 &&
+                   offsetof(weft_msg_t, kind) == offsetof(light_t, kind),
+               "light and weft_msg_t nodes are told apart by kind");
+_Static_assert(WEFT__MSG_REPLY < LIGHT_KIND, "LIGHT_KIND is no message kind");
+
+static bool is_light(const weft__mpsc_node_t* n) {
+  return ((const light_t*)n)->kind == LIGHT_KIND;
+}
+
+/* Fill `m` (a fresh or a reused spare) with light `l`'s value. */
+static void light_fill(weft_msg_t* m, const light_t* l) {
+  m->kind = WEFT__MSG_DATA;
+  m->state = WEFT__MSG_QUEUED;
+  m->decoded = false;
+  m->scanned = false;
+  m->tag = WEFT__TAG_PLAIN;
+  m->aux = l->aux;
+  m->code = 0;
+  memcpy(m->data, l->data, l->len);
+  m->len = l->len;
+}
+
+/* A weft_msg_t of its own for a light message (dead letters). NULL: no
+ * memory. */
+static weft_msg_t* light_to_msg(const light_t* l) {
+  weft_msg_t* m = weft__msg_alloc(WEFT__MSG_DATA, l->len);
+  if (m != NULL)
+    light_fill(m, l);
+  return m;
+}
+
+/* Whether a delivered spare can take the next light message: nothing of
+ * it went elsewhere. */
+static bool spare_clean(const weft_msg_t* m) {
+  return !m->has_owned && !m->routed && m->nxfer == 0 && m->zone == NULL &&
+         m->data == m->inline_buf;
+}
+
+void weft__actor_sched_end(weft__sched_t* s) {
+  weft_msg_free(s->spare);
+  s->spare = NULL;
+}
+
 /* ---- sending ------------------------------------------------------------- */
 
 int weft__actor_tell(weft_actor_id to, int tag, uint64_t aux,
@@ -84,10 +152,11 @@ int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside) {
   return weft__actor_push_load(to, msg, from_outside, NULL);
 }
 
-int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
-                          bool from_outside, bool* over) {
+/* Push node `n` (a weft_msg_t or a light message; see weft__actor_push_load). */
+static int push_node(weft_actor_id to, weft__mpsc_node_t* n,
+                     bool from_outside, bool* over) {
   weft_actor_t* a = weft__slot_enter(to);
-  uint64_t n;
+  uint64_t cnt;
   bool was_empty;
   if (a == NULL)
     return WEFT_EDEADACTOR;
@@ -99,13 +168,12 @@ int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
     weft__slot_leave(to);
     return WEFT_EMAILBOXFULL;
   }
-  msg->state = WEFT__MSG_QUEUED;
   /* relaxed: a count for the marks; off by the pushes in flight. */
-  n = atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed) + 1;
+  cnt = atomic_fetch_add_explicit(&a->pushed, 1, memory_order_relaxed) + 1;
   if (over != NULL)
-    *over = n - atomic_load_explicit(&a->popped, memory_order_relaxed) >
+    *over = cnt - atomic_load_explicit(&a->popped, memory_order_relaxed) >
             a->sys->high_water;
-  was_empty = weft__mpscs_push(&a->mbox, &msg->node);
+  was_empty = weft__mpscs_push(&a->mbox, n);
   /* seq_cst: see "Who runs an actor". */
   if (was_empty && atomic_exchange_explicit(&a->sched, WEFT__RUN_HELD,
                                             memory_order_seq_cst) ==
@@ -113,6 +181,17 @@ int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
     weft__sched_queue(a);
   weft__slot_leave(to);
   return 0;
+}
+
+int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
+                          bool from_outside, bool* over) {
+  uint8_t state = msg->state;
+  int err;
+  msg->state = WEFT__MSG_QUEUED; /* Before it can be seen. */
+  err = push_node(to, &msg->node, from_outside, over);
+  if (err != 0)
+    msg->state = state; /* Still the caller's, as it was. */
+  return err;
 }
 
 /* A user message: checks of a port post, no ports, and a value that
@@ -146,21 +225,59 @@ static int seal(weft_msg_t* m) {
   return 0;
 }
 
-/* Send a sealed message as the current actor (or from outside). */
-static int send_sealed(weft_actor_id to, weft_msg_t* m) {
+/* Push node `n` as a user message of the current actor (or from outside):
+ * the mute bookkeeping of a sender that overfills a mailbox. */
+static int send_node(weft_actor_id to, weft__mpsc_node_t* n) {
   weft_actor_t* self = tl_actor;
   bool over = false;
   int err;
-  m->tag = WEFT__TAG_PLAIN;
-  m->aux = self != NULL ? self->id : 0;
   if (self == NULL)
-    return weft__actor_push(to, m, true);
-  err = weft__actor_push_load(to, m, false, &over);
+    return push_node(to, n, true, NULL);
+  err = push_node(to, n, false, &over);
   weft__sched_sent(weft__sched_current());
   if (err == 0 && over && self->mute_on == 0 && to != self->id &&
       backlog(self) <= self->sys->high_water)
     self->mute_on = to;
   return err;
+}
+
+/* Send a sealed message as the current actor (or from outside). */
+static int send_sealed(weft_actor_id to, weft_msg_t* m) {
+  weft_actor_t* self = tl_actor;
+  m->tag = WEFT__TAG_PLAIN;
+  uint8_t state = m->state;
+  int err;
+  m->aux = self != NULL ? self->id : 0;
+  m->state = WEFT__MSG_QUEUED; /* Before it can be seen. */
+  err = send_node(to, &m->node);
+  if (err != 0)
+    m->state = state; /* Refused: the caller's, as it was. */
+  return err;
+}
+
+/* Send `len` (<= LIGHT_MAX) checked bytes as a light message. */
+static int send_light(weft_actor_id to, const void* bytes, size_t len) {
+  weft_actor_t* self = tl_actor;
+  light_t* l = weft__xalloc(sizeof(*l));
+  int err;
+  if (l == NULL)
+    return WEFT_ENOMEM;
+  l->kind = LIGHT_KIND;
+  l->len = (uint8_t)len;
+  memcpy(l->data, bytes, len);
+  l->aux = self != NULL ? self->id : 0;
+  err = send_node(to, &l->node);
+  if (err != 0)
+    weft__xfree(l);
+  return err;
+}
+
+/* The checks of seal() on bare bytes (weft_actor_send's). */
+static int check_bytes(const void* bytes, size_t len) {
+  /* A number, nil or bool is whole when its length is right: no walk. */
+  if (weft__msgpack_scalar_len(*(const unsigned char*)bytes) == len)
+    return 0;
+  return weft__msgpack_validate(bytes, len);
 }
 
 int weft_actor_send_msg(weft_actor_id to, weft_msg_t** msg) {
@@ -173,6 +290,16 @@ int weft_actor_send_msg(weft_actor_id to, weft_msg_t** msg) {
     return err;
   if (!weft__slot_alive(to))
     return WEFT_EDEADACTOR; /* Before the transfers commit. */
+  if ((*msg)->nxfer == 0 && (*msg)->len <= LIGHT_MAX) {
+    /* Nothing to commit: it goes light, and the message is freed here,
+     * on the thread that made it. */
+    err = send_light(to, (*msg)->data, (*msg)->len);
+    if (err == 0) {
+      weft_msg_free(*msg);
+      *msg = NULL;
+    }
+    return err;
+  }
   weft__msg_commit_transfers(*msg);
   err = send_sealed(to, *msg);
   if (err == 0)
@@ -190,6 +317,10 @@ int weft_actor_send(weft_actor_id to, const void* bytes, size_t len) {
     return len == 0 && bytes != NULL ? WEFT_EDECODE : WEFT_EINVAL;
   if (len > WEFT_MSG_DEFAULT_LIMIT)
     return WEFT_EMSGSIZE;
+  if (len <= LIGHT_MAX) {
+    err = check_bytes(bytes, len);
+    return err != 0 ? err : send_light(to, bytes, len);
+  }
   m = weft__msg_alloc(WEFT__MSG_DATA, len);
   if (m == NULL)
     return WEFT_ENOMEM;
@@ -422,6 +553,46 @@ static void handle(weft_actor_t* a, weft_loop_t* loop, weft_msg_t* m) {
   }
 }
 
+/* A light message in `a`'s turn on `s`: delivered in the scheduler's
+ * spare message (see "light messages"). */
+static void handle_light(weft_actor_t* a, weft_loop_t* loop,
+                         weft__sched_t* s, light_t* l) {
+  weft_msg_t* m = s->spare;
+  int rc;
+  if (m == NULL) {
+    m = weft__msg_alloc(WEFT__MSG_DATA, LIGHT_MAX);
+    if (m == NULL) { /* Lost as a message that cannot be decoded is. */
+      weft__xfree(l);
+      atomic_fetch_add_explicit(&a->sys->dead_letters, 1,
+                                memory_order_relaxed);
+      return;
+    }
+    s->spare = m;
+  }
+  light_fill(m, l);
+  weft__xfree(l);
+  if (weft__msg_hand_out(m, loop) != 0) {
+    /* Checked at the sender, so only memory can fail; hand_out freed it. */
+    s->spare = NULL;
+    atomic_fetch_add_explicit(&a->sys->dead_letters, 1, memory_order_relaxed);
+    return;
+  }
+  rc = a->fn(a, a->state, m);
+  if (weft__msg_delivered_kept(m)) {
+    s->spare = NULL; /* The behaviour's now. */
+  } else {
+    msgpack_zone_clear(weft__loop_zone(loop));
+    if (!spare_clean(m)) {
+      s->spare = NULL;
+      weft_msg_free(m);
+    }
+  }
+  if (rc < 0 && !(a->flags & WEFT__A_STOP)) {
+    a->flags |= WEFT__A_STOP;
+    a->reason = rc;
+  }
+}
+
 typedef struct mute_rec_s {
   struct mute_rec_s* next;
   weft_actor_id who;
@@ -534,7 +705,10 @@ int weft__actor_run(weft_loop_t* loop, weft__ready_t* r) {
     if (node == NULL)
       break;
     n++;
-    handle(a, loop, weft__container_of(node, weft_msg_t, node));
+    if (is_light(node))
+      handle_light(a, loop, s, (light_t*)node);
+    else
+      handle(a, loop, weft__container_of(node, weft_msg_t, node));
     if (a->flags & WEFT__A_STOP || a->mute_on != 0)
       break; /* Ended, or to be muted now. */
   }
@@ -580,7 +754,17 @@ static void release(weft_actor_t* a, int reason, bool signal, bool named) {
     weft__link_end(a, reason);
   weft__timer_end(a);
   while ((node = weft__mpscs_pop(&a->mbox)) != NULL) {
-    weft_msg_t* m = weft__container_of(node, weft_msg_t, node);
+    weft_msg_t* m;
+    if (is_light(node)) {
+      m = light_to_msg((light_t*)node);
+      weft__xfree(node);
+      if (m != NULL)
+        dead_letter(a, m);
+      else /* Counted, not shown. */
+        atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
+      continue;
+    }
+    m = weft__container_of(node, weft_msg_t, node);
     if (m->tag == WEFT__TAG_ASK_REPLY)
       weft__ask_drop(m);
     else if (m->tag == WEFT__TAG_PLAIN)

@@ -97,6 +97,7 @@ typedef struct weft__sched_s {
   weft__tracked_t tracked;  /* Its loop's teardown: timers. */
   void* timers;             /* timer.c's records on this loop. */
   weft__ready_t drain;      /* Runs the ring's actors. */
+  weft_msg_t* spare;        /* Delivers light messages (actor.c); owner. */
   bool drain_pending;       /* Owner only. */
   unsigned sends;           /* In the turn in progress; owner only. */
   weft__ready_t steal_item; /* "Come and steal", from a busy scheduler. */
@@ -261,6 +262,8 @@ void weft__actor_end(weft_actor_t* a, int reason);
 void weft__actor_destroy(weft_actor_t* a, void* arg);
 /* Run a turn of `a` (its ready item). */
 int weft__actor_run(weft_loop_t* loop, weft__ready_t* r);
+/* Free a scheduler's spare message (its loop's teardown). */
+void weft__actor_sched_end(weft__sched_t* s);
 
 /* --- link.c ---------------------------------------------------------------- */
 

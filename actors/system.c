@@ -343,6 +343,7 @@ static void sched_teardown(weft__tracked_t* t) {
   weft__sched_t* s = weft__container_of(t, weft__sched_t, tracked);
   weft__loop_untrack(t);
   weft__timer_sched_end(s);
+  weft__actor_sched_end(s);
 }
 
 static void sched_entry(weft_loop_t* loop, void* arg) {
