@@ -98,6 +98,8 @@ typedef struct weft__sched_s {
   void* timers;             /* timer.c's records on this loop. */
   weft__ready_t drain;      /* Runs the ring's actors. */
   weft_msg_t* spare;        /* Delivers light messages (actor.c); owner. */
+  void* out;                /* The turn's batch of light messages, and */
+  weft_actor_id out_to;     /* its receiver (actor.c); owner only. */
   bool drain_pending;       /* Owner only. */
   unsigned sends;           /* In the turn in progress; owner only. */
   weft__ready_t steal_item; /* "Come and steal", from a busy scheduler. */
