@@ -82,6 +82,14 @@ void weft__slot_each(const weft_actor_system_t* sys,
 
 /* A scheduler's ring: actors it made runnable, stealable (system.c). */
 #define WEFT__RING 1024
+/* A ring that holds this many actors is stolen from at once (system.c):
+ * fewer are left to their scheduler, or to the poll below. Moving an
+ * actor to another core makes every message to or from it cross cores
+ * (a line's turn-around each), which costs more than a short turn gains:
+ * Savina's Big ran in 480 ms with 64 against 600-1000 ms with 2, and
+ * Fork-join throughput in 600 against 800-1900 ms (side by side, 3 runs
+ * each; 16 and 32 in between, 128 no better). */
+#define STEAL_MIN 64
 /* A turn that has sent this many messages wakes an idle scheduler to
  * steal from its ring (system.c). */
 #define STEAL_NOTIFY_SENDS 64

@@ -64,7 +64,7 @@ static void poll_fired(weft_loop_t* loop, void* arg);
 static void sched_idle(void* arg) {
   weft__sched_t* s = arg;
   uint64_t bit = (uint64_t)1 << s->index;
-  if (steal(s, 2) || steal_stale(s))
+  if (steal(s, STEAL_MIN) || steal_stale(s))
     return;
   /* relaxed: a hint; the claim (fetch_and) decides. */
   if ((atomic_load_explicit(&s->sys->idle_mask, memory_order_relaxed) & bit) ==
@@ -300,7 +300,7 @@ void weft__sched_queue(weft_actor_t* a) {
   weft__sched_t* s = tl_sched;
   int i;
   if (s != NULL && s->sys == sys) {
-    bool more = ring_len(s) > 0;
+    bool more = ring_len(s) + 1 >= STEAL_MIN;
     if (ring_push(s, a)) {
       drain_soon(s);
       if (more)
