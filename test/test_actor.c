@@ -241,6 +241,43 @@ static int burst_with_fail(weft_actor_t* self, void* state, weft_msg_t* msg) {
   return weft_actor_stop(self, 0);
 }
 
+typedef struct {
+  weft_msg_t* kept[10];
+  atomic_int n;
+} keeper_t;
+
+static int keeper(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  keeper_t* k = state;
+  int n = atomic_load(&k->n);
+  (void)self;
+  if (n < 10 && weft_msg_keep(msg) == 0) {
+    k->kept[n] = msg;
+    atomic_store(&k->n, n + 1);
+  }
+  return 0;
+}
+
+Test(actor, small_messages_kept_by_a_behaviour_stay_its_own) {
+  /* Small values are delivered in a message the scheduler reuses
+   * (actor.c, "light messages"): one kept must not be reused. */
+  weft_actor_system_t* sys = new_system(1);
+  keeper_t k;
+  weft_actor_id id;
+  int i;
+  memset(&k, 0, sizeof(k));
+  cr_assert_eq(weft_actor_spawn(sys, keeper, &k, NULL, &id), 0);
+  for (i = 0; i < 10; i++)
+    cr_assert_eq(send_int(id, 100 + i), 0);
+  cr_assert(UNTIL(atomic_load(&k.n) == 10));
+  for (i = 0; i < 10; i++) {
+    cr_assert_eq(msg_int(k.kept[i]), 100 + i);
+    cr_assert_eq(weft_actor_sender(k.kept[i]), WEFT_ACTOR_NONE);
+  }
+  for (i = 0; i < 10; i++)
+    weft_msg_free(k.kept[i]);
+  weft_actor_system_free(sys);
+}
+
 static int64_t dead_vals[256];
 static atomic_int ndead_vals;
 static void log_dead(void* arg, weft_actor_id to, weft_msg_t* msg) {
