@@ -324,8 +324,8 @@ static void out_flush(weft__sched_t* s) {
   if (l == NULL)
     return;
   s->out = NULL; /* First: the push below must not flush it again. */
-  if (send_node(s->out_to, &l->node, l->n) != 0)
-    light_dead(tl_actor->sys, s->out_to, l, 0);
+  if (send_node(s->out_to, &l->node, l->n) != 0) /* It ended meanwhile. */
+    light_dead(s->sys, s->out_to, l, 0);
 }
 
 /* The behaviour on `s` returned: its batch goes, the next send starts

@@ -18,12 +18,15 @@
  * loop's ready queue (its one consumer cannot be stolen from) of an idle
  * scheduler, or round robin; so do a ring's overflow.
  * A scheduler that runs out of work (the loop calls sched_idle before it
- * spins or parks) steals from a ring that holds two actors or more, and
- * otherwise advertises itself in `idle_mask`. A busy scheduler wakes an
- * idle one to come and steal at once when its ring holds more than the
- * actor it just queued, or when the turn in progress keeps sending (every
+ * spins or parks) steals from a ring that holds STEAL_MIN actors or more,
+ * and otherwise advertises itself in `idle_mask`. A busy scheduler wakes
+ * an idle one to come and steal at once when its ring reaches STEAL_MIN
+ * actors, or when the turn in progress keeps sending (every
  * STEAL_NOTIFY_SENDS sends): an actor that floods another keeps its
- * scheduler, and the receiver moves to the idle core.
+ * scheduler, and the receiver moves to the idle core. A shorter ring is
+ * left to its scheduler (or to the poll below): an actor moved to another
+ * core makes each of its messages cross cores, which costs more than
+ * short turns gain (internal.h, STEAL_MIN).
  *
  * Polling. A lone actor just queued is not stolen at once: its own
  * scheduler usually takes it next, so a ping-pong stays on one core. But
