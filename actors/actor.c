@@ -204,20 +204,13 @@ int weft__actor_push(weft_actor_id to, weft_msg_t* msg, bool from_outside) {
   return weft__actor_push_load(to, msg, from_outside, NULL);
 }
 
-static void out_flush(weft__sched_t* s);
-
 /* Push node `n` (a weft_msg_t or a light node of `count` messages; see
- * weft__actor_push_load). */
-static int push_node(weft_actor_id to, weft__mpsc_node_t* n, unsigned count,
-                     bool from_outside, bool* over) {
-  weft__sched_t* s = weft__sched_current();
-  weft_actor_t* a;
+ * weft__actor_push_load), behind this thread's batch (push_node). */
+static int push_raw(weft_actor_id to, weft__mpsc_node_t* n, unsigned count,
+                    bool from_outside, bool* over) {
+  weft_actor_t* a = weft__slot_enter(to);
   uint64_t cnt;
   bool was_empty;
-  /* This thread's batch goes first: one sender's order (see "Batches"). */
-  if (s != NULL && s->out != NULL)
-    out_flush(s);
-  a = weft__slot_enter(to);
   if (a == NULL)
     return WEFT_EDEADACTOR;
   if (atomic_load_explicit(&a->sys->closing, memory_order_acquire)) {
@@ -243,6 +236,9 @@ static int push_node(weft_actor_id to, weft__mpsc_node_t* n, unsigned count,
   weft__slot_leave(to);
   return 0;
 }
+
+static int push_node(weft_actor_id to, weft__mpsc_node_t* n, unsigned count,
+                     bool from_outside, bool* over);
 
 int weft__actor_push_load(weft_actor_id to, weft_msg_t* msg,
                           bool from_outside, bool* over) {
@@ -286,8 +282,44 @@ static int seal(weft_msg_t* m) {
   return 0;
 }
 
-/* Push node `n` as a user message of the current actor (or from outside):
+/* The current actor `self` sent to `to` (`err`, `over` from the push):
  * the mute bookkeeping of a sender that overfills a mailbox. */
+static void sent(weft_actor_t* self, weft_actor_id to, int err, bool over) {
+  weft__sched_sent(weft__sched_current());
+  if (err == 0 && over && self->mute_on == 0 && to != self->id &&
+      backlog(self) <= self->sys->high_water)
+    self->mute_on = to;
+}
+
+/* Push the scheduler's batch (see "Batches"); its messages are dead
+ * letters if the receiver ended meanwhile. Thread: the scheduler, in a
+ * turn. */
+static void out_flush(weft__sched_t* s) {
+  light_t* l = s->out;
+  bool over = false;
+  int err;
+  if (l == NULL)
+    return;
+  s->out = NULL;
+  err = push_raw(s->out_to, &l->node, l->n, false, &over);
+  if (tl_actor != NULL)
+    sent(tl_actor, s->out_to, err, over);
+  if (err != 0) /* It ended meanwhile. */
+    light_dead(s->sys, s->out_to, l, 0);
+}
+
+/* push_raw() after this thread's batch, which goes first: one sender's
+ * order (see "Batches"). */
+static int push_node(weft_actor_id to, weft__mpsc_node_t* n, unsigned count,
+                     bool from_outside, bool* over) {
+  weft__sched_t* s = weft__sched_current();
+  if (s != NULL && s->out != NULL)
+    out_flush(s);
+  return push_raw(to, n, count, from_outside, over);
+}
+
+/* Push node `n` as a user message of the current actor (or from
+ * outside). */
 static int send_node(weft_actor_id to, weft__mpsc_node_t* n, unsigned count) {
   weft_actor_t* self = tl_actor;
   bool over = false;
@@ -295,10 +327,7 @@ static int send_node(weft_actor_id to, weft__mpsc_node_t* n, unsigned count) {
   if (self == NULL)
     return push_node(to, n, count, true, NULL);
   err = push_node(to, n, count, false, &over);
-  weft__sched_sent(weft__sched_current());
-  if (err == 0 && over && self->mute_on == 0 && to != self->id &&
-      backlog(self) <= self->sys->high_water)
-    self->mute_on = to;
+  sent(self, to, err, over);
   return err;
 }
 
@@ -314,18 +343,6 @@ static int send_sealed(weft_actor_id to, weft_msg_t* m) {
   if (err != 0)
     m->state = state; /* Refused: the caller's, as it was. */
   return err;
-}
-
-/* Push the scheduler's batch (see "Batches"); its messages are dead
- * letters if the receiver ended meanwhile. Thread: the scheduler, in a
- * turn. */
-static void out_flush(weft__sched_t* s) {
-  light_t* l = s->out;
-  if (l == NULL)
-    return;
-  s->out = NULL; /* First: the push below must not flush it again. */
-  if (send_node(s->out_to, &l->node, l->n) != 0) /* It ended meanwhile. */
-    light_dead(s->sys, s->out_to, l, 0);
 }
 
 /* The behaviour on `s` returned: its batch goes, the next send starts
