@@ -33,10 +33,22 @@ static void table_init(void) {
     abort(); /* As libuv does when a mutex cannot be made. */
 }
 
+/* Where slot `i` of a chunk lies: four slots share a line, and the slots
+ * of actors spawned one after the other (often the ones that talk to each
+ * other, from different cores: every send writes its receiver's slot)
+ * would share it too. So consecutive indexes are spread a quarter of a
+ * chunk apart, and the four slots of a line belong to actors spawned
+ * 16,384 apart. A bijection on the chunk's indexes: no memory cost. */
+#define SLOTS_PER_LINE 4
+static uint32_t slot_pos(uint32_t i) {
+  return (i % SLOTS_PER_LINE) * (CHUNK_SLOTS / SLOTS_PER_LINE) +
+         i / SLOTS_PER_LINE;
+}
+
 static weft__slot_t* slot_at(uint32_t index) {
   weft__slot_t* c = atomic_load_explicit(&chunks[index >> CHUNK_BITS],
                                          memory_order_acquire);
-  return c == NULL ? NULL : &c[index & (CHUNK_SLOTS - 1)];
+  return c == NULL ? NULL : &c[slot_pos(index & (CHUNK_SLOTS - 1))];
 }
 
 static weft__slot_t* slot_of(weft_actor_id id, uint32_t* gen) {

@@ -82,6 +82,14 @@ void weft__slot_each(const weft_actor_system_t* sys,
 
 /* A scheduler's ring: actors it made runnable, stealable (system.c). */
 #define WEFT__RING 1024
+/* A ring that holds this many actors is stolen from at once (system.c):
+ * fewer are left to their scheduler, or to the poll below. Moving an
+ * actor to another core makes every message to or from it cross cores
+ * (a line's turn-around each), which costs more than a short turn gains:
+ * Savina's Big ran in 480 ms with 64 against 600-1000 ms with 2, and
+ * Fork-join throughput in 600 against 800-1900 ms (side by side, 3 runs
+ * each; 16 and 32 in between, 128 no better). */
+#define STEAL_MIN 64
 /* A turn that has sent this many messages wakes an idle scheduler to
  * steal from its ring (system.c). */
 #define STEAL_NOTIFY_SENDS 64
@@ -97,6 +105,9 @@ typedef struct weft__sched_s {
   weft__tracked_t tracked;  /* Its loop's teardown: timers. */
   void* timers;             /* timer.c's records on this loop. */
   weft__ready_t drain;      /* Runs the ring's actors. */
+  weft_msg_t* spare;        /* Delivers light messages (actor.c); owner. */
+  void* out;                /* The turn's batch of light messages, and */
+  weft_actor_id out_to;     /* its receiver (actor.c); owner only. */
   bool drain_pending;       /* Owner only. */
   unsigned sends;           /* In the turn in progress; owner only. */
   weft__ready_t steal_item; /* "Come and steal", from a busy scheduler. */
@@ -261,6 +272,8 @@ void weft__actor_end(weft_actor_t* a, int reason);
 void weft__actor_destroy(weft_actor_t* a, void* arg);
 /* Run a turn of `a` (its ready item). */
 int weft__actor_run(weft_loop_t* loop, weft__ready_t* r);
+/* Free a scheduler's spare message (its loop's teardown). */
+void weft__actor_sched_end(weft__sched_t* s);
 
 /* --- link.c ---------------------------------------------------------------- */
 

@@ -18,12 +18,15 @@
  * loop's ready queue (its one consumer cannot be stolen from) of an idle
  * scheduler, or round robin; so do a ring's overflow.
  * A scheduler that runs out of work (the loop calls sched_idle before it
- * spins or parks) steals from a ring that holds two actors or more, and
- * otherwise advertises itself in `idle_mask`. A busy scheduler wakes an
- * idle one to come and steal at once when its ring holds more than the
- * actor it just queued, or when the turn in progress keeps sending (every
+ * spins or parks) steals from a ring that holds STEAL_MIN actors or more,
+ * and otherwise advertises itself in `idle_mask`. A busy scheduler wakes
+ * an idle one to come and steal at once when its ring reaches STEAL_MIN
+ * actors, or when the turn in progress keeps sending (every
  * STEAL_NOTIFY_SENDS sends): an actor that floods another keeps its
- * scheduler, and the receiver moves to the idle core.
+ * scheduler, and the receiver moves to the idle core. A shorter ring is
+ * left to its scheduler (or to the poll below): an actor moved to another
+ * core makes each of its messages cross cores, which costs more than
+ * short turns gain (internal.h, STEAL_MIN).
  *
  * Polling. A lone actor just queued is not stolen at once: its own
  * scheduler usually takes it next, so a ping-pong stays on one core. But
@@ -64,7 +67,7 @@ static void poll_fired(weft_loop_t* loop, void* arg);
 static void sched_idle(void* arg) {
   weft__sched_t* s = arg;
   uint64_t bit = (uint64_t)1 << s->index;
-  if (steal(s, 2) || steal_stale(s))
+  if (steal(s, STEAL_MIN) || steal_stale(s))
     return;
   /* relaxed: a hint; the claim (fetch_and) decides. */
   if ((atomic_load_explicit(&s->sys->idle_mask, memory_order_relaxed) & bit) ==
@@ -300,7 +303,7 @@ void weft__sched_queue(weft_actor_t* a) {
   weft__sched_t* s = tl_sched;
   int i;
   if (s != NULL && s->sys == sys) {
-    bool more = ring_len(s) > 0;
+    bool more = ring_len(s) + 1 >= STEAL_MIN;
     if (ring_push(s, a)) {
       drain_soon(s);
       if (more)
@@ -343,6 +346,7 @@ static void sched_teardown(weft__tracked_t* t) {
   weft__sched_t* s = weft__container_of(t, weft__sched_t, tracked);
   weft__loop_untrack(t);
   weft__timer_sched_end(s);
+  weft__actor_sched_end(s);
 }
 
 static void sched_entry(weft_loop_t* loop, void* arg) {

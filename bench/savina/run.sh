@@ -9,10 +9,14 @@
 #   SAVINA_WORKLOADS  space-separated subset of: pingpong counting threadring
 #                     fjthroughput fjcreation big chameneos idle (default all)
 #   SAVINA_PEERS      space-separated subset of: weft caf caf2 erlang
-#                     erlang_offheap (default all)
+#                     erlang_offheap weft_before (default all but
+#                     weft_before)
 #   SAVINA_TIMEOUT    seconds allowed for one run (default 300)
 #   SAVINA_BUILD      the bench build directory (default build-bench)
 #   SAVINA_WEFT       weft's binary (default $SAVINA_BUILD/bench/savina_weft)
+#   SAVINA_WEFT_BEFORE  another build of savina_weft (an older commit's),
+#                     run as peer weft_before to compare a change side by
+#                     side; never counted as the best peer
 #   SAVINA_CAF        CAF's binary (default $SAVINA_BUILD/bench/savina_caf)
 #   ERL, ERLC         the Erlang runtime and compiler (default erl, erlc)
 #   SAVINA_OFFHEAP_WORKLOADS  the workloads erlang_offheap runs (default
@@ -53,7 +57,7 @@ for w in $WORKLOADS; do
   [[ " $ALL_WORKLOADS " == *" $w "* ]] || { echo "run.sh: unknown workload $w" >&2; exit 2; }
 done
 for p in $PEERS; do
-  [[ " weft caf caf2 erlang erlang_offheap " == *" $p "* ]] || { echo "run.sh: unknown peer $p" >&2; exit 2; }
+  [[ " weft caf caf2 erlang erlang_offheap weft_before " == *" $p "* ]] || { echo "run.sh: unknown peer $p" >&2; exit 2; }
 done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/savina.XXXXXX") || exit 1
@@ -62,6 +66,7 @@ trap 'rm -rf "$tmp"' EXIT
 # Which peers can run here; the Erlang module is compiled into $tmp.
 declare -A avail
 [ -x "$WEFT_BIN" ] && avail[weft]=1
+[ -n "${SAVINA_WEFT_BEFORE:-}" ] && [ -x "$SAVINA_WEFT_BEFORE" ] && avail[weft_before]=1
 [ -x "$CAF_BIN" ] && { avail[caf]=1; avail[caf2]=1; }
 if command -v "$ERL" >/dev/null 2>&1 && command -v "$ERLC" >/dev/null 2>&1; then
   if "$ERLC" -o "$tmp" "$here/erlang/savina.erl"; then
@@ -79,6 +84,7 @@ done
 peer_cmd() {
   case $1 in
     weft) echo "$WEFT_BIN $2" ;;
+    weft_before) echo "$SAVINA_WEFT_BEFORE $2" ;;
     caf) echo "$CAF_BIN $2" ;;
     caf2) echo "$CAF_BIN $2 --scheduler.max-threads=2" ;;
     erlang) echo "$ERL -noshell +P 4000000 -pa $tmp -run savina main $2" ;;
@@ -155,6 +161,8 @@ for w in $WORKLOADS; do
       [ -n "${fails[$w,$p]:-}" ] && cell="$m (${fails[$w,$p]} fail)"
       if [ "$p" = weft ]; then
         weft_med=$m
+      elif [ "$p" = weft_before ]; then
+        : # weft itself, not a peer
       elif [ -z "$best" ] || awk -v a="$m" -v b="$best" 'BEGIN { exit !(a < b) }'; then
         best=$m; best_peer=$p
       fi

@@ -183,7 +183,13 @@ WEFT_EXTERN int weft_actor_spawn(weft_actor_system_t* sys,
  * gets 0 and is muted after its current message (see
  * weft_actor_system_opts_t.high_water).
  * Thread: any. Inside a behaviour the message carries the sender
- * (weft_actor_sender()). */
+ * (weft_actor_sender()). Messages from one sender to one actor arrive in
+ * the order sent, with the sender's signals (weft_actor_exit(), links,
+ * monitors) in their place among them. Inside a behaviour, small values
+ * (15 bytes or fewer, nothing transferred) sent one after another to the
+ * same actor after a first one are batched: they are queued when the
+ * batch fills, when the behaviour sends anything to another actor, or
+ * when it returns (docs/actors.md, "Small messages and batches"). */
 WEFT_EXTERN int weft_actor_send(weft_actor_id to,
                                 const void* bytes,
                                 size_t len);
