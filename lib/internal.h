@@ -587,6 +587,29 @@ int weft__request_route(weft_msg_t* m, void* core, uint64_t* id);
 weft_reply_t* weft__request_unroute(weft_msg_t* m);
 void weft__outcome_done(weft_msg_t* out);
 
+/* --- wire.c ------------------------------------------------------------
+ * The bytes of nodes over NATS (lib/node.c, docs/node.md). Thread: any. */
+
+#define WEFT__WIRE_NAME_MAX 64 /* Node, cluster and export names. */
+#define WEFT__WIRE_BEAT_LEN 11 /* A heartbeat's bytes. */
+/* 1 to 64 of [A-Za-z0-9_-]: one subject token, no wildcard. */
+bool weft__wire_name_ok(const char* s);
+/* A message from the network's payload: 0 and a new message (a copy), or
+ * WEFT_EDECODE (not exactly one msgpack value within the depth limit),
+ * WEFT_ENOMEM. */
+int weft__wire_message(const void* data, size_t len, weft_msg_t** out);
+/* A heartbeat: msgpack [instance (uint64, 8-byte form), leaving (0 or 1)]. */
+void weft__wire_beat(uint64_t instance, bool leaving,
+                     unsigned char out[WEFT__WIRE_BEAT_LEN]);
+int weft__wire_read_beat(const void* data, size_t len, uint64_t* instance,
+                         bool* leaving);
+/* The decimal id after `prefix_len` bytes of a reply subject: 0 or
+ * WEFT_EDECODE. */
+int weft__wire_read_id(const char* subject, size_t prefix_len, uint64_t* id);
+/* A Weft-Error header's code (a negative code weft_err_code() knows), or
+ * WEFT_EDECODE for anything else. */
+int weft__wire_read_error(const char* name);
+
 /* --- failpoint.c -----------------------------------------------------
  * Allocation-failure injection for tests, compiled in with the CMake option
  * WEFT_FAILPOINTS=ON (scripts/test.sh turns it on). Every allocation weft

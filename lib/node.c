@@ -32,10 +32,8 @@
 #include "nats.h"
 #include "weft/node.h"
 
-#define NAME_MAX_LEN 64
+#define NAME_MAX_LEN WEFT__WIRE_NAME_MAX
 #define SUBJECT_MAX 256
-/* A heartbeat: msgpack [instance (uint64), leaving (0 or 1)]. */
-#define BEAT_LEN 11
 
 /* ---- pending tables ----------------------------------------------------- */
 
@@ -332,22 +330,7 @@ struct weft_node_s {
   char cluster[NAME_MAX_LEN + 1];
 };
 
-/* 1-64 of [A-Za-z0-9_-]: safe as one subject token. */
-static bool valid_name(const char* s) {
-  size_t n = 0;
-  if (s == NULL)
-    return false;
-  for (; s[n] != '\0'; n++) {
-    char c = s[n];
-    if (n >= NAME_MAX_LEN ||
-        !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '_' || c == '-'))
-      return false;
-  }
-  return n > 0;
-}
-
-/* Copy a name valid_name() accepted into a buffer of NAME_MAX_LEN + 1. */
+/* Copy a name weft__wire_name_ok() accepted into a buffer of NAME_MAX_LEN + 1. */
 static void copy_name(char* dst, const char* name) {
   size_t n = strlen(name);
   memcpy(dst, name, n + 1);
@@ -436,17 +419,10 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
 /* A reply to one of our requests (nats.c's thread). */
 static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   shared_t* sh = ctx;
-  const char* tail = nm->subject + sh->inbox_len;
-  char* end;
-  unsigned long long id;
+  uint64_t id;
   pend_t* e;
   weft_reply_t* out;
-  if (strlen(nm->subject) <= sh->inbox_len) {
-    count(&sh->dropped_decode);
-    return;
-  }
-  id = strtoull(tail, &end, 10);
-  if (*end != '\0') {
+  if (weft__wire_read_id(nm->subject, sh->inbox_len, &id) != 0) {
     count(&sh->dropped_decode);
     return;
   }
@@ -463,8 +439,7 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   if (nm->status != 0) {
     weft_reply_error(out, nm->status);
   } else if (nm->error != NULL) {
-    int code = weft_err_code(nm->error);
-    weft_reply_error(out, code < 0 ? code : WEFT_EDECODE);
+    weft_reply_error(out, weft__wire_read_error(nm->error));
   } else if (nm->len == 0) {
     count(&sh->dropped_decode);
     weft_reply_error(out, WEFT_EDECODE);
@@ -515,18 +490,13 @@ static void export_message(void* ctx, const weft__nats_msg_t* nm) {
   weft_msg_t* m;
   pend_t* e = NULL;
   int err;
-  if (nm->len == 0 || weft__msgpack_validate(nm->data, nm->len) != 0) {
-    count(&sh->dropped_decode);
-    answer_error(sh, reply, WEFT_EDECODE);
+  err = weft__wire_message(nm->data, nm->len, &m);
+  if (err != 0) {
+    if (err == WEFT_EDECODE)
+      count(&sh->dropped_decode);
+    answer_error(sh, reply, err);
     return;
   }
-  m = weft__msg_alloc(WEFT__MSG_DATA, nm->len);
-  if (m == NULL) {
-    answer_error(sh, reply, WEFT_ENOMEM);
-    return;
-  }
-  memcpy(m->data, nm->data, nm->len);
-  m->len = nm->len;
   if (reply != NULL) {
     size_t rlen = strlen(reply) + 1;
     char* subject = weft__xalloc(rlen);
@@ -618,13 +588,8 @@ static void member_down(shared_t* sh, const char* name) {
 /* Publish our heartbeat (`leaving`: the last one). */
 static void beat(shared_t* sh, bool leaving) {
   char subject[SUBJECT_MAX];
-  unsigned char b[BEAT_LEN];
-  int i;
-  b[0] = 0x92;
-  b[1] = 0xcf; /* uint64 */
-  for (i = 0; i < 8; i++)
-    b[2 + i] = (unsigned char)(sh->instance >> (56 - 8 * i));
-  b[10] = leaving ? 1 : 0;
+  unsigned char b[WEFT__WIRE_BEAT_LEN];
+  weft__wire_beat(sh->instance, leaving, b);
   (void)snprintf(subject, sizeof(subject), "%s%s", sh->presence, sh->self);
   (void)publish_uncounted(sh, subject, NULL, b, sizeof(b), NULL);
 }
@@ -635,19 +600,14 @@ static void beat(shared_t* sh, bool leaving) {
 static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
   shared_t* sh = ctx;
   const char* name = nm->subject + sh->presence_len;
-  const unsigned char* b = (const unsigned char*)nm->data;
   member_t **pp, *m;
   uint64_t instance = 0;
-  bool leaving, up = false, down = false;
-  int i;
-  if (strlen(nm->subject) <= sh->presence_len || !valid_name(name) ||
-      nm->len != BEAT_LEN || b[0] != 0x92 || b[1] != 0xcf || b[10] > 1) {
+  bool leaving = false, up = false, down = false;
+  if (strlen(nm->subject) <= sh->presence_len || !weft__wire_name_ok(name) ||
+      weft__wire_read_beat(nm->data, nm->len, &instance, &leaving) != 0) {
     count(&sh->dropped_decode);
     return;
   }
-  for (i = 0; i < 8; i++)
-    instance = instance << 8 | b[2 + i];
-  leaving = b[10] == 1;
   if (strcmp(name, sh->self) == 0 && instance == sh->instance)
     return; /* Our own. */
   pthread_mutex_lock(&sh->mlock);
@@ -857,8 +817,8 @@ int weft_node_join(weft_loop_t* loop,
   if (out != NULL)
     *out = NULL;
   if (loop == NULL || opts == NULL || out == NULL || opts->servers == NULL ||
-      opts->servers[0] == '\0' || !valid_name(opts->name) ||
-      (opts->cluster != NULL && !valid_name(opts->cluster)))
+      opts->servers[0] == '\0' || !weft__wire_name_ok(opts->name) ||
+      (opts->cluster != NULL && !weft__wire_name_ok(opts->cluster)))
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(loop))
     return WEFT_EWRONGTHREAD;
@@ -1011,7 +971,7 @@ static int export_core(weft_node_t* node, const char* name, void* core) {
 }
 
 static int export_check(weft_node_t* node, const char* name) {
-  if (node == NULL || !valid_name(name))
+  if (node == NULL || !weft__wire_name_ok(name))
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(node->loop))
     return WEFT_EWRONGTHREAD;
@@ -1091,8 +1051,8 @@ int weft_node_port(weft_node_t* node,
   int err;
   if (out != NULL)
     *out = NULL;
-  if (node == NULL || out == NULL || !valid_name(node_name) ||
-      !valid_name(name))
+  if (node == NULL || out == NULL || !weft__wire_name_ok(node_name) ||
+      !weft__wire_name_ok(name))
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(node->loop))
     return WEFT_EWRONGTHREAD;

@@ -138,6 +138,22 @@ def main():
     write("fuzz_frame", "frames_partial", b"\x40\x00\x01" + msgs[:-7])
     write("fuzz_frame", "kind_zero", b"\x40\x00\x02" + frame(0, b"ab"))
     write("fuzz_frame", "too_long", b"\x01\x00\x03" + frame(1, b"y" * 20))
+    # fuzz_node_wire: byte 0 = the reader (0 message, 1 heartbeat, 2 reply
+    # id, 3 error name, 4 name), then the foreign bytes.
+    for name, data in plain.items():
+        write("fuzz_node_wire", "msg-" + name, b"\x00" + data)
+    beat = b"\x92\xcf" + struct.pack(">Q", 0x0123456789ABCDEF)
+    write("fuzz_node_wire", "beat", b"\x01" + beat + b"\x00")
+    write("fuzz_node_wire", "beat-leaving", b"\x01" + beat + b"\x01")
+    write("fuzz_node_wire", "beat-bad", b"\x01" + beat + b"\x02")
+    write("fuzz_node_wire", "id", b"\x0218446744073709551615")
+    write("fuzz_node_wire", "id-overflow", b"\x0218446744073709551616")
+    write("fuzz_node_wire", "id-sign", b"\x02+12")
+    write("fuzz_node_wire", "error", b"\x03EQUEUEFULL")
+    write("fuzz_node_wire", "error-uv", b"\x03ETIMEDOUT")
+    write("fuzz_node_wire", "error-unknown", b"\x03ENOPE")
+    write("fuzz_node_wire", "name", b"\x04node-1_a")
+    write("fuzz_node_wire", "name-dot", b"\x04a.b")
     write("fuzz_frame", "huge_header", b"\xff\x00\x04\xff\xff\xff\xff\x01")
     for target, files in REGRESS.items():
         for name, data in files.items():
