@@ -33,6 +33,13 @@
 #                    weft vs CAF vs Erlang (bench/savina/run.sh; its knobs
 #                    SAVINA_* are listed there). "savina" in
 #                    BENCH_WORKLOADS selects it, as "login" does.
+#   BENCH_NATS       1/0: run (default) or skip nodes over NATS (issue 10):
+#                    weft's remote ports against raw nats.c and Node's
+#                    fork IPC, two processes through one nats-server
+#                    (bench/nats_bench.c, bench/node/fork_ipc.js). "nats"
+#                    in BENCH_WORKLOADS selects it, as "login" does.
+#                    Needs nats-server on PATH; without it, skipped.
+#   NATS_BENCH       its binary (default: nats_bench next to weft_bench)
 #
 # Both programs print lines "RESULT <metric> <value> <unit>"; a unit ending
 # in "/s" is higher-is-better, any other unit lower-is-better.
@@ -59,6 +66,14 @@ elif [ -n "${BENCH_WORKLOADS:-}" ]; then
 else
   SAVINA=${BENCH_SAVINA:-1}
 fi
+if [[ " $WORKLOADS " == *" nats "* ]]; then
+  WORKLOADS=$(echo " $WORKLOADS " | sed 's/ nats / /g; s/^ *//; s/ *$//')
+  NATS=${BENCH_NATS:-1}
+elif [ -n "${BENCH_WORKLOADS:-}" ]; then
+  NATS=${BENCH_NATS:-0}
+else
+  NATS=${BENCH_NATS:-1}
+fi
 if [[ " $WORKLOADS " == *" login "* ]]; then
   WORKLOADS=$(echo " $WORKLOADS " | sed 's/ login / /g; s/^ *//; s/ *$//')
   LOGIN=${BENCH_LOGIN:-1}
@@ -69,6 +84,7 @@ else
 fi
 WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
 FLOOR_BIN=${WEFT_FLOOR:-$(dirname "$WEFT_BIN")/weft_floor}
+NATS_BIN=${NATS_BENCH:-$(dirname "$WEFT_BIN")/nats_bench}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
 OUT=${BENCH_OUT:-bench/results.md}
@@ -226,6 +242,110 @@ for wl in $POOL_WORKLOADS; do
     done
   done
 done
+
+# --- Nodes over NATS (issue 10): weft's remote ports against raw nats.c
+# (the floor of the engine) and Node's fork IPC, two processes on loopback,
+# 64-byte messages and 1 MiB (bench/nats_bench.c, bench/node/fork_ipc.js).
+# One nats-server for the whole section (max_payload 2 MiB so that the
+# 1 MiB payload fits with its headers); each round runs the three sides,
+# alternating who goes first; raw and weft get a fresh server process
+# (nats_bench serve) and client process each. RESULT lines go to
+# $tmp/nats.results; the table to $tmp/nats.md, appended to the report.
+nats_section() {
+  local conf="$tmp/nats.conf" port url npid spid r side order log rc i
+  if [ ! -x "$NATS_BIN" ]; then
+    echo "  no nats_bench at $NATS_BIN: skipped" >&2
+    echo "Skipped: no \`nats_bench\` binary at $NATS_BIN." >"$tmp/nats.skip"
+    return 0
+  fi
+  if ! command -v nats-server >/dev/null 2>&1; then
+    echo "  nats-server not found: skipped" >&2
+    echo "Skipped: nats-server not found (scripts/deps.sh installs it)." >"$tmp/nats.skip"
+    return 0
+  fi
+  port=$("$NATS_BIN" freeport)
+  url="nats://127.0.0.1:$port"
+  printf 'listen: 127.0.0.1:%s\nmax_payload: 2097152\n' "$port" >"$conf"
+  nats-server -c "$conf" >"$tmp/nats-server.log" 2>&1 &
+  npid=$!
+  for i in $(seq 100); do
+    grep -q 'Server is ready' "$tmp/nats-server.log" && break
+    sleep 0.1
+  done
+  touch "$tmp/nats.results"
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then order="raw weft nodeipc"; else order="nodeipc weft raw"; fi
+    for side in $order; do
+      log="$tmp/nats.$side.$r.log"
+      wait_quiet
+      if [ "$side" = nodeipc ]; then
+        timeout "$TIMEOUT" "$NODE" "$here/node/fork_ipc.js" all >"$log" 2>&1
+        rc=$?
+      else
+        "$NATS_BIN" serve "$side" "$url" >"$tmp/nats.serve.log" 2>&1 &
+        spid=$!
+        for i in $(seq 100); do
+          grep -q '^ready' "$tmp/nats.serve.log" && break
+          sleep 0.1
+        done
+        timeout "$TIMEOUT" "$NATS_BIN" "$side" all "$url" >"$log" 2>&1
+        rc=$?
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
+      fi
+      if [ $rc -ne 0 ]; then
+        echo "  $side round $r: FAILED (exit $rc); last lines:" >&2
+        tail -n 5 "$log" | sed 's/^/    /' >&2
+        echo "nats.$side" >>"$tmp/nats.failed"
+      fi
+      grep '^RESULT ' "$log" | awk '{print $2, $3, $4}' >>"$tmp/nats.results"
+      grep '^RESULT ' "$log" | awk -v r="$r" '{printf "  r%d  %-24s %s %s\n", r, $2, $3, $4}' >&2
+    done
+  done
+  kill "$npid" 2>/dev/null
+  wait "$npid" 2>/dev/null
+}
+if [ "$NATS" = 1 ]; then
+  echo "== nodes over NATS: raw nats.c, weft, Node fork IPC ($ROUNDS rounds)" >&2
+  nats_section
+fi
+
+# The section's table (after median() is defined, below).
+nats_table() {
+  if [ -s "$tmp/nats.skip" ]; then cat "$tmp/nats.skip"; return 0; fi
+  # nrow LABEL METRIC KIND AIM TEXT: KIND "t" (a time: weft / raw) or "r"
+  # (a rate: weft / raw as well, a share of raw's); AIM "le X" / "ge X" on
+  # that ratio, or "-".
+  nrow() {
+    local rv wv nv ratio met=""
+    rv=$(median "nats.raw.$2" "$tmp/nats.results")
+    wv=$(median "nats.weft.$2" "$tmp/nats.results")
+    nv=$(median "nats.nodeipc.$2" "$tmp/nats.results")
+    ratio=$(awk -v w="$wv" -v r="$rv" 'BEGIN {
+      if (w == "-" || r == "-" || r + 0 <= 0) print "-"; else printf "%.2fx\n", w / r }')
+    if [ "$4" != - ] && [ "$ratio" != - ]; then
+      met=$(awk -v x="${ratio%x}" -v a="${4#* }" -v k="${4%% *}" 'BEGIN {
+        print ((k == "ge" && x >= a) || (k == "le" && x <= a)) ? "yes" : "no" }')
+    fi
+    echo "| $1 | $(fmt "$rv") | $(fmt "$wv") | $ratio | $(fmt "$nv") | ${5:-} | $met |"
+  }
+  echo "Two processes on loopback through one nats-server ($(nats-server --version 2>/dev/null | head -n 1)), nats.c $(pkg-config --modversion libnats 2>/dev/null || echo '?'), medians of $ROUNDS rounds; Node's fork IPC is a pipe between parent and child (no broker)."
+  [ -s "$tmp/nats.failed" ] && echo "Runs that failed: $(sort "$tmp/nats.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
+  echo
+  echo "| measure | raw nats.c | weft | weft / raw | Node fork IPC | aim | aim met |"
+  echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
+  nrow "round trip 64 B, median, us" rtt t "le 1.1" "weft <= 1.1x raw"
+  nrow "round trip 64 B, p99, us" rtt_p99 t - ""
+  nrow "one-way 64 B, msgs/s" oneway r "ge 0.9" "weft >= 0.9x raw"
+  nrow "posts not counted by the receiver (slow consumer), msgs" oneway_lost t - ""
+  nrow "round trip 1 MiB, median, us" mib t - ""
+  echo
+  echo '```'
+  awk '{v[$1] = v[$1] " " $2; u[$1] = $3; if (!($1 in seen)) {seen[$1]=1; order[++n]=$1}}
+    END {for (i = 1; i <= n; i++) printf "%-26s %-7s%s\n", order[i], u[order[i]], v[order[i]]}' \
+    "$tmp/nats.results"
+  echo '```'
+}
 
 # --- The login API under wrk (issue 7): bench/login.sh prints its own
 # report (markdown), appended to this one below.
@@ -486,6 +606,14 @@ if [ "$SAVINA" = 1 ]; then
     echo
     [ $savina_rc -ne 0 ] && echo "bench/savina/run.sh FAILED (exit $savina_rc); what it measured:" && echo
     cat "$tmp/savina.md"
+  } >>"$tmp/report.md"
+fi
+if [ "$NATS" = 1 ]; then
+  {
+    echo
+    echo "### Nodes over NATS: weft vs raw nats.c vs Node's fork IPC (bench/nats_bench.c)"
+    echo
+    nats_table
   } >>"$tmp/report.md"
 fi
 if [ "$LOGIN" = 1 ]; then
