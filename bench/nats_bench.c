@@ -4,9 +4,9 @@
  * for each side and round, a server process and a client process:
  *
  *   nats_bench freeport                   a free loopback TCP port
- *   nats_bench serve raw|weft URL         the server process: prints
+ *   nats_bench serve raw|rawasap|weft URL the server process: prints
  *                                         "ready", then serves until killed
- *   nats_bench raw|weft rtt|oneway|mib|all URL [N]
+ *   nats_bench raw|rawasap|weft rtt|oneway|mib|all URL [N]
  *                                         the client: RESULT lines
  *
  * raw: a nats.c connection on each side. The server subscribes to
@@ -28,13 +28,22 @@
  *   oneway  N (500,000) 64-byte posts (after a tenth of that), then
  *           one "count" request, the end marker (the server has every
  *           post when it answers: one connection, one subject, in order):
- *           posts per second; the count is checked
+ *           posts received per second (the server's count over the time
+ *           from the first post to the count's answer), posts sent per
+ *           second, and the posts lost. A count request lost with the
+ *           posts is asked again after 1 s (oneway_marker_retries): that
+ *           second counts in the time, as a sender that must know would
+ *           wait it
  *   mib     1 MiB request/reply (the payload is 1 MiB), N (50) after 5
  *           of warm-up: median
  *
- * Metrics: nats.<side>.rtt, .rtt_p99 (us), .oneway (msgs/s), .mib (us),
- * and .oneway_lost (posts the server did not count: NATS drops a slow
- * consumer's messages; 0 expected). */
+ * rawasap: raw with natsOptions_SetSendAsap on both connections (every
+ * publish written at once, no flusher wait): the engine's latency floor.
+ *
+ * Metrics: nats.<side>.rtt, .rtt_p99 (us), .oneway, .oneway_sent
+ * (msgs/s), .oneway_lost (posts the server never counted: nats.c drops
+ * the messages of a subscription that falls 65,536 behind, a slow
+ * consumer), .mib (us). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* clock_gettime */
 #endif
@@ -58,6 +67,7 @@
 #define MIB ((size_t)1 << 20)
 #define COUNT_REQ "\xa5" "count" /* The msgpack string "count". */
 #define COUNT_LEN 6
+#define MARKER_TIMEOUT_MS 1000 /* Then the count is asked again. */
 
 #define DIE(...)                                                           \
   do {                                                                     \
@@ -135,7 +145,8 @@ typedef struct {
   const char* side;
   void (*call)(const char* data, size_t len); /* A round trip. */
   void (*post)(const char* data, size_t len); /* One-way. */
-  uint64_t (*count)(void);                    /* The end marker. */
+  /* The end marker: false if it timed out (lost: see oneway). */
+  bool (*count)(uint64_t* out);
 } client_t;
 
 static void run_rtt(const client_t* c, int n) {
@@ -157,20 +168,37 @@ static void run_rtt(const client_t* c, int n) {
   free(msg);
 }
 
+/* Ask for the count until it comes: the request itself may be dropped
+ * with the posts before it when the receiver falls behind. */
+static uint64_t count(const client_t* c, int* retries) {
+  uint64_t n = 0;
+  for (int i = 0; i < 30; i++) {
+    if (c->count(&n))
+      return n;
+    ++*retries;
+  }
+  DIE("%s: no answer to 30 count requests", c->side);
+}
+
 static void run_oneway(const client_t* c, int n) {
   char* msg = payload(MSG_LEN);
   uint64_t got;
   double t0;
+  int retries = 0;
   /* Warm-up: a tenth, and the counter back to 0. */
   for (int i = 0; i < n / 10; i++)
     c->post(msg, MSG_LEN);
-  c->count();
+  count(c, &retries);
+  retries = 0;
   t0 = now_us();
   for (int i = 0; i < n; i++)
     c->post(msg, MSG_LEN);
-  got = c->count();
-  result(c->side, "oneway", (double)n / ((now_us() - t0) * 1e-6), "msgs/s");
+  got = count(c, &retries);
+  t0 = (now_us() - t0) * 1e-6;
+  result(c->side, "oneway", (double)got / t0, "msgs/s");
+  result(c->side, "oneway_sent", (double)n / t0, "msgs/s");
   result(c->side, "oneway_lost", (double)((uint64_t)n - got), "msgs");
+  result(c->side, "oneway_marker_retries", retries, "requests");
   free(msg);
 }
 
@@ -195,17 +223,17 @@ static void run_mib(const client_t* c, int n) {
 /* --- raw nats.c ---------------------------------------------------------- */
 
 static natsConnection* nc;
+static bool asap; /* Side "rawasap". */
 
 static natsConnection* raw_connect(const char* url) {
   natsOptions* o = NULL;
   natsConnection* c = NULL;
   NATS_CHECK(natsOptions_Create(&o));
   NATS_CHECK(natsOptions_SetURL(o, url));
-  /* NATS_BENCH_ASAP=1: publish at once instead of through nats.c's
-   * flusher thread (which waits 1 ms to batch): what the engine's round
-   * trip is without that wait. Not set by bench/run.sh (weft's nodes use
-   * nats.c's defaults, as this does). */
-  if (getenv("NATS_BENCH_ASAP") != NULL && atoi(getenv("NATS_BENCH_ASAP")))
+  /* rawasap: publish at once from the publishing thread instead of
+   * through nats.c's flusher thread, which waits about 1 ms to batch
+   * (natsConnection_Request always sends at once). */
+  if (asap)
     NATS_CHECK(natsOptions_SetSendAsap(o, true));
   NATS_CHECK(natsConnection_Connect(&c, o));
   natsOptions_Destroy(o);
@@ -246,14 +274,9 @@ static void raw_serve(const char* url) {
     pause();
 }
 
-static natsMsg* raw_request(const char* data, size_t len) {
+static void raw_call(const char* data, size_t len) {
   natsMsg* r = NULL;
   NATS_CHECK(natsConnection_Request(&r, nc, SUBJECT, data, (int)len, 10000));
-  return r;
-}
-
-static void raw_call(const char* data, size_t len) {
-  natsMsg* r = raw_request(data, len);
   if ((size_t)natsMsg_GetDataLength(r) != len)
     DIE("raw: a reply of %d bytes for %zu", natsMsg_GetDataLength(r), len);
   natsMsg_Destroy(r);
@@ -263,12 +286,16 @@ static void raw_post(const char* data, size_t len) {
   NATS_CHECK(natsConnection_Publish(nc, SUBJECT, data, (int)len));
 }
 
-static uint64_t raw_count(void) {
-  natsMsg* r = raw_request(COUNT_REQ, COUNT_LEN);
-  uint64_t n = unpack_count(natsMsg_GetData(r),
-                            (size_t)natsMsg_GetDataLength(r));
+static bool raw_count(uint64_t* n) {
+  natsMsg* r = NULL;
+  natsStatus s = natsConnection_Request(&r, nc, SUBJECT, COUNT_REQ,
+                                        COUNT_LEN, MARKER_TIMEOUT_MS);
+  if (s == NATS_TIMEOUT)
+    return false;
+  NATS_CHECK(s);
+  *n = unpack_count(natsMsg_GetData(r), (size_t)natsMsg_GetDataLength(r));
   natsMsg_Destroy(r);
-  return n;
+  return true;
 }
 
 /* --- weft ----------------------------------------------------------------- */
@@ -329,16 +356,18 @@ static void weft_post(const char* data, size_t len) {
   WEFT_CHECK(weft_port_post(echo, data, len));
 }
 
-static uint64_t weft_count(void) {
+static bool weft_count(uint64_t* n) {
   weft_msg_t* r = NULL;
   size_t len;
   const char* b;
-  uint64_t n;
-  WEFT_CHECK(weft_port_call(echo, COUNT_REQ, COUNT_LEN, 10000, &r));
+  int err = weft_port_call(echo, COUNT_REQ, COUNT_LEN, MARKER_TIMEOUT_MS, &r);
+  if (err == WEFT_ETIMEDOUT)
+    return false;
+  WEFT_CHECK(err);
   b = weft_msg_data(r, &len);
-  n = unpack_count(b, len);
+  *n = unpack_count(b, len);
   weft_msg_free(r);
-  return n;
+  return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -358,8 +387,8 @@ static int free_port(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: nats_bench freeport\n"
-                  "       nats_bench serve raw|weft URL\n"
-                  "       nats_bench raw|weft rtt|oneway|mib|all URL [N]\n");
+                  "       nats_bench serve raw|rawasap|weft URL\n"
+                  "       nats_bench raw|rawasap|weft rtt|oneway|mib|all URL [N]\n");
   exit(2);
 }
 
@@ -374,8 +403,11 @@ int main(int argc, char** argv) {
     printf("%d\n", free_port());
     return 0;
   }
+  if (argc < 4)
+    usage();
+  asap = strcmp(argv[1], "rawasap") == 0 || strcmp(argv[2], "rawasap") == 0;
   if (argc == 4 && strcmp(argv[1], "serve") == 0) {
-    if (strcmp(argv[2], "raw") == 0)
+    if (strcmp(argv[2], "raw") == 0 || asap)
       raw_serve(argv[3]);
     else if (strcmp(argv[2], "weft") == 0)
       weft_serve(argv[3]);
@@ -385,8 +417,8 @@ int main(int argc, char** argv) {
     usage();
   wl = argv[2];
   n = argc > 4 ? atoi(argv[4]) : 0;
-  if (strcmp(argv[1], "raw") == 0) {
-    c = (client_t){"raw", raw_call, raw_post, raw_count};
+  if (strcmp(argv[1], "raw") == 0 || asap) {
+    c = (client_t){argv[1], raw_call, raw_post, raw_count};
     nc = raw_connect(argv[3]);
   } else if (strcmp(argv[1], "weft") == 0) {
     c = (client_t){"weft", weft_call, weft_post, weft_count};

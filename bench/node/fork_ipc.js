@@ -9,10 +9,10 @@
 // trips after 500 of warm-up: median and p99. oneway: N (500,000) 64-byte
 // posts (after a tenth of that), then the request "count" as the end
 // marker (the child answers with the posts it counted; a pipe keeps
-// order): posts per second. mib: a 1 MiB Buffer echoed, 50 after 5 of
-// warm-up: median. serialization: 'advanced' (the structured clone: a
-// Buffer travels as bytes, not as JSON).
-// RESULT nats.nodeipc.<rtt|rtt_p99|oneway|oneway_lost|mib>.
+// order): posts received and sent per second. mib: a 1 MiB Buffer echoed,
+// 50 after 5 of warm-up: median. serialization: 'advanced' (the structured
+// clone: a Buffer travels as bytes, not as JSON).
+// RESULT nats.nodeipc.<rtt|rtt_p99|oneway|oneway_sent|oneway_lost|mib>.
 const { fork } = require('child_process');
 
 if (process.argv[2] === 'child') {
@@ -81,7 +81,9 @@ async function main() {
     const t0 = now();
     for (let i = 0; i < count; i++) child.send(buf);
     const got = await request('count');
-    result('oneway', count / ((now() - t0) * 1e-6), 'msgs/s');
+    const secs = (now() - t0) * 1e-6;
+    result('oneway', got / secs, 'msgs/s');
+    result('oneway_sent', count / secs, 'msgs/s');
     result('oneway_lost', count - got, 'msgs');
   }
   if (wl === 'mib' || wl === 'all') {
