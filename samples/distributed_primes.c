@@ -219,8 +219,9 @@ static int request_range(peer_t* p, int64_t lo, int64_t hi, weft_reply_cb cb) {
 }
 
 /* Is every node up? Each is asked for an empty range until it answers
- * (WEFT_ENORESPONDERS until its export reached the server). */
+ * (WEFT_ENORESPONDERS until its export reached the server), for 10 s. */
 static int nodes_up;
+static double up_deadline;
 static void probe(weft_loop_t* l, void* arg);
 
 static void on_probe(void* ctx, int status, weft_msg_t* reply) {
@@ -237,7 +238,9 @@ static void on_probe(void* ctx, int status, weft_msg_t* reply) {
 static void probe(weft_loop_t* l, void* arg) {
   peer_t* p = arg;
   (void)l;
-  if (request_range(p, 0, 0, on_probe) != 0)
+  if (now_ms() > up_deadline)
+    weft_loop_stop(loop); /* Given up: nodes_up < NODES. */
+  else if (request_range(p, 0, 0, on_probe) != 0)
     weft_set_timeout(loop, 20, probe, p, NULL);
 }
 
@@ -338,9 +341,15 @@ static int cluster_main(int64_t n) {
     fprintf(stderr, "distributed_primes: %s\n", weft_strerror(err));
     return 1;
   }
+  up_deadline = now_ms() + 10000;
   for (int i = 0; i < NODES; i++)
     probe(loop, &peers[i]);
   weft_loop_run(loop);
+  if (nodes_up < NODES) {
+    fprintf(stderr, "distributed_primes: %d of %d nodes up after 10 s\n",
+            nodes_up, NODES);
+    return 1; /* The children and the server die with us. */
+  }
   printf("%d nodes up through %s\n", NODES, url);
 
   /* The split: IN_FLIGHT chunks per node to start, then one more per
