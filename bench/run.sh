@@ -34,10 +34,11 @@
 #                    SAVINA_* are listed there). "savina" in
 #                    BENCH_WORKLOADS selects it, as "login" does.
 #   BENCH_NATS       1/0: run (default) or skip nodes over NATS (issue 10):
-#                    weft's remote ports against raw nats.c and Node's
-#                    fork IPC, two processes through one nats-server
-#                    (bench/nats_bench.c, bench/node/fork_ipc.js). "nats"
-#                    in BENCH_WORKLOADS selects it, as "login" does.
+#                    weft's remote ports against raw nats.c, Node's fork
+#                    IPC and Erlang distribution, two processes through
+#                    one nats-server (bench/nats_bench.c,
+#                    bench/node/fork_ipc.js, bench/erlang/dist_bench.erl).
+#                    "nats" in BENCH_WORKLOADS selects it, as "login" does.
 #                    Needs nats-server on PATH; without it, skipped.
 #   NATS_BENCH       its binary (default: nats_bench next to weft_bench)
 #
@@ -244,11 +245,13 @@ for wl in $POOL_WORKLOADS; do
 done
 
 # --- Nodes over NATS (issue 10): weft's remote ports against raw nats.c
-# (the floor of the engine) and Node's fork IPC, two processes on loopback,
-# 64-byte messages and 1 MiB (bench/nats_bench.c, bench/node/fork_ipc.js).
+# (the floor of the engine), Node's fork IPC and Erlang distribution, two
+# processes on loopback, 64-byte messages and 1 MiB (bench/nats_bench.c,
+# bench/node/fork_ipc.js, bench/erlang/dist_bench.erl).
 # One nats-server for the whole section (max_payload 2 MiB, above the
-# 1 MiB payload: the default is 1 MiB); each round runs the four sides
-# (raw, weft, rawasap: raw sending at once, nodeipc), reversing the order
+# 1 MiB payload: the default is 1 MiB); each round runs the sides
+# (raw, weft, rawasap: raw sending at once, nodeipc, and erlang when erl
+# is installed: bench/erlang/dist_bench.erl), reversing the order
 # every other round; the NATS sides get a fresh server process
 # (nats_bench serve) and client process each. RESULT lines go to
 # $tmp/nats.results; the table to $tmp/nats.md, appended to the report.
@@ -274,14 +277,40 @@ nats_section() {
     sleep 0.1
   done
   touch "$tmp/nats.results"
+  # Erlang distribution (bench/erlang/dist_bench.erl), when erl is there:
+  # two nodes on loopback through an epmd of our own on a free port.
+  local sides="raw weft rawasap nodeipc" epmd_port=""
+  if command -v erlc >/dev/null 2>&1 && command -v epmd >/dev/null 2>&1 &&
+     mkdir -p "$tmp/erl" && erlc -o "$tmp/erl" "$here/erlang/dist_bench.erl"; then
+    epmd_port=$("$NATS_BIN" freeport)
+    epmd -port "$epmd_port" -daemon
+    sides="$sides erlang"
+  else
+    echo "  erl not found or dist_bench.erl did not build: no Erlang column" >&2
+  fi
   for r in $(seq 1 "$ROUNDS"); do
-    if [ $((r % 2)) -eq 1 ]; then order="raw weft rawasap nodeipc"; else order="nodeipc rawasap weft raw"; fi
+    order=$sides
+    [ $((r % 2)) -eq 0 ] && order=$(echo "$sides" | tr ' ' '\n' | tac | tr '\n' ' ')
     for side in $order; do
       log="$tmp/nats.$side.$r.log"
       wait_quiet
       if [ "$side" = nodeipc ]; then
         timeout "$TIMEOUT" "$NODE" "$here/node/fork_ipc.js" all >"$log" 2>&1
         rc=$?
+      elif [ "$side" = erlang ]; then
+        ERL_EPMD_PORT=$epmd_port erl -name "srv$r@127.0.0.1" -setcookie weftbench \
+          -noshell -pa "$tmp/erl" -eval 'dist_bench:serve()' >"$tmp/nats.serve.log" 2>&1 &
+        spid=$!
+        for i in $(seq 100); do
+          grep -q '^ready' "$tmp/nats.serve.log" && break
+          sleep 0.1
+        done
+        ERL_EPMD_PORT=$epmd_port timeout "$TIMEOUT" erl -name "cli$r@127.0.0.1" \
+          -setcookie weftbench -noshell -pa "$tmp/erl" \
+          -eval "dist_bench:client('srv$r@127.0.0.1', all, 0)" >"$log" 2>&1
+        rc=$?
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
       else
         "$NATS_BIN" serve "$side" "$url" >"$tmp/nats.serve.log" 2>&1 &
         spid=$!
@@ -305,6 +334,14 @@ nats_section() {
   done
   kill "$npid" 2>/dev/null
   wait "$npid" 2>/dev/null
+  if [ -n "$epmd_port" ]; then
+    # epmd refuses to stop while a node is still registered: give the
+    # last server a moment to go.
+    for i in $(seq 20); do
+      ERL_EPMD_PORT=$epmd_port epmd -port "$epmd_port" -kill >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+  fi
 }
 if [ "$NATS" = 1 ]; then
   echo "== nodes over NATS: raw nats.c, weft, Node fork IPC ($ROUNDS rounds)" >&2
@@ -318,24 +355,25 @@ nats_table() {
   # many times raw's; for a rate, the share of raw's); AIM "le X" / "ge X"
   # on that ratio, or "-".
   nrow() {
-    local rv wv av nv ratio met=""
+    local rv wv av nv ev ratio met=""
     rv=$(median "nats.raw.$2" "$tmp/nats.results")
     wv=$(median "nats.weft.$2" "$tmp/nats.results")
     av=$(median "nats.rawasap.$2" "$tmp/nats.results")
     nv=$(median "nats.nodeipc.$2" "$tmp/nats.results")
+    ev=$(median "nats.erlang.$2" "$tmp/nats.results")
     ratio=$(awk -v w="$wv" -v r="$rv" 'BEGIN {
       if (w == "-" || r == "-" || r + 0 <= 0) print "-"; else printf "%.2fx\n", w / r }')
     if [ "$3" != - ] && [ "$ratio" != - ]; then
       met=$(awk -v x="${ratio%x}" -v a="${3#* }" -v k="${3%% *}" 'BEGIN {
         print ((k == "ge" && x >= a) || (k == "le" && x <= a)) ? "yes" : "no" }')
     fi
-    echo "| $1 | $(fmt "$rv") | $(fmt "$wv") | $ratio | ${4:-} | $met | $(fmt "$av") | $(fmt "$nv") |"
+    echo "| $1 | $(fmt "$rv") | $(fmt "$wv") | $ratio | ${4:-} | $met | $(fmt "$av") | $(fmt "$nv") | $(fmt "$ev") |"
   }
-  echo "Two processes on loopback through one nats-server ($(nats-server --version 2>/dev/null | head -n 1)), nats.c $(pkg-config --modversion libnats 2>/dev/null || echo '?'), medians of $ROUNDS rounds. raw and weft use nats.c's default options; \"raw, send at once\" is raw with natsOptions_SetSendAsap on both sides (no wait in nats.c's flusher thread). Node's fork IPC is a pipe between parent and child (no broker)."
+  echo "Two processes on loopback through one nats-server ($(nats-server --version 2>/dev/null | head -n 1)), nats.c $(pkg-config --modversion libnats 2>/dev/null || echo '?'), medians of $ROUNDS rounds. raw and weft use nats.c's default options; \"raw, send at once\" is raw with natsOptions_SetSendAsap on both sides (no wait in nats.c's flusher thread). Node's fork IPC is a pipe between parent and child, Erlang distribution a TCP connection between two nodes (neither has a broker). ZeroMQ: not measured."
   [ -s "$tmp/nats.failed" ] && echo "Runs that failed: $(sort "$tmp/nats.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   echo
-  echo "| measure | raw nats.c | weft | weft / raw | aim | aim met | raw, send at once | Node fork IPC |"
-  echo "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"
+  echo "| measure | raw nats.c | weft | weft / raw | aim | aim met | raw, send at once | Node fork IPC | Erlang distribution |"
+  echo "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |"
   nrow "round trip 64 B, median, us" rtt "le 1.1" "weft <= 1.1x raw"
   nrow "round trip 64 B, p99, us" rtt_p99 - ""
   nrow "one-way 64 B, received msgs/s" oneway "ge 0.9" "weft >= 0.9x raw"
