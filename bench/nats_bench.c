@@ -62,30 +62,30 @@
 #include <nats/nats.h>
 #include <weft/weft.h>
 
-#define SUBJECT "bench.echo"
-#define MSG_LEN 64
-#define MIB ((size_t)1 << 20)
-#define COUNT_REQ "\xa5" "count" /* The msgpack string "count". */
-#define COUNT_LEN 6
+#define SUBJECT           "bench.echo"
+#define MSG_LEN           64
+#define MIB               ((size_t)1 << 20)
+#define COUNT_REQ         "\245count" /* The msgpack string "count" (0xa5). */
+#define COUNT_LEN         6
 #define MARKER_TIMEOUT_MS 1000 /* Then the count is asked again. */
 
-#define DIE(...)                                                           \
-  do {                                                                     \
-    fprintf(stderr, "nats_bench: " __VA_ARGS__);                           \
-    fputc('\n', stderr);                                                   \
-    exit(1);                                                               \
+#define DIE(...)                                 \
+  do {                                           \
+    fprintf(stderr, "nats_bench: " __VA_ARGS__); \
+    fputc('\n', stderr);                         \
+    exit(1);                                     \
   } while (0)
-#define NATS_CHECK(expr)                                                   \
-  do {                                                                     \
-    natsStatus s_ = (expr);                                                \
-    if (s_ != NATS_OK)                                                     \
-      DIE("%s: %s", #expr, natsStatus_GetText(s_));                        \
+#define NATS_CHECK(expr)                            \
+  do {                                              \
+    natsStatus s_ = (expr);                         \
+    if (s_ != NATS_OK)                              \
+      DIE("%s: %s", #expr, natsStatus_GetText(s_)); \
   } while (0)
-#define WEFT_CHECK(expr)                                                   \
-  do {                                                                     \
-    int rc_ = (expr);                                                      \
-    if (rc_ != 0)                                                          \
-      DIE("%s: %s", #expr, weft_err_name(rc_));                            \
+#define WEFT_CHECK(expr)                        \
+  do {                                          \
+    int rc_ = (expr);                           \
+    if (rc_ != 0)                               \
+      DIE("%s: %s", #expr, weft_err_name(rc_)); \
   } while (0)
 
 static double now_us(void) {
@@ -94,7 +94,9 @@ static double now_us(void) {
   return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
 }
 
-static void result(const char* side, const char* metric, double v,
+static void result(const char* side,
+                   const char* metric,
+                   double v,
                    const char* unit) {
   printf("RESULT nats.%s.%s %.4g %s\n", side, metric, v, unit);
   fflush(stdout);
@@ -242,7 +244,9 @@ static natsConnection* raw_connect(const char* url) {
 
 static uint64_t raw_counted; /* The subscription's one delivery thread. */
 
-static void raw_on_msg(natsConnection* c, natsSubscription* sub, natsMsg* m,
+static void raw_on_msg(natsConnection* c,
+                       natsSubscription* sub,
+                       natsMsg* m,
                        void* ctx) {
   const char* reply = natsMsg_GetReply(m);
   const char* data = natsMsg_GetData(m);
@@ -288,8 +292,8 @@ static void raw_post(const char* data, size_t len) {
 
 static bool raw_count(uint64_t* n) {
   natsMsg* r = NULL;
-  natsStatus s = natsConnection_Request(&r, nc, SUBJECT, COUNT_REQ,
-                                        COUNT_LEN, MARKER_TIMEOUT_MS);
+  natsStatus s = natsConnection_Request(&r, nc, SUBJECT, COUNT_REQ, COUNT_LEN,
+                                        MARKER_TIMEOUT_MS);
   if (s == NATS_TIMEOUT)
     return false;
   NATS_CHECK(s);
@@ -303,7 +307,8 @@ static bool raw_count(uint64_t* n) {
 static weft_port_t* echo;
 static uint64_t weft_counted; /* The server's loop only. */
 
-static weft_node_t* weft_join(weft_loop_t* loop, const char* url,
+static weft_node_t* weft_join(weft_loop_t* loop,
+                              const char* url,
                               const char* name) {
   weft_node_opts_t o = {.servers = url, .name = name, .cluster = "bench"};
   weft_node_t* node = NULL;
@@ -386,9 +391,10 @@ static int free_port(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: nats_bench freeport\n"
-                  "       nats_bench serve raw|rawasap|weft URL\n"
-                  "       nats_bench raw|rawasap|weft rtt|oneway|mib|all URL [N]\n");
+  fprintf(stderr,
+          "usage: nats_bench freeport\n"
+          "       nats_bench serve raw|rawasap|weft URL\n"
+          "       nats_bench raw|rawasap|weft rtt|oneway|mib|all URL [N]\n");
   exit(2);
 }
 

@@ -36,9 +36,9 @@
 #include <unistd.h>
 #include <weft/weft.h>
 
-#define NODES 3
-#define CHUNKS 96  /* Many more than threads: the fast take more. */
-#define IN_FLIGHT 4 /* Requests outstanding per node. */
+#define NODES     3
+#define CHUNKS    96 /* Many more than threads: the fast take more. */
+#define IN_FLIGHT 4  /* Requests outstanding per node. */
 
 /* --- The work: trial division, as samples/parallel_primes.c ------------ */
 
@@ -113,7 +113,8 @@ static void on_count(weft_port_t* port, weft_msg_t* msg) {
 }
 
 /* The servers are gone for good: end the node. */
-static void on_node_event(weft_node_t* node, const weft_node_event_t* ev,
+static void on_node_event(weft_node_t* node,
+                          const weft_node_event_t* ev,
                           void* ctx) {
   (void)node;
   (void)ctx;
@@ -123,10 +124,15 @@ static void on_node_event(weft_node_t* node, const weft_node_event_t* ev,
 
 /* Join as `name`, make the pool and export "count" on a port whose handler
  * hands the requests to it. */
-static int node_start(const char* name, const char* servers,
-                      weft_node_t** node, weft_port_t** in, weft_port_t** out) {
-  weft_node_opts_t o = {.servers = servers, .name = name,
-                        .cluster = "primes", .on_event = on_node_event};
+static int node_start(const char* name,
+                      const char* servers,
+                      weft_node_t** node,
+                      weft_port_t** in,
+                      weft_port_t** out) {
+  weft_node_opts_t o = {.servers = servers,
+                        .name = name,
+                        .cluster = "primes",
+                        .on_event = on_node_event};
   weft_pool_opts_t po = {.name = name};
   int err;
   if ((err = weft_loop_new(&loop)) != 0 ||
@@ -287,8 +293,9 @@ static pid_t start_nats(char* url, size_t size) {
       break;
     nanosleep(&ts, NULL);
   }
-  fprintf(stderr, "distributed_primes: nats-server did not start "
-                  "(is it installed?)\n");
+  fprintf(stderr,
+          "distributed_primes: nats-server did not start "
+          "(is it installed?)\n");
   if (pid > 0 && kill(pid, SIGKILL) == 0)
     waitpid(pid, NULL, 0);
   return -1;
@@ -330,8 +337,9 @@ static int cluster_main(int64_t n) {
   if ((nats = start_nats(url, sizeof(url))) < 0)
     return 1;
   for (int i = 1; i < NODES; i++) {
-    const char* argv[] = {"/proc/self/exe", "--node", peers[i].name,
-                          "--servers", url, NULL};
+    const char* argv[] = {
+        "/proc/self/exe", "--node", peers[i].name, "--servers", url, NULL,
+    };
     kids[i - 1] = start(argv, false);
   }
   err = node_start(peers[0].name, url, &node, &in, &out);
@@ -386,7 +394,8 @@ static int cluster_main(int64_t n) {
     clean = reap(kids[i - 1], true) && clean;
   kill(nats, SIGTERM);
   clean = reap(nats, false) && clean;
-  printf("nodes and nats-server stopped: %s\n", clean ? "cleanly" : "NOT cleanly");
+  printf("nodes and nats-server stopped: %s\n",
+         clean ? "cleanly" : "NOT cleanly");
   return total == serial && !failed && clean ? 0 : 1;
 }
 
@@ -396,8 +405,9 @@ int main(int argc, char** argv) {
     return node_main(argv[2], argv[4]);
   int64_t n = argc > 1 ? strtoll(argv[1], NULL, 10) : 2000000;
   if (argc > 2 || n < 3) {
-    fprintf(stderr, "usage: distributed_primes [N >= 3]\n"
-                    "       distributed_primes --node NAME --servers URL\n");
+    fprintf(stderr,
+            "usage: distributed_primes [N >= 3]\n"
+            "       distributed_primes --node NAME --servers URL\n");
     return 2;
   }
   return cluster_main(n);
