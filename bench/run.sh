@@ -653,7 +653,7 @@ fi
 if [ "$NATS" = 1 ]; then
   {
     echo
-    echo "### Nodes over NATS: weft vs raw nats.c vs Node's fork IPC (bench/nats_bench.c)"
+    echo "### Nodes over NATS: weft vs raw nats.c, Node's fork IPC, Erlang distribution (bench/nats_bench.c)"
     echo
     nats_table
   } >>"$tmp/report.md"
