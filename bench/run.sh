@@ -33,6 +33,14 @@
 #                    weft vs CAF vs Erlang (bench/savina/run.sh; its knobs
 #                    SAVINA_* are listed there). "savina" in
 #                    BENCH_WORKLOADS selects it, as "login" does.
+#   BENCH_NATS       1/0: run (default) or skip nodes over NATS (issue 10):
+#                    weft's remote ports against raw nats.c, Node's fork
+#                    IPC and Erlang distribution, two processes through
+#                    one nats-server (bench/nats_bench.c,
+#                    bench/node/fork_ipc.js, bench/erlang/dist_bench.erl).
+#                    "nats" in BENCH_WORKLOADS selects it, as "login" does.
+#                    Needs nats-server on PATH; without it, skipped.
+#   NATS_BENCH       its binary (default: nats_bench next to weft_bench)
 #
 # Both programs print lines "RESULT <metric> <value> <unit>"; a unit ending
 # in "/s" is higher-is-better, any other unit lower-is-better.
@@ -59,6 +67,14 @@ elif [ -n "${BENCH_WORKLOADS:-}" ]; then
 else
   SAVINA=${BENCH_SAVINA:-1}
 fi
+if [[ " $WORKLOADS " == *" nats "* ]]; then
+  WORKLOADS=$(echo " $WORKLOADS " | sed 's/ nats / /g; s/^ *//; s/ *$//')
+  NATS=${BENCH_NATS:-1}
+elif [ -n "${BENCH_WORKLOADS:-}" ]; then
+  NATS=${BENCH_NATS:-0}
+else
+  NATS=${BENCH_NATS:-1}
+fi
 if [[ " $WORKLOADS " == *" login "* ]]; then
   WORKLOADS=$(echo " $WORKLOADS " | sed 's/ login / /g; s/^ *//; s/ *$//')
   LOGIN=${BENCH_LOGIN:-1}
@@ -69,6 +85,7 @@ else
 fi
 WEFT_BIN=${1:-${WEFT_BENCH:-build-bench/bench/weft_bench}}
 FLOOR_BIN=${WEFT_FLOOR:-$(dirname "$WEFT_BIN")/weft_floor}
+NATS_BIN=${NATS_BENCH:-$(dirname "$WEFT_BIN")/nats_bench}
 NODE=${NODE:-node}
 TIMEOUT=${BENCH_TIMEOUT:-180}
 OUT=${BENCH_OUT:-bench/results.md}
@@ -226,6 +243,151 @@ for wl in $POOL_WORKLOADS; do
     done
   done
 done
+
+# --- Nodes over NATS (issue 10): weft's remote ports against raw nats.c
+# (the floor of the engine), Node's fork IPC and Erlang distribution, two
+# processes on loopback, 64-byte messages and 1 MiB (bench/nats_bench.c,
+# bench/node/fork_ipc.js, bench/erlang/dist_bench.erl).
+# One nats-server for the whole section (max_payload 2 MiB, above the
+# 1 MiB payload: the default is 1 MiB); each round runs the sides
+# (raw, weft, rawasap: raw sending at once, nodeipc, and erlang when erl
+# is installed: bench/erlang/dist_bench.erl), reversing the order
+# every other round; the NATS sides get a fresh server process
+# (nats_bench serve) and client process each. RESULT lines go to
+# $tmp/nats.results; the table to $tmp/nats.md, appended to the report.
+nats_section() {
+  local conf="$tmp/nats.conf" port url npid spid r side order log rc i
+  if [ ! -x "$NATS_BIN" ]; then
+    echo "  no nats_bench at $NATS_BIN: skipped" >&2
+    echo "Skipped: no \`nats_bench\` binary at $NATS_BIN." >"$tmp/nats.skip"
+    return 0
+  fi
+  if ! command -v nats-server >/dev/null 2>&1; then
+    echo "  nats-server not found: skipped" >&2
+    echo "Skipped: nats-server not found (scripts/deps.sh installs it)." >"$tmp/nats.skip"
+    return 0
+  fi
+  port=$("$NATS_BIN" freeport)
+  url="nats://127.0.0.1:$port"
+  printf 'listen: 127.0.0.1:%s\nmax_payload: 2097152\n' "$port" >"$conf"
+  nats-server -c "$conf" >"$tmp/nats-server.log" 2>&1 &
+  npid=$!
+  for i in $(seq 100); do
+    grep -q 'Server is ready' "$tmp/nats-server.log" && break
+    sleep 0.1
+  done
+  touch "$tmp/nats.results"
+  # Erlang distribution (bench/erlang/dist_bench.erl), when erl is there:
+  # two nodes on loopback through an epmd of our own on a free port.
+  local sides="raw weft rawasap nodeipc" epmd_port=""
+  if command -v erlc >/dev/null 2>&1 && command -v epmd >/dev/null 2>&1 &&
+     mkdir -p "$tmp/erl" && erlc -o "$tmp/erl" "$here/erlang/dist_bench.erl"; then
+    epmd_port=$("$NATS_BIN" freeport)
+    epmd -port "$epmd_port" -daemon
+    sides="$sides erlang"
+  else
+    echo "  erl not found or dist_bench.erl did not build: no Erlang column" >&2
+  fi
+  for r in $(seq 1 "$ROUNDS"); do
+    order=$sides
+    [ $((r % 2)) -eq 0 ] && order=$(echo "$sides" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for side in $order; do
+      log="$tmp/nats.$side.$r.log"
+      wait_quiet
+      if [ "$side" = nodeipc ]; then
+        timeout "$TIMEOUT" "$NODE" "$here/node/fork_ipc.js" all >"$log" 2>&1
+        rc=$?
+      elif [ "$side" = erlang ]; then
+        ERL_EPMD_PORT=$epmd_port erl -name "srv$r@127.0.0.1" -setcookie weftbench \
+          -noshell -pa "$tmp/erl" -eval 'dist_bench:serve()' >"$tmp/nats.serve.log" 2>&1 &
+        spid=$!
+        for i in $(seq 100); do
+          grep -q '^ready' "$tmp/nats.serve.log" && break
+          sleep 0.1
+        done
+        ERL_EPMD_PORT=$epmd_port timeout "$TIMEOUT" erl -name "cli$r@127.0.0.1" \
+          -setcookie weftbench -noshell -pa "$tmp/erl" \
+          -eval "dist_bench:client('srv$r@127.0.0.1', all, 0)" >"$log" 2>&1
+        rc=$?
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
+      else
+        "$NATS_BIN" serve "$side" "$url" >"$tmp/nats.serve.log" 2>&1 &
+        spid=$!
+        for i in $(seq 100); do
+          grep -q '^ready' "$tmp/nats.serve.log" && break
+          sleep 0.1
+        done
+        timeout "$TIMEOUT" "$NATS_BIN" "$side" all "$url" >"$log" 2>&1
+        rc=$?
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null
+      fi
+      if [ $rc -ne 0 ]; then
+        echo "  $side round $r: FAILED (exit $rc); last lines:" >&2
+        tail -n 5 "$log" | sed 's/^/    /' >&2
+        echo "nats.$side" >>"$tmp/nats.failed"
+      fi
+      grep '^RESULT ' "$log" | awk '{print $2, $3, $4}' >>"$tmp/nats.results"
+      grep '^RESULT ' "$log" | awk -v r="$r" '{printf "  r%d  %-24s %s %s\n", r, $2, $3, $4}' >&2
+    done
+  done
+  kill "$npid" 2>/dev/null
+  wait "$npid" 2>/dev/null
+  if [ -n "$epmd_port" ]; then
+    # epmd refuses to stop while a node is still registered: give the
+    # last server a moment to go.
+    for i in $(seq 20); do
+      ERL_EPMD_PORT=$epmd_port epmd -port "$epmd_port" -kill >/dev/null 2>&1 && break
+      sleep 0.2
+    done
+  fi
+}
+if [ "$NATS" = 1 ]; then
+  echo "== nodes over NATS: raw nats.c, weft, Node fork IPC ($ROUNDS rounds)" >&2
+  nats_section
+fi
+
+# The section's table (after median() is defined, below).
+nats_table() {
+  if [ -s "$tmp/nats.skip" ]; then cat "$tmp/nats.skip"; return 0; fi
+  # nrow LABEL METRIC AIM TEXT: the ratio is weft / raw (for a time, how
+  # many times raw's; for a rate, the share of raw's); AIM "le X" / "ge X"
+  # on that ratio, or "-".
+  nrow() {
+    local rv wv av nv ev ratio met=""
+    rv=$(median "nats.raw.$2" "$tmp/nats.results")
+    wv=$(median "nats.weft.$2" "$tmp/nats.results")
+    av=$(median "nats.rawasap.$2" "$tmp/nats.results")
+    nv=$(median "nats.nodeipc.$2" "$tmp/nats.results")
+    ev=$(median "nats.erlang.$2" "$tmp/nats.results")
+    ratio=$(awk -v w="$wv" -v r="$rv" 'BEGIN {
+      if (w == "-" || r == "-" || r + 0 <= 0) print "-"; else printf "%.2fx\n", w / r }')
+    if [ "$3" != - ] && [ "$ratio" != - ]; then
+      met=$(awk -v x="${ratio%x}" -v a="${3#* }" -v k="${3%% *}" 'BEGIN {
+        print ((k == "ge" && x >= a) || (k == "le" && x <= a)) ? "yes" : "no" }')
+    fi
+    echo "| $1 | $(fmt "$rv") | $(fmt "$wv") | $ratio | ${4:-} | $met | $(fmt "$av") | $(fmt "$nv") | $(fmt "$ev") |"
+  }
+  echo "Two processes on loopback through one nats-server ($(nats-server --version 2>/dev/null | head -n 1)), nats.c $(pkg-config --modversion libnats 2>/dev/null || echo '?'), medians of $ROUNDS rounds. raw and weft use nats.c's default options; \"raw, send at once\" is raw with natsOptions_SetSendAsap on both sides (no wait in nats.c's flusher thread). Node's fork IPC is a pipe between parent and child, Erlang distribution a TCP connection between two nodes (neither has a broker). ZeroMQ: not measured."
+  [ -s "$tmp/nats.failed" ] && echo "Runs that failed: $(sort "$tmp/nats.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
+  echo
+  echo "| measure | raw nats.c | weft | weft / raw | aim | aim met | raw, send at once | Node fork IPC | Erlang distribution |"
+  echo "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |"
+  nrow "round trip 64 B, median, us" rtt "le 1.1" "weft <= 1.1x raw"
+  nrow "round trip 64 B, p99, us" rtt_p99 - ""
+  nrow "one-way 64 B, received msgs/s" oneway "ge 0.9" "weft >= 0.9x raw"
+  nrow "one-way 64 B, sent msgs/s" oneway_sent - ""
+  nrow "one-way: posts lost (slow consumer), msgs" oneway_lost - ""
+  nrow "one-way: end marker asked again (lost too), requests" oneway_marker_retries - ""
+  nrow "round trip 1 MiB, median, us" mib - ""
+  echo
+  echo '```'
+  awk '{v[$1] = v[$1] " " $2; u[$1] = $3; if (!($1 in seen)) {seen[$1]=1; order[++n]=$1}}
+    END {for (i = 1; i <= n; i++) printf "%-26s %-7s%s\n", order[i], u[order[i]], v[order[i]]}' \
+    "$tmp/nats.results"
+  echo '```'
+}
 
 # --- The login API under wrk (issue 7): bench/login.sh prints its own
 # report (markdown), appended to this one below.
@@ -486,6 +648,14 @@ if [ "$SAVINA" = 1 ]; then
     echo
     [ $savina_rc -ne 0 ] && echo "bench/savina/run.sh FAILED (exit $savina_rc); what it measured:" && echo
     cat "$tmp/savina.md"
+  } >>"$tmp/report.md"
+fi
+if [ "$NATS" = 1 ]; then
+  {
+    echo
+    echo "### Nodes over NATS: weft vs raw nats.c, Node's fork IPC, Erlang distribution (bench/nats_bench.c)"
+    echo
+    nats_table
   } >>"$tmp/report.md"
 fi
 if [ "$LOGIN" = 1 ]; then
