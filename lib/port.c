@@ -1029,6 +1029,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
          !weft__loop_stopping(loop)) {
     weft_msg_t* m = pop_msg(p);
     if (m == NULL) {
+      WEFT__TRACE_SETTLE(); /* The last delivery's end, before a wait. */
       if (!p->pop_nomem && wait_for_more(loop, p))
         continue;
       break; /* Out of memory: the next run tries again. */
@@ -1036,8 +1037,9 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     n++;
     WEFT__TRACE_DELIVER(m);
     dispatch(loop, p, m);
-    WEFT__TRACE_END();
+    WEFT__TRACE_END_DELIVERY();
   }
+  WEFT__TRACE_SETTLE();
   if (core_loop(p) != loop) {
     /* Moved away inside the drain; detach() released `scheduled`. */
     core_unref(p);

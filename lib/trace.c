@@ -83,11 +83,14 @@ typedef struct {
     const char* str;
     uint64_t u;
   } a;
-  /* R_INSTANT: the code; R_COUNTER: the key (NULL: the thread's name). */
-  union {
-    int32_t code;
-    const char* key;
-  } b;
+  /* R_INSTANT: the code; R_COUNTER: the key (a `const char*`; NULL: the
+   * thread's name); R_DELIVER: the time its span ended, or 0 (not yet, or
+   * an R_END record ends it). The one field written after the record is
+   * committed (a delivery's end, see end_delivery()), by the writer only:
+   * relaxed on both sides, as the writer-out at a stop may read it while
+   * the writer sets it (either value is right: 0 closes the span at the
+   * stop). */
+  _Atomic uint64_t b;
 } rec_t;
 
 /* Copies of detail strings, in blocks freed with the buffer. */
@@ -120,6 +123,12 @@ struct tbuf_s {
   /* Writer only. */
   int depth;          /* Spans begun and not yet ended in this trace. */
   bool post_open;     /* A "post" span of weft__trace_post is open. */
+  /* The delivery whose record is the last one, its span still open: its
+   * end goes into that record (end_delivery()) rather than in one more. */
+  rec_t* open_del;
+  /* A delivery that ended, in place, and waits for its time: the thread's
+   * next clock read (settle()). */
+  rec_t* pend;
   uint64_t queue_ts;  /* When a mailbox was last counted (+1). */
   uint64_t last_ts;   /* The time of the last record. */
   const char* cache_src[8]; /* Recent detail strings and their copies. */
@@ -178,6 +187,8 @@ static void chunk_free(chunk_t* c);
 static chunk_t* chunk_take(void);
 static void retire(tbuf_t* tb);
 static void empty(tbuf_t* tb);
+static uint64_t now(void);
+static void settle(tbuf_t* tb, uint64_t t);
 
 static void thread_gone(void* arg) {
   tbuf_t* tb = arg;
@@ -411,8 +422,12 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         }
         l_put(&l);
         push_begin(tb, ns);
-        if (c->types[i] == R_DELIVER)
+        if (c->types[i] == R_DELIVER) {
+          uint64_t end = atomic_load_explicit(&r->b, memory_order_relaxed);
           put_flow(tb, r->a.u, ns);
+          if (end != 0)
+            put_end(tb, to_ns(end));
+        }
         break;
       case R_END:
         if (tb->fdepth > 0) /* Else its begin came before the trace. */
@@ -421,7 +436,7 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
       case R_INSTANT:
         l_head(&l, 'i', tb->track, ns, r->name);
         l_raw(&l, ",\"s\":\"t\",\"args\":{\"code\":");
-        l_i64(&l, r->b.code);
+        l_i64(&l, (int32_t)atomic_load_explicit(&r->b, memory_order_relaxed));
         if (r->a.str != NULL) {
           l_raw(&l, ",\"detail\":");
           l_str(&l, r->a.str);
@@ -429,15 +444,18 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         l_raw(&l, "}");
         l_put(&l);
         break;
-      case R_COUNTER:
+      case R_COUNTER: {
+        const char* key = (const char*)(uintptr_t)atomic_load_explicit(
+            &r->b, memory_order_relaxed);
         l_head(&l, 'C', tb->track, ns, r->name);
         l_raw(&l, ",\"args\":{");
-        l_str(&l, r->b.key != NULL ? r->b.key : tb->name);
+        l_str(&l, key != NULL ? key : tb->name);
         l_raw(&l, ":");
         l_i64(&l, (int64_t)r->a.u);
         l_raw(&l, "}");
         l_put(&l);
         break;
+      }
       default:
         break;
     }
@@ -477,6 +495,8 @@ static void retire(tbuf_t* tb) {
   tbuf_t** pp;
   if (tb == NULL)
     return;
+  if (tb->pend != NULL) /* Its thread's: see the callers. */
+    settle(tb, now());
   emit_all(tb, to_ns(now()));
   for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == tb) {
@@ -564,6 +584,8 @@ static tbuf_t* attach(const char* name) {
     empty(tb);
     tb->depth = 0;
     tb->post_open = false;
+    tb->open_del = tb->pend = NULL;
+    tb->last_ts = 0;
     tb->queue_ts = 0;
     tb->named = false;
     tb->fdepth = 0;
@@ -594,25 +616,37 @@ static tbuf_t* cur(void) {
 }
 
 /* Chunks. Records go to memory no one touched in a while, and on the VMs
- * we measure the first write to a fresh page costs ~2 us (the host backs
- * it then; MAP_POPULATE spares the guest's page faults, not that): a
- * traced flood of messages ran at half speed on fresh chunks and 13% below
- * the untraced speed on reused ones. So chunks are mapped with their pages
- * present, and up to POOL_MAX chunks written out (32 MiB) are kept for
- * reuse by any thread, in this trace or the next: a process that traced
- * keeps them. */
+ * we measure the first write to a page of a new mapping costs 6-14 us (the
+ * host fills in its page tables for the address then; MAP_POPULATE, which
+ * makes the guest's pages present, halves it but does not spare it): a
+ * traced flood of messages ran at a third of its speed on fresh chunks. So
+ * a new chunk is written to once per page as it is made, up to POOL_MAX
+ * chunks written out (34 MiB) are kept for reuse by any thread, in this
+ * trace or the next (a process that traced keeps them), and
+ * weft_trace_start() fills the pool to POOL_WARM chunks (17 MiB, 20-40 ms
+ * there the first time, a few ms on a bare host) before the trace starts,
+ * so that the first traced run does not pay page by page. */
 #define POOL_MAX 64
+#define POOL_WARM 32
 static chunk_t* pool; /* Under `lock`. */
 static int pool_len;  /* Under `lock`. */
 
 static chunk_t* chunk_new(void) {
+  chunk_t* c;
+  size_t i;
 #ifdef MAP_POPULATE
   void* p = mmap(NULL, sizeof(chunk_t), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+  c = p == MAP_FAILED ? NULL : p;
 #else
-  return malloc(sizeof(chunk_t));
+  c = malloc(sizeof(chunk_t));
 #endif
+  if (c == NULL)
+    return NULL;
+  /* One write per page (see above); volatile: the compiler keeps it. */
+  for (i = 0; i < sizeof(chunk_t); i += 4096)
+    ((volatile char*)c)[i] = 0;
+  return c;
 }
 
 /* Under `lock` (the pool) or not (a new chunk). */
@@ -686,11 +720,22 @@ static bool make_room(tbuf_t* tb) {
   return ok;
 }
 
+/* A delivery's span ended at `t` (a clock read after its end). */
+static void settle(tbuf_t* tb, uint64_t t) {
+  atomic_store_explicit(&tb->pend->b, t != 0 ? t : 1, memory_order_relaxed);
+  tb->pend = NULL;
+}
+
 /* The next record of `tb`, to fill and then commit(); NULL when there is
  * no room. */
 static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
   uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   rec_t* r;
+  /* `ts` is a clock read: a delivery waiting for its end gets it, and one
+   * still open now has a record after it (its end needs a record too). */
+  if (tb->pend != NULL)
+    settle(tb, ts);
+  tb->open_del = NULL;
   if (n == tb->cap) {
     if (!make_room(tb))
       return NULL;
@@ -724,7 +769,7 @@ static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
   if (r == NULL)
     return;
   r->a.str = str;
-  r->b.code = code;
+  atomic_store_explicit(&r->b, (uint64_t)(int64_t)code, memory_order_relaxed);
   commit(tb);
 }
 
@@ -735,7 +780,7 @@ static void record_u(tbuf_t* tb, int type, uint64_t ts, const char* name,
   if (r == NULL)
     return;
   r->a.u = u;
-  r->b.key = key;
+  atomic_store_explicit(&r->b, (uint64_t)(uintptr_t)key, memory_order_relaxed);
   commit(tb);
 }
 
@@ -850,14 +895,20 @@ uint64_t weft__trace_stamp(void) {
   uint64_t t;
   if (tb == NULL)
     return 0;
-  t = now();
   if (tb->depth == 0 && !tb->post_open) {
     /* No span around the post: the arrow needs one to start from. */
+    t = now();
     record(tb, R_BEGIN, t, "post", NULL, 0);
     tb->depth++;
     tb->post_open = true;
-    t += 8; /* Inside the span, a nanosecond or more after its begin. */
+  } else {
+    /* No clock read (one was a sixth of a small post's cost): the time of
+     * the thread's last record, which lies in the innermost open span
+     * (its begin, or later). Perfetto ties an arrow's start to the span
+     * around it, which is thus the right one. */
+    t = tb->last_ts;
   }
+  t += 8; /* Inside the span, a nanosecond or more after its begin. */
   if (t >> STAMP_TS_BITS != 0 || tb->track > STAMP_TRACK_MAX)
     return 0;
   return t << (64 - STAMP_TS_BITS) | (uint64_t)tb->track << 6 |
@@ -904,11 +955,42 @@ static const char* msg_span_name(const weft_msg_t* msg) {
 void weft__trace_deliver(weft_msg_t* msg) {
   tbuf_t* tb = cur();
   uint64_t stamp;
+  rec_t* r;
   if (tb == NULL)
     return;
   memcpy(&stamp, stamp_at(msg), sizeof(stamp));
   tb->depth++;
-  record_u(tb, R_DELIVER, now(), msg_span_name(msg), stamp, NULL);
+  r = slot(tb, R_DELIVER, now(), msg_span_name(msg));
+  if (r == NULL)
+    return;
+  r->a.u = stamp;
+  atomic_store_explicit(&r->b, 0, memory_order_relaxed);
+  commit(tb);
+  tb->open_del = r;
+}
+
+/* One record per delivery: a delivery that recorded nothing inside its
+ * span (most do) ends in its own record, and the time of its end is the
+ * thread's next clock read (the next delivery's begin, or settle() when
+ * the port stops delivering), so that a stream of messages costs one
+ * record and one clock read each. */
+void weft__trace_end_delivery(void) {
+  tbuf_t* tb = cur();
+  if (tb == NULL || tb->depth == 0)
+    return; /* Its begin came before this trace. */
+  tb->depth--;
+  if (tb->open_del != NULL) {
+    tb->pend = tb->open_del;
+    tb->open_del = NULL;
+    return;
+  }
+  record(tb, R_END, now(), NULL, NULL, 0);
+}
+
+void weft__trace_settle(void) {
+  tbuf_t* tb = cur();
+  if (tb != NULL && tb->pend != NULL)
+    settle(tb, now());
 }
 
 void weft__trace_thread_start(const char* name) {
@@ -956,6 +1038,23 @@ void weft__trace_work_begin(void) {
 
 /* ---- start and stop ------------------------------------------------------------ */
 
+/* Fill the pool to POOL_WARM chunks (see chunk_new()), making them
+ * outside the lock. */
+static void warm_pool(void) {
+  int need;
+  uv_mutex_lock(&lock);
+  need = POOL_WARM - pool_len;
+  uv_mutex_unlock(&lock);
+  while (need-- > 0) {
+    chunk_t* c = chunk_new();
+    if (c == NULL)
+      return; /* The trace makes do with fewer, as it would later. */
+    uv_mutex_lock(&lock);
+    chunk_free(c);
+    uv_mutex_unlock(&lock);
+  }
+}
+
 int weft_trace_start(const char* path) {
   FILE* f;
   int err;
@@ -963,6 +1062,7 @@ int weft_trace_start(const char* path) {
   if (path == NULL || path[0] == '\0')
     return WEFT_EINVAL;
   uv_once(&once, init);
+  warm_pool();
   uv_mutex_lock(&lock);
   if (out != NULL) {
     uv_mutex_unlock(&lock);

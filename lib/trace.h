@@ -51,6 +51,8 @@ uint64_t weft__trace_stamp(void);
 void weft__trace_restamp(weft_msg_t* msg, uint64_t stamp);
 void weft__trace_posted(void);
 void weft__trace_deliver(weft_msg_t* msg);
+void weft__trace_end_delivery(void);
+void weft__trace_settle(void);
 void weft__trace_thread_start(const char* name);
 void weft__trace_thread_exit(int code);
 void weft__trace_work_begin(void);
@@ -133,6 +135,21 @@ void weft__trace_limit(unsigned chunks, unsigned records);
   do {                             \
     if (WEFT__TRACING())           \
       weft__trace_deliver((msg));  \
+  } while (0)
+
+/* The end of a delivery's span, in place of WEFT__TRACE_END(): when
+ * nothing was recorded inside the span its time is that of the thread's
+ * next event, so the loop that delivers must WEFT__TRACE_SETTLE() before
+ * it waits or stops delivering (then it reads the clock). */
+#define WEFT__TRACE_END_DELIVERY()     \
+  do {                                 \
+    if (WEFT__TRACING())               \
+      weft__trace_end_delivery();      \
+  } while (0)
+#define WEFT__TRACE_SETTLE()   \
+  do {                         \
+    if (WEFT__TRACING())       \
+      weft__trace_settle();    \
   } while (0)
 
 /* A worker thread begins a new track named `name` (a cached thread runs
