@@ -122,7 +122,6 @@ struct tbuf_s {
   unsigned epoch;     /* Set by the writer under `lock`; read under it. */
   /* Writer only. */
   int depth;          /* Spans begun and not yet ended in this trace. */
-  bool post_open;     /* A "post" span of weft__trace_post is open. */
   /* The delivery whose record is the last one, its span still open: its
    * end goes into that record (end_delivery()) rather than in one more. */
   rec_t* open_del;
@@ -180,7 +179,8 @@ static uint64_t raw0;
 static double tick_ns = 1.0;
 /* QUEUE_EVERY_NS in ticks; as `t0`. */
 static _Atomic uint64_t queue_every;
-static atomic_uint epoch = 1;
+atomic_uint weft__trace_epoch = 1;
+WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 
 static void free_tbuf(tbuf_t* tb);
 static void chunk_free(chunk_t* c);
@@ -380,7 +380,7 @@ static void put_flow(tbuf_t* tb, uint64_t stamp, uint64_t ts) {
   uint64_t id;
   if (stamp == 0 ||
       (stamp & STAMP_EPOCH_MASK) !=
-          (atomic_load_explicit(&epoch, memory_order_relaxed) &
+          (atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed) &
            STAMP_EPOCH_MASK) ||
       strack == 0 || strack >= next_track || sts > ts)
     return;
@@ -483,7 +483,7 @@ static void emit(tbuf_t* tb, uint32_t upto) {
  * at `ts`. */
 static void emit_all(tbuf_t* tb, uint64_t ts) {
   if (out == NULL ||
-      tb->epoch != atomic_load_explicit(&epoch, memory_order_relaxed))
+      tb->epoch != atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
     return;
   emit(tb, atomic_load_explicit(&tb->len, memory_order_acquire));
   while (tb->fdepth > 0)
@@ -554,7 +554,7 @@ static tbuf_t* attach(const char* name) {
   tbuf_t* tb = tl;
   unsigned e;
   uv_mutex_lock(&lock);
-  e = atomic_load_explicit(&epoch, memory_order_relaxed);
+  e = atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed);
   if (out == NULL) {
     uv_mutex_unlock(&lock);
     return NULL;
@@ -583,7 +583,6 @@ static tbuf_t* attach(const char* name) {
     /* Left from an earlier trace: start over. */
     empty(tb);
     tb->depth = 0;
-    tb->post_open = false;
     tb->open_del = tb->pend = NULL;
     tb->last_ts = 0;
     tb->queue_ts = 0;
@@ -595,6 +594,9 @@ static tbuf_t* attach(const char* name) {
       name_thread(tb, name);
   }
   tb->epoch = e;
+  weft__trace_tl.stamp = 0;
+  weft__trace_tl.epoch = e;
+  weft__trace_tl.post_open = false;
   uv_mutex_unlock(&lock);
   return tb;
 }
@@ -607,10 +609,10 @@ static tbuf_t* cur(void) {
   if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
     return NULL;
   if (tb != NULL &&
-      tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+      tb->epoch == atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
     return tb;
   if (tl_done != 0 &&
-      tl_done == atomic_load_explicit(&epoch, memory_order_relaxed))
+      tl_done == atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
     return NULL;
   return attach(NULL);
 }
@@ -711,13 +713,25 @@ static bool make_room(tbuf_t* tb) {
   } else {
     /* The writer-out's depth stays: the ends of spans open now come in
      * the next part of the buffer. */
-    if (tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+    if (tb->epoch == atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
       emit(tb, tb->cap);
     empty(tb);
     ok = out != NULL;
   }
   uv_mutex_unlock(&lock);
   return ok;
+}
+
+/* A post's stamp (see weft__trace_stamp()): made at each record, for the
+ * posts that follow it, while a span is open. */
+static void keep_stamp(tbuf_t* tb) {
+  /* Inside the span, a nanosecond or more after its begin. */
+  uint64_t t = tb->last_ts + 8;
+  weft__trace_tl.stamp =
+      tb->depth > 0 && t >> STAMP_TS_BITS == 0 && tb->track <= STAMP_TRACK_MAX
+          ? t << (64 - STAMP_TS_BITS) | (uint64_t)tb->track << 6 |
+                (tb->epoch & STAMP_EPOCH_MASK)
+          : 0;
 }
 
 /* A delivery's span ended at `t` (a clock read after its end). */
@@ -753,6 +767,7 @@ static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
   r->name = name;
   tb->last->types[n] = (uint8_t)type;
   tb->last_ts = ts;
+  keep_stamp(tb);
   return r;
 }
 
@@ -890,29 +905,19 @@ static void* stamp_at(weft_msg_t* msg) {
   return &msg->trace;
 }
 
-uint64_t weft__trace_stamp(void) {
+uint64_t weft__trace_stamp_slow(void) {
   tbuf_t* tb = cur();
-  uint64_t t;
   if (tb == NULL)
     return 0;
-  if (tb->depth == 0 && !tb->post_open) {
+  if (tb->depth == 0 && !weft__trace_tl.post_open) {
     /* No span around the post: the arrow needs one to start from. */
-    t = now();
-    record(tb, R_BEGIN, t, "post", NULL, 0);
     tb->depth++;
-    tb->post_open = true;
-  } else {
-    /* No clock read (one was a sixth of a small post's cost): the time of
-     * the thread's last record, which lies in the innermost open span
-     * (its begin, or later). Perfetto ties an arrow's start to the span
-     * around it, which is thus the right one. */
-    t = tb->last_ts;
+    weft__trace_tl.post_open = true;
+    record(tb, R_BEGIN, now(), "post", NULL, 0);
   }
-  t += 8; /* Inside the span, a nanosecond or more after its begin. */
-  if (t >> STAMP_TS_BITS != 0 || tb->track > STAMP_TRACK_MAX)
-    return 0;
-  return t << (64 - STAMP_TS_BITS) | (uint64_t)tb->track << 6 |
-         (tb->epoch & STAMP_EPOCH_MASK);
+  /* Else as weft__trace_stamp(): the record before (after a stop and a
+   * start inside a span, or a failed record: none, and no arrow). */
+  return weft__trace_tl.stamp;
 }
 
 void weft__trace_restamp(weft_msg_t* msg, uint64_t stamp) {
@@ -927,9 +932,9 @@ void weft__trace_post(weft_msg_t* msg) {
 
 void weft__trace_posted(void) {
   tbuf_t* tb = cur();
-  if (tb == NULL || !tb->post_open)
+  if (tb == NULL || !weft__trace_tl.post_open)
     return;
-  tb->post_open = false;
+  weft__trace_tl.post_open = false;
   weft__trace_end();
 }
 
@@ -982,6 +987,8 @@ void weft__trace_end_delivery(void) {
   if (tb->open_del != NULL) {
     tb->pend = tb->open_del;
     tb->open_del = NULL;
+    if (tb->depth == 0)
+      weft__trace_tl.stamp = 0; /* Posts now open a span of their own. */
     return;
   }
   record(tb, R_END, now(), NULL, NULL, 0);
@@ -1014,6 +1021,8 @@ void weft__trace_thread_exit(int code) {
     return;
   weft__trace_instant("worker exit", NULL, code);
   tl_done = tb->epoch;
+  weft__trace_tl.stamp = 0;
+  weft__trace_tl.epoch = 0;
   uv_mutex_lock(&lock);
   retire(tb);
   uv_mutex_unlock(&lock);
@@ -1024,7 +1033,7 @@ void weft__trace_thread_exit(int code) {
 void weft__trace_work_begin(void) {
   tbuf_t* tb = tl;
   if (tb == NULL ||
-      tb->epoch != atomic_load_explicit(&epoch, memory_order_relaxed)) {
+      tb->epoch != atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed)) {
     char name[32];
     if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
       return;
@@ -1104,8 +1113,8 @@ int weft_trace_start(const char* path) {
 #endif
   atomic_store_explicit(&queue_every, (uint64_t)(QUEUE_EVERY_NS / tick_ns),
                         memory_order_relaxed);
-  atomic_store_explicit(&epoch,
-                        atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
+  atomic_store_explicit(&weft__trace_epoch,
+                        atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed) + 1,
                         memory_order_relaxed);
   /* release: `t0` and `epoch` before any writer sees the trace on. */
   atomic_store_explicit(&weft__trace_on, 1, memory_order_release);
@@ -1136,8 +1145,8 @@ int weft_trace_stop(void) {
   free(out_buf);
   out_buf = NULL;
   /* Events recorded from now on belong to no trace (see `epoch`). */
-  atomic_store_explicit(&epoch,
-                        atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
+  atomic_store_explicit(&weft__trace_epoch,
+                        atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed) + 1,
                         memory_order_relaxed);
   uv_mutex_unlock(&lock);
   return err;
