@@ -970,6 +970,7 @@ static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
   if (budget > PORT_LINGER_NS)
     budget = PORT_LINGER_NS;
   for (i = 0;; i++) {
+    WEFT__TRACE_SPIN(); /* The next delivery's begin, read while idle. */
     if (weft__mbox_ready(&p->mb))
       return true;
     if (weft__loop_has_ready(loop))

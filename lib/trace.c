@@ -15,21 +15,26 @@
  * earlier one (events recorded while a stop ran).
  *
  * Times are recorded in ticks since the start of the trace: the CPU's
- * time-stamp counter on x86-64 (an invariant TSC: ~15 ns a read against
- * ~40 ns for clock_gettime() on the hosts we measure, and a message's
- * delivery reads the clock three times), else CLOCK_MONOTONIC
- * nanoseconds. They become nanoseconds when written out, at the ratio of
- * ticks to CLOCK_MONOTONIC_RAW nanoseconds measured over CALIBRATE_NS at
- * the start (a few parts in 100,000) and kept for the whole trace, so that
- * every event of it is converted alike: an arrow's start stays inside the
- * span it was recorded in. A message's arrow: the sender stamps the message
- * (weft_msg_t.trace) with the time of the post, its track and the trace's
- * epoch; the receiver records one event for the delivery's span that
- * carries the stamp, written out as the arrow's start ("s", on the
- * sender's track, bound to the span around the post), the span ("B") and
- * the arrow's end ("f", bound to that span). Both ends of an arrow are
- * thus written together: a message posted and never delivered has no
- * arrow, and none points to nothing. */
+ * time-stamp counter on x86-64 (an invariant TSC: ~11 ns a read against
+ * ~29 ns for clock_gettime() on the hosts we measure), else
+ * CLOCK_MONOTONIC nanoseconds. A read is still most of what a traced
+ * message costs, so a message's trip reads the clock once, on the
+ * receiver: the sender's stamp takes the time of its thread's last record
+ * (weft__trace_stamp()), a delivery's end is the thread's next read
+ * (end_delivery()), and a delivery after a port's wait begins at the
+ * wait's last look (WEFT__TRACE_SPIN). They become nanoseconds when
+ * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
+ * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
+ * kept for the whole trace, so that every event of it is converted alike:
+ * an arrow's start stays inside the span it was recorded in. A message's
+ * arrow: the sender stamps the message (weft_msg_t.trace) with the time of
+ * the post, its track and the trace's epoch; the receiver records one
+ * event for the delivery's span that carries the stamp (and, most of the
+ * time, the span's end), written out as the arrow's start ("s", on the
+ * sender's track, bound to the span around the post), the span ("B", and
+ * "E") and the arrow's end ("f", bound to that span). Both ends of an
+ * arrow are thus written together: a message posted and never delivered
+ * has no arrow, and none points to nothing. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pthread_getname_np */
 #endif
@@ -83,14 +88,17 @@ typedef struct {
     const char* str;
     uint64_t u;
   } a;
-  /* R_INSTANT: the code; R_COUNTER: the key (a `const char*`; NULL: the
-   * thread's name); R_DELIVER: the time its span ended, or 0 (not yet, or
-   * an R_END record ends it). The one field written after the record is
-   * committed (a delivery's end, see end_delivery()), by the writer only:
-   * relaxed on both sides, as the writer-out at a stop may read it while
-   * the writer sets it (either value is right: 0 closes the span at the
-   * stop). */
-  _Atomic uint64_t b;
+  /* R_INSTANT: the code; R_COUNTER: the key (NULL: the thread's name);
+   * R_DELIVER: the time its span ended, or 0 (not yet, or an R_END record
+   * ends it). `end` is the one field written after the record is
+   * committed (see end_delivery()), by the writer only: relaxed on both
+   * sides, as the writer-out at a stop may read it while the writer sets
+   * it (either value is right: 0 closes the span at the stop). */
+  union {
+    int32_t code;
+    const char* key;
+    _Atomic uint64_t end;
+  } b;
 } rec_t;
 
 /* Copies of detail strings, in blocks freed with the buffer. */
@@ -180,6 +188,12 @@ static double tick_ns = 1.0;
 /* QUEUE_EVERY_NS in ticks; as `t0`. */
 static _Atomic uint64_t queue_every;
 atomic_uint weft__trace_epoch = 1;
+/* The running trace's number. relaxed: writers compare it with their
+ * buffer's (set under `lock`) and stamps carry it; the writer-out reads it
+ * under `lock`, which orders it there. */
+static unsigned epoch_now(void) {
+  return atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed);
+}
 WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 
 static void free_tbuf(tbuf_t* tb);
@@ -379,9 +393,7 @@ static void put_flow(tbuf_t* tb, uint64_t stamp, uint64_t ts) {
   uint32_t strack = (uint32_t)(stamp >> 6) & STAMP_TRACK_MAX;
   uint64_t id;
   if (stamp == 0 ||
-      (stamp & STAMP_EPOCH_MASK) !=
-          (atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed) &
-           STAMP_EPOCH_MASK) ||
+      (stamp & STAMP_EPOCH_MASK) != (epoch_now() & STAMP_EPOCH_MASK) ||
       strack == 0 || strack >= next_track || sts > ts)
     return;
   id = next_flow++;
@@ -423,7 +435,7 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         l_put(&l);
         push_begin(tb, ns);
         if (c->types[i] == R_DELIVER) {
-          uint64_t end = atomic_load_explicit(&r->b, memory_order_relaxed);
+          uint64_t end = atomic_load_explicit(&r->b.end, memory_order_relaxed);
           put_flow(tb, r->a.u, ns);
           if (end != 0)
             put_end(tb, to_ns(end));
@@ -436,7 +448,7 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
       case R_INSTANT:
         l_head(&l, 'i', tb->track, ns, r->name);
         l_raw(&l, ",\"s\":\"t\",\"args\":{\"code\":");
-        l_i64(&l, (int32_t)atomic_load_explicit(&r->b, memory_order_relaxed));
+        l_i64(&l, r->b.code);
         if (r->a.str != NULL) {
           l_raw(&l, ",\"detail\":");
           l_str(&l, r->a.str);
@@ -444,18 +456,15 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         l_raw(&l, "}");
         l_put(&l);
         break;
-      case R_COUNTER: {
-        const char* key = (const char*)(uintptr_t)atomic_load_explicit(
-            &r->b, memory_order_relaxed);
+      case R_COUNTER:
         l_head(&l, 'C', tb->track, ns, r->name);
         l_raw(&l, ",\"args\":{");
-        l_str(&l, key != NULL ? key : tb->name);
+        l_str(&l, r->b.key != NULL ? r->b.key : tb->name);
         l_raw(&l, ":");
         l_i64(&l, (int64_t)r->a.u);
         l_raw(&l, "}");
         l_put(&l);
         break;
-      }
       default:
         break;
     }
@@ -482,8 +491,7 @@ static void emit(tbuf_t* tb, uint32_t upto) {
 /* Write out what `tb` holds of the running trace and close its open spans
  * at `ts`. */
 static void emit_all(tbuf_t* tb, uint64_t ts) {
-  if (out == NULL ||
-      tb->epoch != atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
+  if (out == NULL || tb->epoch != epoch_now())
     return;
   emit(tb, atomic_load_explicit(&tb->len, memory_order_acquire));
   while (tb->fdepth > 0)
@@ -554,7 +562,7 @@ static tbuf_t* attach(const char* name) {
   tbuf_t* tb = tl;
   unsigned e;
   uv_mutex_lock(&lock);
-  e = atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed);
+  e = epoch_now();
   if (out == NULL) {
     uv_mutex_unlock(&lock);
     return NULL;
@@ -608,11 +616,9 @@ static tbuf_t* cur(void) {
    * `epoch` are the new trace's. */
   if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
     return NULL;
-  if (tb != NULL &&
-      tb->epoch == atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
+  if (tb != NULL && tb->epoch == epoch_now())
     return tb;
-  if (tl_done != 0 &&
-      tl_done == atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
+  if (tl_done != 0 && tl_done == epoch_now())
     return NULL;
   return attach(NULL);
 }
@@ -713,7 +719,7 @@ static bool make_room(tbuf_t* tb) {
   } else {
     /* The writer-out's depth stays: the ends of spans open now come in
      * the next part of the buffer. */
-    if (tb->epoch == atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
+    if (tb->epoch == epoch_now())
       emit(tb, tb->cap);
     empty(tb);
     ok = out != NULL;
@@ -736,7 +742,7 @@ static void keep_stamp(tbuf_t* tb) {
 
 /* A delivery's span ended at `t` (a clock read after its end). */
 static void settle(tbuf_t* tb, uint64_t t) {
-  atomic_store_explicit(&tb->pend->b, t != 0 ? t : 1, memory_order_relaxed);
+  atomic_store_explicit(&tb->pend->b.end, t != 0 ? t : 1, memory_order_relaxed);
   tb->pend = NULL;
 }
 
@@ -784,7 +790,7 @@ static void record(tbuf_t* tb, int type, uint64_t ts, const char* name,
   if (r == NULL)
     return;
   r->a.str = str;
-  atomic_store_explicit(&r->b, (uint64_t)(int64_t)code, memory_order_relaxed);
+  r->b.code = code;
   commit(tb);
 }
 
@@ -795,7 +801,7 @@ static void record_u(tbuf_t* tb, int type, uint64_t ts, const char* name,
   if (r == NULL)
     return;
   r->a.u = u;
-  atomic_store_explicit(&r->b, (uint64_t)(uintptr_t)key, memory_order_relaxed);
+  r->b.key = key;
   commit(tb);
 }
 
@@ -959,17 +965,25 @@ static const char* msg_span_name(const weft_msg_t* msg) {
 
 void weft__trace_deliver(weft_msg_t* msg) {
   tbuf_t* tb = cur();
-  uint64_t stamp;
+  uint64_t stamp, t;
   rec_t* r;
   if (tb == NULL)
     return;
   memcpy(&stamp, stamp_at(msg), sizeof(stamp));
   tb->depth++;
-  r = slot(tb, R_DELIVER, now(), msg_span_name(msg));
+  t = weft__trace_tl.spin - atomic_load_explicit(&t0, memory_order_relaxed);
+  /* No wait just before, or one read before this trace or before the
+   * thread's last record (not this wait's): the clock. */
+  if (weft__trace_tl.spin == 0 ||
+      weft__trace_tl.spin <= atomic_load_explicit(&t0, memory_order_relaxed) ||
+      t < tb->last_ts)
+    t = now();
+  weft__trace_tl.spin = 0;
+  r = slot(tb, R_DELIVER, t, msg_span_name(msg));
   if (r == NULL)
     return;
   r->a.u = stamp;
-  atomic_store_explicit(&r->b, 0, memory_order_relaxed);
+  atomic_store_explicit(&r->b.end, 0, memory_order_relaxed);
   commit(tb);
   tb->open_del = r;
 }
@@ -996,8 +1010,13 @@ void weft__trace_end_delivery(void) {
 
 void weft__trace_settle(void) {
   tbuf_t* tb = cur();
+  weft__trace_tl.spin = 0;
   if (tb != NULL && tb->pend != NULL)
     settle(tb, now());
+}
+
+void weft__trace_spin(void) {
+  weft__trace_tl.spin = ticks();
 }
 
 void weft__trace_thread_start(const char* name) {
@@ -1032,8 +1051,7 @@ void weft__trace_thread_exit(int code) {
 
 void weft__trace_work_begin(void) {
   tbuf_t* tb = tl;
-  if (tb == NULL ||
-      tb->epoch != atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed)) {
+  if (tb == NULL || tb->epoch != epoch_now()) {
     char name[32];
     if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
       return;
@@ -1113,8 +1131,7 @@ int weft_trace_start(const char* path) {
 #endif
   atomic_store_explicit(&queue_every, (uint64_t)(QUEUE_EVERY_NS / tick_ns),
                         memory_order_relaxed);
-  atomic_store_explicit(&weft__trace_epoch,
-                        atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed) + 1,
+  atomic_store_explicit(&weft__trace_epoch, epoch_now() + 1,
                         memory_order_relaxed);
   /* release: `t0` and `epoch` before any writer sees the trace on. */
   atomic_store_explicit(&weft__trace_on, 1, memory_order_release);
@@ -1145,8 +1162,7 @@ int weft_trace_stop(void) {
   free(out_buf);
   out_buf = NULL;
   /* Events recorded from now on belong to no trace (see `epoch`). */
-  atomic_store_explicit(&weft__trace_epoch,
-                        atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed) + 1,
+  atomic_store_explicit(&weft__trace_epoch, epoch_now() + 1,
                         memory_order_relaxed);
   uv_mutex_unlock(&lock);
   return err;

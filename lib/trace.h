@@ -50,6 +50,7 @@ typedef struct {
   uint64_t stamp;
   unsigned epoch;
   bool post_open;
+  uint64_t spin; /* See WEFT__TRACE_SPIN(); 0: none. */
 } weft__trace_tl_t;
 extern WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 /* The running trace's number (trace.c: changed under its lock, at each
@@ -76,6 +77,7 @@ void weft__trace_posted(void);
 void weft__trace_deliver(weft_msg_t* msg);
 void weft__trace_end_delivery(void);
 void weft__trace_settle(void);
+void weft__trace_spin(void);
 void weft__trace_thread_start(const char* name);
 void weft__trace_thread_exit(int code);
 void weft__trace_work_begin(void);
@@ -159,10 +161,10 @@ static inline uint64_t weft__trace_stamp(void) {
     if (WEFT__TRACING())         \
       weft__trace_post((msg));   \
   } while (0)
-#define WEFT__TRACE_POSTED()                              \
-  do {                                                    \
-    if (WEFT__TRACING() && weft__trace_tl.post_open)      \
-      weft__trace_posted();                               \
+#define WEFT__TRACE_POSTED()                         \
+  do {                                               \
+    if (WEFT__TRACING() && weft__trace_tl.post_open) \
+      weft__trace_posted();                          \
   } while (0)
 
 /* Begin the span of a message's delivery (named after its kind) with the
@@ -178,15 +180,27 @@ static inline uint64_t weft__trace_stamp(void) {
  * nothing was recorded inside the span its time is that of the thread's
  * next event, so the loop that delivers must WEFT__TRACE_SETTLE() before
  * it waits or stops delivering (then it reads the clock). */
-#define WEFT__TRACE_END_DELIVERY()     \
-  do {                                 \
-    if (WEFT__TRACING())               \
-      weft__trace_end_delivery();      \
+#define WEFT__TRACE_END_DELIVERY() \
+  do {                             \
+    if (WEFT__TRACING())           \
+      weft__trace_end_delivery();  \
   } while (0)
-#define WEFT__TRACE_SETTLE()   \
-  do {                         \
-    if (WEFT__TRACING())       \
-      weft__trace_settle();    \
+#define WEFT__TRACE_SETTLE() \
+  do {                       \
+    if (WEFT__TRACING())     \
+      weft__trace_settle();  \
+  } while (0)
+
+/* In a loop that waits for a port's next message (port.c's
+ * wait_for_more()), before each look: the clock, for the delivery that
+ * follows the wait to begin at (the last look before the message was
+ * seen: up to one spin early), so that the delivery reads no clock of its
+ * own between the message and its callback. WEFT__TRACE_SETTLE() drops it
+ * when no delivery follows. */
+#define WEFT__TRACE_SPIN() \
+  do {                     \
+    if (WEFT__TRACING())   \
+      weft__trace_spin();  \
   } while (0)
 
 /* A worker thread begins a new track named `name` (a cached thread runs
