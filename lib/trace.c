@@ -18,11 +18,12 @@
  * time-stamp counter on x86-64 (an invariant TSC: ~11 ns a read against
  * ~29 ns for clock_gettime() on the hosts we measure), else
  * CLOCK_MONOTONIC nanoseconds. A read is still most of what a traced
- * message costs, so a message's trip reads the clock once, on the
+ * message costs, so a message's trip reads the clock at most once, on the
  * receiver: the sender's stamp takes the time of its thread's last record
  * (weft__trace_stamp()), a delivery's end is the thread's next read
- * (end_delivery()), and a delivery after a port's wait begins at the
- * wait's last look (WEFT__TRACE_SPIN). They become nanoseconds when
+ * (end_delivery()), a delivery after a port's wait begins at the wait's
+ * last look (WEFT__TRACE_SPIN), and deliveries in a stream share a read,
+ * up to RUN_MAX to one (tbuf_t.run, flush()). They become nanoseconds when
  * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
  * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
  * kept for the whole trace, so that every event of it is converted alike:
@@ -755,8 +756,9 @@ static void keep_stamp(tbuf_t* tb) {
 
 /* The deliveries of the run get their times from `t`, a clock read after
  * the last one began (and after it ended, when it did: `pend`): those
- * after the first begin at even steps between the first's begin and `t`,
- * each ending where the next begins. */
+ * after the first begin at even steps between the thread's last known
+ * time (`last_ts`: the first's begin, or a post inside it) and `t`, each
+ * ending where the next begins. */
 static void flush(tbuf_t* tb, uint64_t t) {
   uint32_t m = tb->run, i;
   if (t == 0)
@@ -764,7 +766,7 @@ static void flush(tbuf_t* tb, uint64_t t) {
   if (m > 1) {
     uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
     rec_t* r = &tb->last->recs[n - m];
-    uint64_t b = atomic_load_explicit(&r[0].ts, memory_order_relaxed);
+    uint64_t b = tb->last_ts;
     uint64_t d = t > b ? t - b : 0;
     for (i = 1; i < m; i++) {
       uint64_t ti = b + d * i / m;
