@@ -325,7 +325,7 @@ Test(trace, a_cached_thread_shows_its_next_worker_under_that_name) {
   remove(p2);
 }
 
-/* --- a stream: arrows start in the span that posted ------------------------- */
+/* --- a stream: arrows start in the span that posted --------------------- */
 
 #define BURST 64
 
