@@ -18,12 +18,11 @@
  * time-stamp counter on x86-64 (an invariant TSC: ~11 ns a read against
  * ~29 ns for clock_gettime() on the hosts we measure), else
  * CLOCK_MONOTONIC nanoseconds. A read is still most of what a traced
- * message costs, so a message's trip reads the clock at most once, on the
+ * message costs, so a message's trip reads the clock once, on the
  * receiver: the sender's stamp takes the time of its thread's last record
  * (weft__trace_stamp()), a delivery's end is the thread's next read
- * (end_delivery()), a delivery after a port's wait begins at the wait's
- * last look (WEFT__TRACE_SPIN), and deliveries in a stream share a read,
- * up to RUN_MAX to one (tbuf_t.run, flush()). They become nanoseconds when
+ * (end_delivery()), and a delivery after a port's wait begins at the
+ * wait's last look (WEFT__TRACE_SPIN). They become nanoseconds when
  * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
  * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
  * kept for the whole trace, so that every event of it is converted alike:
@@ -65,8 +64,6 @@ atomic_int weft__trace_on;
 /* Deepest nesting of spans whose begin times the writer-out keeps (to
  * close them at the stop); deeper ones are still written. */
 #define MAX_DEPTH 64
-/* Deliveries in a stream per clock read (see tbuf_t.run). */
-#define RUN_MAX 4
 /* Records ahead of the one being written that slot() prefetches. */
 #define PREFETCH_AHEAD 16
 
@@ -83,9 +80,7 @@ atomic_int weft__trace_on;
 enum { R_BEGIN, R_END, R_DELIVER, R_INSTANT, R_COUNTER };
 
 typedef struct {
-  /* R_DELIVER: 0 until known (see `run`): written after the record is
-   * committed, as `b.end` is. */
-  _Atomic uint64_t ts;
+  uint64_t ts;
   const char* name;
   /* R_BEGIN, R_INSTANT: the detail (a copy in the buffer's strings) or
    * NULL; R_DELIVER: the message's stamp; R_COUNTER: the value. */
@@ -141,11 +136,6 @@ struct tbuf_s {
   /* A delivery that ended, in place, and waits for its time: the thread's
    * next clock read (settle()). */
   rec_t* pend;
-  /* Deliveries in a stream share clock reads: the last `run` records
-   * (in the last chunk) are deliveries whose times are settled by the
-   * thread's next clock read (flush()). The first began at its `ts`; the
-   * others have `ts` 0 and read no clock. */
-  uint32_t run;
   uint64_t queue_ts;  /* When a mailbox was last counted (+1). */
   uint64_t last_ts;   /* The time of the last record. */
   const char* cache_src[8]; /* Recent detail strings and their copies. */
@@ -212,7 +202,7 @@ static chunk_t* chunk_take(void);
 static void retire(tbuf_t* tb);
 static void empty(tbuf_t* tb);
 static uint64_t now(void);
-static void flush(tbuf_t* tb, uint64_t t);
+static void settle(tbuf_t* tb, uint64_t t);
 
 static void thread_gone(void* arg) {
   tbuf_t* tb = arg;
@@ -429,10 +419,7 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
   }
   for (; i < upto; i++) {
     const rec_t* r = &c->recs[i];
-    uint64_t ts = atomic_load_explicit(&r->ts, memory_order_relaxed);
-    /* 0: a delivery of a run whose times a stop on another thread did not
-     * wait for: at the track's last time. */
-    uint64_t ns = ts != 0 ? to_ns(ts) : tb->fmax;
+    uint64_t ns = to_ns(r->ts);
     line_t l;
     if (ns > tb->fmax)
       tb->fmax = ns;
@@ -516,8 +503,8 @@ static void retire(tbuf_t* tb) {
   tbuf_t** pp;
   if (tb == NULL)
     return;
-  if (tb->run > 0) /* Its thread's: see the callers. */
-    flush(tb, now());
+  if (tb->pend != NULL) /* Its thread's: see the callers. */
+    settle(tb, now());
   emit_all(tb, to_ns(now()));
   for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == tb) {
@@ -605,7 +592,6 @@ static tbuf_t* attach(const char* name) {
     empty(tb);
     tb->depth = 0;
     tb->open_del = tb->pend = NULL;
-    tb->run = 0;
     tb->last_ts = 0;
     tb->queue_ts = 0;
     tb->named = false;
@@ -754,32 +740,10 @@ static void keep_stamp(tbuf_t* tb) {
           : 0;
 }
 
-/* The deliveries of the run get their times from `t`, a clock read after
- * the last one began (and after it ended, when it did: `pend`): those
- * after the first begin at even steps between the thread's last known
- * time (`last_ts`: the first's begin, or a post inside it) and `t`, each
- * ending where the next begins. */
-static void flush(tbuf_t* tb, uint64_t t) {
-  uint32_t m = tb->run, i;
-  if (t == 0)
-    t = 1;
-  if (m > 1) {
-    uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
-    rec_t* r = &tb->last->recs[n - m];
-    uint64_t b = tb->last_ts;
-    uint64_t d = t > b ? t - b : 0;
-    for (i = 1; i < m; i++) {
-      uint64_t ti = b + d * i / m;
-      atomic_store_explicit(&r[i].ts, ti, memory_order_relaxed);
-      atomic_store_explicit(&r[i - 1].b.end, ti, memory_order_relaxed);
-    }
-    tb->last_ts = b + d * (m - 1) / m;
-  }
-  if (tb->pend != NULL) {
-    atomic_store_explicit(&tb->pend->b.end, t, memory_order_relaxed);
-    tb->pend = NULL;
-  }
-  tb->run = 0;
+/* A delivery's span ended at `t` (a clock read after its end). */
+static void settle(tbuf_t* tb, uint64_t t) {
+  atomic_store_explicit(&tb->pend->b.end, t != 0 ? t : 1, memory_order_relaxed);
+  tb->pend = NULL;
 }
 
 /* The next record of `tb`, to fill and then commit(); NULL when there is
@@ -787,10 +751,10 @@ static void flush(tbuf_t* tb, uint64_t t) {
 static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
   uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   rec_t* r;
-  /* `ts` is a clock read: the run gets its times, and a delivery still
-   * open now has a record after it (its end needs a record too). */
-  if (tb->run > 0)
-    flush(tb, ts);
+  /* `ts` is a clock read: a delivery waiting for its end gets it, and one
+   * still open now has a record after it (its end needs a record too). */
+  if (tb->pend != NULL)
+    settle(tb, ts);
   tb->open_del = NULL;
   if (n == tb->cap) {
     if (!make_room(tb))
@@ -805,7 +769,7 @@ static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
    * hint. */
   __builtin_prefetch(r + PREFETCH_AHEAD, 1, 3);
 #endif
-  atomic_store_explicit(&r->ts, ts, memory_order_relaxed);
+  r->ts = ts;
   r->name = name;
   tb->last->types[n] = (uint8_t)type;
   tb->last_ts = ts;
@@ -956,15 +920,6 @@ uint64_t weft__trace_stamp_slow(void) {
     tb->depth++;
     weft__trace_tl.post_open = true;
     record(tb, R_BEGIN, now(), "post", NULL, 0);
-  } else if (tb->run > 1 && tb->open_del != NULL) {
-    /* Inside a delivery of a run, whose begin is not known yet: read the
-     * clock, which settles it; the delivery is still open and the last
-     * record, the first of a new run. */
-    uint64_t t = now();
-    flush(tb, t);
-    tb->run = 1;
-    tb->last_ts = t;
-    keep_stamp(tb);
   }
   /* Else as weft__trace_stamp(): the record before (after a stop and a
    * start inside a span, or a failed record: none, and no arrow). */
@@ -1011,33 +966,11 @@ static const char* msg_span_name(const weft_msg_t* msg) {
 void weft__trace_deliver(weft_msg_t* msg) {
   tbuf_t* tb = cur();
   uint64_t stamp, t;
-  uint32_t n;
   rec_t* r;
   if (tb == NULL)
     return;
   memcpy(&stamp, stamp_at(msg), sizeof(stamp));
   tb->depth++;
-  if (tb->pend != NULL && tb->run < RUN_MAX &&
-      (n = atomic_load_explicit(&tb->len, memory_order_relaxed)) < tb->cap) {
-    /* The last delivery just ended (a stream): this one joins its run and
-     * reads no clock. */
-    r = &tb->last->recs[n];
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(r + PREFETCH_AHEAD, 1, 3); /* As in slot(). */
-#endif
-    atomic_store_explicit(&r->ts, 0, memory_order_relaxed);
-    r->name = msg_span_name(msg);
-    tb->last->types[n] = R_DELIVER;
-    r->a.u = stamp;
-    atomic_store_explicit(&r->b.end, 0, memory_order_relaxed);
-    commit(tb);
-    tb->run++;
-    tb->pend = NULL;
-    tb->open_del = r;
-    /* A post in its callback needs its begin: weft__trace_stamp_slow(). */
-    weft__trace_tl.stamp = 0;
-    return;
-  }
   t = weft__trace_tl.spin - atomic_load_explicit(&t0, memory_order_relaxed);
   /* No wait just before, or one read before this trace or before the
    * thread's last record (not this wait's): the clock. */
@@ -1046,14 +979,13 @@ void weft__trace_deliver(weft_msg_t* msg) {
       t < tb->last_ts)
     t = now();
   weft__trace_tl.spin = 0;
-  r = slot(tb, R_DELIVER, t != 0 ? t : 1, msg_span_name(msg));
+  r = slot(tb, R_DELIVER, t, msg_span_name(msg));
   if (r == NULL)
     return;
   r->a.u = stamp;
   atomic_store_explicit(&r->b.end, 0, memory_order_relaxed);
   commit(tb);
   tb->open_del = r;
-  tb->run = 1;
 }
 
 /* One record per delivery: a delivery that recorded nothing inside its
@@ -1080,7 +1012,7 @@ void weft__trace_settle(void) {
   tbuf_t* tb = cur();
   weft__trace_tl.spin = 0;
   if (tb != NULL && tb->pend != NULL)
-    flush(tb, now());
+    settle(tb, now());
 }
 
 void weft__trace_spin(void) {

@@ -22,8 +22,8 @@
  *
  * Cost: while no trace runs, each place that could record an event tests
  * one global flag. While one runs, each thread records into a buffer of its
- * own (no lock per event; a delivered message: one record and at most one
- * clock read on the receiver, none on the sender); the buffer is written out,
+ * own (no lock per event; a delivered message: one record and one clock
+ * read on the receiver, none on the sender); the buffer is written out,
  * under a lock, when it is full, when its thread ends and at
  * weft_trace_stop(). docs/trace.md has the measured cost. */
 #ifndef WEFT_TRACE_H
