@@ -1003,6 +1003,7 @@ static bool wait_for_more(weft_loop_t* loop, pcore_t* p) {
   if (budget > PORT_LINGER_NS)
     budget = PORT_LINGER_NS;
   for (i = 0;; i++) {
+    WEFT__TRACE_SPIN(); /* The next delivery's begin, read while idle. */
     if (weft__mbox_ready(&p->mb))
       return true;
     if (weft__loop_has_ready(loop))
@@ -1062,6 +1063,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
          !weft__loop_stopping(loop)) {
     weft_msg_t* m = pop_msg(p);
     if (m == NULL) {
+      WEFT__TRACE_SETTLE(); /* The last delivery's end, before a wait. */
       if (!p->pop_nomem && wait_for_more(loop, p))
         continue;
       break; /* Out of memory: the next run tries again. */
@@ -1069,8 +1071,9 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     n++;
     WEFT__TRACE_DELIVER(m);
     dispatch(loop, p, m);
-    WEFT__TRACE_END();
+    WEFT__TRACE_END_DELIVERY();
   }
+  WEFT__TRACE_SETTLE();
   if (core_loop(p) != loop) {
     /* Moved away inside the drain; detach() released `scheduled`. */
     core_unref(p);

@@ -15,21 +15,26 @@
  * earlier one (events recorded while a stop ran).
  *
  * Times are recorded in ticks since the start of the trace: the CPU's
- * time-stamp counter on x86-64 (an invariant TSC: ~15 ns a read against
- * ~40 ns for clock_gettime() on the hosts we measure, and a message's
- * delivery reads the clock three times), else CLOCK_MONOTONIC
- * nanoseconds. They become nanoseconds when written out, at the ratio of
- * ticks to CLOCK_MONOTONIC_RAW nanoseconds measured over CALIBRATE_NS at
- * the start (a few parts in 100,000) and kept for the whole trace, so that
- * every event of it is converted alike: an arrow's start stays inside the
- * span it was recorded in. A message's arrow: the sender stamps the message
- * (weft_msg_t.trace) with the time of the post, its track and the trace's
- * epoch; the receiver records one event for the delivery's span that
- * carries the stamp, written out as the arrow's start ("s", on the
- * sender's track, bound to the span around the post), the span ("B") and
- * the arrow's end ("f", bound to that span). Both ends of an arrow are
- * thus written together: a message posted and never delivered has no
- * arrow, and none points to nothing. */
+ * time-stamp counter on x86-64 (an invariant TSC: ~11 ns a read against
+ * ~29 ns for clock_gettime() on the hosts we measure), else
+ * CLOCK_MONOTONIC nanoseconds. A read is still most of what a traced
+ * message costs, so a message's trip reads the clock once, on the
+ * receiver: the sender's stamp takes the time of its thread's last record
+ * (weft__trace_stamp()), a delivery's end is the thread's next read
+ * (end_delivery()), and a delivery after a port's wait begins at the
+ * wait's last look (WEFT__TRACE_SPIN). They become nanoseconds when
+ * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
+ * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
+ * kept for the whole trace, so that every event of it is converted alike:
+ * an arrow's start stays inside the span it was recorded in. A message's
+ * arrow: the sender stamps the message (weft_msg_t.trace) with the time of
+ * the post, its track and the trace's epoch; the receiver records one
+ * event for the delivery's span that carries the stamp (and, most of the
+ * time, the span's end), written out as the arrow's start ("s", on the
+ * sender's track, bound to the span around the post), the span ("B", and
+ * "E") and the arrow's end ("f", bound to that span). Both ends of an
+ * arrow are thus written together: a message posted and never delivered
+ * has no arrow, and none points to nothing. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pthread_getname_np */
 #endif
@@ -83,10 +88,16 @@ typedef struct {
     const char* str;
     uint64_t u;
   } a;
-  /* R_INSTANT: the code; R_COUNTER: the key (NULL: the thread's name). */
+  /* R_INSTANT: the code; R_COUNTER: the key (NULL: the thread's name);
+   * R_DELIVER: the time its span ended, or 0 (not yet, or an R_END record
+   * ends it). `end` is the one field written after the record is
+   * committed (see end_delivery()), by the writer only: relaxed on both
+   * sides, as the writer-out at a stop may read it while the writer sets
+   * it (either value is right: 0 closes the span at the stop). */
   union {
     int32_t code;
     const char* key;
+    _Atomic uint64_t end;
   } b;
 } rec_t;
 
@@ -119,7 +130,12 @@ struct tbuf_s {
   unsigned epoch;     /* Set by the writer under `lock`; read under it. */
   /* Writer only. */
   int depth;          /* Spans begun and not yet ended in this trace. */
-  bool post_open;     /* A "post" span of weft__trace_post is open. */
+  /* The delivery whose record is the last one, its span still open: its
+   * end goes into that record (end_delivery()) rather than in one more. */
+  rec_t* open_del;
+  /* A delivery that ended, in place, and waits for its time: the thread's
+   * next clock read (settle()). */
+  rec_t* pend;
   uint64_t queue_ts;  /* When a mailbox was last counted (+1). */
   uint64_t last_ts;   /* The time of the last record. */
   const char* cache_src[8]; /* Recent detail strings and their copies. */
@@ -171,13 +187,22 @@ static uint64_t raw0;
 static double tick_ns = 1.0;
 /* QUEUE_EVERY_NS in ticks; as `t0`. */
 static _Atomic uint64_t queue_every;
-static atomic_uint epoch = 1;
+atomic_uint weft__trace_epoch = 1;
+/* The running trace's number. relaxed: writers compare it with their
+ * buffer's (set under `lock`) and stamps carry it; the writer-out reads it
+ * under `lock`, which orders it there. */
+static unsigned epoch_now(void) {
+  return atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed);
+}
+WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 
 static void free_tbuf(tbuf_t* tb);
 static void chunk_free(chunk_t* c);
 static chunk_t* chunk_take(void);
 static void retire(tbuf_t* tb);
 static void empty(tbuf_t* tb);
+static uint64_t now(void);
+static void settle(tbuf_t* tb, uint64_t t);
 
 static void thread_gone(void* arg) {
   tbuf_t* tb = arg;
@@ -368,9 +393,7 @@ static void put_flow(tbuf_t* tb, uint64_t stamp, uint64_t ts) {
   uint32_t strack = (uint32_t)(stamp >> 6) & STAMP_TRACK_MAX;
   uint64_t id;
   if (stamp == 0 ||
-      (stamp & STAMP_EPOCH_MASK) !=
-          (atomic_load_explicit(&epoch, memory_order_relaxed) &
-           STAMP_EPOCH_MASK) ||
+      (stamp & STAMP_EPOCH_MASK) != (epoch_now() & STAMP_EPOCH_MASK) ||
       strack == 0 || strack >= next_track || sts > ts)
     return;
   id = next_flow++;
@@ -411,8 +434,12 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         }
         l_put(&l);
         push_begin(tb, ns);
-        if (c->types[i] == R_DELIVER)
+        if (c->types[i] == R_DELIVER) {
+          uint64_t end = atomic_load_explicit(&r->b.end, memory_order_relaxed);
           put_flow(tb, r->a.u, ns);
+          if (end != 0)
+            put_end(tb, to_ns(end));
+        }
         break;
       case R_END:
         if (tb->fdepth > 0) /* Else its begin came before the trace. */
@@ -464,8 +491,7 @@ static void emit(tbuf_t* tb, uint32_t upto) {
 /* Write out what `tb` holds of the running trace and close its open spans
  * at `ts`. */
 static void emit_all(tbuf_t* tb, uint64_t ts) {
-  if (out == NULL ||
-      tb->epoch != atomic_load_explicit(&epoch, memory_order_relaxed))
+  if (out == NULL || tb->epoch != epoch_now())
     return;
   emit(tb, atomic_load_explicit(&tb->len, memory_order_acquire));
   while (tb->fdepth > 0)
@@ -477,6 +503,8 @@ static void retire(tbuf_t* tb) {
   tbuf_t** pp;
   if (tb == NULL)
     return;
+  if (tb->pend != NULL) /* Its thread's: see the callers. */
+    settle(tb, now());
   emit_all(tb, to_ns(now()));
   for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == tb) {
@@ -534,7 +562,7 @@ static tbuf_t* attach(const char* name) {
   tbuf_t* tb = tl;
   unsigned e;
   uv_mutex_lock(&lock);
-  e = atomic_load_explicit(&epoch, memory_order_relaxed);
+  e = epoch_now();
   if (out == NULL) {
     uv_mutex_unlock(&lock);
     return NULL;
@@ -563,7 +591,8 @@ static tbuf_t* attach(const char* name) {
     /* Left from an earlier trace: start over. */
     empty(tb);
     tb->depth = 0;
-    tb->post_open = false;
+    tb->open_del = tb->pend = NULL;
+    tb->last_ts = 0;
     tb->queue_ts = 0;
     tb->named = false;
     tb->fdepth = 0;
@@ -573,6 +602,9 @@ static tbuf_t* attach(const char* name) {
       name_thread(tb, name);
   }
   tb->epoch = e;
+  weft__trace_tl.stamp = 0;
+  weft__trace_tl.epoch = e;
+  weft__trace_tl.post_open = false;
   uv_mutex_unlock(&lock);
   return tb;
 }
@@ -584,35 +616,45 @@ static tbuf_t* cur(void) {
    * `epoch` are the new trace's. */
   if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
     return NULL;
-  if (tb != NULL &&
-      tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+  if (tb != NULL && tb->epoch == epoch_now())
     return tb;
-  if (tl_done != 0 &&
-      tl_done == atomic_load_explicit(&epoch, memory_order_relaxed))
+  if (tl_done != 0 && tl_done == epoch_now())
     return NULL;
   return attach(NULL);
 }
 
 /* Chunks. Records go to memory no one touched in a while, and on the VMs
- * we measure the first write to a fresh page costs ~2 us (the host backs
- * it then; MAP_POPULATE spares the guest's page faults, not that): a
- * traced flood of messages ran at half speed on fresh chunks and 13% below
- * the untraced speed on reused ones. So chunks are mapped with their pages
- * present, and up to POOL_MAX chunks written out (32 MiB) are kept for
- * reuse by any thread, in this trace or the next: a process that traced
- * keeps them. */
+ * we measure the first write to a page of a new mapping costs 6-14 us (the
+ * host fills in its page tables for the address then; MAP_POPULATE, which
+ * makes the guest's pages present, halves it but does not spare it): a
+ * traced flood of messages ran at a third of its speed on fresh chunks. So
+ * a new chunk is written to once per page as it is made, up to POOL_MAX
+ * chunks written out (34 MiB) are kept for reuse by any thread, in this
+ * trace or the next (a process that traced keeps them), and
+ * weft_trace_start() fills the pool to POOL_WARM chunks (17 MiB, 20-40 ms
+ * there the first time, a few ms on a bare host) before the trace starts,
+ * so that the first traced run does not pay page by page. */
 #define POOL_MAX 64
+#define POOL_WARM 32
 static chunk_t* pool; /* Under `lock`. */
 static int pool_len;  /* Under `lock`. */
 
 static chunk_t* chunk_new(void) {
+  chunk_t* c;
+  size_t i;
 #ifdef MAP_POPULATE
   void* p = mmap(NULL, sizeof(chunk_t), PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  return p == MAP_FAILED ? NULL : p;
+  c = p == MAP_FAILED ? NULL : p;
 #else
-  return malloc(sizeof(chunk_t));
+  c = malloc(sizeof(chunk_t));
 #endif
+  if (c == NULL)
+    return NULL;
+  /* One write per page (see above); volatile: the compiler keeps it. */
+  for (i = 0; i < sizeof(chunk_t); i += 4096)
+    ((volatile char*)c)[i] = 0;
+  return c;
 }
 
 /* Under `lock` (the pool) or not (a new chunk). */
@@ -677,7 +719,7 @@ static bool make_room(tbuf_t* tb) {
   } else {
     /* The writer-out's depth stays: the ends of spans open now come in
      * the next part of the buffer. */
-    if (tb->epoch == atomic_load_explicit(&epoch, memory_order_relaxed))
+    if (tb->epoch == epoch_now())
       emit(tb, tb->cap);
     empty(tb);
     ok = out != NULL;
@@ -686,11 +728,34 @@ static bool make_room(tbuf_t* tb) {
   return ok;
 }
 
+/* A post's stamp (see weft__trace_stamp()): made at each record, for the
+ * posts that follow it, while a span is open. */
+static void keep_stamp(tbuf_t* tb) {
+  /* Inside the span, a nanosecond or more after its begin. */
+  uint64_t t = tb->last_ts + 8;
+  weft__trace_tl.stamp =
+      tb->depth > 0 && t >> STAMP_TS_BITS == 0 && tb->track <= STAMP_TRACK_MAX
+          ? t << (64 - STAMP_TS_BITS) | (uint64_t)tb->track << 6 |
+                (tb->epoch & STAMP_EPOCH_MASK)
+          : 0;
+}
+
+/* A delivery's span ended at `t` (a clock read after its end). */
+static void settle(tbuf_t* tb, uint64_t t) {
+  atomic_store_explicit(&tb->pend->b.end, t != 0 ? t : 1, memory_order_relaxed);
+  tb->pend = NULL;
+}
+
 /* The next record of `tb`, to fill and then commit(); NULL when there is
  * no room. */
 static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
   uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
   rec_t* r;
+  /* `ts` is a clock read: a delivery waiting for its end gets it, and one
+   * still open now has a record after it (its end needs a record too). */
+  if (tb->pend != NULL)
+    settle(tb, ts);
+  tb->open_del = NULL;
   if (n == tb->cap) {
     if (!make_room(tb))
       return NULL;
@@ -708,6 +773,7 @@ static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
   r->name = name;
   tb->last->types[n] = (uint8_t)type;
   tb->last_ts = ts;
+  keep_stamp(tb);
   return r;
 }
 
@@ -845,23 +911,19 @@ static void* stamp_at(weft_msg_t* msg) {
   return &msg->trace;
 }
 
-uint64_t weft__trace_stamp(void) {
+uint64_t weft__trace_stamp_slow(void) {
   tbuf_t* tb = cur();
-  uint64_t t;
   if (tb == NULL)
     return 0;
-  t = now();
-  if (tb->depth == 0 && !tb->post_open) {
+  if (tb->depth == 0 && !weft__trace_tl.post_open) {
     /* No span around the post: the arrow needs one to start from. */
-    record(tb, R_BEGIN, t, "post", NULL, 0);
     tb->depth++;
-    tb->post_open = true;
-    t += 8; /* Inside the span, a nanosecond or more after its begin. */
+    weft__trace_tl.post_open = true;
+    record(tb, R_BEGIN, now(), "post", NULL, 0);
   }
-  if (t >> STAMP_TS_BITS != 0 || tb->track > STAMP_TRACK_MAX)
-    return 0;
-  return t << (64 - STAMP_TS_BITS) | (uint64_t)tb->track << 6 |
-         (tb->epoch & STAMP_EPOCH_MASK);
+  /* Else as weft__trace_stamp(): the record before (after a stop and a
+   * start inside a span, or a failed record: none, and no arrow). */
+  return weft__trace_tl.stamp;
 }
 
 void weft__trace_restamp(weft_msg_t* msg, uint64_t stamp) {
@@ -876,9 +938,9 @@ void weft__trace_post(weft_msg_t* msg) {
 
 void weft__trace_posted(void) {
   tbuf_t* tb = cur();
-  if (tb == NULL || !tb->post_open)
+  if (tb == NULL || !weft__trace_tl.post_open)
     return;
-  tb->post_open = false;
+  weft__trace_tl.post_open = false;
   weft__trace_end();
 }
 
@@ -903,12 +965,58 @@ static const char* msg_span_name(const weft_msg_t* msg) {
 
 void weft__trace_deliver(weft_msg_t* msg) {
   tbuf_t* tb = cur();
-  uint64_t stamp;
+  uint64_t stamp, t;
+  rec_t* r;
   if (tb == NULL)
     return;
   memcpy(&stamp, stamp_at(msg), sizeof(stamp));
   tb->depth++;
-  record_u(tb, R_DELIVER, now(), msg_span_name(msg), stamp, NULL);
+  t = weft__trace_tl.spin - atomic_load_explicit(&t0, memory_order_relaxed);
+  /* No wait just before, or one read before this trace or before the
+   * thread's last record (not this wait's): the clock. */
+  if (weft__trace_tl.spin == 0 ||
+      weft__trace_tl.spin <= atomic_load_explicit(&t0, memory_order_relaxed) ||
+      t < tb->last_ts)
+    t = now();
+  weft__trace_tl.spin = 0;
+  r = slot(tb, R_DELIVER, t, msg_span_name(msg));
+  if (r == NULL)
+    return;
+  r->a.u = stamp;
+  atomic_store_explicit(&r->b.end, 0, memory_order_relaxed);
+  commit(tb);
+  tb->open_del = r;
+}
+
+/* One record per delivery: a delivery that recorded nothing inside its
+ * span (most do) ends in its own record, and the time of its end is the
+ * thread's next clock read (the next delivery's begin, or settle() when
+ * the port stops delivering), so that a stream of messages costs one
+ * record and one clock read each. */
+void weft__trace_end_delivery(void) {
+  tbuf_t* tb = cur();
+  if (tb == NULL || tb->depth == 0)
+    return; /* Its begin came before this trace. */
+  tb->depth--;
+  if (tb->open_del != NULL) {
+    tb->pend = tb->open_del;
+    tb->open_del = NULL;
+    if (tb->depth == 0)
+      weft__trace_tl.stamp = 0; /* Posts now open a span of their own. */
+    return;
+  }
+  record(tb, R_END, now(), NULL, NULL, 0);
+}
+
+void weft__trace_settle(void) {
+  tbuf_t* tb = cur();
+  weft__trace_tl.spin = 0;
+  if (tb != NULL && tb->pend != NULL)
+    settle(tb, now());
+}
+
+void weft__trace_spin(void) {
+  weft__trace_tl.spin = ticks();
 }
 
 void weft__trace_thread_start(const char* name) {
@@ -932,6 +1040,8 @@ void weft__trace_thread_exit(int code) {
     return;
   weft__trace_instant("worker exit", NULL, code);
   tl_done = tb->epoch;
+  weft__trace_tl.stamp = 0;
+  weft__trace_tl.epoch = 0;
   uv_mutex_lock(&lock);
   retire(tb);
   uv_mutex_unlock(&lock);
@@ -941,8 +1051,7 @@ void weft__trace_thread_exit(int code) {
 
 void weft__trace_work_begin(void) {
   tbuf_t* tb = tl;
-  if (tb == NULL ||
-      tb->epoch != atomic_load_explicit(&epoch, memory_order_relaxed)) {
+  if (tb == NULL || tb->epoch != epoch_now()) {
     char name[32];
     if (!atomic_load_explicit(&weft__trace_on, memory_order_acquire))
       return;
@@ -956,6 +1065,23 @@ void weft__trace_work_begin(void) {
 
 /* ---- start and stop ------------------------------------------------------------ */
 
+/* Fill the pool to POOL_WARM chunks (see chunk_new()), making them
+ * outside the lock. */
+static void warm_pool(void) {
+  int need;
+  uv_mutex_lock(&lock);
+  need = POOL_WARM - pool_len;
+  uv_mutex_unlock(&lock);
+  while (need-- > 0) {
+    chunk_t* c = chunk_new();
+    if (c == NULL)
+      return; /* The trace makes do with fewer, as it would later. */
+    uv_mutex_lock(&lock);
+    chunk_free(c);
+    uv_mutex_unlock(&lock);
+  }
+}
+
 int weft_trace_start(const char* path) {
   FILE* f;
   int err;
@@ -963,6 +1089,7 @@ int weft_trace_start(const char* path) {
   if (path == NULL || path[0] == '\0')
     return WEFT_EINVAL;
   uv_once(&once, init);
+  warm_pool();
   uv_mutex_lock(&lock);
   if (out != NULL) {
     uv_mutex_unlock(&lock);
@@ -1004,8 +1131,7 @@ int weft_trace_start(const char* path) {
 #endif
   atomic_store_explicit(&queue_every, (uint64_t)(QUEUE_EVERY_NS / tick_ns),
                         memory_order_relaxed);
-  atomic_store_explicit(&epoch,
-                        atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
+  atomic_store_explicit(&weft__trace_epoch, epoch_now() + 1,
                         memory_order_relaxed);
   /* release: `t0` and `epoch` before any writer sees the trace on. */
   atomic_store_explicit(&weft__trace_on, 1, memory_order_release);
@@ -1036,8 +1162,7 @@ int weft_trace_stop(void) {
   free(out_buf);
   out_buf = NULL;
   /* Events recorded from now on belong to no trace (see `epoch`). */
-  atomic_store_explicit(&epoch,
-                        atomic_load_explicit(&epoch, memory_order_relaxed) + 1,
+  atomic_store_explicit(&weft__trace_epoch, epoch_now() + 1,
                         memory_order_relaxed);
   uv_mutex_unlock(&lock);
   return err;

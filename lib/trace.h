@@ -33,6 +33,30 @@ extern atomic_int weft__trace_on;
 #define WEFT__TRACING() \
   WEFT__UNLIKELY(atomic_load_explicit(&weft__trace_on, memory_order_relaxed))
 
+/* initial-exec: one instruction to reach it from the shared library too
+ * (the default model calls __tls_get_addr). */
+#if defined(__GNUC__) || defined(__clang__)
+#define WEFT__TRACE_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define WEFT__TRACE_TLS _Thread_local
+#endif
+
+/* What a post reads without a call (trace.c keeps it; thread: its own):
+ * `stamp`, the stamp for a post made now (see weft__trace_stamp()), or 0
+ * (the thread is in no span); valid while `epoch` is the running trace's.
+ * `post_open`: weft__trace_stamp() opened a "post" span, which
+ * WEFT__TRACE_POSTED() ends. */
+typedef struct {
+  uint64_t stamp;
+  unsigned epoch;
+  bool post_open;
+  uint64_t spin; /* See WEFT__TRACE_SPIN(); 0: none. */
+} weft__trace_tl_t;
+extern WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
+/* The running trace's number (trace.c: changed under its lock, at each
+ * start and stop). */
+extern atomic_uint weft__trace_epoch;
+
 /* Out of line: only called while tracing. Thread: any (each records on the
  * calling thread's track). */
 void weft__trace_env(void);
@@ -47,10 +71,13 @@ void weft__trace_post(weft_msg_t* msg);
  * weft__trace_post() would write (0: none), and the call that puts one on
  * the message the receiver makes of the slot. End the post with
  * WEFT__TRACE_POSTED() as for a message. */
-uint64_t weft__trace_stamp(void);
+uint64_t weft__trace_stamp_slow(void);
 void weft__trace_restamp(weft_msg_t* msg, uint64_t stamp);
 void weft__trace_posted(void);
 void weft__trace_deliver(weft_msg_t* msg);
+void weft__trace_end_delivery(void);
+void weft__trace_settle(void);
+void weft__trace_spin(void);
 void weft__trace_thread_start(const char* name);
 void weft__trace_thread_exit(int code);
 void weft__trace_work_begin(void);
@@ -58,6 +85,20 @@ void weft__trace_work_begin(void);
  * they hold `chunks` chunks (0: 64) of `records` events (0: 16,384).
  * Thread: any. */
 void weft__trace_limit(unsigned chunks, unsigned records);
+
+/* A post's stamp. A post inside a span (a callback: most posts) takes
+ * the time of its thread's last record, which lies in that span, and
+ * reads no clock (one read was a sixth of a small post's cost): Perfetto
+ * ties an arrow's start to the span around it. A post outside any span
+ * opens a "post" span (the slow path). Only while tracing. */
+static inline uint64_t weft__trace_stamp(void) {
+  /* relaxed: a stale epoch only sends the post to the slow path. */
+  if (weft__trace_tl.stamp != 0 &&
+      weft__trace_tl.epoch ==
+          atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
+    return weft__trace_tl.stamp;
+  return weft__trace_stamp_slow();
+}
 
 /* Start the trace WEFT_TRACE names, once per process (trace.c uses
  * uv_once). Not a tracing hook: called where the first loop is made. */
@@ -120,10 +161,10 @@ void weft__trace_limit(unsigned chunks, unsigned records);
     if (WEFT__TRACING())         \
       weft__trace_post((msg));   \
   } while (0)
-#define WEFT__TRACE_POSTED()   \
-  do {                         \
-    if (WEFT__TRACING())       \
-      weft__trace_posted();    \
+#define WEFT__TRACE_POSTED()                         \
+  do {                                               \
+    if (WEFT__TRACING() && weft__trace_tl.post_open) \
+      weft__trace_posted();                          \
   } while (0)
 
 /* Begin the span of a message's delivery (named after its kind) with the
@@ -133,6 +174,33 @@ void weft__trace_limit(unsigned chunks, unsigned records);
   do {                             \
     if (WEFT__TRACING())           \
       weft__trace_deliver((msg));  \
+  } while (0)
+
+/* The end of a delivery's span, in place of WEFT__TRACE_END(): when
+ * nothing was recorded inside the span its time is that of the thread's
+ * next event, so the loop that delivers must WEFT__TRACE_SETTLE() before
+ * it waits or stops delivering (then it reads the clock). */
+#define WEFT__TRACE_END_DELIVERY() \
+  do {                             \
+    if (WEFT__TRACING())           \
+      weft__trace_end_delivery();  \
+  } while (0)
+#define WEFT__TRACE_SETTLE() \
+  do {                       \
+    if (WEFT__TRACING())     \
+      weft__trace_settle();  \
+  } while (0)
+
+/* In a loop that waits for a port's next message (port.c's
+ * wait_for_more()), before each look: the clock, for the delivery that
+ * follows the wait to begin at (the last look before the message was
+ * seen: up to one spin early), so that the delivery reads no clock of its
+ * own between the message and its callback. WEFT__TRACE_SETTLE() drops it
+ * when no delivery follows. */
+#define WEFT__TRACE_SPIN() \
+  do {                     \
+    if (WEFT__TRACING())   \
+      weft__trace_spin();  \
   } while (0)
 
 /* A worker thread begins a new track named `name` (a cached thread runs

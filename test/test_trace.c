@@ -324,3 +324,98 @@ Test(trace, a_cached_thread_shows_its_next_worker_under_that_name) {
   remove(p1);
   remove(p2);
 }
+
+/* --- a stream: arrows start in the span that posted --------------------- */
+
+#define BURST 64
+
+static int echoes;
+
+static void echo_on_message(weft_port_t* port, weft_msg_t* msg) {
+  int64_t v = msg_int(msg);
+  if (v < 0) {
+    weft_port_close(port);
+    return;
+  }
+  cr_assert_eq(port_post_int(port, v), 0); /* Nothing else is recorded. */
+}
+
+static void echo_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  cr_assert_eq(weft_port_on_message(weft_parent_port(), echo_on_message), 0);
+}
+
+static void echo_back(weft_worker_t* w, weft_msg_t* msg) {
+  (void)msg;
+  if (++echoes == BURST)
+    post_int(w, -1);
+}
+
+/* The track named `name`: its tid, or -1. */
+static long track_of(const tc_trace_t* t, const char* name) {
+  size_t i;
+  for (i = 0; i < t->n; i++) {
+    if (t->ev[i].ph == 'M' && strcmp(t->ev[i].name, "thread_name") == 0 &&
+        strcmp(t->ev[i].arg_name, name) == 0)
+      return t->ev[i].tid;
+  }
+  return -1;
+}
+
+/* Deliveries in a stream share clock reads (lib/trace.c, tbuf_t.run); a
+ * post inside one must still start its arrow inside that delivery's span,
+ * not in one before it: each echo's span holds exactly one arrow start. */
+Test(trace, each_echo_of_a_stream_starts_its_arrow_in_its_own_span) {
+  char path[256];
+  weft_loop_t* loop;
+  weft_worker_t* w;
+  weft_worker_opts_t opts = {0};
+  tc_trace_t t;
+  long tid;
+  int k, one = 0, more = 0;
+  size_t i, j;
+  trace_path(path, sizeof(path), "stream");
+  cr_assert_eq(weft_trace_start(path), 0);
+  loop = new_loop();
+  opts.name = "echo";
+  opts.events.message = echo_back;
+  w = spawn_worker(loop, echo_entry, &opts);
+  for (k = 0; k < BURST; k++) /* Queued before it runs: a stream. */
+    post_int(w, k);
+  run_loop(loop);
+  cr_assert_eq(echoes, BURST);
+  weft_worker_free(w);
+  free_loop(loop);
+  cr_assert_eq(weft_trace_stop(), 0);
+  load_and_check(path, &t);
+  tid = track_of(&t, "echo");
+  cr_assert_neq(tid, -1);
+  for (i = 0; i < t.n; i++) {
+    const tc_event_t* b = &t.ev[i];
+    int starts = 0;
+    if (b->tid != tid || b->ph != 'B' || strcmp(b->name, "message") != 0)
+      continue;
+    for (j = i + 1; j < t.n; j++) { /* Its end: message spans do not nest. */
+      if (t.ev[j].tid == tid && t.ev[j].ph == 'E')
+        break;
+    }
+    cr_assert_lt(j, t.n, "a message span without an end");
+    for (k = 0; k < (int)t.n; k++) {
+      const tc_event_t* s = &t.ev[k];
+      if (s->ph == 's' && s->tid == tid && s->ts >= b->ts &&
+          s->ts <= t.ev[j].ts)
+        starts++;
+    }
+    if (starts == 1)
+      one++;
+    else if (starts > 1)
+      more++;
+  }
+  cr_assert_eq(more, 0, "%d spans hold more than one arrow start", more);
+  /* And the close's span: its control message has an arrow too. */
+  cr_assert_geq(one, BURST, "%d spans hold one arrow start", one);
+  tc_free(&t);
+  if (getenv("KEEP_TRACE") == NULL)
+    remove(path);
+}

@@ -22,8 +22,10 @@
  *
  * Cost: while no trace runs, each place that could record an event tests
  * one global flag. While one runs, each thread records into a buffer of its
- * own (no lock per event); the buffer is written out, under a lock, when it
- * is full, when its thread ends and at weft_trace_stop(). */
+ * own (no lock per event; a delivered message: one record and one clock
+ * read on the receiver, none on the sender); the buffer is written out,
+ * under a lock, when it is full, when its thread ends and at
+ * weft_trace_stop(). docs/trace.md has the measured cost. */
 #ifndef WEFT_TRACE_H
 #define WEFT_TRACE_H
 
@@ -31,7 +33,10 @@
 
 /* Start writing a trace to the file at `path` (created or truncated).
  * Events from every thread of the process go to it until
- * weft_trace_stop().
+ * weft_trace_stop(). Before the trace starts it makes sure 17 MiB of
+ * buffers are ready, written once per page so that recording does not pay
+ * for fresh pages: the first call in a process takes a few ms for that
+ * (20-40 ms on some VMs); the process keeps them for later traces.
  * Returns 0; WEFT_EINVAL (`path` NULL or empty); WEFT_EBUSY (a trace is
  * already running: one at a time); WEFT_ENOMEM; or the libuv code of the
  * failed open (e.g. UV_ENOENT, UV_EACCES; weft_strerror() names it).
