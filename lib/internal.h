@@ -609,6 +609,12 @@ int weft__wire_read_id(const char* subject, size_t prefix_len, uint64_t* id);
 /* A Weft-Error header's code (a negative code weft_err_code() knows), or
  * WEFT_EDECODE for anything else. */
 int weft__wire_read_error(const char* name);
+/* `m`'s value (being built, with transfers listed) as it crosses hosts:
+ * each transferred buffer becomes a bin of its bytes (a copy); ports and
+ * shared buffers cannot: WEFT_ENOTLOCAL. Appends to `out` (the caller's,
+ * initialized). 0, WEFT_ENOTLOCAL, WEFT_EDETACHED, WEFT_EDATACLONE (a
+ * placeholder naming no listed buffer), WEFT_EDECODE, WEFT_ENOMEM. */
+int weft__wire_flatten(const weft_msg_t* m, msgpack_sbuffer* out);
 
 /* --- failpoint.c -----------------------------------------------------
  * Allocation-failure injection for tests, compiled in with the CMake option

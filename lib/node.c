@@ -368,11 +368,27 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   pend_t* e;
   char reply[SUBJECT_MAX];
   int err;
-  if (m->nxfer > 0)
-    return WEFT_ENOTLOCAL;
+  const void* bytes = m->data;
+  size_t len = m->len;
+  msgpack_sbuffer flat = {0, NULL, 0};
+  if (m->nxfer > 0) {
+    /* Buffers cross as copies of their bytes; the sender still gives them
+     * away (detached once the message went), as a local transfer would. */
+    err = weft__wire_flatten(m, &flat);
+    if (err == 0)
+      err = weft__msg_check_transfers(m);
+    if (err != 0) {
+      msgpack_sbuffer_destroy(&flat);
+      return err;
+    }
+    bytes = flat.data;
+    len = flat.size;
+  }
   if (!m->routed) {
-    err = publish(sh, r->subject, NULL, m->data, m->len, NULL);
+    err = publish(sh, r->subject, NULL, bytes, len, NULL);
+    msgpack_sbuffer_destroy(&flat);
     if (err == 0) {
+      weft__msg_commit_transfers(m);
       weft_msg_free(m);
       *msg = NULL;
     }
@@ -393,7 +409,8 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   pthread_mutex_lock(&sh->plock);
   ptable_put(&sh->calls, e);
   pthread_mutex_unlock(&sh->plock);
-  err = publish(sh, r->subject, reply, m->data, m->len, NULL);
+  err = publish(sh, r->subject, reply, bytes, len, NULL);
+  msgpack_sbuffer_destroy(&flat);
   if (err != 0) {
     uint64_t id = e->id;
     pthread_mutex_lock(&sh->plock);
@@ -411,6 +428,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
    * (a reply, the sweep, leave): not touched here. */
   out = weft__request_unroute(m);
   (void)out;
+  weft__msg_commit_transfers(m);
   weft_msg_free(m);
   *msg = NULL;
   return 0;
@@ -461,12 +479,21 @@ static int reply_sink(void* ctx, weft_msg_t** msg) {
   pthread_mutex_unlock(&sh->plock);
   if (e != NULL) {
     const char* subject = e->val;
+    msgpack_sbuffer flat = {0, NULL, 0};
+    int err = m->nxfer > 0 ? weft__wire_flatten(m, &flat) : 0;
+    if (err == 0 && m->nxfer > 0)
+      err = weft__msg_check_transfers(m);
+    if (err == 0 && m->nxfer > 0)
+      weft__msg_commit_transfers(m); /* Given away, as locally. */
     if (m->code != 0)
       publish(sh, subject, NULL, NULL, 0, weft_err_name(m->code));
+    else if (err != 0)
+      publish(sh, subject, NULL, NULL, 0, weft_err_name(err));
     else if (m->nxfer > 0)
-      publish(sh, subject, NULL, NULL, 0, weft_err_name(WEFT_ENOTLOCAL));
+      publish(sh, subject, NULL, flat.data, flat.size, NULL);
     else
       publish(sh, subject, NULL, m->data, m->len, NULL);
+    msgpack_sbuffer_destroy(&flat);
     weft__xfree(e->val);
     weft__xfree(e);
   }

@@ -73,28 +73,34 @@ static inline weft_node_t* join(weft_loop_t* loop, const char* name, events_t* e
   return node;
 }
 
-/* Run `loop` until `*flag` is set (or the suite's timeout). */
+/* Wait until `*counter` reaches `want`. */
 typedef struct {
   weft_loop_t* loop;
-  atomic_int* flag;
-  uv_timer_t timer;
-} until_t;
+  atomic_int* counter;
+  int want;
+} count_wait_t;
 
-static inline void until_tick(uv_timer_t* t) {
-  until_t* u = t->data;
-  if (atomic_load(u->flag))
-    weft_loop_stop(u->loop);
+static inline void count_tick(uv_timer_t* t) {
+  count_wait_t* c = t->data;
+  if (atomic_load(c->counter) >= c->want)
+    weft_loop_stop(c->loop);
 }
 
-static inline void run_until(weft_loop_t* loop, atomic_int* flag) {
-  until_t u = {loop, flag, {0}};
-  uv_timer_init(weft_loop_uv(loop), &u.timer);
-  u.timer.data = &u;
-  uv_timer_start(&u.timer, until_tick, 1, 1);
-  while (!atomic_load(flag))
+static inline void run_until_count(weft_loop_t* loop, atomic_int* counter, int want) {
+  count_wait_t c = {loop, counter, want};
+  uv_timer_t timer;
+  uv_timer_init(weft_loop_uv(loop), &timer);
+  timer.data = &c;
+  uv_timer_start(&timer, count_tick, 1, 1);
+  while (atomic_load(counter) < want)
     weft_loop_run(loop);
-  uv_close((uv_handle_t*)&u.timer, NULL);
+  uv_close((uv_handle_t*)&timer, NULL);
   uv_run(weft_loop_uv(loop), UV_RUN_NOWAIT);
+}
+
+/* Run `loop` until `*flag` is set (or the suite's timeout). */
+static inline void run_until(weft_loop_t* loop, atomic_int* flag) {
+  run_until_count(loop, flag, 1);
 }
 
 /* Run `loop` for `ms`. */
@@ -246,31 +252,6 @@ static inline weft_node_t* join_watching_at(weft_loop_t* loop, const char* name,
 static inline weft_node_t* join_watching(weft_loop_t* loop, const char* name,
                                   events_t* ev) {
   return join_watching_at(loop, name, server.url, ev);
-}
-
-/* Wait until `*counter` reaches `want`. */
-typedef struct {
-  weft_loop_t* loop;
-  atomic_int* counter;
-  int want;
-} count_wait_t;
-
-static inline void count_tick(uv_timer_t* t) {
-  count_wait_t* c = t->data;
-  if (atomic_load(c->counter) >= c->want)
-    weft_loop_stop(c->loop);
-}
-
-static inline void run_until_count(weft_loop_t* loop, atomic_int* counter, int want) {
-  count_wait_t c = {loop, counter, want};
-  uv_timer_t timer;
-  uv_timer_init(weft_loop_uv(loop), &timer);
-  timer.data = &c;
-  uv_timer_start(&timer, count_tick, 1, 1);
-  while (atomic_load(counter) < want)
-    weft_loop_run(loop);
-  uv_close((uv_handle_t*)&timer, NULL);
-  uv_run(weft_loop_uv(loop), UV_RUN_NOWAIT);
 }
 
 typedef struct {

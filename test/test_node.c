@@ -217,30 +217,81 @@ Test(node, malformed_payloads_are_dropped_and_counted) {
   run_and_free(loop);
 }
 
-Test(node, buffers_and_ports_cannot_leave_the_process) {
+/* A buffer crosses hosts as a copy of its bytes (a bin), given away by the
+ * sender as a local transfer would; ports and shared buffers cannot leave
+ * the process (WEFT_ENOTLOCAL, the message still the caller's). */
+static void echo_value(weft_port_t* p, weft_msg_t* m) {
+  size_t len = 0;
+  const char* bytes = weft_msg_data(m, &len);
+  (void)p;
+  cr_assert_eq(weft_msg_reply(m, bytes, len), 0);
+}
+
+typedef struct {
+  atomic_int done;
+  int status;
+  char bytes[64];
+  size_t len;
+} echo_t;
+
+static void on_echo(void* ctx, int status, weft_msg_t* reply) {
+  echo_t* e = ctx;
+  const char* s = NULL;
+  size_t len = 0;
+  e->status = status;
+  if (reply != NULL && weft_msg_read(reply, "[yi]", &s, &len, &(int){0}) == 0 &&
+      len < sizeof(e->bytes)) {
+    memcpy(e->bytes, s, len);
+    e->len = len;
+  }
+  atomic_store(&e->done, 1);
+}
+
+Test(node, buffers_cross_as_copies_ports_and_shared_do_not) {
   weft_loop_t* loop = new_loop();
-  events_t ea = {0};
+  events_t ea = {0}, eb = {0};
   weft_node_t* a = join(loop, "a", &ea);
-  weft_port_t *remote, *x, *y;
+  weft_node_t* b = join(loop, "b", &eb);
+  weft_port_t *in, *out, *remote, *x, *y;
   weft_buffer_t* buf = NULL;
+  weft_shared_t* sh = new_shared(64);
   weft_msg_t* m = NULL;
-  cr_assert_eq(weft_node_port(a, "b", "any", &remote), 0);
-  cr_assert_eq(weft_buffer_new(&buf, 16), 0);
+  void* data = NULL;
+  echo_t e = {0};
+  serve(loop, b, "echo", echo_value, NULL, &in, &out);
+  cr_assert_eq(weft_node_port(a, "b", "echo", &remote), 0);
+  settle(a, b);
+
+  cr_assert_eq(weft_buffer_new(&buf, 5), 0);
+  cr_assert_eq(weft_buffer_data(buf, &data, NULL), 0);
+  memcpy(data, "hello", 5);
   cr_assert_eq(weft_msg_new(&m), 0);
-  cr_assert_eq(weft_msg_add_buffer(m, buf), 0);
-  cr_assert_eq(weft_port_post_msg(remote, &m), WEFT_ENOTLOCAL);
-  cr_assert_not_null(m, "the message is still the caller's");
-  cr_assert(!weft_buffer_detached(buf), "the buffer was not moved");
-  weft_msg_free(m);
+  cr_assert_eq(weft_msg_pack(m, "[Bi]", buf, 7), 0);
+  cr_assert_eq(weft_port_request_msg(remote, &m, 10000, on_echo, &e, NULL), 0);
+  cr_assert_null(m, "the message went");
+  cr_assert(weft_buffer_detached(buf), "the sender gave the buffer away");
+  run_until(loop, &e.done);
+  cr_assert_eq(e.status, 0, "%s", weft_err_name(e.status));
+  cr_assert_eq(e.len, 5);
+  cr_assert(memcmp(e.bytes, "hello", 5) == 0, "the bytes came as a bin");
+  weft_buffer_free(buf);
+
   new_channel(loop, &x, &y);
   cr_assert_eq(weft_msg_new(&m), 0);
   cr_assert_eq(weft_msg_add_port(m, x), 0);
   cr_assert_eq(weft_port_post_msg(remote, &m), WEFT_ENOTLOCAL);
+  cr_assert_not_null(m, "the message is still the caller's");
   weft_msg_free(m);
-  weft_buffer_free(buf);
+  cr_assert_eq(weft_msg_new(&m), 0);
+  cr_assert_eq(weft_msg_add_shared(m, sh), 0);
+  cr_assert_eq(weft_port_post_msg(remote, &m), WEFT_ENOTLOCAL);
+  weft_msg_free(m);
+  weft_shared_release(sh);
   free_channel(x, y);
   weft_port_free(remote);
   cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  free_channel(in, out);
   run_and_free(loop);
 }
 

@@ -18,9 +18,11 @@
  *
  * Semantics across hosts (docs/node.md has the wire):
  * - Copies: a message is its msgpack bytes, published once; the receiver
- *   owns its copy. Buffers listed for transfer, shared buffers and ports
- *   cannot leave the process: posting one on a remote port answers
- *   WEFT_ENOTLOCAL.
+ *   owns its copy. A buffer listed for transfer crosses as a copy of its
+ *   bytes (a msgpack bin in its place), and the sender's handle is detached
+ *   as by a local transfer; shared buffers and ports cannot leave the
+ *   process: posting one on a remote port answers WEFT_ENOTLOCAL (the
+ *   message stays the caller's).
  * - Order: messages from one thread to one exported name arrive in the
  *   order they were posted (one connection per node; NATS keeps order per
  *   connection and subject; one delivery thread per export).
