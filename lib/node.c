@@ -168,7 +168,6 @@ typedef struct {
   struct member_s* members;
   uint64_t down_after_ms;
   size_t inbox_len;
-  char prefix[80]; /* "weft.<c>." */
 
   /* Relaxed counters. */
   atomic_uint_least64_t published, received, replies, dropped_decode,
@@ -364,7 +363,6 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   rport_t* r = ctx;
   shared_t* sh = r->sh;
   weft_msg_t* m = *msg;
-  weft_reply_t* out;
   pend_t* e;
   char reply[SUBJECT_MAX];
   int err;
@@ -426,8 +424,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   }
   /* From the publish on, the outcome belongs to whoever takes its entry
    * (a reply, the sweep, leave): not touched here. */
-  out = weft__request_unroute(m);
-  (void)out;
+  (void)weft__request_unroute(m);
   weft__msg_commit_transfers(m);
   weft_msg_free(m);
   *msg = NULL;
@@ -588,20 +585,20 @@ static void export_done(void* ctx) {
 /* Settle our calls waiting on `node` (gone): WEFT_ENOTCONNECTED, Erlang's
  * noconnection. */
 static void fail_calls_to(shared_t* sh, const char* node) {
-  for (;;) {
-    pend_t* e;
-    pthread_mutex_lock(&sh->plock);
-    for (e = sh->calls.head.next; e != &sh->calls.head; e = e->next) {
-      if (strcmp(e->node, node) == 0)
-        break;
-    }
-    if (e != &sh->calls.head)
+  pend_t *e, *next, *gone = NULL;
+  /* One pass under the lock; settled after it (a settle posts). */
+  pthread_mutex_lock(&sh->plock);
+  for (e = sh->calls.head.next; e != &sh->calls.head; e = next) {
+    next = e->next;
+    if (strcmp(e->node, node) == 0) {
       ptable_unlink(&sh->calls, e);
-    else
-      e = NULL;
-    pthread_mutex_unlock(&sh->plock);
-    if (e == NULL)
-      return;
+      e->hnext = gone;
+      gone = e;
+    }
+  }
+  pthread_mutex_unlock(&sh->plock);
+  for (e = gone; e != NULL; e = next) {
+    next = e->hnext;
     weft_reply_error(e->val, WEFT_ENOTCONNECTED);
     weft__xfree(e);
   }
@@ -865,7 +862,6 @@ int weft_node_join(weft_loop_t* loop,
     return WEFT_ENOMEM;
   }
   node->sh = sh;
-  (void)snprintf(sh->prefix, sizeof(sh->prefix), "weft.%s.", node->cluster);
   (void)snprintf(sh->presence, sizeof(sh->presence), "weft.%s.presence.",
                  node->cluster);
   sh->presence_len = strlen(sh->presence);
