@@ -30,6 +30,7 @@
 
 #include "internal.h"
 #include "nats.h"
+#include "node_internal.h"
 #include "weft/node.h"
 
 #define NAME_MAX_LEN WEFT__WIRE_NAME_MAX
@@ -323,6 +324,14 @@ struct weft_node_s {
   uv_timer_t beat;  /* Heartbeats, and who fell silent. */
   weft__nats_sub_t* presence_sub;
   int timers_closed;
+  /* Internal watchers (node_internal.h); a removed one is NULL until the
+   * dispatch that runs compacts the array. */
+  struct {
+    weft__node_watch_cb cb;
+    void* ctx;
+  }* watchers;
+  size_t nwatchers, watchers_cap;
+  int dispatching;
   weft_node_event_cb on_event;
   void* ctx;
   char name[NAME_MAX_LEN + 1];
@@ -723,6 +732,23 @@ bool weft_node_is_up(weft_node_t* node, const char* name) {
 
 /* ---- events and expiry on the node's loop ---------------------------------- */
 
+/* Run the watchers; one added meanwhile runs from the next event. */
+static void dispatch(weft_node_t* node, const weft_node_event_t* ev) {
+  size_t i, n = node->nwatchers, j = 0;
+  node->dispatching++;
+  for (i = 0; i < n; i++) {
+    if (node->watchers[i].cb != NULL)
+      node->watchers[i].cb(node->watchers[i].ctx, ev);
+  }
+  if (--node->dispatching == 0) {
+    for (i = 0; i < node->nwatchers; i++) {
+      if (node->watchers[i].cb != NULL)
+        node->watchers[j++] = node->watchers[i];
+    }
+    node->nwatchers = j;
+  }
+}
+
 static void events_message(weft_port_t* port, weft_msg_t* msg) {
   weft_node_t* node = weft_port_get_data(port);
   const msgpack_object* o = weft_msg_object(msg);
@@ -742,6 +768,7 @@ static void events_message(weft_port_t* port, weft_msg_t* msg) {
   }
   if (node->on_event != NULL)
     node->on_event(node, &ev, node->ctx);
+  dispatch(node, &ev);
 }
 
 /* Settle or forget what outlived the ttl (all of it, with `all`). */
@@ -819,6 +846,7 @@ static void node_free_parts(weft_node_t* node) {
     weft__sink_close(node->replies_far);
   if (node->sh != NULL)
     shared_unref(node->sh);
+  weft__xfree(node->watchers);
   weft__xfree(node);
 }
 
@@ -1156,6 +1184,12 @@ int weft_node_leave(weft_node_t* node) {
   if (!weft__loop_on_thread(node->loop))
     return WEFT_EWRONGTHREAD;
   sh = node->sh;
+  {
+    weft_node_event_t ev = {.kind = (weft_node_event_kind)WEFT__NODE_LEAVING};
+    dispatch(node, &ev);
+    for (size_t i = 0; i < node->nwatchers; i++)
+      node->watchers[i].cb = NULL; /* Nothing more for them. */
+  }
   while (node->exports != NULL) {
     export_t* x = node->exports;
     node->exports = x->next;
@@ -1186,4 +1220,77 @@ int weft_node_leave(weft_node_t* node) {
   uv_close((uv_handle_t*)&node->beat, timer_closed);
   uv_close((uv_handle_t*)&node->sweep, timer_closed);
   return 0;
+}
+
+/* ---- for the layers built on a node (node_internal.h) ---------------------- */
+
+int weft__node_watch(weft_node_t* node, weft__node_watch_cb cb, void* ctx) {
+  if (node == NULL || cb == NULL)
+    return WEFT_EINVAL;
+  if (node->nwatchers == node->watchers_cap) {
+    size_t cap = node->watchers_cap != 0 ? 2 * node->watchers_cap : 4;
+    void* w = weft__xrealloc(node->watchers, cap * sizeof(*node->watchers));
+    if (w == NULL)
+      return WEFT_ENOMEM;
+    node->watchers = w;
+    node->watchers_cap = cap;
+  }
+  node->watchers[node->nwatchers].cb = cb;
+  node->watchers[node->nwatchers].ctx = ctx;
+  node->nwatchers++;
+  return 0;
+}
+
+void weft__node_unwatch(weft_node_t* node, weft__node_watch_cb cb, void* ctx) {
+  size_t i, j = 0;
+  if (node == NULL)
+    return;
+  for (i = 0; i < node->nwatchers; i++) {
+    if (node->watchers[i].cb == cb && node->watchers[i].ctx == ctx) {
+      node->watchers[i].cb = NULL;
+      break;
+    }
+  }
+  if (node->dispatching > 0)
+    return; /* Compacted when the dispatch ends. */
+  for (i = 0; i < node->nwatchers; i++) {
+    if (node->watchers[i].cb != NULL)
+      node->watchers[j++] = node->watchers[i];
+  }
+  node->nwatchers = j;
+}
+
+weft_loop_t* weft__node_loop(const weft_node_t* node) {
+  return node->loop;
+}
+
+const char* weft__node_cluster(const weft_node_t* node) {
+  return node->cluster;
+}
+
+int weft__node_publish(weft_node_t* node,
+                       const char* subject,
+                       const char* reply,
+                       const void* data,
+                       size_t len,
+                       const char* error) {
+  return publish(node->sh, subject, reply, data, len, error);
+}
+
+int weft__node_subscribe(weft_node_t* node,
+                         const char* subject,
+                         const char* queue,
+                         weft__nats_msg_cb cb,
+                         weft__nats_done_cb done,
+                         void* ctx,
+                         weft__nats_sub_t** out) {
+  if (node->sh->closed || node->sh->conn == NULL)
+    return WEFT_ENOTCONNECTED;
+  return weft__nats_subscribe(node->sh->conn, subject, queue, cb, done, ctx,
+                              out);
+}
+
+void weft__node_count_dropped(weft_node_t* node, int which) {
+  count(which == WEFT__NODE_DROPPED_SIZE ? &node->sh->dropped_size
+                                         : &node->sh->dropped_decode);
 }

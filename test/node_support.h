@@ -21,6 +21,7 @@
 
 #include "internal.h"
 #include "nats.h" /* Raw publishes, as a foreign client would make them. */
+#include "node_internal.h"
 #include "nats_server.h"
 #include "support.h"
 

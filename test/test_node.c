@@ -31,6 +31,52 @@ Test(node, join_connects_and_leaves) {
   run_and_free(loop); /* Left: nothing keeps the loop alive. */
 }
 
+/* The hook the layers on a node use (node_internal.h): a watcher sees
+ * what on_event sees, after it, and LEAVING when its node leaves; one
+ * removed stops seeing events. */
+typedef struct {
+  atomic_int up, leaving, other;
+  char last_up[72];
+} watch_t;
+
+static void watcher(void* ctx, const weft_node_event_t* ev) {
+  watch_t* w = ctx;
+  if (ev->kind == WEFT_NODE_UP) {
+    snprintf(w->last_up, sizeof(w->last_up), "%s", ev->node);
+    w->up++;
+  } else if ((int)ev->kind == WEFT__NODE_LEAVING) {
+    w->leaving++;
+  } else {
+    w->other++;
+  }
+}
+
+Test(node, watchers_see_membership_and_leaving) {
+  weft_loop_t* loop = new_loop();
+  events_t eva = {0}, evb = {0};
+  watch_t w = {0}, gone = {0};
+  weft_node_t* a = join(loop, "a", &eva);
+  weft_node_t* b;
+  cr_assert_eq(weft__node_watch(a, watcher, &w), 0);
+  cr_assert_eq(weft__node_watch(a, watcher, &gone), 0);
+  weft__node_unwatch(a, watcher, &gone);
+  cr_assert_eq(weft__node_watch(NULL, watcher, &w), WEFT_EINVAL);
+  cr_assert_str_eq(weft__node_cluster(a), "test");
+  cr_assert_eq(weft__node_loop(a), loop);
+  b = join(loop, "b", &evb);
+  run_until(loop, &w.up);
+  cr_assert_str_eq(w.last_up, "b");
+  cr_assert_eq(atomic_load(&eva.up), atomic_load(&w.up));
+  cr_assert_geq(atomic_load(&w.other), 1, "CONNECTED came too");
+  cr_assert_eq(atomic_load(&w.leaving), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(atomic_load(&w.leaving), 1);
+  cr_assert_eq(atomic_load(&gone.up) + atomic_load(&gone.leaving) +
+                   atomic_load(&gone.other), 0, "a removed watcher saw nothing");
+  run_and_free(loop);
+}
+
 Test(node, posts_arrive_in_order) {
   weft_loop_t* loop = new_loop();
   events_t ea = {0}, eb = {0};

@@ -1,0 +1,63 @@
+/* node_internal.h - what the layers built on a node (the distributed pool,
+ * remote actors) use of it: its connection, its subjects and its
+ * membership. Not public: they live in this library and are freed before
+ * the node leaves (a watcher is told when it starts leaving).
+ *
+ * Subjects: every node may publish on and subscribe to weft.<c>.<n>.> for
+ * its own <n> and publish on weft.<c>.*.p.> and weft.<c>.presence.<n>
+ * (docs/node.md "Security"). A layer that needs subjects of its own puts
+ * them under weft.<c>.<n>. (private to <n>) or asks for a new shared
+ * prefix in docs/node.md. */
+#ifndef WEFT_NODE_INTERNAL_H
+#define WEFT_NODE_INTERNAL_H
+
+#include "nats.h"
+#include "weft/node.h"
+
+/* A node's events as its on_event gets them, and one more: LEAVING, when
+ * weft_node_leave() starts (the connection still open: a watcher
+ * unsubscribes and stops publishing there). Runs on the node's loop,
+ * after on_event. */
+#define WEFT__NODE_LEAVING 100
+typedef void (*weft__node_watch_cb)(void* ctx, const weft_node_event_t* ev);
+
+/* Add or remove a watcher. 0, WEFT_ENOMEM, WEFT_EINVAL. Removing one that
+ * is not there is a no-op; a watcher may remove itself (or add another)
+ * while it runs. Thread: the node's loop. */
+int weft__node_watch(weft_node_t* node, weft__node_watch_cb cb, void* ctx);
+void weft__node_unwatch(weft_node_t* node, weft__node_watch_cb cb, void* ctx);
+
+weft_loop_t* weft__node_loop(const weft_node_t* node);
+const char* weft__node_cluster(const weft_node_t* node);
+
+/* Publish as the node does (counted in stats.published): 0,
+ * WEFT_ENOTCONNECTED once the node left or its connection closed for
+ * good, and weft__nats_publish()'s errors. Thread: any, until
+ * weft_node_leave() returns. */
+int weft__node_publish(weft_node_t* node,
+                       const char* subject,
+                       const char* reply,
+                       const void* data,
+                       size_t len,
+                       const char* error);
+
+/* Subscribe on the node's connection, as weft__nats_subscribe() (the
+ * callback runs on a nats.c thread). Unsubscribe with
+ * weft__nats_unsubscribe() before weft_node_leave() closes the
+ * connection (at LEAVING at the latest). 0, WEFT_ENOTCONNECTED, ...
+ * Thread: the node's loop. */
+int weft__node_subscribe(weft_node_t* node,
+                         const char* subject,
+                         const char* queue,
+                         weft__nats_msg_cb cb,
+                         weft__nats_done_cb done,
+                         void* ctx,
+                         weft__nats_sub_t** out);
+
+/* Count a payload from the network dropped by such a layer in the
+ * node's stats (weft_node_stats): WEFT__NODE_DROPPED_DECODE or _SIZE.
+ * Thread: any. */
+enum { WEFT__NODE_DROPPED_DECODE = 1, WEFT__NODE_DROPPED_SIZE };
+void weft__node_count_dropped(weft_node_t* node, int which);
+
+#endif /* WEFT_NODE_INTERNAL_H */
