@@ -213,8 +213,12 @@ static void shared_unref(void* arg) {
   weft__xfree(sh);
 }
 
-/* Publish under the read lock: WEFT_ENOTCONNECTED once the node left. */
+/* Publish under the read lock: WEFT_ENOTCONNECTED once the node left.
+ * `now`: a request or a reply, written at once (weft__nats_kick) rather
+ * than after nats.c's 1 ms flusher wait; posts and heartbeats are left to
+ * nats.c's batching. */
 static int publish_uncounted(shared_t* sh,
+                             bool now,
                              const char* subject,
                              const char* reply,
                              const void* data,
@@ -222,20 +226,24 @@ static int publish_uncounted(shared_t* sh,
                              const char* error) {
   int err = WEFT_ENOTCONNECTED;
   pthread_rwlock_rdlock(&sh->lock);
-  if (!sh->closed)
+  if (!sh->closed) {
     err = weft__nats_publish(sh->conn, subject, reply, data, len, error);
+    if (err == 0 && now)
+      weft__nats_kick(sh->conn);
+  }
   pthread_rwlock_unlock(&sh->lock);
   return err;
 }
 
 /* The same for messages, requests and replies (stats.published). */
 static int publish(shared_t* sh,
+                   bool now,
                    const char* subject,
                    const char* reply,
                    const void* data,
                    size_t len,
                    const char* error) {
-  int err = publish_uncounted(sh, subject, reply, data, len, error);
+  int err = publish_uncounted(sh, now, subject, reply, data, len, error);
   if (err == 0)
     count(&sh->published);
   return err;
@@ -392,7 +400,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
     len = flat.size;
   }
   if (!m->routed) {
-    err = publish(sh, r->subject, NULL, bytes, len, NULL);
+    err = publish(sh, false, r->subject, NULL, bytes, len, NULL);
     msgpack_sbuffer_destroy(&flat);
     if (err == 0) {
       weft__msg_commit_transfers(m);
@@ -416,7 +424,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   pthread_mutex_lock(&sh->plock);
   ptable_put(&sh->calls, e);
   pthread_mutex_unlock(&sh->plock);
-  err = publish(sh, r->subject, reply, bytes, len, NULL);
+  err = publish(sh, true, r->subject, reply, bytes, len, NULL);
   msgpack_sbuffer_destroy(&flat);
   if (err != 0) {
     uint64_t id = e->id;
@@ -492,13 +500,13 @@ static int reply_sink(void* ctx, weft_msg_t** msg) {
     if (err == 0 && m->nxfer > 0)
       weft__msg_commit_transfers(m); /* Given away, as locally. */
     if (m->code != 0)
-      publish(sh, subject, NULL, NULL, 0, weft_err_name(m->code));
+      publish(sh, true, subject, NULL, NULL, 0, weft_err_name(m->code));
     else if (err != 0)
-      publish(sh, subject, NULL, NULL, 0, weft_err_name(err));
+      publish(sh, true, subject, NULL, NULL, 0, weft_err_name(err));
     else if (m->nxfer > 0)
-      publish(sh, subject, NULL, flat.data, flat.size, NULL);
+      publish(sh, true, subject, NULL, flat.data, flat.size, NULL);
     else
-      publish(sh, subject, NULL, m->data, m->len, NULL);
+      publish(sh, true, subject, NULL, m->data, m->len, NULL);
     msgpack_sbuffer_destroy(&flat);
     weft__xfree(e->val);
     weft__xfree(e);
@@ -511,7 +519,7 @@ static int reply_sink(void* ctx, weft_msg_t** msg) {
 
 static void answer_error(shared_t* sh, const char* reply, int code) {
   if (reply != NULL && reply[0] != '\0')
-    publish(sh, reply, NULL, NULL, 0, weft_err_name(code));
+    publish(sh, true, reply, NULL, NULL, 0, weft_err_name(code));
 }
 
 /* A message or request for an export (nats.c's delivery thread). */
@@ -624,7 +632,7 @@ static void beat(shared_t* sh, bool leaving) {
   unsigned char b[WEFT__WIRE_BEAT_LEN];
   weft__wire_beat(sh->instance, leaving, b);
   (void)snprintf(subject, sizeof(subject), "%s%s", sh->presence, sh->self);
-  (void)publish_uncounted(sh, subject, NULL, b, sizeof(b), NULL);
+  (void)publish_uncounted(sh, false, subject, NULL, b, sizeof(b), NULL);
 }
 
 /* A heartbeat (nats.c's thread): a new node or a new instance of one is
@@ -1274,7 +1282,15 @@ int weft__node_publish(weft_node_t* node,
                        const void* data,
                        size_t len,
                        const char* error) {
-  return publish(node->sh, subject, reply, data, len, error);
+  return publish(node->sh, reply != NULL || error != NULL, subject, reply,
+                 data, len, error);
+}
+
+int weft__node_publish_now(weft_node_t* node,
+                           const char* subject,
+                           const void* data,
+                           size_t len) {
+  return publish(node->sh, true, subject, NULL, data, len, NULL);
 }
 
 int weft__node_subscribe(weft_node_t* node,

@@ -32,7 +32,10 @@ const char* weft__node_cluster(const weft_node_t* node);
 
 /* Publish as the node does (counted in stats.published): 0,
  * WEFT_ENOTCONNECTED once the node left or its connection closed for
- * good, and weft__nats_publish()'s errors. Thread: any, until
+ * good, and weft__nats_publish()'s errors. A request (`reply` set) or an
+ * error reply is written at once (weft__nats_kick); anything else waits
+ * for nats.c's flusher (up to 1 ms, batched with what comes meanwhile):
+ * publish a reply with weft__node_publish_now(). Thread: any, until
  * weft_node_leave() returns. */
 int weft__node_publish(weft_node_t* node,
                        const char* subject,
@@ -40,6 +43,11 @@ int weft__node_publish(weft_node_t* node,
                        const void* data,
                        size_t len,
                        const char* error);
+/* A reply (or anything a peer waits for): published and written at once. */
+int weft__node_publish_now(weft_node_t* node,
+                           const char* subject,
+                           const void* data,
+                           size_t len);
 
 /* Subscribe on the node's connection, as weft__nats_subscribe() (the
  * callback runs on a nats.c thread). Unsubscribe with

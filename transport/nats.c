@@ -23,6 +23,14 @@ struct weft__nats_s {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool closed; /* The closed callback ran. Under `lock`. */
+  /* The kicker (see the top): `kicked` asks it to flush; `stop` ends it.
+   * Both under `klock`; `kick_pending` is a hint read without it, so a
+   * publisher does not take the lock while a flush is already asked. */
+  pthread_mutex_t klock;
+  pthread_cond_t kcond;
+  bool kicked, stop, kicker_started;
+  atomic_bool kick_pending;
+  pthread_t kicker;
 };
 
 struct weft__nats_sub_s {
@@ -211,6 +219,48 @@ static natsStatus make_options(const weft__nats_opts_t* o,
   return NATS_OK;
 }
 
+static void* kicker_main(void* arg) {
+  weft__nats_t* c = arg;
+  pthread_setname_np(pthread_self(), "weft-nats-kick");
+  pthread_mutex_lock(&c->klock);
+  for (;;) {
+    while (!c->kicked && !c->stop)
+      pthread_cond_wait(&c->kcond, &c->klock);
+    if (c->stop)
+      break;
+    c->kicked = false;
+    /* Publishers that come during the flush kick again: cleared before,
+     * and fenced against their publish-then-read (weft__nats_kick): either
+     * a publisher sees it clear and kicks, or this flush writes what it
+     * published. */
+    atomic_store_explicit(&c->kick_pending, false, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    pthread_mutex_unlock(&c->klock);
+    /* Writes the buffer now; the wait for the PONG is bounded so that a
+     * stalled server delays the next kicked write by 50 ms at most (it
+     * waits in nats.c's buffer meanwhile, as it would anyway). */
+    (void)natsConnection_FlushTimeout(c->nc, 50);
+    pthread_mutex_lock(&c->klock);
+  }
+  pthread_mutex_unlock(&c->klock);
+  return NULL;
+}
+
+void weft__nats_kick(weft__nats_t* c) {
+  if (c == NULL || !c->kicker_started)
+    return;
+  atomic_thread_fence(memory_order_seq_cst); /* See kicker_main. */
+  if (atomic_load_explicit(&c->kick_pending, memory_order_relaxed))
+    return; /* A flush is asked already: it writes what we published. */
+  pthread_mutex_lock(&c->klock);
+  atomic_store_explicit(&c->kick_pending, true, memory_order_relaxed);
+  if (!c->kicked) {
+    c->kicked = true;
+    pthread_cond_signal(&c->kcond);
+  }
+  pthread_mutex_unlock(&c->klock);
+}
+
 int weft__nats_connect(const weft__nats_opts_t* o,
                        weft__nats_event_cb on_event,
                        void* ctx,
@@ -229,6 +279,9 @@ int weft__nats_connect(const weft__nats_opts_t* o,
   c->ctx = ctx;
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
+  pthread_mutex_init(&c->klock, NULL);
+  pthread_cond_init(&c->kcond, NULL);
+  atomic_init(&c->kick_pending, false);
   s = make_options(o, c, &opts);
   if (s != NATS_OK) {
     err = s == NATS_NO_MEMORY ? WEFT_ENOMEM : WEFT_EINVAL;
@@ -263,8 +316,15 @@ int weft__nats_connect(const weft__nats_opts_t* o,
       emit(c, WEFT__NATS_CLOSED, 0);
     }
   }
+  if (err == 0 && c->nc != NULL) {
+    /* Without it kicks are no-ops: publishes wait for nats.c's flusher. */
+    c->kicker_started =
+        pthread_create(&c->kicker, NULL, kicker_main, c) == 0;
+  }
   if (err != 0) {
     natsConnection_Destroy(c->nc); /* NULL-safe. */
+    pthread_mutex_destroy(&c->klock);
+    pthread_cond_destroy(&c->kcond);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c);
@@ -418,6 +478,14 @@ void weft__nats_close(weft__nats_t* c) {
   bool closed;
   if (c == NULL)
     return;
+  if (c->kicker_started) {
+    pthread_mutex_lock(&c->klock);
+    c->stop = true;
+    pthread_cond_signal(&c->kcond);
+    pthread_mutex_unlock(&c->klock);
+    pthread_join(c->kicker, NULL);
+    c->kicker_started = false;
+  }
   if (c->nc != NULL)
     natsConnection_Close(c->nc);
   /* nats.c runs the closed callback on its own thread, after Close(). */
@@ -433,6 +501,8 @@ void weft__nats_close(weft__nats_t* c) {
   natsConnection_Destroy(c->nc);
   if (!closed)
     return; /* Never seen to close: leave `c` to a late callback. */
+  pthread_mutex_destroy(&c->klock);
+  pthread_cond_destroy(&c->kcond);
   pthread_mutex_destroy(&c->lock);
   pthread_cond_destroy(&c->cond);
   free(c);

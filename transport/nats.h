@@ -87,6 +87,11 @@ int weft__nats_publish(weft__nats_t* c,
                        const void* data,
                        size_t len,
                        const char* error);
+/* Have what is buffered written now rather than after nats.c's flusher
+ * waited 1 ms (nats.c top comment): for requests and replies, whose round
+ * trip the wait would lengthen. Cheap when a write is already asked. After
+ * weft__nats_close() began it must not be called. Thread: any. */
+void weft__nats_kick(weft__nats_t* c);
 /* Subscribe to `subject` (a queue group member when `queue` is set).
  * Messages come to `cb` on one nats.c thread, in order. Thread: any. */
 int weft__nats_subscribe(weft__nats_t* c,
