@@ -591,18 +591,25 @@ void weft__outcome_done(weft_msg_t* out);
  * The bytes of nodes over NATS (lib/node.c, docs/node.md). Thread: any. */
 
 #define WEFT__WIRE_NAME_MAX 64 /* Node, cluster and export names. */
-#define WEFT__WIRE_BEAT_LEN 11 /* A heartbeat's bytes. */
+#define WEFT__WIRE_BEAT_LEN 20 /* A heartbeat's bytes. */
 /* 1 to 64 of [A-Za-z0-9_-]: one subject token, no wildcard. */
 bool weft__wire_name_ok(const char* s);
 /* A message from the network's payload: 0 and a new message (a copy), or
  * WEFT_EDECODE (not exactly one msgpack value within the depth limit),
  * WEFT_ENOMEM. */
 int weft__wire_message(const void* data, size_t len, weft_msg_t** out);
-/* A heartbeat: msgpack [instance (uint64, 8-byte form), leaving (0 or 1)]. */
-void weft__wire_beat(uint64_t instance, bool leaving,
+/* A heartbeat: msgpack [instance, leaving, slow]: instance a uint64 in
+ * its 8-byte form, leaving 0 or 1, slow the messages NATS dropped for
+ * this node's subscriptions since it joined (slow consumer), a uint64 in
+ * its 8-byte form. Read only in that one shape. */
+typedef struct {
+  uint64_t instance;
+  bool leaving;
+  uint64_t slow;
+} weft__wire_beat_t;
+void weft__wire_beat(const weft__wire_beat_t* beat,
                      unsigned char out[WEFT__WIRE_BEAT_LEN]);
-int weft__wire_read_beat(const void* data, size_t len, uint64_t* instance,
-                         bool* leaving);
+int weft__wire_read_beat(const void* data, size_t len, weft__wire_beat_t* out);
 /* The decimal id after `prefix_len` bytes of a reply subject: 0 or
  * WEFT_EDECODE. */
 int weft__wire_read_id(const char* subject, size_t prefix_len, uint64_t* id);

@@ -191,6 +191,7 @@ typedef struct member_s member_t;
 struct member_s {
   member_t* next;
   uint64_t instance;
+  uint64_t slow;    /* Its slow-consumer drops, as its last heartbeat said. */
   uint64_t last_ms; /* When its last heartbeat came. */
   char name[NAME_MAX_LEN + 1];
 };
@@ -630,40 +631,47 @@ static void member_down(shared_t* sh, const char* name) {
 static void beat(shared_t* sh, bool leaving) {
   char subject[SUBJECT_MAX];
   unsigned char b[WEFT__WIRE_BEAT_LEN];
-  weft__wire_beat(sh->instance, leaving, b);
+  weft__wire_beat_t w = {
+      sh->instance, leaving,
+      atomic_load_explicit(&sh->slow_consumer, memory_order_relaxed)};
+  weft__wire_beat(&w, b);
   (void)snprintf(subject, sizeof(subject), "%s%s", sh->presence, sh->self);
   (void)publish_uncounted(sh, false, subject, NULL, b, sizeof(b), NULL);
 }
 
 /* A heartbeat (nats.c's thread): a new node or a new instance of one is
  * up (and the old instance down); a leaving one is down. A newcomer gets
- * our heartbeat at once, so that it need not wait a whole period. */
+ * our heartbeat at once, so that it need not wait a whole period. A
+ * member whose slow-consumer count rose since its last heartbeat dropped
+ * messages (some may be ours): WEFT_NODE_ERROR with WEFT_ESLOWCONSUMER and
+ * its name, so that senders hear of it too. */
 static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
   shared_t* sh = ctx;
   const char* name = nm->subject + sh->presence_len;
   member_t **pp, *m;
-  uint64_t instance = 0;
-  bool leaving = false, up = false, down = false;
+  weft__wire_beat_t w;
+  bool up = false, down = false, slow = false;
   if (strlen(nm->subject) <= sh->presence_len || !weft__wire_name_ok(name) ||
-      weft__wire_read_beat(nm->data, nm->len, &instance, &leaving) != 0) {
+      weft__wire_read_beat(nm->data, nm->len, &w) != 0) {
     count(&sh->dropped_decode);
     return;
   }
-  if (strcmp(name, sh->self) == 0 && instance == sh->instance)
+  if (strcmp(name, sh->self) == 0 && w.instance == sh->instance)
     return; /* Our own. */
   pthread_mutex_lock(&sh->mlock);
   pp = &sh->members;
   while (*pp != NULL && strcmp((*pp)->name, name) != 0)
     pp = &(*pp)->next;
   m = *pp;
-  if (m != NULL && (leaving || m->instance != instance)) {
-    if (leaving && m->instance != instance) {
+  if (m != NULL && (w.leaving || m->instance != w.instance)) {
+    if (w.leaving && m->instance != w.instance) {
       m = NULL; /* An old instance's goodbye: the new one stays. */
     } else {
       *pp = m->next;
       down = true;
-      if (!leaving) {
-        m->instance = instance; /* Restarted: down, then up again. */
+      if (!w.leaving) {
+        m->instance = w.instance; /* Restarted: down, then up again. */
+        m->slow = w.slow;
         m->next = sh->members;
         sh->members = m;
         up = true;
@@ -672,15 +680,19 @@ static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
         m = NULL;
       }
     }
-  } else if (m == NULL && !leaving) {
+  } else if (m == NULL && !w.leaving) {
     m = weft__xzalloc(sizeof(*m));
     if (m != NULL) {
       copy_name(m->name, name);
-      m->instance = instance;
+      m->instance = w.instance;
+      m->slow = w.slow;
       m->next = sh->members;
       sh->members = m;
       up = true;
     }
+  } else if (m != NULL && w.slow > m->slow) {
+    m->slow = w.slow;
+    slow = true;
   }
   if (m != NULL)
     m->last_ms = now_ms();
@@ -691,6 +703,8 @@ static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
     post_event(sh, WEFT_NODE_UP, 0, name);
     beat(sh, false);
   }
+  if (slow)
+    post_event(sh, WEFT_NODE_ERROR, WEFT_ESLOWCONSUMER, name);
 }
 
 /* Members silent for down_after_ms are down. Thread: the node's loop. */

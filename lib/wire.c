@@ -35,29 +35,39 @@ int weft__wire_message(const void* data, size_t len, weft_msg_t** out) {
   return 0;
 }
 
-/* [instance, leaving]: fixarray of 2, uint64 in its 8-byte form, 0 or 1. */
-void weft__wire_beat(uint64_t instance, bool leaving,
-                     unsigned char out[WEFT__WIRE_BEAT_LEN]) {
+static void put_u64(unsigned char* b, uint64_t v) {
   int i;
-  out[0] = 0x92;
-  out[1] = 0xcf;
+  b[0] = 0xcf;
   for (i = 0; i < 8; i++)
-    out[2 + i] = (unsigned char)(instance >> (56 - 8 * i));
-  out[10] = leaving ? 1 : 0;
+    b[1 + i] = (unsigned char)(v >> (56 - 8 * i));
 }
 
-int weft__wire_read_beat(const void* data, size_t len, uint64_t* instance,
-                         bool* leaving) {
-  const unsigned char* b = data;
+static uint64_t get_u64(const unsigned char* b) {
   uint64_t v = 0;
   int i;
-  if (b == NULL || len != WEFT__WIRE_BEAT_LEN || b[0] != 0x92 ||
-      b[1] != 0xcf || b[10] > 1)
-    return WEFT_EDECODE;
   for (i = 0; i < 8; i++)
-    v = v << 8 | b[2 + i];
-  *instance = v;
-  *leaving = b[10] == 1;
+    v = v << 8 | b[1 + i];
+  return v;
+}
+
+/* [instance, leaving, slow]: fixarray of 3, uint64 8-byte form, 0 or 1,
+ * uint64 8-byte form. */
+void weft__wire_beat(const weft__wire_beat_t* beat,
+                     unsigned char out[WEFT__WIRE_BEAT_LEN]) {
+  out[0] = 0x93;
+  put_u64(out + 1, beat->instance);
+  out[10] = beat->leaving ? 1 : 0;
+  put_u64(out + 11, beat->slow);
+}
+
+int weft__wire_read_beat(const void* data, size_t len, weft__wire_beat_t* out) {
+  const unsigned char* b = data;
+  if (b == NULL || len != WEFT__WIRE_BEAT_LEN || b[0] != 0x93 ||
+      b[1] != 0xcf || b[10] > 1 || b[11] != 0xcf)
+    return WEFT_EDECODE;
+  out->instance = get_u64(b + 1);
+  out->leaving = b[10] == 1;
+  out->slow = get_u64(b + 11);
   return 0;
 }
 

@@ -293,6 +293,91 @@ static void on_echo(void* ctx, int status, weft_msg_t* reply) {
   atomic_store(&e->done, 1);
 }
 
+/* A node's heartbeat carries how many messages NATS dropped for it (slow
+ * consumer); the others report a rise as WEFT_NODE_ERROR with
+ * WEFT_ESLOWCONSUMER and its name, so a sender hears of drops too. Node "x"
+ * here is raw heartbeats; a's own heartbeat says 0 in the same shape. */
+typedef struct {
+  atomic_int slow, up, own;
+  char slow_node[72];
+  unsigned char last[64];
+} slow_watch_t;
+
+static void slow_event(weft_node_t* n, const weft_node_event_t* ev,
+                       void* ctx) {
+  slow_watch_t* w = ctx;
+  (void)n;
+  if (ev->kind == WEFT_NODE_UP)
+    w->up++;
+  if (ev->kind == WEFT_NODE_ERROR && ev->code == WEFT_ESLOWCONSUMER) {
+    snprintf(w->slow_node, sizeof(w->slow_node), "%s",
+             ev->node != NULL ? ev->node : "(null)");
+    w->slow++;
+  }
+}
+
+static void own_beat(void* ctx, const weft__nats_msg_t* m) {
+  slow_watch_t* w = ctx;
+  if (atomic_load(&w->own) == 0 && m->len <= sizeof(w->last)) {
+    memcpy(w->last, m->data, m->len);
+    atomic_store(&w->own, (int)m->len);
+  }
+}
+
+Test(node, a_slow_consumer_elsewhere_is_reported_with_its_name) {
+  weft_loop_t* loop = new_loop();
+  slow_watch_t w = {0};
+  weft_node_opts_t o = {0};
+  weft_node_t* a = NULL;
+  weft__nats_opts_t ro = {0};
+  weft__nats_t* raw = NULL;
+  weft__nats_sub_t* sub = NULL;
+  weft__wire_beat_t beat = {0x1234, false, 0}, seen;
+  unsigned char b[WEFT__WIRE_BEAT_LEN];
+  o.servers = server.url;
+  o.name = "a";
+  o.cluster = "test";
+  o.heartbeat_ms = 100;
+  o.on_event = slow_event;
+  o.ctx = &w;
+  cr_assert_eq(weft_node_join(loop, &o, &a), 0);
+  ro.servers = server.url;
+  ro.max_reconnect = 1;
+  cr_assert_eq(weft__nats_connect(&ro, NULL, NULL, &raw), 0);
+  cr_assert_eq(weft__nats_subscribe(raw, "weft.test.presence.a", NULL,
+                                    own_beat, NULL, &w, &sub), 0);
+  cr_assert_eq(weft__nats_flush(raw, 5000), 0);
+  settle(a, NULL);
+  /* x is up with 0 drops: no error. */
+  weft__wire_beat(&beat, b);
+  cr_assert_eq(weft__nats_publish(raw, "weft.test.presence.x", NULL, b,
+                                  sizeof(b), NULL), 0);
+  run_until(loop, &w.up);
+  cr_assert_eq(atomic_load(&w.slow), 0);
+  /* x dropped 5: reported once, with x's name; the same count again is
+   * not a new drop. */
+  beat.slow = 5;
+  weft__wire_beat(&beat, b);
+  cr_assert_eq(weft__nats_publish(raw, "weft.test.presence.x", NULL, b,
+                                  sizeof(b), NULL), 0);
+  cr_assert_eq(weft__nats_publish(raw, "weft.test.presence.x", NULL, b,
+                                  sizeof(b), NULL), 0);
+  run_until(loop, &w.slow);
+  cr_assert_str_eq(w.slow_node, "x");
+  run_for(loop, 300);
+  cr_assert_eq(atomic_load(&w.slow), 1, "one report per rise");
+  /* a's own heartbeat: the 20-byte shape, 0 drops. */
+  run_until_count(loop, &w.own, 1);
+  cr_assert_eq(atomic_load(&w.own), WEFT__WIRE_BEAT_LEN);
+  cr_assert_eq(weft__wire_read_beat(w.last, WEFT__WIRE_BEAT_LEN, &seen), 0);
+  cr_assert_eq(seen.slow, 0);
+  cr_assert_not(seen.leaving);
+  weft__nats_unsubscribe(sub);
+  weft__nats_close(raw);
+  cr_assert_eq(weft_node_leave(a), 0);
+  run_and_free(loop);
+}
+
 Test(node, buffers_cross_as_copies_ports_and_shared_do_not) {
   weft_loop_t* loop = new_loop();
   events_t ea = {0}, eb = {0};

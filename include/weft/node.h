@@ -59,7 +59,8 @@ typedef enum {
   WEFT_NODE_RECONNECTED,
   WEFT_NODE_CLOSED, /* For good: reconnect attempts ran out. */
   WEFT_NODE_ERROR,  /* An asynchronous error; `code` says which (e.g.
-                     * WEFT_ESLOWCONSUMER, UV_EACCES for a refused
+                     * WEFT_ESLOWCONSUMER: NATS dropped messages for this
+                     * node, or for `node`; UV_EACCES for a refused
                      * permission). */
   WEFT_NODE_UP,     /* Node `node` joined (or came back, or restarted). */
   WEFT_NODE_DOWN    /* Node `node` left, or fell silent for down_after_ms
@@ -71,7 +72,11 @@ typedef struct {
   weft_node_event_kind kind;
   int code;         /* WEFT_NODE_ERROR: the error; else 0. */
   const char* node; /* UP, DOWN: the other node's name (valid during the
-                     * callback); else NULL. */
+                     * callback). ERROR: NULL for this node's own errors;
+                     * for WEFT_ESLOWCONSUMER, the name of the node whose
+                     * heartbeat said NATS dropped messages for it (some
+                     * may be this node's posts), or NULL when it was this
+                     * node. */
 } weft_node_event_t;
 
 /* Runs on the node's loop. */

@@ -47,11 +47,10 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(m == NULL);
     }
   } else if (mode == 1) {
-    uint64_t instance = 0;
-    bool leaving = false;
-    if (weft__wire_read_beat(data, size, &instance, &leaving) == 0) {
+    weft__wire_beat_t beat;
+    if (weft__wire_read_beat(data, size, &beat) == 0) {
       unsigned char back[WEFT__WIRE_BEAT_LEN];
-      weft__wire_beat(instance, leaving, back);
+      weft__wire_beat(&beat, back);
       FUZZ_CHECK(size == sizeof(back) && memcmp(back, data, size) == 0);
     }
   } else if (mode == 2) {

@@ -142,10 +142,12 @@ def main():
     # id, 3 error name, 4 name), then the foreign bytes.
     for name, data in plain.items():
         write("fuzz_node_wire", "msg-" + name, b"\x00" + data)
-    beat = b"\x92\xcf" + struct.pack(">Q", 0x0123456789ABCDEF)
-    write("fuzz_node_wire", "beat", b"\x01" + beat + b"\x00")
-    write("fuzz_node_wire", "beat-leaving", b"\x01" + beat + b"\x01")
-    write("fuzz_node_wire", "beat-bad", b"\x01" + beat + b"\x02")
+    beat = b"\x93\xcf" + struct.pack(">Q", 0x0123456789ABCDEF)
+    slow = b"\xcf" + struct.pack(">Q", 7)
+    write("fuzz_node_wire", "beat", b"\x01" + beat + b"\x00" + slow)
+    write("fuzz_node_wire", "beat-leaving", b"\x01" + beat + b"\x01" + slow)
+    write("fuzz_node_wire", "beat-bad", b"\x01" + beat + b"\x02" + slow)
+    write("fuzz_node_wire", "beat-short", b"\x01" + beat + b"\x00")
     write("fuzz_node_wire", "id", b"\x0218446744073709551615")
     write("fuzz_node_wire", "id-overflow", b"\x0218446744073709551616")
     write("fuzz_node_wire", "id-sign", b"\x02+12")
