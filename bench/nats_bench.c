@@ -40,6 +40,13 @@
  * rawasap: raw with natsOptions_SetSendAsap on both connections (every
  * publish written at once, no flusher wait): the engine's latency floor.
  *
+ * zmq (when built with libzmq, WEFT_BENCH_ZMQ): ZeroMQ, brokerless (no
+ * server between the two processes, as Erlang distribution and Node's fork
+ * IPC): the server binds a REP socket on the NATS URL's port + 1 (round
+ * trips and "count") and a PULL socket on port + 2 (posts); the client
+ * uses REQ and PUSH (ZeroMQ's own batching: PUSH queues up to its high
+ * water mark, 1,000 by default, then blocks the sender: nothing is lost).
+ *
  * Metrics: nats.<side>.rtt, .rtt_p99 (us), .oneway, .oneway_sent
  * (msgs/s), .oneway_lost (posts the server never counted: nats.c drops
  * the messages of a subscription that falls 65,536 behind, a slow
@@ -49,6 +56,7 @@
 #endif
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,6 +69,9 @@
 
 #include <nats/nats.h>
 #include <weft/weft.h>
+#ifdef WEFT_BENCH_ZMQ
+#include <zmq.h>
+#endif
 
 #define SUBJECT           "bench.echo"
 #define MSG_LEN           64
@@ -375,6 +386,115 @@ static bool weft_count(uint64_t* n) {
   return true;
 }
 
+/* --- ZeroMQ (brokerless) ------------------------------------------------- */
+
+#ifdef WEFT_BENCH_ZMQ
+static void* zctx;
+static void *zreq, *zpush;
+
+#define ZMQ_CHECK(expr)                                  \
+  do {                                                   \
+    if ((expr) < 0)                                      \
+      DIE("%s: %s", #expr, zmq_strerror(zmq_errno()));   \
+  } while (0)
+
+/* tcp://127.0.0.1:<the NATS URL's port + k> */
+static void zmq_endpoint(const char* url, int k, char* out, size_t n) {
+  const char* colon = strrchr(url, ':');
+  if (colon == NULL)
+    DIE("zmq: no port in %s", url);
+  snprintf(out, n, "tcp://127.0.0.1:%d", atoi(colon + 1) + k);
+}
+
+/* One thread answers REP (round trips, count), another counts PULL. */
+static _Atomic uint64_t zmq_counted;
+
+static void* zmq_pull_main(void* arg) {
+  void* pull = arg;
+  char b[MSG_LEN];
+  for (;;) {
+    if (zmq_recv(pull, b, sizeof(b), 0) >= 0)
+      zmq_counted++;
+  }
+  return NULL;
+}
+
+static void zmq_serve(const char* url) {
+  char ep[64];
+  void *rep, *pull;
+  pthread_t th;
+  zmq_msg_t m;
+  zctx = zmq_ctx_new();
+  rep = zmq_socket(zctx, ZMQ_REP);
+  pull = zmq_socket(zctx, ZMQ_PULL);
+  zmq_endpoint(url, 1, ep, sizeof(ep));
+  ZMQ_CHECK(zmq_bind(rep, ep));
+  zmq_endpoint(url, 2, ep, sizeof(ep));
+  ZMQ_CHECK(zmq_bind(pull, ep));
+  if (pthread_create(&th, NULL, zmq_pull_main, pull) != 0)
+    DIE("zmq: thread");
+  printf("ready\n");
+  fflush(stdout);
+  for (;;) {
+    zmq_msg_init(&m);
+    ZMQ_CHECK(zmq_msg_recv(&m, rep, 0));
+    if (zmq_msg_size(&m) == COUNT_LEN &&
+        memcmp(zmq_msg_data(&m), COUNT_REQ, COUNT_LEN) == 0) {
+      char b[9];
+      /* The posts before the count came on another socket: wait until the
+       * puller has them all (it is ahead or at most a queue behind). */
+      uint64_t n = zmq_counted, last;
+      do {
+        last = n;
+        usleep(2000);
+        n = zmq_counted;
+      } while (n != last);
+      pack_count(b, n);
+      zmq_counted -= n;
+      zmq_msg_close(&m);
+      ZMQ_CHECK(zmq_send(rep, b, 9, 0));
+    } else {
+      ZMQ_CHECK(zmq_msg_send(&m, rep, 0)); /* Echo: the message moves. */
+    }
+  }
+}
+
+static void zmq_client(const char* url) {
+  char ep[64];
+  zctx = zmq_ctx_new();
+  zreq = zmq_socket(zctx, ZMQ_REQ);
+  zpush = zmq_socket(zctx, ZMQ_PUSH);
+  zmq_endpoint(url, 1, ep, sizeof(ep));
+  ZMQ_CHECK(zmq_connect(zreq, ep));
+  zmq_endpoint(url, 2, ep, sizeof(ep));
+  ZMQ_CHECK(zmq_connect(zpush, ep));
+}
+
+static void zmq_call(const char* data, size_t len) {
+  zmq_msg_t m;
+  ZMQ_CHECK(zmq_send(zreq, data, len, 0));
+  zmq_msg_init(&m);
+  ZMQ_CHECK(zmq_msg_recv(&m, zreq, 0));
+  if (zmq_msg_size(&m) != len)
+    DIE("zmq: a reply of %zu bytes for %zu", zmq_msg_size(&m), len);
+  zmq_msg_close(&m);
+}
+
+static void zmq_post(const char* data, size_t len) {
+  ZMQ_CHECK(zmq_send(zpush, data, len, 0));
+}
+
+static bool zmq_count(uint64_t* n) {
+  char b[16];
+  int got;
+  ZMQ_CHECK(zmq_send(zreq, COUNT_REQ, COUNT_LEN, 0));
+  got = zmq_recv(zreq, b, sizeof(b), 0);
+  ZMQ_CHECK(got);
+  *n = unpack_count(b, (size_t)got);
+  return true;
+}
+#endif
+
 /* ------------------------------------------------------------------------ */
 
 static int free_port(void) {
@@ -390,11 +510,18 @@ static int free_port(void) {
   return port;
 }
 
+/* The sides this build has (bench/run.sh reads it for zmq). */
+#ifdef WEFT_BENCH_ZMQ
+#define SIDES "raw|rawasap|weft|zmq"
+#else
+#define SIDES "raw|rawasap|weft"
+#endif
+
 static void usage(void) {
   fprintf(stderr,
           "usage: nats_bench freeport\n"
-          "       nats_bench serve raw|rawasap|weft URL\n"
-          "       nats_bench raw|rawasap|weft rtt|oneway|mib|all URL [N]\n");
+          "       nats_bench serve " SIDES " URL\n"
+          "       nats_bench " SIDES " rtt|oneway|mib|all URL [N]\n");
   exit(2);
 }
 
@@ -417,6 +544,10 @@ int main(int argc, char** argv) {
       raw_serve(argv[3]);
     else if (strcmp(argv[2], "weft") == 0)
       weft_serve(argv[3]);
+#ifdef WEFT_BENCH_ZMQ
+    else if (strcmp(argv[2], "zmq") == 0)
+      zmq_serve(argv[3]);
+#endif
     usage();
   }
   if (argc < 4 || argc > 5)
@@ -431,6 +562,11 @@ int main(int argc, char** argv) {
     WEFT_CHECK(weft_loop_new(&loop));
     node = weft_join(loop, argv[3], "cli");
     WEFT_CHECK(weft_node_port(node, "srv", "echo", &echo));
+#ifdef WEFT_BENCH_ZMQ
+  } else if (strcmp(argv[1], "zmq") == 0) {
+    c = (client_t){"zmq", zmq_call, zmq_post, zmq_count};
+    zmq_client(argv[3]);
+#endif
   } else {
     usage();
   }
@@ -445,9 +581,19 @@ int main(int argc, char** argv) {
     weft_port_free(echo);
     WEFT_CHECK(weft_node_leave(node));
     weft_loop_free(loop);
-  } else {
+  } else if (nc != NULL) {
     natsConnection_Destroy(nc);
   }
+#ifdef WEFT_BENCH_ZMQ
+  if (zctx != NULL) {
+    int linger = 0;
+    zmq_setsockopt(zreq, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(zpush, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_close(zreq);
+    zmq_close(zpush);
+    zmq_ctx_term(zctx);
+  }
+#endif
   nats_Close();
   return 0;
 }

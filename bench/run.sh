@@ -288,6 +288,12 @@ nats_section() {
   else
     echo "  erl not found or dist_bench.erl did not build: no Erlang column" >&2
   fi
+  # ZeroMQ, brokerless (nats_bench's zmq side, when built with libzmq).
+  if "$NATS_BIN" 2>&1 | grep -q '|zmq'; then
+    sides="$sides zmq"
+  else
+    echo "  nats_bench was built without libzmq: no ZeroMQ column" >&2
+  fi
   for r in $(seq 1 "$ROUNDS"); do
     order=$sides
     [ $((r % 2)) -eq 0 ] && order=$(echo "$sides" | tr ' ' '\n' | tac | tr '\n' ' ')
@@ -355,7 +361,8 @@ nats_table() {
   # many times raw's; for a rate, the share of raw's); AIM "le X" / "ge X"
   # on that ratio, or "-".
   nrow() {
-    local rv wv av nv ev ratio met=""
+    local rv wv av nv ev zv ratio met=""
+    zv=$(median "nats.zmq.$2" "$tmp/nats.results")
     rv=$(median "nats.raw.$2" "$tmp/nats.results")
     wv=$(median "nats.weft.$2" "$tmp/nats.results")
     av=$(median "nats.rawasap.$2" "$tmp/nats.results")
@@ -367,13 +374,13 @@ nats_table() {
       met=$(awk -v x="${ratio%x}" -v a="${3#* }" -v k="${3%% *}" 'BEGIN {
         print ((k == "ge" && x >= a) || (k == "le" && x <= a)) ? "yes" : "no" }')
     fi
-    echo "| $1 | $(fmt "$rv") | $(fmt "$wv") | $ratio | ${4:-} | $met | $(fmt "$av") | $(fmt "$nv") | $(fmt "$ev") |"
+    echo "| $1 | $(fmt "$rv") | $(fmt "$wv") | $ratio | ${4:-} | $met | $(fmt "$av") | $(fmt "$nv") | $(fmt "$ev") | $(fmt "$zv") |"
   }
-  echo "Two processes on loopback through one nats-server ($(nats-server --version 2>/dev/null | head -n 1)), nats.c $(pkg-config --modversion libnats 2>/dev/null || echo '?'), medians of $ROUNDS rounds. raw and weft use nats.c's default options; \"raw, send at once\" is raw with natsOptions_SetSendAsap on both sides (no wait in nats.c's flusher thread). Node's fork IPC is a pipe between parent and child, Erlang distribution a TCP connection between two nodes (neither has a broker). ZeroMQ: not measured."
+  echo "Two processes on loopback through one nats-server ($(nats-server --version 2>/dev/null | head -n 1)), nats.c $(pkg-config --modversion libnats 2>/dev/null || echo '?'), medians of $ROUNDS rounds. raw and weft use nats.c's default options; \"raw, send at once\" is raw with natsOptions_SetSendAsap on both sides (no wait in nats.c's flusher thread). Node's fork IPC is a pipe between parent and child, Erlang distribution a TCP connection between two nodes, ZeroMQ REQ/REP and PUSH/PULL sockets over TCP (none of the three has a broker)."
   [ -s "$tmp/nats.failed" ] && echo "Runs that failed: $(sort "$tmp/nats.failed" | uniq -c | awk '{printf "%s%s x%d", (NR>1?", ":""), $2, $1}')."
   echo
-  echo "| measure | raw nats.c | weft | weft / raw | aim | aim met | raw, send at once | Node fork IPC | Erlang distribution |"
-  echo "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |"
+  echo "| measure | raw nats.c | weft | weft / raw | aim | aim met | raw, send at once | Node fork IPC | Erlang distribution | ZeroMQ |"
+  echo "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"
   nrow "round trip 64 B, median, us" rtt "le 1.1" "weft <= 1.1x raw"
   nrow "round trip 64 B, p99, us" rtt_p99 - ""
   nrow "one-way 64 B, received msgs/s" oneway "ge 0.9" "weft >= 0.9x raw"

@@ -472,6 +472,12 @@ int weft__core_post_fn(void* core,
                        void* arg);
 int weft__core_post_msg(void* core, weft_msg_t** msg);
 
+/* The bytes of data messages waiting in the mailbox of `core`'s peer (what
+ * a post on `core` queues behind), for a poster that bounds it (an
+ * export fed by the network, lib/node.c). The first call starts the
+ * count where the peer's owner kept none. Thread: any, while `core` is
+ * held. */
+size_t weft__core_peer_backlog(void* core);
 /* Bound the backlog of a core in transit by `limit` bytes (the heap limit
  * of the worker that will adopt it; attach sets it again). Thread: any,
  * before the core is shared. */

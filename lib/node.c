@@ -146,6 +146,7 @@ typedef struct {
   bool closed;           /* Under `lock`. */
   weft__nats_t* conn;
   uint64_t ttl_ms;
+  size_t max_backlog; /* opts.max_export_backlog (bytes). */
 
   pthread_mutex_t plock;
   ptable_t calls;   /* Our requests: id -> outcome (weft_reply_t*). */
@@ -293,8 +294,8 @@ static void on_nats_event(void* ctx, int event, int code) {
       post_event(sh, WEFT_NODE_CLOSED, 0, NULL);
       break;
     default:
-      if (code == WEFT_ESLOWCONSUMER)
-        count(&sh->slow_consumer);
+      /* A slow consumer's drops are counted per message at the next
+       * heartbeat (count_dropped); this is when they began. */
       post_event(sh, WEFT_NODE_ERROR, code, NULL);
       break;
   }
@@ -310,6 +311,9 @@ struct export_s {
   shared_t* sh;   /* Referenced until the subscription completes. */
   void* core;     /* The exported port, held (pair). */
   weft__nats_sub_t* sub;
+  /* Set before the subscription is ended: a delivery waiting for room
+   * (export_message) stops waiting. */
+  atomic_bool closing;
   char name[NAME_MAX_LEN + 1];
 };
 
@@ -332,6 +336,7 @@ struct weft_node_s {
   uv_timer_t sweep; /* Forgets what outlived the ttl. */
   uv_timer_t beat;  /* Heartbeats, and who fell silent. */
   weft__nats_sub_t* presence_sub;
+  uint64_t dropped_gone; /* count_dropped() of exports no longer there. */
   int timers_closed;
   /* Internal watchers (node_internal.h); a removed one is NULL until the
    * dispatch that runs compacts the array. */
@@ -523,6 +528,21 @@ static void answer_error(shared_t* sh, const char* reply, int code) {
     publish(sh, true, reply, NULL, NULL, 0, weft_err_name(code));
 }
 
+/* Backpressure (nats.c's delivery thread): while the exported port's queue
+ * holds max_backlog bytes or more, wait for its loop to take some rather
+ * than let the queue grow without bound. Meanwhile NATS holds what comes
+ * for this subscription, up to its pending limit; past that it drops them
+ * as a slow consumer, which this node counts and its heartbeats tell the
+ * others (presence_message). Polled every millisecond: a delivery thread
+ * that waits at all is far behind, and the port's consumer has no way to
+ * wake it. Ends when the export or the node closes. */
+static void wait_for_room(export_t* x) {
+  struct timespec ms = {0, 1000000L};
+  while (weft__core_peer_backlog(x->core) >= x->sh->max_backlog &&
+         !atomic_load_explicit(&x->closing, memory_order_relaxed))
+    nanosleep(&ms, NULL);
+}
+
 /* A message or request for an export (nats.c's delivery thread). */
 static void export_message(void* ctx, const weft__nats_msg_t* nm) {
   export_t* x = ctx;
@@ -565,6 +585,7 @@ static void export_message(void* ctx, const weft__nats_msg_t* nm) {
     ptable_put(&sh->answers, e);
     pthread_mutex_unlock(&sh->plock);
   }
+  wait_for_room(x);
   err = weft__core_post_msg(x->core, &m);
   if (err == 0) {
     count(&sh->received);
@@ -728,8 +749,24 @@ static void check_members(shared_t* sh) {
   }
 }
 
+/* Messages NATS dropped for this node's subscriptions (slow consumer),
+ * since it joined: stats().slow_consumer and what heartbeats carry.
+ * Thread: the node's loop. */
+static void count_dropped(weft_node_t* node) {
+  uint64_t n = node->dropped_gone;
+  export_t* x;
+  for (x = node->exports; x != NULL; x = x->next)
+    n += weft__nats_sub_dropped(x->sub);
+  if (node->inbox_sub != NULL)
+    n += weft__nats_sub_dropped(node->inbox_sub);
+  if (node->presence_sub != NULL)
+    n += weft__nats_sub_dropped(node->presence_sub);
+  atomic_store_explicit(&node->sh->slow_consumer, n, memory_order_relaxed);
+}
+
 static void beat_cb(uv_timer_t* t) {
   weft_node_t* node = t->data;
+  count_dropped(node);
   beat(node->sh, false);
   check_members(node->sh);
 }
@@ -911,6 +948,9 @@ int weft_node_join(weft_loop_t* loop,
     weft__xfree(node);
     return WEFT_ENOMEM;
   }
+  sh->max_backlog = opts->max_export_backlog > 0
+                        ? opts->max_export_backlog
+                        : (size_t)16 << 20;
   node->sh = sh;
   (void)snprintf(sh->presence, sizeof(sh->presence), "weft.%s.presence.",
                  node->cluster);
@@ -1029,6 +1069,7 @@ static int export_core(weft_node_t* node, const char* name, void* core) {
     return WEFT_ENOMEM;
   copy_name(x->name, name);
   x->core = core;
+  atomic_init(&x->closing, false);
   x->sh = node->sh;
   shared_ref(node->sh);
   err = weft__nats_subscribe(node->sh->conn, subject, NULL, export_message,
@@ -1093,6 +1134,8 @@ int weft_node_unexport(weft_node_t* node, const char* name) {
     if (strcmp((*pp)->name, name) == 0) {
       export_t* x = *pp;
       *pp = x->next;
+      atomic_store_explicit(&x->closing, true, memory_order_relaxed);
+      node->dropped_gone += weft__nats_sub_dropped(x->sub);
       weft__nats_unsubscribe(x->sub); /* export_done frees x. */
       return 0;
     }
@@ -1165,6 +1208,8 @@ int weft_node_stats(weft_node_t* node, weft_node_stats_t* out) {
   if (node == NULL || out == NULL)
     return WEFT_EINVAL;
   sh = node->sh;
+  if (weft__loop_on_thread(node->loop) && !sh->closed)
+    count_dropped(node); /* Else as of the last heartbeat. */
 #define LOAD(f) atomic_load_explicit(&sh->f, memory_order_relaxed)
   out->published = LOAD(published);
   out->received = LOAD(received);
@@ -1215,6 +1260,7 @@ int weft_node_leave(weft_node_t* node) {
   while (node->exports != NULL) {
     export_t* x = node->exports;
     node->exports = x->next;
+    atomic_store_explicit(&x->closing, true, memory_order_relaxed);
     weft__nats_unsubscribe(x->sub);
   }
   if (node->inbox_sub != NULL)

@@ -1671,3 +1671,17 @@ int weft_msg_take_port(weft_msg_t* msg,
   x->taken = true;
   return 0;
 }
+
+/* ---- for lib/node.c: an export's backlog ---------------------------------- */
+
+size_t weft__core_peer_backlog(void* core) {
+  pcore_t* y = ((pcore_t*)core)->peer;
+  size_t none = 0;
+  /* Count from now on where nothing counted (an unlimited owner): a limit
+   * of SIZE_MAX counts and never refuses. A later attach sets the new
+   * owner's limit; what was counted is uncounted as it leaves. */
+  atomic_compare_exchange_strong_explicit(&y->qlimit, &none, SIZE_MAX,
+                                          memory_order_relaxed,
+                                          memory_order_relaxed);
+  return atomic_load_explicit(&y->queued, memory_order_relaxed);
+}

@@ -23,7 +23,7 @@ pkgs="$pkgs clang clang-tidy cppcheck"
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 if [ "${1:-}" = "--bench" ]; then
-  pkgs="$pkgs wrk libcaf-dev erlang-nox gnuplot-nox"
+  pkgs="$pkgs wrk libcaf-dev erlang-nox gnuplot-nox libzmq3-dev"
 fi
 # Fuzzing (test/fuzz, `make fuzz` and a short run in `make test`).
 pkgs="$pkgs clang libfuzzer-14-dev libclang-rt-14-dev"

@@ -109,6 +109,9 @@ int main(void) {
   o.name = "a";
   CHECK(weft_node_join(loop, &o, &a) == 0, "join a");
   o.name = "b";
+  /* A small bound: b's deliveries wait for room while its loop takes
+   * messages (export_message's backpressure, under TSan too). */
+  o.max_export_backlog = 4096;
   CHECK(weft_node_join(loop, &o, &b) == 0, "join b");
 
   new_channel(loop, &in, &out);

@@ -378,6 +378,88 @@ Test(node, a_slow_consumer_elsewhere_is_reported_with_its_name) {
   run_and_free(loop);
 }
 
+/* Backpressure: an export whose port's queue holds max_export_backlog
+ * bytes takes no more from NATS; NATS holds the rest up to its pending
+ * limit (65,536 messages) and drops what comes after as a slow consumer.
+ * Nothing is lost silently: the receiving node counts every drop, the
+ * sender hears of them (WEFT_NODE_ERROR, WEFT_ESLOWCONSUMER, "b"), and
+ * what arrives is in order. Here the exported port has no handler until
+ * the flood is over, so its queue only grows. */
+typedef struct {
+  atomic_int count;
+  int64_t last;
+  int not_increasing;
+} rising_t;
+
+static void rising_message(weft_port_t* p, weft_msg_t* m) {
+  rising_t* r = weft_port_get_data(p);
+  int64_t v = msg_int(m);
+  if (v <= r->last)
+    r->not_increasing++;
+  r->last = v;
+  atomic_fetch_add(&r->count, 1);
+}
+
+Test(node, a_full_export_holds_back_and_its_drops_are_counted_not_silent) {
+  enum { N = 100000 };
+  weft_loop_t* loop = new_loop();
+  slow_watch_t w = {0};
+  events_t eb = {0};
+  rising_t got = {0, -1, 0};
+  weft_node_opts_t o = {0};
+  weft_node_t *a = NULL, *b = NULL;
+  weft_port_t *in, *out, *p;
+  weft_node_stats_t st;
+  o.servers = server.url;
+  o.cluster = "test";
+  o.heartbeat_ms = 100;
+  o.name = "a";
+  o.on_event = slow_event;
+  o.ctx = &w;
+  cr_assert_eq(weft_node_join(loop, &o, &a), 0);
+  o.name = "b";
+  o.on_event = on_event;
+  o.ctx = &eb;
+  o.max_export_backlog = 64 << 10;
+  cr_assert_eq(weft_node_join(loop, &o, &b), 0);
+  new_channel(loop, &in, &out);
+  cr_assert_eq(weft_port_set_data(out, &got), 0);
+  cr_assert_eq(weft_node_export(b, "sink", in), 0);
+  cr_assert_eq(weft_node_port(a, "b", "sink", &p), 0);
+  settle(a, b);
+  for (int64_t i = 0; i < N; i++)
+    cr_assert_eq(weft_port_post_fmt(p, "I", i), 0);
+  cr_assert_eq(weft_node_flush(a, 10000), 0);
+  /* b's heartbeat tells a of the drops. */
+  run_until(loop, &w.slow);
+  cr_assert_str_eq(w.slow_node, "b");
+  cr_assert_geq(atomic_load(&eb.errors), 1, "b heard it too");
+  cr_assert_eq(eb.last_error, WEFT_ESLOWCONSUMER);
+  /* Now take them: every post either arrives (in order) or is counted. */
+  cr_assert_eq(weft_port_on_message(out, rising_message), 0);
+  for (;;) {
+    run_for(loop, 50);
+    cr_assert_eq(weft_node_stats(b, &st), 0);
+    if ((uint64_t)atomic_load(&got.count) + st.slow_consumer >= N)
+      break;
+  }
+  cr_assert_eq((uint64_t)atomic_load(&got.count) + st.slow_consumer,
+               (uint64_t)N, "%d arrived, %llu counted as dropped",
+               atomic_load(&got.count),
+               (unsigned long long)st.slow_consumer);
+  cr_assert_gt(st.slow_consumer, 0);
+  /* What was queued stayed near the bound: NATS's 65,536 and a few
+   * hundred (64 KiB of ~300-byte messages) in the port. */
+  cr_assert_leq(atomic_load(&got.count), 65536 + 2000);
+  cr_assert_eq(got.not_increasing, 0);
+  weft_port_free(p);
+  weft_port_free(in);
+  weft_port_free(out);
+  cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  run_and_free(loop);
+}
+
 Test(node, buffers_cross_as_copies_ports_and_shared_do_not) {
   weft_loop_t* loop = new_loop();
   events_t ea = {0}, eb = {0};

@@ -120,6 +120,15 @@ typedef struct {
    * heartbeats). A node that leaves says so, and is DOWN at once. */
   int64_t heartbeat_ms;
   int64_t down_after_ms;
+  /* Backpressure: messages from the network wait in an exported port's
+   * queue until its loop takes them; while that queue holds this many
+   * bytes (0: 16 MiB; a message counts its payload and its ~300-byte
+   * header), the export takes no more from NATS, which then holds them
+   * up to its pending limit (65,536 messages per export) and drops the
+   * rest as a slow consumer: counted (weft_node_stats().slow_consumer),
+   * reported here (WEFT_NODE_ERROR, WEFT_ESLOWCONSUMER) and to the other
+   * nodes, never silently. */
+  size_t max_export_backlog;
   weft_node_event_cb on_event; /* May be NULL. */
   void* ctx;
 } weft_node_opts_t;
@@ -186,7 +195,10 @@ typedef struct {
   uint64_t dropped_size;    /* Payloads over the export's port limit. */
   uint64_t dropped_closed;  /* For an export whose port was freed. */
   uint64_t late_replies;    /* For requests already settled or forgotten. */
-  uint64_t slow_consumer;   /* Messages NATS dropped: a receiver fell behind. */
+  uint64_t slow_consumer;   /* Messages NATS dropped for this node's
+                             * subscriptions: an export fell behind (see
+                             * max_export_backlog). As of the last
+                             * heartbeat; now when read on the loop. */
 } weft_node_stats_t;
 
 /* Counters since join. 0 or WEFT_EINVAL. Thread: any. */
