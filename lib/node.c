@@ -1309,7 +1309,9 @@ int weft__node_watch(weft_node_t* node, weft__node_watch_cb cb, void* ctx) {
   return 0;
 }
 
-void weft__node_unwatch(weft_node_t* node, weft__node_watch_cb cb, void* ctx) {
+void weft__node_unwatch(weft_node_t* node,
+                        weft__node_watch_cb cb,
+                        const void* ctx) {
   size_t i, j = 0;
   if (node == NULL)
     return;

@@ -25,7 +25,9 @@ typedef void (*weft__node_watch_cb)(void* ctx, const weft_node_event_t* ev);
  * is not there is a no-op; a watcher may remove itself (or add another)
  * while it runs. Thread: the node's loop. */
 int weft__node_watch(weft_node_t* node, weft__node_watch_cb cb, void* ctx);
-void weft__node_unwatch(weft_node_t* node, weft__node_watch_cb cb, void* ctx);
+void weft__node_unwatch(weft_node_t* node,
+                        weft__node_watch_cb cb,
+                        const void* ctx);
 
 weft_loop_t* weft__node_loop(const weft_node_t* node);
 const char* weft__node_cluster(const weft_node_t* node);

@@ -413,6 +413,10 @@ Test(node, a_full_export_holds_back_and_its_drops_are_counted_not_silent) {
   o.servers = server.url;
   o.cluster = "test";
   o.heartbeat_ms = 100;
+  /* The posting loop below holds the loop (and both nodes' heartbeats)
+   * for a while, longer under ASan: nobody is to be seen down meanwhile
+   * (a node seen down and up again starts with its drop count as is). */
+  o.down_after_ms = 60000;
   o.name = "a";
   o.on_event = slow_event;
   o.ctx = &w;
