@@ -381,6 +381,10 @@ int weft__nats_subscribe(weft__nats_t* c,
   return 0;
 }
 
+int weft__nats_sub_limit(weft__nats_sub_t* s, int max) {
+  return status_code(natsSubscription_AutoUnsubscribe(s->sub, max));
+}
+
 uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s) {
   int64_t n = 0;
   if (natsSubscription_GetDropped(s->sub, &n) != NATS_OK || n < 0)

@@ -96,6 +96,12 @@ int weft__nats_subscribe(weft__nats_t* c,
                          weft__nats_done_cb done,
                          void* ctx,
                          weft__nats_sub_t** out);
+/* Deliver at most `max` messages in all, then end the subscription (its
+ * `done` still comes after weft__nats_unsubscribe()). A queue group member
+ * with 1 takes one message: the server sends it no more once it has the
+ * limit, which it gets right after the subscription. 0 or an error.
+ * Thread: any. */
+int weft__nats_sub_limit(weft__nats_sub_t* s, int max);
 /* Messages the server or the client dropped for this subscription because
  * it fell behind (its pending limit). Thread: any. */
 uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s);
