@@ -24,7 +24,7 @@ TestSuite(pool_node, .init = start_server, .fini = stop_server,
 
 typedef struct {
   const char* name;
-  atomic_int running, max_running, ran;
+  atomic_int running, max_running, ran, saw_cancel;
 } where_t;
 
 /* [i, ms] -> [i, node name] after ms; a negative i fails with code i. */
@@ -58,6 +58,8 @@ static int sleepy(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   atomic_fetch_add(&w->running, 1);
   for (int i = 0; i < 10000 && !weft_task_canceled(ctx); i++)
     nanosleep(&(struct timespec){0, 1000000}, NULL);
+  if (weft_task_canceled(ctx))
+    atomic_fetch_add(&w->saw_cancel, 1);
   atomic_fetch_sub(&w->running, 1);
   atomic_fetch_add(&w->ran, 1);
   return weft_task_canceled(ctx) ? WEFT_ECANCELED : 0;
@@ -354,6 +356,8 @@ Test(pool_node, cancel_reaches_the_serving_node) {
     run_for(loop, 5);
   cr_assert_eq(weft_pool_server_stats(b.server, &st), 0);
   cr_assert_eq(st.canceled, 1);
+  cr_assert_eq(atomic_load(&b.where.saw_cancel), 1,
+               "the task function saw weft_task_canceled()");
   weft_task_free(t);
   /* Destroy: a running one is cancelled there too. */
   cr_assert_eq(weft_pool_submit(rp, "sleepy", NULL, 0, NULL, NULL, &t2), 0);
@@ -364,6 +368,7 @@ Test(pool_node, cancel_reaches_the_serving_node) {
   weft_task_free(t2);
   while (atomic_load(&b.where.ran) < 2)
     run_for(loop, 5);
+  cr_assert_eq(atomic_load(&b.where.saw_cancel), 2);
   cr_assert_eq(weft_node_leave(a), 0);
   unserve_group(&b);
   run_and_free(loop);
