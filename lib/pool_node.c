@@ -11,20 +11,24 @@
  *   weft.<c>.<n>.t.cancel      cancels for tasks node n runs: payload the
  *                              task's reply subject as a str
  *
- * Serving. A serving node holds one queue subscription per free worker,
- * each limited to one message (weft__nats_sub_limit): the server offers a
- * task only to a node with a worker free, and says "no responders" when
- * no node has one. A subscription that got its task is replaced when the
- * task ends (on the node's loop). In the short gap between a subscription
- * and its limit the server may send a second offer: that one is answered
- * busy, never run beyond the workers.
+ * Serving. A serving node holds one queue subscription (a slot) per free
+ * worker: the server offers a task only to a node with a worker free, and
+ * answers "no responders" when no node has one. A slot's first offer is
+ * its task: the slot is drained at once (weft__nats_drain: the server
+ * sends no more there, and what it sent before it knew still comes, to be
+ * answered busy: nothing is lost, as it would be with nats.c's
+ * auto-unsubscribe, which drops what comes past its limit), and a new
+ * slot opens when a worker is free again. Never more tasks are taken than
+ * the pool has workers.
  *
  * Submitting. A remote pool's backend (pool_internal.h) keeps every task
  * until it settles: waiting (not offered, or refused), offered (sent, no
  * answer yet) or held (taken by a node). Waiting tasks are offered at once
- * while offers are taken; after "no responders" or "busy" the pool is
- * congested: it offers one task per backoff period (1 to 32 ms), one per
- * "free" announcement and two per offer taken, until nothing waits. A
+ * (at most WINDOW unanswered) while offers are taken; a busy one is offered
+ * again at once; after "no responders" the pool is congested: it offers
+ * one task per backoff period (1 to 32 ms), as many as a "free"
+ * announcement says came free, and one more per offer taken, until
+ * nothing waits. A
  * timer on the pool's own thread runs the backoff, the ack timeout and
  * the check of holders that are no longer up; node-down events from the
  * node's loop retry or fail the tasks the node held.
@@ -57,6 +61,10 @@
  * (its DOWN event may have come before its ack). */
 #define HOLDER_GRACE_MS 1000
 #define NBUCKETS 256
+/* Offers sent and not yet answered, at most, while they are taken. */
+#define WINDOW 64
+/* Tasks offered at most for one "free" announcement. */
+#define FREE_MAX 16
 
 static uint64_t now_ms(void) {
   return uv_hrtime() / 1000000u;
@@ -417,15 +425,23 @@ static void slot_message(void* ctx, const weft__nats_msg_t* nm) {
   weft_pool_server_t* s = sl->s;
   bool first;
   pthread_mutex_lock(&s->lock);
-  first = !sl->used;
+  first = !sl->used && !s->stopped;
   if (first) {
+    slot_t** pp = &s->slots;
+    while (*pp != sl)
+      pp = &(*pp)->next;
+    *pp = sl->next;
     sl->used = true;
     s->open--;
   }
   pthread_mutex_unlock(&s->lock);
+  /* The server is told to send no more here; what it sent meanwhile
+   * still comes (and is answered busy). `sl` lives until slot_done. */
+  if (first)
+    weft__nats_drain(sl->sub);
   take_offer(s, first, nm);
   if (first)
-    replenish(s); /* May free `sl`, not `s` (our caller's slot holds it). */
+    replenish(s);
 }
 
 static void slot_done(void* ctx) {
@@ -478,7 +494,6 @@ static int open_slot(weft_pool_server_t* s) {
     atomic_fetch_sub_explicit(&s->refs, 1, memory_order_relaxed);
     return err;
   }
-  (void)weft__nats_sub_limit(sl->sub, 1);
   sl->next = s->slots;
   s->slots = sl;
   s->open++;
@@ -495,35 +510,24 @@ static void close_slots(slot_t* list) {
   }
 }
 
-/* Replace used slots: as many open as workers free. Thread: any (a
+/* Open as many slots as workers are free. Thread: any (a
  * task's end, an offer); weft__node_subscribe() is the loop's, but under
  * s->lock with `gone` unset the node has not started to leave, which is
  * all it needs (nats.c subscribes from any thread). */
 static void replenish(weft_pool_server_t* s) {
-  slot_t **pp, *used = NULL;
   bool was_full;
   pthread_mutex_lock(&s->lock);
   if (!s->stopped) {
-    pp = &s->slots;
-    while (*pp != NULL) {
-      slot_t* sl = *pp;
-      if (sl->used) {
-        *pp = sl->next;
-        sl->next = used;
-        used = sl;
-      } else {
-        pp = &sl->next;
-      }
-    }
     was_full = s->open == 0;
     while (s->open + s->in_flight < s->cap && open_slot(s) == 0) {
     }
     /* Submitters that found every worker busy may offer again now. */
-    if (was_full && s->open > 0)
-      server_publish(s, s->free_subject, NULL, 0, NULL);
+    if (was_full && s->open > 0) {
+      unsigned char n = (unsigned char)(s->open < 0x7f ? s->open : 0x7f);
+      server_publish(s, s->free_subject, &n, 1, NULL);
+    }
   }
   pthread_mutex_unlock(&s->lock);
-  close_slots(used);
 }
 
 static void server_watch(void* ctx, const weft_node_event_t* ev);
@@ -788,14 +792,15 @@ static void rt_reply(const remote_t* r, const rtask_t* rt, char* out) {
 
 /* No taker now: back off (the first time: congested). r->lock held. */
 static void congest(remote_t* r) {
+  uint64_t now = now_ms();
   if (!r->congested) {
     r->congested = true;
     r->backoff_ms = BACKOFF_MIN_MS;
-  } else if (r->backoff_ms < BACKOFF_MAX_MS) {
-    r->backoff_ms *= 2;
+  } else if (now >= r->next_probe_ms && r->backoff_ms < BACKOFF_MAX_MS) {
+    r->backoff_ms *= 2; /* Once per period, not per refusal of a burst. */
   }
   r->credit = 0;
-  r->next_probe_ms = now_ms() + r->backoff_ms;
+  r->next_probe_ms = now + r->backoff_ms;
 }
 
 /* Offer `rt` again, first. r->lock held. */
@@ -809,12 +814,13 @@ static void requeue(remote_t* r, rtask_t* rt) {
   }
 }
 
-/* Offer waiting tasks: all while offers are taken, `credit` of them while
- * congested. r->lock held. */
+/* Offer waiting tasks: while offers are taken, up to WINDOW unanswered
+ * ones; while congested, `credit` of them. r->lock held. */
 static void pump(remote_t* r) {
   char reply[SUBJECT_MAX];
   while (r->wait.head != NULL && !r->gone &&
-         (!r->congested || r->credit > 0)) {
+         (r->congested ? r->credit > 0
+                       : r->flight.n - r->nheld < WINDOW)) {
     rtask_t* rt = r->wait.head;
     int err;
     rt_reply(r, rt, reply);
@@ -931,11 +937,17 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   rt = rt_find(r, id);
   if (rt == NULL) {
     /* Settled already (a late or duplicate answer), or cancelled. */
-  } else if (nm->status == WEFT_ENORESPONDERS ||
-             (nm->error == NULL && kind == WEFT__POOL_BUSY)) {
-    if (rt->state == RT_SENT) {
+  } else if (nm->status == WEFT_ENORESPONDERS) {
+    if (rt->state == RT_SENT) { /* No worker free anywhere. */
       requeue(r, rt);
       congest(r);
+    }
+  } else if (nm->error == NULL && kind == WEFT__POOL_BUSY) {
+    if (rt->state == RT_SENT) { /* Came to a slot just taken: again. */
+      requeue(r, rt);
+      if (r->congested)
+        r->credit++;
+      pump(r);
     }
   } else if (nm->error != NULL) {
     rt_settle(r, rt, weft__wire_read_error(nm->error), NULL, 0);
@@ -950,7 +962,7 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
     memcpy(rt->holder, node, strlen(node) + 1);
     rt->since_ms = now_ms();
     if (r->congested) {
-      r->credit += 2; /* A worker was free: there may be more. */
+      r->credit++; /* A worker was free: there may be more. */
       r->backoff_ms = BACKOFF_MIN_MS;
     }
     pump(r);
@@ -963,10 +975,13 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
 /* A serving node has a worker free again (nats.c's thread). */
 static void free_message(void* ctx, const weft__nats_msg_t* nm) {
   remote_t* r = ctx;
-  (void)nm;
+  const unsigned char* p = (const unsigned char*)nm->data;
+  /* The payload says how many workers came free there (a positive
+   * fixint); anything else counts as one. */
+  unsigned n = nm->len == 1 && p[0] >= 1 && p[0] <= 0x7f ? p[0] : 1;
   pthread_mutex_lock(&r->lock);
   if (r->congested && !r->gone) {
-    r->credit++;
+    r->credit += n < FREE_MAX ? n : FREE_MAX;
     pump(r);
   }
   pthread_mutex_unlock(&r->lock);

@@ -96,12 +96,12 @@ int weft__nats_subscribe(weft__nats_t* c,
                          weft__nats_done_cb done,
                          void* ctx,
                          weft__nats_sub_t** out);
-/* Deliver at most `max` messages in all, then end the subscription (its
- * `done` still comes after weft__nats_unsubscribe()). A queue group member
- * with 1 takes one message: the server sends it no more once it has the
- * limit, which it gets right after the subscription. 0 or an error.
- * Thread: any. */
-int weft__nats_sub_limit(weft__nats_sub_t* s, int max);
+/* Stop delivery as weft__nats_unsubscribe() does, but gently: the server
+ * is told at once, and what it sent before it knew still comes to the
+ * callback (nats.c's drain; a queue group member loses nothing). `done`
+ * runs after the last of it. Call it instead of weft__nats_unsubscribe()
+ * (also from the subscription's own callback). Thread: any. */
+void weft__nats_drain(weft__nats_sub_t* s);
 /* Messages the server or the client dropped for this subscription because
  * it fell behind (its pending limit). Thread: any. */
 uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s);
