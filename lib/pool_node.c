@@ -145,16 +145,23 @@ int weft__pool_wire_read_task(const void* data,
   return 0;
 }
 
+/* `s` as a msgpack str at `out` (room for 3 + strlen(s)): its length. */
+static size_t put_str(unsigned char* out, const char* s) {
+  size_t n = strlen(s), h = weft__pool_wire_str_header(out, n);
+  for (size_t i = 0; i < n; i++)
+    out[h + i] = (unsigned char)s[i];
+  return h + n;
+}
+
 size_t weft__pool_wire_task(unsigned char* out,
                             const char* name,
                             const void* arg,
                             size_t arg_len) {
-  size_t n = strlen(name), h;
+  size_t h;
   out[0] = 0x92;
-  h = 1 + weft__pool_wire_str_header(out + 1, n);
-  memcpy(out + h, name, n);
-  memcpy(out + h + n, arg, arg_len);
-  return h + n + arg_len;
+  h = 1 + put_str(out + 1, name);
+  memcpy(out + h, arg, arg_len);
+  return h + arg_len;
 }
 
 int weft__pool_wire_read_answer(const void* data,
@@ -303,6 +310,8 @@ static void stask_done(void* ctx, int status, weft_msg_t* result) {
   const void* bytes = NULL;
   size_t len = 0;
   unsigned char* out = NULL;
+  if (status == 0 && result == NULL)
+    status = WEFT_EDECODE; /* Not what a pool gives with 0. */
   if (status == 0) {
     status = msg_bytes(result, &buf, &bytes, &len);
     if (status == 0) {
@@ -393,9 +402,8 @@ static void take_offer(weft_pool_server_t* s, bool first,
      * end (its result must come after). */
     ack[0] = 0x92;
     ack[1] = WEFT__POOL_ACK;
-    n = 2 + weft__pool_wire_str_header(ack + 2, strlen(s->self));
-    memcpy(ack + n, s->self, strlen(s->self));
-    server_publish(s, nm->reply, ack, n + strlen(s->self), NULL);
+    n = 2 + put_str(ack + 2, s->self);
+    server_publish(s, nm->reply, ack, n, NULL);
   }
   pthread_mutex_unlock(&s->lock);
   if (busy) {
@@ -987,6 +995,21 @@ static void free_message(void* ctx, const weft__nats_msg_t* nm) {
   pthread_mutex_unlock(&r->lock);
 }
 
+/* Tell the node that holds `rt` (if one does) that it was cancelled.
+ * r->lock held. */
+static void send_cancel(remote_t* r, const rtask_t* rt) {
+  char subject[SUBJECT_MAX];
+  char reply[SUBJECT_MAX];
+  unsigned char b[3 + SUBJECT_MAX];
+  if (rt->state != RT_HELD || r->gone)
+    return;
+  rt_reply(r, rt, reply);
+  (void)snprintf(subject, sizeof(subject), "weft.%s.%s.t.cancel", r->cluster,
+                 rt->holder);
+  (void)weft__node_publish(r->node, subject, NULL, b, put_str(b, reply),
+                           NULL);
+}
+
 /* Settle everything kept with `status` (and tell holders, for a cancel).
  * r->lock held. */
 static void settle_all(remote_t* r, int status) {
@@ -994,19 +1017,8 @@ static void settle_all(remote_t* r, int status) {
     rt_settle(r, r->wait.head, status, NULL, 0);
   while (r->flight.head != NULL) {
     rtask_t* rt = r->flight.head;
-    if (rt->state == RT_HELD && status == WEFT_ECANCELED && !r->gone) {
-      char subject[SUBJECT_MAX];
-      char reply[SUBJECT_MAX];
-      unsigned char b[3 + SUBJECT_MAX];
-      size_t n, h;
-      rt_reply(r, rt, reply);
-      n = strlen(reply);
-      h = weft__pool_wire_str_header(b, n);
-      memcpy(b + h, reply, n);
-      (void)snprintf(subject, sizeof(subject), "weft.%s.%s.t.cancel",
-                     r->cluster, rt->holder);
-      (void)weft__node_publish(r->node, subject, NULL, b, h + n, NULL);
-    }
+    if (status == WEFT_ECANCELED)
+      send_cancel(r, rt);
     rt_settle(r, rt, status, NULL, 0);
   }
 }
@@ -1113,19 +1125,7 @@ static void be_cancel(void* be, weft_task_t* t) {
   pthread_mutex_lock(&r->lock);
   rt = rt_find(r, weft_task_id(t));
   if (rt != NULL) {
-    if (rt->state == RT_HELD && !r->gone) {
-      char subject[SUBJECT_MAX];
-      char reply[SUBJECT_MAX];
-      unsigned char b[3 + SUBJECT_MAX];
-      size_t n, h;
-      rt_reply(r, rt, reply);
-      n = strlen(reply);
-      h = weft__pool_wire_str_header(b, n);
-      memcpy(b + h, reply, n);
-      (void)snprintf(subject, sizeof(subject), "weft.%s.%s.t.cancel",
-                     r->cluster, rt->holder);
-      (void)weft__node_publish(r->node, subject, NULL, b, h + n, NULL);
-    }
+    send_cancel(r, rt);
     rt_drop(r, rt);
   }
   pthread_mutex_unlock(&r->lock);
