@@ -156,6 +156,32 @@ static weft_pool_t* remote(weft_node_t* node, weft_pool_on_down on_down) {
   return rp;
 }
 
+/* Node b serving with `threads` workers, node a with a remote pool. */
+typedef struct {
+  weft_loop_t* loop;
+  serving_t b;
+  events_t eva;
+  weft_node_t* a;
+  weft_pool_t* rp;
+} pair_t;
+
+static void pair_start(pair_t* p, unsigned threads) {
+  memset(p, 0, sizeof(*p));
+  p->loop = new_loop();
+  serve_group(p->loop, &p->b, "b", threads);
+  p->a = join_watching(p->loop, "a", &p->eva);
+  p->rp = remote(p->a, WEFT_POOL_RETRY);
+}
+
+/* Close the remote pool (unless done already), leave, end. */
+static void pair_end(pair_t* p) {
+  if (p->rp != NULL)
+    cr_assert_eq(weft_pool_close(p->rp), 0);
+  cr_assert_eq(weft_node_leave(p->a), 0);
+  unserve_group(&p->b);
+  run_and_free(p->loop);
+}
+
 /* --- tests ---------------------------------------------------------------- */
 
 /* Three serving nodes take a share each; every result is its task's. */
@@ -208,10 +234,7 @@ Test(pool_node, tasks_spread_over_nodes_results_matched) {
 /* A task's error comes back by name; an unknown task is ENOTASK there; a
  * shared buffer cannot leave the process; a future works as locally. */
 Test(pool_node, errors_by_name_and_futures) {
-  weft_loop_t* loop = new_loop();
-  serving_t b;
-  events_t eva = {0};
-  weft_node_t* a;
+  pair_t p;
   weft_pool_t* rp;
   weft_task_t* t = NULL;
   weft_msg_t* m = NULL;
@@ -220,9 +243,8 @@ Test(pool_node, errors_by_name_and_futures) {
   int64_t i = 0;
   const char* s = NULL;
   size_t len = 0;
-  serve_group(loop, &b, "b", 2);
-  a = join_watching(loop, "a", &eva);
-  rp = remote(a, WEFT_POOL_RETRY);
+  pair_start(&p, 2);
+  rp = p.rp;
   /* The task fails with EHEAPLIMIT: the code crosses by name. */
   cr_assert_eq(weft_pool_submit(rp, "work", arg.data, arg.len, NULL, NULL, &t),
                0);
@@ -256,42 +278,30 @@ Test(pool_node, errors_by_name_and_futures) {
   /* A name that cannot cross. */
   cr_assert_eq(weft_pool_submit(rp, "no spaces", NULL, 0, NULL, NULL, &t),
                WEFT_EINVAL);
-  cr_assert_eq(weft_pool_close(rp), 0);
-  cr_assert_eq(weft_node_leave(a), 0);
-  unserve_group(&b);
-  run_and_free(loop);
+  pair_end(&p);
 }
 
 /* A node with 2 workers never holds more than 2 tasks, however many wait;
  * all of them run. */
 Test(pool_node, never_more_taken_than_workers) {
-  weft_loop_t* loop = new_loop();
-  serving_t b;
-  events_t eva = {0};
-  weft_node_t* a;
-  weft_pool_t* rp;
+  pair_t p;
   static outcomes_t o;
   weft_pool_server_stats_t st;
-  serve_group(loop, &b, "b", 2);
-  a = join_watching(loop, "a", &eva);
-  rp = remote(a, WEFT_POOL_RETRY);
+  pair_start(&p, 2);
   memset(&o, 0, sizeof(o));
   for (int i = 0; i < 24; i++)
-    submit_work(rp, &o, i, i, 20);
-  run_until_count(loop, &o.settled, 24);
+    submit_work(p.rp, &o, i, i, 20);
+  run_until_count(p.loop, &o.settled, 24);
   for (int i = 0; i < 24; i++)
     cr_assert_eq(o.status[i], 0);
-  cr_assert_eq(weft_pool_server_stats(b.server, &st), 0);
+  cr_assert_eq(weft_pool_server_stats(p.b.server, &st), 0);
   cr_assert_eq(st.capacity, 2);
   cr_assert_eq(st.taken, 24);
   cr_assert(st.max_in_flight <= 2, "at most 2 taken at once: %u",
             st.max_in_flight);
-  cr_assert(atomic_load(&b.where.max_running) <= 2);
-  cr_assert_eq(atomic_load(&b.where.max_running), 2, "both workers used");
-  cr_assert_eq(weft_pool_close(rp), 0);
-  cr_assert_eq(weft_node_leave(a), 0);
-  unserve_group(&b);
-  run_and_free(loop);
+  cr_assert(atomic_load(&p.b.where.max_running) <= 2);
+  cr_assert_eq(atomic_load(&p.b.where.max_running), 2, "both workers used");
+  pair_end(&p);
 }
 
 /* Nobody serves: tasks wait (past max_queue a submit is refused), and run
@@ -336,42 +346,35 @@ Test(pool_node, tasks_wait_for_a_serving_node) {
 /* Cancel settles the caller's future at once and reaches the running
  * task there (weft_task_canceled). Destroy cancels what is left. */
 Test(pool_node, cancel_reaches_the_serving_node) {
-  weft_loop_t* loop = new_loop();
-  serving_t b;
-  events_t eva = {0};
-  weft_node_t* a;
-  weft_pool_t* rp;
+  pair_t p;
   weft_task_t *t = NULL, *t2 = NULL;
   weft_pool_server_stats_t st;
-  serve_group(loop, &b, "b", 1);
-  a = join_watching(loop, "a", &eva);
-  rp = remote(a, WEFT_POOL_RETRY);
-  cr_assert_eq(weft_pool_submit(rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
-  while (atomic_load(&b.where.running) == 0)
-    run_for(loop, 5);
+  pair_start(&p, 1);
+  cr_assert_eq(weft_pool_submit(p.rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
+  while (atomic_load(&p.b.where.running) == 0)
+    run_for(p.loop, 5);
   cr_assert_eq(weft_task_cancel(t), 0);
   cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
   cr_assert_eq(weft_task_cancel(t), WEFT_EINVAL, "settled already");
-  while (atomic_load(&b.where.ran) == 0)
-    run_for(loop, 5);
-  cr_assert_eq(weft_pool_server_stats(b.server, &st), 0);
+  while (atomic_load(&p.b.where.ran) == 0)
+    run_for(p.loop, 5);
+  cr_assert_eq(weft_pool_server_stats(p.b.server, &st), 0);
   cr_assert_eq(st.canceled, 1);
-  cr_assert_eq(atomic_load(&b.where.saw_cancel), 1,
+  cr_assert_eq(atomic_load(&p.b.where.saw_cancel), 1,
                "the task function saw weft_task_canceled()");
   weft_task_free(t);
   /* Destroy: a running one is cancelled there too. */
-  cr_assert_eq(weft_pool_submit(rp, "sleepy", NULL, 0, NULL, NULL, &t2), 0);
-  while (atomic_load(&b.where.running) == 0)
-    run_for(loop, 5);
-  cr_assert_eq(weft_pool_destroy(rp), 0);
+  cr_assert_eq(weft_pool_submit(p.rp, "sleepy", NULL, 0, NULL, NULL, &t2), 0);
+  while (atomic_load(&p.b.where.running) == 0)
+    run_for(p.loop, 5);
+  cr_assert_eq(weft_pool_destroy(p.rp), 0);
+  p.rp = NULL;
   cr_assert_eq(weft_task_status(t2), WEFT_ECANCELED);
   weft_task_free(t2);
-  while (atomic_load(&b.where.ran) < 2)
-    run_for(loop, 5);
-  cr_assert_eq(atomic_load(&b.where.saw_cancel), 2);
-  cr_assert_eq(weft_node_leave(a), 0);
-  unserve_group(&b);
-  run_and_free(loop);
+  while (atomic_load(&p.b.where.ran) < 2)
+    run_for(p.loop, 5);
+  cr_assert_eq(atomic_load(&p.b.where.saw_cancel), 2);
+  pair_end(&p);
 }
 
 /* A serving node in another process is killed with tasks in flight. */
@@ -470,25 +473,23 @@ static void offer_raw(weft_loop_t* loop, weft_node_t* a, heard_t* h,
 }
 
 Test(pool_node, malformed_payloads_dropped_and_counted) {
-  weft_loop_t* loop = new_loop();
-  serving_t b;
-  events_t eva = {0};
+  pair_t p;
+  weft_loop_t* loop;
   weft_node_t* a;
-  weft_pool_t* rp;
   weft__nats_sub_t* sub = NULL;
   heard_t h = {0};
   weft_node_stats_t sb0, sb1, sa0, sa1;
   static const char* bad[] = {"\x93\xa1w\x01\x02", "\x92\x01\x01",
                               "\x92\xa3no \x01", "\x92\xa4work", "\xc1"};
   static outcomes_t o;
-  serve_group(loop, &b, "b", 2);
-  a = join_watching(loop, "a", &eva);
-  rp = remote(a, WEFT_POOL_RETRY);
+  pair_start(&p, 2);
+  loop = p.loop;
+  a = p.a;
   cr_assert_eq(weft__node_subscribe(a, "weft.test.a.raw", NULL, heard, NULL,
                                     &h, &sub),
                0);
   cr_assert_eq(weft_node_flush(a, 5000), 0);
-  cr_assert_eq(weft_node_stats(b.node, &sb0), 0);
+  cr_assert_eq(weft_node_stats(p.b.node, &sb0), 0);
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     offer_raw(loop, a, &h, bad[i]);
   run_for(loop, 50);
@@ -496,33 +497,30 @@ Test(pool_node, malformed_payloads_dropped_and_counted) {
                                   5, NULL),
                0); /* No reply subject: nobody to answer. */
   run_for(loop, 100);
-  cr_assert_eq(weft_node_stats(b.node, &sb1), 0);
+  cr_assert_eq(weft_node_stats(p.b.node, &sb1), 0);
   cr_assert_eq(sb1.dropped_decode - sb0.dropped_decode, 6, "%llu %llu", (unsigned long long)sb0.dropped_decode, (unsigned long long)sb1.dropped_decode);
   /* Answers to a's remote pool that are not the wire's. */
   cr_assert_eq(weft_node_stats(a, &sa0), 0);
   /* a's first remote pool in this process answers on weft.test.a.t.1.* */
-  cr_assert_eq(weft__node_publish(b.node, "weft.test.a.t.1.5", NULL,
+  cr_assert_eq(weft__node_publish(p.b.node, "weft.test.a.t.1.5", NULL,
                                   "\x92\x07\x01", 3, NULL),
                0);
-  cr_assert_eq(weft__node_publish(b.node, "weft.test.a.t.1.x", NULL,
+  cr_assert_eq(weft__node_publish(p.b.node, "weft.test.a.t.1.x", NULL,
                                   "\x91\x01", 2, NULL),
                0);
-  cr_assert_eq(weft_node_flush(b.node, 5000), 0);
+  cr_assert_eq(weft_node_flush(p.b.node, 5000), 0);
   run_for(loop, 200);
   cr_assert_eq(weft_node_stats(a, &sa1), 0);
   cr_assert_eq(sa1.dropped_decode - sa0.dropped_decode, 2,
                "a bad answer and a bad id, for a's one remote pool");
   /* Both still work. */
   memset(&o, 0, sizeof(o));
-  submit_work(rp, &o, 0, 7, 0);
+  submit_work(p.rp, &o, 0, 7, 0);
   run_until_count(loop, &o.settled, 1);
   cr_assert_eq(o.status[0], 0);
   cr_assert_eq(o.index[0], 7);
   weft__nats_unsubscribe(sub);
-  cr_assert_eq(weft_pool_close(rp), 0);
-  cr_assert_eq(weft_node_leave(a), 0);
-  unserve_group(&b);
-  run_and_free(loop);
+  pair_end(&p);
 }
 
 /* Bad input gets a named error. The wire's readers refuse what is not

@@ -73,8 +73,12 @@ typedef struct {
  * WEFT_ENOTCONNECTED. weft_pool_register() on it has no use. Its
  * loop-less submitters' callbacks run on its own thread. Returns 0,
  * WEFT_EINVAL (NULL, a bad group, on_down out of range), WEFT_ENOMEM,
- * WEFT_ENOTCONNECTED (the node's connection closed for good), WEFT_ESPAWN.
- * Thread: the node's loop. */
+ * WEFT_ENOTCONNECTED (the node's connection closed for good), WEFT_ESPAWN,
+ * WEFT_EWRONGTHREAD. A submit to it answers, besides the pool's errors,
+ * WEFT_EINVAL for a task name that is not 1-64 of [A-Za-z0-9_-] and
+ * WEFT_ENOTLOCAL for a shared buffer or a port in the argument. Close it
+ * from another thread than the node's loop if a serving node may die
+ * meanwhile (that loop hears it). Thread: the node's loop. */
 WEFT_EXTERN int weft_pool_new_remote(weft_pool_t** out,
                                      weft_node_t* node,
                                      const char* group,
@@ -86,11 +90,11 @@ typedef struct weft_pool_server_s weft_pool_server_t;
  * tasks, at most max_threads * concurrent_tasks of them at a time (one
  * NATS queue subscription per free worker, each for one task), runs them
  * on `pool` and sends each outcome back. Tasks submitted locally to
- * `pool` share its workers (they may make the group's tasks queue). A
- * node serves a group with one pool at most (WEFT_EEXIST otherwise is not
- * checked across nodes: several nodes serve one group, that is the
- * point). Returns 0 with `*out` (end it with weft_pool_unserve(), before
- * closing `pool`), WEFT_EINVAL, WEFT_ENOMEM, WEFT_ENOTCONNECTED.
+ * `pool` share its workers (they may make the group's tasks queue). Tasks
+ * are taken on nats.c's thread and their outcomes sent from the pool's;
+ * the node's loop is not needed for either. Returns 0 with `*out` (end it
+ * with weft_pool_unserve(), before closing `pool`), WEFT_EINVAL,
+ * WEFT_ENOMEM, WEFT_ENOTCONNECTED, WEFT_EWRONGTHREAD.
  * Thread: the node's loop. */
 WEFT_EXTERN int weft_pool_serve(weft_node_t* node,
                                 weft_pool_t* pool,
