@@ -36,8 +36,9 @@
  * Locks. Each side has one mutex; it is held while publishing (so that
  * nothing publishes once the node is leaving: the LEAVING watcher sets
  * `gone` under it) and while settling (settle never calls back). Lock
- * order: the remote's lock, then the pool's (weft_task_cancel) or node's
- * (weft_node_is_up) own; never the other way. */
+ * order: a server's lock, then its pool's (weft_task_cancel); the remote
+ * pool's lock (taken in be_submit), then the remote's, then the node's
+ * (weft_node_is_up); never the other way. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
