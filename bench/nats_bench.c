@@ -8,6 +8,8 @@
  *                                         "ready", then serves until killed
  *   nats_bench raw|rawasap|weft rtt|oneway|mib|all URL [N]
  *                                         the client: RESULT lines
+ *   nats_bench dpool URL [N]              the distributed pool over 1, 2
+ *                                         and 3 serving nodes (below)
  *
  * raw: a nats.c connection on each side. The server subscribes to
  * "bench.echo" and answers each request with its own payload
@@ -495,6 +497,87 @@ static bool zmq_count(uint64_t* n) {
 }
 #endif
 
+/* --- the distributed pool ------------------------------------------------- */
+
+/* dpool: tasks through a remote pool (weft/pool_node.h) served by 1, 2 and
+ * 3 nodes, each with a pool of DPOOL_WORKERS workers, all in this process
+ * (one NATS connection per node). A task sleeps DPOOL_TASK_MS: it holds
+ * its worker as a task waiting for I/O or a device does, without the CPU,
+ * so what is measured is how the taking of tasks scales with nodes, not
+ * how many cores the host has. N tasks (default 2,000) are submitted at
+ * once with a callback; the rate is N over the time to the last one.
+ * Metrics: nats.dpool.nodes<k> (tasks/s) and .nodes<k>_ideal (k * workers
+ * / task time). */
+#define DPOOL_WORKERS 2
+#define DPOOL_TASK_MS 10
+
+static int dpool_task(weft_task_ctx_t* ctx, weft_msg_t* arg,
+                      weft_msg_t* result) {
+  struct timespec ts = {0, DPOOL_TASK_MS * 1000000L};
+  (void)ctx;
+  (void)arg;
+  (void)result;
+  nanosleep(&ts, NULL);
+  return 0;
+}
+
+static int dpool_done_n;
+
+static void dpool_done(void* ctx, int status, weft_msg_t* result) {
+  weft_loop_t* loop = ctx;
+  (void)result;
+  if (status != 0)
+    DIE("dpool: a task failed: %s", weft_err_name(status));
+  if (--dpool_done_n == 0)
+    weft_loop_stop(loop);
+}
+
+static void run_dpool(const char* url, int n) {
+  weft_loop_t* loop = NULL;
+  weft_node_t *cli, *srv[3];
+  weft_pool_t* pools[3];
+  weft_pool_server_t* servers[3];
+  weft_pool_t* rp = NULL;
+  weft_pool_remote_opts_t ro = {.max_queue = SIZE_MAX};
+  char name[16], metric[32];
+  WEFT_CHECK(weft_loop_new(&loop));
+  cli = weft_join(loop, url, "dpool-cli");
+  WEFT_CHECK(weft_pool_new_remote(&rp, cli, "bench", &ro));
+  WEFT_CHECK(weft_node_flush(cli, 10000));
+  for (int k = 0; k < 3; k++) {
+    weft_pool_opts_t po = {.max_threads = DPOOL_WORKERS,
+                           .min_threads = DPOOL_WORKERS};
+    double t0, t1;
+    snprintf(name, sizeof(name), "dpool-%d", k);
+    WEFT_CHECK(weft_pool_new(&pools[k], &po));
+    WEFT_CHECK(weft_pool_register(pools[k], "sleep", dpool_task, NULL));
+    srv[k] = weft_join(loop, url, name);
+    WEFT_CHECK(weft_pool_serve(srv[k], pools[k], "bench", &servers[k]));
+    WEFT_CHECK(weft_node_flush(srv[k], 10000));
+    dpool_done_n = n;
+    t0 = now_us();
+    for (int i = 0; i < n; i++)
+      WEFT_CHECK(
+          weft_pool_submit(rp, "sleep", NULL, 0, dpool_done, loop, NULL));
+    weft_loop_run(loop);
+    t1 = now_us();
+    snprintf(metric, sizeof(metric), "nodes%d", k + 1);
+    result("dpool", metric, n / ((t1 - t0) / 1e6), "tasks/s");
+    snprintf(metric, sizeof(metric), "nodes%d_ideal", k + 1);
+    result("dpool", metric, (k + 1) * DPOOL_WORKERS * 1000.0 / DPOOL_TASK_MS,
+           "tasks/s");
+  }
+  WEFT_CHECK(weft_pool_close(rp));
+  WEFT_CHECK(weft_node_leave(cli));
+  for (int k = 0; k < 3; k++) {
+    WEFT_CHECK(weft_pool_unserve(servers[k]));
+    WEFT_CHECK(weft_node_leave(srv[k]));
+    WEFT_CHECK(weft_pool_close(pools[k]));
+  }
+  weft_loop_run(loop);
+  weft_loop_free(loop);
+}
+
 /* ------------------------------------------------------------------------ */
 
 static int free_port(void) {
@@ -521,7 +604,8 @@ static void usage(void) {
   fprintf(stderr,
           "usage: nats_bench freeport\n"
           "       nats_bench serve " SIDES " URL\n"
-          "       nats_bench " SIDES " rtt|oneway|mib|all URL [N]\n");
+          "       nats_bench " SIDES " rtt|oneway|mib|all URL [N]\n"
+          "       nats_bench dpool URL [N]\n");
   exit(2);
 }
 
@@ -534,6 +618,11 @@ int main(int argc, char** argv) {
 
   if (argc == 2 && strcmp(argv[1], "freeport") == 0) {
     printf("%d\n", free_port());
+    return 0;
+  }
+  if ((argc == 3 || argc == 4) && strcmp(argv[1], "dpool") == 0) {
+    run_dpool(argv[2], argc == 4 ? atoi(argv[3]) : 2000);
+    nats_Close();
     return 0;
   }
   if (argc < 4)

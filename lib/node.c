@@ -1362,10 +1362,16 @@ int weft__node_subscribe(weft_node_t* node,
                          weft__nats_done_cb done,
                          void* ctx,
                          weft__nats_sub_t** out) {
+  int err;
   if (node->sh->closed || node->sh->conn == NULL)
     return WEFT_ENOTCONNECTED;
-  return weft__nats_subscribe(node->sh->conn, subject, queue, cb, done, ctx,
-                              out);
+  err = weft__nats_subscribe(node->sh->conn, subject, queue, cb, done, ctx,
+                             out);
+  /* The server knows of it a flusher wait sooner (a pool's slot: offers
+   * find it free). */
+  if (err == 0)
+    weft__nats_kick(node->sh->conn);
+  return err;
 }
 
 void weft__node_count_dropped(weft_node_t* node, int which) {

@@ -211,6 +211,11 @@ struct weft_pool_s {
   weft__hist_t wait_h;
   weft__hist_t run_h;
 
+  /* A pool whose tasks run elsewhere (pool_internal.h): set once before
+   * the pool is handed out; NULL for a pool of worker threads. */
+  const weft__pool_backend_t* backend;
+  void* be;
+
   /* Pool thread only. */
   weft__ready_t kick;
   weft_timer_id sweep;
@@ -1215,9 +1220,18 @@ static int submit(weft_pool_t* pool,
   atomic_init(&t->done, DONE_NO);
   t->t_submit = uv_hrtime();
 
+  /* Taken before the backend sees the task: it may settle and release it
+   * on another thread before this call returns. */
+  atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
   uv_mutex_lock(&pool->lock);
   if (pool->closed)
     err = WEFT_ECLOSED;
+  else if (pool->backend != NULL) {
+    /* And one for this call, which still writes to the task after the
+     * backend may have settled and released it. */
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    err = pool->backend->submit(pool->be, t, name, m);
+  }
   else if ((t->entry = lookup(pool, name)) == NULL)
     err = WEFT_ENOTASK;
   else if (pool->queued >= pool->max_queue)
@@ -1227,14 +1241,18 @@ static int submit(weft_pool_t* pool,
       atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
     uv_mutex_unlock(&pool->lock);
     weft__xfree(t);
+    atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_relaxed);
     return err;
   }
   /* Accepted: from here on nothing fails. */
-  atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&pool->submitted, 1, memory_order_relaxed);
   weft__msg_commit_transfers(m);
   t->arg = m;
   *msg = NULL;
+  if (pool->backend != NULL) {
+    uv_mutex_unlock(&pool->lock); /* The backend holds the task. */
+    goto accepted;
+  }
   t->where = AT_QUEUE;
   t->next = NULL;
   t->prev = pool->qtail;
@@ -1255,6 +1273,7 @@ static int submit(weft_pool_t* pool,
     kick(pool);
   }
   uv_mutex_unlock(&pool->lock);
+accepted:
   if (loop != NULL) {
     /* The callback's delivery keeps the submitter's loop alive, and the
      * loop's teardown (a worker that ends) must not leave it dangling. */
@@ -1264,6 +1283,8 @@ static int submit(weft_pool_t* pool,
   }
   if (out != NULL)
     *out = t;
+  if (pool->backend != NULL)
+    task_unref(t); /* This call's. */
   return 0;
 }
 
@@ -1317,6 +1338,8 @@ int weft_pool_stats(weft_pool_t* pool, weft_pool_stats_t* out) {
   uv_mutex_lock(&pool->lock);
   out->queued = pool->queued;
   out->running = pool->running;
+  if (pool->backend != NULL)
+    pool->backend->counts(pool->be, &out->queued, &out->running);
   out->threads = pool->nworkers;
   alive = pool->dead_alive_ns + (uint64_t)pool->nlive * now - pool->born_sum;
   uv_mutex_unlock(&pool->lock);
@@ -1338,6 +1361,69 @@ int weft_pool_stats(weft_pool_t* pool, weft_pool_stats_t* out) {
   return 0;
 }
 
+int weft__pool_new_backend(weft_pool_t** out,
+                           const weft_pool_opts_t* opts,
+                           const weft__pool_backend_t* backend,
+                           void* be) {
+  weft_pool_opts_t o;
+  int err;
+  memset(&o, 0, sizeof(o));
+  if (opts != NULL)
+    o = *opts;
+  /* The pool thread runs loop-less submitters' callbacks and the
+   * backend's timers; no worker is ever started (nothing is queued). */
+  o.min_threads = 0;
+  o.max_threads = 1;
+  if (o.max_queue == 0)
+    o.max_queue = 1024;
+  err = weft_pool_new(out, &o);
+  if (err != 0)
+    return err;
+  (*out)->backend = backend;
+  (*out)->be = be;
+  return 0;
+}
+
+weft_loop_t* weft__pool_loop(const weft_pool_t* pool) {
+  return pool->loop;
+}
+
+size_t weft__pool_max_queue(const weft_pool_t* pool) {
+  return pool->max_queue;
+}
+
+unsigned weft__pool_capacity(const weft_pool_t* pool) {
+  return pool->max_threads * pool->concurrent;
+}
+
+bool weft__pool_settle_bytes(weft_task_t* t,
+                             int status,
+                             const void* bytes,
+                             size_t len) {
+  weft_msg_t* m = NULL;
+  if (status == 0) {
+    m = WEFT__FAILABLE(weft__msg_alloc(WEFT__MSG_DATA, len));
+    if (m == NULL) {
+      status = WEFT_ENOMEM;
+    } else {
+      memcpy(m->data, bytes, len);
+      m->len = len;
+      status = weft__msgpack_scan(m->data, m->len, &m->need);
+      m->scanned = status == 0;
+      weft__msg_commit_transfers(m); /* None: QUEUED, as a sealed result. */
+    }
+    if (status != 0) {
+      weft_msg_free(m);
+      m = NULL;
+    }
+  }
+  return settle(t, status, m);
+}
+
+void weft__pool_task_release(weft_task_t* t) {
+  task_unref(t);
+}
+
 bool weft__pool_on_thread(const weft_pool_t* pool) {
   return pthread_equal(pthread_self(), pool->self) ||
          (current_pw != NULL && current_pw->pool == pool);
@@ -1351,7 +1437,13 @@ static int pool_end(weft_pool_t* pool, bool destroy) {
     return WEFT_EWRONGTHREAD;
   uv_mutex_lock(&pool->lock);
   pool->closed = true;
-  if (destroy) {
+  if (pool->backend != NULL) {
+    /* Every task settles and leaves the backend in end(); then the pool
+     * thread ends as for a pool with nothing queued or running. */
+    uv_mutex_unlock(&pool->lock);
+    pool->backend->end(pool->be, destroy);
+    uv_mutex_lock(&pool->lock);
+  } else if (destroy) {
     pworker_t* pw;
     atomic_store_explicit(&pool->destroying, true, memory_order_relaxed);
     list = fail_queue(pool, WEFT_ECANCELED);
@@ -1486,6 +1578,8 @@ int weft_task_cancel(weft_task_t* t) {
     return 0;
   }
   uv_mutex_unlock(&pool->lock);
+  if (won && pool->backend != NULL)
+    pool->backend->cancel(pool->be, t); /* Tell where it runs. */
   return won ? 0 : WEFT_EINVAL;
 }
 

@@ -49,9 +49,10 @@ static void start_secure_server(void) {
     fprintf(f,
             "  { user: \"%c\", password: \"pw-%c\", permissions: {\n"
             "    publish: { allow: [\"weft.sec.*.p.>\", "
-            "\"weft.sec.presence.%c\"] },\n"
+            "\"weft.sec.presence.%c\", \"weft.sec.pool.>\", "
+            "\"weft.sec.*.t.>\"] },\n"
             "    subscribe: { allow: [\"weft.sec.%c.>\", "
-            "\"weft.sec.presence.*\"] },\n"
+            "\"weft.sec.presence.*\", \"weft.sec.pool.>\"] },\n"
             "    allow_responses: true } }\n",
             *u, *u, *u, *u);
   fprintf(f, "] }\n");

@@ -441,6 +441,13 @@ int weft__nats_subscribe(weft__nats_t* c,
   return 0;
 }
 
+void weft__nats_drain(weft__nats_sub_t* s) {
+  /* Closed already: nothing comes any more; stop as unsubscribe does. */
+  if (natsSubscription_Drain(s->sub) != NATS_OK)
+    natsSubscription_Unsubscribe(s->sub);
+  sub_unref(s);
+}
+
 uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s) {
   int64_t n = 0;
   if (natsSubscription_GetDropped(s->sub, &n) != NATS_OK || n < 0)

@@ -101,6 +101,12 @@ int weft__nats_subscribe(weft__nats_t* c,
                          weft__nats_done_cb done,
                          void* ctx,
                          weft__nats_sub_t** out);
+/* Stop delivery as weft__nats_unsubscribe() does, but gently: the server
+ * is told at once, and what it sent before it knew still comes to the
+ * callback (nats.c's drain; a queue group member loses nothing). `done`
+ * runs after the last of it. Call it instead of weft__nats_unsubscribe()
+ * (also from the subscription's own callback). Thread: any. */
+void weft__nats_drain(weft__nats_sub_t* s);
 /* Messages the server or the client dropped for this subscription because
  * it fell behind (its pending limit). Thread: any. */
 uint64_t weft__nats_sub_dropped(weft__nats_sub_t* s);
