@@ -730,12 +730,16 @@ static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
 
 /* Members silent for down_after_ms are down. Thread: the node's loop. */
 static void check_members(shared_t* sh) {
-  uint64_t now = now_ms();
   for (;;) {
     member_t **pp, *gone = NULL;
+    uint64_t now;
     pthread_mutex_lock(&sh->mlock);
+    /* Read under the lock: a heartbeat stamped after a clock read made
+     * outside it would be "in the future" and wrap the difference (a node
+     * seen down as it came up). */
+    now = now_ms();
     for (pp = &sh->members; *pp != NULL; pp = &(*pp)->next) {
-      if (now - (*pp)->last_ms > sh->down_after_ms) {
+      if (now > (*pp)->last_ms && now - (*pp)->last_ms > sh->down_after_ms) {
         gone = *pp;
         *pp = gone->next;
         break;
