@@ -25,6 +25,7 @@ extern "C" {
 #include "weft/supervisor.h"
 #include "weft/trace.h"
 #include "weft/node.h"
+#include "weft/actor_remote.h"
 
 #ifdef __cplusplus
 }
