@@ -748,9 +748,15 @@ static void deliver(hub_t* h, const weft__renv_t* e, const void* data,
        * target before anything that comes after it from that node (its
        * messages go through their senders' proxies). */
       uint64_t ref = weft__link_new_ref();
+      weft_actor_id target = target_of(h, e);
+      if (target == 0) { /* Nobody has that name: noproc, at once. */
+        (void)send_reason(h, e->node, WEFT__RA_DOWN, 0, e->from, NULL,
+                          WEFT_EDEADACTOR);
+        return;
+      }
       err = proxy_push(via, ref, data, len);
       if (err == 0)
-        weft__link_monitor_tell(via, target_of(h, e), ref);
+        weft__link_monitor_tell(via, target, ref);
     } else {
       err = proxy_push(via, ans, data, len);
     }
