@@ -48,7 +48,7 @@ static void start_secure_server(void) {
   for (const char* u = "abc"; *u != '\0'; u++)
     fprintf(f,
             "  { user: \"%c\", password: \"pw-%c\", permissions: {\n"
-            "    publish: { allow: [\"weft.sec.*.p.>\", "
+            "    publish: { allow: [\"weft.sec.*.p.>\", \"weft.sec.*.a\", "
             "\"weft.sec.presence.%c\"] },\n"
             "    subscribe: { allow: [\"weft.sec.%c.>\", "
             "\"weft.sec.presence.*\"] },\n"
