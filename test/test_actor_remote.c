@@ -39,11 +39,29 @@ static weft_actor_system_t* new_system(void) {
   return s;
 }
 
+/* A node with short heartbeats that is slow to call another down: this
+ * loop also blocks in calls at times (the noconnection test uses
+ * join_watching's 600 ms). */
+static weft_node_t* join_node(weft_loop_t* loop, const char* name,
+                              events_t* ev) {
+  weft_node_opts_t o = {0};
+  weft_node_t* node = NULL;
+  o.servers = server.url;
+  o.name = name;
+  o.cluster = "test";
+  o.heartbeat_ms = 100;
+  o.down_after_ms = 10000;
+  o.on_event = on_event;
+  o.ctx = ev;
+  cr_assert_eq(weft_node_join(loop, &o, &node), 0);
+  return node;
+}
+
 static void duo_start(duo_t* d) {
   memset(d, 0, sizeof(*d));
   d->loop = new_loop();
-  d->a = join_watching(d->loop, "a", &d->eva);
-  d->b = join_watching(d->loop, "b", &d->evb);
+  d->a = join_node(d->loop, "a", &d->eva);
+  d->b = join_node(d->loop, "b", &d->evb);
   d->sa = new_system();
   d->sb = new_system();
   cr_assert_eq(weft_actor_system_join(d->sa, d->a), 0);
@@ -465,7 +483,7 @@ Test(actor_remote, spawn_on_another_node) {
                                    10000, &id),
                WEFT_ENOTCONNECTED, "a node that is not up");
   /* Up, but no system attached there: nobody answers. */
-  c = join_watching(d.loop, "c", &evc);
+  c = join_node(d.loop, "c", &evc);
   run_until_count(d.loop, &d.eva.up, 2);
   cr_assert_eq(weft_actor_spawn_on(d.sa, "c", "adder", ten.data, ten.len,
                                    10000, &id),
