@@ -457,19 +457,6 @@ static proxy_t* proxy_enter(weft_actor_id id) {
   return a->state;
 }
 
-/* Push envelope bytes into proxy `to` (tag REMOTE, aux: an answer id). */
-static int proxy_push(weft_actor_id to, uint64_t aux, const void* data,
-                      size_t len) {
-  weft_msg_t* m = weft__actor_msg(WEFT__TAG_REMOTE, aux, data, len);
-  int err;
-  if (m == NULL)
-    return WEFT_ENOMEM;
-  err = weft__actor_push(to, m, false);
-  if (err != 0)
-    weft_msg_free(m);
-  return err;
-}
-
 /* End proxies `ids` with `reason` (a DOWN envelope of our own). */
 static void proxies_end(hub_t* h, const weft_actor_id* ids, size_t n,
                         int reason) {
@@ -484,7 +471,7 @@ static void proxies_end(hub_t* h, const weft_actor_id* ids, size_t n,
     if (v.data != NULL &&
         weft__renv_write(&sb, WEFT__RA_DOWN, h->self, 0, ids[i], NULL, v.data,
                          v.size) == 0)
-      (void)proxy_push(ids[i], 0, sb.data, sb.size);
+      (void)weft__actor_tell(ids[i], WEFT__TAG_REMOTE, 0, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
   }
   msgpack_sbuffer_destroy(&v);
@@ -754,11 +741,11 @@ static void deliver(hub_t* h, const weft__renv_t* e, const void* data,
                           WEFT_EDEADACTOR);
         return;
       }
-      err = proxy_push(via, ref, data, len);
+      err = weft__actor_tell(via, WEFT__TAG_REMOTE, ref, data, len);
       if (err == 0)
         weft__link_monitor_tell(via, target, ref);
     } else {
-      err = proxy_push(via, ans, data, len);
+      err = weft__actor_tell(via, WEFT__TAG_REMOTE, ans, data, len);
     }
     if (err != WEFT_EDEADACTOR)
       break;
@@ -779,7 +766,7 @@ static void down(hub_t* h, const weft__renv_t* e, const void* data,
   ours = p->hub == h && strcmp(p->node, e->node) == 0;
   weft__slot_leave(e->to_id);
   if (ours)
-    (void)proxy_push(e->to_id, 0, data, len);
+    (void)weft__actor_tell(e->to_id, WEFT__TAG_REMOTE, 0, data, len);
 }
 
 /* Everything for our actors (nats.c's thread). */

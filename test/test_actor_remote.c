@@ -22,7 +22,7 @@ static void stop_server(void) {
 TestSuite(actor_remote, .init = start_server, .fini = stop_server,
           .timeout = 120);
 
-/* --- two nodes, two systems ------------------------------------------------ */
+/* --- two nodes, two systems ----------------------------------------------- */
 
 typedef struct {
   weft_loop_t* loop;
@@ -39,29 +39,14 @@ static weft_actor_system_t* new_system(void) {
   return s;
 }
 
-/* A node with short heartbeats that is slow to call another down: this
- * loop also blocks in calls at times (the noconnection test uses
- * join_watching's 600 ms). */
-static weft_node_t* join_node(weft_loop_t* loop, const char* name,
-                              events_t* ev) {
-  weft_node_opts_t o = {0};
-  weft_node_t* node = NULL;
-  o.servers = server.url;
-  o.name = name;
-  o.cluster = "test";
-  o.heartbeat_ms = 100;
-  o.down_after_ms = 10000;
-  o.on_event = on_event;
-  o.ctx = ev;
-  cr_assert_eq(weft_node_join(loop, &o, &node), 0);
-  return node;
-}
-
+/* Nodes with the default heartbeats (node_support.h's join): slow to call
+ * another down, as this loop also blocks in calls at times (the
+ * noconnection test uses join_watching's 600 ms). */
 static void duo_start(duo_t* d) {
   memset(d, 0, sizeof(*d));
   d->loop = new_loop();
-  d->a = join_node(d->loop, "a", &d->eva);
-  d->b = join_node(d->loop, "b", &d->evb);
+  d->a = join(d->loop, "a", &d->eva);
+  d->b = join(d->loop, "b", &d->evb);
   d->sa = new_system();
   d->sb = new_system();
   cr_assert_eq(weft_actor_system_join(d->sa, d->a), 0);
@@ -81,7 +66,7 @@ static void duo_stop(duo_t* d) {
   run_and_free(d->loop);
 }
 
-/* --- behaviours ---------------------------------------------------------------- */
+/* --- behaviours ----------------------------------------------------------- */
 
 static int64_t read_int(weft_msg_t* m) {
   int64_t v = INT64_MIN;
@@ -245,7 +230,7 @@ static int64_t call_int(weft_actor_id to, int64_t v, int* status) {
   return out;
 }
 
-/* --- tests -------------------------------------------------------------------- */
+/* --- tests ---------------------------------------------------------------- */
 
 Test(actor_remote, send_ask_and_reply_by_send) {
   duo_t d;
@@ -423,7 +408,7 @@ Test(actor_remote, buffers_cross_as_copies_shared_do_not) {
   duo_stop(&d);
 }
 
-/* --- remote spawn ----------------------------------------------------------- */
+/* --- remote spawn --------------------------------------------------------- */
 
 static atomic_int adders_stopped;
 
@@ -483,7 +468,7 @@ Test(actor_remote, spawn_on_another_node) {
                                    10000, &id),
                WEFT_ENOTCONNECTED, "a node that is not up");
   /* Up, but no system attached there: nobody answers. */
-  c = join_node(d.loop, "c", &evc);
+  c = join(d.loop, "c", &evc);
   run_until_count(d.loop, &d.eva.up, 2);
   cr_assert_eq(weft_actor_spawn_on(d.sa, "c", "adder", ten.data, ten.len,
                                    10000, &id),
@@ -493,7 +478,7 @@ Test(actor_remote, spawn_on_another_node) {
   cr_assert_eq(atomic_load(&adders_stopped), 1, "the state went to on_stop");
 }
 
-/* --- bad input ------------------------------------------------------------------ */
+/* --- bad input ------------------------------------------------------------ */
 
 Test(actor_remote, bad_input) {
   duo_t d;
@@ -549,7 +534,7 @@ Test(actor_remote, bad_input) {
   duo_stop(&d);
 }
 
-/* --- untrusted input -------------------------------------------------------------- */
+/* --- untrusted input ------------------------------------------------------ */
 
 typedef struct {
   atomic_int n;
@@ -632,7 +617,7 @@ Test(actor_remote, malformed_envelopes_are_dropped_and_counted) {
   duo_stop(&d);
 }
 
-/* --- noconnection ----------------------------------------------------------------- */
+/* --- noconnection --------------------------------------------------------- */
 
 static pid_t start_app(void) {
   int fds[2];
