@@ -306,20 +306,16 @@ static void settle(hub_t* h, weft_reply_t* r, const weft__nats_msg_t* nm) {
  * the reply's value. Thread: any. */
 static void answer(hub_t* h, uint64_t id, int status, const weft_msg_t* reply) {
   pend_t* e = pend_remove(h, h->answers, id);
-  msgpack_sbuffer flat;
   if (e == NULL)
     return; /* The asking node went down meanwhile. */
-  msgpack_sbuffer_init(&flat);
-  if (status == 0 && reply->nxfer > 0) {
-    status = weft__wire_flatten(reply, &flat);
-    if (status == 0)
-      publish(h, e->val, NULL, flat.data, flat.size, NULL);
-  } else if (status == 0) {
+  /* A reply that moved buffers to our proxy is not sent on (not built
+   * yet: their bytes as copies). */
+  if (status == 0 && reply->nxfer > 0)
+    status = WEFT_ENOTLOCAL;
+  if (status == 0)
     publish(h, e->val, NULL, reply->data, reply->len, NULL);
-  }
-  if (status != 0)
+  else
     publish(h, e->val, NULL, NULL, 0, weft_err_name(status));
-  msgpack_sbuffer_destroy(&flat);
   free(e->val);
   free(e);
 }
