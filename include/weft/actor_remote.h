@@ -19,7 +19,9 @@
  *   transfer cross as copies of their bytes (a bin in their place; the
  *   sender's handles are detached as by a local transfer); shared
  *   buffers cannot leave the process: weft_actor_send_msg() answers
- *   WEFT_ENOTLOCAL and the message stays the caller's.
+ *   WEFT_ENOTLOCAL and the message stays the caller's. A reply to an ask
+ *   from another node that moves buffers is not sent on: the asker gets
+ *   WEFT_ENOTLOCAL (reply with their bytes instead).
  * - Senders: weft_actor_sender() of a message from another node is the
  *   address (a proxy on this node) of the actor that sent it, so a reply
  *   by send goes back; a message sent from outside the actors has none
