@@ -340,6 +340,6 @@ void weft__registry_drop_id(weft_actor_system_t* sys, weft_actor_id id);
 int weft__remote_send_flat(weft_actor_id to, weft_msg_t** msg);
 /* Detach the system from its node and forget its behaviours (system
  * free, before its schedulers stop). */
-void weft__remote_system_free(weft_actor_system_t* sys);
+void weft__remote_system_free(const weft_actor_system_t* sys);
 
 #endif /* WEFT_ACTORS_INTERNAL_H */

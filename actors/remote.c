@@ -529,11 +529,29 @@ static weft_actor_id target_of(hub_t* h, const weft__renv_t* e) {
 
 /* ---- a proxy's turn ------------------------------------------------------ */
 
+/* An answer id rides in an ask's `arg`, through a union: no integer to
+ * pointer cast (a record would leak with an asker that ends first). */
+_Static_assert(sizeof(void*) <= sizeof(uint64_t), "a pointer fits in an id");
+
+typedef union {
+  uint64_t id;
+  void* arg;
+} answer_arg_t;
+
+static void* arg_of(uint64_t id) {
+  answer_arg_t u;
+  u.id = id;
+  return u.arg;
+}
+
 static void answered(weft_actor_t* self, void* state, void* arg, int status,
                      weft_msg_t* reply) {
   proxy_t* p = state;
+  answer_arg_t u;
   (void)self;
-  answer(p->hub, (uint64_t)(uintptr_t)arg, status, reply);
+  u.id = 0;
+  u.arg = arg;
+  answer(p->hub, u.id, status, reply);
 }
 
 /* Traffic from the network for a local actor, through the proxy of its
@@ -556,7 +574,7 @@ static int proxy_control(weft_actor_t* self, proxy_t* p, weft_msg_t* m) {
       }
       err = to == 0 ? WEFT_EDEADACTOR
                     : weft_actor_ask(self, to, e.value, e.vlen, 0, answered,
-                                     (void*)(uintptr_t)m->aux);
+                                     arg_of(m->aux));
       if (err != 0)
         answer(h, m->aux, err, NULL);
       return 0;
@@ -753,7 +771,7 @@ static void deliver(hub_t* h, const weft__renv_t* e, const void* data,
 
 /* DOWN: the actor our proxy `to` watches ended. Only its own node may
  * say so. */
-static void down(hub_t* h, const weft__renv_t* e, const void* data,
+static void down(const hub_t* h, const weft__renv_t* e, const void* data,
                  size_t len) {
   proxy_t* p = proxy_enter(e->to_id);
   bool ours;
@@ -979,7 +997,7 @@ int weft_actor_system_leave(weft_actor_system_t* sys) {
   return 0;
 }
 
-void weft__remote_system_free(weft_actor_system_t* sys) {
+void weft__remote_system_free(const weft_actor_system_t* sys) {
   sysrec_t **pp, *r = NULL;
   pthread_mutex_lock(&g_lock);
   for (pp = &g_systems; *pp != NULL; pp = &(*pp)->next)
