@@ -1,6 +1,7 @@
 /* actor_remote_app.c - an actor system on a node in a process of its own,
- * for test_actor_remote's noconnection test: `actor_remote_app URL NAME`
- * joins cluster "test" as NAME (heartbeats every 100 ms), attaches an
+ * for test_actor_remote's noconnection test (started as node_support.h
+ * starts node_app): `actor_remote_app URL NAME [HEARTBEAT_MS]` joins
+ * cluster "test" as NAME (heartbeats every 100 ms by default), attaches an
  * actor system and registers
  *   "victim"  an integer request n -> n + 1
  *   "hold"    requests kept unanswered (an ask that waits until we die)
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
   o.servers = argv[1];
   o.name = argv[2];
   o.cluster = "test";
-  o.heartbeat_ms = 100;
+  o.heartbeat_ms = argc > 3 ? atoi(argv[3]) : 100;
   o.on_event = on_event;
   if (weft_node_join(loop, &o, &node) != 0 ||
       weft_actor_system_join(sys, node) != 0)

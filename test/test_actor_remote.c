@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+/* node_support.h's other process is test/actor_remote_app here (CMake's
+ * NODE_APP for this suite): start_node_app("b"). */
 #include "node_support.h"
 
 static void start_server(void) {
@@ -619,35 +621,6 @@ Test(actor_remote, malformed_envelopes_are_dropped_and_counted) {
 
 /* --- noconnection --------------------------------------------------------- */
 
-static pid_t start_app(void) {
-  int fds[2];
-  pid_t pid;
-  char line[64] = {0};
-  size_t n = 0;
-  cr_assert_eq(pipe(fds), 0);
-  pid = fork();
-  cr_assert(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    execl(ACTOR_REMOTE_APP, ACTOR_REMOTE_APP, server.url, "b", (char*)NULL);
-    _exit(127);
-  }
-  close(fds[1]);
-  while (n < sizeof(line) - 1 && strstr(line, "ready\n") == NULL) {
-    struct pollfd p = {fds[0], POLLIN, 0};
-    ssize_t r;
-    cr_assert_eq(poll(&p, 1, 20000), 1, "actor_remote_app is ready");
-    r = read(fds[0], line + n, sizeof(line) - 1 - n);
-    cr_assert(r > 0, "actor_remote_app exited early");
-    n += (size_t)r;
-  }
-  close(fds[0]);
-  return pid;
-}
-
 typedef struct {
   atomic_int done;
   int status;
@@ -675,7 +648,7 @@ Test(actor_remote, node_killed_fires_monitors_and_links_with_noconnection) {
   pid_t pid;
   int status, wst;
   cr_assert_eq(weft_actor_system_join(sa, a), 0);
-  pid = start_app();
+  pid = start_node_app("b");
   run_until(loop, &ev.up);
   settle(a, NULL);
   cr_assert_eq(weft_actor_remote(sa, "b", "victim", &mon.target), 0);
@@ -711,7 +684,7 @@ Test(actor_remote, node_killed_fires_monitors_and_links_with_noconnection) {
                WEFT_ENOTCONNECTED);
 
   /* Back: reachable through a new address. */
-  pid = start_app();
+  pid = start_node_app("b");
   run_until_count(loop, &ev.up, 2);
   settle(a, NULL);
   cr_assert_eq(weft_actor_remote(sa, "b", "victim", &mon.target), 0);
