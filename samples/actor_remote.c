@@ -109,6 +109,22 @@ static int both_up(void) {
   return weft_node_is_up(a, "b") && weft_node_is_up(b, "a");
 }
 
+/* Up, and still up a moment later (a node may be seen down just as it
+ * comes up, and up again at its next heartbeat). */
+static uint64_t settle_until;
+
+static int settled(void) {
+  return uv_hrtime() >= settle_until;
+}
+
+static void wait_both_up(void) {
+  do {
+    run_until(both_up);
+    settle_until = uv_hrtime() + 300 * 1000000ull;
+    run_until(settled);
+  } while (!both_up());
+}
+
 static int down_heard(void) {
   return downs;
 }
@@ -154,7 +170,7 @@ int main(void) {
   weft_actor_spawn(sb, counter_fn, &sum, &named, NULL);
   weft_actor_register_behaviour(sb, "greeter", greeter_fn, greeter_init,
                                 greeter_stop);
-  run_until(both_up);
+  wait_both_up();
   weft_node_flush(a, 5000);
   weft_node_flush(b, 5000);
   printf("nodes a and b are up\n");

@@ -145,6 +145,22 @@ static int both_up(void) {
   return weft_node_is_up(a, "b") && weft_node_is_up(b, "a");
 }
 
+/* Up, and still up a moment later (a node may be seen down just as it
+ * comes up, and up again at its next heartbeat). */
+static uint64_t settle_until;
+
+static int settled(void) {
+  return uv_hrtime() >= settle_until;
+}
+
+static void wait_both_up(void) {
+  do {
+    run_while_not(both_up);
+    settle_until = uv_hrtime() + 300 * 1000000ull;
+    run_while_not(settled);
+  } while (!both_up());
+}
+
 static int all_in(void) {
   return atomic_load(&received) == SENDERS * SENDS;
 }
@@ -183,7 +199,7 @@ int main(void) {
   CHECK(weft_actor_spawn(sb, seq_fn, NULL, &ao, NULL) == 0, "seq");
   ao.name = "plus";
   CHECK(weft_actor_spawn(sb, plus_fn, NULL, &ao, NULL) == 0, "plus");
-  run_while_not(both_up);
+  wait_both_up();
   CHECK(weft_node_flush(a, 5000) == 0 && weft_node_flush(b, 5000) == 0,
         "flush");
   CHECK(weft_actor_remote(sa, "b", "seq", &remote_seq) == 0, "remote seq");

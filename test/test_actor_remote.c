@@ -33,6 +33,18 @@ typedef struct {
   weft_actor_system_t *sa, *sb;
 } duo_t;
 
+/* Wait until `node` sees `name` up, and still up a moment later: lib/node.c
+ * may call a node DOWN just as it comes UP (a heartbeat that lands between
+ * check_members' clock read and its lock: now - last_ms wraps), and UP
+ * again at its next heartbeat. Addresses made in between would end. */
+static void wait_up(weft_loop_t* loop, weft_node_t* node, const char* name) {
+  do {
+    while (!weft_node_is_up(node, name))
+      run_for(loop, 20);
+    run_for(loop, 300);
+  } while (!weft_node_is_up(node, name));
+}
+
 static weft_actor_system_t* new_system(void) {
   weft_actor_system_opts_t o = {0};
   weft_actor_system_t* s = NULL;
@@ -53,8 +65,8 @@ static void duo_start(duo_t* d) {
   d->sb = new_system();
   cr_assert_eq(weft_actor_system_join(d->sa, d->a), 0);
   cr_assert_eq(weft_actor_system_join(d->sb, d->b), 0);
-  run_until(d->loop, &d->eva.up);
-  run_until(d->loop, &d->evb.up);
+  wait_up(d->loop, d->a, "b");
+  wait_up(d->loop, d->b, "a");
   settle(d->a, d->b);
 }
 
@@ -471,7 +483,7 @@ Test(actor_remote, spawn_on_another_node) {
                WEFT_ENOTCONNECTED, "a node that is not up");
   /* Up, but no system attached there: nobody answers. */
   c = join(d.loop, "c", &evc);
-  run_until_count(d.loop, &d.eva.up, 2);
+  wait_up(d.loop, d.a, "c");
   cr_assert_eq(weft_actor_spawn_on(d.sa, "c", "adder", ten.data, ten.len,
                                    10000, &id),
                WEFT_ENORESPONDERS);
@@ -649,9 +661,10 @@ Test(actor_remote, node_killed_fires_monitors_and_links_with_noconnection) {
   int status, wst;
   cr_assert_eq(weft_actor_system_join(sa, a), 0);
   pid = start_node_app("b");
-  run_until(loop, &ev.up);
+  wait_up(loop, a, "b");
   settle(a, NULL);
-  cr_assert_eq(weft_actor_remote(sa, "b", "victim", &mon.target), 0);
+  status = weft_actor_remote(sa, "b", "victim", &mon.target);
+  cr_assert_eq(status, 0, "%s", weft_err_name(status));
   cr_assert_eq(call_int(mon.target, 1, &status), 2, "%s",
                weft_err_name(status));
   link.target = mon.target;
@@ -685,7 +698,7 @@ Test(actor_remote, node_killed_fires_monitors_and_links_with_noconnection) {
 
   /* Back: reachable through a new address. */
   pid = start_node_app("b");
-  run_until_count(loop, &ev.up, 2);
+  wait_up(loop, a, "b");
   settle(a, NULL);
   cr_assert_eq(weft_actor_remote(sa, "b", "victim", &mon.target), 0);
   cr_assert_eq(call_int(mon.target, 5, &status), 6, "%s",
