@@ -31,6 +31,7 @@
 
 #include "futex.h"
 #include "internal.h"
+#include "weft/actor_remote.h"
 
 static _Thread_local weft_actor_t* tl_actor;
 
@@ -409,6 +410,8 @@ int weft_actor_send_msg(weft_actor_id to, weft_msg_t** msg) {
     return err;
   if (!weft__slot_alive(to))
     return WEFT_EDEADACTOR; /* Before the transfers commit. */
+  if ((*msg)->nxfer > 0 && weft_actor_is_remote(to, NULL))
+    return weft__remote_send_flat(to, msg); /* Across hosts: copies. */
   if ((*msg)->nxfer == 0 && (*msg)->len <= LIGHT_MAX) {
     /* Nothing to commit: it goes light, and the message is freed here,
      * on the thread that made it. */

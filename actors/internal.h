@@ -35,7 +35,9 @@ enum {
   WEFT__TAG_TIMER = 8,     /* aux: the timer's id; the user's value. */
   WEFT__TAG_ASK_REPLY = 9, /* aux: the ask's record; a kept reply (code
                             * 0) or an empty message carrying the code. */
-  WEFT__TAG_UNMUTE = 10    /* Not a message: see mute records. */
+  WEFT__TAG_UNMUTE = 10,   /* Not a message: see mute records. */
+  WEFT__TAG_REMOTE = 11    /* To a proxy (remote.c): an envelope from the
+                            * network; aux: an answer id, or 0. */
 };
 
 /* --- address.c ------------------------------------------------------------
@@ -287,6 +289,13 @@ void weft__link_end(weft_actor_t* a, int reason);
 bool weft__link_queued_at_end(weft_actor_t* a, weft_msg_t* msg, int reason);
 /* Record a link both ways for a spawn: the child side. */
 int weft__link_add(weft_actor_t* a, weft_actor_id other);
+/* A monitor for a remote watcher (remote.c): a ref, the MONITOR signal
+ * from any thread, and the watcher's record in its turn. */
+uint64_t weft__link_new_ref(void);
+void weft__link_monitor_tell(weft_actor_id watcher, weft_actor_id target,
+                             uint64_t ref);
+int weft__link_monitor_record(weft_actor_t* a, uint64_t ref,
+                              weft_actor_id target);
 
 /* --- ask.c ----------------------------------------------------------------- */
 
@@ -322,5 +331,15 @@ int weft__registry_init(weft_actor_system_t* sys);
 void weft__registry_free(weft_actor_system_t* sys);
 /* Remove the name of `id`, if it has one. Thread: any. */
 void weft__registry_drop_id(weft_actor_system_t* sys, weft_actor_id id);
+
+/* --- remote.c -------------------------------------------------------------- */
+
+/* Send `*msg` (sealed, with transfers) to proxy `to`: its buffers as
+ * copies of their bytes, shared buffers refused (WEFT_ENOTLOCAL); as
+ * weft_actor_send_msg() otherwise. */
+int weft__remote_send_flat(weft_actor_id to, weft_msg_t** msg);
+/* Detach the system from its node and forget its behaviours (system
+ * free, before its schedulers stop). */
+void weft__remote_system_free(const weft_actor_system_t* sys);
 
 #endif /* WEFT_ACTORS_INTERNAL_H */

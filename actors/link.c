@@ -354,6 +354,34 @@ int weft_actor_monitor(weft_actor_t* self, weft_actor_id target,
   return 0;
 }
 
+/* A monitor made for a remote watcher (remote.c), in two steps so that
+ * its MONITOR signal takes its place among the pushes of the thread that
+ * reads the network: a fresh ref; the signal to `target` (a DOWN with
+ * WEFT_EDEADACTOR to `watcher` if it is gone); and, in the watcher's turn
+ * (before that DOWN can come: it is queued behind), its record. */
+uint64_t weft__link_new_ref(void) {
+  return atomic_fetch_add_explicit(&next_ref, 1, memory_order_relaxed);
+}
+
+void weft__link_monitor_tell(weft_actor_id watcher, weft_actor_id target,
+                             uint64_t ref) {
+  unsigned char b[10];
+  msgpack_sbuffer sb = {0, (char*)b, sizeof(b)};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, 1);
+  msgpack_pack_uint64(&pk, ref); /* 10 bytes at most: no realloc. */
+  if (weft__actor_tell(target, WEFT__TAG_MONITOR, watcher, sb.data,
+                       sb.size) == WEFT_EDEADACTOR)
+    send_down(watcher, ref, target, WEFT_EDEADACTOR);
+}
+
+int weft__link_monitor_record(weft_actor_t* a, uint64_t ref,
+                              weft_actor_id target) {
+  weft__actor_x_t* x = weft__actor_x(a);
+  return x == NULL ? WEFT_ENOMEM : monitors_add(x, ref, target);
+}
+
 int weft_actor_demonitor(weft_actor_t* self, uint64_t ref) {
   weft_actor_id t;
   if (self == NULL || ref == 0)

@@ -555,6 +555,9 @@ int weft_actor_system_free(weft_actor_system_t* sys) {
     return 0;
   if (on_own_scheduler(sys))
     return WEFT_EBUSY;
+  /* Its proxies keep reply handles taken on the schedulers: settled
+   * before the schedulers go (remote.c). */
+  weft__remote_system_free(sys);
   atomic_store_explicit(&sys->closing, true, memory_order_release);
   stop_schedulers(sys);
   /* No scheduler runs: the actors left are ours alone. */

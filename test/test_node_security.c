@@ -48,7 +48,7 @@ static void start_secure_server(void) {
   for (const char* u = "abc"; *u != '\0'; u++)
     fprintf(f,
             "  { user: \"%c\", password: \"pw-%c\", permissions: {\n"
-            "    publish: { allow: [\"weft.sec.*.p.>\", "
+            "    publish: { allow: [\"weft.sec.*.p.>\", \"weft.sec.*.a\", "
             "\"weft.sec.presence.%c\", \"weft.sec.pool.>\", "
             "\"weft.sec.*.t.>\"] },\n"
             "    subscribe: { allow: [\"weft.sec.%c.>\", "
@@ -187,9 +187,11 @@ Test(node_security, a_node_cannot_use_another_nodes_subjects) {
   weft__nats_sub_t* sub = NULL;
   raw_events_t re = {0};
   atomic_int got = 0;
-  /* A heartbeat as node.c writes one: [instance, leaving]. */
-  static const unsigned char fake_beat[11] = {0x92, 0xcf, 0, 0, 0, 0,
-                                              0,    0,    0, 7, 0};
+  /* A heartbeat as node.c writes one (weft__wire_beat): it would make c
+   * up at b if the server let it through. */
+  unsigned char fake_beat[WEFT__WIRE_BEAT_LEN];
+  const weft__wire_beat_t beat = {7, false, 0};
+  weft__wire_beat(&beat, fake_beat);
   cr_assert_eq(weft_node_join(loop, &ob, &b), 0);
   run_until(loop, &eb.connected);
   o.servers = server.url;

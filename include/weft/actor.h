@@ -39,7 +39,11 @@
  * when one ends with a reason other than 0, each linked actor that does
  * not trap exits ends with the same reason; one that traps exits gets an
  * EXIT signal as a message instead (also for a normal end). A monitor
- * gets one DOWN signal when its target ends, with the reason.
+ * gets one DOWN signal when its target ends, with the reason. An actor
+ * on another node (weft/actor_remote.h) that cannot be reached any more
+ * (its node went down, or the connection closed for good) ends, as its
+ * links and monitors here see it, with WEFT_ENOTCONNECTED (Erlang's
+ * noconnection).
  *
  * Memory: a system owns its actors; an actor's state belongs to the caller
  * who spawned it and is handed back to opts.on_stop (if given) when the

@@ -26,6 +26,7 @@ extern "C" {
 #include "weft/trace.h"
 #include "weft/node.h"
 #include "weft/pool_node.h"
+#include "weft/actor_remote.h"
 
 #ifdef __cplusplus
 }

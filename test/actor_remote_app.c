@@ -1,0 +1,87 @@
+/* actor_remote_app.c - an actor system on a node in a process of its own,
+ * for test_actor_remote's noconnection test (started as node_support.h
+ * starts node_app): `actor_remote_app URL NAME [HEARTBEAT_MS]` joins
+ * cluster "test" as NAME (heartbeats every 100 ms by default), attaches an
+ * actor system and registers
+ *   "victim"  an integer request n -> n + 1
+ *   "hold"    requests kept unanswered (an ask that waits until we die)
+ * It prints "ready" once connected, and leaves cleanly on SIGTERM. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <uv.h>
+
+#include <weft/weft.h>
+
+static weft_node_t* node;
+static weft_actor_system_t* sys;
+static uv_signal_t sigterm;
+
+static int victim(weft_actor_t* self, void* state, weft_msg_t* m) {
+  int64_t n = 0;
+  weft_reply_t* r = NULL;
+  (void)self;
+  (void)state;
+  if (weft_msg_take_reply(m, &r) != 0)
+    return 0;
+  if (weft_msg_read(m, "I", &n) != 0)
+    weft_reply_error(r, WEFT_EDECODE);
+  else
+    weft_reply_send_fmt(r, "I", n + 1);
+  return 0;
+}
+
+static int hold(weft_actor_t* self, void* state, weft_msg_t* m) {
+  weft_reply_t* r = NULL;
+  (void)self;
+  (void)state;
+  (void)weft_msg_take_reply(m, &r); /* Never answered: dies with us. */
+  return 0;
+}
+
+static void on_event(weft_node_t* n, const weft_node_event_t* ev, void* ctx) {
+  (void)n;
+  (void)ctx;
+  if (ev->kind == WEFT_NODE_CONNECTED) {
+    weft_node_flush(node, 5000); /* The subscriptions are in. */
+    printf("ready\n");
+    fflush(stdout);
+  }
+}
+
+static void on_sigterm(uv_signal_t* s, int signum) {
+  (void)signum;
+  uv_close((uv_handle_t*)s, NULL);
+  weft_actor_system_leave(sys);
+  weft_node_leave(node);
+}
+
+int main(int argc, char** argv) {
+  weft_loop_t* loop = NULL;
+  weft_node_opts_t o = {0};
+  weft_actor_opts_t a = {0};
+  if (argc < 3)
+    return 2;
+  if (weft_loop_new(&loop) != 0 || weft_actor_system_new(&sys, NULL) != 0)
+    return 2;
+  o.servers = argv[1];
+  o.name = argv[2];
+  o.cluster = "test";
+  o.heartbeat_ms = argc > 3 ? atoi(argv[3]) : 100;
+  o.on_event = on_event;
+  if (weft_node_join(loop, &o, &node) != 0 ||
+      weft_actor_system_join(sys, node) != 0)
+    return 2;
+  a.name = "victim";
+  if (weft_actor_spawn(sys, victim, NULL, &a, NULL) != 0)
+    return 2;
+  a.name = "hold";
+  if (weft_actor_spawn(sys, hold, NULL, &a, NULL) != 0)
+    return 2;
+  uv_signal_init(weft_loop_uv(loop), &sigterm);
+  uv_signal_start(&sigterm, on_sigterm, SIGTERM);
+  weft_loop_run(loop);
+  weft_actor_system_free(sys);
+  weft_loop_free(loop);
+  return 0;
+}
