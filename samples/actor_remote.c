@@ -109,20 +109,8 @@ static int both_up(void) {
   return weft_node_is_up(a, "b") && weft_node_is_up(b, "a");
 }
 
-/* Up, and still up a moment later (a node may be seen down just as it
- * comes up, and up again at its next heartbeat). */
-static uint64_t settle_until;
-
-static int settled(void) {
-  return uv_hrtime() >= settle_until;
-}
-
 static void wait_both_up(void) {
-  do {
-    run_until(both_up);
-    settle_until = uv_hrtime() + 300 * 1000000ull;
-    run_until(settled);
-  } while (!both_up());
+  run_until(both_up);
 }
 
 static int down_heard(void) {

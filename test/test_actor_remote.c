@@ -33,16 +33,10 @@ typedef struct {
   weft_actor_system_t *sa, *sb;
 } duo_t;
 
-/* Wait until `node` sees `name` up, and still up a moment later: lib/node.c
- * may call a node DOWN just as it comes UP (a heartbeat that lands between
- * check_members' clock read and its lock: now - last_ms wraps), and UP
- * again at its next heartbeat. Addresses made in between would end. */
+/* Wait until `node` sees `name` up. */
 static void wait_up(weft_loop_t* loop, weft_node_t* node, const char* name) {
-  do {
-    while (!weft_node_is_up(node, name))
-      run_for(loop, 20);
-    run_for(loop, 300);
-  } while (!weft_node_is_up(node, name));
+  while (!weft_node_is_up(node, name))
+    run_for(loop, 20);
 }
 
 static weft_actor_system_t* new_system(void) {
