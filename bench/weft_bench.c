@@ -871,15 +871,30 @@ static void cr_run(const char* name, int nw, unsigned rate) {
   finish(loop, cr.ws, nw);
 }
 
+/* BENCH_CPURATE="1w.10k 8w.100" runs only those configs (to look at one
+ * alone under perf or strace); unset, all of them. */
+static bool cr_wanted(const char* name) {
+  const char* only = getenv("BENCH_CPURATE");
+  size_t len = strlen(name);
+  if (only == NULL || only[0] == '\0') return true;
+  for (const char* s = strstr(only, name); s != NULL; s = strstr(s + 1, name))
+    if ((s == only || s[-1] == ' ' || s[-1] == ',') &&
+        (s[len] == '\0' || s[len] == ' ' || s[len] == ','))
+      return true;
+  return false;
+}
+
 static void bench_cpurate(uint64_t n) {
+  static const struct {
+    const char* name;
+    int nw;
+    unsigned rate;
+  } configs[] = {{"1w.100", 1, 100},    {"1w.1k", 1, 1000}, {"1w.10k", 1, 10000},
+                 {"1w.100k", 1, 100000}, {"8w.100", 8, 100}, {"8w.1k", 8, 1000},
+                 {"8w.10k", 8, 10000}};
   (void)n;
-  cr_run("1w.100", 1, 100);
-  cr_run("1w.1k", 1, 1000);
-  cr_run("1w.10k", 1, 10000);
-  cr_run("1w.100k", 1, 100000);
-  cr_run("8w.100", 8, 100);
-  cr_run("8w.1k", 8, 1000);
-  cr_run("8w.10k", 8, 10000);
+  for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
+    if (cr_wanted(configs[i].name)) cr_run(configs[i].name, configs[i].nw, configs[i].rate);
 }
 
 /* --- 9. pool and offload (issue 6) ------------------------------------- */

@@ -23,31 +23,61 @@
  * ping-pong a wake-up (54 us instead of 0.7 us).
  *
  * The budget adapts to how messages have been arriving (as glibc's adaptive
- * mutexes and pool.c's future waits do), between 0 and SPIN_NS:
- * - a spin that found work doubles it;
- * - a spin that ran out and parked looks at the wake-up: cross-thread work
- *   that came within SPIN_NS of the spin's start would have been caught by
- *   a longer spin, so the budget grows to twice that gap; anything else
- *   (work much later, or only a timer or I/O) halves it, and a gap over
- *   SPIN_GIVE_UP_NS drops it to 0 at once.
+ * mutexes and pool.c's future waits do), between 0 and SPIN_NS. The loop
+ * keeps the gaps of its last SPIN_HIST waits after cross-thread traffic:
+ * from the wait's start to the work that ended it, exact whether a spin
+ * found the work or a wake-up brought it (the waker stamps its write:
+ * transport/waker.h), "never" when none came within SPIN_NS (a timer or
+ * I/O woke it, or nothing came for long). The budget is the one that
+ * would have cost those waits the least: a gap under the budget costs its
+ * length in spinning, any other costs the whole budget and then a
+ * wake-up, priced at its measured latency (SPIN_WAKE_NS); a budget of 0
+ * costs a wake-up each time. So a ping-pong (answers within a microsecond) spins, and a
+ * loop whose messages come in bursts a millisecond apart (an echo server
+ * at 10,000 messages/s) parks at once: the spin that ends each burst
+ * finds nothing, and a budget that caught the burst's quick answers would
+ * pay that whole spin every time. The gap a wake-up measures is the
+ * producer's write, not the wake-up's own latency (tens of us here),
+ * which a spin need not cover: measuring to the wake-up made the budget
+ * twice that latency after every burst, and the spins at bursts' ends
+ * were most of the CPU that echo server paid (1 worker at 10,000/s: 70-100
+ * us of spinning on each side per millisecond).
  * With a budget of 0 the loop parks straight away, as Node's does; the
- * next quick answer brings the spin back. Why it matters beyond CPU: while
+ * next quick answers bring the spin back. Why it matters beyond CPU: while
  * the loop spins it does not poll its sockets, and a sched_yield() next to
  * runnable threads (a pool hashing at nice +10) gives the core away for
  * the rest of their time slice (up to a 4 ms tick on an HZ=250 kernel).
  * samples/login_api, receiving a pool result every ~20 ms while its pool
  * hashed on both cores, answered GET /health with a p99 of 3.6-3.8 ms
- * spinning a fixed 100 us after each result and 2.6-2.8 ms with this
- * budget (3 runs of 8 s each, wrk; the rest of that tail was libuv's
- * uv_async_send: see transport/waker.h). */
+ * spinning a fixed 100 us after each result and 2.6-2.8 ms with an
+ * adaptive budget (3 runs of 8 s each, wrk; the rest of that tail was
+ * libuv's uv_async_send: see transport/waker.h). */
 #ifndef SPIN_PAUSES
 #define SPIN_PAUSES 200
 #endif
 #ifndef SPIN_NS
 #define SPIN_NS 100000u
 #endif
-#define SPIN_MIN_NS 2000
-#define SPIN_GIVE_UP_NS ((uint64_t)4 * SPIN_NS)
+#define SPIN_MIN_NS 2000u
+/* What a wait that ends in a wake-up costs, for the budget's choice: its
+ * latency, from the producer's write to the check phase of the loop it
+ * woke, averaged over the last wake-ups (SPIN_WAKE_NS to start with,
+ * kept between SPIN_WAKE_MIN_NS and SPIN_WAKE_MAX_NS), plus SPIN_WAKE_NS
+ * for the system calls, the producer's write among them: that one is on
+ * the sender's path, and priced at the latency alone, the 8 workers of a
+ * fan-out parked between their messages and main paid a write for each
+ * (bench fanout: 4.5 M msgs/s against 13 M, side by side). About 10-20 us on
+ * a quiet 2-vCPU VM (a futex round trip is 12-24 us there); on a loaded
+ * machine, where the woken thread waits for a core, far more, and a
+ * spin, whose sched_yield() lets the other threads run meanwhile, pays
+ * for longer gaps: priced at a fixed 20 us, a ping-pong on a host loaded
+ * by other builds parked at every round trip (45 us against 7-21 us for
+ * the older budget, side by side). */
+#define SPIN_WAKE_NS 20000u
+#define SPIN_WAKE_MIN_NS 5000u
+#define SPIN_WAKE_MAX_NS 200000u
+#define SPIN_HIST 8 /* Gaps kept; a power of two. */
+#define SPIN_NEVER UINT32_MAX
 /* After this much work (counted as for READY_BATCH: about one unit per
  * message) delivered without a real poll, poll anyway so sockets are not
  * starved by a message flood (timers and immediates are checked after
@@ -156,6 +186,11 @@ struct weft_loop_s {
   void (*idle_hook)(void* arg); /* weft__loop_on_idle(); owner only. */
   void* idle_arg;
   uint32_t spin_budget_ns; /* Owner only: see SPIN_NS. */
+  uint32_t spin_gaps[SPIN_HIST]; /* Owner only: the last waits' gaps. */
+  uint32_t spin_gap_at;          /* Owner only: the next to replace. */
+  uint32_t wake_ns;   /* Owner only: a wake-up's latency (SPIN_WAKE_NS). */
+  bool parked;        /* Owner only: in a park's turn of the libuv loop. */
+  uint64_t woke_ns;   /* Owner only: that turn's check phase (0: none). */
   uint64_t start_ns;
 };
 
@@ -237,7 +272,11 @@ static int loop_setup(weft_loop_t** out, uv_loop_t* uv) {
   atomic_init(&loop->producers, 0);
   atomic_init(&loop->spin_ns, 0);
   atomic_init(&loop->spins, 0);
+  /* A full first spin; the gaps it and the next waits measure decide. */
   loop->spin_budget_ns = SPIN_NS;
+  loop->wake_ns = SPIN_WAKE_NS;
+  for (int i = 0; i < SPIN_HIST; i++)
+    loop->spin_gaps[i] = SPIN_NEVER;
   if (uv == NULL) {
     err = uv_loop_init(&loop->own_uv);
     if (err != 0) {
@@ -946,6 +985,8 @@ static int process_ready(weft_loop_t* loop) {
  * poll return early. */
 static void check_cb(uv_check_t* h) {
   weft_loop_t* loop = h->data;
+  if (loop->parked && loop->woke_ns == 0)
+    loop->woke_ns = uv_hrtime(); /* For adapt_spin(). */
   weft__waker_checked(&loop->waker);
   loop->depth++;
   process_ready(loop);
@@ -960,26 +1001,68 @@ static bool work_arrived(weft_loop_t* loop) {
          atomic_load_explicit(&loop->stop_requested, memory_order_relaxed);
 }
 
+/* The budget that would have cost the last waits the least (see
+ * SPIN_NS): each gap (plus a quarter, for jitter) is a candidate. */
+static uint32_t spin_choose(const weft_loop_t* loop) {
+  uint64_t wake = (uint64_t)loop->wake_ns + SPIN_WAKE_NS;
+  uint64_t best_cost = (uint64_t)SPIN_HIST * wake; /* Budget 0. */
+  uint32_t best = 0;
+  int i, j;
+  for (i = 0; i < SPIN_HIST; i++) {
+    uint64_t g = loop->spin_gaps[i], b, cost = 0;
+    if (g == SPIN_NEVER)
+      continue;
+    b = g + g / 4 < SPIN_MIN_NS ? SPIN_MIN_NS : g + g / 4;
+    if (b > SPIN_NS)
+      b = SPIN_NS;
+    for (j = 0; j < SPIN_HIST; j++) {
+      uint64_t h = loop->spin_gaps[j];
+      cost += h <= b ? h : b + wake;
+    }
+    if (cost < best_cost || (cost == best_cost && b < best)) {
+      best_cost = cost;
+      best = (uint32_t)b;
+    }
+  }
+  return best;
+}
+
+/* A wait after cross-thread traffic ended `gap` ns after it started (more
+ * than SPIN_NS: as good as never): learn it, choose the next budget. */
+static void spin_learn(weft_loop_t* loop, uint64_t gap) {
+  loop->spin_gaps[loop->spin_gap_at++ & (SPIN_HIST - 1)] =
+      gap > SPIN_NS ? SPIN_NEVER : (uint32_t)gap;
+  loop->spin_budget_ns = spin_choose(loop);
+}
+
 /* Spin until the ready queue has something or the budget is spent (see
- * SPIN_NS). True when something arrived; the budget doubles then. */
+ * SPIN_NS). True when something arrived. */
 static bool spin_for_work(weft_loop_t* loop, uint64_t t0) {
+  uint64_t budget = loop->spin_budget_ns;
   uint64_t now = t0;
   bool found = false;
   int i;
-  if (loop->spin_budget_ns == 0)
+  if (budget == 0)
     return false;
   atomic_store_explicit(
       &loop->spins, atomic_load_explicit(&loop->spins, memory_order_relaxed) + 1,
       memory_order_relaxed);
-  for (i = 0; i < SPIN_PAUSES && !found; i++) {
+  /* Pauses first (a clock read every 16: 200 take 4-8 us here, more than
+   * a short budget), then yields. */
+  for (i = 0; !found; i++) {
     found = work_arrived(loop);
-    if (!found)
+    if (found)
+      break;
+    if (i < SPIN_PAUSES) {
       weft__cpu_relax();
-  }
-  while (!found && now - t0 < loop->spin_budget_ns) {
-    sched_yield();
-    found = work_arrived(loop);
+      if ((i & 15) != 15)
+        continue;
+    } else {
+      sched_yield();
+    }
     now = uv_hrtime();
+    if (now - t0 >= budget)
+      break;
   }
   now = uv_hrtime();
   atomic_store_explicit(
@@ -987,30 +1070,25 @@ static bool spin_for_work(weft_loop_t* loop, uint64_t t0) {
       atomic_load_explicit(&loop->spin_ns, memory_order_relaxed) +
           (now - t0),
       memory_order_relaxed);
-  if (found) {
-    uint32_t b = loop->spin_budget_ns * 2u;
-    loop->spin_budget_ns = b > SPIN_NS ? SPIN_NS : b;
-  }
+  if (found)
+    spin_learn(loop, now - t0);
   return found;
 }
 
-/* After a park that followed cross-thread traffic (the spin, if any, ran
- * out at t0): adapt the budget to when work came (see SPIN_NS). */
+/* After a park that followed cross-thread traffic (the wait began at t0,
+ * with the spin if any): learn when work came (see SPIN_NS). */
 static void adapt_spin(weft_loop_t* loop, uint64_t t0, bool work_came) {
-  uint64_t gap = uv_hrtime() - t0;
-  uint32_t b = loop->spin_budget_ns;
-  if (work_came && gap < SPIN_NS) {
-    uint64_t want = 2 * gap < SPIN_MIN_NS ? SPIN_MIN_NS : 2 * gap;
-    if (want > b)
-      b = want > SPIN_NS ? SPIN_NS : (uint32_t)want;
-  } else if (gap > SPIN_GIVE_UP_NS) {
-    b = 0;
-  } else {
-    b /= 2;
-    if (b < SPIN_MIN_NS)
-      b = 0;
+  uint64_t woke = weft__waker_take_woke_at(&loop->waker);
+  uint64_t at = work_came ? (woke > t0 ? woke : uv_hrtime()) : 0;
+  if (woke > t0 && loop->woke_ns > woke) {
+    /* A wake-up's latency: a quarter of the way to this one. */
+    uint64_t l = loop->woke_ns - woke;
+    int64_t w = loop->wake_ns;
+    w += ((int64_t)(l > SPIN_WAKE_MAX_NS ? SPIN_WAKE_MAX_NS : l) - w) / 4;
+    loop->wake_ns = w < SPIN_WAKE_MIN_NS ? SPIN_WAKE_MIN_NS : (uint32_t)w;
   }
-  loop->spin_budget_ns = b;
+  loop->woke_ns = 0;
+  spin_learn(loop, work_came ? at - t0 : UINT64_MAX);
 }
 
 static bool loop_busy(weft_loop_t* loop) {
@@ -1048,7 +1126,7 @@ static bool loop_alive(weft_loop_t* loop) {
 
 int weft_loop_run(weft_loop_t* loop) {
   int fast = 0;
-  bool watch;
+  bool watch, polled = false, just_polled;
   uint64_t idle_t0 = 0;
   CHECK_OWNER(loop);
   if (loop->running)
@@ -1059,6 +1137,8 @@ int weft_loop_run(weft_loop_t* loop) {
   weft__loop_after_callback(loop);
   weft__waker_park_end(&loop->waker);
   while (!stop_now(loop)) {
+    just_polled = polled;
+    polled = false;
     if (!weft__mpsc_empty(&loop->ready) && fast < FAST_PATH_MAX) {
       /* Fast path: messages are waiting and, if no timer is due and no
        * immediate or pending callback is queued, the next uv_run would
@@ -1074,7 +1154,14 @@ int weft_loop_run(weft_loop_t* loop) {
       }
     }
     fast = 0;
-    uv_run(loop->uv, UV_RUN_NOWAIT);
+    /* Right after a park's turn, which polled and ran the check phase and
+     * the due timers, and with nothing handed over since, another turn
+     * would only poll again: one system call (epoll_wait) per wake-up
+     * saved. Whatever that turn left to do makes the backend's timeout 0
+     * below (immediates, pending callbacks, closing handles, due
+     * timers), and the next round runs a turn for it. */
+    if (!just_polled)
+      uv_run(loop->uv, UV_RUN_NOWAIT);
     if (stop_now(loop))
       break;
     /* Nothing keeps the loop alive: what is still queued belongs to
@@ -1100,11 +1187,16 @@ int weft_loop_run(weft_loop_t* loop) {
       idle_t0 = uv_hrtime();
       if (spin_for_work(loop, idle_t0))
         continue;
+      (void)weft__waker_take_woke_at(&loop->waker); /* An older write's. */
     }
     weft__waker_park_begin(&loop->waker);
     if (weft__mpsc_empty(&loop->ready) &&
-        !atomic_load_explicit(&loop->stop_requested, memory_order_acquire))
+        !atomic_load_explicit(&loop->stop_requested, memory_order_acquire)) {
+      loop->parked = watch;
       uv_run(loop->uv, UV_RUN_ONCE);
+      loop->parked = false;
+      polled = true;
+    }
     weft__waker_park_end(&loop->waker);
     /* The wake-up's ready items ran inside that turn (its check phase)
      * and set recent_ready again, or still wait in the queue. */

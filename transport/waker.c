@@ -10,6 +10,7 @@
 void weft__waker_init(weft__waker_t* w, uv_loop_t* loop) {
   atomic_init(&w->parked, WEFT__WAKER_PARKED);
   atomic_init(&w->signalled, 0);
+  atomic_init(&w->woke_at, 0);
   /* As libuv's uv__async_send: a pipe's write end when the loop has one,
    * else the eventfd it reads. uv_loop_init() made both (its threadpool's
    * async handle), so they live as long as the loop. */
@@ -41,6 +42,8 @@ static void signal_fd(weft__waker_t* w) {
   if (atomic_load_explicit(&w->signalled, memory_order_seq_cst) != 0 ||
       atomic_exchange_explicit(&w->signalled, 1, memory_order_seq_cst) != 0)
     return;
+  /* A clock read (tens of ns) next to a system call (microseconds). */
+  atomic_store_explicit(&w->woke_at, uv_hrtime(), memory_order_relaxed);
   do
     r = write(w->fd, &one, w->len);
   while (r < 0 && errno == EINTR);
@@ -63,6 +66,10 @@ void weft__waker_force(weft__waker_t* w) {
   if (atomic_load_explicit(&w->parked, memory_order_seq_cst) !=
       WEFT__WAKER_CLOSED)
     signal_fd(w);
+}
+
+uint64_t weft__waker_take_woke_at(weft__waker_t* w) {
+  return atomic_exchange_explicit(&w->woke_at, 0, memory_order_relaxed);
 }
 
 void weft__waker_park_begin(weft__waker_t* w) {

@@ -68,6 +68,11 @@ typedef struct weft__waker_s {
   alignas(64) atomic_int parked;
   /* 1 from a producer's write until the consumer's next check. */
   atomic_int signalled;
+  /* uv_hrtime() of the last wake-up's write (0: none since the consumer
+   * cleared it): when the work that woke a parked loop came, which the
+   * loop's adaptive spin learns from (loop.c). Relaxed: a hint, ordered
+   * with nothing. */
+  _Atomic uint64_t woke_at;
   int fd;     /* libuv's wake-up descriptor of the loop. */
   size_t len; /* What a wake-up writes: 8 (eventfd) or 1 (pipe) bytes. */
 } weft__waker_t;
@@ -89,6 +94,10 @@ void weft__waker_wake(weft__waker_t* w);
 /* Wake even if the consumer is busy (e.g. to ask it to stop between two
  * callbacks); not once the waker is closed. Thread: any. */
 void weft__waker_force(weft__waker_t* w);
+
+/* When the last wake-up was written (uv_hrtime()), 0 if none was since
+ * the last call; clears it. Thread: the loop's thread. */
+uint64_t weft__waker_take_woke_at(weft__waker_t* w);
 
 /* Thread: the loop's thread. */
 void weft__waker_park_begin(weft__waker_t* w);

@@ -328,14 +328,14 @@ function cpurateOne(name, nw, rate) {
   });
 }
 
+// BENCH_CPURATE="1w.10k 8w.100" runs only those configs; unset, all.
 async function cpurate() {
-  await cpurateOne('1w.100', 1, 100);
-  await cpurateOne('1w.1k', 1, 1000);
-  await cpurateOne('1w.10k', 1, 10000);
-  await cpurateOne('1w.100k', 1, 100000);
-  await cpurateOne('8w.100', 8, 100);
-  await cpurateOne('8w.1k', 8, 1000);
-  await cpurateOne('8w.10k', 8, 10000);
+  const only = (process.env.BENCH_CPURATE || '').split(/[ ,]+/).filter((s) => s);
+  const configs = [['1w.100', 1, 100], ['1w.1k', 1, 1000], ['1w.10k', 1, 10000],
+    ['1w.100k', 1, 100000], ['8w.100', 8, 100], ['8w.1k', 8, 1000], ['8w.10k', 8, 10000]];
+  for (const [name, nw, rate] of configs) {
+    if (only.length === 0 || only.includes(name)) await cpurateOne(name, nw, rate);
+  }
 }
 
 const DEFAULT_N = {
