@@ -927,6 +927,8 @@ static void tick(weft_loop_t* loop, void* arg) {
 }
 
 /* An answer for one of our tasks (nats.c's thread). */
+static void send_cancel_to(remote_t* r, const char* holder, uint64_t id);
+
 static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   remote_t* r = ctx;
   char node[NAME_MAX_LEN + 1];
@@ -951,7 +953,11 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   }
   rt = rt_find(r, id);
   if (rt == NULL) {
-    /* Settled already (a late or duplicate answer), or cancelled. */
+    /* Settled already (a late or duplicate answer), or cancelled. A node
+     * that says it took such a task (cancelled before its ack came, or
+     * taken twice after a retry) is told to stop: nobody waits for it. */
+    if (nm->status == 0 && nm->error == NULL && kind == WEFT__POOL_ACK)
+      send_cancel_to(r, node, id);
   } else if (nm->status == WEFT_ENORESPONDERS) {
     if (rt->state == RT_SENT) { /* No worker free anywhere. */
       requeue(r, rt);
@@ -1002,19 +1008,28 @@ static void free_message(void* ctx, const weft__nats_msg_t* nm) {
   pthread_mutex_unlock(&r->lock);
 }
 
-/* Tell the node that holds `rt` (if one does) that it was cancelled.
- * r->lock held. */
-static void send_cancel(remote_t* r, const rtask_t* rt) {
+/* Tell `holder` that task `id` (known there by its reply subject) is not
+ * wanted any more. r->lock held. */
+static void send_cancel_to(remote_t* r, const char* holder, uint64_t id) {
   char subject[SUBJECT_MAX];
   char reply[SUBJECT_MAX];
   unsigned char b[3 + SUBJECT_MAX];
-  if (rt->state != RT_HELD || r->gone)
+  if (r->gone)
     return;
-  rt_reply(r, rt, reply);
+  (void)snprintf(reply, sizeof(reply), "%s%llu", r->reply_prefix,
+                 (unsigned long long)id);
   (void)snprintf(subject, sizeof(subject), "weft.%s.%s.t.cancel", r->cluster,
-                 rt->holder);
+                 holder);
   (void)weft__node_publish(r->node, subject, NULL, b, put_str(b, reply),
                            NULL);
+}
+
+/* Tell the node that holds `rt` (if one does) that it was cancelled; one
+ * offered and not acknowledged yet is told when its ack comes
+ * (inbox_message). r->lock held. */
+static void send_cancel(remote_t* r, const rtask_t* rt) {
+  if (rt->state == RT_HELD)
+    send_cancel_to(r, rt->holder, rt->id);
 }
 
 /* Settle everything kept with `status` (and tell holders, for a cancel).
