@@ -1679,9 +1679,12 @@ size_t weft__core_peer_backlog(void* core) {
   size_t none = 0;
   /* Count from now on where nothing counted (an unlimited owner): a limit
    * of SIZE_MAX counts and never refuses. A later attach sets the new
-   * owner's limit; what was counted is uncounted as it leaves. */
-  atomic_compare_exchange_strong_explicit(&y->qlimit, &none, SIZE_MAX,
-                                          memory_order_relaxed,
-                                          memory_order_relaxed);
+   * owner's limit; what was counted is uncounted as it leaves. Loaded
+   * first: this runs per message, and a CAS that fails still takes the
+   * line for writing. */
+  if (atomic_load_explicit(&y->qlimit, memory_order_relaxed) == 0)
+    atomic_compare_exchange_strong_explicit(&y->qlimit, &none, SIZE_MAX,
+                                            memory_order_relaxed,
+                                            memory_order_relaxed);
   return atomic_load_explicit(&y->queued, memory_order_relaxed);
 }

@@ -13,6 +13,8 @@
 
 #include <weft/weft.h>
 
+#include "app_ready.h"
+
 static weft_node_t* node;
 static weft_actor_system_t* sys;
 static uv_signal_t sigterm;
@@ -39,16 +41,6 @@ static int hold(weft_actor_t* self, void* state, weft_msg_t* m) {
   return 0;
 }
 
-static void on_event(weft_node_t* n, const weft_node_event_t* ev, void* ctx) {
-  (void)n;
-  (void)ctx;
-  if (ev->kind == WEFT_NODE_CONNECTED) {
-    weft_node_flush(node, 5000); /* The subscriptions are in. */
-    printf("ready\n");
-    fflush(stdout);
-  }
-}
-
 static void on_sigterm(uv_signal_t* s, int signum) {
   (void)signum;
   uv_close((uv_handle_t*)s, NULL);
@@ -68,7 +60,7 @@ int main(int argc, char** argv) {
   o.name = argv[2];
   o.cluster = "test";
   o.heartbeat_ms = argc > 3 ? atoi(argv[3]) : 100;
-  o.on_event = on_event;
+  o.on_event = print_ready_on_connect;
   if (weft_node_join(loop, &o, &node) != 0 ||
       weft_actor_system_join(sys, node) != 0)
     return 2;

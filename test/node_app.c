@@ -14,6 +14,8 @@
 
 #include <weft/weft.h>
 
+#include "app_ready.h"
+
 static weft_node_t* node;
 static const char* name;
 static weft_port_t *plus_in, *plus_out, *who_in, *who_out, *hold_in,
@@ -42,16 +44,6 @@ static void who(weft_port_t* p, weft_msg_t* m) {
 static void hold(weft_port_t* p, weft_msg_t* m) {
   (void)p;
   weft_msg_keep(m); /* Never answered: freed when the process dies. */
-}
-
-static void on_event(weft_node_t* n, const weft_node_event_t* ev, void* ctx) {
-  (void)n;
-  (void)ctx;
-  if (ev->kind == WEFT_NODE_CONNECTED) {
-    weft_node_flush(node, 5000); /* The subscriptions are in. */
-    printf("ready\n");
-    fflush(stdout);
-  }
 }
 
 static void close_channel(weft_port_t* a, weft_port_t* b) {
@@ -91,7 +83,7 @@ int main(int argc, char** argv) {
   o.name = name;
   o.cluster = "test";
   o.heartbeat_ms = argc > 3 ? atoi(argv[3]) : 100;
-  o.on_event = on_event;
+  o.on_event = print_ready_on_connect;
   if (weft_node_join(loop, &o, &node) != 0)
     return 2;
   serve(loop, "plus", plus_one, &plus_in, &plus_out);

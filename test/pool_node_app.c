@@ -15,6 +15,8 @@
 
 #include <weft/weft.h>
 
+#include "app_ready.h"
+
 static weft_node_t* node;
 static weft_pool_t* pool;
 static weft_pool_server_t* server;
@@ -32,16 +34,6 @@ static int work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
     nanosleep(&ts, NULL);
   }
   return weft_msg_pack(result, "Is", i, name);
-}
-
-static void on_event(weft_node_t* n, const weft_node_event_t* ev, void* ctx) {
-  (void)n;
-  (void)ctx;
-  if (ev->kind == WEFT_NODE_CONNECTED) {
-    weft_node_flush(node, 5000); /* The subscriptions are in. */
-    printf("ready\n");
-    fflush(stdout);
-  }
 }
 
 static void on_sigterm(uv_signal_t* s, int signum) {
@@ -68,7 +60,7 @@ int main(int argc, char** argv) {
   o.name = name;
   o.cluster = "test";
   o.heartbeat_ms = argc > 3 ? atoi(argv[3]) : 100;
-  o.on_event = on_event;
+  o.on_event = print_ready_on_connect;
   if (weft_node_join(loop, &o, &node) != 0 ||
       weft_pool_serve(node, pool, "g", &server) != 0)
     return 2;
