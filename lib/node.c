@@ -371,14 +371,41 @@ static int export_subject(const char* cluster,
 
 typedef struct {
   shared_t* sh;
+  /* Its posts, gathered when they come back to back (nats.h): one NATS
+   * message carries many. Its requests write it first: a request never
+   * overtakes a post made before it. */
+  weft__nats_batch_t* batch;
   char subject[SUBJECT_MAX];
   char node[NAME_MAX_LEN + 1]; /* The node that serves it. */
 } rport_t;
 
 static void rport_free(void* ctx) {
   rport_t* r = ctx;
+  weft__nats_batch_free(r->batch); /* Writes what it holds. */
   shared_unref(r->sh);
   weft__xfree(r);
+}
+
+/* A post on a remote port, under the read lock as publish(). */
+static int post_batched(rport_t* r, const void* data, size_t len) {
+  shared_t* sh = r->sh;
+  int err = WEFT_ENOTCONNECTED;
+  pthread_rwlock_rdlock(&sh->lock);
+  if (!sh->closed)
+    err = weft__nats_batch_post(r->batch, data, len);
+  pthread_rwlock_unlock(&sh->lock);
+  if (err == 0)
+    count(&sh->published);
+  return err;
+}
+
+/* Before a request: the posts gathered before it go first. */
+static void flush_batched(rport_t* r) {
+  shared_t* sh = r->sh;
+  pthread_rwlock_rdlock(&sh->lock);
+  if (!sh->closed)
+    (void)weft__nats_batch_flush(r->batch); /* Counted when refused. */
+  pthread_rwlock_unlock(&sh->lock);
 }
 
 /* A post or request on a remote port, on the poster's thread. */
@@ -406,7 +433,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
     len = flat.size;
   }
   if (!m->routed) {
-    err = publish(sh, false, r->subject, NULL, bytes, len, NULL);
+    err = post_batched(r, bytes, len);
     msgpack_sbuffer_destroy(&flat);
     if (err == 0) {
       weft__msg_commit_transfers(m);
@@ -430,6 +457,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   pthread_mutex_lock(&sh->plock);
   ptable_put(&sh->calls, e);
   pthread_mutex_unlock(&sh->plock);
+  flush_batched(r);
   err = publish(sh, true, r->subject, reply, bytes, len, NULL);
   msgpack_sbuffer_destroy(&flat);
   if (err != 0) {
@@ -552,6 +580,10 @@ static void export_message(void* ctx, const weft__nats_msg_t* nm) {
   weft_msg_t* m;
   pend_t* e = NULL;
   int err;
+  if (nm->status == WEFT_EDECODE) {
+    count(&sh->dropped_decode); /* A Weft-Batch that did not add up. */
+    return;
+  }
   err = weft__wire_message(nm->data, nm->len, &m);
   if (err != 0) {
     if (err == WEFT_EDECODE)
@@ -1012,6 +1044,7 @@ int weft_node_join(weft_loop_t* loop,
   no.reconnect_wait_ms =
       opts->reconnect_wait_ms > 0 ? opts->reconnect_wait_ms : 250;
   no.max_reconnect = opts->max_reconnect != 0 ? opts->max_reconnect : 120;
+  no.gather_us = opts->post_gather_us;
   err = weft__nats_connect(&no, on_nats_event, sh, &sh->conn);
   if (err == 0) {
     /* A connection refused meanwhile answers ENOTCONNECTED here: the node
@@ -1076,8 +1109,8 @@ static int export_core(weft_node_t* node, const char* name, void* core) {
   atomic_init(&x->closing, false);
   x->sh = node->sh;
   shared_ref(node->sh);
-  err = weft__nats_subscribe(node->sh->conn, subject, NULL, export_message,
-                             export_done, x, &x->sub);
+  err = weft__nats_subscribe_posts(node->sh->conn, subject, export_message,
+                                   export_done, x, &x->sub);
   if (err != 0) {
     shared_unref(node->sh);
     weft__xfree(x);
@@ -1189,6 +1222,8 @@ int weft_node_port(weft_node_t* node,
   r->sh = node->sh;
   copy_name(r->node, node_name);
   err = export_subject(node->cluster, node_name, name, r->subject);
+  if (err == 0)
+    err = weft__nats_batch_new(node->sh->conn, r->subject, &r->batch);
   if (err == 0) {
     shared_ref(node->sh);
     err = weft__channel_new_sink(node->loop, rport_sink, rport_free, r, out,
@@ -1198,6 +1233,7 @@ int weft_node_port(weft_node_t* node,
     }
   }
   if (err != 0) {
+    weft__nats_batch_free(r->batch); /* NULL-safe. */
     weft__xfree(r);
     weft__xfree(f);
     return err;
@@ -1224,6 +1260,8 @@ int weft_node_stats(weft_node_t* node, weft_node_stats_t* out) {
   out->late_replies = LOAD(late_replies);
   out->slow_consumer = LOAD(slow_consumer);
 #undef LOAD
+  out->unsent = sh->conn != NULL && !sh->closed ? weft__nats_unsent(sh->conn)
+                                                : 0;
   return 0;
 }
 
@@ -1271,8 +1309,10 @@ int weft_node_leave(weft_node_t* node) {
     weft__nats_unsubscribe(node->inbox_sub);
   if (node->presence_sub != NULL)
     weft__nats_unsubscribe(node->presence_sub);
-  /* Say goodbye, so that the others see us down now, not after
-   * down_after_ms; bounded, the server may be gone. */
+  /* Posts gathered go before the goodbye. Say goodbye, so that the others
+   * see us down now, not after down_after_ms; bounded, the server may be
+   * gone. */
+  weft__nats_batches_flush(sh->conn);
   beat(sh, true);
   (void)weft__nats_flush(sh->conn, 500);
   pthread_rwlock_wrlock(&sh->lock);

@@ -7,6 +7,8 @@
  * closed callback, a subscription frees itself in its complete callback. */
 #include "nats.h"
 
+#include "nats_conn.h"
+
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,35 +18,8 @@
 
 #include "weft/errno.h"
 
-struct weft__nats_s {
-  natsConnection* nc;
-  weft__nats_event_cb on_event;
-  void* ctx;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  bool closed; /* The closed callback ran. Under `lock`. */
-  /* The kicker (see the top): `kicked` asks it to flush; `stop` ends it.
-   * Both under `klock`; `kick_pending` is a hint read without it, so a
-   * publisher does not take the lock while a flush is already asked. */
-  pthread_mutex_t klock;
-  pthread_cond_t kcond;
-  bool kicked, stop, kicker_started;
-  atomic_bool kick_pending;
-  pthread_t kicker;
-};
-
-struct weft__nats_sub_s {
-  /* Two: the owner's (until weft__nats_unsubscribe) and nats.c's (until the
-   * complete callback, which also comes when the connection closes). */
-  atomic_int refs;
-  natsSubscription* sub;
-  weft__nats_msg_cb cb;
-  weft__nats_done_cb done;
-  void* ctx;
-};
-
 /* nats.c's status as weft's code. */
-static int status_code(natsStatus s) {
+int weft__nats_status(natsStatus s) {
   switch (s) {
     case NATS_OK:
       return 0;
@@ -134,7 +109,7 @@ static void on_error(natsConnection* nc,
                      void* closure) {
   (void)nc;
   (void)sub;
-  emit(closure, WEFT__NATS_ERROR, status_code(err));
+  emit(closure, WEFT__NATS_ERROR, weft__nats_status(err));
 }
 
 /* "u1,u2,..." as nats.c's server list. natsOptions_SetURL() of nats.c 3.4
@@ -224,10 +199,24 @@ static void* kicker_main(void* arg) {
   pthread_setname_np(pthread_self(), "weft-nats-kick");
   pthread_mutex_lock(&c->klock);
   for (;;) {
-    while (!c->kicked && !c->stop)
+    while (!c->kicked && !c->stop && c->dirty == NULL)
       pthread_cond_wait(&c->kcond, &c->klock);
     if (c->stop)
-      break;
+      break; /* weft__nats_close() writes what batches hold. */
+    if (!c->kicked && c->dirty != NULL && c->linger_ns > 0) {
+      /* Gather: the first post waiting may wait a window for others. */
+      uint64_t due = c->dirty_since + c->linger_ns, now = weft__nats_now_ns();
+      if (now < due) {
+        struct timespec until;
+        until.tv_sec = (time_t)(due / 1000000000u);
+        until.tv_nsec = (long)(due % 1000000000u);
+        (void)pthread_cond_timedwait(&c->kcond, &c->klock, &until);
+        continue;
+      }
+    }
+    weft__nats_batches_run(c); /* Lets go of klock while it writes. */
+    if (!c->kicked)
+      continue;
     c->kicked = false;
     /* Publishers that come during the flush kick again: cleared before,
      * and fenced against their publish-then-read (weft__nats_kick): either
@@ -280,8 +269,20 @@ int weft__nats_connect(const weft__nats_opts_t* o,
   pthread_mutex_init(&c->lock, NULL);
   pthread_cond_init(&c->cond, NULL);
   pthread_mutex_init(&c->klock, NULL);
-  pthread_cond_init(&c->kcond, NULL);
+  {
+    /* The kicker's gather deadline is on CLOCK_MONOTONIC. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->kcond, &ca);
+    pthread_condattr_destroy(&ca);
+  }
+  pthread_cond_init(&c->bcond, NULL);
+  c->gather_ns = o->gather_us > 0 ? (uint64_t)o->gather_us * 1000u : 10000u;
+  c->linger_ns = o->gather_us > 0 ? c->gather_ns : 0;
   atomic_init(&c->kick_pending, false);
+  atomic_init(&c->unsent, 0);
+  atomic_init(&c->refs, 1);
   s = make_options(o, c, &opts);
   if (s != NATS_OK) {
     err = s == NATS_NO_MEMORY ? WEFT_ENOMEM : WEFT_EINVAL;
@@ -320,14 +321,11 @@ int weft__nats_connect(const weft__nats_opts_t* o,
     /* Without it kicks are no-ops: publishes wait for nats.c's flusher. */
     c->kicker_started =
         pthread_create(&c->kicker, NULL, kicker_main, c) == 0;
+    c->gather = c->kicker_started && o->gather_us >= 0;
   }
   if (err != 0) {
     natsConnection_Destroy(c->nc); /* NULL-safe. */
-    pthread_mutex_destroy(&c->klock);
-    pthread_cond_destroy(&c->kcond);
-    pthread_mutex_destroy(&c->lock);
-    pthread_cond_destroy(&c->cond);
-    free(c);
+    weft__nats_unref(c);
     return err;
   }
   *out = c;
@@ -347,18 +345,53 @@ int weft__nats_publish(weft__nats_t* c,
   if (c->nc == NULL)
     return WEFT_ENOTCONNECTED;
   if (error == NULL && reply == NULL)
-    return status_code(
+    return weft__nats_status(
         natsConnection_Publish(c->nc, subject, data, (int)len));
   if (error == NULL)
-    return status_code(natsConnection_PublishRequest(c->nc, subject, reply,
-                                                     data, (int)len));
+    return weft__nats_status(natsConnection_PublishRequest(
+        c->nc, subject, reply, data, (int)len));
   s = natsMsg_Create(&m, subject, reply, data, (int)len);
   if (s == NATS_OK)
     s = natsMsgHeader_Set(m, "Weft-Error", error);
   if (s == NATS_OK)
     s = natsConnection_PublishMsg(c->nc, m);
   natsMsg_Destroy(m);
-  return status_code(s);
+  return weft__nats_status(s);
+}
+
+typedef struct {
+  weft__nats_sub_t* s;
+  weft__nats_msg_t m;
+} split_t;
+
+static void deliver_one(void* ctx, const void* p, size_t len) {
+  split_t* sp = ctx;
+  sp->m.data = p;
+  sp->m.len = len;
+  sp->s->cb(sp->s->ctx, &sp->m);
+}
+
+/* A Weft-Batch message (nats.h, weft__nats_subscribe_posts): its posts one
+ * by one, then WEFT_EDECODE if its frames or count are not right. */
+static void deliver_batch(weft__nats_sub_t* s, natsMsg* msg, const char* n) {
+  split_t sp = {.s = s};
+  char* end = NULL;
+  unsigned long long count;
+  int err = WEFT_EDECODE;
+  sp.m.subject = natsMsg_GetSubject(msg);
+  if (n[0] >= '0' && n[0] <= '9') {
+    count = strtoull(n, &end, 10);
+    if (*end == '\0')
+      err = weft__nats_batch_split(natsMsg_GetData(msg),
+                                   (size_t)natsMsg_GetDataLength(msg), count,
+                                   deliver_one, &sp);
+  }
+  if (err != 0) {
+    sp.m.data = NULL;
+    sp.m.len = 0;
+    sp.m.status = err;
+    s->cb(s->ctx, &sp.m);
+  }
 }
 
 static void sub_message(natsConnection* nc,
@@ -370,6 +403,11 @@ static void sub_message(natsConnection* nc,
   const char* err = NULL;
   (void)nc;
   (void)sub;
+  if (s->batches && natsMsgHeader_Get(msg, "Weft-Batch", &err) == NATS_OK) {
+    deliver_batch(s, msg, err);
+    natsMsg_Destroy(msg);
+    return;
+  }
   m.subject = natsMsg_GetSubject(msg);
   m.reply = natsMsg_GetReply(msg);
   m.data = natsMsg_GetData(msg);
@@ -395,13 +433,14 @@ static void sub_complete(void* closure) {
   sub_unref(closure);
 }
 
-int weft__nats_subscribe(weft__nats_t* c,
-                         const char* subject,
-                         const char* queue,
-                         weft__nats_msg_cb cb,
-                         weft__nats_done_cb done,
-                         void* ctx,
-                         weft__nats_sub_t** out) {
+static int subscribe(weft__nats_t* c,
+                     const char* subject,
+                     const char* queue,
+                     bool batches,
+                     weft__nats_msg_cb cb,
+                     weft__nats_done_cb done,
+                     void* ctx,
+                     weft__nats_sub_t** out) {
   weft__nats_sub_t* s;
   natsStatus st;
   *out = NULL;
@@ -416,6 +455,7 @@ int weft__nats_subscribe(weft__nats_t* c,
   s->cb = cb;
   s->done = done;
   s->ctx = ctx;
+  s->batches = batches;
   if (queue != NULL)
     st = natsConnection_QueueSubscribe(&s->sub, c->nc, subject, queue,
                                        sub_message, s);
@@ -435,10 +475,29 @@ int weft__nats_subscribe(weft__nats_t* c,
     /* Closed meanwhile (refused in the background): nats.c answers that
      * with several statuses. */
     return natsConnection_IsClosed(c->nc) ? WEFT_ENOTCONNECTED
-                                          : status_code(st);
+                                          : weft__nats_status(st);
   }
   *out = s;
   return 0;
+}
+
+int weft__nats_subscribe(weft__nats_t* c,
+                         const char* subject,
+                         const char* queue,
+                         weft__nats_msg_cb cb,
+                         weft__nats_done_cb done,
+                         void* ctx,
+                         weft__nats_sub_t** out) {
+  return subscribe(c, subject, queue, false, cb, done, ctx, out);
+}
+
+int weft__nats_subscribe_posts(weft__nats_t* c,
+                               const char* subject,
+                               weft__nats_msg_cb cb,
+                               weft__nats_done_cb done,
+                               void* ctx,
+                               weft__nats_sub_t** out) {
+  return subscribe(c, subject, NULL, true, cb, done, ctx, out);
 }
 
 void weft__nats_drain(weft__nats_sub_t* s) {
@@ -465,7 +524,7 @@ void weft__nats_unsubscribe(weft__nats_sub_t* s) {
 int weft__nats_flush(weft__nats_t* c, int64_t timeout_ms) {
   if (c->nc == NULL)
     return WEFT_ENOTCONNECTED;
-  return status_code(natsConnection_FlushTimeout(c->nc, timeout_ms));
+  return weft__nats_status(natsConnection_FlushTimeout(c->nc, timeout_ms));
 }
 
 int64_t weft__nats_max_payload(weft__nats_t* c) {
@@ -493,6 +552,9 @@ void weft__nats_close(weft__nats_t* c) {
     pthread_join(c->kicker, NULL);
     c->kicker_started = false;
   }
+  pthread_mutex_lock(&c->klock);
+  weft__nats_batches_close(c);
+  pthread_mutex_unlock(&c->klock);
   if (c->nc != NULL)
     natsConnection_Close(c->nc);
   /* nats.c runs the closed callback on its own thread, after Close(). */
@@ -508,8 +570,15 @@ void weft__nats_close(weft__nats_t* c) {
   natsConnection_Destroy(c->nc);
   if (!closed)
     return; /* Never seen to close: leave `c` to a late callback. */
+  weft__nats_unref(c); /* Batches not freed yet keep it. */
+}
+
+void weft__nats_unref(weft__nats_t* c) {
+  if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+    return;
   pthread_mutex_destroy(&c->klock);
   pthread_cond_destroy(&c->kcond);
+  pthread_cond_destroy(&c->bcond);
   pthread_mutex_destroy(&c->lock);
   pthread_cond_destroy(&c->cond);
   free(c);

@@ -18,6 +18,7 @@
 
 typedef struct weft__nats_s weft__nats_t;
 typedef struct weft__nats_sub_s weft__nats_sub_t;
+typedef struct weft__nats_batch_s weft__nats_batch_t;
 
 /* Connection events (the second argument of weft__nats_event_cb). */
 enum {
@@ -45,6 +46,11 @@ typedef struct {
   int max_reconnect; /* -1: forever. */
   int64_t ping_interval_ms;
   int max_pending_msgs; /* Per subscription; 0: nats.c's default. */
+  /* Posts gathered into batches (below): a post within this many us of
+   * the one before on its subject joins the batch, which is written this
+   * long after its first post came. 0: within 10 us, written as soon as
+   * the kicker runs; negative: never. */
+  int64_t gather_us;
 } weft__nats_opts_t;
 
 /* A message as a subscription delivers it. Valid during the callback only.
@@ -101,6 +107,18 @@ int weft__nats_subscribe(weft__nats_t* c,
                          weft__nats_done_cb done,
                          void* ctx,
                          weft__nats_sub_t** out);
+/* As weft__nats_subscribe(), for a subject that weft__nats_batch_post()
+ * writes to: a message with a Weft-Batch header comes to `cb` as the
+ * messages it carries, one call each, in order (without a reply
+ * subject); one whose frames do not add up comes, after the well-formed
+ * ones before the fault, as one call with `status` WEFT_EDECODE and no
+ * data. Thread: any. */
+int weft__nats_subscribe_posts(weft__nats_t* c,
+                               const char* subject,
+                               weft__nats_msg_cb cb,
+                               weft__nats_done_cb done,
+                               void* ctx,
+                               weft__nats_sub_t** out);
 /* Stop delivery as weft__nats_unsubscribe() does, but gently: the server
  * is told at once, and what it sent before it knew still comes to the
  * callback (nats.c's drain; a queue group member loses nothing). `done`
@@ -124,6 +142,56 @@ int64_t weft__nats_max_payload(weft__nats_t* c);
 bool weft__nats_connected(weft__nats_t* c);
 /* Closed for good (refused, attempts ran out): it never connects again. */
 bool weft__nats_closed(weft__nats_t* c);
+/* ---- posts gathered into batches (nats_batch.c) ----
+ *
+ * A post that follows the last one on its subject closely (within
+ * opts.gather_us: a sender in a loop) is not written alone: it joins the
+ * subject's batch, and the kicker writes the batch as one NATS message
+ * (header Weft-Batch: <n>, payload: n frames of transport/frame.h, kind 1,
+ * each one post's bytes) as soon as it runs (gather_us 0) or gather_us
+ * after the batch's first post (set), and at once when a flush is asked
+ * (a request, a reply); the poster writes it when it would pass 64 KiB.
+ * One NATS message then carries many posts: the server, nats.c's reader
+ * and the receiver's delivery thread each do their per-message work once
+ * per batch. A post that comes after a pause is written alone at once, as
+ * weft__nats_publish() would: a batch costs the kicker a wake-up, worth it
+ * only when it carries several. Order is kept per subject, as for
+ * publishes on one connection. */
+
+/* The batch for posts on `subject` (copied): the one already there for
+ * it, or a new one; each call is matched by one weft__nats_batch_free().
+ * 0, WEFT_EINVAL, WEFT_ENOTCONNECTED, WEFT_ENOMEM. Thread: any. */
+int weft__nats_batch_new(weft__nats_t* c,
+                         const char* subject,
+                         weft__nats_batch_t** out);
+/* Post `len` bytes (copied): 0, or the code weft__nats_publish() gives
+ * (WEFT_ENOTCONNECTED after weft__nats_close() began), WEFT_ENOMEM. A
+ * gathered post that nats.c refuses later is counted in
+ * weft__nats_unsent(). Thread: any; one batch's posts are written in the
+ * order their calls returned. */
+int weft__nats_batch_post(weft__nats_batch_t* b, const void* data, size_t len);
+/* Write what the batch holds now, after what the kicker is writing of it:
+ * before a request on the same subject, which must not overtake the posts
+ * before it. 0 or weft__nats_publish()'s code. Thread: any. */
+int weft__nats_batch_flush(weft__nats_batch_t* b);
+/* Let go of the batch; the last user's call writes what is left, then
+ * frees it. Thread: any, also after the connection closed (then it only
+ * frees). */
+void weft__nats_batch_free(weft__nats_batch_t* b);
+/* Write every batch's posts now (before a node says goodbye). */
+void weft__nats_batches_flush(weft__nats_t* c);
+/* Gathered posts that nats.c refused when their batch was written (the
+ * connection closed for good meanwhile): counted, never silent. */
+uint64_t weft__nats_unsent(weft__nats_t* c);
+/* The frames of a batch's payload, one `each` call per post, in order:
+ * 0 when they fill `len` exactly and number `n`, else WEFT_EDECODE after
+ * the well-formed ones. Foreign bytes: never reads past `len`. */
+int weft__nats_batch_split(const void* data,
+                           size_t len,
+                           uint64_t n,
+                           void (*each)(void* ctx, const void* p, size_t len),
+                           void* ctx);
+
 /* Close and free: no callback runs after it returns. Blocks while nats.c
  * ends its threads. Thread: any but nats.c's. */
 void weft__nats_close(weft__nats_t* c);

@@ -125,10 +125,21 @@ typedef struct {
    * bytes (0: 16 MiB; a message counts its payload and its ~300-byte
    * header), the export takes no more from NATS, which then holds them
    * up to its pending limit (65,536 messages per export) and drops the
-   * rest as a slow consumer: counted (weft_node_stats().slow_consumer),
+   * rest as a slow consumer (posts that came back to back travel as one
+   * NATS message, dropped whole): counted (weft_node_stats().slow_consumer),
    * reported here (WEFT_NODE_ERROR, WEFT_ESLOWCONSUMER) and to the other
    * nodes, never silently. */
   size_t max_export_backlog;
+  /* Posts that come back to back travel together: a post on a remote port
+   * made within this many microseconds of the one before to the same name
+   * joins a batch, published as one NATS message this long after its
+   * first post (before a request on that name, or at 64 KiB: at once).
+   * One NATS message then carries many posts (docs/node.md); a post after
+   * a pause goes alone, at once. 0: within 10 us, published as soon as the
+   * node's writing thread runs (measured best: bench/README.md; waiting
+   * 10 us for more lost 4-46% of the one-way rate); negative: every post
+   * alone. */
+  int64_t post_gather_us;
   weft_node_event_cb on_event; /* May be NULL. */
   void* ctx;
 } weft_node_opts_t;
@@ -195,10 +206,16 @@ typedef struct {
   uint64_t dropped_size;    /* Payloads over the export's port limit. */
   uint64_t dropped_closed;  /* For an export whose port was freed. */
   uint64_t late_replies;    /* For requests already settled or forgotten. */
-  uint64_t slow_consumer;   /* Messages NATS dropped for this node's
+  uint64_t slow_consumer;   /* NATS messages (a batch of posts is one)
+                             * NATS dropped for this node's
                              * subscriptions: an export fell behind (see
                              * max_export_backlog). As of the last
                              * heartbeat; now when read on the loop. */
+  uint64_t unsent;          /* Posts accepted into a batch (posts that
+                             * come back to back travel together, one
+                             * NATS message for many: docs/node.md) that
+                             * NATS refused when the batch was written:
+                             * the connection had closed for good. */
 } weft_node_stats_t;
 
 /* Counters since join. 0 or WEFT_EINVAL. Thread: any. */

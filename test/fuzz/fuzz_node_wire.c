@@ -9,10 +9,30 @@
  *      digits that were read
  *   3  an error header: a known name gives its negative code, anything
  *      else WEFT_EDECODE
- *   4  a name: accepted names are 1 to 64 of [A-Za-z0-9_-] */
+ *   4  a name: accepted names are 1 to 64 of [A-Za-z0-9_-]
+ *   5  a Weft-Batch payload (transport/nats.h), the count its first byte:
+ *      the posts it yields, written back as frames, are the input's
+ *      prefix, and it is accepted exactly when they are the whole input
+ *      and as many as the count */
 #include <inttypes.h>
 
 #include "fuzz_common.h"
+#include "frame.h"
+#include "nats.h"
+
+typedef struct {
+  unsigned char* out;
+  size_t len;
+  uint64_t n;
+} batch_back_t;
+
+static void batch_item(void* ctx, const void* p, size_t len) {
+  batch_back_t* b = ctx;
+  weft__frame_header(b->out + b->len, 1, (uint32_t)len);
+  memcpy(b->out + b->len + WEFT__FRAME_HEADER, p, len);
+  b->len += WEFT__FRAME_HEADER + len;
+  b->n++;
+}
 
 /* The input as a C string (NUL-terminated copy). */
 static char* cstr(const uint8_t* data, size_t size) {
@@ -28,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint8_t mode;
   if (size == 0)
     return 0;
-  mode = data[0] % 5;
+  mode = data[0] % 6;
   data++;
   size--;
   if (mode == 0) {
@@ -79,7 +99,23 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       FUZZ_CHECK(strcmp(weft_err_name(code), s) == 0 ||
                  weft_err_code(weft_err_name(code)) == code);
     free(s);
-  } else {
+  } else if (mode == 5) {
+    batch_back_t b = {malloc(size + 1), 0, 0};
+    uint64_t count;
+    int err;
+    FUZZ_CHECK(b.out != NULL);
+    if (size == 0) {
+      free(b.out);
+      return 0;
+    }
+    count = data[0];
+    err = weft__nats_batch_split(data + 1, size - 1, count, batch_item, &b);
+    FUZZ_CHECK(err == 0 || err == WEFT_EDECODE);
+    FUZZ_CHECK(b.len <= size - 1 && memcmp(b.out, data + 1, b.len) == 0);
+    FUZZ_CHECK(b.n <= count);
+    FUZZ_CHECK((err == 0) == (b.len == size - 1 && b.n == count));
+    free(b.out);
+  } else if (mode == 4) {
     char* s = cstr(data, size);
     bool ok = weft__wire_name_ok(s);
     size_t n = strlen(s), i;
