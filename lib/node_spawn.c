@@ -443,6 +443,7 @@ int weft_node_spawn_worker_on(weft_node_t* node,
   msgpack_sbuffer sb;
   weft_port_t* p = NULL;
   weft_msg_t* reply = NULL;
+  int64_t deadline = weft__deadline_ns(timeout_ms > 0 ? timeout_ms : -1);
   bool on_loop;
   int err;
   if (out_name != NULL)
@@ -463,6 +464,12 @@ int weft_node_spawn_worker_on(weft_node_t* node,
   if (err == 0)
     err = on_loop ? weft_node_port(node, node_name, WEFT_NODE_SPAWN_EXPORT, &p)
                   : port_from_afar(node, node_name, timeout_ms, &p);
+  if (err == 0 && timeout_ms > 0) {
+    /* What the hop to the loop left of the caller's time (at least 1 ms:
+     * 0 would mean no limit). */
+    int64_t left = (deadline - (int64_t)uv_hrtime()) / 1000000;
+    timeout_ms = left > 0 ? left : 1;
+  }
   if (err == 0) {
     err = weft_port_call(p, sb.data, sb.size, timeout_ms, &reply);
     if (on_loop)

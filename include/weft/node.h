@@ -301,7 +301,8 @@ WEFT_EXTERN int weft_node_spawn_worker_on(weft_node_t* node,
 
 /* A spawn's outcome: `status` 0 and the worker's export name (valid for
  * the call), or an error as weft_node_spawn_worker_on() returns and NULL.
- * Runs on: the node's loop, once. */
+ * After weft_node_leave() (the spawn settled WEFT_ENOTCONNECTED) `node`
+ * is freed: do not use it. Runs on: the node's loop, once. */
 typedef void (*weft_node_spawn_cb)(weft_node_t* node,
                                    int status,
                                    const char* name,
