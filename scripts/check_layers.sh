@@ -10,7 +10,7 @@
 set -euo pipefail
 
 # Bottom first.
-LAYERS=(failpoint trace errors heap loop buffer shared msg port worker_thread worker broadcast format cluster request histogram pool pool_parallel wire node pool_node)
+LAYERS=(failpoint trace errors heap loop buffer shared msg port worker_thread worker broadcast format cluster request histogram pool pool_parallel wire node pool_node node_spawn)
 
 declare -A rank where actor
 for i in "${!LAYERS[@]}"; do rank[${LAYERS[$i]}]=$i; done

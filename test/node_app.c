@@ -4,6 +4,8 @@
  *   "plus"  an integer n -> n + 1
  *   "who"   anything -> [NAME, pid]
  *   "hold"  requests kept unanswered (a call that waits until we die)
+ * and registers the worker entry "adder" (test/spawn_entry.h) for remote
+ * spawn.
  * It prints "ready" once connected, and leaves cleanly on SIGTERM. */
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include <weft/weft.h>
 
 #include "app_ready.h"
+#include "spawn_entry.h"
 
 static weft_node_t* node;
 static const char* name;
@@ -89,6 +92,8 @@ int main(int argc, char** argv) {
   serve(loop, "plus", plus_one, &plus_in, &plus_out);
   serve(loop, "who", who, &who_in, &who_out);
   serve(loop, "hold", hold, &hold_in, &hold_out);
+  if (weft_node_register_worker(node, "adder", adder_main, NULL) != 0)
+    return 2;
   uv_signal_init(weft_loop_uv(loop), &sigterm);
   uv_signal_start(&sigterm, on_sigterm, SIGTERM);
   weft_loop_run(loop);

@@ -1,6 +1,8 @@
 /* test_node_cluster.c - nodes on a cluster of three NATS servers: a
- * server stopped and a node killed mid-run (weft/node.h). */
+ * server stopped and a node killed mid-run (weft/node.h), for ports, and
+ * for remote actors' monitors, the distributed pool and remote spawn. */
 #include "node_support.h"
+#include "spawn_entry.h"
 
 /* --- a cluster of three NATS servers --------------------------------------- */
 
@@ -134,3 +136,299 @@ Test(node_cluster, three_servers_lose_one_server_and_one_node) {
   run_and_free(loop);
 }
 
+
+/* --- the other layers on the same cluster ---------------------------------- */
+
+/* Node c (test/actor_remote_app, another process on server 3) runs an
+ * actor system ("victim") and serves the distributed pool's group "g"
+ * with 2 workers; a (server 1) and b (server 2) run actor systems, b
+ * serves "g" too, and a submits to "g" with WEFT_POOL_RETRY. Mid-run,
+ * server 2 is stopped (b fails over) and c is killed with SIGKILL while
+ * it holds tasks: a and b see c down, their monitors of c's actor fire
+ * with WEFT_ENOTCONNECTED (noconnection), and every task settles exactly
+ * once with its own result. c restarted rejoins: its actor answers again
+ * and it takes pool tasks again. */
+
+#define TASKS 24
+
+typedef struct {
+  weft_actor_id target;
+  atomic_int got, down, reason;
+} watcher_t;
+
+enum { MONITOR = 1 };
+
+static int watcher_fn(weft_actor_t* self, void* state, weft_msg_t* m) {
+  watcher_t* w = state;
+  weft_signal_t sig;
+  if (weft_actor_signal(m, &sig) == WEFT_SIGNAL_DOWN) {
+    atomic_store(&w->reason, sig.reason);
+    atomic_fetch_add(&w->down, 1);
+    return 0;
+  }
+  if (msg_int(m) == MONITOR) {
+    uint64_t ref;
+    cr_assert_eq(weft_actor_monitor(self, w->target, &ref), 0);
+  }
+  atomic_fetch_add(&w->got, 1);
+  return 0;
+}
+
+/* A local actor of `sys` that monitors actor "victim" of node c. */
+static void monitor_victim(weft_loop_t* loop, weft_actor_system_t* sys,
+                           watcher_t* w) {
+  weft_actor_opts_t o = {0};
+  weft_actor_id id = 0;
+  weft_msg_t* reply = NULL;
+  packed_t one = packed_int(1), mon = packed_int(MONITOR);
+  memset(w, 0, sizeof(*w));
+  cr_assert_eq(weft_actor_remote(sys, "c", "victim", &w->target), 0);
+  cr_assert_eq(weft_actor_call(w->target, one.data, one.len, 10000, &reply),
+               0, "c's victim answers");
+  cr_assert_eq(msg_int(reply), 2);
+  weft_msg_free(reply);
+  cr_assert_eq(weft_actor_spawn(sys, watcher_fn, w, &o, &id), 0);
+  cr_assert_eq(weft_actor_send(id, mon.data, mon.len), 0);
+  run_until(loop, &w->got);
+}
+
+/* test/actor_remote_app as node c on `servers`, serving pool group "g". */
+static pid_t start_c(const char* servers) {
+  int fds[2];
+  pid_t pid;
+  char line[64] = {0};
+  size_t n = 0;
+  cr_assert_eq(pipe(fds), 0);
+  pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    execl(ACTOR_APP, ACTOR_APP, servers, "c", "100", "g", (char*)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  while (n < sizeof(line) - 1 && strstr(line, "ready\n") == NULL) {
+    struct pollfd p = {fds[0], POLLIN, 0};
+    ssize_t r;
+    cr_assert_eq(poll(&p, 1, 20000), 1, "c is ready");
+    r = read(fds[0], line + n, sizeof(line) - 1 - n);
+    cr_assert(r > 0, "c exited early");
+    n += (size_t)r;
+  }
+  close(fds[0]);
+  return pid;
+}
+
+/* The caller's view of each task. */
+typedef struct {
+  atomic_int settled;
+  atomic_int calls[TASKS];
+  int status[TASKS];
+  int64_t index[TASKS];
+  char who[TASKS][16];
+} outcomes_t;
+
+typedef struct {
+  outcomes_t* o;
+  int i;
+} slot_t;
+
+static slot_t slots[TASKS];
+
+static void on_task(void* ctx, int status, weft_msg_t* result) {
+  slot_t* c = ctx;
+  outcomes_t* o = c->o;
+  const char* s = NULL;
+  size_t len = 0;
+  int64_t i = -1;
+  atomic_fetch_add(&o->calls[c->i], 1);
+  o->status[c->i] = status;
+  if (result != NULL && weft_msg_read(result, "Is", &i, &s, &len) == 0) {
+    o->index[c->i] = i;
+    snprintf(o->who[c->i], sizeof(o->who[c->i]), "%.*s", (int)len, s);
+  }
+  atomic_fetch_add(&o->settled, 1);
+}
+
+static void submit(weft_pool_t* rp, outcomes_t* o, int i, int64_t ms) {
+  weft_msg_t* arg = NULL;
+  slots[i].o = o;
+  slots[i].i = i;
+  cr_assert_eq(weft_msg_new(&arg), 0);
+  cr_assert_eq(weft_msg_pack(arg, "II", (int64_t)(1000 + i), ms), 0);
+  cr_assert_eq(weft_pool_submit_msg(rp, "work", &arg, on_task, &slots[i],
+                                    NULL),
+               0);
+}
+
+/* [i, ms] -> [i, "b"]: b's share of group "g". */
+static int b_work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
+  int64_t i = 0, ms = 0;
+  (void)ctx;
+  if (weft_msg_read(arg, "II", &i, &ms) != 0)
+    return WEFT_EDECODE;
+  if (ms > 0)
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000},
+              NULL);
+  return weft_msg_pack(result, "Is", i, "b");
+}
+
+typedef struct {
+  atomic_int done;
+  int status;
+  char name[WEFT_NODE_NAME_MAX + 1];
+} spawned_t;
+
+static void on_spawned(weft_node_t* node, int status, const char* name,
+                       void* ctx) {
+  spawned_t* s = ctx;
+  (void)node;
+  s->status = status;
+  snprintf(s->name, sizeof(s->name), "%s", name != NULL ? name : "");
+  atomic_store(&s->done, 1);
+}
+
+/* Start "adder" on b with workerData 40 and call it: 2 -> 42. */
+static void spawn_on_b(weft_loop_t* loop, weft_node_t* a) {
+  spawned_t s = {0};
+  weft_port_t* p = NULL;
+  answer_t ans;
+  cr_assert_eq(weft_node_spawn_worker_on_async(a, "b", "adder", "\x28", 1,
+                                               10000, on_spawned, &s),
+               0);
+  run_until(loop, &s.done);
+  cr_assert_eq(s.status, 0, "%s", weft_err_name(s.status));
+  cr_assert_eq(weft_node_port(a, "b", s.name, &p), 0);
+  call_until_served(loop, p); /* Its export crosses the routes. */
+  request_int(p, 2, 10000, &ans);
+  run_until(loop, &ans.done);
+  cr_assert_eq(ans.value, 42);
+  weft_port_free(p);
+}
+
+Test(node_cluster, monitors_and_pool_tasks_survive_a_lost_server_and_node) {
+  weft_loop_t* loop = new_loop();
+  events_t ea = {0}, eb = {0};
+  char sa[256], sb[256], sc[256];
+  weft_node_t *a, *b;
+  weft_actor_system_t *sysa = NULL, *sysb = NULL;
+  watcher_t wa, wb;
+  weft_pool_t *rp = NULL, *bpool = NULL;
+  weft_pool_server_t* bserver = NULL;
+  weft_pool_remote_opts_t ro = {0};
+  weft_pool_opts_t po = {0};
+  static outcomes_t o;
+  weft_msg_t* reply = NULL;
+  weft_actor_id victim;
+  packed_t five = packed_int(5);
+  int from_c = 0, c_again = 0, round;
+  pid_t c;
+  int status;
+  start_routed();
+  snprintf(sa, sizeof(sa), "%s,%s,%s", routed[0].url, routed[1].url,
+           routed[2].url);
+  snprintf(sb, sizeof(sb), "%s,%s,%s", routed[1].url, routed[2].url,
+           routed[0].url);
+  snprintf(sc, sizeof(sc), "%s,%s,%s", routed[2].url, routed[0].url,
+           routed[1].url);
+  a = join_watching_at(loop, "a", sa, &ea);
+  b = join_watching_at(loop, "b", sb, &eb);
+  cr_assert_eq(weft_actor_system_new(&sysa, NULL), 0);
+  cr_assert_eq(weft_actor_system_new(&sysb, NULL), 0);
+  cr_assert_eq(weft_actor_system_join(sysa, a), 0);
+  cr_assert_eq(weft_actor_system_join(sysb, b), 0);
+  cr_assert_eq(weft_node_register_worker(b, "adder", adder_main, NULL), 0);
+  c = start_c(sc);
+  while (!weft_node_is_up(a, "c") || !weft_node_is_up(b, "c") ||
+         !weft_node_is_up(a, "b"))
+    run_for(loop, 10);
+  monitor_victim(loop, sysa, &wa);
+  monitor_victim(loop, sysb, &wb);
+
+  /* Only c serves at first: it holds two tasks, the rest wait. */
+  ro.on_down = WEFT_POOL_RETRY;
+  cr_assert_eq(weft_pool_new_remote(&rp, a, "g", &ro), 0);
+  memset(&o, 0, sizeof(o));
+  for (int i = 0; i < TASKS; i++)
+    submit(rp, &o, i, 300);
+  while (atomic_load(&o.settled) < 2)
+    run_for(loop, 5);
+  po.max_threads = 2;
+  cr_assert_eq(weft_pool_new(&bpool, &po), 0);
+  cr_assert_eq(weft_pool_register(bpool, "work", b_work, NULL), 0);
+  cr_assert_eq(weft_pool_serve(b, bpool, "g", &bserver), 0);
+
+  /* Server 2 goes: b fails over to server 3 with tasks in flight. */
+  nats_server_stop(&routed[1]);
+  run_until_count(loop, &eb.reconnected, 1);
+  /* c is killed while it holds tasks (two at a time, 300 ms each). */
+  cr_assert(atomic_load(&o.settled) < TASKS - 4, "tasks still in flight");
+  cr_assert_eq(kill(c, SIGKILL), 0);
+  cr_assert_eq(waitpid(c, &status, 0), c);
+  run_until_count(loop, &ea.down, 1);
+  run_until_count(loop, &eb.down, 1);
+  cr_assert_str_eq(ea.last_down, "c");
+  cr_assert_str_eq(eb.last_down, "c");
+  run_until(loop, &wa.down);
+  run_until(loop, &wb.down);
+  cr_assert_eq(atomic_load(&wa.reason), WEFT_ENOTCONNECTED, "%s",
+               weft_err_name(atomic_load(&wa.reason)));
+  cr_assert_eq(atomic_load(&wb.reason), WEFT_ENOTCONNECTED, "%s",
+               weft_err_name(atomic_load(&wb.reason)));
+
+  run_until_count(loop, &o.settled, TASKS);
+  run_for(loop, 300); /* A late answer would settle something twice. */
+  for (int i = 0; i < TASKS; i++) {
+    cr_assert_eq(atomic_load(&o.calls[i]), 1, "task %d settled once", i);
+    cr_assert_eq(o.status[i], 0, "task %d: %s", i, weft_err_name(o.status[i]));
+    cr_assert_eq(o.index[i], 1000 + i, "task %d has its own result", i);
+    cr_assert(strcmp(o.who[i], "b") == 0 || strcmp(o.who[i], "c") == 0);
+    from_c += strcmp(o.who[i], "c") == 0;
+  }
+  cr_assert(from_c >= 2, "c ran some before it died: %d", from_c);
+  cr_assert_eq(atomic_load(&ea.down), 1, "only c was seen down: %s",
+               ea.last_down);
+  cr_assert_eq(atomic_load(&eb.down), 1);
+
+  /* b, failed over, still starts workers for a (across the routes). */
+  spawn_on_b(loop, a);
+
+  /* c comes back: its actor answers and it takes tasks again. */
+  c = start_c(sc);
+  while (!weft_node_is_up(a, "c") || !weft_node_is_up(b, "c"))
+    run_for(loop, 10);
+  cr_assert_eq(weft_actor_remote(sysa, "c", "victim", &victim), 0);
+  cr_assert_eq(weft_actor_call(victim, five.data, five.len, 10000, &reply), 0);
+  cr_assert_eq(msg_int(reply), 6);
+  weft_msg_free(reply);
+  for (round = 0; round < 20 && c_again == 0; round++) {
+    memset(&o, 0, sizeof(o));
+    for (int i = 0; i < 8; i++)
+      submit(rp, &o, i, 50);
+    run_until_count(loop, &o.settled, 8);
+    for (int i = 0; i < 8; i++) {
+      cr_assert_eq(o.status[i], 0, "%s", weft_err_name(o.status[i]));
+      cr_assert_eq(o.index[i], 1000 + i);
+      c_again += strcmp(o.who[i], "c") == 0;
+    }
+  }
+  cr_assert(c_again > 0, "the restarted c serves the pool again");
+  cr_assert_eq(kill(c, SIGTERM), 0);
+  cr_assert_eq(waitpid(c, &status, 0), c);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "c left cleanly");
+
+  cr_assert_eq(weft_pool_close(rp), 0);
+  cr_assert_eq(weft_pool_unserve(bserver), 0);
+  cr_assert_eq(weft_actor_system_leave(sysa), 0);
+  cr_assert_eq(weft_actor_system_leave(sysb), 0);
+  cr_assert_eq(weft_node_leave(a), 0);
+  cr_assert_eq(weft_node_leave(b), 0);
+  cr_assert_eq(weft_pool_close(bpool), 0);
+  cr_assert_eq(weft_actor_system_free(sysa), 0);
+  cr_assert_eq(weft_actor_system_free(sysb), 0);
+  run_and_free(loop);
+}

@@ -243,4 +243,102 @@ WEFT_EXTERN int weft_node_flush(weft_node_t* node, int64_t timeout_ms);
  * WEFT_EWRONGTHREAD. Thread: the node's loop. */
 WEFT_EXTERN int weft_node_leave(weft_node_t* node);
 
+/* --- Remote spawn: start a registered worker entry on a named node ------
+ *
+ *   weft_node_register_worker(node, "adder", adder_main, NULL);   // on "b"
+ *   ...
+ *   char name[WEFT_NODE_NAME_MAX + 1];                            // on "a"
+ *   weft_node_spawn_worker_on(node, "b", "adder", "\x05", 1, 2000, name);
+ *   weft_node_port(node, "b", name, &p);     // then as any export
+ *
+ * Node "b" starts a worker running the entry, with the spawn's argument
+ * as its workerData (weft_worker_data()), exports it under a fresh name
+ * (weft_node_export_worker(): what is posted or requested there arrives
+ * on the worker's parent port) and answers with that name. The caller
+ * gets the name, not a port: ports are made on the node's loop and the
+ * blocking call runs on any thread; a name can also be handed on to
+ * other nodes. When the worker exits, its export is removed: a request
+ * to the name then answers WEFT_ENORESPONDERS (a post is dropped, as any
+ * post to a name nobody serves). When "b" leaves, the workers it started
+ * so are terminated. The service is itself an export, under the reserved
+ * name WEFT_NODE_SPAWN_EXPORT (the same subjects and permissions as any
+ * export; docs/node.md, "Remote spawn", has the wire). */
+
+/* The longest node, cluster or export name (a spawned worker's name fits
+ * in WEFT_NODE_NAME_MAX + 1 bytes). */
+#define WEFT_NODE_NAME_MAX 64
+/* The export that serves remote spawns on a node that registered worker
+ * entries (do not export it yourself: WEFT_EEXIST either way). */
+#define WEFT_NODE_SPAWN_EXPORT "weft-spawn"
+
+/* Let other nodes start `entry` under `name` (1-64 of [A-Za-z0-9_-];
+ * copied). `opts` (may be NULL; copied) gives what every such worker gets:
+ * name (its thread's), arg, max_heap_bytes, stack_size,
+ * max_message_bytes, flags; its data and data_msg must be unset (the
+ * spawn's argument is the data) and its events and user_data are not
+ * used (the node owns the workers). The first registration on a node
+ * exports WEFT_NODE_SPAWN_EXPORT. Returns 0, WEFT_EINVAL (NULL node or
+ * entry, a bad name, data in `opts`), WEFT_EEXIST (`name` is registered
+ * already; or, first time, the export name is taken), WEFT_ENOMEM,
+ * WEFT_ENOTCONNECTED (the node's connection closed for good),
+ * WEFT_EWRONGTHREAD. Registrations last until the node leaves.
+ * Thread: the node's loop. */
+WEFT_EXTERN int weft_node_register_worker(weft_node_t* node,
+                                          const char* name,
+                                          weft_worker_entry_cb entry,
+                                          const weft_worker_opts_t* opts);
+
+/* Start entry `entry` registered on node `node_name` with `args` (`len`
+ * pre-packed bytes: one msgpack value, copied; NULL and 0: nil) and wait
+ * for the new worker's export name, at most `timeout_ms` (0 or less: no
+ * limit); it is copied to `out_name` (WEFT_NODE_NAME_MAX + 1 bytes; ""
+ * on error). `node_name` may be this node's own name. Blocks the calling
+ * thread. Returns 0, or WEFT_EINVAL (NULL node or out_name, bad names,
+ * NULL args with len), WEFT_EDECODE (args not one value; or a reply that
+ * is no name), WEFT_ENOTCONNECTED (the node is not up: weft_node_is_up();
+ * or it went down, or this node left, while we waited),
+ * WEFT_ENORESPONDERS (it is up but registered no entry), WEFT_ENOENT (no
+ * such entry there), WEFT_ETIMEDOUT, weft_worker_spawn()'s or
+ * weft_node_export_worker()'s error there (WEFT_ESPAWN, WEFT_ENOMEM...,
+ * by name, as node replies carry errors), WEFT_EMSGSIZE (args over the
+ * node's message limit), WEFT_ENOMEM.
+ * Thread: any. From a thread other than the node's loop's it waits for
+ * that loop to make a remote port (so that loop must be running) and the
+ * node must not leave before it returns. On the node's loop it blocks the
+ * loop (its heartbeats too: others may see it down past down_after_ms;
+ * prefer weft_node_spawn_worker_on_async() there), except for this node's
+ * own name, which is served at once without the network. */
+WEFT_EXTERN int weft_node_spawn_worker_on(weft_node_t* node,
+                                          const char* node_name,
+                                          const char* entry,
+                                          const void* args,
+                                          size_t len,
+                                          int64_t timeout_ms,
+                                          char* out_name);
+
+/* A spawn's outcome: `status` 0 and the worker's export name (valid for
+ * the call), or an error as weft_node_spawn_worker_on() returns and NULL.
+ * After weft_node_leave() (the spawn settled WEFT_ENOTCONNECTED) `node`
+ * is freed: do not use it. Runs on: the node's loop, once. */
+typedef void (*weft_node_spawn_cb)(weft_node_t* node,
+                                   int status,
+                                   const char* name,
+                                   void* ctx);
+
+/* weft_node_spawn_worker_on() without blocking: `cb(node, ..., ctx)` gets
+ * the outcome on the node's loop, exactly once and never inside this
+ * call (also for this node's own name). Returns 0, or with no callback
+ * to come: WEFT_EINVAL (also NULL cb), WEFT_EDECODE, WEFT_ENOTCONNECTED
+ * (not up), WEFT_EMSGSIZE, WEFT_ENOMEM, WEFT_EWRONGTHREAD. A node that
+ * leaves with spawns pending settles them WEFT_ENOTCONNECTED.
+ * Thread: the node's loop. */
+WEFT_EXTERN int weft_node_spawn_worker_on_async(weft_node_t* node,
+                                                const char* node_name,
+                                                const char* entry,
+                                                const void* args,
+                                                size_t len,
+                                                int64_t timeout_ms,
+                                                weft_node_spawn_cb cb,
+                                                void* ctx);
+
 #endif /* WEFT_NODE_H */
