@@ -392,3 +392,36 @@ Test(pool_durable, bad_input) {
   cr_assert_eq(weft_pool_close(pool), 0);
   run_and_free(loop);
 }
+
+/* A task that runs longer than the ack wait is not delivered again while
+ * its node works on it (the node tells the server so): another node with
+ * workers free does not get it. */
+Test(pool_durable, long_task_not_delivered_twice) {
+  weft_loop_t* loop = new_loop();
+  serving_t b, c;
+  events_t eva = {0};
+  weft_node_t* a;
+  weft_pool_t* rp;
+  weft_pool_server_stats_t sb, sc;
+  static outcomes_t o;
+  serve_durably(loop, &b, "b");
+  serve_durably(loop, &c, "c");
+  a = join_watching(loop, "a", &eva);
+  rp = durable_remote(a);
+  memset(&o, 0, sizeof(o));
+  submit_work(rp, &o, 0, 2600); /* The ack wait is 1000 ms. */
+  run_until_count(loop, &o.settled, 1);
+  run_for(loop, 300);
+  cr_assert_eq(o.status[0], 0);
+  cr_assert_eq(atomic_load(&o.calls[0]), 1);
+  cr_assert_eq(weft_pool_server_stats(b.server, &sb), 0);
+  cr_assert_eq(weft_pool_server_stats(c.server, &sc), 0);
+  cr_assert_eq(sb.taken + sc.taken, 1, "taken once: b %llu, c %llu",
+               (unsigned long long)sb.taken, (unsigned long long)sc.taken);
+  cr_assert_eq(atomic_load(&b.where.ran) + atomic_load(&c.where.ran), 1);
+  cr_assert_eq(weft_pool_close(rp), 0);
+  cr_assert_eq(weft_node_leave(a), 0);
+  unserve(&b);
+  unserve(&c);
+  run_and_free(loop);
+}
