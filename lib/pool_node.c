@@ -287,6 +287,15 @@ static int msg_bytes(const weft_msg_t* m, msgpack_sbuffer* buf,
 #define JS_PULL_GRACE_MS 1000
 #define JS_MAX_PULLS 8
 
+/* `ms` from now on CLOCK_REALTIME, for pthread_cond_timedwait. */
+static void deadline_in(struct timespec* until, uint64_t ms) {
+  (void)clock_gettime(CLOCK_REALTIME, until);
+  until->tv_sec += (time_t)(ms / 1000);
+  until->tv_nsec += (long)(ms % 1000) * 1000000L;
+  until->tv_sec += until->tv_nsec / 1000000000L;
+  until->tv_nsec %= 1000000000L;
+}
+
 /* The stream's name and subject for `group` (stream NULL: the default). */
 static int js_names(const char* cluster, const char* group,
                     const char* stream, char* name, char* subject) {
@@ -366,8 +375,7 @@ static int js_request(weft_node_t* node, const char* subject,
   }
   err = weft__node_publish(node, subject, inbox, body, len, NULL);
   if (err == 0) {
-    (void)clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += JS_API_WAIT_MS / 1000;
+    deadline_in(&until, JS_API_WAIT_MS);
     pthread_mutex_lock(&q->lock);
     while (!q->answered && err == 0)
       err = pthread_cond_timedwait(&q->cond, &q->lock, &until) != 0
@@ -897,10 +905,7 @@ static void* puller_main(void* arg) {
     for (unsigned i = 0; i < s->npulls; i++)
       if (s->pulls[i].until_ms < wake_at)
         wake_at = s->pulls[i].until_ms;
-    (void)clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (long)(wake_at - now) * 1000000L;
-    until.tv_sec += until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
+    deadline_in(&until, wake_at - now);
     (void)pthread_cond_timedwait(&s->wake, &s->lock, &until);
   }
   pthread_mutex_unlock(&s->lock);
@@ -1020,6 +1025,32 @@ static void replenish(weft_pool_server_t* s) {
 
 static void server_watch(void* ctx, const weft_node_event_t* ev);
 
+/* Durable, unserving: the server still holds our pulls and may deliver on
+ * them until they expire; with the inbox kept until then, what comes is
+ * given back at once (-NAK) instead of waiting out the ack wait. At most
+ * JS_PULL_EXPIRES_MS + JS_PULL_GRACE_MS. */
+static void await_pulls(weft_pool_server_t* s) {
+  pthread_mutex_lock(&s->lock);
+  while (s->npulls > 0) {
+    uint64_t now = now_ms(), until_ms = 0;
+    struct timespec until;
+    for (unsigned i = 0; i < s->npulls;) {
+      if (now >= s->pulls[i].until_ms) {
+        pull_end(s, i);
+      } else {
+        if (s->pulls[i].until_ms > until_ms)
+          until_ms = s->pulls[i].until_ms;
+        i++;
+      }
+    }
+    if (s->npulls == 0)
+      break;
+    deadline_in(&until, until_ms - now);
+    (void)pthread_cond_timedwait(&s->wake, &s->lock, &until);
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
 /* Stop taking tasks (unserve, or the node leaving). Thread: the loop. */
 static void server_stop(weft_pool_server_t* s, bool gone) {
   slot_t* slots;
@@ -1043,6 +1074,8 @@ static void server_stop(weft_pool_server_t* s, bool gone) {
   pthread_mutex_unlock(&s->lock);
   if (pulling)
     (void)pthread_join(s->puller, NULL);
+  if (pulling && !gone)
+    await_pulls(s);
   close_slots(slots);
   if (csub != NULL)
     weft__nats_unsubscribe(csub);

@@ -148,7 +148,10 @@ WEFT_EXTERN int weft_pool_serve(weft_node_t* node,
 /* Stop taking tasks, wait until those taken have finished and their
  * outcomes were sent, and free `s`. Blocks the calling thread meanwhile.
  * If the node left first, taken tasks' outcomes are not sent (their
- * submitters saw the node down). 0 or WEFT_EINVAL. Thread: the node's
+ * submitters saw the node down). Durable, it also keeps the inbox until
+ * the pulls this node has pending at the server ended (2 s at most),
+ * giving back at once what they bring, so that no task waits out the ack
+ * wait. 0 or WEFT_EINVAL. Thread: the node's
  * loop, before weft_node_leave() returns or after. */
 /* weft_pool_serve() with options (NULL: as weft_pool_serve). Durable:
  * makes the stream and the consumer if they are missing, waiting for the
