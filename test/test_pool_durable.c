@@ -2,13 +2,16 @@
  * (weft/pool_node.h "Durable tasks"): tasks submitted while no node serves
  * stay in the JetStream stream, the only serving node (another process)
  * is killed with SIGKILL mid-task and a new one runs everything, each
- * future settling exactly once with its own result; a cancelled task, a
- * submitter that died (its results counted as orphaned), a malformed task
- * dropped for good; a nats-server without JetStream refused by name; bad
- * input. Each test starts its own nats-server with JetStream in a fresh
+ * future settling exactly once with its own result; a task longer than
+ * the ack wait taken once (the node says it is still at work); a
+ * cancelled task, a submitter that died (its results counted as
+ * orphaned), a malformed task dropped for good; a nats-server without JetStream refused by name; bad
+ * input, and random damage to the readers of tasks and of the server's
+ * answers. Each test starts its own nats-server with JetStream in a fresh
  * directory. */
 #include <criterion/criterion.h>
 #include "node_support.h"
+#include "jetstream.h"
 #include "pool_node_internal.h"
 
 static char js_dir[64];
@@ -388,6 +391,31 @@ Test(pool_durable, bad_input) {
   cr_assert_eq(weft__pool_wire_read_dtask(b, n, name, reply, sizeof(reply),
                                           &arg, &arg_len),
                WEFT_EDECODE, "a core offer is not a durable task");
+  /* Random damage to a task and to a JetStream answer: refused or read
+   * within bounds, never a crash (ASan build). */
+  srand(7);
+  for (int k = 0; k < 20000; k++) {
+    unsigned char m[64];
+    char text[80];
+    n = weft__pool_wire_dtask(m, "work", "weft.c.a.t.1.2", "\x92\x01\x02", 3);
+    m[rand() % n] = (unsigned char)rand();
+    if (k % 3 == 0)
+      n = (size_t)rand() % (n + 1);
+    if (weft__pool_wire_read_dtask(m, n, name, reply, sizeof(reply), &arg,
+                                   &arg_len) == 0) {
+      cr_assert(arg > m && arg + arg_len == m + n);
+      cr_assert(strlen(reply) > 0 && strlen(reply) < sizeof(reply));
+      cr_assert(weft__wire_name_ok(name));
+    }
+    n = (size_t)snprintf(text, sizeof(text),
+                         "{\"error\":{\"code\":400,\"err_code\":10058}}");
+    text[rand() % n] = (char)rand();
+    cr_assert(weft__js_result(text, (size_t)rand() % (n + 1)) >= -1);
+  }
+  cr_assert_eq(weft__js_result("{\"stream\":\"s\",\"seq\":1}", 22), 0);
+  cr_assert_eq(weft__js_result("{\"error\":{\"err_code\":10058}}", 28),
+               10058);
+  cr_assert_eq(weft__js_result("\x92\x02\xc0", 3), -1);
   cr_assert_eq(weft_node_leave(a), 0);
   cr_assert_eq(weft_pool_close(pool), 0);
   run_and_free(loop);
