@@ -62,14 +62,16 @@ typedef struct {
   events_t ev;
 } serving_t;
 
-static void serve_durably(weft_loop_t* loop, serving_t* s, const char* name) {
+/* The consumer's ack wait is `ack_wait_ms` when this node makes it. */
+static void serve_durably(weft_loop_t* loop, serving_t* s, const char* name,
+                          int64_t ack_wait_ms) {
   weft_pool_opts_t po = {0};
   weft_pool_serve_opts_t so = {0};
   memset(s, 0, sizeof(*s));
   s->where.name = name;
   po.max_threads = 2;
   so.durable = true;
-  so.ack_wait_ms = 1000;
+  so.ack_wait_ms = ack_wait_ms;
   cr_assert_eq(weft_pool_new(&s->pool, &po), 0);
   cr_assert_eq(weft_pool_register(s->pool, "work", work, &s->where), 0);
   s->node = join_watching(loop, name, &s->ev);
@@ -214,7 +216,7 @@ Test(pool_durable, tasks_survive_the_loss_of_every_serving_node) {
   /* Every serving node is gone: nothing runs, and nothing is failed. */
   cr_assert(atomic_load(&o.settled) <= settled_at_kill + 2,
             "at most results x had sent before it died came");
-  serve_durably(loop, &b, "b");
+  serve_durably(loop, &b, "b", 1000); /* x made the consumer: 1 s. */
   run_until_count(loop, &o.settled, 20);
   run_for(loop, 1500); /* A redelivered duplicate would settle twice. */
   for (int i = 0; i < 20; i++) {
@@ -279,7 +281,9 @@ Test(pool_durable, cancel_orphans_and_malformed) {
                                   2, NULL),
                0);
   submit_work(rp, &o, 0, 0);
-  serve_durably(loop, &b, "b");
+  /* A long ack wait: nothing here is meant to be delivered again, even on
+   * a stalled machine. */
+  serve_durably(loop, &b, "b", 30000);
   run_until_count(loop, &o.settled, 1);
   cr_assert_eq(o.status[0], 0);
   cr_assert_eq(o.index[0], 0);
@@ -432,12 +436,12 @@ Test(pool_durable, long_task_not_delivered_twice) {
   weft_pool_t* rp;
   weft_pool_server_stats_t sb, sc;
   static outcomes_t o;
-  serve_durably(loop, &b, "b");
-  serve_durably(loop, &c, "c");
+  serve_durably(loop, &b, "b", 2000);
+  serve_durably(loop, &c, "c", 2000);
   a = join_watching(loop, "a", &eva);
   rp = durable_remote(a);
   memset(&o, 0, sizeof(o));
-  submit_work(rp, &o, 0, 2600); /* The ack wait is 1000 ms. */
+  submit_work(rp, &o, 0, 5000); /* The ack wait is 2000 ms. */
   run_until_count(loop, &o.settled, 1);
   run_for(loop, 300);
   cr_assert_eq(o.status[0], 0);
