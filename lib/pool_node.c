@@ -33,6 +33,21 @@
  * the check of holders that are no longer up; node-down events from the
  * node's loop retry or fail the tasks the node held.
  *
+ * Durable (JetStream; docs/node.md "Durable tasks"). A durable remote pool
+ * publishes [name, reply, arg] on weft.<c>.pool.<g>.tasks, which the
+ * work-queue stream keeps; the stream's acknowledgement ({"seq":..}) comes
+ * to the task's reply subject (stored: RT_STORED). A durable server has
+ * no slots: its puller thread asks the durable pull consumer for as many
+ * tasks as workers are free (each pull's own reply subject under
+ * weft.<c>.<n>.js.s<id>.p.<k>, where its end, a status without a reply
+ * subject, comes; its tasks come there with the stream's subject and a
+ * $JS.ACK reply). A delivered task keeps its worker from then on; its
+ * result is sent as a request (so "no responders" tells of a submitter
+ * gone) and only then is the message acknowledged. The JetStream API is
+ * spoken as core NATS requests (transport/jetstream.h): no call waits on a
+ * loop, and pool creation waits only for the stream's (and consumer's)
+ * creation answers, on nats.c's threads.
+ *
  * Locks. Each side has one mutex; it is held while publishing (so that
  * nothing publishes once the node is leaving: the LEAVING watcher sets
  * `gone` under it) and while settling (settle never calls back). Lock
@@ -41,10 +56,10 @@
  * (weft_node_is_up); never the other way. */
 #include <pthread.h>
 #include <stdio.h>
-#include <time.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "jetstream.h"
