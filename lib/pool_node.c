@@ -33,6 +33,21 @@
  * the check of holders that are no longer up; node-down events from the
  * node's loop retry or fail the tasks the node held.
  *
+ * Durable (JetStream; docs/node.md "Durable tasks"). A durable remote pool
+ * publishes [name, reply, arg] on weft.<c>.pool.<g>.tasks, which the
+ * work-queue stream keeps; the stream's acknowledgement ({"seq":..}) comes
+ * to the task's reply subject (stored: RT_STORED). A durable server has
+ * no slots: its puller thread asks the durable pull consumer for as many
+ * tasks as workers are free (each pull's own reply subject under
+ * weft.<c>.<n>.js.s<id>.p.<k>, where its end, a status without a reply
+ * subject, comes; its tasks come there with the stream's subject and a
+ * $JS.ACK reply). A delivered task keeps its worker from then on; its
+ * result is sent as a request (so "no responders" tells of a submitter
+ * gone) and only then is the message acknowledged. The JetStream API is
+ * spoken as core NATS requests (transport/jetstream.h): no call waits on a
+ * loop, and pool creation waits only for the stream's (and consumer's)
+ * creation answers, on nats.c's threads.
+ *
  * Locks. Each side has one mutex; it is held while publishing (so that
  * nothing publishes once the node is leaving: the LEAVING watcher sets
  * `gone` under it) and while settling (settle never calls back). Lock
@@ -43,8 +58,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
+#include "jetstream.h"
 #include "nats.h"
 #include "node_internal.h"
 #include "pool_internal.h"
@@ -165,6 +183,50 @@ size_t weft__pool_wire_task(unsigned char* out,
   return h + arg_len;
 }
 
+size_t weft__pool_wire_dtask(unsigned char* out,
+                             const char* name,
+                             const char* reply,
+                             const void* arg,
+                             size_t arg_len) {
+  size_t h;
+  out[0] = 0x93;
+  h = 1 + put_str(out + 1, name);
+  h += put_str(out + h, reply);
+  memcpy(out + h, arg, arg_len);
+  return h + arg_len;
+}
+
+int weft__pool_wire_read_dtask(const void* data,
+                               size_t len,
+                               char* name,
+                               char* reply,
+                               size_t reply_cap,
+                               const unsigned char** arg,
+                               size_t* arg_len) {
+  const unsigned char* p = data;
+  const unsigned char* body;
+  size_t used, n;
+  if (p == NULL || len < 4 || p[0] != 0x93 ||
+      read_name(p + 1, len - 1, name, &used) != 0)
+    return WEFT_EDECODE;
+  p += 1 + used;
+  len -= 1 + used;
+  if (read_str(p, len, &body, &n, &used) != 0 || n == 0 || n >= reply_cap)
+    return WEFT_EDECODE;
+  for (size_t i = 0; i < n; i++)
+    if (body[i] <= ' ' || body[i] == '*' || body[i] == '>' || body[i] > '~')
+      return WEFT_EDECODE;
+  memcpy(reply, body, n);
+  reply[n] = '\0';
+  p += used;
+  len -= used;
+  if (len == 0 || weft__msgpack_validate(p, len) != 0)
+    return WEFT_EDECODE;
+  *arg = p;
+  *arg_len = len;
+  return 0;
+}
+
 int weft__pool_wire_read_answer(const void* data,
                                 size_t len,
                                 int* kind,
@@ -230,6 +292,138 @@ static int msg_bytes(const weft_msg_t* m, msgpack_sbuffer* buf,
   return 0;
 }
 
+/* ---- JetStream's API (durable tasks) ------------------------------------ */
+
+#define JS_DURABLE "weft-pool"
+#define JS_API_WAIT_MS 5000
+/* A pull request is held at the server this long, and taken as ended
+ * this much later if its end was not heard. */
+#define JS_PULL_EXPIRES_MS 1000
+#define JS_PULL_GRACE_MS 1000
+#define JS_MAX_PULLS 8
+
+/* `ms` from now on CLOCK_REALTIME, for pthread_cond_timedwait. */
+static void deadline_in(struct timespec* until, uint64_t ms) {
+  (void)clock_gettime(CLOCK_REALTIME, until);
+  until->tv_sec += (time_t)(ms / 1000);
+  until->tv_nsec += (long)(ms % 1000) * 1000000L;
+  until->tv_sec += until->tv_nsec / 1000000000L;
+  until->tv_nsec %= 1000000000L;
+}
+
+/* The stream's name and subject for `group` (stream NULL: the default). */
+static int js_names(const char* cluster, const char* group,
+                    const char* stream, char* name, char* subject) {
+  if (stream != NULL && !weft__wire_name_ok(stream))
+    return WEFT_EINVAL;
+  if (stream != NULL)
+    (void)snprintf(name, SUBJECT_MAX, "%s", stream);
+  else
+    (void)snprintf(name, SUBJECT_MAX, "weft_pool_%s_%s", cluster, group);
+  (void)snprintf(subject, SUBJECT_MAX, "weft.%s.pool.%s.tasks", cluster,
+                 group);
+  return 0;
+}
+
+/* One API request and its answer, waited for on the caller's thread. */
+typedef struct {
+  atomic_int refs; /* The caller and the subscription. */
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool answered;
+  int status;
+  int result;
+} jsreq_t;
+
+static void jsreq_unref(jsreq_t* q) {
+  if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  pthread_cond_destroy(&q->cond);
+  pthread_mutex_destroy(&q->lock);
+  weft__xfree(q);
+}
+
+static void jsreq_message(void* ctx, const weft__nats_msg_t* nm) {
+  jsreq_t* q = ctx;
+  pthread_mutex_lock(&q->lock);
+  if (!q->answered) {
+    q->answered = true;
+    q->status = nm->status;
+    q->result = weft__js_result(nm->data, nm->len);
+    pthread_cond_broadcast(&q->cond);
+  }
+  pthread_mutex_unlock(&q->lock);
+}
+
+static void jsreq_done(void* ctx) {
+  jsreq_unref(ctx);
+}
+
+static atomic_uint_least64_t next_jsreq = 1;
+
+/* Send `body` on `subject` and wait for the answer: 0 with `*result` (as
+ * weft__js_result), WEFT_ENOTSUP (no responders: no JetStream),
+ * WEFT_ETIMEDOUT, WEFT_ENOMEM, WEFT_ENOTCONNECTED. Blocks the caller (the
+ * answer comes on nats.c's thread). Thread: the node's loop. */
+static int js_request(weft_node_t* node, const char* subject,
+                      const char* body, size_t len, int* result) {
+  char inbox[SUBJECT_MAX];
+  weft__nats_sub_t* sub = NULL;
+  struct timespec until;
+  jsreq_t* q = weft__xzalloc(sizeof(*q));
+  int err;
+  if (q == NULL)
+    return WEFT_ENOMEM;
+  atomic_init(&q->refs, 2);
+  pthread_mutex_init(&q->lock, NULL);
+  pthread_cond_init(&q->cond, NULL);
+  (void)snprintf(inbox, sizeof(inbox), "weft.%s.%s.js.q%llu",
+                 weft__node_cluster(node), weft_node_name(node),
+                 (unsigned long long)atomic_fetch_add_explicit(
+                     &next_jsreq, 1, memory_order_relaxed));
+  err = weft__node_subscribe(node, inbox, NULL, jsreq_message, jsreq_done, q,
+                             &sub);
+  if (err != 0) {
+    atomic_fetch_sub_explicit(&q->refs, 1, memory_order_relaxed);
+    jsreq_unref(q);
+    return err;
+  }
+  err = weft__node_publish(node, subject, inbox, body, len, NULL);
+  if (err == 0) {
+    deadline_in(&until, JS_API_WAIT_MS);
+    pthread_mutex_lock(&q->lock);
+    while (!q->answered && err == 0)
+      err = pthread_cond_timedwait(&q->cond, &q->lock, &until) != 0
+                ? WEFT_ETIMEDOUT
+                : 0;
+    if (q->answered) {
+      err = q->status == WEFT_ENORESPONDERS ? WEFT_ENOTSUP : q->status;
+      *result = q->result;
+    }
+    pthread_mutex_unlock(&q->lock);
+  }
+  weft__nats_unsubscribe(sub);
+  jsreq_unref(q);
+  return err;
+}
+
+/* Make the stream unless it is there. */
+static int js_ensure_stream(weft_node_t* node, const char* stream,
+                            const char* subject) {
+  char subj[SUBJECT_MAX];
+  char body[2 * SUBJECT_MAX + 128];
+  size_t n = weft__js_stream_create(subj, sizeof(subj), body, sizeof(body),
+                                    stream, subject);
+  int result = 0, err;
+  if (n == 0)
+    return WEFT_EINVAL;
+  err = js_request(node, subj, body, n, &result);
+  if (err != 0)
+    return err;
+  return result == 0 || result == WEFT__JS_ERR_STREAM_EXISTS ? 0
+                                                             : WEFT_ENOTSUP;
+}
+
 /* ---- serving ------------------------------------------------------------ */
 
 typedef struct slot_s slot_t;
@@ -256,6 +450,26 @@ struct weft_pool_server_s {
   char self[NAME_MAX_LEN + 1];
   char subject[SUBJECT_MAX];
   char free_subject[SUBJECT_MAX];
+
+  /* Durable serving (JetStream): all under `lock` but the names. */
+  bool durable;
+  bool pulling;         /* `puller` runs (joined by server_stop). */
+  pthread_t puller;
+  pthread_cond_t wake;  /* A worker came free, a pull ended, stop. */
+  weft__nats_sub_t* pull_sub;
+  struct {
+    uint64_t k;
+    unsigned left;     /* Tasks it may still bring. */
+    uint64_t until_ms; /* Taken as ended then if not heard. */
+  } pulls[JS_MAX_PULLS];
+  unsigned npulls, requested; /* requested: the pulls' `left`, summed. */
+  uint64_t next_pull, orphaned;
+  int64_t ack_wait_ms;
+  char stream[SUBJECT_MAX];
+  char pull_prefix[SUBJECT_MAX]; /* "weft.<c>.<n>.js.s<id>.p.": + k */
+  size_t pull_prefix_len;
+  char orphan_subject[SUBJECT_MAX]; /* Where "no responders" for a result
+                                     * comes (its submitter is gone). */
 };
 
 struct slot_s {
@@ -272,12 +486,14 @@ struct stask_s {
   weft_task_t* fut;  /* Under s->lock. */
   bool cancel;       /* A cancel came before fut was stored. */
   char reply[SUBJECT_MAX];
+  char ack[SUBJECT_MAX]; /* Durable: the JetStream message's ack subject. */
 };
 
 static void server_unref(weft_pool_server_t* s) {
   if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
     return;
   pthread_cond_destroy(&s->idle);
+  pthread_cond_destroy(&s->wake);
   pthread_mutex_destroy(&s->lock);
   weft__xfree(s);
 }
@@ -309,6 +525,26 @@ static void stask_unref(stask_t* st) {
 
 static void replenish(weft_pool_server_t* s);
 
+/* A durable task's outcome: sent as a request whose "no responders"
+ * comes to orphan_subject (its submitter is gone), then the message
+ * acknowledged, or given back when the outcome could not be sent. s->lock
+ * held. */
+static void durable_outcome(weft_pool_server_t* s, const stask_t* st,
+                            int status, const void* out, size_t len) {
+  const char* ack;
+  int err;
+  if (s->gone)
+    return; /* Delivered again after the ack wait. */
+  err = status == 0 ? weft__node_publish(s->node, st->reply, s->orphan_subject,
+                                         out, len, NULL)
+                    : WEFT_EINVAL;
+  if (status != 0 || err == WEFT_EMSGSIZE)
+    err = weft__node_publish(s->node, st->reply, s->orphan_subject, NULL, 0,
+                             weft_err_name(status != 0 ? status : err));
+  ack = err == 0 ? WEFT__JS_ACK : WEFT__JS_NAK;
+  (void)weft__node_publish_now(s->node, st->ack, ack, strlen(ack));
+}
+
 /* A task we took settled here (the pool's thread): send its outcome. */
 static void stask_done(void* ctx, int status, weft_msg_t* result) {
   stask_t* st = ctx;
@@ -335,7 +571,9 @@ static void stask_done(void* ctx, int status, weft_msg_t* result) {
     }
   }
   pthread_mutex_lock(&s->lock);
-  if (status == 0)
+  if (s->durable)
+    durable_outcome(s, st, status, out, len + 2);
+  else if (status == 0)
     server_publish(s, st->reply, out, len + 2, NULL);
   else
     server_publish(s, st->reply, NULL, 0, weft_err_name(status));
@@ -366,17 +604,19 @@ static void answer(weft_pool_server_t* s, const char* reply, int kind,
   pthread_mutex_unlock(&s->lock);
 }
 
+static void track_task(weft_pool_server_t* s, stask_t* st,
+                       const char* reply);
+static void start_task(weft_pool_server_t* s, stask_t* st, const char* name,
+                       const unsigned char* arg, size_t arg_len);
+
 /* A task offer; `first`: the first on its slot (nats.c's thread). */
 static void take_offer(weft_pool_server_t* s, bool first,
                        const weft__nats_msg_t* nm) {
   char name[NAME_MAX_LEN + 1];
   const unsigned char* arg = NULL;
-  size_t arg_len = 0, n;
-  unsigned char ack[3 + NAME_MAX_LEN + 2];
+  size_t arg_len = 0;
   stask_t* st;
-  weft_task_t* fut = NULL;
   bool busy = false;
-  int err;
   if (nm->reply == NULL || strlen(nm->reply) >= SUBJECT_MAX) {
     weft__node_count_dropped(s->node, WEFT__NODE_DROPPED_DECODE);
     return; /* Nobody to answer: a post, not a request. */
@@ -393,24 +633,7 @@ static void take_offer(weft_pool_server_t* s, bool first,
     busy = true;
     s->refused++;
   } else {
-    s->in_flight++;
-    s->taken++;
-    if (s->in_flight > s->max_in_flight)
-      s->max_in_flight = s->in_flight;
-    st->s = s;
-    atomic_init(&st->refs, 2);
-    memcpy(st->reply, nm->reply, strlen(nm->reply) + 1);
-    st->next = s->tasks;
-    if (s->tasks != NULL)
-      s->tasks->prev = st;
-    s->tasks = st;
-    server_ref(s);
-    /* Taken: the submitter now knows who holds it. Before the task can
-     * end (its result must come after). */
-    ack[0] = 0x92;
-    ack[1] = WEFT__POOL_ACK;
-    n = 2 + put_str(ack + 2, s->self);
-    server_publish(s, nm->reply, ack, n, NULL);
+    track_task(s, st, nm->reply);
   }
   pthread_mutex_unlock(&s->lock);
   if (busy) {
@@ -418,7 +641,40 @@ static void take_offer(weft_pool_server_t* s, bool first,
     answer(s, nm->reply, WEFT__POOL_BUSY, 0);
     return;
   }
-  err = weft_pool_submit(s->pool, name, arg, arg_len, stask_done, st, &fut);
+  start_task(s, st, name, arg, arg_len);
+}
+
+/* A task taken: count it, keep it (for cancels) and tell its submitter
+ * who holds it, before the task can end (its result must come after).
+ * s->lock held. */
+static void track_task(weft_pool_server_t* s, stask_t* st,
+                       const char* reply) {
+  unsigned char ack[3 + NAME_MAX_LEN + 2];
+  size_t n;
+  s->in_flight++;
+  s->taken++;
+  if (s->in_flight > s->max_in_flight)
+    s->max_in_flight = s->in_flight;
+  st->s = s;
+  atomic_init(&st->refs, 2);
+  memcpy(st->reply, reply, strlen(reply) + 1);
+  st->next = s->tasks;
+  if (s->tasks != NULL)
+    s->tasks->prev = st;
+  s->tasks = st;
+  server_ref(s);
+  ack[0] = 0x92;
+  ack[1] = WEFT__POOL_ACK;
+  n = 2 + put_str(ack + 2, s->self);
+  server_publish(s, reply, ack, n, NULL);
+}
+
+/* Run a tracked task on the pool; its outcome goes out from stask_done. */
+static void start_task(weft_pool_server_t* s, stask_t* st, const char* name,
+                       const unsigned char* arg, size_t arg_len) {
+  weft_task_t* fut = NULL;
+  int err = weft_pool_submit(s->pool, name, arg, arg_len, stask_done, st,
+                             &fut);
   if (err != 0) {
     /* Nothing runs: answer the error as the task's outcome. */
     atomic_fetch_sub_explicit(&st->refs, 1, memory_order_relaxed);
@@ -494,6 +750,241 @@ static void cancel_done(void* ctx) {
   server_unref(ctx);
 }
 
+/* ---- serving durably: a JetStream pull consumer -------------------------- */
+
+/* Give back the worker pull_message kept for a task (`room`) before it
+ * was taken. s->lock held. */
+static void unreserve(weft_pool_server_t* s, bool room) {
+  if (!room)
+    return;
+  s->in_flight--;
+  if (s->in_flight == 0)
+    pthread_cond_broadcast(&s->idle);
+  pthread_cond_signal(&s->wake);
+}
+
+/* A task the consumer delivered (nats.c's thread): taken if a worker is
+ * free, else given back at once; a payload not the wire's is dropped for
+ * good (+TERM). */
+static void take_durable(weft_pool_server_t* s, const weft__nats_msg_t* nm,
+                         bool room) {
+  char name[NAME_MAX_LEN + 1];
+  char reply[SUBJECT_MAX];
+  const unsigned char* arg = NULL;
+  size_t arg_len = 0;
+  stask_t* st;
+  bool taken = false;
+  if (weft__pool_wire_read_dtask(nm->data, nm->len, name, reply,
+                                 sizeof(reply), &arg, &arg_len) != 0) {
+    weft__node_count_dropped(s->node, WEFT__NODE_DROPPED_DECODE);
+    pthread_mutex_lock(&s->lock);
+    server_publish(s, nm->reply, WEFT__JS_TERM, strlen(WEFT__JS_TERM), NULL);
+    unreserve(s, room);
+    pthread_mutex_unlock(&s->lock);
+    return;
+  }
+  st = room ? weft__xzalloc(sizeof(*st)) : NULL;
+  pthread_mutex_lock(&s->lock);
+  unreserve(s, room);
+  if (st == NULL || s->stopped || s->in_flight >= s->cap) {
+    s->refused++;
+    server_publish(s, nm->reply, WEFT__JS_NAK, strlen(WEFT__JS_NAK), NULL);
+  } else {
+    memcpy(st->ack, nm->reply, strlen(nm->reply) + 1);
+    track_task(s, st, reply);
+    taken = true;
+  }
+  pthread_mutex_unlock(&s->lock);
+  if (!taken) {
+    weft__xfree(st);
+    return;
+  }
+  start_task(s, st, name, arg, arg_len);
+}
+
+/* Forget pull `i`. s->lock held. */
+static void pull_end(weft_pool_server_t* s, unsigned i) {
+  s->requested -= s->pulls[i].left;
+  s->pulls[i] = s->pulls[--s->npulls];
+  pthread_cond_signal(&s->wake);
+}
+
+/* What comes to the pull inbox (nats.c's thread): tasks for a pull, the
+ * server's status when a pull ends (408 expired, 409 ...: no reply
+ * subject), "no responders" for a result nobody heard. */
+static void pull_message(void* ctx, const weft__nats_msg_t* nm) {
+  weft_pool_server_t* s = ctx;
+  uint64_t k = 0;
+  bool task;
+  if (strcmp(nm->subject, s->orphan_subject) == 0) {
+    pthread_mutex_lock(&s->lock);
+    if (nm->status == WEFT_ENORESPONDERS)
+      s->orphaned++;
+    pthread_mutex_unlock(&s->lock);
+    return;
+  }
+  task = nm->reply != NULL &&
+         strncmp(nm->reply, WEFT__JS_ACK_PREFIX,
+                 strlen(WEFT__JS_ACK_PREFIX)) == 0 &&
+         strlen(nm->reply) < SUBJECT_MAX;
+  if (task) {
+    /* It keeps the stream's subject, not the pull's: the server fills
+     * pulls oldest first, so it counts for the oldest. */
+    unsigned oldest = 0;
+    bool room;
+    pthread_mutex_lock(&s->lock);
+    for (unsigned i = 1; i < s->npulls; i++)
+      if (s->pulls[i].k < s->pulls[oldest].k)
+        oldest = i;
+    if (s->npulls > 0) {
+      s->pulls[oldest].left--;
+      s->requested--;
+      if (s->pulls[oldest].left == 0)
+        pull_end(s, oldest);
+    }
+    /* Its worker is kept from now on, or the puller, woken by pull_end,
+     * would ask for one more task than it has workers for. */
+    room = !s->stopped && s->in_flight < s->cap;
+    if (room)
+      s->in_flight++;
+    pthread_mutex_unlock(&s->lock);
+    take_durable(s, nm, room);
+    return;
+  }
+  if (strncmp(nm->subject, s->pull_prefix, s->pull_prefix_len) != 0 ||
+      weft__wire_read_id(nm->subject, s->pull_prefix_len, &k) != 0) {
+    weft__node_count_dropped(s->node, WEFT__NODE_DROPPED_DECODE);
+    return;
+  }
+  pthread_mutex_lock(&s->lock);
+  for (unsigned i = 0; i < s->npulls; i++) {
+    if (s->pulls[i].k == k) {
+      pull_end(s, i); /* Its status: it ended. */
+      break;
+    }
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
+static void pull_done(void* ctx) {
+  server_unref(ctx);
+}
+
+/* Ask the consumer for `n` tasks. s->lock held. */
+static void send_pull(weft_pool_server_t* s, unsigned n, uint64_t now) {
+  char subj[SUBJECT_MAX];
+  char reply[SUBJECT_MAX + 24];
+  char body[128];
+  size_t len = weft__js_pull(subj, sizeof(subj), body, sizeof(body),
+                             s->stream, JS_DURABLE, n, JS_PULL_EXPIRES_MS);
+  uint64_t k = ++s->next_pull;
+  (void)snprintf(reply, sizeof(reply), "%s%llu", s->pull_prefix,
+                 (unsigned long long)k);
+  if (len == 0 || s->gone ||
+      weft__node_publish(s->node, subj, reply, body, len, NULL) != 0)
+    return; /* Asked again at the next wake. */
+  s->pulls[s->npulls].k = k;
+  s->pulls[s->npulls].left = n;
+  s->pulls[s->npulls].until_ms = now + JS_PULL_EXPIRES_MS + JS_PULL_GRACE_MS;
+  s->npulls++;
+  s->requested += n;
+}
+
+/* The puller: keeps as many tasks asked for as workers are free, ends
+ * pulls whose end it did not hear, and tells the server that running
+ * tasks are still at work. Thread: its own ("weft-jspull"). */
+static void* puller_main(void* arg) {
+  weft_pool_server_t* s = arg;
+  uint64_t wpi_ms = (uint64_t)s->ack_wait_ms / 3 + 1;
+  uint64_t next_wpi = now_ms() + wpi_ms;
+  (void)pthread_setname_np(pthread_self(), "weft-jspull");
+  pthread_mutex_lock(&s->lock);
+  while (!s->stopped) {
+    uint64_t now = now_ms(), wake_at = now + 250;
+    struct timespec until;
+    for (unsigned i = 0; i < s->npulls;) {
+      if (now >= s->pulls[i].until_ms)
+        pull_end(s, i);
+      else
+        i++;
+    }
+    if (s->npulls < JS_MAX_PULLS && s->in_flight + s->requested < s->cap)
+      send_pull(s, s->cap - s->in_flight - s->requested, now);
+    if (now >= next_wpi) {
+      for (stask_t* st = s->tasks; st != NULL; st = st->next)
+        server_publish(s, st->ack, WEFT__JS_WPI, strlen(WEFT__JS_WPI), NULL);
+      next_wpi = now + wpi_ms;
+    }
+    if (next_wpi < wake_at)
+      wake_at = next_wpi;
+    for (unsigned i = 0; i < s->npulls; i++)
+      if (s->pulls[i].until_ms < wake_at)
+        wake_at = s->pulls[i].until_ms;
+    deadline_in(&until, wake_at - now);
+    (void)pthread_cond_timedwait(&s->wake, &s->lock, &until);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return NULL;
+}
+
+/* Make the consumer unless it is there (one made otherwise, e.g. with
+ * another ack wait, is used as it is). */
+static int js_ensure_consumer(weft_node_t* node, const char* stream,
+                              int64_t ack_wait_ms) {
+  char subj[SUBJECT_MAX];
+  char body[2 * SUBJECT_MAX + 256];
+  size_t n = weft__js_consumer_create(subj, sizeof(subj), body, sizeof(body),
+                                      stream, JS_DURABLE, ack_wait_ms);
+  int result = 0, err;
+  if (n == 0)
+    return WEFT_EINVAL;
+  err = js_request(node, subj, body, n, &result);
+  if (err != 0 || result == 0)
+    return err;
+  (void)snprintf(subj, sizeof(subj), "$JS.API.CONSUMER.INFO.%s.%s", stream,
+                 JS_DURABLE);
+  err = js_request(node, subj, "", 0, &result);
+  if (err != 0)
+    return err;
+  return result == 0 ? 0 : WEFT_ENOTSUP;
+}
+
+/* Durable serving's start: the stream, the consumer, the inbox, the
+ * puller. The loop. */
+static int serve_durable(weft_pool_server_t* s, const char* cluster,
+                         const char* group, const weft_pool_serve_opts_t* o) {
+  char subject[SUBJECT_MAX];
+  char inbox[SUBJECT_MAX];
+  unsigned long long id;
+  int err = js_names(cluster, group, o->stream, s->stream, subject);
+  if (err == 0)
+    err = js_ensure_stream(s->node, s->stream, subject);
+  if (err == 0)
+    err = js_ensure_consumer(s->node, s->stream, s->ack_wait_ms);
+  if (err != 0)
+    return err;
+  id = (unsigned long long)atomic_fetch_add_explicit(&next_jsreq, 1,
+                                                     memory_order_relaxed);
+  (void)snprintf(s->pull_prefix, sizeof(s->pull_prefix),
+                 "weft.%s.%s.js.s%llu.p.", cluster, s->self, id);
+  s->pull_prefix_len = strlen(s->pull_prefix);
+  (void)snprintf(s->orphan_subject, sizeof(s->orphan_subject),
+                 "weft.%s.%s.js.s%llu.o", cluster, s->self, id);
+  (void)snprintf(inbox, sizeof(inbox), "weft.%s.%s.js.s%llu.>", cluster,
+                 s->self, id);
+  server_ref(s); /* The pull subscription's. */
+  err = weft__node_subscribe(s->node, inbox, NULL, pull_message, pull_done, s,
+                             &s->pull_sub);
+  if (err != 0) {
+    atomic_fetch_sub_explicit(&s->refs, 1, memory_order_relaxed);
+    return err;
+  }
+  if (pthread_create(&s->puller, NULL, puller_main, s) != 0)
+    return WEFT_ESPAWN; /* server_stop unsubscribes. */
+  s->pulling = true;
+  return 0;
+}
+
 /* One slot more. The loop; s->lock held. */
 static int open_slot(weft_pool_server_t* s) {
   slot_t* sl = weft__xzalloc(sizeof(*sl));
@@ -532,7 +1023,9 @@ static void close_slots(slot_t* list) {
 static void replenish(weft_pool_server_t* s) {
   bool was_full;
   pthread_mutex_lock(&s->lock);
-  if (!s->stopped) {
+  if (s->durable) {
+    pthread_cond_signal(&s->wake); /* The puller asks for more. */
+  } else if (!s->stopped) {
     was_full = s->open == 0;
     while (s->open + s->in_flight < s->cap && open_slot(s) == 0) {
     }
@@ -547,11 +1040,37 @@ static void replenish(weft_pool_server_t* s) {
 
 static void server_watch(void* ctx, const weft_node_event_t* ev);
 
+/* Durable, unserving: the server still holds our pulls and may deliver on
+ * them until they expire; with the inbox kept until then, what comes is
+ * given back at once (-NAK) instead of waiting out the ack wait. At most
+ * JS_PULL_EXPIRES_MS + JS_PULL_GRACE_MS. */
+static void await_pulls(weft_pool_server_t* s) {
+  pthread_mutex_lock(&s->lock);
+  while (s->npulls > 0) {
+    uint64_t now = now_ms(), until_ms = 0;
+    struct timespec until;
+    for (unsigned i = 0; i < s->npulls;) {
+      if (now >= s->pulls[i].until_ms) {
+        pull_end(s, i);
+      } else {
+        if (s->pulls[i].until_ms > until_ms)
+          until_ms = s->pulls[i].until_ms;
+        i++;
+      }
+    }
+    if (s->npulls == 0)
+      break;
+    deadline_in(&until, until_ms - now);
+    (void)pthread_cond_timedwait(&s->wake, &s->lock, &until);
+  }
+  pthread_mutex_unlock(&s->lock);
+}
+
 /* Stop taking tasks (unserve, or the node leaving). Thread: the loop. */
 static void server_stop(weft_pool_server_t* s, bool gone) {
   slot_t* slots;
-  weft__nats_sub_t* csub;
-  bool watching;
+  weft__nats_sub_t *csub, *psub;
+  bool watching, pulling;
   pthread_mutex_lock(&s->lock);
   s->stopped = true;
   if (gone)
@@ -560,12 +1079,23 @@ static void server_stop(weft_pool_server_t* s, bool gone) {
   s->slots = NULL;
   csub = s->cancel_sub;
   s->cancel_sub = NULL;
+  psub = s->pull_sub;
+  s->pull_sub = NULL;
+  pulling = s->pulling;
+  s->pulling = false;
   watching = s->watching;
   s->watching = false;
+  pthread_cond_signal(&s->wake);
   pthread_mutex_unlock(&s->lock);
+  if (pulling)
+    (void)pthread_join(s->puller, NULL);
+  if (pulling && !gone)
+    await_pulls(s);
   close_slots(slots);
   if (csub != NULL)
     weft__nats_unsubscribe(csub);
+  if (psub != NULL)
+    weft__nats_unsubscribe(psub);
   if (watching)
     weft__node_unwatch(s->node, server_watch, s);
 }
@@ -581,14 +1111,27 @@ int weft_pool_serve(weft_node_t* node,
                     weft_pool_t* pool,
                     const char* group,
                     weft_pool_server_t** out) {
+  return weft_pool_serve_ex(node, pool, group, NULL, out);
+}
+
+int weft_pool_serve_ex(weft_node_t* node,
+                       weft_pool_t* pool,
+                       const char* group,
+                       const weft_pool_serve_opts_t* opts,
+                       weft_pool_server_t** out) {
+  weft_pool_serve_opts_t o;
   weft_pool_server_t* s;
   const char* cluster;
   char cancel_subject[SUBJECT_MAX];
   int err;
   if (out != NULL)
     *out = NULL;
+  memset(&o, 0, sizeof(o));
+  if (opts != NULL)
+    o = *opts;
   if (node == NULL || pool == NULL || out == NULL ||
-      !weft__wire_name_ok(group))
+      !weft__wire_name_ok(group) || o.ack_wait_ms < 0 ||
+      (o.stream != NULL && !weft__wire_name_ok(o.stream)))
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(weft__node_loop(node)))
     return WEFT_EWRONGTHREAD;
@@ -602,6 +1145,9 @@ int weft_pool_serve(weft_node_t* node,
   s->cap = weft__pool_capacity(pool);
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->idle, NULL);
+  pthread_cond_init(&s->wake, NULL);
+  s->durable = o.durable;
+  s->ack_wait_ms = o.ack_wait_ms > 0 ? o.ack_wait_ms : 30000;
   cluster = weft__node_cluster(node);
   (void)snprintf(s->self, sizeof(s->self), "%s", weft_node_name(node));
   (void)snprintf(s->subject, sizeof(s->subject), "weft.%s.pool.%s", cluster,
@@ -625,6 +1171,16 @@ int weft_pool_serve(weft_node_t* node,
     return err;
   }
   s->watching = true;
+  if (s->durable) {
+    err = serve_durable(s, cluster, group, &o);
+    if (err != 0) {
+      server_stop(s, false);
+      server_unref(s);
+      return err;
+    }
+    *out = s;
+    return 0;
+  }
   pthread_mutex_lock(&s->lock);
   while (s->open < s->cap && (err = open_slot(s)) == 0) {
   }
@@ -661,13 +1217,16 @@ int weft_pool_server_stats(weft_pool_server_t* s,
   out->in_flight = s->in_flight;
   out->max_in_flight = s->max_in_flight;
   out->capacity = s->cap;
+  out->orphaned = s->orphaned;
   pthread_mutex_unlock(&s->lock);
   return 0;
 }
 
 /* ---- submitting: the remote pool's backend ------------------------------ */
 
-enum { RT_WAIT, RT_SENT, RT_HELD };
+/* Durable: RT_SENT is published into the stream, its acknowledgement
+ * not heard yet; RT_STORED is in the stream, taken by nobody yet. */
+enum { RT_WAIT, RT_SENT, RT_HELD, RT_STORED };
 
 typedef struct rtask_s rtask_t;
 struct rtask_s {
@@ -703,6 +1262,8 @@ typedef struct {
   bool watching;
   rlist_t wait, flight;
   size_t nheld; /* Of `flight`, those taken by a node. */
+  bool durable;
+  size_t nstored; /* Of `flight`, those in the stream (durable). */
   rtask_t* buckets[NBUCKETS];
   bool congested;
   unsigned credit, backoff_ms;
@@ -710,7 +1271,7 @@ typedef struct {
   bool ticking;
   weft__nats_sub_t* inbox_sub;
   weft__nats_sub_t* free_sub;
-  char subject[SUBJECT_MAX];
+  char subject[SUBJECT_MAX]; /* Offers, or (durable) the stream's. */
   char reply_prefix[192]; /* "weft.<c>.<n>.t.<r>.": names of 64 at most. */
   size_t reply_prefix_len;
   char cluster[NAME_MAX_LEN + 1];
@@ -786,6 +1347,8 @@ static void rt_drop(remote_t* r, rtask_t* rt) {
   *pp = rt->hnext;
   if (rt->state == RT_HELD)
     r->nheld--;
+  else if (rt->state == RT_STORED)
+    r->nstored--;
   rlist_unlink(rt->state == RT_WAIT ? &r->wait : &r->flight, rt);
   weft__pool_task_release(rt->t);
   weft__xfree(rt);
@@ -823,6 +1386,8 @@ static void requeue(remote_t* r, rtask_t* rt) {
   if (rt->state != RT_WAIT) {
     if (rt->state == RT_HELD)
       r->nheld--;
+    else if (rt->state == RT_STORED)
+      r->nstored--;
     rlist_unlink(&r->flight, rt);
     rt->state = RT_WAIT;
     rlist_push(&r->wait, rt, true);
@@ -835,7 +1400,7 @@ static void pump(remote_t* r) {
   char reply[SUBJECT_MAX];
   while (r->wait.head != NULL && !r->gone &&
          (r->congested ? r->credit > 0
-                       : r->flight.n - r->nheld < WINDOW)) {
+                       : r->flight.n - r->nheld - r->nstored < WINDOW)) {
     rtask_t* rt = r->wait.head;
     int err;
     rt_reply(r, rt, reply);
@@ -913,7 +1478,8 @@ static void tick(weft_loop_t* loop, void* arg) {
     next = rt->next;
     if (rt->state == RT_SENT && now - rt->since_ms > r->ack_timeout_ms)
       requeue(r, rt);
-    else if (rt->state == RT_HELD && now - rt->since_ms > HOLDER_GRACE_MS &&
+    else if (rt->state == RT_HELD && !r->durable &&
+             now - rt->since_ms > HOLDER_GRACE_MS &&
              !weft_node_is_up(r->node, rt->holder))
       holder_down(r, rt);
   }
@@ -929,6 +1495,36 @@ static void tick(weft_loop_t* loop, void* arg) {
 /* An answer for one of our tasks (nats.c's thread). */
 static void send_cancel_to(remote_t* r, const char* holder, uint64_t id);
 
+/* Durable: the stream's answer to a task's publish ({"stream":..,
+ * "seq":..} stored, or an error: published again after a backoff).
+ * r->lock held. */
+static void stored_message(remote_t* r, const weft__nats_msg_t* nm) {
+  uint64_t id = 0;
+  rtask_t* rt;
+  int result = weft__js_result(nm->data, nm->len);
+  if (result < 0 ||
+      strncmp(nm->subject, r->reply_prefix, r->reply_prefix_len) != 0 ||
+      weft__wire_read_id(nm->subject, r->reply_prefix_len, &id) != 0) {
+    weft__node_count_dropped(r->node, WEFT__NODE_DROPPED_DECODE);
+    return;
+  }
+  rt = rt_find(r, id);
+  if (rt == NULL || rt->state != RT_SENT)
+    return; /* Settled, or taken already (its ack came first). */
+  if (result != 0) {
+    requeue(r, rt);
+    congest(r);
+    return;
+  }
+  rt->state = RT_STORED;
+  r->nstored++;
+  if (r->congested) {
+    r->credit++;
+    r->backoff_ms = BACKOFF_MIN_MS;
+  }
+  pump(r);
+}
+
 static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   remote_t* r = ctx;
   char node[NAME_MAX_LEN + 1];
@@ -939,6 +1535,12 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
   rtask_t* rt;
   pthread_mutex_lock(&r->lock);
   if (r->gone) {
+    pthread_mutex_unlock(&r->lock);
+    return;
+  }
+  if (r->durable && nm->status == 0 && nm->error == NULL && nm->len > 0 &&
+      nm->data[0] == '{') {
+    stored_message(r, nm);
     pthread_mutex_unlock(&r->lock);
     return;
   }
@@ -977,6 +1579,8 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
       rlist_unlink(&r->wait, rt);
       rlist_push(&r->flight, rt, false);
     }
+    if (rt->state == RT_STORED)
+      r->nstored--;
     if (rt->state != RT_HELD)
       r->nheld++;
     rt->state = RT_HELD;
@@ -1061,7 +1665,7 @@ static void remote_detach_subs(remote_t* r) {
 
 static void remote_watch(void* ctx, const weft_node_event_t* ev) {
   remote_t* r = ctx;
-  if (ev->kind == WEFT_NODE_DOWN && ev->node != NULL) {
+  if (ev->kind == WEFT_NODE_DOWN && ev->node != NULL && !r->durable) {
     rtask_t *rt, *next;
     pthread_mutex_lock(&r->lock);
     for (rt = r->flight.head; rt != NULL; rt = next) {
@@ -1112,9 +1716,15 @@ static int be_submit(void* be, weft_task_t* t, const char* name,
   err = msg_bytes(m, &buf, &bytes, &len);
   if (err != 0)
     return err;
-  rt = weft__xzalloc(sizeof(*rt) + 3 + strlen(name) + len);
-  if (rt != NULL)
+  rt = weft__xzalloc(sizeof(*rt) + 6 + strlen(name) + SUBJECT_MAX + len);
+  if (rt != NULL && r->durable) {
+    char reply[SUBJECT_MAX];
+    rt->id = weft_task_id(t);
+    rt_reply(r, rt, reply);
+    rt->len = weft__pool_wire_dtask(rt->payload, name, reply, bytes, len);
+  } else if (rt != NULL) {
     rt->len = weft__pool_wire_task(rt->payload, name, bytes, len);
+  }
   if (m->nxfer > 0)
     msgpack_sbuffer_destroy(&buf);
   if (rt == NULL)
@@ -1202,7 +1812,10 @@ int weft_pool_new_remote(weft_pool_t** out,
   remote_t* r;
   char inbox[SUBJECT_MAX];
   char free_subject[SUBJECT_MAX];
+  char stream[SUBJECT_MAX];
+  char js_subject[SUBJECT_MAX];
   const char* cluster;
+  uint64_t rid;
   int err;
   if (out != NULL)
     *out = NULL;
@@ -1211,10 +1824,18 @@ int weft_pool_new_remote(weft_pool_t** out,
     o = *opts;
   if (out == NULL || node == NULL || !weft__wire_name_ok(group) ||
       (o.on_down != WEFT_POOL_RETRY && o.on_down != WEFT_POOL_FAIL) ||
-      o.ack_timeout_ms < 0)
+      o.ack_timeout_ms < 0 ||
+      (o.stream != NULL && !weft__wire_name_ok(o.stream)))
     return WEFT_EINVAL;
   if (!weft__loop_on_thread(weft__node_loop(node)))
     return WEFT_EWRONGTHREAD;
+  if (o.durable) {
+    cluster = weft__node_cluster(node);
+    (void)js_names(cluster, group, o.stream, stream, js_subject);
+    err = js_ensure_stream(node, stream, js_subject);
+    if (err != 0)
+      return err;
+  }
   r = weft__xzalloc(sizeof(*r));
   if (r == NULL)
     return WEFT_ENOMEM;
@@ -1229,11 +1850,18 @@ int weft_pool_new_remote(weft_pool_t** out,
   (void)snprintf(r->cluster, sizeof(r->cluster), "%s", cluster);
   (void)snprintf(r->subject, sizeof(r->subject), "weft.%s.pool.%s", cluster,
                  group);
-  (void)snprintf(
-      r->reply_prefix, sizeof(r->reply_prefix), "weft.%s.%s.t.%llu.", cluster,
-      weft_node_name(node),
-      (unsigned long long)atomic_fetch_add_explicit(&next_remote, 1,
-                                                    memory_order_relaxed));
+  r->durable = o.durable;
+  rid = atomic_fetch_add_explicit(&next_remote, 1, memory_order_relaxed);
+  if (o.durable) {
+    /* Its tasks outlive this process: a later one of the same node name
+     * must not take their results for its own (ids restart at 1). */
+    (void)snprintf(r->subject, sizeof(r->subject), "%s", js_subject);
+    rid = rid * 0x9e3779b97f4a7c15ull ^ uv_hrtime() ^
+          (uint64_t)getpid() << 40;
+  }
+  (void)snprintf(r->reply_prefix, sizeof(r->reply_prefix),
+                 "weft.%s.%s.t.%llu.", cluster, weft_node_name(node),
+                 (unsigned long long)rid);
   r->reply_prefix_len = strlen(r->reply_prefix);
   (void)snprintf(inbox, sizeof(inbox), "%s*", r->reply_prefix);
   (void)snprintf(free_subject, sizeof(free_subject), "weft.%s.pool.%s.free",

@@ -27,6 +27,23 @@ size_t weft__pool_wire_task(unsigned char* out,
                             const char* name,
                             const void* arg,
                             size_t arg_len);
+/* A durable task [name, reply, arg] (a JetStream message's payload): as
+ * weft__pool_wire_read_task, and the subject its answers go to (copied to
+ * `reply`, `reply_cap` bytes with the NUL; no NUL, space or wildcard). */
+int weft__pool_wire_read_dtask(const void* data,
+                               size_t len,
+                               char* name,
+                               char* reply,
+                               size_t reply_cap,
+                               const unsigned char** arg,
+                               size_t* arg_len);
+/* Its bytes into `out` (room for 6 + strlen(name) + strlen(reply) +
+ * arg_len); returns the length. */
+size_t weft__pool_wire_dtask(unsigned char* out,
+                             const char* name,
+                             const char* reply,
+                             const void* arg,
+                             size_t arg_len);
 /* An answer: 0 with `kind`, for an ack the node's name (a wire name, 65
  * bytes), for a result the value's bytes; or WEFT_EDECODE. */
 int weft__pool_wire_read_answer(const void* data,

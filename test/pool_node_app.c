@@ -1,6 +1,7 @@
 /* pool_node_app.c - a node serving the distributed pool in a process of
  * its own, for test_pool_node's SIGKILL tests: `pool_node_app URL NAME
- * [HEARTBEAT_MS]` joins cluster "test" as NAME and serves group "g" with a
+ * [HEARTBEAT_MS [durable]]` joins cluster "test" as NAME and serves group
+ * "g" (with "durable": from its JetStream stream, ack wait 1 s) with a
  * pool of 2 workers and the task
  *   "work"  [i, ms] -> [i, NAME] after sleeping ms milliseconds
  * It prints "ready" once connected (its slots subscribed), and leaves
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
   weft_loop_t* loop = NULL;
   weft_node_opts_t o = {0};
   weft_pool_opts_t po = {0};
+  weft_pool_serve_opts_t so = {0};
   if (argc < 3)
     return 2;
   name = argv[2];
@@ -61,8 +63,10 @@ int main(int argc, char** argv) {
   o.cluster = "test";
   o.heartbeat_ms = argc > 3 ? atoi(argv[3]) : 100;
   o.on_event = print_ready_on_connect;
+  so.durable = argc > 4 && strcmp(argv[4], "durable") == 0;
+  so.ack_wait_ms = 1000;
   if (weft_node_join(loop, &o, &node) != 0 ||
-      weft_pool_serve(node, pool, "g", &server) != 0)
+      weft_pool_serve_ex(node, pool, "g", &so, &server) != 0)
     return 2;
   uv_signal_init(weft_loop_uv(loop), &sigterm);
   uv_signal_start(&sigterm, on_sigterm, SIGTERM);

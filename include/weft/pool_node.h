@@ -36,11 +36,33 @@
  * - Arguments and results cross as copies: a transferred buffer becomes a
  *   bin of its bytes; shared buffers and ports are refused with
  *   WEFT_ENOTLOCAL at the submit.
- * - Not durable: a task lives in its submitter's memory. JetStream work
- *   queues (tasks that survive the loss of every node) are not built. */
+ * - Not durable by default: a task lives in its submitter's memory. With
+ *   `durable` set (below) on both sides, tasks go through a JetStream
+ *   work-queue stream instead and survive the loss of every serving node.
+ *
+ * Durable tasks (docs/node.md "Durable tasks" has the stream, the consumer
+ * and the wire). The nats-server must run JetStream (`-js`). A durable
+ * remote pool publishes each task into the stream "weft_pool_<c>_<g>"
+ * (or opts.stream; retention WorkQueue, file storage, on the subject
+ * weft.<c>.pool.<g>.tasks; made when missing) and keeps it in memory until
+ * its result comes; a task counts as waiting (max_queue) until a node
+ * takes it. A durable serving node takes tasks with the durable pull
+ * consumer "weft-pool" of that stream (made when missing), asking for as
+ * many as it has workers free, and acknowledges a task only after its
+ * result was sent; while a task runs it tells the server it is still at
+ * work. So a task taken by a node that dies is delivered again after the
+ * consumer's ack wait, and tasks submitted while no node serves (or after
+ * every one died) run when one comes: at least once; a result for a task
+ * that settled is dropped, so each future settles exactly once. on_down is
+ * not used (JetStream redelivers; nothing fails WEFT_ENOTCONNECTED for a
+ * node going down). Cancel settles the future at once; the task still
+ * runs if a node takes it (told to stop when it says it took it). A
+ * submitter that dies leaves its tasks in the stream: they run, and their
+ * results, which nobody hears, are counted (stats.orphaned). */
 #ifndef WEFT_POOL_NODE_H
 #define WEFT_POOL_NODE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "weft/common.h"
@@ -63,6 +85,11 @@ typedef struct {
   /* A task offered and neither taken nor refused within this time (the
    * message was lost: its taker died at once) is offered again; 0: 2000. */
   int64_t ack_timeout_ms;
+  /* Publish tasks into a JetStream work-queue stream (see the top). */
+  bool durable;
+  /* The stream's name (1-64 of [A-Za-z0-9_-]); NULL:
+   * "weft_pool_<cluster>_<group>". Only with `durable`. */
+  const char* stream;
 } weft_pool_remote_opts_t;
 
 /* A pool whose tasks run on the nodes serving `group` (1-64 of
@@ -86,6 +113,23 @@ WEFT_EXTERN int weft_pool_new_remote(weft_pool_t** out,
 
 typedef struct weft_pool_server_s weft_pool_server_t;
 
+/* libuv's code, under a weft name: JetStream is not there (the server
+ * runs without -js) or refused what a durable pool asked. */
+#ifndef WEFT_ENOTSUP
+#define WEFT_ENOTSUP UV_ENOTSUP
+#endif
+
+typedef struct {
+  /* Take tasks from the group's JetStream stream (see the top) rather
+   * than its queue group. */
+  bool durable;
+  const char* stream; /* As weft_pool_remote_opts_t's; NULL: the default. */
+  /* The consumer's ack wait when this node makes it (the first node to
+   * serve the stream does): a task taken by a node that went silent this
+   * long is delivered again. 0: 30000. */
+  int64_t ack_wait_ms;
+} weft_pool_serve_opts_t;
+
 /* Serve `group` with `pool` (a local pool): this node takes the group's
  * tasks, at most max_threads * concurrent_tasks of them at a time (one
  * NATS queue subscription per free worker, each for one task), runs them
@@ -104,8 +148,30 @@ WEFT_EXTERN int weft_pool_serve(weft_node_t* node,
 /* Stop taking tasks, wait until those taken have finished and their
  * outcomes were sent, and free `s`. Blocks the calling thread meanwhile.
  * If the node left first, taken tasks' outcomes are not sent (their
- * submitters saw the node down). 0 or WEFT_EINVAL. Thread: the node's
+ * submitters saw the node down). Durable, it also keeps the inbox until
+ * the pulls this node has pending at the server ended (2 s at most),
+ * giving back at once what they bring, so that no task waits out the ack
+ * wait. 0 or WEFT_EINVAL. Thread: the node's
  * loop, before weft_node_leave() returns or after. */
+/* weft_pool_serve() with options (NULL: as weft_pool_serve). Durable:
+ * makes the stream and the consumer if they are missing, waiting for the
+ * server's answers on the calling thread (5 s at most each), and takes
+ * tasks through a thread of its own ("weft-jspull": it asks the consumer
+ * for as many tasks as workers are free, a request the server holds for
+ * at most 1 s, and sends "still working" for running tasks every third of
+ * the ack wait); tasks arrive and start on nats.c's thread. Besides
+ * weft_pool_serve's errors: WEFT_EINVAL (a bad stream name, a negative
+ * ack_wait_ms), WEFT_ENOTSUP (no JetStream, or the stream or consumer
+ * refused), WEFT_ETIMEDOUT, WEFT_ESPAWN. A task whose payload is not the
+ * wire's is dropped for good (counted in the node's stats); one that
+ * comes with no worker free is given back at once. Thread: the node's
+ * loop. */
+WEFT_EXTERN int weft_pool_serve_ex(weft_node_t* node,
+                                   weft_pool_t* pool,
+                                   const char* group,
+                                   const weft_pool_serve_opts_t* opts,
+                                   weft_pool_server_t** out);
+
 WEFT_EXTERN int weft_pool_unserve(weft_pool_server_t* s);
 
 typedef struct {
@@ -115,6 +181,9 @@ typedef struct {
   unsigned in_flight;   /* Taken and not finished now. */
   unsigned max_in_flight; /* The most at once so far. */
   unsigned capacity;    /* max_threads * concurrent_tasks. */
+  /* Durable: results sent to a submitter nobody hears any more (it died
+   * or closed its pool); the task was acknowledged all the same. */
+  uint64_t orphaned;
 } weft_pool_server_stats_t;
 
 /* 0 or WEFT_EINVAL. Thread: any. */
