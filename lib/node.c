@@ -618,11 +618,14 @@ static void export_message(void* ctx, const weft__nats_msg_t* nm) {
     pthread_mutex_unlock(&sh->plock);
   }
   wait_for_room(x);
+  /* Counted before the post: a handler that reads the stats after it
+   * got the message finds it counted (the loop may run it before this
+   * thread returns from the post). */
+  count(&sh->received);
   err = weft__core_post_msg(x->core, &m);
-  if (err == 0) {
-    count(&sh->received);
+  if (err == 0)
     return;
-  }
+  atomic_fetch_sub_explicit(&sh->received, 1, memory_order_relaxed);
   if (err == WEFT_EMSGSIZE)
     count(&sh->dropped_size);
   else
