@@ -4,7 +4,18 @@
  * answers. It does no I/O: lib/pool_node.c sends these on the node's
  * connection (nats.h) as core NATS requests, so nothing blocks a loop and
  * the wire is the documented one (docs/node.md "Durable tasks"). The
- * server's answers are foreign bytes: the reader trusts nothing. */
+ * server's answers are foreign bytes: the reader trusts nothing.
+ *
+ * Why not libnats's own JetStream API (js_AddStream, js_PullSubscribe):
+ * in nats.c 3.4 a pull consumer is read with natsSubscription_Fetch,
+ * which holds its caller until messages come or its timeout passes, and
+ * the API object needs the natsConnection that transport/nats.h keeps to
+ * itself. Here a pull is one core request whose messages come to nats.c's
+ * delivery thread like any message of a node, a task's publish is
+ * acknowledged asynchronously (the stream's answer to a request), and
+ * lib/pool_node.c's one thread per serving pool only keeps time (pulls to
+ * renew, "still working" to send). The JSON involved is three fixed
+ * request shapes and one field of the answers. */
 #ifndef WEFT_TRANSPORT_JETSTREAM_H
 #define WEFT_TRANSPORT_JETSTREAM_H
 

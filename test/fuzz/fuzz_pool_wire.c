@@ -9,8 +9,15 @@
  *      same
  *   2  a cancel's str: accepted only when it is exactly one str without
  *      NUL bytes that fits, copied whole
+ *   3  a durable task [name, reply, arg] (a JetStream message): accepted
+ *      only with a wire name, a reply subject without NUL, space or
+ *      wildcard, and exactly one msgpack value after them, which ends the
+ *      input
+ *   4  a JetStream API answer (weft__js_result): 0, an err_code > 0, or -1
+ *      for what is not a JSON object; never reads past the input
  * (test/fuzz/corpus/fuzz_pool_wire has a seed of each.) */
 #include "fuzz_common.h"
+#include "jetstream.h"
 #include "pool_node_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -20,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   size_t vlen = 0;
   if (size == 0)
     return 0;
-  mode = data[0] % 3;
+  mode = data[0] % 5;
   data++;
   size--;
   if (mode == 0) {
@@ -47,6 +54,29 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FUZZ_CHECK(kind == WEFT__POOL_BUSY && size == 2);
       }
     }
+  } else if (mode == 3) {
+    char reply[256];
+    if (weft__pool_wire_read_dtask(data, size, name, reply, sizeof(reply), &v,
+                                   &vlen) == 0) {
+      size_t n = strlen(reply);
+      FUZZ_CHECK(weft__wire_name_ok(name));
+      FUZZ_CHECK(n > 0 && n < sizeof(reply));
+      FUZZ_CHECK(strpbrk(reply, " *>") == NULL);
+      FUZZ_CHECK(v >= data && v + vlen == data + size);
+      FUZZ_CHECK(weft__msgpack_validate(v, vlen) == 0);
+    }
+  } else if (mode == 4) {
+    /* A copy of exactly `size` bytes: ASan sees any read past it. */
+    char* copy = malloc(size > 0 ? size : 1);
+    int r;
+    FUZZ_CHECK(copy != NULL);
+    if (size > 0)
+      memcpy(copy, data, size);
+    r = weft__js_result(copy, size);
+    FUZZ_CHECK(r >= -1);
+    if (size == 0 || copy[0] != '{')
+      FUZZ_CHECK(r == -1);
+    free(copy);
   } else {
     char out[256];
     if (weft__pool_wire_read_str(data, size, out, sizeof(out)) == 0) {
