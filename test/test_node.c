@@ -853,10 +853,34 @@ Test(node, a_killed_node_is_seen_down_and_rejoins) {
 
 /* --- a client in another language ----------------------------------------- */
 
-/* Node.js with the `nats` npm package calls node b's exports using only
- * the wire of docs/node.md (test/interop/weft_client.mjs checks the
- * replies, the error header, EDECODE and "no responders"); b receives its
- * 100 posts in order. */
+/* Node.js with the `nats` npm package calls node b's exports, a pool task
+ * and an actor using only the wire of docs/node.md
+ * (test/interop/weft_client.mjs checks the replies, the error header,
+ * EDECODE and "no responders", a task's ack and result, an actor's answer
+ * to an ask and EDEADACTOR); b receives its 100 posts and a batch of 3 in
+ * order. */
+static int square_task(weft_task_ctx_t* ctx, weft_msg_t* arg,
+                       weft_msg_t* result) {
+  int64_t v = 0;
+  (void)ctx;
+  if (weft_msg_read(arg, "I", &v) != 0)
+    return WEFT_EDECODE;
+  return weft_msg_pack(result, "I", v * v);
+}
+
+static int doubler(weft_actor_t* self, void* state, weft_msg_t* m) {
+  int64_t v = 0;
+  weft_reply_t* r = NULL;
+  (void)self;
+  (void)state;
+  if (weft_actor_signal(m, NULL) != WEFT_SIGNAL_NONE ||
+      !weft_msg_is_request(m) || weft_msg_read(m, "I", &v) != 0 ||
+      weft_msg_take_reply(m, &r) != 0)
+    return 0;
+  weft_reply_send_fmt(r, "I", v * 2);
+  return 0;
+}
+
 typedef struct {
   pid_t pid;
   int status;
@@ -880,9 +904,25 @@ Test(node, a_nodejs_client_calls_node_exports) {
   seq_t s = {0};
   child_wait_t c = {0};
   uv_timer_t t;
-  s.want = 100;
+  weft_pool_opts_t po = {0};
+  weft_pool_t* pool = NULL;
+  weft_pool_server_t* server_pool = NULL;
+  weft_actor_system_opts_t so = {0};
+  weft_actor_system_t* sys = NULL;
+  weft_actor_opts_t ao = {0};
+  weft_actor_id id = 0;
+  s.want = 103;
   serve(loop, b, "plus", plus_one, NULL, &pin, &pout);
   serve(loop, b, "seq", seq_message, &s, &sin, &sout);
+  po.max_threads = 1;
+  cr_assert_eq(weft_pool_new(&pool, &po), 0);
+  cr_assert_eq(weft_pool_register(pool, "square", square_task, NULL), 0);
+  cr_assert_eq(weft_pool_serve(b, pool, "math", &server_pool), 0);
+  so.schedulers = 1;
+  cr_assert_eq(weft_actor_system_new(&sys, &so), 0);
+  cr_assert_eq(weft_actor_system_join(sys, b), 0);
+  ao.name = "doubler";
+  cr_assert_eq(weft_actor_spawn(sys, doubler, NULL, &ao, &id), 0);
   settle(b, NULL);
   c.pid = fork();
   cr_assert(c.pid >= 0);
@@ -903,7 +943,11 @@ Test(node, a_nodejs_client_calls_node_exports) {
             c.status);
   run_until(loop, &s.done);
   cr_assert_eq(s.out_of_order, 0, "the posts came in order");
+  cr_assert_eq(weft_pool_unserve(server_pool), 0);
+  cr_assert_eq(weft_actor_system_leave(sys), 0);
   cr_assert_eq(weft_node_leave(b), 0);
+  cr_assert_eq(weft_actor_system_free(sys), 0);
+  cr_assert_eq(weft_pool_close(pool), 0);
   free_channel(pin, pout);
   free_channel(sin, sout);
   run_and_free(loop);

@@ -59,11 +59,6 @@ struct weft__nats_batch_s {
   weft__nats_batch_t* next_dirty;
 };
 
-uint64_t weft__nats_now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static size_t cap_of(weft__nats_t* c) {
   int64_t max = natsConnection_GetMaxPayload(c->nc);

@@ -1,6 +1,7 @@
 /* nats_conn.h - the connection object of the NATS back-end, shared by
  * nats.c (the connection, subscriptions, the kicker) and nats_batch.c
- * (posts gathered into batches, which the kicker writes). Private to
+ * (posts gathered into batches, which the kicker writes); its basics are
+ * in nats_conn.c, below both (scripts/check_layers.sh). Private to
  * transport/. */
 #ifndef WEFT_TRANSPORT_NATS_CONN_H
 #define WEFT_TRANSPORT_NATS_CONN_H
