@@ -2,10 +2,12 @@
  * under TSan): node a's remote pool gets tasks from 4 threads at once (2
  * wait on futures, 2 are called back on the pool's thread), a fifth
  * cancels tasks while they run, and nodes b and c serve the group with 2
- * workers each. Checks: every task settles exactly once with its own
- * result (or WEFT_ECANCELED for a cancelled one), both nodes took tasks,
- * neither held more than its workers, and everything ends clean. Exit 0
- * on success. */
+ * workers each. Run twice: over core NATS, then durable (JetStream: the
+ * tasks go through a work-queue stream, the serving nodes' pullers,
+ * nats.c's threads and the pools' threads all at once). Checks: every
+ * task settles exactly once with its own result (or WEFT_ECANCELED for a
+ * cancelled one), both nodes took tasks, neither held more than its
+ * workers, and everything ends clean. Exit 0 on success. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 
 #include "nats_server.h"
 #include "support.h"
+#include "weft/pool_node.h"
 
 #define WAITERS 2
 #define CALLED 2
@@ -130,18 +133,21 @@ typedef struct {
 } serving_t;
 
 static void serve(weft_loop_t* loop, const char* url, const char* name,
-                  serving_t* s) {
+                  bool durable, serving_t* s) {
   weft_node_opts_t o = {0};
   weft_pool_opts_t po = {0};
+  weft_pool_serve_opts_t so = {0};
+  so.durable = durable;
   po.max_threads = 2;
   CHECK(weft_pool_new(&s->pool, &po) == 0, "pool");
   CHECK(weft_pool_register(s->pool, "twice", twice, NULL) == 0, "register");
   CHECK(weft_pool_register(s->pool, "slow", slow, NULL) == 0, "register");
   o.servers = url;
-  o.cluster = "scn";
+  o.cluster = durable ? "scd" : "scn";
   o.name = name;
   CHECK(weft_node_join(loop, &o, &s->node) == 0, "join %s", name);
-  CHECK(weft_pool_serve(s->node, s->pool, "g", &s->server) == 0, "serve");
+  CHECK(weft_pool_serve_ex(s->node, s->pool, "g", &so, &s->server) == 0,
+        "serve");
   CHECK(weft_node_flush(s->node, 5000) == 0, "flush");
 }
 
@@ -156,25 +162,30 @@ static void unserve(serving_t* s, unsigned* taken) {
   CHECK(weft_pool_close(s->pool) == 0, "close");
 }
 
-int main(void) {
-  nats_server_t server;
+static void scenario(const char* url, bool durable) {
   weft_loop_t* loop = new_loop();
   weft_node_opts_t o = {0};
+  weft_pool_remote_opts_t ro = {0};
   weft_node_t* a = NULL;
   serving_t b, c;
   pthread_t t[WAITERS + CALLED + 1];
   uv_timer_t timer;
   unsigned tb = 0, tc = 0;
   int i, n = 0;
-  if (nats_server_start(&server, NULL) != 0)
-    return 1;
-  serve(loop, server.url, "b", &b);
-  serve(loop, server.url, "c", &c);
-  o.servers = server.url;
-  o.cluster = "scn";
+  atomic_store(&threads_done, 0);
+  atomic_store(&called_back, 0);
+  atomic_store(&bad, 0);
+  for (i = 0; i < CALLED; i++)
+    for (int k = 0; k < TASKS; k++)
+      atomic_store(&calls[i][k], 0);
+  serve(loop, url, "b", durable, &b);
+  serve(loop, url, "c", durable, &c);
+  o.servers = url;
+  o.cluster = durable ? "scd" : "scn";
   o.name = "a";
   CHECK(weft_node_join(loop, &o, &a) == 0, "join a");
-  CHECK(weft_pool_new_remote(&rpool, a, "g", NULL) == 0, "remote pool");
+  ro.durable = durable;
+  CHECK(weft_pool_new_remote(&rpool, a, "g", &ro) == 0, "remote pool");
   CHECK(weft_node_flush(a, 5000) == 0, "flush");
 
   for (i = 0; i < WAITERS; i++)
@@ -200,7 +211,21 @@ int main(void) {
   unserve(&c, &tc);
   CHECK(tb > 0 && tc > 0, "both served: b %u, c %u", tb, tc);
   run_and_free(loop);
+}
+
+int main(void) {
+  nats_server_t server;
+  char dir[] = "/tmp/weft-js-scn-XXXXXX";
+  char cmd[64];
+  const char* extra[] = {"-js", "-sd", dir, NULL};
+  if (mkdtemp(dir) == NULL || nats_server_start(&server, extra) != 0)
+    return 1;
+  scenario(server.url, false);
+  puts("scenario_pool_node: over core NATS: ok");
+  scenario(server.url, true);
   nats_server_stop(&server);
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir); /* Ours, mkdtemp's. */
+  CHECK(system(cmd) == 0, "remove the store");
   puts("scenario_pool_node: ok");
   return 0;
 }

@@ -2,6 +2,7 @@
  * server stopped and a node killed mid-run (weft/node.h), for ports, and
  * for remote actors' monitors, the distributed pool and remote spawn. */
 #include "node_support.h"
+#include "pool_outcomes.h"
 #include "spawn_entry.h"
 
 /* --- a cluster of three NATS servers --------------------------------------- */
@@ -222,44 +223,15 @@ static pid_t start_c(const char* servers) {
   return pid;
 }
 
-/* The caller's view of each task. */
-typedef struct {
-  atomic_int settled;
-  atomic_int calls[TASKS];
-  int status[TASKS];
-  int64_t index[TASKS];
-  char who[TASKS][16];
-} outcomes_t;
-
-typedef struct {
-  outcomes_t* o;
-  int i;
-} slot_t;
-
-static slot_t slots[TASKS];
-
-static void on_task(void* ctx, int status, weft_msg_t* result) {
-  slot_t* c = ctx;
-  outcomes_t* o = c->o;
-  const char* s = NULL;
-  size_t len = 0;
-  int64_t i = -1;
-  atomic_fetch_add(&o->calls[c->i], 1);
-  o->status[c->i] = status;
-  if (result != NULL && weft_msg_read(result, "Is", &i, &s, &len) == 0) {
-    o->index[c->i] = i;
-    snprintf(o->who[c->i], sizeof(o->who[c->i]), "%.*s", (int)len, s);
-  }
-  atomic_fetch_add(&o->settled, 1);
-}
-
+/* The caller's view of each task: pool_outcomes.h. Submitted as a message
+ * (weft_pool_submit_msg), [1000 + i, ms]. */
 static void submit(weft_pool_t* rp, outcomes_t* o, int i, int64_t ms) {
   weft_msg_t* arg = NULL;
-  slots[i].o = o;
-  slots[i].i = i;
+  ctxs[i].o = o;
+  ctxs[i].i = i;
   cr_assert_eq(weft_msg_new(&arg), 0);
   cr_assert_eq(weft_msg_pack(arg, "II", (int64_t)(1000 + i), ms), 0);
-  cr_assert_eq(weft_pool_submit_msg(rp, "work", &arg, on_task, &slots[i],
+  cr_assert_eq(weft_pool_submit_msg(rp, "work", &arg, on_done, &ctxs[i],
                                     NULL),
                0);
 }

@@ -13,6 +13,7 @@
 #include "node_support.h"
 #include "jetstream.h"
 #include "pool_node_internal.h"
+#include "pool_outcomes.h"
 
 static char js_dir[64];
 
@@ -117,56 +118,6 @@ static pid_t start_durable_app(const char* name) {
 
 /* --- the submitter's side ------------------------------------------------- */
 
-#define MAXT 32
-
-typedef struct {
-  atomic_int settled;
-  atomic_int calls[MAXT];
-  int status[MAXT];
-  int64_t index[MAXT];
-  char who[MAXT][16];
-} outcomes_t;
-
-typedef struct {
-  outcomes_t* o;
-  int i;
-} slot_ctx_t;
-
-static slot_ctx_t ctxs[MAXT];
-
-static void on_done(void* ctx, int status, weft_msg_t* result) {
-  slot_ctx_t* c = ctx;
-  outcomes_t* o = c->o;
-  const char* s = NULL;
-  size_t len = 0;
-  int64_t i = -1;
-  atomic_fetch_add(&o->calls[c->i], 1);
-  o->status[c->i] = status;
-  if (result != NULL && weft_msg_read(result, "Is", &i, &s, &len) == 0) {
-    o->index[c->i] = i;
-    snprintf(o->who[c->i], sizeof(o->who[c->i]), "%.*s", (int)len, s);
-  }
-  atomic_fetch_add(&o->settled, 1);
-}
-
-static packed_t packed_ii(int64_t a, int64_t b) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_array(&pk, 2);
-  msgpack_pack_int64(&pk, a);
-  msgpack_pack_int64(&pk, b);
-  return packed_from(&sb);
-}
-
-static void submit_work(weft_pool_t* rp, outcomes_t* o, int i, int64_t ms) {
-  packed_t b = packed_ii(i, ms);
-  ctxs[i].o = o;
-  ctxs[i].i = i;
-  cr_assert_eq(
-      weft_pool_submit(rp, "work", b.data, b.len, on_done, &ctxs[i], NULL), 0);
-}
 
 static weft_pool_t* durable_remote(weft_node_t* node) {
   weft_pool_remote_opts_t o = {0};
@@ -199,7 +150,7 @@ Test(pool_durable, tasks_survive_the_loss_of_every_serving_node) {
   rp = durable_remote(a);
   memset(&o, 0, sizeof(o));
   for (int i = 0; i < 20; i++)
-    submit_work(rp, &o, i, 200);
+    submit_work(rp, &o, i, i, 200);
   run_for(loop, 300);
   cr_assert_eq(atomic_load(&o.settled), 0, "nothing settles: nobody serves");
   cr_assert_eq(weft_pool_stats(rp, &st), 0);
@@ -265,7 +216,7 @@ Test(pool_durable, cancel_orphans_and_malformed) {
   cr_assert_eq(weft_pool_submit(rp, "work", arg.data, arg.len, NULL, NULL, &t),
                0);
   for (int i = 0; i < 3; i++)
-    submit_work(rc, &oc, i, 0);
+    submit_work(rc, &oc, i, i, 0);
   run_for(loop, 200); /* Stored. */
   cr_assert_eq(weft_task_cancel(t), 0);
   cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
@@ -280,7 +231,7 @@ Test(pool_durable, cancel_orphans_and_malformed) {
   cr_assert_eq(weft__node_publish(a, "weft.test.pool.g.tasks", NULL, "\x93\x01",
                                   2, NULL),
                0);
-  submit_work(rp, &o, 0, 0);
+  submit_work(rp, &o, 0, 0, 0);
   /* A long ack wait: nothing here is meant to be delivered again, even on
    * a stalled machine. */
   serve_durably(loop, &b, "b", 30000);
@@ -441,7 +392,7 @@ Test(pool_durable, long_task_not_delivered_twice) {
   a = join_watching(loop, "a", &eva);
   rp = durable_remote(a);
   memset(&o, 0, sizeof(o));
-  submit_work(rp, &o, 0, 5000); /* The ack wait is 2000 ms. */
+  submit_work(rp, &o, 0, 0, 5000); /* The ack wait is 2000 ms. */
   run_until_count(loop, &o.settled, 1);
   run_for(loop, 300);
   cr_assert_eq(o.status[0], 0);

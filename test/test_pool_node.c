@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include "node_support.h"
 #include "pool_node_internal.h"
+#include "pool_outcomes.h"
 
 static void start_server(void) {
   cr_assert_eq(nats_server_start(&server, NULL), 0, "nats-server started");
@@ -95,57 +96,6 @@ static void unserve_group(serving_t* s) {
 
 /* --- the submitter's side ------------------------------------------------- */
 
-#define MAXT 64
-
-typedef struct {
-  atomic_int settled; /* Callbacks run, all tasks. */
-  atomic_int calls[MAXT];
-  int status[MAXT];
-  int64_t index[MAXT];
-  char who[MAXT][16];
-} outcomes_t;
-
-typedef struct {
-  outcomes_t* o;
-  int i;
-} slot_ctx_t;
-
-static slot_ctx_t ctxs[MAXT];
-
-static void on_done(void* ctx, int status, weft_msg_t* result) {
-  slot_ctx_t* c = ctx;
-  outcomes_t* o = c->o;
-  const char* s = NULL;
-  size_t len = 0;
-  int64_t i = -1;
-  atomic_fetch_add(&o->calls[c->i], 1);
-  o->status[c->i] = status;
-  if (result != NULL && weft_msg_read(result, "Is", &i, &s, &len) == 0) {
-    o->index[c->i] = i;
-    snprintf(o->who[c->i], sizeof(o->who[c->i]), "%.*s", (int)len, s);
-  }
-  atomic_fetch_add(&o->settled, 1);
-}
-
-static packed_t packed_ii(int64_t a, int64_t b) {
-  msgpack_sbuffer sb;
-  msgpack_packer pk;
-  msgpack_sbuffer_init(&sb);
-  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-  msgpack_pack_array(&pk, 2);
-  msgpack_pack_int64(&pk, a);
-  msgpack_pack_int64(&pk, b);
-  return packed_from(&sb);
-}
-
-static void submit_work(weft_pool_t* rp, outcomes_t* o, int i, int64_t arg,
-                        int64_t ms) {
-  packed_t b = packed_ii(arg, ms);
-  ctxs[i].o = o;
-  ctxs[i].i = i;
-  cr_assert_eq(
-      weft_pool_submit(rp, "work", b.data, b.len, on_done, &ctxs[i], NULL), 0);
-}
 
 static weft_pool_t* remote(weft_node_t* node, weft_pool_on_down on_down) {
   weft_pool_remote_opts_t o = {0};
