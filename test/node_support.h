@@ -199,9 +199,9 @@ static inline void serve(weft_loop_t* loop, weft_node_t* node, const char* name,
 
 /* --- other processes ------------------------------------------------------ */
 
-/* test/node_app as node `name` on `servers`, started and connected
- * ("ready"). */
-static inline pid_t start_node_app_at(const char* name, const char* servers) {
+/* Start `argv[0]` with `argv` (NULL-terminated) and wait until it says
+ * "ready" on its stdout (a node app: connected); killed with the test. */
+static inline pid_t start_ready_app(const char* const* argv) {
   int fds[2];
   pid_t pid;
   char line[64] = {0};
@@ -214,20 +214,27 @@ static inline pid_t start_node_app_at(const char* name, const char* servers) {
     dup2(fds[1], 1);
     close(fds[0]);
     close(fds[1]);
-    execl(NODE_APP, NODE_APP, servers, name, "100", (char*)NULL);
+    execv(argv[0], (char* const*)argv);
     _exit(127);
   }
   close(fds[1]);
   while (n < sizeof(line) - 1 && strstr(line, "ready\n") == NULL) {
     struct pollfd p = {fds[0], POLLIN, 0};
     ssize_t r;
-    cr_assert_eq(poll(&p, 1, 20000), 1, "node_app %s is ready", name);
+    cr_assert_eq(poll(&p, 1, 20000), 1, "%s %s is ready", argv[0], argv[2]);
     r = read(fds[0], line + n, sizeof(line) - 1 - n);
-    cr_assert(r > 0, "node_app %s exited early", name);
+    cr_assert(r > 0, "%s %s exited early", argv[0], argv[2]);
     n += (size_t)r;
   }
   close(fds[0]);
   return pid;
+}
+
+/* test/node_app as node `name` on `servers`, started and connected
+ * ("ready"). */
+static inline pid_t start_node_app_at(const char* name, const char* servers) {
+  const char* argv[] = {NODE_APP, servers, name, "100", NULL};
+  return start_ready_app(argv);
 }
 
 static inline pid_t start_node_app(const char* name) {

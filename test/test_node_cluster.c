@@ -195,32 +195,8 @@ static void monitor_victim(weft_loop_t* loop, weft_actor_system_t* sys,
 
 /* test/actor_remote_app as node c on `servers`, serving pool group "g". */
 static pid_t start_c(const char* servers) {
-  int fds[2];
-  pid_t pid;
-  char line[64] = {0};
-  size_t n = 0;
-  cr_assert_eq(pipe(fds), 0);
-  pid = fork();
-  cr_assert(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    execl(ACTOR_APP, ACTOR_APP, servers, "c", "100", "g", (char*)NULL);
-    _exit(127);
-  }
-  close(fds[1]);
-  while (n < sizeof(line) - 1 && strstr(line, "ready\n") == NULL) {
-    struct pollfd p = {fds[0], POLLIN, 0};
-    ssize_t r;
-    cr_assert_eq(poll(&p, 1, 20000), 1, "c is ready");
-    r = read(fds[0], line + n, sizeof(line) - 1 - n);
-    cr_assert(r > 0, "c exited early");
-    n += (size_t)r;
-  }
-  close(fds[0]);
-  return pid;
+  const char* argv[] = {ACTOR_APP, servers, "c", "100", "g", NULL};
+  return start_ready_app(argv);
 }
 
 /* The caller's view of each task: pool_outcomes.h. Submitted as a message

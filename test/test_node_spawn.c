@@ -432,6 +432,10 @@ Test(node_spawn, leaving_terminates_the_spawned_workers) {
     cr_assert_eq(spawn_async(loop, a, "b", "adder", i, 5000, &s), 0);
   call_int(loop, a, "b", s.name, 0, &ans); /* The last one runs. */
   cr_assert_eq(ans.value, 2);
+  /* A worker's thread names itself once it runs: the first two may not
+   * have yet when the third answers. */
+  for (i = 0; i < 500 && count_threads_named("spawn-adder") < 3; i++)
+    sleep_ms(10);
   cr_assert_eq(count_threads_named("spawn-adder"), 3);
   cr_assert_eq(weft_node_leave(b), 0);
   cr_assert_eq(weft_node_leave(a), 0);

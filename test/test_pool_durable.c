@@ -87,33 +87,8 @@ static void unserve(serving_t* s) {
 
 /* test/pool_node_app serving durably as `name`, ready. */
 static pid_t start_durable_app(const char* name) {
-  int fds[2];
-  pid_t pid;
-  char line[64] = {0};
-  size_t n = 0;
-  cr_assert_eq(pipe(fds), 0);
-  pid = fork();
-  cr_assert(pid >= 0);
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    execl(NODE_APP, NODE_APP, server.url, name, "100", "durable",
-          (char*)NULL);
-    _exit(127);
-  }
-  close(fds[1]);
-  while (n < sizeof(line) - 1 && strstr(line, "ready\n") == NULL) {
-    struct pollfd p = {fds[0], POLLIN, 0};
-    ssize_t r;
-    cr_assert_eq(poll(&p, 1, 20000), 1, "pool_node_app %s is ready", name);
-    r = read(fds[0], line + n, sizeof(line) - 1 - n);
-    cr_assert(r > 0, "pool_node_app %s exited early", name);
-    n += (size_t)r;
-  }
-  close(fds[0]);
-  return pid;
+  const char* argv[] = {NODE_APP, server.url, name, "100", "durable", NULL};
+  return start_ready_app(argv);
 }
 
 /* --- the submitter's side ------------------------------------------------- */
