@@ -47,13 +47,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <x86intrin.h>
-#define WEFT__TRACE_TSC 1
-#endif
-
 #include "internal.h"
-#include "trace.h"
+#include "trace.h" /* Defines WEFT__TRACE_TSC where the TSC is read. */
 
 atomic_int weft__trace_on;
 
@@ -233,12 +228,16 @@ static uint64_t raw_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t ticks(void) {
+uint64_t weft__trace_ticks_slow(void) {
 #ifdef WEFT__TRACE_TSC
-  return __rdtsc();
+  return weft__trace_ticks();
 #else
   return clock_ns();
 #endif
+}
+
+static uint64_t ticks(void) {
+  return weft__trace_ticks();
 }
 
 /* Ticks since the start of the trace. */
@@ -1013,10 +1012,6 @@ void weft__trace_settle(void) {
   weft__trace_tl.spin = 0;
   if (tb != NULL && tb->pend != NULL)
     settle(tb, now());
-}
-
-void weft__trace_spin(void) {
-  weft__trace_tl.spin = ticks();
 }
 
 void weft__trace_thread_start(const char* name) {
