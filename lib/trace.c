@@ -972,10 +972,12 @@ void weft__trace_deliver(weft_msg_t* msg) {
   tb->depth++;
   t = weft__trace_tl.spin - atomic_load_explicit(&t0, memory_order_relaxed);
   /* No wait just before, or one read before this trace or before the
-   * thread's last record (not this wait's): the clock. */
+   * thread's last record (not this wait's), or before the post's stamp
+   * (the wait reads the clock every few looks: WEFT__TRACE_SPIN; the
+   * arrow must end after it starts): the clock. */
   if (weft__trace_tl.spin == 0 ||
       weft__trace_tl.spin <= atomic_load_explicit(&t0, memory_order_relaxed) ||
-      t < tb->last_ts)
+      t < tb->last_ts || t < stamp >> (64 - STAMP_TS_BITS))
     t = now();
   weft__trace_tl.spin = 0;
   r = slot(tb, R_DELIVER, t, msg_span_name(msg));
