@@ -22,7 +22,7 @@
  * receiver: the sender's stamp takes the time of its thread's last record
  * (weft__trace_stamp()), a delivery's end is the thread's next read
  * (end_delivery()), and a delivery after a port's wait begins at the
- * wait's last look (WEFT__TRACE_SPIN). They become nanoseconds when
+ * wait's last clock read (WEFT__TRACE_SPIN). They become nanoseconds when
  * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
  * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
  * kept for the whole trace, so that every event of it is converted alike:

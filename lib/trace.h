@@ -102,11 +102,8 @@ static inline uint64_t weft__trace_stamp(void) {
   return weft__trace_stamp_slow();
 }
 
-/* The trace's clock (trace.c says which): inline where a call would
- * lengthen a wait's loop (WEFT__TRACE_SPIN: each turn of port.c's
- * wait_for_more() looks at the mailbox and reads it, so a longer turn
- * sees the next message later; out of line the call was 3% of a traced
- * ping-pong's thread). */
+/* The trace's clock (trace.c says which), inline for the reads a port's
+ * wait makes (WEFT__TRACE_SPIN). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define WEFT__TRACE_TSC 1
 static inline uint64_t weft__trace_ticks(void) {
@@ -214,11 +211,13 @@ static inline uint64_t weft__trace_ticks(void) {
  * follows the wait to begin at, so that the delivery reads no clock of its
  * own between the message and its callback. Read at the wait's first look
  * and then at every WEFT__TRACE_SPIN_EVERY-th: a delivery after a wait
- * begins at most that many looks (a few pauses each, about 0.1-0.3 us
- * here) before the message was seen. A read at each look made each turn
- * of the wait about 40% longer (a TSC read 23-36 ns against a pause's 33
- * ns on the VMs we measure), so the waiting thread saw a message that
- * much later. WEFT__TRACE_SETTLE() drops it when no delivery follows. */
+ * begins at most that many looks (a pause each, about 0.1-0.2 us here)
+ * before the message was seen (trace.c reads the clock instead when that
+ * is before the post's stamp). A turn of the wait is the waiting thread's
+ * delay in seeing a message; a read at each look made it a few ns longer
+ * at most (a TSC read is 23-36 ns on the VMs we measure, but it overlaps
+ * the 33 ns pause: bench/README.md). WEFT__TRACE_SETTLE() drops it when
+ * no delivery follows. */
 #define WEFT__TRACE_SPIN_EVERY 4u /* A power of two. */
 #define WEFT__TRACE_SPIN()                                          \
   do {                                                              \
