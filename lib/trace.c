@@ -22,7 +22,7 @@
  * receiver: the sender's stamp takes the time of its thread's last record
  * (weft__trace_stamp()), a delivery's end is the thread's next read
  * (end_delivery()), and a delivery after a port's wait begins at the
- * wait's last look (WEFT__TRACE_SPIN). They become nanoseconds when
+ * wait's last clock read (WEFT__TRACE_SPIN). They become nanoseconds when
  * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
  * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
  * kept for the whole trace, so that every event of it is converted alike:
@@ -47,13 +47,8 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <x86intrin.h>
-#define WEFT__TRACE_TSC 1
-#endif
-
 #include "internal.h"
-#include "trace.h"
+#include "trace.h" /* Defines WEFT__TRACE_TSC where the TSC is read. */
 
 atomic_int weft__trace_on;
 
@@ -233,12 +228,16 @@ static uint64_t raw_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t ticks(void) {
+uint64_t weft__trace_ticks_slow(void) {
 #ifdef WEFT__TRACE_TSC
-  return __rdtsc();
+  return weft__trace_ticks();
 #else
   return clock_ns();
 #endif
+}
+
+static uint64_t ticks(void) {
+  return weft__trace_ticks();
 }
 
 /* Ticks since the start of the trace. */
@@ -973,10 +972,12 @@ void weft__trace_deliver(weft_msg_t* msg) {
   tb->depth++;
   t = weft__trace_tl.spin - atomic_load_explicit(&t0, memory_order_relaxed);
   /* No wait just before, or one read before this trace or before the
-   * thread's last record (not this wait's): the clock. */
+   * thread's last record (not this wait's), or before the post's stamp
+   * (the wait reads the clock every few looks: WEFT__TRACE_SPIN; the
+   * arrow must end after it starts): the clock. */
   if (weft__trace_tl.spin == 0 ||
       weft__trace_tl.spin <= atomic_load_explicit(&t0, memory_order_relaxed) ||
-      t < tb->last_ts)
+      t < tb->last_ts || t < stamp >> (64 - STAMP_TS_BITS))
     t = now();
   weft__trace_tl.spin = 0;
   r = slot(tb, R_DELIVER, t, msg_span_name(msg));
@@ -1013,10 +1014,6 @@ void weft__trace_settle(void) {
   weft__trace_tl.spin = 0;
   if (tb != NULL && tb->pend != NULL)
     settle(tb, now());
-}
-
-void weft__trace_spin(void) {
-  weft__trace_tl.spin = ticks();
 }
 
 void weft__trace_thread_start(const char* name) {

@@ -51,6 +51,7 @@ typedef struct {
   unsigned epoch;
   bool post_open;
   uint64_t spin; /* See WEFT__TRACE_SPIN(); 0: none. */
+  unsigned spin_turn; /* As `spin`: the wait's looks, counted. */
 } weft__trace_tl_t;
 extern WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 /* The running trace's number (trace.c: changed under its lock, at each
@@ -77,7 +78,8 @@ void weft__trace_posted(void);
 void weft__trace_deliver(weft_msg_t* msg);
 void weft__trace_end_delivery(void);
 void weft__trace_settle(void);
-void weft__trace_spin(void);
+/* The clock where no inline read is known (see weft__trace_ticks()). */
+uint64_t weft__trace_ticks_slow(void);
 void weft__trace_thread_start(const char* name);
 void weft__trace_thread_exit(int code);
 void weft__trace_work_begin(void);
@@ -99,6 +101,19 @@ static inline uint64_t weft__trace_stamp(void) {
     return weft__trace_tl.stamp;
   return weft__trace_stamp_slow();
 }
+
+/* The trace's clock (trace.c says which), inline for the reads a port's
+ * wait makes (WEFT__TRACE_SPIN). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define WEFT__TRACE_TSC 1
+static inline uint64_t weft__trace_ticks(void) {
+  return __builtin_ia32_rdtsc();
+}
+#else
+static inline uint64_t weft__trace_ticks(void) {
+  return weft__trace_ticks_slow();
+}
+#endif
 
 /* Start the trace WEFT_TRACE names, once per process (trace.c uses
  * uv_once). Not a tracing hook: called where the first loop is made. */
@@ -193,14 +208,23 @@ static inline uint64_t weft__trace_stamp(void) {
 
 /* In a loop that waits for a port's next message (port.c's
  * wait_for_more()), before each look: the clock, for the delivery that
- * follows the wait to begin at (the last look before the message was
- * seen: up to one spin early), so that the delivery reads no clock of its
- * own between the message and its callback. WEFT__TRACE_SETTLE() drops it
- * when no delivery follows. */
-#define WEFT__TRACE_SPIN() \
-  do {                     \
-    if (WEFT__TRACING())   \
-      weft__trace_spin();  \
+ * follows the wait to begin at, so that the delivery reads no clock of its
+ * own between the message and its callback. Read at the wait's first look
+ * and then at every WEFT__TRACE_SPIN_EVERY-th: a delivery after a wait
+ * begins at most that many looks (a pause each, about 0.1-0.2 us here)
+ * before the message was seen (trace.c reads the clock instead when that
+ * is before the post's stamp). A turn of the wait is the waiting thread's
+ * delay in seeing a message; a read at each look made it a few ns longer
+ * at most (a TSC read is 23-36 ns on the VMs we measure, but it overlaps
+ * the 33 ns pause: bench/README.md). WEFT__TRACE_SETTLE() drops it when
+ * no delivery follows. */
+#define WEFT__TRACE_SPIN_EVERY 4u /* A power of two. */
+#define WEFT__TRACE_SPIN()                                          \
+  do {                                                              \
+    if (WEFT__TRACING() &&                                          \
+        (weft__trace_tl.spin == 0 ||                                \
+         (++weft__trace_tl.spin_turn & (WEFT__TRACE_SPIN_EVERY - 1)) == 0)) \
+      weft__trace_tl.spin = weft__trace_ticks();                    \
   } while (0)
 
 /* A worker thread begins a new track named `name` (a cached thread runs
