@@ -71,20 +71,25 @@ static int monitors_add(weft__actor_x_t* x, uint64_t ref, weft_actor_id t) {
   return 0;
 }
 
-/* Remove our monitor `ref`: its target, or 0 if we have none such. */
-static weft_actor_id monitors_remove(weft__actor_x_t* x, uint64_t ref) {
+/* Remove our monitor `ref`: whether we had it, and its target in `*t`.
+ * The target may be 0: a remote watcher's record (weft__link_monitor_
+ * record) made after its target ended and its name went, whose DOWN is on
+ * its way all the same and must not be dropped as unknown. */
+static bool monitors_remove(weft__actor_x_t* x, uint64_t ref,
+                            weft_actor_id* t) {
   size_t i;
+  *t = 0;
   if (x == NULL)
-    return 0;
+    return false;
   for (i = 0; i < x->nmonitors; i += 2)
     if (x->monitors[i] == ref) {
-      weft_actor_id t = x->monitors[i + 1];
+      *t = x->monitors[i + 1];
       x->monitors[i] = x->monitors[x->nmonitors - 2];
       x->monitors[i + 1] = x->monitors[x->nmonitors - 1];
       x->nmonitors -= 2;
-      return t;
+      return true;
     }
-  return 0;
+  return false;
 }
 
 static int watchers_add(weft__actor_x_t* x, weft_actor_id who, uint64_t ref) {
@@ -217,15 +222,17 @@ bool weft__link_signal(weft_actor_t* a, weft_msg_t* m, bool* deliver) {
       }
       weft_msg_free(m);
       return true;
-    case WEFT__TAG_DOWN:
+    case WEFT__TAG_DOWN: {
       /* Only while the monitor stands: a demonitor drops a DOWN already
        * queued. */
-      if (monitors_remove(a->x, m->aux) == 0) {
+      weft_actor_id t;
+      if (!monitors_remove(a->x, m->aux, &t)) {
         weft_msg_free(m);
         return true;
       }
       *deliver = true;
       return true;
+    }
     case WEFT__TAG_EXIT:
     case WEFT__TAG_EXIT_SENT: {
       int reason = exit_reason(m);
@@ -347,7 +354,8 @@ int weft_actor_monitor(weft_actor_t* self, weft_actor_id target,
   if (err == WEFT_EDEADACTOR)
     err = send_down(self->id, r, target, WEFT_EDEADACTOR);
   if (err != 0) {
-    monitors_remove(x, r);
+    weft_actor_id t;
+    (void)monitors_remove(x, r, &t);
     return err;
   }
   *ref = r;
@@ -358,7 +366,9 @@ int weft_actor_monitor(weft_actor_t* self, weft_actor_id target,
  * its MONITOR signal takes its place among the pushes of the thread that
  * reads the network: a fresh ref; the signal to `target` (a DOWN with
  * WEFT_EDEADACTOR to `watcher` if it is gone); and, in the watcher's turn
- * (before that DOWN can come: it is queued behind), its record. */
+ * (before that DOWN can come: it is queued behind), its record. By the
+ * watcher's turn a target named in the envelope may have ended and lost
+ * its name: the record then has target 0, and still takes its DOWN. */
 uint64_t weft__link_new_ref(void) {
   return atomic_fetch_add_explicit(&next_ref, 1, memory_order_relaxed);
 }
@@ -386,10 +396,10 @@ int weft_actor_demonitor(weft_actor_t* self, uint64_t ref) {
   weft_actor_id t;
   if (self == NULL || ref == 0)
     return WEFT_EINVAL;
-  t = monitors_remove(self->x, ref);
-  if (t == 0)
+  if (!monitors_remove(self->x, ref, &t))
     return WEFT_EINVAL;
-  weft__actor_tell(t, WEFT__TAG_DEMONITOR, ref, NULL, 0);
+  if (t != 0) /* 0: a remote watcher's record whose target had gone. */
+    weft__actor_tell(t, WEFT__TAG_DEMONITOR, ref, NULL, 0);
   return 0;
 }
 
