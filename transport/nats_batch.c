@@ -124,38 +124,39 @@ static void wait_none_written(weft__nats_t* c) {
 int weft__nats_batch_new(weft__nats_t* c,
                          const char* subject,
                          weft__nats_batch_t** out) {
-  weft__nats_batch_t* b;
+  weft__nats_batch_t *b, *fresh;
   *out = NULL;
   if (c == NULL || subject == NULL)
     return WEFT_EINVAL;
   if (c->nc == NULL)
     return WEFT_ENOTCONNECTED;
+  fresh = calloc(1, sizeof(*fresh));
+  if (fresh == NULL || (fresh->subject = strdup(subject)) == NULL) {
+    free(fresh);
+    return WEFT_ENOMEM;
+  }
+  fresh->c = c;
+  fresh->users = 1;
+  pthread_mutex_lock(&c->klock);
+  if (c->batches_dead) {
+    pthread_mutex_unlock(&c->klock);
+    free(fresh->subject);
+    free(fresh);
+    return WEFT_ENOTCONNECTED;
+  }
   /* One batch per subject: posts to it from any port of this connection
    * keep the order of their calls, as publishes on one connection do. */
-  pthread_mutex_lock(&c->klock);
-  for (b = c->batches; b != NULL && !c->batches_dead; b = b->next_all) {
+  for (b = c->batches; b != NULL; b = b->next_all) {
     if (strcmp(b->subject, subject) == 0) {
       b->users++;
       pthread_mutex_unlock(&c->klock);
+      free(fresh->subject);
+      free(fresh);
       *out = b;
       return 0;
     }
   }
-  pthread_mutex_unlock(&c->klock);
-  b = calloc(1, sizeof(*b));
-  if (b == NULL || (b->subject = strdup(subject)) == NULL) {
-    free(b);
-    return WEFT_ENOMEM;
-  }
-  b->c = c;
-  b->users = 1;
-  pthread_mutex_lock(&c->klock);
-  if (c->batches_dead) {
-    pthread_mutex_unlock(&c->klock);
-    free(b->subject);
-    free(b);
-    return WEFT_ENOTCONNECTED;
-  }
+  b = fresh;
   b->next_all = c->batches;
   if (c->batches != NULL)
     c->batches->prev_all = b;
