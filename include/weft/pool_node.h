@@ -99,13 +99,16 @@ typedef struct {
  * taken tasks settle WEFT_ENOTCONNECTED and later submits answer
  * WEFT_ENOTCONNECTED. weft_pool_register() on it has no use. Its
  * loop-less submitters' callbacks run on its own thread. Returns 0,
- * WEFT_EINVAL (NULL, a bad group, on_down out of range), WEFT_ENOMEM,
- * WEFT_ENOTCONNECTED (the node's connection closed for good), WEFT_ESPAWN,
- * WEFT_EWRONGTHREAD. A submit to it answers, besides the pool's errors,
+ * WEFT_EINVAL (NULL, a bad group, on_down out of range, a negative
+ * ack_timeout_ms, a bad stream name), WEFT_ENOMEM, WEFT_ENOTCONNECTED (the
+ * node's connection closed for good), WEFT_ESPAWN, WEFT_EWRONGTHREAD. A submit to it answers, besides the pool's errors,
  * WEFT_EINVAL for a task name that is not 1-64 of [A-Za-z0-9_-] and
  * WEFT_ENOTLOCAL for a shared buffer or a port in the argument. Close it
  * from another thread than the node's loop if a serving node may die
- * meanwhile (that loop hears it). Thread: the node's loop. */
+ * meanwhile (that loop hears it). Durable, it first makes the stream if
+ * it is missing, waiting for the server's answer on the calling thread
+ * (5 s at most), and also returns WEFT_ENOTSUP (no JetStream, or the
+ * stream refused) and WEFT_ETIMEDOUT. Thread: the node's loop. */
 WEFT_EXTERN int weft_pool_new_remote(weft_pool_t** out,
                                      weft_node_t* node,
                                      const char* group,
@@ -145,14 +148,6 @@ WEFT_EXTERN int weft_pool_serve(weft_node_t* node,
                                 const char* group,
                                 weft_pool_server_t** out);
 
-/* Stop taking tasks, wait until those taken have finished and their
- * outcomes were sent, and free `s`. Blocks the calling thread meanwhile.
- * If the node left first, taken tasks' outcomes are not sent (their
- * submitters saw the node down). Durable, it also keeps the inbox until
- * the pulls this node has pending at the server ended (2 s at most),
- * giving back at once what they bring, so that no task waits out the ack
- * wait. 0 or WEFT_EINVAL. Thread: the node's
- * loop, before weft_node_leave() returns or after. */
 /* weft_pool_serve() with options (NULL: as weft_pool_serve). Durable:
  * makes the stream and the consumer if they are missing, waiting for the
  * server's answers on the calling thread (5 s at most each), and takes
@@ -172,6 +167,14 @@ WEFT_EXTERN int weft_pool_serve_ex(weft_node_t* node,
                                    const weft_pool_serve_opts_t* opts,
                                    weft_pool_server_t** out);
 
+/* Stop taking tasks, wait until those taken have finished and their
+ * outcomes were sent, and free `s`. Blocks the calling thread meanwhile.
+ * If the node left first, taken tasks' outcomes are not sent (their
+ * submitters saw the node down). Durable, it also keeps the inbox until
+ * the pulls this node has pending at the server ended (2 s at most),
+ * giving back at once what they bring, so that no task waits out the ack
+ * wait. 0 or WEFT_EINVAL. Thread: the node's loop, before weft_node_leave()
+ * returns or after. */
 WEFT_EXTERN int weft_pool_unserve(weft_pool_server_t* s);
 
 typedef struct {
