@@ -1,10 +1,10 @@
 /* node_support.h - what the node suites (test_node*.c, test_pool_node.c,
  * test_pool_durable.c) share: each suite's nats-server (`server`), node
  * events, running a loop until something happened, the exports the tests
- * serve, test/node_app as another process and a node serving a pool. One
- * suite per binary:
- * Criterion 2.4.1 leaks in its runner (48 bytes, under ASan) when one binary
- * has several suites with .init/.fini. */
+ * serve, test/node_app as another process, a remote spawn's outcome and a
+ * node serving a pool. One suite per binary: Criterion 2.4.1 leaks in its
+ * runner (48 bytes, under ASan) when one binary has several suites with
+ * .init/.fini. */
 #ifndef WEFT_TEST_NODE_SUPPORT_H
 #define WEFT_TEST_NODE_SUPPORT_H
 
@@ -292,6 +292,26 @@ static inline void ask_who(weft_loop_t* loop, weft_port_t* p, who_t* w) {
 /* Another process is a node: it is seen up, serves calls, is seen down
  * when killed (its caller's waiting call settles ENOTCONNECTED at once, not
  * at its timeout), comes back as a new instance, and leaves cleanly. */
+
+/* --- remote spawn (test_node_spawn.c, test_node_cluster.c) -------------- */
+
+/* A remote spawn's outcome, filled in by record_spawned(). */
+typedef struct {
+  atomic_int done;
+  int status;
+  char name[WEFT_NODE_NAME_MAX + 1];
+} spawned_t;
+
+/* A weft_node_spawn_worker_on_async() callback: the outcome into `ctx`
+ * (a spawned_t), `done` last. */
+static inline void record_spawned(weft_node_t* node, int status,
+                                  const char* name, void* ctx) {
+  spawned_t* s = ctx;
+  (void)node;
+  s->status = status;
+  snprintf(s->name, sizeof(s->name), "%s", name != NULL ? name : "");
+  atomic_store(&s->done, 1);
+}
 
 /* --- a node serving a pool (test_pool_node.c, test_pool_durable.c) ------- */
 

@@ -226,28 +226,13 @@ static int b_work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   return weft_msg_pack(result, "Is", i, "b");
 }
 
-typedef struct {
-  atomic_int done;
-  int status;
-  char name[WEFT_NODE_NAME_MAX + 1];
-} spawned_t;
-
-static void on_spawned(weft_node_t* node, int status, const char* name,
-                       void* ctx) {
-  spawned_t* s = ctx;
-  (void)node;
-  s->status = status;
-  snprintf(s->name, sizeof(s->name), "%s", name != NULL ? name : "");
-  atomic_store(&s->done, 1);
-}
-
 /* Start "adder" on b with workerData 40 and call it: 2 -> 42. */
 static void spawn_on_b(weft_loop_t* loop, weft_node_t* a) {
   spawned_t s = {0};
   weft_port_t* p = NULL;
   answer_t ans;
   cr_assert_eq(weft_node_spawn_worker_on_async(a, "b", "adder", "\x28", 1,
-                                               10000, on_spawned, &s),
+                                               10000, record_spawned, &s),
                0);
   run_until(loop, &s.done);
   cr_assert_eq(s.status, 0, "%s", weft_err_name(s.status));
