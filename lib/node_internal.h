@@ -56,7 +56,7 @@ int weft__node_publish_now(weft_node_t* node,
  * Unsubscribe with weft__nats_unsubscribe() before weft_node_leave()
  * closes the connection (at LEAVING at the latest). 0,
  * WEFT_ENOTCONNECTED, ... Thread: the node's loop, or any thread whose
- * call is ordered before LEAVING (lib/pool_node.c: under a lock that its
+ * call is ordered before LEAVING (lib/pool_server.c: under a lock that its
  * LEAVING watcher takes, which then stops such calls). */
 int weft__node_subscribe(weft_node_t* node,
                          const char* subject,

@@ -14,7 +14,7 @@
  * Thread: any. */
 bool weft__pool_on_thread(const weft_pool_t* pool);
 
-/* A pool whose tasks run elsewhere (the distributed pool, pool_node.c):
+/* A pool whose tasks run elsewhere (the distributed pool, pool_remote.c):
  * the same submit, future, callback, cancel and close, with the queue and
  * the workers replaced by the backend. The backend settles each task it
  * took exactly once with weft__pool_settle_bytes() (or a cancel does), and

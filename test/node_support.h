@@ -1,9 +1,10 @@
-/* node_support.h - what test_node.c, test_node_security.c and
- * test_node_cluster.c share: each suite's nats-server (`server`), node
+/* node_support.h - what the node suites (test_node*.c, test_pool_node.c,
+ * test_pool_durable.c) share: each suite's nats-server (`server`), node
  * events, running a loop until something happened, the exports the tests
- * serve, and test/node_app as another process. One suite per binary:
- * Criterion 2.4.1 leaks in its runner (48 bytes, under ASan) when one binary
- * has several suites with .init/.fini. */
+ * serve, test/node_app as another process, a remote spawn's outcome and a
+ * node serving a pool. One suite per binary: Criterion 2.4.1 leaks in its
+ * runner (48 bytes, under ASan) when one binary has several suites with
+ * .init/.fini. */
 #ifndef WEFT_TEST_NODE_SUPPORT_H
 #define WEFT_TEST_NODE_SUPPORT_H
 
@@ -291,5 +292,73 @@ static inline void ask_who(weft_loop_t* loop, weft_port_t* p, who_t* w) {
 /* Another process is a node: it is seen up, serves calls, is seen down
  * when killed (its caller's waiting call settles ENOTCONNECTED at once, not
  * at its timeout), comes back as a new instance, and leaves cleanly. */
+
+/* --- remote spawn (test_node_spawn.c, test_node_cluster.c) -------------- */
+
+/* A remote spawn's outcome, filled in by record_spawned(). */
+typedef struct {
+  atomic_int done;
+  int status;
+  char name[WEFT_NODE_NAME_MAX + 1];
+} spawned_t;
+
+/* A weft_node_spawn_worker_on_async() callback: the outcome into `ctx`
+ * (a spawned_t), `done` last. */
+static inline void record_spawned(weft_node_t* node, int status,
+                                  const char* name, void* ctx) {
+  spawned_t* s = ctx;
+  (void)node;
+  s->status = status;
+  snprintf(s->name, sizeof(s->name), "%s", name != NULL ? name : "");
+  atomic_store(&s->done, 1);
+}
+
+/* --- a node serving a pool (test_pool_node.c, test_pool_durable.c) ------- */
+
+/* The data a serving node's task functions get: the node's name and
+ * counts the tests read. */
+typedef struct {
+  const char* name;
+  atomic_int running, max_running, ran, saw_cancel;
+} where_t;
+
+typedef struct {
+  weft_node_t* node;
+  weft_pool_t* pool;
+  weft_pool_server_t* server;
+  where_t where;
+  events_t ev;
+} serving_t;
+
+/* A task function to register, by its name. */
+typedef struct {
+  const char* name;
+  weft_task_fn fn;
+} task_entry_t;
+
+/* Node `name` on `loop` serving group "g" as `so` says (NULL: the
+ * defaults) with a pool of `threads` workers that runs `tasks` (up to a
+ * NULL name), each given &s->where. */
+static inline void serve_group_ex(weft_loop_t* loop, serving_t* s,
+                                  const char* name, unsigned threads,
+                                  const weft_pool_serve_opts_t* so,
+                                  const task_entry_t* tasks) {
+  weft_pool_opts_t po = {0};
+  memset(s, 0, sizeof(*s));
+  s->where.name = name;
+  po.max_threads = threads;
+  cr_assert_eq(weft_pool_new(&s->pool, &po), 0);
+  for (; tasks->name != NULL; tasks++)
+    cr_assert_eq(
+        weft_pool_register(s->pool, tasks->name, tasks->fn, &s->where), 0);
+  s->node = join_watching(loop, name, &s->ev);
+  cr_assert_eq(weft_pool_serve_ex(s->node, s->pool, "g", so, &s->server), 0);
+}
+
+static inline void unserve_group(serving_t* s) {
+  cr_assert_eq(weft_pool_unserve(s->server), 0);
+  cr_assert_eq(weft_node_leave(s->node), 0);
+  cr_assert_eq(weft_pool_close(s->pool), 0);
+}
 
 #endif /* WEFT_TEST_NODE_SUPPORT_H */

@@ -24,7 +24,7 @@ TestSuite(node_cluster, .fini = stop_routed, .timeout = 90);
 
 static void start_routed(void) {
   int cport[3];
-  char curl[3][64], routes[256], order[3][256];
+  char curl[3][64], routes[256];
   for (int i = 0; i < 3; i++) {
     cport[i] = nats_free_port();
     snprintf(curl[i], sizeof(curl[i]), "nats://127.0.0.1:%d", cport[i]);
@@ -35,7 +35,14 @@ static void start_routed(void) {
                            "--cluster_name", "weft-test", NULL};
     cr_assert_eq(nats_server_start(&routed[i], extra), 0, "server %d", i);
   }
-  (void)order;
+}
+
+/* The servers' URLs for node a, b and c (`out` 0, 1, 2), each list
+ * beginning with the node's own server and failing over to the next. */
+static void routed_urls(char out[3][256]) {
+  for (int i = 0; i < 3; i++)
+    snprintf(out[i], sizeof(out[i]), "%s,%s,%s", routed[i].url,
+             routed[(i + 1) % 3].url, routed[(i + 2) % 3].url);
 }
 
 /* Retry a call until the name is served (interest crosses the routes
@@ -69,7 +76,7 @@ static int calls_answered(weft_loop_t* loop, weft_port_t* p, int n) {
 Test(node_cluster, three_servers_lose_one_server_and_one_node) {
   weft_loop_t* loop = new_loop();
   events_t ea = {0}, eb = {0};
-  char sa[256], sb[256], sc[256];
+  char urls[3][256];
   weft_node_t *a, *b;
   weft_port_t *pin, *pout, *sin, *sout, *plus, *seq, *cwho;
   seq_t s = {0};
@@ -77,20 +84,15 @@ Test(node_cluster, three_servers_lose_one_server_and_one_node) {
   pid_t c;
   int status;
   start_routed();
-  snprintf(sa, sizeof(sa), "%s,%s,%s", routed[0].url, routed[1].url,
-           routed[2].url);
-  snprintf(sb, sizeof(sb), "%s,%s,%s", routed[1].url, routed[2].url,
-           routed[0].url);
-  snprintf(sc, sizeof(sc), "%s,%s,%s", routed[2].url, routed[0].url,
-           routed[1].url);
-  a = join_watching_at(loop, "a", sa, &ea);
-  b = join_watching_at(loop, "b", sb, &eb);
+  routed_urls(urls);
+  a = join_watching_at(loop, "a", urls[0], &ea);
+  b = join_watching_at(loop, "b", urls[1], &eb);
   serve(loop, b, "plus", plus_one, NULL, &pin, &pout);
   serve(loop, b, "seq", seq_message, &s, &sin, &sout);
   cr_assert_eq(weft_node_port(a, "b", "plus", &plus), 0);
   cr_assert_eq(weft_node_port(a, "b", "seq", &seq), 0);
   cr_assert_eq(weft_node_port(a, "c", "who", &cwho), 0);
-  c = start_node_app_at("c", sc);
+  c = start_node_app_at("c", urls[2]);
   run_until_count(loop, &ea.up, 2); /* b and c, across the routes. */
   run_until_count(loop, &eb.up, 2);
 
@@ -120,7 +122,7 @@ Test(node_cluster, three_servers_lose_one_server_and_one_node) {
   run_until_count(loop, &eb.down, 1);
   cr_assert_str_eq(ea.last_down, "c");
   cr_assert_str_eq(eb.last_down, "c");
-  c = start_node_app_at("c", sc);
+  c = start_node_app_at("c", urls[2]);
   run_until_count(loop, &ea.up, 3);
   ask_who(loop, cwho, &w);
   cr_assert_eq(w.pid, c, "the new c answers");
@@ -224,28 +226,13 @@ static int b_work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   return weft_msg_pack(result, "Is", i, "b");
 }
 
-typedef struct {
-  atomic_int done;
-  int status;
-  char name[WEFT_NODE_NAME_MAX + 1];
-} spawned_t;
-
-static void on_spawned(weft_node_t* node, int status, const char* name,
-                       void* ctx) {
-  spawned_t* s = ctx;
-  (void)node;
-  s->status = status;
-  snprintf(s->name, sizeof(s->name), "%s", name != NULL ? name : "");
-  atomic_store(&s->done, 1);
-}
-
 /* Start "adder" on b with workerData 40 and call it: 2 -> 42. */
 static void spawn_on_b(weft_loop_t* loop, weft_node_t* a) {
   spawned_t s = {0};
   weft_port_t* p = NULL;
   answer_t ans;
   cr_assert_eq(weft_node_spawn_worker_on_async(a, "b", "adder", "\x28", 1,
-                                               10000, on_spawned, &s),
+                                               10000, record_spawned, &s),
                0);
   run_until(loop, &s.done);
   cr_assert_eq(s.status, 0, "%s", weft_err_name(s.status));
@@ -260,7 +247,7 @@ static void spawn_on_b(weft_loop_t* loop, weft_node_t* a) {
 Test(node_cluster, monitors_and_pool_tasks_survive_a_lost_server_and_node) {
   weft_loop_t* loop = new_loop();
   events_t ea = {0}, eb = {0};
-  char sa[256], sb[256], sc[256];
+  char urls[3][256];
   weft_node_t *a, *b;
   weft_actor_system_t *sysa = NULL, *sysb = NULL;
   watcher_t wa, wb;
@@ -276,20 +263,15 @@ Test(node_cluster, monitors_and_pool_tasks_survive_a_lost_server_and_node) {
   pid_t c;
   int status;
   start_routed();
-  snprintf(sa, sizeof(sa), "%s,%s,%s", routed[0].url, routed[1].url,
-           routed[2].url);
-  snprintf(sb, sizeof(sb), "%s,%s,%s", routed[1].url, routed[2].url,
-           routed[0].url);
-  snprintf(sc, sizeof(sc), "%s,%s,%s", routed[2].url, routed[0].url,
-           routed[1].url);
-  a = join_watching_at(loop, "a", sa, &ea);
-  b = join_watching_at(loop, "b", sb, &eb);
+  routed_urls(urls);
+  a = join_watching_at(loop, "a", urls[0], &ea);
+  b = join_watching_at(loop, "b", urls[1], &eb);
   cr_assert_eq(weft_actor_system_new(&sysa, NULL), 0);
   cr_assert_eq(weft_actor_system_new(&sysb, NULL), 0);
   cr_assert_eq(weft_actor_system_join(sysa, a), 0);
   cr_assert_eq(weft_actor_system_join(sysb, b), 0);
   cr_assert_eq(weft_node_register_worker(b, "adder", adder_main, NULL), 0);
-  c = start_c(sc);
+  c = start_c(urls[2]);
   while (!weft_node_is_up(a, "c") || !weft_node_is_up(b, "c") ||
          !weft_node_is_up(a, "b"))
     run_for(loop, 10);
@@ -345,7 +327,7 @@ Test(node_cluster, monitors_and_pool_tasks_survive_a_lost_server_and_node) {
   spawn_on_b(loop, a);
 
   /* c comes back: its actor answers and it takes tasks again. */
-  c = start_c(sc);
+  c = start_c(urls[2]);
   while (!weft_node_is_up(a, "c") || !weft_node_is_up(b, "c"))
     run_for(loop, 10);
   cr_assert_eq(weft_actor_remote(sysa, "c", "victim", &victim), 0);

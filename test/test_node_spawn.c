@@ -23,20 +23,11 @@ TestSuite(node_spawn, .init = start_server, .fini = stop_server,
 
 /* --- helpers --------------------------------------------------------------- */
 
-typedef struct {
-  atomic_int done;
-  int status;
-  char name[WEFT_NODE_NAME_MAX + 1];
-} spawned_t;
-
+/* record_spawned(), and a name exactly on success. */
 static void on_spawned(weft_node_t* node, int status, const char* name,
                        void* ctx) {
-  spawned_t* s = ctx;
-  (void)node;
-  s->status = status;
   cr_assert_eq(status == 0, name != NULL, "a name exactly on success");
-  snprintf(s->name, sizeof(s->name), "%s", name != NULL ? name : "");
-  atomic_store(&s->done, 1);
+  record_spawned(node, status, name, ctx);
 }
 
 /* Spawn "adder" with k on `node_name` from `from`'s loop: the outcome. */

@@ -36,11 +36,6 @@ TestSuite(pool_durable, .init = start_server, .fini = stop_server,
 
 /* --- a serving node's pool ------------------------------------------------ */
 
-typedef struct {
-  const char* name;
-  atomic_int ran;
-} where_t;
-
 /* [i, ms] -> [i, node name] after ms. */
 static int work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   where_t* w = weft_task_data(ctx);
@@ -55,34 +50,15 @@ static int work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   return weft_msg_pack(result, "Is", i, w->name);
 }
 
-typedef struct {
-  weft_node_t* node;
-  weft_pool_t* pool;
-  weft_pool_server_t* server;
-  where_t where;
-  events_t ev;
-} serving_t;
+static const task_entry_t tasks[] = {{"work", work}, {NULL, NULL}};
 
 /* The consumer's ack wait is `ack_wait_ms` when this node makes it. */
 static void serve_durably(weft_loop_t* loop, serving_t* s, const char* name,
                           int64_t ack_wait_ms) {
-  weft_pool_opts_t po = {0};
   weft_pool_serve_opts_t so = {0};
-  memset(s, 0, sizeof(*s));
-  s->where.name = name;
-  po.max_threads = 2;
   so.durable = true;
   so.ack_wait_ms = ack_wait_ms;
-  cr_assert_eq(weft_pool_new(&s->pool, &po), 0);
-  cr_assert_eq(weft_pool_register(s->pool, "work", work, &s->where), 0);
-  s->node = join_watching(loop, name, &s->ev);
-  cr_assert_eq(weft_pool_serve_ex(s->node, s->pool, "g", &so, &s->server), 0);
-}
-
-static void unserve(serving_t* s) {
-  cr_assert_eq(weft_pool_unserve(s->server), 0);
-  cr_assert_eq(weft_node_leave(s->node), 0);
-  cr_assert_eq(weft_pool_close(s->pool), 0);
+  serve_group_ex(loop, s, name, 2, &so, tasks);
 }
 
 /* test/pool_node_app serving durably as `name`, ready. */
@@ -164,7 +140,7 @@ Test(pool_durable, tasks_survive_the_loss_of_every_serving_node) {
   cr_assert_eq(st.queued + st.running, 0);
   cr_assert_eq(weft_pool_close(rp), 0);
   cr_assert_eq(weft_node_leave(a), 0);
-  unserve(&b);
+  unserve_group(&b);
   run_and_free(loop);
 }
 
@@ -233,7 +209,7 @@ Test(pool_durable, cancel_orphans_and_malformed) {
   weft_task_free(t);
   cr_assert_eq(weft_pool_close(rp), 0);
   cr_assert_eq(weft_node_leave(a), 0);
-  unserve(&b);
+  unserve_group(&b);
   run_and_free(loop);
 }
 
@@ -379,7 +355,7 @@ Test(pool_durable, long_task_not_delivered_twice) {
   cr_assert_eq(atomic_load(&b.where.ran) + atomic_load(&c.where.ran), 1);
   cr_assert_eq(weft_pool_close(rp), 0);
   cr_assert_eq(weft_node_leave(a), 0);
-  unserve(&b);
-  unserve(&c);
+  unserve_group(&b);
+  unserve_group(&c);
   run_and_free(loop);
 }

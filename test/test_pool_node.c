@@ -23,11 +23,6 @@ TestSuite(pool_node, .init = start_server, .fini = stop_server,
 
 /* --- a serving node's pool ------------------------------------------------ */
 
-typedef struct {
-  const char* name;
-  atomic_int running, max_running, ran, saw_cancel;
-} where_t;
-
 /* [i, ms] -> [i, node name] after ms; a negative i fails with code i. */
 static int work(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   where_t* w = weft_task_data(ctx);
@@ -66,32 +61,13 @@ static int sleepy(weft_task_ctx_t* ctx, weft_msg_t* arg, weft_msg_t* result) {
   return weft_task_canceled(ctx) ? WEFT_ECANCELED : 0;
 }
 
-typedef struct {
-  weft_node_t* node;
-  weft_pool_t* pool;
-  weft_pool_server_t* server;
-  where_t where;
-  events_t ev;
-} serving_t;
+static const task_entry_t tasks[] = {
+    {"work", work}, {"sleepy", sleepy}, {NULL, NULL}};
 
 static void serve_group(weft_loop_t* loop, serving_t* s, const char* name,
                         unsigned threads) {
-  weft_pool_opts_t po = {0};
-  memset(s, 0, sizeof(*s));
-  s->where.name = name;
-  po.max_threads = threads;
-  cr_assert_eq(weft_pool_new(&s->pool, &po), 0);
-  cr_assert_eq(weft_pool_register(s->pool, "work", work, &s->where), 0);
-  cr_assert_eq(weft_pool_register(s->pool, "sleepy", sleepy, &s->where), 0);
-  s->node = join_watching(loop, name, &s->ev);
-  cr_assert_eq(weft_pool_serve(s->node, s->pool, "g", &s->server), 0);
+  serve_group_ex(loop, s, name, threads, NULL, tasks);
   cr_assert_eq(weft_node_flush(s->node, 5000), 0); /* Slots are in. */
-}
-
-static void unserve_group(serving_t* s) {
-  cr_assert_eq(weft_pool_unserve(s->server), 0);
-  cr_assert_eq(weft_node_leave(s->node), 0);
-  cr_assert_eq(weft_pool_close(s->pool), 0);
 }
 
 /* --- the submitter's side ------------------------------------------------- */

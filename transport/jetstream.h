@@ -1,8 +1,9 @@
 /* jetstream.h - NATS JetStream's API as bytes: the subjects and JSON
  * bodies that make a work-queue stream and a durable pull consumer, ask it
  * for messages and acknowledge them, and a reader of the server's JSON
- * answers. It does no I/O: lib/pool_node.c sends these on the node's
- * connection (nats.h) as core NATS requests, so nothing blocks a loop and
+ * answers. It does no I/O: the distributed pool (lib/pool_wire.c,
+ * pool_server.c, pool_remote.c) sends these on the node's connection
+ * (nats.h) as core NATS requests, so nothing blocks a loop and
  * the wire is the documented one (docs/node.md "Durable tasks"). The
  * server's answers are foreign bytes: the reader trusts nothing.
  *
@@ -13,7 +14,7 @@
  * itself. Here a pull is one core request whose messages come to nats.c's
  * delivery thread like any message of a node, a task's publish is
  * acknowledged asynchronously (the stream's answer to a request), and
- * lib/pool_node.c's one thread per serving pool only keeps time (pulls to
+ * lib/pool_server.c's one thread per serving pool only keeps time (pulls to
  * renew, "still working" to send). The JSON involved is three fixed
  * request shapes and one field of the answers. */
 #ifndef WEFT_TRANSPORT_JETSTREAM_H

@@ -1,5 +1,5 @@
 /* fuzz_pool_wire.c - what the distributed pool reads from the network
- * (lib/pool_node.c, docs/node.md "Distributed pool"): byte 0 picks the
+ * (lib/pool_wire.c, docs/node.md "Distributed pool"): byte 0 picks the
  * reader, the rest is the foreign input.
  *   0  a task offer [name, arg]: accepted only with a wire name and exactly
  *      one msgpack value after it (weft__msgpack_validate agrees), and
