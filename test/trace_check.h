@@ -297,7 +297,7 @@ static inline bool tc_load(const char* path, tc_trace_t* t) {
   bool ok;
   memset(t, 0, sizeof(*t));
   if (f == NULL) {
-    snprintf(t->err, sizeof(t->err), "cannot open %s", path);
+    snprintf(t->err, sizeof(t->err), "cannot open %.200s", path);
     return false;
   }
   fseek(f, 0, SEEK_END);
@@ -307,7 +307,7 @@ static inline bool tc_load(const char* path, tc_trace_t* t) {
   if (buf == NULL || fread(buf, 1, (size_t)size, f) != (size_t)size) {
     fclose(f);
     free(buf);
-    snprintf(t->err, sizeof(t->err), "cannot read %s", path);
+    snprintf(t->err, sizeof(t->err), "cannot read %.200s", path);
     return false;
   }
   fclose(f);
