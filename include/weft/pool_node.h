@@ -101,7 +101,8 @@ typedef struct {
  * loop-less submitters' callbacks run on its own thread. Returns 0,
  * WEFT_EINVAL (NULL, a bad group, on_down out of range, a negative
  * ack_timeout_ms, a bad stream name), WEFT_ENOMEM, WEFT_ENOTCONNECTED (the
- * node's connection closed for good), WEFT_ESPAWN, WEFT_EWRONGTHREAD. A submit to it answers, besides the pool's errors,
+ * node's connection closed for good), WEFT_ESPAWN, WEFT_EWRONGTHREAD. A
+ * submit to it answers, besides the pool's errors,
  * WEFT_EINVAL for a task name that is not 1-64 of [A-Za-z0-9_-] and
  * WEFT_ENOTLOCAL for a shared buffer or a port in the argument. Close it
  * from another thread than the node's loop if a serving node may die
