@@ -594,7 +594,8 @@ weft_reply_t* weft__request_unroute(weft_msg_t* m);
 void weft__outcome_done(weft_msg_t* out);
 
 /* --- wire.c ------------------------------------------------------------
- * The bytes of nodes over NATS (lib/node.c, docs/node.md). Thread: any. */
+ * The bytes of nodes over NATS (lib/node.c, lib/node_membership.c,
+ * docs/node.md). Thread: any. */
 
 #define WEFT__WIRE_NAME_MAX 64 /* Node, cluster and export names. */
 #define WEFT__WIRE_BEAT_LEN 20 /* A heartbeat's bytes. */

@@ -1,5 +1,8 @@
 /* node.c - a process as a node of a cluster over NATS (weft/node.h):
  * exported ports, ports to other nodes' exports, requests across hosts.
+ * Who else is up (heartbeats, the members seen) is node_membership.c's;
+ * this file publishes its heartbeats and turns what it reports into
+ * events.
  *
  * Subjects (docs/node.md; <c> the cluster, <n> a node):
  *   weft.<c>.<n>.p.<name>  an export: a post is a message, a request one
@@ -161,14 +164,7 @@ typedef struct {
   void* reply_core;
 
   char inbox[160]; /* "weft.<c>.<n>.r.": names of 64 at most. */
-  char presence[160]; /* "weft.<c>.presence.": + a node's name. */
-  size_t presence_len;
-  char self[NAME_MAX_LEN + 1];
-  uint64_t instance; /* Random per join: a restarted node is a new one. */
-  /* Members seen (other nodes), under `mlock`. */
-  pthread_mutex_t mlock;
-  struct member_s* members;
-  uint64_t down_after_ms;
+  weft__node_members_t members; /* Other nodes seen (node_membership.c). */
   size_t inbox_len;
 
   /* Relaxed counters. */
@@ -188,25 +184,11 @@ static void shared_ref(shared_t* sh) {
   atomic_fetch_add_explicit(&sh->refs, 1, memory_order_relaxed);
 }
 
-typedef struct member_s member_t;
-struct member_s {
-  member_t* next;
-  uint64_t instance;
-  uint64_t slow;    /* Its slow-consumer drops, as its last heartbeat said. */
-  uint64_t last_ms; /* When its last heartbeat came. */
-  char name[NAME_MAX_LEN + 1];
-};
-
 static void shared_unref(void* arg) {
   shared_t* sh = arg;
   if (atomic_fetch_sub_explicit(&sh->refs, 1, memory_order_acq_rel) != 1)
     return;
-  while (sh->members != NULL) {
-    member_t* m = sh->members;
-    sh->members = m->next;
-    weft__xfree(m);
-  }
-  pthread_mutex_destroy(&sh->mlock);
+  weft__node_members_free(&sh->members);
   weft__xfree(sh->calls.buckets);
   weft__xfree(sh->answers.buckets);
   pthread_mutex_destroy(&sh->plock);
@@ -678,114 +660,44 @@ static void fail_calls_to(shared_t* sh, const char* node) {
   }
 }
 
-static void member_down(shared_t* sh, const char* name) {
-  fail_calls_to(sh, name);
-  post_event(sh, WEFT_NODE_DOWN, 0, name);
-}
-
 /* Publish our heartbeat (`leaving`: the last one). */
 static void beat(shared_t* sh, bool leaving) {
   char subject[SUBJECT_MAX];
   unsigned char b[WEFT__WIRE_BEAT_LEN];
-  weft__wire_beat_t w = {
-      sh->instance, leaving,
-      atomic_load_explicit(&sh->slow_consumer, memory_order_relaxed)};
-  weft__wire_beat(&w, b);
-  (void)snprintf(subject, sizeof(subject), "%s%s", sh->presence, sh->self);
+  weft__node_members_beat(
+      &sh->members, leaving,
+      atomic_load_explicit(&sh->slow_consumer, memory_order_relaxed),
+      subject, sizeof(subject), b);
   (void)publish_uncounted(sh, false, subject, NULL, b, sizeof(b), NULL);
 }
 
-/* A heartbeat (nats.c's thread): a new node or a new instance of one is
- * up (and the old instance down); a leaving one is down. A newcomer gets
- * our heartbeat at once, so that it need not wait a whole period. A
- * member whose slow-consumer count rose since its last heartbeat dropped
- * messages (some may be ours): WEFT_NODE_ERROR with WEFT_ESLOWCONSUMER and
- * its name, so that senders hear of it too. */
-static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
+/* What node_membership.c saw (nats.c's thread, or the loop's for a
+ * member fallen silent). A newcomer gets our heartbeat at once, so that it
+ * need not wait a whole period. A member that dropped messages (some may
+ * be ours): WEFT_NODE_ERROR with WEFT_ESLOWCONSUMER and its name, so that
+ * senders hear of it too. */
+static void member_report(void* ctx, int kind, const char* name) {
   shared_t* sh = ctx;
-  const char* name = nm->subject + sh->presence_len;
-  member_t **pp, *m;
-  weft__wire_beat_t w;
-  bool up = false, down = false, slow = false;
-  if (strlen(nm->subject) <= sh->presence_len || !weft__wire_name_ok(name) ||
-      weft__wire_read_beat(nm->data, nm->len, &w) != 0) {
-    count(&sh->dropped_decode);
-    return;
+  switch (kind) {
+    case WEFT_NODE_DOWN:
+      fail_calls_to(sh, name);
+      post_event(sh, WEFT_NODE_DOWN, 0, name);
+      break;
+    case WEFT_NODE_UP:
+      post_event(sh, WEFT_NODE_UP, 0, name);
+      beat(sh, false);
+      break;
+    default:
+      post_event(sh, WEFT_NODE_ERROR, WEFT_ESLOWCONSUMER, name);
+      break;
   }
-  if (strcmp(name, sh->self) == 0 && w.instance == sh->instance)
-    return; /* Our own. */
-  pthread_mutex_lock(&sh->mlock);
-  pp = &sh->members;
-  while (*pp != NULL && strcmp((*pp)->name, name) != 0)
-    pp = &(*pp)->next;
-  m = *pp;
-  if (m != NULL && (w.leaving || m->instance != w.instance)) {
-    if (w.leaving && m->instance != w.instance) {
-      m = NULL; /* An old instance's goodbye: the new one stays. */
-    } else {
-      *pp = m->next;
-      down = true;
-      if (!w.leaving) {
-        m->instance = w.instance; /* Restarted: down, then up again. */
-        m->slow = w.slow;
-        m->next = sh->members;
-        sh->members = m;
-        up = true;
-      } else {
-        weft__xfree(m);
-        m = NULL;
-      }
-    }
-  } else if (m == NULL && !w.leaving) {
-    m = weft__xzalloc(sizeof(*m));
-    if (m != NULL) {
-      copy_name(m->name, name);
-      m->instance = w.instance;
-      m->slow = w.slow;
-      m->next = sh->members;
-      sh->members = m;
-      up = true;
-    }
-  } else if (m != NULL && w.slow > m->slow) {
-    m->slow = w.slow;
-    slow = true;
-  }
-  if (m != NULL)
-    m->last_ms = now_ms();
-  pthread_mutex_unlock(&sh->mlock);
-  if (down)
-    member_down(sh, name);
-  if (up) {
-    post_event(sh, WEFT_NODE_UP, 0, name);
-    beat(sh, false);
-  }
-  if (slow)
-    post_event(sh, WEFT_NODE_ERROR, WEFT_ESLOWCONSUMER, name);
 }
 
-/* Members silent for down_after_ms are down. Thread: the node's loop. */
-static void check_members(shared_t* sh) {
-  for (;;) {
-    member_t **pp, *gone = NULL;
-    uint64_t now;
-    pthread_mutex_lock(&sh->mlock);
-    /* Read under the lock: a heartbeat stamped after a clock read made
-     * outside it would be "in the future" and wrap the difference (a node
-     * seen down as it came up). */
-    now = now_ms();
-    for (pp = &sh->members; *pp != NULL; pp = &(*pp)->next) {
-      if (now > (*pp)->last_ms && now - (*pp)->last_ms > sh->down_after_ms) {
-        gone = *pp;
-        *pp = gone->next;
-        break;
-      }
-    }
-    pthread_mutex_unlock(&sh->mlock);
-    if (gone == NULL)
-      return;
-    member_down(sh, gone->name);
-    weft__xfree(gone);
-  }
+/* A heartbeat (nats.c's thread). */
+static void presence_message(void* ctx, const weft__nats_msg_t* nm) {
+  shared_t* sh = ctx;
+  if (weft__node_members_heard(&sh->members, nm) != 0)
+    count(&sh->dropped_decode);
 }
 
 /* Messages NATS dropped for this node's subscriptions (slow consumer),
@@ -807,25 +719,15 @@ static void beat_cb(uv_timer_t* t) {
   weft_node_t* node = t->data;
   count_dropped(node);
   beat(node->sh, false);
-  check_members(node->sh);
+  weft__node_members_check(&node->sh->members);
 }
 
 bool weft_node_is_up(weft_node_t* node, const char* name) {
-  member_t* m;
-  bool up = false;
   if (node == NULL || name == NULL)
     return false;
   if (strcmp(name, node->name) == 0)
     return true;
-  pthread_mutex_lock(&node->sh->mlock);
-  for (m = node->sh->members; m != NULL; m = m->next) {
-    if (strcmp(m->name, name) == 0) {
-      up = true;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&node->sh->mlock);
-  return up;
+  return weft__node_members_has(&node->sh->members, name);
 }
 
 /* ---- events and expiry on the node's loop ---------------------------------- */
@@ -991,15 +893,11 @@ int weft_node_join(weft_loop_t* loop,
                         ? opts->max_export_backlog
                         : (size_t)16 << 20;
   node->sh = sh;
-  (void)snprintf(sh->presence, sizeof(sh->presence), "weft.%s.presence.",
-                 node->cluster);
-  sh->presence_len = strlen(sh->presence);
-  copy_name(sh->self, node->name);
-  if (uv_random(NULL, NULL, &sh->instance, sizeof(sh->instance), 0, NULL) !=
-      0)
-    sh->instance = uv_hrtime() ^ (uint64_t)(uintptr_t)sh;
-  sh->down_after_ms = opts->down_after_ms > 0 ? (uint64_t)opts->down_after_ms
-                                              : 4 * heartbeat_ms;
+  weft__node_members_init(&sh->members, node->cluster, node->name,
+                          opts->down_after_ms > 0
+                              ? (uint64_t)opts->down_after_ms
+                              : 4 * heartbeat_ms,
+                          member_report, sh);
   (void)snprintf(sh->inbox, sizeof(sh->inbox), "weft.%s.%s.r.", node->cluster,
            node->name);
   sh->inbox_len = strlen(sh->inbox);
@@ -1061,7 +959,7 @@ int weft_node_join(weft_loop_t* loop,
     if (e != 0)
       shared_unref(sh);
     if (e == 0) {
-      (void)snprintf(subject, sizeof(subject), "%s*", sh->presence);
+      (void)snprintf(subject, sizeof(subject), "%s*", sh->members.presence);
       shared_ref(sh);
       e = weft__nats_subscribe(sh->conn, subject, NULL, presence_message,
                                shared_unref, sh, &node->presence_sub);

@@ -11,6 +11,9 @@
 #ifndef WEFT_NODE_INTERNAL_H
 #define WEFT_NODE_INTERNAL_H
 
+#include <pthread.h>
+
+#include "internal.h"
 #include "nats.h"
 #include "weft/node.h"
 
@@ -71,5 +74,55 @@ int weft__node_subscribe(weft_node_t* node,
  * Thread: any. */
 enum { WEFT__NODE_DROPPED_DECODE = 1, WEFT__NODE_DROPPED_SIZE };
 void weft__node_count_dropped(weft_node_t* node, int which);
+
+/* ---- membership (node_membership.c, below node.c) ----------------------- */
+
+/* The nodes a node has seen on weft.<c>.presence.* and not yet seen go:
+ * a member is up from its first heartbeat until its goodbye, a new
+ * instance of it (down, then up), or down_after_ms without one. Each
+ * change is reported through `report`, outside the lock: WEFT_NODE_UP,
+ * WEFT_NODE_DOWN, or WEFT_NODE_ERROR when a member's slow-consumer count
+ * rose (it dropped messages). Held in node.c's shared part; `lock` is
+ * zero-initialised with it. */
+typedef struct weft__node_member_s weft__node_member_t;
+typedef void (*weft__node_members_cb)(void* ctx, int kind, const char* name);
+typedef struct {
+  pthread_mutex_t lock;
+  weft__node_member_t* list; /* Under `lock`. */
+  uint64_t down_after_ms;
+  uint64_t instance;  /* Random per join: a restarted node is a new one. */
+  char presence[160]; /* "weft.<c>.presence.": + a node's name. */
+  size_t presence_len;
+  char self[WEFT__WIRE_NAME_MAX + 1];
+  weft__node_members_cb report;
+  void* ctx;
+} weft__node_members_t;
+
+/* `self` and `cluster`: names weft__wire_name_ok() accepted. */
+void weft__node_members_init(weft__node_members_t* ms,
+                             const char* cluster,
+                             const char* self,
+                             uint64_t down_after_ms,
+                             weft__node_members_cb report,
+                             void* ctx);
+/* Forget the members (no reports) and destroy the lock. */
+void weft__node_members_free(weft__node_members_t* ms);
+/* Our heartbeat (`leaving`: the goodbye) carrying our slow-consumer count
+ * `slow`: its subject into `subject`, its WEFT__WIRE_BEAT_LEN bytes into
+ * `b`, for the caller to publish. */
+void weft__node_members_beat(const weft__node_members_t* ms,
+                             bool leaving,
+                             uint64_t slow,
+                             char* subject,
+                             size_t subject_size,
+                             unsigned char* b);
+/* A message on weft.<c>.presence.*: 0, or WEFT_EINVAL when it is not a
+ * heartbeat (the caller counts it dropped). Thread: nats.c's. */
+int weft__node_members_heard(weft__node_members_t* ms,
+                             const weft__nats_msg_t* nm);
+/* Members silent for down_after_ms are down. Thread: the node's loop. */
+void weft__node_members_check(weft__node_members_t* ms);
+/* Whether `name` is a member now. Thread: any. */
+bool weft__node_members_has(weft__node_members_t* ms, const char* name);
 
 #endif /* WEFT_NODE_INTERNAL_H */

@@ -12,7 +12,7 @@ set -euo pipefail
 
 # Bottom first. transport/ is below all of lib/, in its own order.
 TRANSPORT=(futex frame mbox mpsc waker jetstream nats_conn nats_batch nats)
-LAYERS=(failpoint trace errors heap loop buffer shared msg port worker_thread worker broadcast format cluster request histogram pool pool_parallel wire node pool_wire pool_server pool_remote node_spawn)
+LAYERS=(failpoint trace errors heap loop buffer shared msg port worker_thread worker broadcast format cluster request histogram pool pool_parallel wire node_membership node pool_wire pool_server pool_remote node_spawn)
 
 declare -A rank where actor
 for i in "${!LAYERS[@]}"; do rank[${LAYERS[$i]}]=$i; done
