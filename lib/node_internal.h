@@ -82,8 +82,7 @@ void weft__node_count_dropped(weft_node_t* node, int which);
  * instance of it (down, then up), or down_after_ms without one. Each
  * change is reported through `report`, outside the lock: WEFT_NODE_UP,
  * WEFT_NODE_DOWN, or WEFT_NODE_ERROR when a member's slow-consumer count
- * rose (it dropped messages). Held in node.c's shared part; `lock` is
- * zero-initialised with it. */
+ * rose (it dropped messages). Held in node.c's shared part. */
 typedef struct weft__node_member_s weft__node_member_t;
 typedef void (*weft__node_members_cb)(void* ctx, int kind, const char* name);
 typedef struct {
@@ -98,7 +97,8 @@ typedef struct {
   void* ctx;
 } weft__node_members_t;
 
-/* `self` and `cluster`: names weft__wire_name_ok() accepted. */
+/* `self` and `cluster`: names weft__wire_name_ok() accepted. Makes the
+ * lock; weft__node_members_free() destroys it. */
 void weft__node_members_init(weft__node_members_t* ms,
                              const char* cluster,
                              const char* self,

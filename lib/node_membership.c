@@ -33,6 +33,7 @@ void weft__node_members_init(weft__node_members_t* ms,
   (void)snprintf(ms->presence, sizeof(ms->presence), "weft.%s.presence.",
                  cluster);
   ms->presence_len = strlen(ms->presence);
+  pthread_mutex_init(&ms->lock, NULL); /* Cannot fail on Linux. */
   memcpy(ms->self, self, strlen(self) + 1);
   if (uv_random(NULL, NULL, &ms->instance, sizeof(ms->instance), 0, NULL) != 0)
     ms->instance = uv_hrtime() ^ (uint64_t)(uintptr_t)ms;
