@@ -17,6 +17,11 @@
 #include "mpsc.h"
 #include "waker.h"
 
+/* The monotonic clock (uv_hrtime()) in ms: heartbeats, timeouts, pulls. */
+static inline uint64_t weft__now_ms(void) {
+  return uv_hrtime() / 1000000u;
+}
+
 /* The uv_hrtime() (CLOCK_MONOTONIC, ns) that lies `timeout_ms` from now,
  * or -1 (no deadline) for a negative timeout or one so far off (over a
  * century) that the sum would overflow. For the blocking waits on cores

@@ -176,10 +176,6 @@ static void count(atomic_uint_least64_t* c) {
   atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
-static uint64_t now_ms(void) {
-  return uv_hrtime() / 1000000u;
-}
-
 static void shared_ref(shared_t* sh) {
   atomic_fetch_add_explicit(&sh->refs, 1, memory_order_relaxed);
 }
@@ -431,7 +427,7 @@ static int rport_sink(void* ctx, weft_msg_t** msg) {
   if (e == NULL)
     return WEFT_ENOMEM;
   e->id = atomic_fetch_add_explicit(&sh->next_call, 1, memory_order_relaxed);
-  e->deadline_ms = now_ms() + sh->ttl_ms;
+  e->deadline_ms = weft__now_ms() + sh->ttl_ms;
   e->val = m->route.reply;
   copy_name(e->node, r->node);
   (void)snprintf(reply, sizeof(reply), "%s%llu", sh->inbox,
@@ -594,7 +590,7 @@ static void export_message(void* ctx, const weft__nats_msg_t* nm) {
     memcpy(subject, reply, rlen);
     e->val = subject;
     e->node[0] = '\0';
-    e->deadline_ms = now_ms() + sh->ttl_ms;
+    e->deadline_ms = weft__now_ms() + sh->ttl_ms;
     pthread_mutex_lock(&sh->plock);
     ptable_put(&sh->answers, e);
     pthread_mutex_unlock(&sh->plock);
@@ -773,7 +769,7 @@ static void events_message(weft_port_t* port, weft_msg_t* msg) {
 
 /* Settle or forget what outlived the ttl (all of it, with `all`). */
 static void expire(shared_t* sh, bool all) {
-  uint64_t now = all ? UINT64_MAX : now_ms();
+  uint64_t now = all ? UINT64_MAX : weft__now_ms();
   pend_t* e;
   for (;;) {
     pthread_mutex_lock(&sh->plock);

@@ -20,10 +20,6 @@ struct weft__node_member_s {
   char name[WEFT__WIRE_NAME_MAX + 1];
 };
 
-static uint64_t now_ms(void) {
-  return uv_hrtime() / 1000000u;
-}
-
 void weft__node_members_init(weft__node_members_t* ms,
                              const char* cluster,
                              const char* self,
@@ -113,7 +109,7 @@ int weft__node_members_heard(weft__node_members_t* ms,
     slow = true;
   }
   if (m != NULL)
-    m->last_ms = now_ms();
+    m->last_ms = weft__now_ms();
   pthread_mutex_unlock(&ms->lock);
   if (down)
     ms->report(ms->ctx, WEFT_NODE_DOWN, name);
@@ -132,7 +128,7 @@ void weft__node_members_check(weft__node_members_t* ms) {
     /* Read under the lock: a heartbeat stamped after a clock read made
      * outside it would be "in the future" and wrap the difference (a node
      * seen down as it came up). */
-    now = now_ms();
+    now = weft__now_ms();
     for (pp = &ms->list; *pp != NULL; pp = &(*pp)->next) {
       if (now > (*pp)->last_ms && now - (*pp)->last_ms > ms->down_after_ms) {
         gone = *pp;

@@ -199,7 +199,7 @@ static void rt_reply(const remote_t* r, const rtask_t* rt, char* out) {
 
 /* No taker now: back off (the first time: congested). r->lock held. */
 static void congest(remote_t* r) {
-  uint64_t now = weft__pool_now_ms();
+  uint64_t now = weft__now_ms();
   if (!r->congested) {
     r->congested = true;
     r->backoff_ms = BACKOFF_MIN_MS;
@@ -245,7 +245,7 @@ static void pump(remote_t* r) {
     }
     rlist_unlink(&r->wait, rt);
     rt->state = RT_SENT;
-    rt->since_ms = weft__pool_now_ms();
+    rt->since_ms = weft__now_ms();
     rlist_push(&r->flight, rt, false);
     if (r->congested)
       r->credit--;
@@ -293,7 +293,7 @@ static void ensure_tick(remote_t* r) {
 /* Backoff, lost offers, holders gone silent. Thread: the pool's. */
 static void tick(weft_loop_t* loop, void* arg) {
   remote_t* r = arg;
-  uint64_t now = weft__pool_now_ms();
+  uint64_t now = weft__now_ms();
   rtask_t *rt, *next;
   pthread_mutex_lock(&r->lock);
   if (r->gone || r->wait.n + r->flight.n == 0) {
@@ -414,7 +414,7 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
       r->nheld++;
     rt->state = RT_HELD;
     memcpy(rt->holder, node, strlen(node) + 1);
-    rt->since_ms = weft__pool_now_ms();
+    rt->since_ms = weft__now_ms();
     if (r->congested) {
       r->credit++; /* A worker was free: there may be more. */
       r->backoff_ms = BACKOFF_MIN_MS;

@@ -520,11 +520,11 @@ static void send_pull(weft_pool_server_t* s, unsigned n, uint64_t now) {
 static void* puller_main(void* arg) {
   weft_pool_server_t* s = arg;
   uint64_t wpi_ms = (uint64_t)s->ack_wait_ms / 3 + 1;
-  uint64_t next_wpi = weft__pool_now_ms() + wpi_ms;
+  uint64_t next_wpi = weft__now_ms() + wpi_ms;
   (void)pthread_setname_np(pthread_self(), "weft-jspull");
   pthread_mutex_lock(&s->lock);
   while (!s->stopped) {
-    uint64_t now = weft__pool_now_ms(), wake_at = now + 250;
+    uint64_t now = weft__now_ms(), wake_at = now + 250;
     struct timespec until;
     for (unsigned i = 0; i < s->npulls;) {
       if (now >= s->pulls[i].until_ms)
@@ -674,7 +674,7 @@ static void server_watch(void* ctx, const weft_node_event_t* ev);
 static void await_pulls(weft_pool_server_t* s) {
   pthread_mutex_lock(&s->lock);
   while (s->npulls > 0) {
-    uint64_t now = weft__pool_now_ms(), until_ms = 0;
+    uint64_t now = weft__now_ms(), until_ms = 0;
     struct timespec until;
     for (unsigned i = 0; i < s->npulls;) {
       if (now >= s->pulls[i].until_ms) {

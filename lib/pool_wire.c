@@ -114,15 +114,26 @@ size_t weft__pool_wire_put_str(unsigned char* out, const char* s) {
   return h + n;
 }
 
+/* [name, arg], or with `reply` [name, reply, arg]. */
+static size_t put_task(unsigned char* out,
+                       const char* name,
+                       const char* reply,
+                       const void* arg,
+                       size_t arg_len) {
+  size_t h;
+  out[0] = reply != NULL ? 0x93 : 0x92;
+  h = 1 + weft__pool_wire_put_str(out + 1, name);
+  if (reply != NULL)
+    h += weft__pool_wire_put_str(out + h, reply);
+  memcpy(out + h, arg, arg_len);
+  return h + arg_len;
+}
+
 size_t weft__pool_wire_task(unsigned char* out,
                             const char* name,
                             const void* arg,
                             size_t arg_len) {
-  size_t h;
-  out[0] = 0x92;
-  h = 1 + weft__pool_wire_put_str(out + 1, name);
-  memcpy(out + h, arg, arg_len);
-  return h + arg_len;
+  return put_task(out, name, NULL, arg, arg_len);
 }
 
 size_t weft__pool_wire_dtask(unsigned char* out,
@@ -130,12 +141,7 @@ size_t weft__pool_wire_dtask(unsigned char* out,
                              const char* reply,
                              const void* arg,
                              size_t arg_len) {
-  size_t h;
-  out[0] = 0x93;
-  h = 1 + weft__pool_wire_put_str(out + 1, name);
-  h += weft__pool_wire_put_str(out + h, reply);
-  memcpy(out + h, arg, arg_len);
-  return h + arg_len;
+  return put_task(out, name, reply, arg, arg_len);
 }
 
 int weft__pool_wire_read_dtask(const void* data,
