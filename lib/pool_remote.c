@@ -54,14 +54,18 @@
 #define FREE_MAX 16
 
 /* Durable: RT_SENT is published into the stream, its acknowledgement
- * not heard yet; RT_STORED is in the stream, taken by nobody yet. */
-enum { RT_WAIT, RT_SENT, RT_HELD, RT_STORED };
+ * not heard yet; RT_STORED is in the stream, taken by nobody yet.
+ * RT_LIMBO: offered, then cancelled (or its pool destroyed) before any
+ * answer came; its task is gone, and it is kept (without one) until the
+ * answer comes, so that a node that took it is told to stop, or until
+ * the ack timeout says nobody did. */
+enum { RT_WAIT, RT_SENT, RT_HELD, RT_STORED, RT_LIMBO };
 
 typedef struct rtask_s rtask_t;
 struct rtask_s {
   rtask_t *prev, *next; /* The wait or the flight list. */
   rtask_t* hnext;
-  weft_task_t* t;
+  weft_task_t* t; /* NULL in limbo. */
   uint64_t id;
   int state;
   uint64_t since_ms; /* Sent, or taken. */
@@ -85,11 +89,13 @@ typedef struct {
   size_t max_queue;
 
   pthread_mutex_t lock;
-  pthread_cond_t empty; /* Nothing waits or flies (a close waits). */
+  pthread_cond_t empty; /* Nothing waits or flies (a close waits), or
+                         * nothing is in limbo. */
   bool gone;            /* The node is leaving: no publish, no task. */
   bool ended;           /* The pool ended. */
   bool watching;
   rlist_t wait, flight;
+  rlist_t limbo; /* RT_LIMBO: their answers are waited for. */
   size_t nheld; /* Of `flight`, those taken by a node. */
   bool durable;
   size_t nstored; /* Of `flight`, those in the stream (durable). */
@@ -117,6 +123,11 @@ static void remote_ref(remote_t* r) {
 static void remote_unref(remote_t* r) {
   if (atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
     return;
+  while (r->limbo.head != NULL) { /* Unanswered when the pool ended. */
+    rtask_t* rt = r->limbo.head;
+    r->limbo.head = rt->next;
+    weft__xfree(rt);
+  }
   pthread_cond_destroy(&r->empty);
   pthread_mutex_destroy(&r->lock);
   weft__xfree(r);
@@ -171,6 +182,7 @@ static rtask_t* rt_find(remote_t* r, uint64_t id) {
 /* Forget `rt` (settled by us or by a cancel) and release its task. */
 static void rt_drop(remote_t* r, rtask_t* rt) {
   rtask_t** pp = &r->buckets[rt->id % NBUCKETS];
+  bool limbo = rt->state == RT_LIMBO;
   while (*pp != rt)
     pp = &(*pp)->hnext;
   *pp = rt->hnext;
@@ -178,9 +190,30 @@ static void rt_drop(remote_t* r, rtask_t* rt) {
     r->nheld--;
   else if (rt->state == RT_STORED)
     r->nstored--;
-  rlist_unlink(rt->state == RT_WAIT ? &r->wait : &r->flight, rt);
-  weft__pool_task_release(rt->t);
+  rlist_unlink(rt->state == RT_WAIT    ? &r->wait
+               : rt->state == RT_LIMBO ? &r->limbo
+                                       : &r->flight,
+               rt);
+  if (rt->t != NULL)
+    weft__pool_task_release(rt->t);
   weft__xfree(rt);
+  if (limbo ? r->limbo.n == 0 : r->wait.n + r->flight.n == 0)
+    pthread_cond_broadcast(&r->empty);
+}
+
+/* Forget `rt`'s task (cancelled, or settled by a destroy): one offered
+ * and not answered yet stays, without its task, until its answer says
+ * whether a node took it (then that node is told to stop). r->lock held. */
+static void rt_forget(remote_t* r, rtask_t* rt) {
+  if (rt->state != RT_SENT || r->durable || r->gone) {
+    rt_drop(r, rt);
+    return;
+  }
+  weft__pool_task_release(rt->t);
+  rt->t = NULL;
+  rlist_unlink(&r->flight, rt);
+  rt->state = RT_LIMBO;
+  rlist_push(&r->limbo, rt, false);
   if (r->wait.n + r->flight.n == 0)
     pthread_cond_broadcast(&r->empty);
 }
@@ -189,6 +222,12 @@ static void rt_settle(remote_t* r, rtask_t* rt, int status,
                       const void* bytes, size_t len) {
   (void)weft__pool_settle_bytes(rt->t, status, bytes, len);
   rt_drop(r, rt);
+}
+
+/* Settle `rt` as cancelled and forget it (rt_forget). r->lock held. */
+static void rt_cancel(remote_t* r, rtask_t* rt) {
+  (void)weft__pool_settle_bytes(rt->t, WEFT_ECANCELED, NULL, 0);
+  rt_forget(r, rt);
 }
 
 /* The task's reply subject: the prefix and its id. */
@@ -293,15 +332,24 @@ static void ensure_tick(remote_t* r) {
 /* Backoff, lost offers, holders gone silent. Thread: the pool's. */
 static void tick(weft_loop_t* loop, void* arg) {
   remote_t* r = arg;
-  uint64_t now = weft__now_ms();
+  uint64_t now;
   rtask_t *rt, *next;
   pthread_mutex_lock(&r->lock);
-  if (r->gone || r->wait.n + r->flight.n == 0) {
+  /* Read under the lock: a stamp set by another thread just before must
+   * not be later than `now` (an unsigned age then wrapped and a task sent
+   * a moment ago was offered again, and taken twice). */
+  now = weft__now_ms();
+  if (r->gone || r->wait.n + r->flight.n + r->limbo.n == 0) {
     r->ticking = false;
     pthread_mutex_unlock(&r->lock);
     weft_clear_timer(loop, r->timer);
     remote_unref(r); /* The timer's. */
     return;
+  }
+  for (rt = r->limbo.head; rt != NULL; rt = next) {
+    next = rt->next;
+    if (now - rt->since_ms > r->ack_timeout_ms)
+      rt_drop(r, rt); /* Nobody took it. */
   }
   for (rt = r->flight.head; rt != NULL; rt = next) {
     next = rt->next;
@@ -383,12 +431,14 @@ static void inbox_message(void* ctx, const weft__nats_msg_t* nm) {
     return;
   }
   rt = rt_find(r, id);
-  if (rt == NULL) {
+  if (rt == NULL || rt->state == RT_LIMBO) {
     /* Settled already (a late or duplicate answer), or cancelled. A node
      * that says it took such a task (cancelled before its ack came, or
      * taken twice after a retry) is told to stop: nobody waits for it. */
     if (nm->status == 0 && nm->error == NULL && kind == WEFT__POOL_ACK)
       send_cancel_to(r, node, id);
+    if (rt != NULL) /* Its answer came: taken (told), refused or ended. */
+      rt_drop(r, rt);
   } else if (nm->status == WEFT_ENORESPONDERS) {
     if (rt->state == RT_SENT) { /* No worker free anywhere. */
       requeue(r, rt);
@@ -472,9 +522,12 @@ static void settle_all(remote_t* r, int status) {
     rt_settle(r, r->wait.head, status, NULL, 0);
   while (r->flight.head != NULL) {
     rtask_t* rt = r->flight.head;
-    if (status == WEFT_ECANCELED)
+    if (status == WEFT_ECANCELED) {
       send_cancel(r, rt);
-    rt_settle(r, rt, status, NULL, 0);
+      rt_cancel(r, rt);
+    } else {
+      rt_settle(r, rt, status, NULL, 0);
+    }
   }
 }
 
@@ -507,6 +560,8 @@ static void remote_watch(void* ctx, const weft_node_event_t* ev) {
   } else if ((int)ev->kind == WEFT__NODE_LEAVING) {
     pthread_mutex_lock(&r->lock);
     settle_all(r, WEFT_ENOTCONNECTED);
+    while (r->limbo.head != NULL) /* Nobody can be told any more. */
+      rt_drop(r, r->limbo.head);
     r->gone = true;
     r->watching = false;
     pthread_mutex_unlock(&r->lock);
@@ -585,9 +640,9 @@ static void be_cancel(void* be, weft_task_t* t) {
   rtask_t* rt;
   pthread_mutex_lock(&r->lock);
   rt = rt_find(r, weft_task_id(t));
-  if (rt != NULL) {
+  if (rt != NULL && rt->state != RT_LIMBO) {
     send_cancel(r, rt);
-    rt_drop(r, rt);
+    rt_forget(r, rt);
   }
   pthread_mutex_unlock(&r->lock);
 }
@@ -601,6 +656,16 @@ static void be_end(void* be, bool destroy) {
     settle_all(r, WEFT_ECANCELED);
   while (r->wait.n + r->flight.n > 0)
     pthread_cond_wait(&r->empty, &r->lock);
+  if (r->limbo.n > 0 && !r->gone) {
+    /* Offers cancelled before their answer: hear whether a node took
+     * them (and tell it to stop) before the inbox goes, for at most the
+     * ack timeout (then nobody did). */
+    struct timespec until;
+    weft__pool_deadline_in(&until, r->ack_timeout_ms);
+    while (r->limbo.n > 0 && !r->gone &&
+           pthread_cond_timedwait(&r->empty, &r->lock, &until) == 0) {
+    }
+  }
   if (r->watching && !r->gone) {
     if (weft__loop_on_thread(r->nloop)) {
       r->watching = false;

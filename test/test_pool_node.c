@@ -303,6 +303,48 @@ Test(pool_node, cancel_reaches_the_serving_node) {
   pair_end(&p);
 }
 
+/* Until the serving node has taken `n` tasks and none runs; its stats. */
+static weft_pool_server_stats_t server_idle_after(pair_t* p, uint64_t n) {
+  weft_pool_server_stats_t st;
+  for (;;) {
+    cr_assert_eq(weft_pool_server_stats(p->b.server, &st), 0);
+    if (st.taken >= n && st.in_flight == 0)
+      return st;
+    run_for(p->loop, 5);
+  }
+}
+
+/* Cancelled, or destroyed, before the offer is answered: the node that
+ * takes the task (its ack comes after) is still told to stop it, before
+ * it starts or while it runs. The offer goes out before the cancel, so it
+ * is taken either way. Without the cancel, sleepy runs 10 s. */
+Test(pool_node, cancel_before_the_ack_still_reaches_the_taker) {
+  pair_t p;
+  weft_task_t* t = NULL;
+  weft_pool_server_stats_t st;
+  pair_start(&p, 1);
+  cr_assert_eq(weft_pool_submit(p.rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
+  cr_assert_eq(weft_task_cancel(t), 0);
+  cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
+  weft_task_free(t);
+  st = server_idle_after(&p, 1);
+  cr_assert_eq(st.canceled, 1, "the cancel got there");
+  cr_assert_eq(atomic_load(&p.b.where.saw_cancel),
+               atomic_load(&p.b.where.ran), "if it ran, it saw the cancel");
+  /* The same with a destroy right after the submit. */
+  cr_assert_eq(weft_pool_submit(p.rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
+  cr_assert_eq(weft_pool_destroy(p.rp), 0);
+  p.rp = NULL;
+  cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
+  weft_task_free(t);
+  st = server_idle_after(&p, 2);
+  cr_assert_eq(st.taken, 2);
+  cr_assert_eq(st.canceled, 2, "the destroy's cancel got there");
+  cr_assert_eq(atomic_load(&p.b.where.saw_cancel),
+               atomic_load(&p.b.where.ran), "if it ran, it saw the cancel");
+  pair_end(&p);
+}
+
 /* A serving node in another process is killed with tasks in flight. */
 static void killed_node(weft_pool_on_down on_down) {
   weft_loop_t* loop = new_loop();

@@ -94,7 +94,9 @@ typedef struct {
 
 /* A pool whose tasks run on the nodes serving `group` (1-64 of
  * [A-Za-z0-9_-]) in `node`'s cluster. Use and end it as any pool
- * (weft_pool_close waits for every task to settle; destroy cancels them),
+ * (weft_pool_close waits for every task to settle; destroy cancels them,
+ * and both wait, ack_timeout_ms at most, for the answers to offers
+ * cancelled before any came, to stop a node that took one meanwhile),
  * before weft_node_leave(); if the node leaves first, its waiting and
  * taken tasks settle WEFT_ENOTCONNECTED and later submits answer
  * WEFT_ENOTCONNECTED. weft_pool_register() on it has no use. Its
