@@ -90,8 +90,9 @@ int main(void) {
     fprintf(stderr, "weft_worker_spawn: %s\n", weft_strerror(err));
     return 1;
   }
+  /* Said before the post: once posted, the worker may print first. */
+  printf("main: posting \"Start calculation\"\n");
   weft_worker_post_fn(w, pack_str, "Start calculation");
-  printf("main: posted \"Start calculation\"\n");
   weft_set_interval(loop, 50, on_tick, NULL, &ticker);
   weft_loop_run(loop);
   printf("main: the main loop ticked %d times while the worker summed\n",
