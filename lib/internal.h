@@ -10,12 +10,41 @@
 #ifndef WEFT_LIB_INTERNAL_H
 #define WEFT_LIB_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "weft/weft.h"
 #include "mpsc.h"
 #include "waker.h"
+
+/* A condition variable whose timed waits count on CLOCK_MONOTONIC, so
+ * that a step of the wall clock (NTP, an admin) neither stretches nor cuts
+ * them; its waits take deadlines from weft__cond_deadline_in(). 0 or an
+ * errno. Thread: any. */
+static inline int weft__cond_init_mono(pthread_cond_t* c) {
+  pthread_condattr_t ca;
+  int err = pthread_condattr_init(&ca);
+  if (err != 0)
+    return err;
+  err = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  if (err == 0)
+    err = pthread_cond_init(c, &ca);
+  (void)pthread_condattr_destroy(&ca);
+  return err;
+}
+
+/* `ms` from now on CLOCK_MONOTONIC: the deadline of a timed wait on a
+ * condition variable made by weft__cond_init_mono(). Thread: any. */
+static inline void weft__cond_deadline_in(struct timespec* until,
+                                          uint64_t ms) {
+  (void)clock_gettime(CLOCK_MONOTONIC, until);
+  until->tv_sec += (time_t)(ms / 1000);
+  until->tv_nsec += (long)(ms % 1000) * 1000000L;
+  until->tv_sec += until->tv_nsec / 1000000000L;
+  until->tv_nsec %= 1000000000L;
+}
 
 /* The monotonic clock (uv_hrtime()) in ms: heartbeats, timeouts, pulls. */
 static inline uint64_t weft__now_ms(void) {

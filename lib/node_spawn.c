@@ -400,7 +400,7 @@ static int port_from_afar(weft_node_t* node, const char* node_name,
   h->node = node;
   h->node_name = node_name;
   pthread_mutex_init(&h->mu, NULL);
-  pthread_cond_init(&h->cv, NULL);
+  (void)weft__cond_init_mono(&h->cv);
   if (weft__loop_post_task(weft__node_loop(node), make_port_task, h) != 0) {
     hop_free(h);
     return WEFT_ENOMEM;
@@ -414,10 +414,8 @@ static int port_from_afar(weft_node_t* node, const char* node_name,
       struct timespec ts;
       if (left <= 0)
         break;
-      (void)clock_gettime(CLOCK_REALTIME, &ts);
-      left += ts.tv_nsec;
-      ts.tv_sec += (time_t)(left / 1000000000);
-      ts.tv_nsec = (long)(left % 1000000000);
+      /* Whole ms, rounded up: the loop checks the deadline again. */
+      weft__cond_deadline_in(&ts, (uint64_t)(left + 999999) / 1000000u);
       (void)pthread_cond_timedwait(&h->cv, &h->mu, &ts);
     }
   }

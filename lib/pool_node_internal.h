@@ -77,8 +77,6 @@ size_t weft__pool_wire_put_str(unsigned char* out, const char* s);
 int weft__pool_msg_bytes(const weft_msg_t* m, msgpack_sbuffer* buf,
                          const void** out, size_t* len);
 
-/* `ms` from now on CLOCK_REALTIME, for pthread_cond_timedwait. */
-void weft__pool_deadline_in(struct timespec* until, uint64_t ms);
 
 /* ---- JetStream's API (durable tasks) ------------------------------------ */
 

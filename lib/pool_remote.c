@@ -661,7 +661,7 @@ static void be_end(void* be, bool destroy) {
      * them (and tell it to stop) before the inbox goes, for at most the
      * ack timeout (then nobody did). */
     struct timespec until;
-    weft__pool_deadline_in(&until, r->ack_timeout_ms);
+    weft__cond_deadline_in(&until, r->ack_timeout_ms);
     while (r->limbo.n > 0 && !r->gone &&
            pthread_cond_timedwait(&r->empty, &r->lock, &until) == 0) {
     }
@@ -735,7 +735,7 @@ int weft_pool_new_remote(weft_pool_t** out,
     return WEFT_ENOMEM;
   atomic_init(&r->refs, 1); /* The pool's, dropped by be_end. */
   pthread_mutex_init(&r->lock, NULL);
-  pthread_cond_init(&r->empty, NULL);
+  (void)weft__cond_init_mono(&r->empty);
   r->node = node;
   r->nloop = weft__node_loop(node);
   r->retry = o.on_down == WEFT_POOL_RETRY;

@@ -544,7 +544,7 @@ static void* puller_main(void* arg) {
     for (unsigned i = 0; i < s->npulls; i++)
       if (s->pulls[i].until_ms < wake_at)
         wake_at = s->pulls[i].until_ms;
-    weft__pool_deadline_in(&until, wake_at - now);
+    weft__cond_deadline_in(&until, wake_at - now);
     (void)pthread_cond_timedwait(&s->wake, &s->lock, &until);
   }
   pthread_mutex_unlock(&s->lock);
@@ -687,7 +687,7 @@ static void await_pulls(weft_pool_server_t* s) {
     }
     if (s->npulls == 0)
       break;
-    weft__pool_deadline_in(&until, until_ms - now);
+    weft__cond_deadline_in(&until, until_ms - now);
     (void)pthread_cond_timedwait(&s->wake, &s->lock, &until);
   }
   pthread_mutex_unlock(&s->lock);
@@ -772,7 +772,7 @@ int weft_pool_serve_ex(weft_node_t* node,
   s->cap = weft__pool_capacity(pool);
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->idle, NULL);
-  pthread_cond_init(&s->wake, NULL);
+  (void)weft__cond_init_mono(&s->wake);
   s->durable = o.durable;
   s->ack_wait_ms = o.ack_wait_ms > 0 ? o.ack_wait_ms : 30000;
   cluster = weft__node_cluster(node);

@@ -240,14 +240,6 @@ int weft__pool_msg_bytes(const weft_msg_t* m, msgpack_sbuffer* buf,
 
 /* ---- JetStream's API (durable tasks) ------------------------------------ */
 
-void weft__pool_deadline_in(struct timespec* until, uint64_t ms) {
-  (void)clock_gettime(CLOCK_REALTIME, until);
-  until->tv_sec += (time_t)(ms / 1000);
-  until->tv_nsec += (long)(ms % 1000) * 1000000L;
-  until->tv_sec += until->tv_nsec / 1000000000L;
-  until->tv_nsec %= 1000000000L;
-}
-
 int weft__pool_js_names(const char* cluster, const char* group,
                         const char* stream, char* name, char* subject) {
   if (stream != NULL && !weft__wire_name_ok(stream))
@@ -313,7 +305,7 @@ int weft__pool_js_request(weft_node_t* node, const char* subject,
     return WEFT_ENOMEM;
   atomic_init(&q->refs, 2);
   pthread_mutex_init(&q->lock, NULL);
-  pthread_cond_init(&q->cond, NULL);
+  (void)weft__cond_init_mono(&q->cond);
   (void)snprintf(inbox, sizeof(inbox), "weft.%s.%s.js.q%llu",
                  weft__node_cluster(node), weft_node_name(node),
                  (unsigned long long)weft__pool_js_next_id());
@@ -326,7 +318,7 @@ int weft__pool_js_request(weft_node_t* node, const char* subject,
   }
   err = weft__node_publish(node, subject, inbox, body, len, NULL);
   if (err == 0) {
-    weft__pool_deadline_in(&until, JS_API_WAIT_MS);
+    weft__cond_deadline_in(&until, JS_API_WAIT_MS);
     pthread_mutex_lock(&q->lock);
     while (!q->answered && err == 0)
       err = pthread_cond_timedwait(&q->cond, &q->lock, &until) != 0

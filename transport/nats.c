@@ -229,13 +229,14 @@ int weft__nats_connect(const weft__nats_opts_t* o,
   c->on_event = on_event;
   c->ctx = ctx;
   pthread_mutex_init(&c->lock, NULL);
-  pthread_cond_init(&c->cond, NULL);
   pthread_mutex_init(&c->klock, NULL);
   {
-    /* The kicker's gather deadline is on CLOCK_MONOTONIC. */
+    /* The kicker's gather deadline and the close's wait are on
+     * CLOCK_MONOTONIC (a step of the wall clock moves neither). */
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
     pthread_cond_init(&c->kcond, &ca);
     pthread_condattr_destroy(&ca);
   }
@@ -520,7 +521,7 @@ void weft__nats_close(weft__nats_t* c) {
   if (c->nc != NULL)
     natsConnection_Close(c->nc);
   /* nats.c runs the closed callback on its own thread, after Close(). */
-  clock_gettime(CLOCK_REALTIME, &until);
+  clock_gettime(CLOCK_MONOTONIC, &until);
   until.tv_sec += 10;
   pthread_mutex_lock(&c->lock);
   while (!c->closed) {
