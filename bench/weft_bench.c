@@ -3,6 +3,10 @@
  *
  *   weft_bench <pingpong|call|throughput|fanin|fanout|copy1m|transfer|atomics|spawn|idle|tick|cpurate|trace> [N]
  *   weft_bench <pool|offload> [N]      (node: bench/node/pool.js)
+ *   weft_bench pingpong-int [N]        (weft only: ping-pong with the
+ *                                       integer 1 for [1, "ping"], to
+ *                                       tell the decoding of a container
+ *                                       from the rest of a round trip)
  *
  * Each workload prints lines "RESULT <metric> <value> <unit>" that
  * bench/run.sh collects (units ending in "/s": higher is better). Any weft
@@ -65,7 +69,12 @@ static void result(const char* metric, double value, const char* unit) {
 /* --- msgpack by hand (pre-packed bytes, as a C program would keep) ----- */
 
 /* [1, "ping"] */
-static const unsigned char PING[] = {0x92, 0x01, 0xa4, 'p', 'i', 'n', 'g'};
+static const unsigned char PING_ARRAY[] = {0x92, 0x01, 0xa4, 'p', 'i', 'n', 'g'};
+/* 1: "pingpong-int" */
+static const unsigned char PING_INT[] = {0x01};
+/* What ping-pong posts: PING_ARRAY, or PING_INT for "pingpong-int". */
+static const unsigned char* PING = PING_ARRAY;
+static size_t PING_LEN = sizeof PING_ARRAY;
 /* nil: "stop" */
 static const unsigned char STOP[] = {0xc0};
 
@@ -172,7 +181,9 @@ static void echo_cb(weft_port_t* port, weft_msg_t* msg) {
     return;
   }
   const msgpack_object* o = weft_msg_object(msg);
-  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY) DIE("echo: not an array");
+  if (o == NULL || (o->type != MSGPACK_OBJECT_ARRAY &&
+                    o->type != MSGPACK_OBJECT_POSITIVE_INTEGER))
+    DIE("echo: not an array or an integer");
   size_t len = 0;
   const char* bytes = weft_msg_data(msg, &len);
   CHECK(weft_port_post(port, bytes, len));
@@ -193,12 +204,14 @@ static struct {
 
 static void pp_on_message(weft_worker_t* w, weft_msg_t* msg) {
   const msgpack_object* o = weft_msg_object(msg);
-  if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+  if (o == NULL ||
+      (PING == PING_ARRAY ? o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2
+                          : o->type != MSGPACK_OBJECT_POSITIVE_INTEGER))
     DIE("pingpong: bad echo");
   pp.got++;
   if (pp.got == pp.warm) pp.t0 = now_s();
   if (pp.got < pp.warm + pp.n) {
-    CHECK(weft_worker_post(w, PING, sizeof PING));
+    CHECK(weft_worker_post(w, PING, PING_LEN));
     return;
   }
   double dt = now_s() - pp.t0;
@@ -217,7 +230,7 @@ static void bench_pingpong(uint64_t n) {
   pp.n = n;
   pp.warm = n < 1000 ? n : 1000;
   weft_worker_t* w = spawn(loop, echo_entry, 0, pp_on_message, NULL);
-  CHECK(weft_worker_post(w, PING, sizeof PING));
+  CHECK(weft_worker_post(w, PING, PING_LEN));
   finish(loop, &w, 1);
 }
 
@@ -261,6 +274,13 @@ static void* call_owner(void* arg) {
   return NULL;
 }
 
+static void bench_pingpong_int(uint64_t n) {
+  PING = PING_INT;
+  PING_LEN = sizeof PING_INT;
+  pp.prefix = "int.";
+  bench_pingpong(n);
+}
+
 static void bench_call(uint64_t n) {
   pthread_t owner;
   weft_worker_t* w;
@@ -274,7 +294,7 @@ static void bench_call(uint64_t n) {
   for (uint64_t i = 0; i < warm + n; i++) {
     weft_msg_t* reply = NULL;
     if (i == warm) t0 = now_s();
-    CHECK(weft_worker_call(w, PING, sizeof PING, 5000, &reply));
+    CHECK(weft_worker_call(w, PING, PING_LEN, 5000, &reply));
     const msgpack_object* o = weft_msg_object(reply);
     if (o == NULL || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
       DIE("call: bad reply");
@@ -397,7 +417,7 @@ static void fanin_on_online(weft_worker_t* w) {
   (void)w;
   if (++fan.online < FAN) return;
   fan.t0 = now_s();
-  for (int k = 0; k < FAN; k++) CHECK(weft_worker_post(fan.w[k], PING, sizeof PING));
+  for (int k = 0; k < FAN; k++) CHECK(weft_worker_post(fan.w[k], PING, PING_LEN));
 }
 
 static void fanin_on_message(weft_worker_t* w, weft_msg_t* msg) {
@@ -828,7 +848,7 @@ static void cr_tick(weft_loop_t* loop, void* arg) {
   (void)arg;
   for (int k = 0; k < cr.nw; k++)
     for (unsigned i = 0; i < cr.per_tick; i++)
-      CHECK(weft_worker_post(cr.ws[k], PING, sizeof PING));
+      CHECK(weft_worker_post(cr.ws[k], PING, PING_LEN));
 }
 
 static void cr_on_message(weft_worker_t* w, weft_msg_t* msg) {
@@ -1235,6 +1255,7 @@ static const struct {
   uint64_t n;
 } WORKLOADS[] = {
     {"pingpong", bench_pingpong, 500000},
+    {"pingpong-int", bench_pingpong_int, 500000},
     {"call", bench_call, 200000},
     {"throughput", bench_throughput, 5000000},
     {"fanin", bench_fanin, 4000000},
