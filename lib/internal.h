@@ -400,6 +400,14 @@ int weft__msg_seal(weft_msg_t* msg);
 int weft__msg_seal_bytes(const void* bytes, size_t len, size_t* need);
 /* Whether a msgpack value starting with byte `b` is an array or a map. */
 bool weft__msgpack_container_head(unsigned char b);
+/* Decode `bytes` into `*out` when they are a fixarray or fixmap (1 to 15
+ * entries) of scalars, strings and bins only, into `zone` (str and bin
+ * point into `bytes`), as msgpack_unpack() would: 0. 1 for any other
+ * value (the zone is untouched: decode it with msgpack_unpack()),
+ * WEFT_ENOMEM. Thread: any. Hand-written: msgpack_unpack()'s set-up is
+ * most of such a small value's decode (bench/README.md). */
+int weft__msgpack_decode_flat(const void* bytes, size_t len,
+                              msgpack_zone* zone, msgpack_object* out);
 /* The whole length of a msgpack value of fixed size starting with byte `b`
  * (integers, floats, nil, bools), or 0 for any other. */
 size_t weft__msgpack_scalar_len(unsigned char b);

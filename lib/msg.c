@@ -383,6 +383,162 @@ static size_t msg_charge(const weft_msg_t* msg) {
 
 static void msg_release_owned(weft__owned_t* o);
 
+/* One element of a flat container at b[*at] (before `end`), as
+ * msgpack_unpack() makes it: an integer below 0 NEGATIVE_INTEGER, any other
+ * POSITIVE_INTEGER; floats FLOAT32 or FLOAT64 by their width; str and bin
+ * pointing into the bytes. False for a container, an ext, 0xc1 or a value
+ * that runs past `end`. */
+static bool flat_item(const unsigned char* end, const unsigned char** at,
+                      msgpack_object* o) {
+  const unsigned char* p = *at;
+  unsigned h = *p;
+  size_t n, w;
+  int64_t v;
+  if (h <= 0x7f || h >= 0xe0) {
+    v = h <= 0x7f ? (int64_t)h : (int64_t)h - 256;
+    p++;
+    goto integer;
+  }
+  if (h >= 0xa0 && h <= 0xbf) { /* fixstr */
+    n = h & 0x1f;
+    w = 0;
+    o->type = MSGPACK_OBJECT_STR;
+    goto body;
+  }
+  switch (h) {
+    case 0xc0: case 0xc2: case 0xc3:
+      o->type = h == 0xc0 ? MSGPACK_OBJECT_NIL : MSGPACK_OBJECT_BOOLEAN;
+      if (h != 0xc0)
+        o->via.boolean = h == 0xc3;
+      *at = p + 1;
+      return true;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+      w = (size_t)1 << (h - 0xcc);
+      if ((size_t)(end - p) < 1 + w)
+        return false;
+      o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+      o->via.u64 = be(p + 1, (int)w);
+      *at = p + 1 + w;
+      return true;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+      w = (size_t)1 << (h - 0xd0);
+      if ((size_t)(end - p) < 1 + w)
+        return false;
+      v = w == 1   ? (p[1] <= 0x7f ? (int64_t)p[1] : (int64_t)p[1] - 256)
+          : w == 2 ? (int16_t)be(p + 1, 2)
+          : w == 4 ? (int32_t)be(p + 1, 4)
+                   : (int64_t)be(p + 1, 8);
+      p += 1 + w;
+      goto integer;
+    case 0xca: case 0xcb: {
+      w = h == 0xca ? 4 : 8;
+      if ((size_t)(end - p) < 1 + w)
+        return false;
+      if (w == 4) {
+        uint32_t u = (uint32_t)be(p + 1, 4);
+        float f;
+        memcpy(&f, &u, sizeof(f));
+        o->type = MSGPACK_OBJECT_FLOAT32;
+        o->via.f64 = (double)f;
+      } else {
+        uint64_t u = be(p + 1, 8);
+        double d;
+        memcpy(&d, &u, sizeof(d));
+        o->type = MSGPACK_OBJECT_FLOAT64;
+        o->via.f64 = d;
+      }
+      *at = p + 1 + w;
+      return true;
+    }
+    case 0xd9: case 0xda: case 0xdb:
+      w = (size_t)1 << (h - 0xd9);
+      o->type = MSGPACK_OBJECT_STR;
+      goto sized;
+    case 0xc4: case 0xc5: case 0xc6:
+      w = (size_t)1 << (h - 0xc4);
+      o->type = MSGPACK_OBJECT_BIN;
+      goto sized;
+    default:
+      return false;
+  }
+sized:
+  if ((size_t)(end - p) < 1 + w)
+    return false;
+  n = (size_t)be(p + 1, (int)w);
+body:
+  p += 1 + w;
+  if ((size_t)(end - p) < n)
+    return false;
+  /* str and bin share their layout: a size and a pointer. */
+  if (o->type == MSGPACK_OBJECT_STR) {
+    o->via.str.size = (uint32_t)n;
+    o->via.str.ptr = (const char*)p;
+  } else {
+    o->via.bin.size = (uint32_t)n;
+    o->via.bin.ptr = (const char*)p;
+  }
+  *at = p + n;
+  return true;
+integer:
+  if (v < 0) {
+    o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    o->via.i64 = v;
+  } else {
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = (uint64_t)v;
+  }
+  *at = p;
+  return true;
+}
+
+int weft__msgpack_decode_flat(const void* bytes, size_t len,
+                              msgpack_zone* zone, msgpack_object* out) {
+  /* Read onto the stack first, so that the zone gives nothing to a value
+   * that is not flat after all (the receiver was charged for what
+   * msgpack_unpack() takes, no more). */
+  msgpack_object items[2 * 15];
+  const unsigned char* b = bytes;
+  const unsigned char* end = b + len;
+  const unsigned char* p = b + 1;
+  size_t n, i;
+  void* to;
+  bool map;
+  if (len == 0 || !((b[0] >= 0x80 && b[0] <= 0x8f) ||
+                    (b[0] >= 0x90 && b[0] <= 0x9f)))
+    return 1; /* Not a fixmap or a fixarray. */
+  map = b[0] <= 0x8f;
+  n = b[0] & 0x0f;
+  if (n == 0)
+    return 1;
+  for (i = 0; i < (map ? 2 * n : n); i++)
+    if (p == end || !flat_item(end, &p, &items[i]))
+      return 1;
+  if (p != end)
+    return 1;
+  if (map) {
+    msgpack_object_kv* kv =
+        msgpack_zone_malloc(zone, n * sizeof(msgpack_object_kv));
+    if (kv == NULL)
+      return WEFT_ENOMEM;
+    for (i = 0; i < n; i++) {
+      kv[i].key = items[2 * i];
+      kv[i].val = items[2 * i + 1];
+    }
+    out->type = MSGPACK_OBJECT_MAP;
+    out->via.map.size = (uint32_t)n;
+    out->via.map.ptr = kv;
+    return 0;
+  }
+  to = msgpack_zone_malloc(zone, n * sizeof(msgpack_object));
+  if (to == NULL)
+    return WEFT_ENOMEM;
+  memcpy(to, items, n * sizeof(msgpack_object));
+  out->type = MSGPACK_OBJECT_ARRAY;
+  out->via.array.size = (uint32_t)n;
+  out->via.array.ptr = to;
+  return 0;
+}
+
 /* An integer, nil or a bool decoded without msgpack_unpack(), which costs
  * more than the rest of a small message's delivery (its parser's set-up);
  * the same object it makes: an integer below 0 NEGATIVE_INTEGER, any other
@@ -470,6 +626,16 @@ int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
     if (msg->zone == NULL)
       return WEFT_ENOMEM;
     zone = msg->zone;
+  }
+  /* An array or map of up to 15 scalars, strings or bins: without
+   * msgpack_unpack(), whose set-up costs more than such a value's walk
+   * (bench/README.md, 2026-12-02 14:xx: ping-pong of [1, "ping"]). */
+  r = weft__msgpack_decode_flat(msg->data, msg->len, zone, &msg->obj);
+  if (r <= 0) {
+    if (r != 0)
+      return r;
+    msg->decoded = true;
+    return 0;
   }
   r = msgpack_unpack(msg->data, msg->len, &off, zone, &msg->obj);
   /* msgpack's unpack answers with positive success codes; weft turns
