@@ -383,7 +383,7 @@ static size_t msg_charge(const weft_msg_t* msg) {
 
 static void msg_release_owned(weft__owned_t* o);
 
-/* One element of a flat container at b[*at] (before `end`), as
+/* One element of a flat container at *at (before `end`), as
  * msgpack_unpack() makes it: an integer below 0 NEGATIVE_INTEGER, any other
  * POSITIVE_INTEGER; floats FLOAT32 or FLOAT64 by their width; str and bin
  * pointing into the bytes. False for a container, an ext, 0xc1 or a value
@@ -498,14 +498,15 @@ int weft__msgpack_decode_flat(const void* bytes, size_t len,
    * msgpack_unpack() takes, no more). */
   msgpack_object items[2 * 15];
   const unsigned char* b = bytes;
-  const unsigned char* end = b + len;
-  const unsigned char* p = b + 1;
+  const unsigned char *end, *p;
   size_t n, i;
   void* to;
   bool map;
-  if (len == 0 || !((b[0] >= 0x80 && b[0] <= 0x8f) ||
-                    (b[0] >= 0x90 && b[0] <= 0x9f)))
+  if (b == NULL || len == 0 || !((b[0] >= 0x80 && b[0] <= 0x8f) ||
+                                 (b[0] >= 0x90 && b[0] <= 0x9f)))
     return 1; /* Not a fixmap or a fixarray. */
+  end = b + len; /* Not before: NULL + 0 is undefined behaviour. */
+  p = b + 1;
   map = b[0] <= 0x8f;
   n = b[0] & 0x0f;
   if (n == 0)

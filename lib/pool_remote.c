@@ -63,7 +63,7 @@ enum { RT_WAIT, RT_SENT, RT_HELD, RT_STORED, RT_LIMBO };
 
 typedef struct rtask_s rtask_t;
 struct rtask_s {
-  rtask_t *prev, *next; /* The wait or the flight list. */
+  rtask_t *prev, *next; /* The wait, flight or limbo list. */
   rtask_t* hnext;
   weft_task_t* t; /* NULL in limbo. */
   uint64_t id;
