@@ -303,45 +303,60 @@ Test(pool_node, cancel_reaches_the_serving_node) {
   pair_end(&p);
 }
 
-/* Until the serving node has taken `n` tasks and none runs; its stats. */
-static weft_pool_server_stats_t server_idle_after(pair_t* p, uint64_t n) {
+/* Until the serving node runs nothing, at most `ms` (a sleepy task that
+ * was never told to stop runs 10 s): its stats. */
+static weft_pool_server_stats_t server_quiet(pair_t* p, uint64_t ms) {
   weft_pool_server_stats_t st;
+  uint64_t until = uv_hrtime() / 1000000u + ms;
   for (;;) {
     cr_assert_eq(weft_pool_server_stats(p->b.server, &st), 0);
-    if (st.taken >= n && st.in_flight == 0)
+    if (st.in_flight == 0)
       return st;
+    cr_assert(uv_hrtime() / 1000000u < until,
+              "a task still runs: its cancel never came");
     run_for(p->loop, 5);
   }
 }
 
-/* Cancelled, or destroyed, before the offer is answered: the node that
- * takes the task (its ack comes after) is still told to stop it, before
- * it starts or while it runs. The offer goes out before the cancel, so it
- * is taken either way. Without the cancel, sleepy runs 10 s. */
+/* Cancelled, or destroyed, right after the submit, before the offer is
+ * answered: a node that takes the task (its ack comes after) is still
+ * told to stop it, before it starts or while it runs. A node may also
+ * refuse such an offer (its one slot not free again yet): then nothing
+ * runs. The close and the destroy return once the answer came (the ack
+ * timeout is long here, so that they do not give up first). */
 Test(pool_node, cancel_before_the_ack_still_reaches_the_taker) {
   pair_t p;
   weft_task_t* t = NULL;
   weft_pool_server_stats_t st;
+  weft_pool_remote_opts_t ro = {0};
   pair_start(&p, 1);
-  cr_assert_eq(weft_pool_submit(p.rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
-  cr_assert_eq(weft_task_cancel(t), 0);
-  cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
-  weft_task_free(t);
-  st = server_idle_after(&p, 1);
-  cr_assert_eq(st.canceled, 1, "the cancel got there");
-  cr_assert_eq(atomic_load(&p.b.where.saw_cancel),
-               atomic_load(&p.b.where.ran), "if it ran, it saw the cancel");
-  /* The same with a destroy right after the submit. */
-  cr_assert_eq(weft_pool_submit(p.rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
-  cr_assert_eq(weft_pool_destroy(p.rp), 0);
+  cr_assert_eq(weft_pool_close(p.rp), 0);
   p.rp = NULL;
-  cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
-  weft_task_free(t);
-  st = server_idle_after(&p, 2);
-  cr_assert_eq(st.taken, 2);
-  cr_assert_eq(st.canceled, 2, "the destroy's cancel got there");
-  cr_assert_eq(atomic_load(&p.b.where.saw_cancel),
-               atomic_load(&p.b.where.ran), "if it ran, it saw the cancel");
+  ro.on_down = WEFT_POOL_RETRY;
+  ro.ack_timeout_ms = 15000;
+  for (int round = 0; round < 2; round++) {
+    weft_pool_t* rp = NULL;
+    cr_assert_eq(weft_pool_new_remote(&rp, p.a, "g", &ro), 0);
+    cr_assert_eq(weft_node_flush(p.a, 5000), 0);
+    cr_assert_eq(weft_pool_submit(rp, "sleepy", NULL, 0, NULL, NULL, &t), 0);
+    if (round == 0) { /* A cancel, then a close. */
+      cr_assert_eq(weft_task_cancel(t), 0);
+      cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
+      cr_assert_eq(weft_pool_close(rp), 0);
+    } else { /* A destroy. */
+      cr_assert_eq(weft_pool_destroy(rp), 0);
+      cr_assert_eq(weft_task_status(t), WEFT_ECANCELED);
+    }
+    weft_task_free(t);
+    st = server_quiet(&p, 8000);
+    cr_assert_eq(st.canceled, st.taken, "round %d: each task taken was told"
+                 " to stop (taken %llu)", round,
+                 (unsigned long long)st.taken);
+    cr_assert_eq(atomic_load(&p.b.where.saw_cancel),
+                 atomic_load(&p.b.where.ran), "if it ran, it saw the cancel");
+    run_for(p.loop, 100); /* The slot opens again. */
+  }
+  cr_assert(st.taken >= 1, "an offer was taken at all");
   pair_end(&p);
 }
 
