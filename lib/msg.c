@@ -540,54 +540,15 @@ int weft__msgpack_decode_flat(const void* bytes, size_t len,
   return 0;
 }
 
-/* An integer, nil or a bool decoded without msgpack_unpack(), which costs
- * more than the rest of a small message's delivery (its parser's set-up);
- * the same object it makes: an integer below 0 NEGATIVE_INTEGER, any other
- * POSITIVE_INTEGER, whatever the width it was packed in. False for any
- * other value (floats included) and for bytes of the wrong length. */
-static bool decode_int(weft_msg_t* msg) {
+/* A scalar of fixed size (an integer, a float, nil or a bool) decoded by
+ * flat_item() instead of msgpack_unpack(), which costs more than the rest
+ * of a small message's delivery (its parser's set-up): the same object it
+ * makes. False for any other value and for bytes of the wrong length. */
+static bool decode_scalar(weft_msg_t* msg) {
   const unsigned char* b = (const unsigned char*)msg->data;
-  msgpack_object* o = &msg->obj;
-  int64_t v;
-  int n;
-  if (weft__msgpack_scalar_len(b[0]) != msg->len)
-    return false;
-  if (b[0] <= 0x7f || b[0] >= 0xe0) {
-    v = b[0] <= 0x7f ? (int64_t)b[0] : (int64_t)b[0] - 256;
-    goto integer;
-  }
-  switch (b[0]) {
-    case 0xc0:
-    case 0xc2:
-    case 0xc3:
-      o->type = b[0] == 0xc0 ? MSGPACK_OBJECT_NIL : MSGPACK_OBJECT_BOOLEAN;
-      if (b[0] != 0xc0)
-        o->via.boolean = b[0] == 0xc3;
-      return true;
-    case 0xcc: case 0xcd: case 0xce: case 0xcf:
-      n = 1 << (b[0] - 0xcc);
-      o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-      o->via.u64 = be(b + 1, n);
-      return true;
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3:
-      n = 1 << (b[0] - 0xd0);
-      v = n == 1   ? (b[1] <= 0x7f ? (int64_t)b[1] : (int64_t)b[1] - 256)
-          : n == 2 ? (int16_t)be(b + 1, 2)
-          : n == 4 ? (int32_t)be(b + 1, 4)
-                   : (int64_t)be(b + 1, 8);
-      goto integer;
-    default:
-      return false; /* A float: msgpack_unpack makes those. */
-  }
-integer:
-  if (v < 0) {
-    o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
-    o->via.i64 = v;
-  } else {
-    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
-    o->via.u64 = (uint64_t)v;
-  }
-  return true;
+  const unsigned char* p = b;
+  return weft__msgpack_scalar_len(b[0]) == msg->len &&
+         flat_item(b + msg->len, &p, &msg->obj);
 }
 
 int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
@@ -618,7 +579,7 @@ int weft__msg_decode(weft_msg_t* msg, msgpack_zone* zone) {
     msg->owned.release = msg_release_owned;
     msg->has_owned = msg->owned.heap != NULL;
   }
-  if (decode_int(msg)) { /* Allocates nothing: no zone of its own. */
+  if (decode_scalar(msg)) { /* Allocates nothing: no zone of its own. */
     msg->decoded = true;
     return 0;
   }
