@@ -39,7 +39,7 @@ n_of() {
     pingpong) echo "${BENCH_N_pingpong:-200000}" ;;
     throughput) echo "${BENCH_N_throughput:-2000000}" ;;
     spawn) echo "${BENCH_N_spawn:-1000}" ;;
-    *) eval "echo \${BENCH_N_$1:-}" ;;
+    *) eval "echo \${BENCH_N_${1//-/_}:-}" ;; # pingpong-int: BENCH_N_pingpong_int
   esac
 }
 
