@@ -301,7 +301,7 @@ static void transit_leave(weft_msg_t* m) {
 /* A trace's stamp (the start of the post's arrow: lib/trace.c) rides in
  * the slot's last 8 bytes, after a payload of at most INLINE_STAMP_AT. */
 #define INLINE_STAMPED 0x20000000u
-#define INLINE_STAMP_AT (WEFT__MBOX_INLINE - 8)
+#define INLINE_STAMP_AT WEFT__MBOX_TAIL_AT
 #define INLINE_LEN(w) ((w)&0xffu)
 #define INLINE_NEED(w) (((w) >> 8) & 0xffffu)
 _Static_assert(WEFT__MBOX_INLINE <= 0xff && 24 * WEFT__MBOX_INLINE <= 0xffff,
@@ -329,8 +329,11 @@ static int peek_kind(pcore_t* p) {
 /* Pop the oldest message of `p`'s mailbox (consumer only). An inline one
  * becomes a message of this thread's (freed here too: no cross-thread
  * free); out of memory for it, NULL with `pop_nomem` set, and it stays
- * first in line. */
-static weft_msg_t* pop_msg(pcore_t* p) {
+ * first in line. `stamp`: NULL, or where an inline message's trace stamp
+ * goes (0: none) rather than into the message, for the delivery's record
+ * (weft__trace_deliver()); left as it is for a message that carries its
+ * own. */
+static weft_msg_t* pop_msg(pcore_t* p, uint64_t* stamp) {
   weft__mbox_item_t it;
   weft_msg_t* m;
   p->pop_nomem = false;
@@ -350,10 +353,14 @@ static weft_msg_t* pop_msg(pcore_t* p) {
       m->scanned = true;
       m->need = INLINE_NEED(it.len);
     }
-    if (it.len & INLINE_STAMPED) {
-      uint64_t stamp;
-      memcpy(&stamp, it.data + INLINE_STAMP_AT, sizeof(stamp));
-      weft__trace_restamp(m, stamp);
+    if (stamp != NULL) {
+      *stamp = 0;
+      if (it.len & INLINE_STAMPED)
+        memcpy(stamp, it.data + INLINE_STAMP_AT, sizeof(*stamp));
+    } else if (it.len & INLINE_STAMPED) {
+      uint64_t st;
+      memcpy(&st, it.data + INLINE_STAMP_AT, sizeof(st));
+      weft__trace_restamp(m, st);
     }
     inline_release(p, it.len);
     weft__mbox_next(&p->mb, &it);
@@ -375,7 +382,7 @@ static void drop_mailbox(pcore_t* p) {
       weft__mbox_next(&p->mb, &it);
       continue;
     }
-    weft_msg_free(pop_msg(p));
+    weft_msg_free(pop_msg(p, NULL));
   }
 }
 
@@ -1069,7 +1076,8 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
   while (n < PORT_BATCH && core_loop(p) == loop && deliverable(p) &&
          (!p->close_emitted || p->hooks != NULL) && !weft__loop_closing(loop) &&
          !weft__loop_stopping(loop)) {
-    weft_msg_t* m = pop_msg(p);
+    uint64_t stamp = WEFT__TRACE_STAMP_IN_MSG;
+    weft_msg_t* m = pop_msg(p, &stamp);
     if (m == NULL) {
       WEFT__TRACE_SETTLE(); /* The last delivery's end, before a wait. */
       if (!p->pop_nomem && wait_for_more(loop, p))
@@ -1077,7 +1085,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
       break; /* Out of memory: the next run tries again. */
     }
     n++;
-    WEFT__TRACE_DELIVER(m);
+    WEFT__TRACE_DELIVER(m, stamp);
     dispatch(loop, p, m);
     WEFT__TRACE_END_DELIVERY();
   }
@@ -1106,7 +1114,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     /* Not started: data waits for a handler, but a close at the head of
      * the queue is handled now, as Node does, so both ends see 'close'. */
     if (peek_kind(p) == WEFT__MSG_CLOSE) {
-      weft_msg_t* m = pop_msg(p);
+      weft_msg_t* m = pop_msg(p, NULL);
       if (m != NULL)
         dispatch(loop, p, m);
     }
@@ -1147,17 +1155,11 @@ static int post_inline(pcore_t* p, const void* bytes, size_t len,
   pcore_t* y = p->peer;
   size_t limit = atomic_load_explicit(&y->qlimit, memory_order_relaxed);
   uint32_t flag = meta | (uint32_t)len;
-  unsigned char stamped[WEFT__MBOX_INLINE];
-  size_t copy = len;
+  uint64_t stamp = 0;
   if (WEFT__TRACING()) {
-    uint64_t stamp;
     if (len > INLINE_STAMP_AT)
       return -1; /* No room for the stamp: the message path has one. */
     stamp = weft__trace_stamp();
-    memcpy(stamped, bytes, len);
-    memcpy(stamped + INLINE_STAMP_AT, &stamp, sizeof(stamp));
-    bytes = stamped;
-    copy = WEFT__MBOX_INLINE;
     flag |= INLINE_STAMPED;
   }
   if (limit != 0) {
@@ -1167,7 +1169,10 @@ static int post_inline(pcore_t* p, const void* bytes, size_t len,
     }
     flag |= INLINE_COUNTED;
   }
-  if (weft__mbox_push_inline(&y->mb, bytes, (uint32_t)copy, flag) != 0) {
+  if ((flag & INLINE_STAMPED
+           ? weft__mbox_push_inline_tail(&y->mb, bytes, (uint32_t)len, flag,
+                                         stamp)
+           : weft__mbox_push_inline(&y->mb, bytes, (uint32_t)len, flag)) != 0) {
     if (flag & INLINE_COUNTED)
       atomic_fetch_sub_explicit(&y->queued, INLINE_BYTES,
                                 memory_order_relaxed);
@@ -1403,7 +1408,7 @@ static int take(pcore_t* p, weft_msg_t** out, bool foreign) {
       if (zone == NULL)
         return WEFT_ENOMEM;
     }
-    m = pop_msg(p);
+    m = pop_msg(p, NULL);
     if (m == NULL) {
       err = p->pop_nomem ? WEFT_ENOMEM : WEFT_EAGAIN;
       break;
@@ -1457,7 +1462,7 @@ static int take_raw(pcore_t* p, weft_msg_t** out) {
     return WEFT_EAGAIN;
   if (kind == WEFT__MSG_CLOSE)
     return WEFT_ECLOSED;
-  *out = pop_msg(p);
+  *out = pop_msg(p, NULL);
   if (*out == NULL)
     return p->pop_nomem ? WEFT_ENOMEM : WEFT_EAGAIN;
   return 0;

@@ -21,8 +21,11 @@
  * message costs, so a message's trip reads the clock once, on the
  * receiver: the sender's stamp takes the time of its thread's last record
  * (weft__trace_stamp()), a delivery's end is the thread's next read
- * (end_delivery()), and a delivery after a port's wait begins at the
- * wait's last clock read (WEFT__TRACE_SPIN). They become nanoseconds when
+ * (end_delivery()), a delivery after a port's wait begins at the
+ * wait's last clock read (WEFT__TRACE_SPIN), and in a stream of short
+ * deliveries only every WEFT__TRACE_STREAM_EVERY-th reads it, the others
+ * sharing the time between two reads evenly (flush_window(); written as
+ * one R_WINDOW record and their stamps). They become nanoseconds when
  * written out, at the ratio of ticks to CLOCK_MONOTONIC_RAW nanoseconds
  * measured over CALIBRATE_NS at the start (a few parts in 100,000) and
  * kept for the whole trace, so that every event of it is converted alike:
@@ -66,13 +69,28 @@ atomic_int weft__trace_on;
  * thread (a counter at each batch of a port's would fill the trace). */
 #define QUEUE_EVERY_NS 1000000u
 /* Stamp: 44 bits of time (4.8 hours), 14 of track, 6 of epoch. */
-#define STAMP_TS_BITS 44
+#define STAMP_TS_BITS (64 - WEFT__TRACE_STAMP_TS_SHIFT)
+/* In a stream of deliveries (each right after the one before, no wait
+ * between), the clock is read at every WEFT__TRACE_STREAM_EVERY-th
+ * delivery; the ones between get their times spread evenly between two
+ * reads (flush_window()). Not when one of them records anything (a post,
+ * a span: the clock is read then), nor for the CLOCKED_AFTER_SLOW
+ * deliveries after a read found a delivery (or a window's on average)
+ * longer than SPREAD_MAX_NS: a stream shares reads only while its
+ * deliveries are all short, so a slow one among them is spread over its
+ * window at most, and then shows its own length. */
+#define SPREAD_MAX_NS 1000u
+#define CLOCKED_AFTER_SLOW 64u
 /* How long weft_trace_start() measures the tick rate. */
 #define CALIBRATE_NS 200000u
 #define STAMP_TRACK_MAX 0x3fffu
 #define STAMP_EPOCH_MASK 0x3fu
 
-enum { R_BEGIN, R_END, R_DELIVER, R_INSTANT, R_COUNTER };
+/* R_WINDOW: deliveries of a stream that read no clock (flush_window()),
+ * all named "message": the first begins at `ts`, each lasts `a.u` ticks
+ * and the next begins at its end; `b.code` of them, whose stamps fill the
+ * R_STAMPS records after it (STAMPS_PER_REC each, in the same chunk). */
+enum { R_BEGIN, R_END, R_DELIVER, R_INSTANT, R_COUNTER, R_WINDOW, R_STAMPS };
 
 typedef struct {
   uint64_t ts;
@@ -95,6 +113,8 @@ typedef struct {
     _Atomic uint64_t end;
   } b;
 } rec_t;
+
+#define STAMPS_PER_REC (sizeof(rec_t) / sizeof(uint64_t))
 
 /* Copies of detail strings, in blocks freed with the buffer. */
 typedef struct strblock_s {
@@ -131,6 +151,10 @@ struct tbuf_s {
   /* A delivery that ended, in place, and waits for its time: the thread's
    * next clock read (settle()). */
   rec_t* pend;
+  /* Deliveries that must read the clock (no window) before a window may
+   * open: CLOCKED_AFTER_SLOW after a slow one. (The window itself is the
+   * thread's weft__trace_tl.) */
+  unsigned clocked_left;
   uint64_t queue_ts;  /* When a mailbox was last counted (+1). */
   uint64_t last_ts;   /* The time of the last record. */
   const char* cache_src[8]; /* Recent detail strings and their copies. */
@@ -180,8 +204,9 @@ static _Atomic uint64_t t0; /* Ticks. */
  * tick. */
 static uint64_t raw0;
 static double tick_ns = 1.0;
-/* QUEUE_EVERY_NS in ticks; as `t0`. */
+/* QUEUE_EVERY_NS and SPREAD_MAX_NS in ticks; as `t0`. */
 static _Atomic uint64_t queue_every;
+static _Atomic uint64_t spread_max;
 atomic_uint weft__trace_epoch = 1;
 /* The running trace's number. relaxed: writers compare it with their
  * buffer's (set under `lock`) and stamps carry it; the writer-out reads it
@@ -418,8 +443,11 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
   }
   for (; i < upto; i++) {
     const rec_t* r = &c->recs[i];
-    uint64_t ns = to_ns(r->ts);
+    uint64_t ns;
     line_t l;
+    if (c->types[i] == R_STAMPS)
+      continue; /* Read with its R_WINDOW (which skips them). */
+    ns = to_ns(r->ts);
     if (ns > tb->fmax)
       tb->fmax = ns;
     switch (c->types[i]) {
@@ -444,6 +472,21 @@ static void emit_chunk(tbuf_t* tb, const chunk_t* c, uint32_t i,
         if (tb->fdepth > 0) /* Else its begin came before the trace. */
           put_end(tb, ns);
         break;
+      case R_WINDOW: {
+        uint32_t j, k = (uint32_t)r->b.code;
+        for (j = 0; j < k; j++) {
+          uint64_t b = to_ns(r->ts + j * r->a.u), stamp;
+          memcpy(&stamp, (const char*)(r + 1) + j * sizeof(stamp),
+                 sizeof(stamp));
+          l_head(&l, 'B', tb->track, b, "message");
+          l_put(&l);
+          push_begin(tb, b);
+          put_flow(tb, stamp, b);
+          put_end(tb, to_ns(r->ts + (j + 1) * r->a.u));
+        }
+        i += (k + STAMPS_PER_REC - 1) / STAMPS_PER_REC; /* Its stamps. */
+        break;
+      }
       case R_INSTANT:
         l_head(&l, 'i', tb->track, ns, r->name);
         l_raw(&l, ",\"s\":\"t\",\"args\":{\"code\":");
@@ -502,7 +545,13 @@ static void retire(tbuf_t* tb) {
   tbuf_t** pp;
   if (tb == NULL)
     return;
-  if (tb->pend != NULL) /* Its thread's: see the callers. */
+  /* Its thread's: see the callers. A window of deliveries is dropped (its
+   * records would need room, which takes `lock`); a thread that ends its
+   * worker records its exit first (weft__trace_thread_exit()), which
+   * writes them. */
+  weft__trace_tl.win_room = weft__trace_tl.nwin = 0;
+  weft__trace_tl.win_open = false;
+  if (tb->pend != NULL)
     settle(tb, now());
   emit_all(tb, to_ns(now()));
   for (pp = &bufs; *pp != NULL; pp = &(*pp)->next) {
@@ -591,6 +640,7 @@ static tbuf_t* attach(const char* name) {
     empty(tb);
     tb->depth = 0;
     tb->open_del = tb->pend = NULL;
+    tb->clocked_left = 0;
     tb->last_ts = 0;
     tb->queue_ts = 0;
     tb->named = false;
@@ -604,6 +654,8 @@ static tbuf_t* attach(const char* name) {
   weft__trace_tl.stamp = 0;
   weft__trace_tl.epoch = e;
   weft__trace_tl.post_open = false;
+  weft__trace_tl.win_room = weft__trace_tl.nwin = 0;
+  weft__trace_tl.win_open = false;
   uv_mutex_unlock(&lock);
   return tb;
 }
@@ -745,16 +797,97 @@ static void settle(tbuf_t* tb, uint64_t t) {
   tb->pend = NULL;
 }
 
+static rec_t* put(tbuf_t* tb, int type, uint64_t ts, const char* name);
+static void commit(tbuf_t* tb);
+
+/* A clock read `t` (after the window's last delivery began): the window's
+ * deliveries become records. They and `pend` (the last delivery that read
+ * the clock, at its begin) ran from `pend`'s begin to `t`; each gets an
+ * equal share, in order. The last one, when still running, stays open, as
+ * a delivery that read the clock does (`open_del`). */
+static void flush_window(tbuf_t* tb, uint64_t t) {
+  weft__trace_tl_t* w = &weft__trace_tl;
+  rec_t* p = tb->pend;
+  unsigned i, m = w->nwin;
+  /* `pend` is set whenever the window holds any (weft__trace_window()
+   * needs win_room, which only end_delivery() gives, with `pend`). */
+  uint64_t t1 = p != NULL ? p->ts : t;
+  uint64_t step = t > t1 ? (t - t1) / (m + 1) : 0;
+  bool open = w->win_open;
+  /* The ones that ended, in one R_WINDOW record and their stamps' (a
+   * third of the bytes of one R_DELIVER each, written at once). */
+  unsigned done = open ? m - 1 : m;
+  uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
+  uint32_t need = 1 + (uint32_t)((done + STAMPS_PER_REC - 1) / STAMPS_PER_REC);
+  w->nwin = w->win_room = 0;
+  w->win_open = false;
+  if (step > atomic_load_explicit(&spread_max, memory_order_relaxed))
+    tb->clocked_left = CLOCKED_AFTER_SLOW;
+  if (p != NULL)
+    settle(tb, t1 + step);
+  i = 0;
+  if (done != 0 && n + need <= tb->cap) {
+    rec_t* r = &tb->last->recs[n];
+    r->ts = t1 + step;
+    r->name = NULL;
+    r->a.u = step;
+    r->b.code = (int32_t)done;
+    tb->last->types[n] = R_WINDOW;
+    memcpy(r + 1, w->win_stamp, done * sizeof(uint64_t));
+    memset(tb->last->types + n + 1, R_STAMPS, need - 1);
+    tb->last_ts = t1 + done * step;
+    /* release: the group is complete before the writer-out reads it. */
+    atomic_store_explicit(&tb->len, n + need, memory_order_release);
+    i = done;
+  }
+  /* The rest one by one: at a chunk's end, and the one still running. */
+  for (; i < m; i++) {
+    uint64_t begin = t1 + (uint64_t)(i + 1) * step;
+    rec_t* r = put(tb, R_DELIVER, begin, "message");
+    if (r == NULL)
+      break; /* No room: the rest are dropped, as any record would be. */
+    r->a.u = w->win_stamp[i];
+    atomic_store_explicit(&r->b.end,
+                          i + 1 < m ? begin + step : open ? 0 : t,
+                          memory_order_relaxed);
+    commit(tb);
+    if (i + 1 == m && open)
+      tb->open_del = r;
+  }
+  if (open)
+    tb->depth++; /* In its span now, as after weft__trace_deliver(). */
+}
+
+/* The thread's clock read `t`, before a record made at `t`, or to end a
+ * delivery that waits for its end (weft__trace_settle()). */
+static void boundary(tbuf_t* tb, uint64_t t) {
+  if (weft__trace_tl.nwin != 0) {
+    flush_window(tb, t);
+  } else if (tb->pend != NULL) {
+    weft__trace_tl.win_room = 0;
+    if (t - tb->pend->ts >
+        atomic_load_explicit(&spread_max, memory_order_relaxed))
+      tb->clocked_left = CLOCKED_AFTER_SLOW;
+    else if (tb->clocked_left > 0)
+      tb->clocked_left--;
+    settle(tb, t);
+  }
+}
+
 /* The next record of `tb`, to fill and then commit(); NULL when there is
  * no room. */
 static rec_t* slot(tbuf_t* tb, int type, uint64_t ts, const char* name) {
-  uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
-  rec_t* r;
   /* `ts` is a clock read: a delivery waiting for its end gets it, and one
    * still open now has a record after it (its end needs a record too). */
-  if (tb->pend != NULL)
-    settle(tb, ts);
+  boundary(tb, ts);
   tb->open_del = NULL;
+  return put(tb, type, ts, name);
+}
+
+/* slot() without its boundary: for records whose times are known. */
+static rec_t* put(tbuf_t* tb, int type, uint64_t ts, const char* name) {
+  uint32_t n = atomic_load_explicit(&tb->len, memory_order_relaxed);
+  rec_t* r;
   if (n == tb->cap) {
     if (!make_room(tb))
       return NULL;
@@ -886,8 +1019,9 @@ void weft__trace_queue(int64_t count) {
   uint64_t t;
   if (tb == NULL)
     return;
-  /* The time of the thread's last event, not a clock read. */
-  t = tb->last_ts + 1;
+  /* The time of the thread's last event, not a clock read (a window of
+   * deliveries waiting for their times needs one). */
+  t = weft__trace_tl.nwin != 0 ? now() : tb->last_ts + 1;
   if (tb->queue_ts != 0 &&
       t - tb->queue_ts <
           atomic_load_explicit(&queue_every, memory_order_relaxed))
@@ -914,6 +1048,14 @@ uint64_t weft__trace_stamp_slow(void) {
   tbuf_t* tb = cur();
   if (tb == NULL)
     return 0;
+  if (weft__trace_tl.win_open) {
+    /* A post inside a delivery that read no clock: its times now, and the
+     * stamp the post's time, inside it. */
+    uint64_t t = now();
+    flush_window(tb, t);
+    tb->last_ts = t;
+    keep_stamp(tb);
+  }
   if (tb->depth == 0 && !weft__trace_tl.post_open) {
     /* No span around the post: the arrow needs one to start from. */
     tb->depth++;
@@ -962,13 +1104,14 @@ static const char* msg_span_name(const weft_msg_t* msg) {
   }
 }
 
-void weft__trace_deliver(weft_msg_t* msg) {
+void weft__trace_deliver(weft_msg_t* msg, uint64_t stamp) {
   tbuf_t* tb = cur();
-  uint64_t stamp, t;
+  uint64_t t;
   rec_t* r;
   if (tb == NULL)
     return;
-  memcpy(&stamp, stamp_at(msg), sizeof(stamp));
+  if (stamp == WEFT__TRACE_STAMP_IN_MSG)
+    memcpy(&stamp, stamp_at(msg), sizeof(stamp));
   tb->depth++;
   t = weft__trace_tl.spin - atomic_load_explicit(&t0, memory_order_relaxed);
   /* No wait just before, or one read before this trace or before the
@@ -995,13 +1138,27 @@ void weft__trace_deliver(weft_msg_t* msg) {
  * the port stops delivering), so that a stream of messages costs one
  * record and one clock read each. */
 void weft__trace_end_delivery(void) {
-  tbuf_t* tb = cur();
+  tbuf_t* tb;
+  if (weft__trace_tl.win_open) {
+    /* In the window (WEFT__TRACE_END_DELIVERY() takes this path itself):
+     * it ends at the next clock read, as the window's others. */
+    weft__trace_tl.win_open = false;
+    return;
+  }
+  tb = cur();
   if (tb == NULL || tb->depth == 0)
     return; /* Its begin came before this trace. */
   tb->depth--;
   if (tb->open_del != NULL) {
     tb->pend = tb->open_del;
     tb->open_del = NULL;
+    /* A delivery right after it in a stream reads no clock: the window
+     * opens (WEFT__TRACE_DELIVER()); the stamp of its message must not be
+     * later than this one's begin. */
+    if (tb->clocked_left == 0) {
+      weft__trace_tl.win_base = tb->pend->ts;
+      weft__trace_tl.win_room = WEFT__TRACE_STREAM_EVERY - 1;
+    }
     if (tb->depth == 0)
       weft__trace_tl.stamp = 0; /* Posts now open a span of their own. */
     return;
@@ -1012,8 +1169,8 @@ void weft__trace_end_delivery(void) {
 void weft__trace_settle(void) {
   tbuf_t* tb = cur();
   weft__trace_tl.spin = 0;
-  if (tb != NULL && tb->pend != NULL)
-    settle(tb, now());
+  if (tb != NULL && (tb->pend != NULL || weft__trace_tl.nwin != 0))
+    boundary(tb, now());
 }
 
 void weft__trace_thread_start(const char* name) {
@@ -1127,6 +1284,8 @@ int weft_trace_start(const char* path) {
   tick_ns = 1.0;
 #endif
   atomic_store_explicit(&queue_every, (uint64_t)(QUEUE_EVERY_NS / tick_ns),
+                        memory_order_relaxed);
+  atomic_store_explicit(&spread_max, (uint64_t)(SPREAD_MAX_NS / tick_ns),
                         memory_order_relaxed);
   atomic_store_explicit(&weft__trace_epoch, epoch_now() + 1,
                         memory_order_relaxed);

@@ -46,12 +46,28 @@ extern atomic_int weft__trace_on;
  * (the thread is in no span); valid while `epoch` is the running trace's.
  * `post_open`: weft__trace_stamp() opened a "post" span, which
  * WEFT__TRACE_POSTED() ends. */
+/* A stamp's time is its top 44 bits (trace.c). */
+#define WEFT__TRACE_STAMP_TS_SHIFT 20
+/* A stream's deliveries read the clock at every WEFT__TRACE_STREAM_EVERY-th
+ * only (trace.c: flush_window()). */
+#define WEFT__TRACE_STREAM_EVERY 16u
 typedef struct {
   uint64_t stamp;
   unsigned epoch;
   bool post_open;
   uint64_t spin; /* See WEFT__TRACE_SPIN(); 0: none. */
   unsigned spin_turn; /* As `spin`: the wait's looks, counted. */
+  /* The window of a stream's deliveries that read no clock (see
+   * WEFT__TRACE_DELIVER): `win_room`, how many more may join it now (0:
+   * the next delivery reads the clock); `win_base`, the begin of the
+   * delivery before them (the last that read it), which a joining
+   * message's stamp may not be later than; `win_open`, the last one that
+   * joined is running; their stamps. */
+  unsigned win_room;
+  unsigned nwin;
+  bool win_open;
+  uint64_t win_base;
+  uint64_t win_stamp[WEFT__TRACE_STREAM_EVERY - 1];
 } weft__trace_tl_t;
 extern WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 /* The running trace's number (trace.c: changed under its lock, at each
@@ -75,7 +91,10 @@ void weft__trace_post(weft_msg_t* msg);
 uint64_t weft__trace_stamp_slow(void);
 void weft__trace_restamp(weft_msg_t* msg, uint64_t stamp);
 void weft__trace_posted(void);
-void weft__trace_deliver(weft_msg_t* msg);
+/* `stamp`: the message's post stamp, or WEFT__TRACE_STAMP_IN_MSG: the
+ * message carries it (see weft__trace_restamp()). */
+#define WEFT__TRACE_STAMP_IN_MSG UINT64_MAX
+void weft__trace_deliver(weft_msg_t* msg, uint64_t stamp);
 void weft__trace_end_delivery(void);
 void weft__trace_settle(void);
 /* The clock where no inline read is known (see weft__trace_ticks()). */
@@ -182,23 +201,48 @@ static inline uint64_t weft__trace_ticks(void) {
       weft__trace_posted();                          \
   } while (0)
 
+/* The delivery of a message that came inline (`stamp` is not
+ * WEFT__TRACE_STAMP_IN_MSG: a plain data message, named "message") right
+ * after one that ended in place, in a stream: joins the window (no clock
+ * read, no record yet) when it may. True when it did. (The message itself
+ * is not read: its fields were just written, byte by byte, and a wider
+ * read of them waited for those stores.) */
+static inline bool weft__trace_window(uint64_t stamp) {
+  weft__trace_tl_t* t = &weft__trace_tl;
+  /* relaxed: as weft__trace_stamp(); a stale epoch takes the slow path. */
+  if (t->win_room == 0 || stamp == WEFT__TRACE_STAMP_IN_MSG ||
+      stamp >> WEFT__TRACE_STAMP_TS_SHIFT > t->win_base ||
+      t->epoch != atomic_load_explicit(&weft__trace_epoch, memory_order_relaxed))
+    return false;
+  t->win_stamp[t->nwin++] = stamp;
+  t->win_room--;
+  t->win_open = true;
+  t->stamp = 0; /* A post in it goes to weft__trace_stamp_slow(). */
+  return true;
+}
+
 /* Begin the span of a message's delivery (named after its kind) with the
- * arrow from its post; end it with WEFT__TRACE_END(). Reads `msg` only
- * here, before the callback may free it. */
-#define WEFT__TRACE_DELIVER(msg)   \
-  do {                             \
-    if (WEFT__TRACING())           \
-      weft__trace_deliver((msg));  \
+ * arrow from its post (`stamp`: see weft__trace_deliver()); end it with
+ * WEFT__TRACE_END_DELIVERY(). Reads `msg` only here, before the callback
+ * may free it. */
+#define WEFT__TRACE_DELIVER(msg, stamp)                  \
+  do {                                                   \
+    if (WEFT__TRACING() && !weft__trace_window((stamp))) \
+      weft__trace_deliver((msg), (stamp));               \
   } while (0)
 
 /* The end of a delivery's span, in place of WEFT__TRACE_END(): when
  * nothing was recorded inside the span its time is that of the thread's
  * next event, so the loop that delivers must WEFT__TRACE_SETTLE() before
  * it waits or stops delivering (then it reads the clock). */
-#define WEFT__TRACE_END_DELIVERY() \
-  do {                             \
-    if (WEFT__TRACING())           \
-      weft__trace_end_delivery();  \
+#define WEFT__TRACE_END_DELIVERY()       \
+  do {                                   \
+    if (WEFT__TRACING()) {               \
+      if (weft__trace_tl.win_open)       \
+        weft__trace_tl.win_open = false; \
+      else                               \
+        weft__trace_end_delivery();      \
+    }                                    \
   } while (0)
 #define WEFT__TRACE_SETTLE() \
   do {                       \

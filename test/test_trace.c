@@ -3,13 +3,15 @@
  * threadpool work and pool tasks writes a file that parses as JSON, has one
  * named track per thread that ran, closed and nested spans, and arrows whose
  * two ends pair up (test/trace_check.h); the API's error codes; WEFT_TRACE;
- * a stop and a start inside a callback. */
+ * a stop and a start inside a callback; streams, whose deliveries share
+ * clock reads while they are short. */
 #include <criterion/criterion.h>
 #include <stdint.h>
 
 #include <weft/weft.h>
 
 #include "support.h"
+#include "trace.h" /* WEFT__TRACE_STREAM_EVERY */
 #include "trace_check.h"
 
 TestSuite(trace, .timeout = 60);
@@ -418,4 +420,144 @@ Test(trace, each_echo_of_a_stream_starts_its_arrow_in_its_own_span) {
   tc_free(&t);
   if (getenv("KEEP_TRACE") == NULL)
     remove(path);
+}
+
+/* --- a stream that reads the clock at every 16th delivery ---------------- */
+
+#define STREAM 2000
+#define SLOW_STREAM 160
+#define SLOW_US 200
+
+static int sunk;
+static int sink_n; /* Messages the sink waits for before it answers. */
+static bool sink_slow; /* Even messages busy the sink for SLOW_US. */
+
+static void sink_on_message(weft_port_t* port, weft_msg_t* msg) {
+  int64_t v = msg_int(msg);
+  if (sink_slow && v % 2 == 0) {
+    uint64_t end = now_ns() + SLOW_US * 1000u;
+    while (now_ns() < end) {
+    }
+  }
+  if (++sunk == sink_n) {
+    cr_assert_eq(port_post_int(port, sunk), 0);
+    weft_port_close(port);
+  }
+}
+
+static void sink_entry(weft_loop_t* loop, void* arg) {
+  (void)loop;
+  (void)arg;
+  cr_assert_eq(weft_port_on_message(weft_parent_port(), sink_on_message), 0);
+}
+
+static void sink_done(weft_worker_t* w, weft_msg_t* msg) {
+  (void)w;
+  cr_assert_eq(msg_int(msg), sink_n);
+}
+
+/* Posts `n` integers to a worker named "sink" before its loop runs (a
+ * stream), traced; loads the file, checked. `spans`: the sink's "message"
+ * spans, in order (the caller frees them). */
+static size_t run_sink(const char* tag, int n, bool slow, tc_trace_t* t,
+                       tc_span_t** spans) {
+  char path[256];
+  weft_loop_t* loop;
+  weft_worker_t* w;
+  weft_worker_opts_t opts = {0};
+  long tid;
+  size_t i, j, ns = 0;
+  int k;
+  sunk = 0;
+  sink_n = n;
+  sink_slow = slow;
+  trace_path(path, sizeof(path), tag);
+  cr_assert_eq(weft_trace_start(path), 0);
+  loop = new_loop();
+  opts.name = "sink";
+  opts.events.message = sink_done;
+  w = spawn_worker(loop, sink_entry, &opts);
+  for (k = 0; k < n; k++)
+    post_int(w, k);
+  run_loop(loop);
+  cr_assert_eq(sunk, n);
+  weft_worker_free(w);
+  free_loop(loop);
+  cr_assert_eq(weft_trace_stop(), 0);
+  load_and_check(path, t);
+  if (getenv("KEEP_TRACE") == NULL)
+    remove(path);
+  tid = track_of(t, "sink");
+  cr_assert_neq(tid, -1);
+  *spans = calloc(t->n + 1, sizeof(**spans));
+  cr_assert_not_null(*spans);
+  for (i = 0; i < t->n; i++) {
+    const tc_event_t* b = &t->ev[i];
+    if (b->tid != tid || b->ph != 'B' || strcmp(b->name, "message") != 0)
+      continue;
+    for (j = i + 1; j < t->n; j++) { /* Its end: message spans do not nest. */
+      if (t->ev[j].tid == tid && t->ev[j].ph == 'E')
+        break;
+    }
+    cr_assert_lt(j, t->n, "a message span without an end");
+    (*spans)[ns].tid = tid;
+    (*spans)[ns].b = b->ts;
+    (*spans)[ns].e = t->ev[j].ts;
+    ns++;
+  }
+  return ns;
+}
+
+/* Deliveries in a stream share clock reads (lib/trace.c: flush_window()):
+ * still one span per message, one after the other, each with its arrow. */
+Test(trace, a_stream_shows_every_message_in_order_with_its_arrow) {
+  tc_trace_t t;
+  tc_span_t* spans;
+  size_t i, ns = run_sink("sink", STREAM, false, &t, &spans);
+  long tid = spans[0].tid;
+  int arrows = 0;
+  cr_assert_eq(ns, STREAM, "%zu message spans for %d messages", ns, STREAM);
+  for (i = 0; i < ns; i++) {
+    cr_assert_gt(spans[i].e, spans[i].b, "span %zu is empty", i);
+    if (i > 0)
+      cr_assert_geq(spans[i].b, spans[i - 1].e, "span %zu overlaps", i);
+  }
+  for (i = 0; i < t.n; i++) {
+    if (t.ev[i].ph == 'f' && t.ev[i].tid == tid)
+      arrows++;
+  }
+  cr_assert_geq(arrows, STREAM, "%d arrows end on the sink", arrows);
+  free(spans);
+  tc_free(&t);
+}
+
+static int cmp_double(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b;
+  return x < y ? -1 : x > y;
+}
+
+/* A stream whose every other delivery is slow reads the clock at every
+ * delivery (once it has seen a slow one): each shows its own length, not
+ * a share of its neighbours'. */
+Test(trace, slow_deliveries_in_a_stream_show_their_own_length) {
+  tc_trace_t t;
+  tc_span_t* spans;
+  double fast[SLOW_STREAM];
+  int nfast = 0;
+  size_t i, ns = run_sink("slow", SLOW_STREAM, true, &t, &spans);
+  cr_assert_eq(ns, SLOW_STREAM);
+  /* The first window may be spread (no slow one seen before it). */
+  for (i = WEFT__TRACE_STREAM_EVERY; i < ns; i++) {
+    double len = spans[i].e - spans[i].b;
+    if (i % 2 == 0)
+      cr_assert_geq(len, SLOW_US * 0.9, "slow message %zu: a span of %.1f us",
+                    i, len);
+    else
+      fast[nfast++] = len;
+  }
+  qsort(fast, (size_t)nfast, sizeof(fast[0]), cmp_double);
+  cr_assert_lt(fast[nfast / 2], SLOW_US / 4.0,
+               "the fast messages' median span is %.1f us", fast[nfast / 2]);
+  free(spans);
+  tc_free(&t);
 }

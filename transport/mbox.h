@@ -144,18 +144,22 @@ static inline weft__mbox_slot_t* weft__mbox_claim_(weft__mbox_t* q) {
   }
 }
 
-/* Push `len` (<= WEFT__MBOX_INLINE) bytes inline, with `word` (the
- * caller's: its length and flags) returned with them. 0, or -1: push a
- * node instead. Thread: any. */
-static inline int weft__mbox_push_inline(weft__mbox_t* q,
-                                         const void* bytes,
-                                         uint32_t len,
-                                         uint32_t word) {
+/* Where weft__mbox_push_inline_tail() puts its 8 bytes: the slot's last. */
+#define WEFT__MBOX_TAIL_AT (WEFT__MBOX_INLINE - 8)
+
+/* Both inline pushes: `tail` NULL, or 8 bytes for WEFT__MBOX_TAIL_AT. */
+static inline int weft__mbox_push_inline_(weft__mbox_t* q,
+                                          const void* bytes,
+                                          uint32_t len,
+                                          uint32_t word,
+                                          const uint64_t* tail) {
   weft__mbox_slot_t* slot;
   atomic_fetch_add_explicit(&q->inflight, 1, memory_order_seq_cst);
   slot = weft__mbox_claim_(q);
   if (slot != NULL) {
     memcpy(slot->data, bytes, len);
+    if (tail != NULL)
+      memcpy(slot->data + WEFT__MBOX_TAIL_AT, tail, sizeof(*tail));
     slot->len = word;
     /* release: the bytes before the word the consumer acquires. */
     atomic_store_explicit(&slot->word, WEFT__MBOX_INL, memory_order_release);
@@ -163,6 +167,27 @@ static inline int weft__mbox_push_inline(weft__mbox_t* q,
   /* release: our reads of the segment before a consumer that sees 0. */
   atomic_fetch_sub_explicit(&q->inflight, 1, memory_order_release);
   return slot != NULL ? 0 : -1;
+}
+
+/* Push `len` (<= WEFT__MBOX_INLINE) bytes inline, with `word` (the
+ * caller's: its length and flags) returned with them. 0, or -1: push a
+ * node instead. Thread: any. */
+static inline int weft__mbox_push_inline(weft__mbox_t* q,
+                                         const void* bytes,
+                                         uint32_t len,
+                                         uint32_t word) {
+  return weft__mbox_push_inline_(q, bytes, len, word, NULL);
+}
+
+/* As weft__mbox_push_inline(), with `len` <= WEFT__MBOX_TAIL_AT bytes and
+ * 8 more (`tail`) at WEFT__MBOX_TAIL_AT, copied straight into the slot (a
+ * trace's stamp: see port.c). Thread: any. */
+static inline int weft__mbox_push_inline_tail(weft__mbox_t* q,
+                                              const void* bytes,
+                                              uint32_t len,
+                                              uint32_t word,
+                                              uint64_t tail) {
+  return weft__mbox_push_inline_(q, bytes, len, word, &tail);
 }
 
 /* Push node `n` (its owner's payload written before). Never fails.
