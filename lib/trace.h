@@ -157,7 +157,7 @@ static inline uint64_t weft__trace_ticks(void) {
 /* A span that only some calls have (a batch that may be empty): true when
  * it began; end it with WEFT__TRACE_END_IF(that). */
 #define WEFT__TRACE_BEGIN_IF(cond, name) \
-  (WEFT__TRACING() && weft__trace_begin_if((cond), (name)))
+  (WEFT__TRACING() && (cond) && weft__trace_begin_if(true, (name)))
 #define WEFT__TRACE_END_IF(began) \
   do {                            \
     if (WEFT__UNLIKELY(began))    \
