@@ -53,7 +53,7 @@
 #include "internal.h"
 #include "trace.h" /* Defines WEFT__TRACE_TSC where the TSC is read. */
 
-atomic_int weft__trace_on;
+_Alignas(64) weft__trace_flags_t weft__trace_flags = {.epoch = 1};
 
 /* A thread's buffer grows by chunks of CHUNK records (33 bytes each) up to
  * MAX_CHUNKS (32 MiB); a full one is written out. */
@@ -207,7 +207,6 @@ static double tick_ns = 1.0;
 /* QUEUE_EVERY_NS and SPREAD_MAX_NS in ticks; as `t0`. */
 static _Atomic uint64_t queue_every;
 static _Atomic uint64_t spread_max;
-atomic_uint weft__trace_epoch = 1;
 /* The running trace's number. relaxed: writers compare it with their
  * buffer's (set under `lock`) and stamps carry it; the writer-out reads it
  * under `lock`, which orders it there. */

@@ -20,9 +20,20 @@
 #include "mpsc.h"
 #include "weft/common.h"
 
-/* Set while a trace runs. relaxed: a hook that sees it late or early only
- * records one event more or less; trace.c orders its own state. */
-extern atomic_int weft__trace_on;
+/* `on`: set while a trace runs. relaxed: a hook that sees it late or early
+ * only records one event more or less; trace.c orders its own state.
+ * `epoch`: the running trace's number (trace.c: changed under its lock, at
+ * each start and stop). Every message reads them: a line of their own, so
+ * that no other variable the linker puts beside them (the program's, or
+ * another file's) takes that line away at each of its writes. */
+typedef struct {
+  atomic_int on;
+  atomic_uint epoch;
+  char pad[64 - sizeof(atomic_int) - sizeof(atomic_uint)];
+} weft__trace_flags_t;
+extern _Alignas(64) weft__trace_flags_t weft__trace_flags;
+#define weft__trace_on (weft__trace_flags.on)
+#define weft__trace_epoch (weft__trace_flags.epoch)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -70,9 +81,6 @@ typedef struct {
   uint64_t win_stamp[WEFT__TRACE_STREAM_EVERY - 1];
 } weft__trace_tl_t;
 extern WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
-/* The running trace's number (trace.c: changed under its lock, at each
- * start and stop). */
-extern atomic_uint weft__trace_epoch;
 
 /* Out of line: only called while tracing, and kept so under link-time
  * optimization (WEFT__TRACE_OUT), which otherwise inlines the ones with a
