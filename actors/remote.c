@@ -62,8 +62,17 @@ typedef struct pend_s {
   struct pend_s* next;
   uint64_t id;
   void* val;
+  uint64_t deadline; /* Our ask or spawn: its caller's (0: none). */
   char node[NAME_LEN];
 } pend_t;
+
+/* Our asks and spawns whose caller stopped waiting (its deadline passed)
+ * while no reply came (lost, or the target keeps its handle) are dropped
+ * from `calls` at every SWEEP_EVERY-th new entry: their reply handle
+ * answered WEFT_ETIMEDOUT (counted late on the caller's side), counted in
+ * the node's `expired`. Without it each such ask stayed until its node
+ * went down. */
+#define SWEEP_EVERY 64
 
 struct hub_s {
   atomic_int refs;
@@ -83,6 +92,7 @@ struct hub_s {
   pend_t* calls[BUCKETS];
   pend_t* answers[BUCKETS];
   atomic_uint_least64_t next_id; /* relaxed: unique ids only. */
+  unsigned call_adds;            /* Under plock: entries put in `calls`. */
 };
 
 /* The hub whose read lock this thread holds (a subscription callback):
@@ -258,15 +268,17 @@ static pend_t* pend_take(pend_t** t, uint64_t id) {
   return NULL;
 }
 
-/* Take every entry for `node` (NULL: all) as a list. */
-static pend_t* pend_take_node(pend_t** t, const char* node) {
+/* Take the entries of `t` that `pick` picks, as a list. */
+static pend_t* pend_take_if(pend_t** t,
+                            bool (*pick)(const pend_t* e, const void* arg),
+                            const void* arg) {
   pend_t* out = NULL;
   size_t i;
   for (i = 0; i < BUCKETS; i++) {
     pend_t** p = &t[i];
     while (*p != NULL) {
       pend_t* e = *p;
-      if (node == NULL || strcmp(e->node, node) == 0) {
+      if (pick(e, arg)) {
         *p = e->next;
         e->next = out;
         out = e;
@@ -278,18 +290,63 @@ static pend_t* pend_take_node(pend_t** t, const char* node) {
   return out;
 }
 
-/* A new entry of `t` for `val`, waiting on `node`: its id, or 0. */
-static uint64_t pend_add(hub_t* h, pend_t** t, void* val, const char* node) {
+static bool waits_on(const pend_t* e, const void* node) {
+  return node == NULL || strcmp(e->node, node) == 0;
+}
+
+static bool expired_by(const pend_t* e, const void* now) {
+  return e->deadline != 0 && e->deadline <= *(const uint64_t*)now;
+}
+
+/* Take every entry for `node` (NULL: all) as a list. */
+static pend_t* pend_take_node(pend_t** t, const char* node) {
+  return pend_take_if(t, waits_on, node);
+}
+
+/* Answer expired asks and spawns (see SWEEP_EVERY) and count them. */
+static void settle_expired(hub_t* h, pend_t* list) {
+  int n = 0;
+  while (list != NULL) {
+    pend_t* e = list;
+    list = e->next;
+    weft_reply_error(e->val, WEFT_ETIMEDOUT);
+    free(e);
+    n++;
+  }
+  read_lock(h);
+  if (!h->closed) {
+    while (n-- > 0)
+      weft__node_count_dropped(h->node, WEFT__NODE_EXPIRED);
+  }
+  read_unlock(h);
+}
+
+/* A new entry of `t` for `val`, waiting on `node` (our ask or spawn: until
+ * `deadline`, 0: none): its id, or 0. */
+static uint64_t pend_add(hub_t* h,
+                         pend_t** t,
+                         void* val,
+                         const char* node,
+                         uint64_t deadline) {
   pend_t* e = WEFT__FAILABLE(malloc(sizeof(*e)));
+  pend_t* expired = NULL;
+  uint64_t id;
   if (e == NULL)
     return 0;
-  e->id = atomic_fetch_add_explicit(&h->next_id, 1, memory_order_relaxed);
+  id = e->id = atomic_fetch_add_explicit(&h->next_id, 1, memory_order_relaxed);
   e->val = val;
+  e->deadline = deadline;
   (void)snprintf(e->node, sizeof(e->node), "%s", node);
   pthread_mutex_lock(&h->plock);
   pend_put(t, e);
+  if (t == h->calls && ++h->call_adds % SWEEP_EVERY == 0) {
+    uint64_t now = uv_hrtime();
+    expired = pend_take_if(t, expired_by, &now);
+  }
   pthread_mutex_unlock(&h->plock);
-  return e->id;
+  if (expired != NULL)
+    settle_expired(h, expired);
+  return id;
 }
 
 static pend_t* pend_remove(hub_t* h, pend_t** t, uint64_t id) {
@@ -614,7 +671,7 @@ static int proxy_forward(weft_actor_t* self, proxy_t* p, weft_msg_t* m) {
   const char* name = p->named ? p->name : NULL;
   weft_reply_t* r = NULL;
   char reply[SUBJECT_MAX + 24];
-  uint64_t id;
+  uint64_t id, deadline;
   int err;
   (void)self;
   if (!p->named && p->rid == 0)
@@ -626,9 +683,10 @@ static int proxy_forward(weft_actor_t* self, proxy_t* p, weft_msg_t* m) {
                      m->data, m->len);
     return 0;
   }
+  deadline = weft__request_deadline(m);
   if (weft_msg_take_reply(m, &r) != 0)
     return 0;
-  id = pend_add(h, h->calls, r, p->node);
+  id = pend_add(h, h->calls, r, p->node, deadline);
   if (id == 0) {
     weft_reply_error(r, WEFT_ENOMEM);
     return 0;
@@ -741,7 +799,7 @@ static void deliver(hub_t* h, const weft__renv_t* e, const void* data,
     char* s = WEFT__FAILABLE(malloc(n));
     if (s != NULL) {
       memcpy(s, reply, n);
-      ans = pend_add(h, h->answers, s, e->node);
+      ans = pend_add(h, h->answers, s, e->node, 0);
       if (ans == 0)
         free(s);
     }
@@ -1128,7 +1186,8 @@ static int post_spawn(void* to, weft_msg_t** msg) {
   weft_msg_t* m = *msg;
   char reply[SUBJECT_MAX + 24];
   char subject[SUBJECT_MAX];
-  uint64_t id = pend_add(h, h->calls, m->route.reply, s->node);
+  uint64_t id = pend_add(h, h->calls, m->route.reply, s->node,
+                         weft__request_deadline(m));
   int err;
   if (id == 0)
     return WEFT_ENOMEM;

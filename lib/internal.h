@@ -286,6 +286,10 @@ typedef struct {
   weft_msg_t* reply; /* A request: its outcome message. */
   void* core;        /* An outcome: the core it is posted on, held. */
   uint64_t id;       /* The call's id. */
+  /* A request: when its caller stops waiting (uv_hrtime() ns; 0: never),
+   * for a layer that keeps the reply handle while the request crosses the
+   * network (actors/remote.c). */
+  uint64_t deadline;
   /* A reply handle taken on a worker: its place on the worker's list of
    * unanswered handles (request.c, under its lock). */
   bool listed;
@@ -634,6 +638,10 @@ int weft__request_call(weft__post_fn post,
 int weft__request_route(weft_msg_t* m, void* core, uint64_t* id);
 weft_reply_t* weft__request_unroute(weft_msg_t* m);
 void weft__outcome_done(weft_msg_t* out);
+/* When the caller of request `m` stops waiting for its outcome
+ * (uv_hrtime() ns), or 0: never, or `m` is no request. Thread: whoever
+ * holds `m`. */
+uint64_t weft__request_deadline(const weft_msg_t* m);
 
 /* --- wire.c ------------------------------------------------------------
  * The bytes of nodes over NATS (lib/node.c, lib/node_membership.c,

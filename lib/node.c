@@ -169,7 +169,7 @@ typedef struct {
 
   /* Relaxed counters. */
   atomic_uint_least64_t published, received, replies, dropped_decode,
-      dropped_size, dropped_closed, late_replies, slow_consumer;
+      dropped_size, dropped_closed, late_replies, slow_consumer, expired;
 } shared_t;
 
 static void count(atomic_uint_least64_t* c) {
@@ -1156,6 +1156,7 @@ int weft_node_stats(weft_node_t* node, weft_node_stats_t* out) {
   out->dropped_closed = LOAD(dropped_closed);
   out->late_replies = LOAD(late_replies);
   out->slow_consumer = LOAD(slow_consumer);
+  out->expired = LOAD(expired);
 #undef LOAD
   out->unsent = sh->conn != NULL && !sh->closed ? weft__nats_unsent(sh->conn)
                                                 : 0;
@@ -1316,6 +1317,7 @@ int weft__node_subscribe(weft_node_t* node,
 }
 
 void weft__node_count_dropped(weft_node_t* node, int which) {
-  count(which == WEFT__NODE_DROPPED_SIZE ? &node->sh->dropped_size
-                                         : &node->sh->dropped_decode);
+  count(which == WEFT__NODE_EXPIRED         ? &node->sh->expired
+        : which == WEFT__NODE_DROPPED_SIZE ? &node->sh->dropped_size
+                                           : &node->sh->dropped_decode);
 }

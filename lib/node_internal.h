@@ -70,9 +70,14 @@ int weft__node_subscribe(weft_node_t* node,
                          weft__nats_sub_t** out);
 
 /* Count a payload from the network dropped by such a layer in the
- * node's stats (weft_node_stats): WEFT__NODE_DROPPED_DECODE or _SIZE.
+ * node's stats (weft_node_stats): WEFT__NODE_DROPPED_DECODE or _SIZE, or
+ * a request of such a layer forgotten at its deadline (_EXPIRED).
  * Thread: any. */
-enum { WEFT__NODE_DROPPED_DECODE = 1, WEFT__NODE_DROPPED_SIZE };
+enum {
+  WEFT__NODE_DROPPED_DECODE = 1,
+  WEFT__NODE_DROPPED_SIZE,
+  WEFT__NODE_EXPIRED
+};
 void weft__node_count_dropped(weft_node_t* node, int which);
 
 /* ---- membership (node_membership.c, below node.c) ----------------------- */

@@ -146,6 +146,7 @@ static int route_request(weft_msg_t* m, void* core, uint64_t id) {
   m->route.reply = out;
   m->route.core = NULL;
   m->route.id = id;
+  m->route.deadline = 0;
   m->route.reg = NULL;
   m->route.listed = false;
   m->routed = true;
@@ -466,6 +467,9 @@ static int loop_request(post_fn post,
   c->ls = ls;
   err = route_request(*msg, ls->sender, c->id);
   if (err == 0 && timeout_ms > 0) {
+    int64_t deadline = weft__deadline_ns(timeout_ms);
+    if (deadline > 0)
+      (*msg)->route.deadline = (uint64_t)deadline;
     err = weft_set_timeout(loop, (uint64_t)timeout_ms, on_timeout, c,
                            &c->timer);
     if (err != 0)
@@ -675,6 +679,8 @@ static int blocking_call(post_fn post,
     return err;
   if (timeout_ms > 0) /* 0 or negative: no limit. */
     deadline = weft__deadline_ns(timeout_ms);
+  if (deadline > 0)
+    (*msg)->route.deadline = (uint64_t)deadline;
   err = post(to, msg);
   if (err != 0) {
     unroute_request(*msg);
@@ -995,6 +1001,13 @@ int weft_msg_reply(weft_msg_t* msg, const void* bytes, size_t len) {
 int weft__request_route(weft_msg_t* m, void* core, uint64_t* id) {
   *id = new_id();
   return route_request(m, core, *id);
+}
+
+uint64_t weft__request_deadline(const weft_msg_t* m) {
+  if (m == NULL || !m->routed || m->kind != WEFT__MSG_DATA ||
+      m->route.drop != request_drop)
+    return 0;
+  return m->route.deadline;
 }
 
 weft_reply_t* weft__request_unroute(weft_msg_t* m) {

@@ -446,6 +446,75 @@ static int adder2_fn(weft_actor_t* self, void* state, weft_msg_t* m) {
   return 0;
 }
 
+/* Keeps every request's reply handle and does not answer, until a message
+ * -1 comes: then it answers them all (WEFT_ECANCELED) and sets
+ * `released`. (Freeing them at the system's end, in an on_stop, would come
+ * after the scheduler threads' ends answered them: see the stop note.) */
+#define SILENT_MAX 128
+typedef struct {
+  weft_reply_t* held[SILENT_MAX];
+  int n;
+  atomic_int released;
+} silent_t;
+
+static int silent_fn(weft_actor_t* self, void* state, weft_msg_t* m) {
+  silent_t* s = state;
+  weft_reply_t* r = NULL;
+  (void)self;
+  if (weft_actor_signal(m, NULL) != WEFT_SIGNAL_NONE)
+    return 0;
+  if (!weft_msg_is_request(m)) {
+    if (read_int(m) == -1) {
+      while (s->n > 0)
+        weft_reply_error(s->held[--s->n], WEFT_ECANCELED);
+      atomic_store(&s->released, 1);
+    }
+    return 0;
+  }
+  if (weft_msg_take_reply(m, &r) != 0)
+    return 0;
+  if (s->n < SILENT_MAX)
+    s->held[s->n++] = r;
+  else
+    weft_reply_error(r, WEFT_ECANCELED);
+  return 0;
+}
+
+/* An ask to another node whose reply never comes while both nodes stay up
+ * (here its target keeps the handle; a reply lost by NATS is the same) is
+ * forgotten once its caller's timeout has passed: counted in `expired`,
+ * not kept until a node goes down. */
+Test(actor_remote, asks_whose_caller_gave_up_are_forgotten) {
+  duo_t d;
+  silent_t silent = {0};
+  weft_actor_opts_t o = {0};
+  weft_actor_id remote, id;
+  weft_node_stats_t st;
+  int i, calls = 70;
+  duo_start(&d);
+  o.name = "silent";
+  cr_assert_eq(weft_actor_spawn(d.sb, silent_fn, &silent, &o, &id), 0);
+  cr_assert_eq(weft_actor_remote(d.sa, "b", "silent", &remote), 0);
+  for (i = 0; i < calls; i++) {
+    packed_t b = packed_int(i);
+    weft_msg_t* reply = NULL;
+    int status = weft_actor_call(remote, b.data, b.len, 10, &reply);
+    cr_assert_eq(status, WEFT_ETIMEDOUT, "call %d: %s", i,
+                 weft_err_name(status));
+    cr_assert_null(reply);
+  }
+  cr_assert_eq(weft_node_stats(d.a, &st), 0);
+  /* At the 64th entry every earlier one was past its caller's deadline. */
+  cr_assert_geq(st.expired, 63, "%llu expired",
+                (unsigned long long)st.expired);
+  cr_assert_leq(st.expired, (uint64_t)calls);
+  /* The answers come late now: dropped (their entries are gone). */
+  tell(id, -1);
+  while (!atomic_load(&silent.released))
+    run_for(d.loop, 10);
+  duo_stop(&d);
+}
+
 Test(actor_remote, spawn_on_another_node) {
   duo_t d;
   events_t evc = {0};

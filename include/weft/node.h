@@ -211,6 +211,11 @@ typedef struct {
                              * subscriptions: an export fell behind (see
                              * max_export_backlog). As of the last
                              * heartbeat; now when read on the loop. */
+  uint64_t expired;         /* Asks and spawns of this node's actors to
+                             * other nodes (weft/actor_remote.h) whose
+                             * caller had stopped waiting (its timeout)
+                             * and no reply had come: forgotten, their
+                             * reply handle answered WEFT_ETIMEDOUT. */
   uint64_t unsent;          /* Posts accepted into a batch (posts that
                              * come back to back travel together, one
                              * NATS message for many: docs/node.md) that
