@@ -1345,3 +1345,61 @@ Test(actor, system_wait_returns_when_the_last_actor_ends) {
   weft_actor_system_free(sys);
   rec_free(r);
 }
+
+/* --- reply handles kept until the system's end ---------------------------- */
+
+#define HELD_MAX 8
+
+typedef struct {
+  weft_reply_t* held[HELD_MAX];
+  atomic_int n;
+  atomic_int freed; /* By its on_stop. */
+} held_replies_t;
+
+/* Keeps each request's reply handle; answers none. */
+static int held_replies_fn(weft_actor_t* self, void* state, weft_msg_t* m) {
+  held_replies_t* k = state;
+  weft_reply_t* r = NULL;
+  (void)self;
+  if (weft_actor_signal(m, NULL) != WEFT_SIGNAL_NONE ||
+      !weft_msg_is_request(m) || weft_msg_take_reply(m, &r) != 0)
+    return 0;
+  if (atomic_load(&k->n) < HELD_MAX)
+    k->held[atomic_fetch_add(&k->n, 1)] = r;
+  else
+    weft_reply_free(r);
+  return 0;
+}
+
+static void held_replies_stop(void* state, int reason) {
+  held_replies_t* k = state;
+  cr_assert_eq(reason, WEFT_ECLOSED);
+  while (atomic_load(&k->n) > 0) {
+    weft_reply_free(k->held[atomic_fetch_sub(&k->n, 1) - 1]);
+    atomic_fetch_add(&k->freed, 1);
+  }
+}
+
+/* The handles an actor took in its turns are still its own in its on_stop
+ * at the system's end (they were answered and freed by the schedulers'
+ * ends first, and the on_stop's free used freed memory: ASan's
+ * heap-use-after-free, found 2026-12-02). */
+Test(actor, an_on_stop_at_the_system_end_may_free_the_handles_it_kept) {
+  weft_actor_system_t* sys = new_system(2);
+  held_replies_t k = {0};
+  weft_actor_opts_t o = {0};
+  weft_actor_id id;
+  int i;
+  o.on_stop = held_replies_stop;
+  cr_assert_eq(weft_actor_spawn(sys, held_replies_fn, &k, &o, &id), 0);
+  for (i = 0; i < 3; i++) {
+    packed_t b = packed_int(i);
+    weft_msg_t* reply = NULL;
+    cr_assert_eq(weft_actor_call(id, b.data, b.len, 20, &reply),
+                 WEFT_ETIMEDOUT);
+    cr_assert_null(reply);
+  }
+  cr_assert(UNTIL(atomic_load(&k.n) == 3));
+  cr_assert_eq(weft_actor_system_free(sys), 0);
+  cr_assert_eq(atomic_load(&k.freed), 3);
+}
