@@ -154,7 +154,6 @@ struct weft_actor_system_s {
   unsigned started;  /* Online when the stop began. */
   unsigned quiesced; /* In their stop task. */
   unsigned exited;
-  bool ended;        /* Its actors are ended: the schedulers may go. */
   void* registry; /* registry.c, under its own lock. */
   uv_mutex_t reg_lock;
   char name[12];

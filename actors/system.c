@@ -363,7 +363,7 @@ static void sched_entry(weft_loop_t* loop, void* arg) {
   s->poke.run = poke_run;
   weft__loop_on_idle(loop, sched_idle, s);
   uv_mutex_lock(&sys->lock);
-  s->loop = loop; /* Under the lock: park_schedulers() reads it. */
+  s->loop = loop; /* Under the lock: stop_schedulers() reads it. */
   sys->online++;
   uv_cond_broadcast(&sys->cond);
   uv_mutex_unlock(&sys->lock);
@@ -388,29 +388,24 @@ static void sched_error(weft_worker_t* w, int err, const char* text) {
           s->index, text != NULL ? text : "error");
 }
 
-/* The last task of a scheduler (system free): park here, so that no
- * turn runs (nor queues an actor on a loop that is gone) any more, until
- * weft_actor_system_free() has ended the actors (`ended`); then end. The
- * loop stays until then, with what it keeps for the actors' code: the
- * reply handles taken in their turns (request.c lists them on the
- * scheduler's loop and answers those left at its end), which an on_stop
- * may still answer or free. */
+/* The last task of a scheduler (system free): wait until every scheduler
+ * is here, so that none runs a turn (and queues an actor on a loop that
+ * is gone) any more, then end. */
 static void sched_stop(weft_loop_t* loop, void* arg) {
   weft__sched_t* s = arg;
   weft_actor_system_t* sys = s->sys;
   uv_mutex_lock(&sys->lock);
   sys->quiesced++;
   uv_cond_broadcast(&sys->cond);
-  while (!sys->ended)
+  while (sys->quiesced < sys->started)
     uv_cond_wait(&sys->cond, &sys->lock);
   uv_mutex_unlock(&sys->lock);
   weft__loop_keepalive(loop, -1);
   weft_worker_exit(0);
 }
 
-/* Park every scheduler in sched_stop (or see it gone): no turn runs after
- * this returns. */
-static void park_schedulers(weft_actor_system_t* sys) {
+/* Stop the schedulers that came online and free every one spawned. */
+static void stop_schedulers(weft_actor_system_t* sys) {
   unsigned i;
   uv_mutex_lock(&sys->lock);
   sys->started = sys->online;
@@ -421,18 +416,6 @@ static void park_schedulers(weft_actor_system_t* sys) {
                              &sys->scheds[i]) != 0)
       weft_worker_terminate(sys->scheds[i].worker, NULL); /* No memory. */
   uv_mutex_lock(&sys->lock);
-  /* Each is either parked or gone (terminated, or ended by an error). */
-  while (sys->quiesced + sys->exited < sys->spawned)
-    uv_cond_wait(&sys->cond, &sys->lock);
-  uv_mutex_unlock(&sys->lock);
-}
-
-/* Let the parked schedulers end and free every one spawned. */
-static void end_schedulers(weft_actor_system_t* sys) {
-  unsigned i;
-  uv_mutex_lock(&sys->lock);
-  sys->ended = true;
-  uv_cond_broadcast(&sys->cond);
   while (sys->exited < sys->spawned)
     uv_cond_wait(&sys->cond, &sys->lock);
   uv_mutex_unlock(&sys->lock);
@@ -525,8 +508,7 @@ int weft_actor_system_new(weft_actor_system_t** out,
     err = WEFT_ESPAWN;
   uv_mutex_unlock(&sys->lock);
   if (err != 0) {
-    park_schedulers(sys);
-    end_schedulers(sys);
+    stop_schedulers(sys);
     weft__registry_free(sys);
     uv_cond_destroy(&sys->cond);
     uv_mutex_destroy(&sys->lock);
@@ -577,13 +559,9 @@ int weft_actor_system_free(weft_actor_system_t* sys) {
    * before the schedulers go (remote.c). */
   weft__remote_system_free(sys);
   atomic_store_explicit(&sys->closing, true, memory_order_release);
-  park_schedulers(sys);
-  /* No scheduler runs a turn: the actors left are ours alone. Ended while
-   * the schedulers' loops are still there, so that an on_stop may answer
-   * or free a reply handle its actor took (listed on a scheduler's loop,
-   * which answers the ones left when it ends). */
+  stop_schedulers(sys);
+  /* No scheduler runs: the actors left are ours alone. */
   weft__slot_each(sys, weft__actor_destroy, NULL);
-  end_schedulers(sys);
   weft__registry_free(sys);
   uv_cond_destroy(&sys->cond);
   uv_mutex_destroy(&sys->lock);

@@ -124,12 +124,9 @@ WEFT_EXTERN int weft_actor_system_new(weft_actor_system_t** out,
 WEFT_EXTERN int weft_actor_system_wait(weft_actor_system_t* sys,
                                        int64_t timeout_ms);
 
-/* Stop the schedulers' turns, end every actor still alive (its on_stop
- * runs on the calling thread with WEFT_ECLOSED, and may still answer or
- * free the reply handles its actor took; its queued messages are freed, a
- * request among them answered WEFT_ECLOSED), then end the schedulers
- * (reply handles taken in turns and still unanswered are answered
- * WEFT_ECLOSED) and free the system. Ids of its
+/* Stop the schedulers, end every actor still alive (its on_stop runs on
+ * the calling thread with WEFT_ECLOSED; its queued messages are freed, a
+ * request among them answered WEFT_ECLOSED), free the system. Ids of its
  * actors answer WEFT_EDEADACTOR afterwards. Accepts NULL (returns 0).
  * Returns 0 or WEFT_EBUSY (called on one of its scheduler threads:
  * nothing happens). Thread: any but the system's schedulers. */
