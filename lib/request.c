@@ -467,9 +467,11 @@ static int loop_request(post_fn post,
   c->ls = ls;
   err = route_request(*msg, ls->sender, c->id);
   if (err == 0 && timeout_ms > 0) {
-    int64_t deadline = weft__deadline_ns(timeout_ms);
-    if (deadline > 0)
-      (*msg)->route.deadline = (uint64_t)deadline;
+    /* From the loop's cached time, as the timer below counts (no clock
+     * read per request). */
+    if (timeout_ms <= INT64_MAX / 2000000)
+      (*msg)->route.deadline =
+          (uv_now(weft_loop_uv(loop)) + (uint64_t)timeout_ms) * 1000000u;
     err = weft_set_timeout(loop, (uint64_t)timeout_ms, on_timeout, c,
                            &c->timer);
     if (err != 0)

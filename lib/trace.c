@@ -978,9 +978,9 @@ void weft__trace_begin(const char* name, const char* detail) {
   record(tb, R_BEGIN, now(), name, keep_str(tb, detail), 0);
 }
 
-bool weft__trace_begin_if(bool cond, const char* name) {
-  tbuf_t* tb;
-  if (!cond || (tb = cur()) == NULL)
+bool weft__trace_begin_if(const char* name) {
+  tbuf_t* tb = cur();
+  if (tb == NULL)
     return false;
   tb->depth++;
   record(tb, R_BEGIN, now(), name, NULL, 0);

@@ -95,7 +95,7 @@ extern WEFT__TRACE_TLS weft__trace_tl_t weft__trace_tl;
 #endif
 void weft__trace_env(void);
 WEFT__TRACE_OUT void weft__trace_begin(const char* name, const char* detail);
-WEFT__TRACE_OUT bool weft__trace_begin_if(bool cond, const char* name);
+WEFT__TRACE_OUT bool weft__trace_begin_if(const char* name);
 WEFT__TRACE_OUT void weft__trace_end(void);
 WEFT__TRACE_OUT void weft__trace_instant(const char* name, const char* detail, int code);
 WEFT__TRACE_OUT void weft__trace_counter(const char* name, const char* key, int64_t value);
@@ -174,7 +174,7 @@ static inline uint64_t weft__trace_ticks(void) {
 /* A span that only some calls have (a batch that may be empty): true when
  * it began; end it with WEFT__TRACE_END_IF(that). */
 #define WEFT__TRACE_BEGIN_IF(cond, name) \
-  (WEFT__TRACING() && (cond) && weft__trace_begin_if(true, (name)))
+  (WEFT__TRACING() && (cond) && weft__trace_begin_if((name)))
 #define WEFT__TRACE_END_IF(began) \
   do {                            \
     if (WEFT__UNLIKELY(began))    \

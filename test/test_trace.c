@@ -365,6 +365,28 @@ static long track_of(const tc_trace_t* t, const char* name) {
   return -1;
 }
 
+/* The "message" spans on track `tid`, in order, into `out` (room for
+ * t->n); their number. Message spans do not nest: each ends at the
+ * track's next end. */
+static size_t message_spans(const tc_trace_t* t, long tid, tc_span_t* out) {
+  size_t i, j, ns = 0;
+  for (i = 0; i < t->n; i++) {
+    const tc_event_t* b = &t->ev[i];
+    if (b->tid != tid || b->ph != 'B' || strcmp(b->name, "message") != 0)
+      continue;
+    for (j = i + 1; j < t->n; j++) {
+      if (t->ev[j].tid == tid && t->ev[j].ph == 'E')
+        break;
+    }
+    cr_assert_lt(j, t->n, "a message span without an end");
+    out[ns].tid = tid;
+    out[ns].b = b->ts;
+    out[ns].e = t->ev[j].ts;
+    ns++;
+  }
+  return ns;
+}
+
 /* Deliveries in a stream share clock reads (lib/trace.c, tbuf_t.run); a
  * post inside one must still start its arrow inside that delivery's span,
  * not in one before it: each echo's span holds exactly one arrow start. */
@@ -374,9 +396,10 @@ Test(trace, each_echo_of_a_stream_starts_its_arrow_in_its_own_span) {
   weft_worker_t* w;
   weft_worker_opts_t opts = {0};
   tc_trace_t t;
+  tc_span_t* spans;
   long tid;
   int k, one = 0, more = 0;
-  size_t i, j;
+  size_t i, j, ns;
   trace_path(path, sizeof(path), "stream");
   cr_assert_eq(weft_trace_start(path), 0);
   loop = new_loop();
@@ -393,20 +416,15 @@ Test(trace, each_echo_of_a_stream_starts_its_arrow_in_its_own_span) {
   load_and_check(path, &t);
   tid = track_of(&t, "echo");
   cr_assert_neq(tid, -1);
-  for (i = 0; i < t.n; i++) {
-    const tc_event_t* b = &t.ev[i];
+  spans = calloc(t.n + 1, sizeof(*spans));
+  cr_assert_not_null(spans);
+  ns = message_spans(&t, tid, spans);
+  for (i = 0; i < ns; i++) {
     int starts = 0;
-    if (b->tid != tid || b->ph != 'B' || strcmp(b->name, "message") != 0)
-      continue;
-    for (j = i + 1; j < t.n; j++) { /* Its end: message spans do not nest. */
-      if (t.ev[j].tid == tid && t.ev[j].ph == 'E')
-        break;
-    }
-    cr_assert_lt(j, t.n, "a message span without an end");
-    for (k = 0; k < (int)t.n; k++) {
-      const tc_event_t* s = &t.ev[k];
-      if (s->ph == 's' && s->tid == tid && s->ts >= b->ts &&
-          s->ts <= t.ev[j].ts)
+    for (j = 0; j < t.n; j++) {
+      const tc_event_t* s = &t.ev[j];
+      if (s->ph == 's' && s->tid == tid && s->ts >= spans[i].b &&
+          s->ts <= spans[i].e)
         starts++;
     }
     if (starts == 1)
@@ -417,6 +435,7 @@ Test(trace, each_echo_of_a_stream_starts_its_arrow_in_its_own_span) {
   cr_assert_eq(more, 0, "%d spans hold more than one arrow start", more);
   /* And the close's span: its control message has an arrow too. */
   cr_assert_geq(one, BURST, "%d spans hold one arrow start", one);
+  free(spans);
   tc_free(&t);
   if (getenv("KEEP_TRACE") == NULL)
     remove(path);
@@ -466,7 +485,6 @@ static size_t run_sink(const char* tag, int n, bool slow, tc_trace_t* t,
   weft_worker_t* w;
   weft_worker_opts_t opts = {0};
   long tid;
-  size_t i, j, ns = 0;
   int k;
   sunk = 0;
   sink_n = n;
@@ -491,21 +509,7 @@ static size_t run_sink(const char* tag, int n, bool slow, tc_trace_t* t,
   cr_assert_neq(tid, -1);
   *spans = calloc(t->n + 1, sizeof(**spans));
   cr_assert_not_null(*spans);
-  for (i = 0; i < t->n; i++) {
-    const tc_event_t* b = &t->ev[i];
-    if (b->tid != tid || b->ph != 'B' || strcmp(b->name, "message") != 0)
-      continue;
-    for (j = i + 1; j < t->n; j++) { /* Its end: message spans do not nest. */
-      if (t->ev[j].tid == tid && t->ev[j].ph == 'E')
-        break;
-    }
-    cr_assert_lt(j, t->n, "a message span without an end");
-    (*spans)[ns].tid = tid;
-    (*spans)[ns].b = b->ts;
-    (*spans)[ns].e = t->ev[j].ts;
-    ns++;
-  }
-  return ns;
+  return message_spans(t, tid, *spans);
 }
 
 /* Deliveries in a stream share clock reads (lib/trace.c: flush_window()):
