@@ -665,7 +665,7 @@ static void handle(weft_actor_t* a, weft_loop_t* loop, weft_msg_t* m) {
     /* It fails on a request it did not answer: the asker gets the
      * reason (as an Erlang caller gets the callee's exit reason). */
     weft_reply_t* r;
-    if (weft_msg_take_reply(m, &r) == 0)
+    if (weft__msg_take_reply_unlisted(m, &r) == 0)
       (void)weft_reply_error(r, rc);
   }
   weft__msg_take_back(m, loop);

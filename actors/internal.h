@@ -141,6 +141,11 @@ struct weft_actor_system_s {
   atomic_uint next; /* Round robin for actors queued from outside. */
   atomic_bool closing;
   _Atomic uint64_t dead_letters;
+  /* Reply handles taken on the schedulers (weft_msg_take_reply in a turn)
+   * and not answered yet: answered WEFT_ECLOSED after the actors' on_stops
+   * at the system's end (request.c's list, diverted from the scheduler
+   * workers' own, which their loops' ends answer before the on_stops). */
+  weft__replies_t replies;
   /* weft_actor_send_wait(): threads waiting for room in a mailbox, and
    * the word they sleep on, bumped when an actor with waiters around ends
    * a turn at or below the high-water mark (actor.c). */

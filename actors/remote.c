@@ -684,7 +684,9 @@ static int proxy_forward(weft_actor_t* self, proxy_t* p, weft_msg_t* m) {
     return 0;
   }
   deadline = weft__request_deadline(m);
-  if (weft_msg_take_reply(m, &r) != 0)
+  /* Unlisted: the hub answers it in every case (settle, expiry, node
+   * down, the hub's end). */
+  if (weft__msg_take_reply_unlisted(m, &r) != 0)
     return 0;
   id = pend_add(h, h->calls, r, p->node, deadline);
   if (id == 0) {

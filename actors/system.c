@@ -355,6 +355,7 @@ static void sched_entry(weft_loop_t* loop, void* arg) {
   /* See "Heaps" in the file comment. */
   weft__heap_set_current(NULL);
   tl_sched = s;
+  weft__replies_divert(&sys->replies);
   s->tracked.teardown = sched_teardown;
   weft__loop_track(loop, &s->tracked);
   weft__loop_keepalive(loop, 1); /* Until the system ends. */
@@ -562,6 +563,8 @@ int weft_actor_system_free(weft_actor_system_t* sys) {
   stop_schedulers(sys);
   /* No scheduler runs: the actors left are ours alone. */
   weft__slot_each(sys, weft__actor_destroy, NULL);
+  /* After the on_stops: one may answer or free a handle its actor held. */
+  weft__replies_answer(&sys->replies, WEFT_ECLOSED);
   weft__registry_free(sys);
   uv_cond_destroy(&sys->cond);
   uv_mutex_destroy(&sys->lock);

@@ -290,10 +290,11 @@ typedef struct {
    * for a layer that keeps the reply handle while the request crosses the
    * network (actors/remote.c). */
   uint64_t deadline;
-  /* A reply handle taken on a worker: its place on the worker's list of
-   * unanswered handles (request.c, under its lock). */
+  /* A reply handle taken on a worker (or a thread that diverts its
+   * handles, below): its place on the list of unanswered handles that its
+   * owner's end answers (request.c, under its lock). */
   bool listed;
-  void* reg;
+  struct weft__replies_s* reg;
   weft_msg_t* reg_prev;
   weft_msg_t* reg_next;
 } weft__route_t;
@@ -642,6 +643,26 @@ void weft__outcome_done(weft_msg_t* out);
  * (uv_hrtime() ns), or 0: never, or `m` is no request. Thread: whoever
  * holds `m`. */
 uint64_t weft__request_deadline(const weft_msg_t* m);
+
+/* A list of reply handles taken and not answered yet, that their owner's
+ * end answers (request.c). A worker's is made on its first handle and
+ * answered at its loop's end. A layer that runs other code on a worker and
+ * outlives that worker's loop (the actor system's schedulers) diverts the
+ * thread's handles to a list of its own with weft__replies_divert (NULL:
+ * back to the worker's) and answers what is left on it with
+ * weft__replies_answer(list, code) when its own end comes (each handle
+ * then gets `code` and is the caller's again). A handle answered in the
+ * meantime, from any thread, leaves its list. Thread: divert, the thread
+ * itself; answer, any thread once no code that may take a handle onto
+ * `list` runs. weft__msg_take_reply_unlisted: weft_msg_take_reply() for
+ * a layer that keeps the handle and answers it itself in every case
+ * (actors/remote.c): on no list. */
+typedef struct weft__replies_s {
+  weft_msg_t* head; /* Linked by route.reg_next. */
+} weft__replies_t;
+void weft__replies_divert(weft__replies_t* list);
+void weft__replies_answer(weft__replies_t* list, int code);
+int weft__msg_take_reply_unlisted(weft_msg_t* msg, weft_reply_t** out);
 
 /* --- wire.c ------------------------------------------------------------
  * The bytes of nodes over NATS (lib/node.c, lib/node_membership.c,

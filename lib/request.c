@@ -772,17 +772,20 @@ int weft_worker_call(weft_worker_t* w,
 /* ---- replier -------------------------------------------------------------- */
 
 /* Handles taken on a worker: listed on the worker's loop, so that the
- * worker's end answers those still unanswered (WEFT_ECLOSED). One lock
- * for every list: a handle may be answered from another thread while its
- * worker ends. Taken only for handles taken on workers. */
+ * worker's end answers those still unanswered (WEFT_ECLOSED), or on the
+ * list the thread diverts them to (weft__replies_divert). One lock for
+ * every list: a handle may be answered from another thread while its
+ * owner ends. */
 typedef struct {
+  /* cppcheck-suppress unusedStructMember ; used (container_of, track). */
   weft__tracked_t tracked;
-  weft_msg_t* head; /* Outcomes, linked by route.reg_next. */
+  weft__replies_t list;
 } reg_t;
 
 static uv_mutex_t reg_lock;
 static uv_once_t reg_once = UV_ONCE_INIT;
 static _Thread_local reg_t* tl_reg;
+static _Thread_local weft__replies_t* tl_divert;
 
 static void reg_init(void) {
   if (uv_mutex_init(&reg_lock) != 0)
@@ -793,60 +796,74 @@ static void unlink_handle(weft_msg_t* out) {
   if (out->route.reg_prev != NULL)
     out->route.reg_prev->route.reg_next = out->route.reg_next;
   else
-    ((reg_t*)out->route.reg)->head = out->route.reg_next;
+    out->route.reg->head = out->route.reg_next;
   if (out->route.reg_next != NULL)
     out->route.reg_next->route.reg_prev = out->route.reg_prev;
   out->route.reg = NULL;
 }
 
-/* The worker ends: answer what its code still holds. Thread: the worker. */
-static void reg_teardown(weft__tracked_t* t) {
-  reg_t* reg = weft__container_of(t, reg_t, tracked);
-  weft__loop_untrack(t);
+void weft__replies_answer(weft__replies_t* list, int code) {
+  uv_once(&reg_once, reg_init);
   for (;;) {
     weft_msg_t* out;
     uv_mutex_lock(&reg_lock);
-    out = reg->head;
+    out = list->head;
     if (out != NULL)
       unlink_handle(out);
     uv_mutex_unlock(&reg_lock);
     if (out == NULL)
       break;
     out->route.listed = false;
-    outcome_set_error(out, WEFT_ECLOSED);
+    outcome_set_error(out, code);
     outcome_post(out);
   }
+}
+
+void weft__replies_divert(weft__replies_t* list) {
+  tl_divert = list;
+}
+
+/* The worker ends: answer what its code still holds. Thread: the worker. */
+static void reg_teardown(weft__tracked_t* t) {
+  reg_t* reg = weft__container_of(t, reg_t, tracked);
+  weft__loop_untrack(t);
+  weft__replies_answer(&reg->list, WEFT_ECLOSED);
   tl_reg = NULL;
   weft__xfree(reg);
 }
 
-/* List a handle just taken, if this thread is a worker on its own loop. */
+/* List a handle just taken: on the thread's diverted list, else on its
+ * worker's if this thread is a worker on its own loop. */
 static void register_handle(weft_msg_t* out) {
-  weft_port_t* parent = weft_parent_port();
-  weft_loop_t* loop = weft_loop_current();
-  if (parent == NULL || loop == NULL || weft__port_loop(parent) != loop)
-    return;
-  uv_once(&reg_once, reg_init);
-  if (tl_reg == NULL) {
-    tl_reg = weft__xalloc(sizeof(*tl_reg));
-    if (tl_reg == NULL)
-      return; /* Unlisted: the worker's end will not answer it. */
-    tl_reg->head = NULL;
-    tl_reg->tracked.teardown = reg_teardown;
-    weft__loop_track(loop, &tl_reg->tracked);
+  weft__replies_t* list = tl_divert;
+  if (list == NULL) {
+    weft_port_t* parent = weft_parent_port();
+    weft_loop_t* loop = weft_loop_current();
+    if (parent == NULL || loop == NULL || weft__port_loop(parent) != loop)
+      return;
+    if (tl_reg == NULL) {
+      tl_reg = weft__xalloc(sizeof(*tl_reg));
+      if (tl_reg == NULL)
+        return; /* Unlisted: the worker's end will not answer it. */
+      tl_reg->list.head = NULL;
+      tl_reg->tracked.teardown = reg_teardown;
+      weft__loop_track(loop, &tl_reg->tracked);
+    }
+    list = &tl_reg->list;
   }
+  uv_once(&reg_once, reg_init);
   uv_mutex_lock(&reg_lock);
-  out->route.reg = tl_reg;
+  out->route.reg = list;
   out->route.reg_prev = NULL;
-  out->route.reg_next = tl_reg->head;
-  if (tl_reg->head != NULL)
-    tl_reg->head->route.reg_prev = out;
-  tl_reg->head = out;
+  out->route.reg_next = list->head;
+  if (list->head != NULL)
+    list->head->route.reg_prev = out;
+  list->head = out;
   uv_mutex_unlock(&reg_lock);
   out->route.listed = true;
 }
 
-/* The handle is being answered: off its worker's list. */
+/* The handle is being answered: off its owner's list. */
 static void unregister_handle(weft_msg_t* out) {
   if (!out->route.listed)
     return;
@@ -883,6 +900,10 @@ static int take_reply(weft_msg_t* msg, weft_reply_t** out, bool list) {
 
 int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out) {
   return take_reply(msg, out, true);
+}
+
+int weft__msg_take_reply_unlisted(weft_msg_t* msg, weft_reply_t** out) {
+  return take_reply(msg, out, false);
 }
 
 int weft_reply_send(weft_reply_t* r, const void* bytes, size_t len) {

@@ -497,6 +497,81 @@ Test(actor, call_from_a_thread_without_a_loop) {
   weft_actor_system_free(sys);
 }
 
+/* Keeps every request's reply handle; its on_stop answers the first with
+ * 100 and frees the second (the caller gets WEFT_ENOREPLY); a third stays
+ * held past the actor's end. */
+typedef struct {
+  weft_reply_t* held[3];
+  atomic_int n;
+  atomic_int stopped;
+} holder_t;
+
+static int holder(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  holder_t* k = state;
+  int n = atomic_load(&k->n);
+  (void)self;
+  if (!weft_msg_is_request(msg) || n == 3)
+    return 0;
+  cr_assert_eq(weft_msg_take_reply(msg, &k->held[n]), 0);
+  atomic_store(&k->n, n + 1);
+  return 0;
+}
+
+static void holder_stop(void* state, int reason) {
+  holder_t* k = state;
+  packed_t p = packed_int(100);
+  (void)reason;
+  weft_reply_send(k->held[0], p.data, p.len);
+  weft_reply_free(k->held[1]);
+  atomic_store(&k->stopped, 1);
+}
+
+typedef struct {
+  weft_actor_id to;
+  int64_t v;
+  int status;
+  int64_t answer;
+} blocked_call_t;
+
+static void* blocked_call(void* arg) {
+  blocked_call_t* c = arg;
+  packed_t p = packed_int(c->v);
+  weft_msg_t* reply = NULL;
+  c->status = weft_actor_call(c->to, p.data, p.len, 30000, &reply);
+  c->answer = reply != NULL ? msg_int(reply) : -1;
+  weft_msg_free(reply);
+  return NULL;
+}
+
+/* The handles an actor holds at the system's end are its on_stop's to
+ * answer or free; those it leaves are answered WEFT_ECLOSED after it. (The
+ * schedulers' ends answered and freed them first: an on_stop that freed
+ * one used freed memory, ASan's heap-use-after-free.) */
+Test(actor, an_on_stop_answers_the_handles_its_actor_holds_at_the_end) {
+  weft_actor_system_t* sys = new_system(2);
+  holder_t k = {0};
+  weft_actor_opts_t o = {0};
+  weft_actor_id id;
+  blocked_call_t calls[3];
+  pthread_t th[3];
+  int i;
+  o.on_stop = holder_stop;
+  cr_assert_eq(weft_actor_spawn(sys, holder, &k, &o, &id), 0);
+  for (i = 0; i < 3; i++) {
+    calls[i] = (blocked_call_t){.to = id, .v = i};
+    cr_assert_eq(pthread_create(&th[i], NULL, blocked_call, &calls[i]), 0);
+    cr_assert(UNTIL(atomic_load(&k.n) == i + 1), "handle %d taken", i);
+  }
+  cr_assert_eq(weft_actor_system_free(sys), 0);
+  cr_assert_eq(atomic_load(&k.stopped), 1);
+  for (i = 0; i < 3; i++)
+    cr_assert_eq(pthread_join(th[i], NULL), 0);
+  cr_assert_eq(calls[0].status, 0, "on_stop's answer");
+  cr_assert_eq(calls[0].answer, 100);
+  cr_assert_eq(calls[1].status, WEFT_ENOREPLY, "freed by on_stop");
+  cr_assert_eq(calls[2].status, WEFT_EDEADACTOR, "left held: the system's end");
+}
+
 /* An actor that asks another on "go" and records the outcomes. */
 typedef struct {
   weft_actor_id target;

@@ -126,7 +126,9 @@ WEFT_EXTERN int weft_actor_system_wait(weft_actor_system_t* sys,
 
 /* Stop the schedulers, end every actor still alive (its on_stop runs on
  * the calling thread with WEFT_ECLOSED; its queued messages are freed, a
- * request among them answered WEFT_ECLOSED), free the system. Ids of its
+ * request among them answered WEFT_ECLOSED), then answer WEFT_ECLOSED the
+ * reply handles taken in turns that neither a behaviour nor an on_stop
+ * answered or freed (they must not be used after), free the system. Ids of its
  * actors answer WEFT_EDEADACTOR afterwards. Accepts NULL (returns 0).
  * Returns 0 or WEFT_EBUSY (called on one of its scheduler threads:
  * nothing happens). Thread: any but the system's schedulers. */
