@@ -448,8 +448,7 @@ static int adder2_fn(weft_actor_t* self, void* state, weft_msg_t* m) {
 
 /* Keeps every request's reply handle and does not answer, until a message
  * -1 comes: then it answers them all (WEFT_ECANCELED) and sets
- * `released`. (Freeing them at the system's end, in an on_stop, would come
- * after the scheduler threads' ends answered them: docs/actors.md.) */
+ * `released`: answers that come after their askers' hub forgot them. */
 #define SILENT_MAX 128
 typedef struct {
   weft_reply_t* held[SILENT_MAX];
