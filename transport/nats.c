@@ -156,11 +156,26 @@ static natsStatus make_options(const weft__nats_opts_t* o,
   return NATS_OK;
 }
 
+/* Destroy a list of buried subscriptions (nats_conn.h `graves`): their
+ * nats.c objects, the wrappers and their references on the connection.
+ * Not under `klock`. */
+static void reap(weft__nats_sub_t* g) {
+  while (g != NULL) {
+    weft__nats_sub_t* s = g;
+    g = s->next_grave;
+    natsSubscription_Destroy(s->sub);
+    weft__nats_unref(s->conn);
+    free(s);
+  }
+}
+
 static void* kicker_main(void* arg) {
   weft__nats_t* c = arg;
   pthread_setname_np(pthread_self(), "weft-nats-kick");
   pthread_mutex_lock(&c->klock);
   for (;;) {
+    weft__nats_sub_t* graves;
+    natsStatus fs;
     while (!c->kicked && !c->stop && c->dirty == NULL)
       pthread_cond_wait(&c->kcond, &c->klock);
     if (c->stop)
@@ -186,12 +201,26 @@ static void* kicker_main(void* arg) {
      * published. */
     atomic_store_explicit(&c->kick_pending, false, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
+    /* Subscriptions buried before this flush: its PONG comes after every
+     * message the reader may be processing for them. */
+    graves = c->graves;
+    c->graves = NULL;
     pthread_mutex_unlock(&c->klock);
     /* Writes the buffer now; the wait for the PONG is bounded so that a
      * stalled server delays the next kicked write by 50 ms at most (it
      * waits in nats.c's buffer meanwhile, as it would anyway). */
-    (void)natsConnection_FlushTimeout(c->nc, 50);
+    fs = natsConnection_FlushTimeout(c->nc, 50);
+    if (fs == NATS_OK)
+      reap(graves);
     pthread_mutex_lock(&c->klock);
+    if (fs != NATS_OK && graves != NULL) {
+      /* No PONG: they wait for the next flush, or for the close. */
+      weft__nats_sub_t* last = graves;
+      while (last->next_grave != NULL)
+        last = last->next_grave;
+      last->next_grave = c->graves;
+      c->graves = graves;
+    }
   }
   pthread_mutex_unlock(&c->klock);
   return NULL;
@@ -384,12 +413,26 @@ static void sub_message(natsConnection* nc,
 }
 
 static void sub_unref(weft__nats_sub_t* s) {
+  weft__nats_t* c = s->conn;
   if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
     return;
-  natsSubscription_Destroy(s->sub);
+  /* No callback comes any more; nats.c's reader may still hold the object
+   * (nats_conn.h `graves`): buried, destroyed after the kicker's next
+   * flush, or at once once the connection's reader is gone. */
   if (s->done != NULL)
     s->done(s->ctx);
-  free(s);
+  pthread_mutex_lock(&c->klock);
+  if (!c->reaped) {
+    s->next_grave = c->graves;
+    c->graves = s;
+    c->kicked = true; /* No kicker: they wait for weft__nats_close(). */
+    pthread_cond_signal(&c->kcond);
+    pthread_mutex_unlock(&c->klock);
+    return;
+  }
+  pthread_mutex_unlock(&c->klock);
+  s->next_grave = NULL;
+  reap(s);
 }
 
 static void sub_complete(void* closure) {
@@ -415,6 +458,7 @@ static int subscribe(weft__nats_t* c,
   if (s == NULL)
     return WEFT_ENOMEM;
   atomic_init(&s->refs, 2);
+  s->conn = c;
   s->cb = cb;
   s->done = done;
   s->ctx = ctx;
@@ -426,6 +470,8 @@ static int subscribe(weft__nats_t* c,
     st = natsConnection_Subscribe(&s->sub, c->nc, subject, sub_message, s);
   if (st == NATS_OK)
     st = natsSubscription_SetOnCompleteCB(s->sub, sub_complete, s);
+  if (st == NATS_OK)
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
   if (st != NATS_OK) {
     if (s->sub != NULL) {
       /* Subscribed but no completion: nothing may touch `s` once it is
@@ -520,6 +566,17 @@ void weft__nats_close(weft__nats_t* c) {
   pthread_mutex_unlock(&c->klock);
   if (c->nc != NULL)
     natsConnection_Close(c->nc);
+  /* Close() joined nats.c's reader: the subscriptions buried are nobody's
+   * now, and those that end from here on are destroyed at once. */
+  {
+    weft__nats_sub_t* graves;
+    pthread_mutex_lock(&c->klock);
+    graves = c->graves;
+    c->graves = NULL;
+    c->reaped = true;
+    pthread_mutex_unlock(&c->klock);
+    reap(graves);
+  }
   /* nats.c runs the closed callback on its own thread, after Close(). */
   clock_gettime(CLOCK_MONOTONIC, &until);
   until.tv_sec += 10;

@@ -40,8 +40,21 @@ struct weft__nats_s {
   uint64_t linger_ns;  /* opts.gather_us when set, else 0. Set once. */
   uint64_t dirty_since; /* When `dirty` last became non-empty (ns). */
   atomic_uint_least64_t unsent; /* Gathered posts nats.c then refused. */
-  /* The owner's reference and one per live batch: a batch may be freed
-   * after the connection closed, and reads `klock` then. */
+  /* Subscriptions ended (their `done` ran) whose nats.c object waits to be
+   * destroyed (`next_grave`), under `klock`: nats.c 3.4's reader looks a
+   * message's subscription up, lets go of the lookup's lock and only then
+   * locks the subscription, holding no reference in between (fixed after
+   * 3.5: nats-io/nats.c#637, #638), so one destroyed as soon as it ended
+   * can be freed under a reader that is processing a message for it. The
+   * kicker destroys the graves it took once a flush's PONG came (the reader
+   * finished every message read before it); weft__nats_close() the rest,
+   * once nats.c joined the reader, and from then on `reaped` says to
+   * destroy at once. */
+  weft__nats_sub_t* graves;
+  bool reaped;
+  /* The owner's reference, one per live batch and one per subscription
+   * not yet destroyed: a batch may be freed after the connection closed,
+   * and reads `klock` then; a subscription is buried under `klock`. */
   atomic_int refs;
 };
 
@@ -54,6 +67,8 @@ struct weft__nats_sub_s {
   weft__nats_done_cb done;
   void* ctx;
   bool batches; /* Split Weft-Batch messages (weft__nats_subscribe_posts). */
+  weft__nats_t* conn;          /* Referenced until `sub` is destroyed. */
+  weft__nats_sub_t* next_grave; /* conn->graves. */
 };
 
 /* The kicker's part (under `klock`, which it lets go while it writes):
