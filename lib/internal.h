@@ -143,6 +143,9 @@ bool weft__loop_closing(const weft_loop_t* loop);
  * a fresh replacement (when a kept message takes the old one).
  * Thread: owner loop only. */
 msgpack_zone* weft__loop_zone(weft_loop_t* loop);
+/* Where the loop keeps one message object for reuse (msg.c:
+ * weft__msg_alloc_on, weft__msg_take_back). Owner thread only. */
+weft_msg_t** weft__loop_spare_msg(weft_loop_t* loop);
 msgpack_zone* weft__loop_take_zone(weft_loop_t* loop);
 
 /* Ask a loop (any thread) to stop: weft_loop_run() returns at the end of
@@ -355,6 +358,11 @@ struct weft_msg_s {
 
 /* A message of `kind` with room for `len` bytes (not filled). */
 weft_msg_t* weft__msg_alloc(int kind, size_t len);
+/* weft__msg_alloc() on `loop`'s thread, taking the message object a
+ * delivery on that loop gave back when it has one (weft__msg_take_back):
+ * a port's small messages, made from their mailbox slots, then cost no
+ * allocation and no free. */
+weft_msg_t* weft__msg_alloc_on(weft_loop_t* loop, int kind, size_t len);
 /* Set up the message's packer (before packing into it). */
 void weft__msg_start_packer(weft_msg_t* msg);
 /* Put `obj` of `kind` on the message's transfer list and write its

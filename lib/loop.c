@@ -180,6 +180,7 @@ struct weft_loop_s {
   uint64_t imm_epoch;
   weft__tracked_t tracked; /* Sentinel. */
   msgpack_zone* zone;
+  weft_msg_t* spare_msg; /* Owner only: see weft__loop_spare_msg(). */
   /* Time spent spinning for messages (counts as idle). Written by the
    * owner only; relaxed: a counter another thread may sample
    * (weft__loop_elu_ns), ordered with nothing else. */
@@ -400,6 +401,7 @@ static void release_memory(weft_loop_t* loop) {
     r->run(loop, r);
   }
   msgpack_zone_free(loop->zone);
+  weft__xfree(loop->spare_msg);
   weft__local_free(loop->ticks.items);
   weft__local_free(loop->micro.items);
   weft__local_free(loop->slots);
@@ -534,6 +536,10 @@ void weft__loop_handles(weft_loop_t* loop, int delta) {
 
 msgpack_zone* weft__loop_zone(weft_loop_t* loop) {
   return loop->zone;
+}
+
+weft_msg_t** weft__loop_spare_msg(weft_loop_t* loop) {
+  return &loop->spare_msg;
 }
 
 msgpack_zone* weft__loop_take_zone(weft_loop_t* loop) {

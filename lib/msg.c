@@ -7,10 +7,7 @@
 
 static int msg_write(void* data, const char* buf, size_t len);
 
-weft_msg_t* weft__msg_alloc(int kind, size_t len) {
-  weft_msg_t* m = weft__xalloc(sizeof(*m));
-  if (m == NULL)
-    return NULL;
+static void msg_init(weft_msg_t* m, int kind) {
   m->kind = (uint8_t)kind;
   m->state = WEFT__MSG_BUILDING;
   m->decoded = false;
@@ -26,10 +23,16 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
   m->len = 0;
   m->xfers = NULL;
   m->zone = NULL;
-  if (len <= WEFT__MSG_INLINE) {
-    m->data = m->inline_buf;
-    m->cap = WEFT__MSG_INLINE;
-  } else {
+  m->data = m->inline_buf;
+  m->cap = WEFT__MSG_INLINE;
+}
+
+weft_msg_t* weft__msg_alloc(int kind, size_t len) {
+  weft_msg_t* m = weft__xalloc(sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  msg_init(m, kind);
+  if (len > WEFT__MSG_INLINE) {
     m->data = weft__xalloc(len);
     if (m->data == NULL) {
       weft__xfree(m);
@@ -37,6 +40,16 @@ weft_msg_t* weft__msg_alloc(int kind, size_t len) {
     }
     m->cap = len;
   }
+  return m;
+}
+
+weft_msg_t* weft__msg_alloc_on(weft_loop_t* loop, int kind, size_t len) {
+  weft_msg_t** spare = weft__loop_spare_msg(loop);
+  weft_msg_t* m = *spare;
+  if (m == NULL || len > WEFT__MSG_INLINE)
+    return weft__msg_alloc(kind, len);
+  *spare = NULL;
+  msg_init(m, kind);
   return m;
 }
 
@@ -721,7 +734,15 @@ void weft__msg_take_back(weft_msg_t* msg, weft_loop_t* loop) {
   /* Kept: the callback owns it and may have freed it already. A keep
    * takes the loop's zone with the message: clear the loop's zone of now. */
   if (!weft__msg_delivered_kept(msg)) {
-    weft_msg_free(msg);
+    weft_msg_t** spare = weft__loop_spare_msg(loop);
+    /* Nothing of its own to release: the loop keeps it for the next
+     * small message it makes (weft__msg_alloc_on). */
+    if (*spare == NULL && !msg->routed && !msg->has_owned &&
+        msg->xfers == NULL && msg->zone == NULL &&
+        msg->data == msg->inline_buf)
+      *spare = msg;
+    else
+      weft_msg_free(msg);
     msgpack_zone_clear(weft__loop_zone(loop));
   }
 }

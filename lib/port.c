@@ -332,8 +332,9 @@ static int peek_kind(pcore_t* p) {
  * first in line. `stamp`: NULL, or where an inline message's trace stamp
  * goes (0: none) rather than into the message, for the delivery's record
  * (weft__trace_deliver()); left as it is for a message that carries its
- * own. */
-static weft_msg_t* pop_msg(pcore_t* p, uint64_t* stamp) {
+ * own. `loop`: the owner loop, when this is its thread (its spare message
+ * object may be used), or NULL. */
+static weft_msg_t* pop_msg(pcore_t* p, uint64_t* stamp, weft_loop_t* loop) {
   weft__mbox_item_t it;
   weft_msg_t* m;
   p->pop_nomem = false;
@@ -341,7 +342,8 @@ static weft_msg_t* pop_msg(pcore_t* p, uint64_t* stamp) {
     return NULL;
   if (it.node == NULL && it.data != NULL) {
     uint32_t len = INLINE_LEN(it.len);
-    m = weft__msg_alloc(WEFT__MSG_DATA, len);
+    m = loop != NULL ? weft__msg_alloc_on(loop, WEFT__MSG_DATA, len)
+                     : weft__msg_alloc(WEFT__MSG_DATA, len);
     if (m == NULL) {
       p->pop_nomem = true;
       return NULL;
@@ -382,7 +384,7 @@ static void drop_mailbox(pcore_t* p) {
       weft__mbox_next(&p->mb, &it);
       continue;
     }
-    weft_msg_free(pop_msg(p, NULL));
+    weft_msg_free(pop_msg(p, NULL, NULL));
   }
 }
 
@@ -1077,7 +1079,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
          (!p->close_emitted || p->hooks != NULL) && !weft__loop_closing(loop) &&
          !weft__loop_stopping(loop)) {
     uint64_t stamp = WEFT__TRACE_STAMP_IN_MSG;
-    weft_msg_t* m = pop_msg(p, &stamp);
+    weft_msg_t* m = pop_msg(p, &stamp, loop);
     if (m == NULL) {
       WEFT__TRACE_SETTLE(); /* The last delivery's end, before a wait. */
       if (!p->pop_nomem && wait_for_more(loop, p))
@@ -1114,7 +1116,7 @@ static int port_run(weft_loop_t* loop, weft__ready_t* r) {
     /* Not started: data waits for a handler, but a close at the head of
      * the queue is handled now, as Node does, so both ends see 'close'. */
     if (peek_kind(p) == WEFT__MSG_CLOSE) {
-      weft_msg_t* m = pop_msg(p, NULL);
+      weft_msg_t* m = pop_msg(p, NULL, loop);
       if (m != NULL)
         dispatch(loop, p, m);
     }
@@ -1408,7 +1410,7 @@ static int take(pcore_t* p, weft_msg_t** out, bool foreign) {
       if (zone == NULL)
         return WEFT_ENOMEM;
     }
-    m = pop_msg(p, NULL);
+    m = pop_msg(p, NULL, NULL);
     if (m == NULL) {
       err = p->pop_nomem ? WEFT_ENOMEM : WEFT_EAGAIN;
       break;
@@ -1462,7 +1464,7 @@ static int take_raw(pcore_t* p, weft_msg_t** out) {
     return WEFT_EAGAIN;
   if (kind == WEFT__MSG_CLOSE)
     return WEFT_ECLOSED;
-  *out = pop_msg(p, NULL);
+  *out = pop_msg(p, NULL, NULL);
   if (*out == NULL)
     return p->pop_nomem ? WEFT_ENOMEM : WEFT_EAGAIN;
   return 0;
