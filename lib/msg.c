@@ -738,7 +738,7 @@ void weft__msg_take_back(weft_msg_t* msg, weft_loop_t* loop) {
     /* Nothing of its own to release: the loop keeps it for the next
      * small message it makes (weft__msg_alloc_on). */
     if (*spare == NULL && !msg->routed && !msg->has_owned &&
-        msg->xfers == NULL && msg->zone == NULL &&
+        msg->capxfer == 0 && msg->zone == NULL &&
         msg->data == msg->inline_buf)
       *spare = msg;
     else
