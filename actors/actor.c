@@ -39,6 +39,15 @@ weft_actor_t* weft__actor_current(void) {
   return tl_actor;
 }
 
+weft__replies_t* weft__actor_replies(void) {
+  weft_actor_t* a = tl_actor;
+  if (a != NULL && weft__actor_x(a) != NULL) {
+    a->x->took_replies = true;
+    return &a->x->replies;
+  }
+  return &weft__sched_current()->sys->replies;
+}
+
 weft__actor_x_t* weft__actor_x(weft_actor_t* a) {
   if (a->x == NULL)
     a->x = WEFT__FAILABLE(calloc(1, sizeof(*a->x)));
@@ -906,6 +915,16 @@ static void release(weft_actor_t* a, int reason, bool signal, bool named) {
   unmute_all(a);
   if (x != NULL && x->on_stop != NULL)
     x->on_stop(a->state, reason);
+  if (x != NULL && x->took_replies) {
+    /* Handles it took and neither answered nor freed (its on_stop may
+     * have): their callers learn now, with its failure's reason, or
+     * WEFT_ECLOSED (an asker sees WEFT_EDEADACTOR), as Erlang's callers
+     * of a process that exits do. The handles stay valid until the
+     * system's end; an answer through one comes late. */
+    weft__replies_settle(&x->replies, &sys->replies,
+                         reason < 0 && reason != WEFT_ECLOSED ? reason
+                                                              : WEFT_ECLOSED);
+  }
   if (x != NULL) {
     free(x->links);
     free(x->watchers);

@@ -141,9 +141,10 @@ struct weft_actor_system_s {
   atomic_uint next; /* Round robin for actors queued from outside. */
   atomic_bool closing;
   _Atomic uint64_t dead_letters;
-  /* Reply handles taken on the schedulers (weft_msg_take_reply in a turn)
-   * and not answered yet: answered WEFT_ECLOSED after the actors' on_stops
-   * at the system's end (request.c's list, diverted from the scheduler
+  /* Reply handles taken on the schedulers and not answered yet: those of
+   * actors that ended (weft__actor_replies) and those taken outside a turn
+   * (an ask's callback). Answered WEFT_ECLOSED after the actors' on_stops
+   * at the system's end (request.c's lists, diverted from the scheduler
    * workers' own, which their loops' ends answer before the on_stops). */
   weft__replies_t replies;
   /* weft_actor_send_wait(): threads waiting for room in a mailbox, and
@@ -194,6 +195,12 @@ typedef struct weft__actor_x_s {
   size_t ntimers, captimers;
   weft_actor_stop_fn on_stop;
   size_t mailbox_limit;
+  /* Reply handles taken in its turns and not answered yet (request.c's
+   * list, under its lock): its end settles their calls and gives them to
+   * the system's. `took_replies`: one was ever listed (owner only; the end
+   * then looks at the list). */
+  weft__replies_t replies;
+  bool took_replies;
 } weft__actor_x_t;
 
 typedef struct weft__watch_s {
@@ -245,6 +252,9 @@ struct weft_actor_s {
 
 /* The actor whose turn the calling thread runs, or NULL. Thread: any. */
 weft_actor_t* weft__actor_current(void);
+/* Where a reply handle taken on a scheduler thread goes (request.c's
+ * weft__replies_divert): the running actor's list, else its system's. */
+weft__replies_t* weft__actor_replies(void);
 /* The cold part, made if needed (NULL: out of memory). Owner only. */
 weft__actor_x_t* weft__actor_x(weft_actor_t* a);
 /* Push `msg` (tag and aux set by the caller) into `to`'s mailbox and queue

@@ -355,7 +355,7 @@ static void sched_entry(weft_loop_t* loop, void* arg) {
   /* See "Heaps" in the file comment. */
   weft__heap_set_current(NULL);
   tl_sched = s;
-  weft__replies_divert(&sys->replies);
+  weft__replies_divert(weft__actor_replies);
   s->tracked.teardown = sched_teardown;
   weft__loop_track(loop, &s->tracked);
   weft__loop_keepalive(loop, 1); /* Until the system ends. */

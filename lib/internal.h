@@ -656,19 +656,26 @@ uint64_t weft__request_deadline(const weft_msg_t* m);
  * end answers (request.c). A worker's is made on its first handle and
  * answered at its loop's end. A layer that runs other code on a worker and
  * outlives that worker's loop (the actor system's schedulers) diverts the
- * thread's handles to a list of its own with weft__replies_divert (NULL:
- * back to the worker's) and answers what is left on it with
- * weft__replies_answer(list, code) when its own end comes (each handle
- * then gets `code` and is the caller's again). A handle answered in the
- * meantime, from any thread, leaves its list. Thread: divert, the thread
- * itself; answer, any thread once no code that may take a handle onto
- * `list` runs. weft__msg_take_reply_unlisted: weft_msg_take_reply() for
- * a layer that keeps the handle and answers it itself in every case
+ * thread's handles with weft__replies_divert(fn): each handle taken on the
+ * thread from then on goes on fn()'s list (fn never returns NULL; NULL fn:
+ * back to the worker's). weft__replies_settle(from, to, code) settles the
+ * calls of the handles on `from` now with `code` (an outcome of its own for
+ * each: an actor's end) and moves the handles to `to`, still valid: an
+ * answer that comes later through one is dropped and counted late.
+ * weft__replies_answer(list, code) answers what is left on `list` with
+ * `code` when its owner's own end comes (each handle is then the
+ * caller's again). A handle answered in the meantime, from any thread,
+ * leaves its list. Thread: divert, the thread itself; settle and answer,
+ * any thread once no code that may take a handle onto `from` / `list`
+ * runs. weft__msg_take_reply_unlisted: weft_msg_take_reply() for a layer
+ * that keeps the handle and answers it itself in every case
  * (actors/remote.c): on no list. */
 typedef struct weft__replies_s {
   weft_msg_t* head; /* Linked by route.reg_next. */
 } weft__replies_t;
-void weft__replies_divert(weft__replies_t* list);
+void weft__replies_divert(weft__replies_t* (*fn)(void));
+void weft__replies_settle(weft__replies_t* from, weft__replies_t* to,
+                          int code);
 void weft__replies_answer(weft__replies_t* list, int code);
 int weft__msg_take_reply_unlisted(weft_msg_t* msg, weft_reply_t** out);
 

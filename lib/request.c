@@ -32,7 +32,10 @@
  *
  * Handles on workers. A reply handle taken on a worker is listed on that
  * worker's loop; the worker's end answers the ones still listed with
- * WEFT_ECLOSED (and frees them, like all of the worker's memory). */
+ * WEFT_ECLOSED (and frees them, like all of the worker's memory). The
+ * actor system lists those taken in a turn on the actor, whose end settles
+ * their calls, and then on the system, whose end answers them
+ * (weft__replies_divert, internal.h). */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -785,7 +788,7 @@ typedef struct {
 static uv_mutex_t reg_lock;
 static uv_once_t reg_once = UV_ONCE_INIT;
 static _Thread_local reg_t* tl_reg;
-static _Thread_local weft__replies_t* tl_divert;
+static _Thread_local weft__replies_t* (*tl_divert)(void);
 
 static void reg_init(void) {
   if (uv_mutex_init(&reg_lock) != 0)
@@ -819,8 +822,43 @@ void weft__replies_answer(weft__replies_t* list, int code) {
   }
 }
 
-void weft__replies_divert(weft__replies_t* list) {
-  tl_divert = list;
+void weft__replies_divert(weft__replies_t* (*fn)(void)) {
+  tl_divert = fn;
+}
+
+static void link_handle(weft_msg_t* out, weft__replies_t* list) {
+  out->route.reg = list;
+  out->route.reg_prev = NULL;
+  out->route.reg_next = list->head;
+  if (list->head != NULL)
+    list->head->route.reg_prev = out;
+  list->head = out;
+}
+
+void weft__replies_settle(weft__replies_t* from, weft__replies_t* to,
+                          int code) {
+  weft_msg_t* early = NULL; /* Linked by route.reg_next. */
+  weft_msg_t* out;
+  uv_once(&reg_once, reg_init);
+  uv_mutex_lock(&reg_lock);
+  while ((out = from->head) != NULL) {
+    /* Read under the lock: once on `to` and unlocked, another thread may
+     * answer (and free) it. */
+    weft_msg_t* e = outcome_new(out->route.core, out->route.id);
+    unlink_handle(out);
+    link_handle(out, to);
+    if (e == NULL)
+      continue; /* No memory: the call waits for the handle's answer. */
+    outcome_set_error(e, code);
+    e->route.reg_next = early;
+    early = e;
+  }
+  uv_mutex_unlock(&reg_lock);
+  while ((out = early) != NULL) {
+    early = out->route.reg_next;
+    out->route.reg_next = NULL;
+    outcome_post(out);
+  }
 }
 
 /* The worker ends: answer what its code still holds. Thread: the worker. */
@@ -835,7 +873,7 @@ static void reg_teardown(weft__tracked_t* t) {
 /* List a handle just taken: on the thread's diverted list, else on its
  * worker's if this thread is a worker on its own loop. */
 static void register_handle(weft_msg_t* out) {
-  weft__replies_t* list = tl_divert;
+  weft__replies_t* list = tl_divert != NULL ? tl_divert() : NULL;
   if (list == NULL) {
     weft_port_t* parent = weft_parent_port();
     weft_loop_t* loop = weft_loop_current();
@@ -853,12 +891,7 @@ static void register_handle(weft_msg_t* out) {
   }
   uv_once(&reg_once, reg_init);
   uv_mutex_lock(&reg_lock);
-  out->route.reg = list;
-  out->route.reg_prev = NULL;
-  out->route.reg_next = list->head;
-  if (list->head != NULL)
-    list->head->route.reg_prev = out;
-  list->head = out;
+  link_handle(out, list);
   uv_mutex_unlock(&reg_lock);
   out->route.listed = true;
 }

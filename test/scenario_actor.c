@@ -4,8 +4,10 @@
  * to one actor, in order per sender; spawns and ends racing sends to ids
  * of ended actors (a reused slot must not get its predecessor's mail);
  * asks from actors and blocking calls from threads, with timeouts; a
- * flood from one actor into a slow one (muted, memory bounded); the
- * system freed with actors alive, mail queued and timers pending.
+ * flood from one actor into a slow one (muted, memory bounded); reply
+ * handles handed to another thread while their actor is killed (the call
+ * settles once, whichever comes first); the system freed with actors
+ * alive, mail queued and timers pending.
  * Exits 0 on success. */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -385,7 +387,83 @@ static void flood(void) {
   CHECK(weft_actor_exit(s, WEFT_EKILLED) == 0, "kill");
 }
 
-/* --- 6. free with actors alive -------------------------------------------- */
+/* --- 6. a handle answered on another thread as its actor ends ----------- */
+
+#define HANDOFFS (UNDER_TSAN ? 200 : 2000)
+
+static _Atomic(weft_reply_t*) handed;
+static atomic_bool handoffs_done;
+
+/* Takes the request's handle and hands it to the answering thread. */
+static int delegator(weft_actor_t* self, void* state, weft_msg_t* msg) {
+  weft_reply_t* r;
+  (void)self;
+  (void)state;
+  if (!weft_msg_is_request(msg))
+    return 0;
+  CHECK(weft_msg_take_reply(msg, &r) == 0, "take");
+  while (atomic_load(&handed) != NULL)
+    sched_yield(); /* The last one is still being answered. */
+  atomic_store(&handed, r);
+  return 0;
+}
+
+/* Answers every handle handed to it, until told to stop. */
+static void* answerer_thread(void* arg) {
+  (void)arg;
+  for (;;) {
+    weft_reply_t* r = atomic_exchange(&handed, NULL);
+    if (r != NULL)
+      weft_reply_send_fmt(r, "I", (int64_t)1);
+    else if (atomic_load(&handoffs_done))
+      return NULL;
+    else
+      sched_yield();
+  }
+}
+
+typedef struct {
+  weft_actor_id to;
+  int status;
+} handoff_call_t;
+
+static void* handoff_caller(void* arg) {
+  handoff_call_t* c = arg;
+  weft_msg_t* reply = NULL;
+  c->status = weft_actor_call(c->to, "\x01", 1, 20000, &reply);
+  weft_msg_free(reply);
+  return NULL;
+}
+
+static void handoffs(void) {
+  pthread_t answerer;
+  int i, answered = 0, ended = 0;
+  CHECK(pthread_create(&answerer, NULL, answerer_thread, NULL) == 0, "thread");
+  for (i = 0; i < HANDOFFS; i++) {
+    handoff_call_t c = {0};
+    pthread_t caller;
+    CHECK(weft_actor_spawn(sys, delegator, NULL, NULL, &c.to) == 0, "spawn");
+    CHECK(pthread_create(&caller, NULL, handoff_caller, &c) == 0, "caller");
+    /* Kill it at some point of the call: before, while or after its
+     * handle moves to the answerer. */
+    if (i % 3 != 0)
+      sched_yield();
+    (void)weft_actor_exit(c.to, WEFT_EKILLED);
+    CHECK(pthread_join(caller, NULL) == 0, "join");
+    if (c.status == 0)
+      answered++;
+    else if (c.status == WEFT_EKILLED || c.status == WEFT_EDEADACTOR)
+      ended++;
+    else
+      CHECK(0, "call %d: %s", i, weft_err_name(c.status));
+  }
+  atomic_store(&handoffs_done, true);
+  CHECK(pthread_join(answerer, NULL) == 0, "join answerer");
+  printf("scenario_actor: handoffs %d answered, %d settled by the end\n",
+         answered, ended);
+}
+
+/* --- 7. free with actors alive -------------------------------------------- */
 
 static atomic_int stopped;
 
@@ -429,6 +507,7 @@ int main(void) {
   outside_senders();
   churn();
   flood();
+  handoffs();
   CHECK(weft_actor_system_wait(sys, 60000) == 0, "all ended");
   CHECK(weft_actor_system_free(sys) == 0, "free");
   free_alive();

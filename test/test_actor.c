@@ -509,8 +509,12 @@ typedef struct {
 static int holder(weft_actor_t* self, void* state, weft_msg_t* msg) {
   holder_t* k = state;
   int n = atomic_load(&k->n);
-  (void)self;
-  if (!weft_msg_is_request(msg) || n == 3)
+  if (!weft_msg_is_request(msg)) {
+    if (msg_int(msg) == 7)
+      weft_actor_stop(self, 0);
+    return 0;
+  }
+  if (n == 3)
     return 0;
   cr_assert_eq(weft_msg_take_reply(msg, &k->held[n]), 0);
   atomic_store(&k->n, n + 1);
@@ -537,7 +541,9 @@ static void* blocked_call(void* arg) {
   blocked_call_t* c = arg;
   packed_t p = packed_int(c->v);
   weft_msg_t* reply = NULL;
-  c->status = weft_actor_call(c->to, p.data, p.len, 30000, &reply);
+  /* Long, but bounded: a call that nothing settles fails the test with
+   * WEFT_ETIMEDOUT rather than hanging it. */
+  c->status = weft_actor_call(c->to, p.data, p.len, 20000, &reply);
   c->answer = reply != NULL ? msg_int(reply) : -1;
   weft_msg_free(reply);
   return NULL;
@@ -570,6 +576,41 @@ Test(actor, an_on_stop_answers_the_handles_its_actor_holds_at_the_end) {
   cr_assert_eq(calls[0].answer, 100);
   cr_assert_eq(calls[1].status, WEFT_ENOREPLY, "freed by on_stop");
   cr_assert_eq(calls[2].status, WEFT_EDEADACTOR, "left held: the system's end");
+}
+
+/* An actor that ends while it holds a handle settles its call at once,
+ * with its reason (an exit signal's) or WEFT_EDEADACTOR (a normal end), as
+ * an Erlang caller learns of the callee's exit; the handle stays valid and
+ * an answer given through it later is dropped and counted late. */
+Test(actor, an_actor_that_ends_holding_a_handle_settles_its_call) {
+  weft_actor_system_t* sys = new_system(2);
+  int reasons[2] = {WEFT_EKILLED, 0};
+  int want[2] = {WEFT_EKILLED, WEFT_EDEADACTOR};
+  int i;
+  for (i = 0; i < 2; i++) {
+    holder_t k = {0};
+    weft_actor_id id;
+    blocked_call_t call;
+    pthread_t th;
+    packed_t p = packed_int(5);
+    uint64_t late;
+    cr_assert_eq(weft_actor_spawn(sys, holder, &k, NULL, &id), 0);
+    call = (blocked_call_t){.to = id, .v = 1};
+    cr_assert_eq(pthread_create(&th, NULL, blocked_call, &call), 0);
+    cr_assert(UNTIL(atomic_load(&k.n) == 1));
+    if (reasons[i] != 0)
+      cr_assert_eq(weft_actor_exit(id, reasons[i]), 0);
+    else
+      cr_assert_eq(send_int(id, 7), 0); /* It stops itself. */
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert_eq(call.status, want[i], "end %d: %s", i,
+                 weft_err_name(call.status));
+    late = weft_request_late_replies();
+    cr_assert_eq(weft_reply_send(k.held[0], p.data, p.len), 0);
+    cr_assert(UNTIL(weft_request_late_replies() > late),
+              "the answer after the end is counted late");
+  }
+  cr_assert_eq(weft_actor_system_free(sys), 0);
 }
 
 /* An actor that asks another on "go" and records the outcomes. */

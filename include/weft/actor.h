@@ -229,8 +229,10 @@ WEFT_EXTERN int weft_actor_send_fmt(weft_actor_id to, const char* fmt, ...);
 /* The outcome of an ask: `status` 0 with `reply` (valid for the call;
  * weft_msg_keep() keeps it), or a negative code with `reply` NULL:
  * WEFT_ETIMEDOUT, WEFT_EDEADACTOR (the actor ended before answering),
- * WEFT_ENOREPLY (it handled the request without answering), or the code
- * it gave weft_reply_error(). Runs once per ask. Runs on: for an actor
+ * WEFT_ENOREPLY (it handled the request without answering), the code it
+ * gave weft_reply_error(), or the reason it failed or was killed with
+ * (a failure on the request, or an end while it held the request's reply
+ * handle). Runs once per ask. Runs on: for an actor
  * asker, its own turn (`self` and `state` are the asker's, one message at
  * a time as for its behaviour); for a loop asker (`self` NULL), its loop,
  * with `state` NULL. */

@@ -162,10 +162,12 @@ WEFT_EXTERN bool weft_msg_is_request(const weft_msg_t* msg);
  * weft_reply_error() or weft_reply_free() consumes it. A handle taken on a
  * worker and still unanswered when that worker ends is answered
  * WEFT_ECLOSED and freed with the worker (like all of a worker's memory,
- * it must not be used after). One taken in an actor's turn belongs to the
- * actor system instead: still unanswered at weft_actor_system_free(), it
- * is answered WEFT_ECLOSED after the actors' on_stops (which may answer or
- * free it) and must not be used after.
+ * it must not be used after). One taken in an actor's turn is the
+ * actor's: when the actor ends without answering it (its on_stop may),
+ * the call settles with the actor's reason (docs/actors.md) and a later
+ * answer through the handle is dropped and counted late; the handle stays
+ * valid until weft_actor_system_free(), which answers the ones left
+ * WEFT_ECLOSED after the on_stops (not to be used after).
  * Thread: the thread that holds the message; the handle may then move to
  * any thread. */
 WEFT_EXTERN int weft_msg_take_reply(weft_msg_t* msg, weft_reply_t** out);
